@@ -1,0 +1,569 @@
+//! A complete Raft as a plain struct, without IO: calls feed it (`tick`, `step`, `propose`,
+//! `read_index`, `transfer_leader`, `campaign`), [`Raft::ready`] drains it and
+//! [`Raft::advance`] acknowledges that the `Ready` was carried out (see [`ready`] for the
+//! contract). Time is the number of `tick` calls; randomness is a seeded ChaCha8.
+//!
+//! One module per concern: `election` (§5.2, §9.6 PreVote, CheckQuorum), `replication`
+//! (§5.3, §5.4, flow control, snapshots), `read_index` (§6.4), `membership` (§4, single-server
+//! changes and learners), `transfer` (§3.10).
+
+mod config;
+mod election;
+mod entry;
+mod error;
+pub mod harness;
+mod initial_state;
+mod log;
+mod membership;
+mod message;
+mod progress;
+mod quorum;
+mod read_index;
+mod ready;
+mod replication;
+mod state;
+mod status;
+mod transfer;
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+pub use config::Config;
+pub use entry::{
+    ConfChange, ConfChangeKind, ConfState, Entry, EntryPayload, Index, NodeId, Snapshot,
+    SnapshotMeta, Term, ENTRY_OVERHEAD_BYTES,
+};
+pub use error::{ConfigError, MessageError, ProposeError, ReadIndexError, TransferError};
+pub use initial_state::{InitialState, BOOTSTRAP_INDEX, BOOTSTRAP_TERM};
+pub use message::{
+    Append, AppendResponse, Heartbeat, HeartbeatResponse, Message, MessageBody, MessageLimits,
+    Propose, ReadIndexRequest, ReadIndexResponse, RequestVote, RequestVoteResponse,
+};
+pub use progress::ReplicationState;
+pub use ready::{ReadState, Ready};
+pub use state::{HardState, Role, SoftState};
+pub use status::{ProgressStatus, Status};
+
+use log::RaftLog;
+use progress::Progress;
+use read_index::ReadIndexQueue;
+
+/// Where a proposal went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Proposed {
+    /// Appended to this leader's log at `index` in `term`. If a different entry is later
+    /// applied at `index`, the proposal was lost (a new leader overwrote it).
+    Appended { index: Index, term: Term },
+    /// Forwarded to the leader; the caller learns the outcome when its entry is applied.
+    Forwarded { to: NodeId },
+}
+
+/// A leader transfer in progress (thesis §3.10).
+#[derive(Clone, Copy, Debug)]
+struct LeaderTransfer {
+    to: NodeId,
+}
+
+/// One Raft node's whole protocol state.
+#[derive(Debug)]
+pub struct Raft {
+    id: NodeId,
+    config: Config,
+    rng: ChaCha8Rng,
+
+    term: Term,
+    vote: Option<NodeId>,
+    role: Role,
+    leader: Option<NodeId>,
+    log: RaftLog,
+    conf: ConfState,
+
+    /// Leader only: every member's replication progress, this node included.
+    progress: BTreeMap<NodeId, Progress>,
+    /// Candidate and pre-candidate only: the answers so far.
+    votes: BTreeMap<NodeId, bool>,
+
+    election_elapsed_ticks: u32,
+    heartbeat_elapsed_ticks: u32,
+    randomized_election_ticks: u32,
+
+    /// A leader may not propose a membership change until this index is applied.
+    pending_conf_index: Index,
+    /// Bytes of entries this leader appended that are not committed yet.
+    uncommitted_bytes: usize,
+    transfer: Option<LeaderTransfer>,
+    reads: ReadIndexQueue,
+    /// Follower only: proposals waiting to be forwarded to the leader in one message.
+    forward_buffer: Vec<EntryPayload>,
+
+    /// Leader only: new entries or a new commit index must be sent to followers.
+    broadcast_pending: bool,
+    messages: Vec<Message>,
+    persisted_messages: Vec<Message>,
+    read_states: Vec<ReadState>,
+    /// What the previous `Ready` reported, to report only changes.
+    reported_hard_state: HardState,
+    reported_soft_state: SoftState,
+    ready_outstanding: bool,
+    /// Membership changes in the outstanding `Ready`'s committed entries, applied on `advance`.
+    ready_conf_changes: Vec<ConfChange>,
+    /// The leader this node saw in each recent term; a second one in the same term would
+    /// break Election Safety (§5.2).
+    leader_seen: Option<(Term, NodeId)>,
+    /// Reused for quorum arithmetic.
+    scratch: Vec<Index>,
+}
+
+impl Raft {
+    /// Starts a node from `initial` (a restart, a bootstrap or a join).
+    pub fn new(config: Config, initial: InitialState) -> Result<Raft, ConfigError> {
+        config.validate()?;
+        initial.validate()?;
+        let InitialState {
+            hard_state,
+            snapshot,
+            entries,
+            applied_index,
+        } = initial;
+        let conf = snapshot.meta.conf_state.clone();
+        let commit_index = hard_state.commit_index.max(snapshot.meta.index);
+        let log = RaftLog::restore(snapshot, entries, commit_index, applied_index);
+        let mut raft = Raft {
+            id: config.id,
+            rng: ChaCha8Rng::seed_from_u64(config.seed),
+            config,
+            term: hard_state.term,
+            vote: hard_state.vote,
+            role: Role::Follower,
+            leader: None,
+            log,
+            conf,
+            progress: BTreeMap::new(),
+            votes: BTreeMap::new(),
+            election_elapsed_ticks: 0,
+            heartbeat_elapsed_ticks: 0,
+            randomized_election_ticks: 0,
+            pending_conf_index: 0,
+            uncommitted_bytes: 0,
+            transfer: None,
+            reads: ReadIndexQueue::default(),
+            forward_buffer: Vec::new(),
+            broadcast_pending: false,
+            messages: Vec::new(),
+            persisted_messages: Vec::new(),
+            read_states: Vec::new(),
+            reported_hard_state: HardState {
+                term: hard_state.term,
+                vote: hard_state.vote,
+                commit_index,
+            },
+            reported_soft_state: SoftState {
+                leader: None,
+                role: Role::Follower,
+            },
+            ready_outstanding: false,
+            ready_conf_changes: Vec::new(),
+            leader_seen: None,
+            scratch: Vec::new(),
+        };
+        // Membership changes already applied (between the snapshot and `applied_index`) are
+        // part of the configuration in force.
+        let applied_changes: Vec<ConfChange> = raft
+            .log
+            .range(raft.log.compacted_index(), applied_index)
+            .filter_map(|e| match &e.payload {
+                EntryPayload::ConfChange(change) => Some(change.clone()),
+                _ => None,
+            })
+            .collect();
+        for change in &applied_changes {
+            raft.conf = membership::apply_to_conf(&raft.conf, change);
+        }
+        raft.reset_randomized_election_timeout();
+        Ok(raft)
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    pub fn term(&self) -> Term {
+        self.term
+    }
+
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    pub fn leader(&self) -> Option<NodeId> {
+        self.leader
+    }
+
+    pub fn conf_state(&self) -> &ConfState {
+        &self.conf
+    }
+
+    pub fn commit_index(&self) -> Index {
+        self.log.commit_index()
+    }
+
+    pub fn applied_index(&self) -> Index {
+        self.log.applied_index()
+    }
+
+    pub fn last_index(&self) -> Index {
+        self.log.last_index()
+    }
+
+    /// The entry at `index`, if still in memory. For inspection and tests.
+    pub fn log_entry(&self, index: Index) -> Option<&Entry> {
+        self.log.entry(index)
+    }
+
+    /// The term at `index`, if known (the compaction point's term included).
+    pub fn log_term(&self, index: Index) -> Option<Term> {
+        self.log.term(index)
+    }
+
+    /// The first index still in memory.
+    pub fn first_index(&self) -> Index {
+        self.log.first_index()
+    }
+
+    pub fn hard_state(&self) -> HardState {
+        HardState {
+            term: self.term,
+            vote: self.vote,
+            commit_index: self.log.commit_index(),
+        }
+    }
+
+    fn soft_state(&self) -> SoftState {
+        SoftState {
+            leader: self.leader,
+            role: self.role,
+        }
+    }
+
+    /// A voter of the current configuration that may campaign.
+    fn is_promotable(&self) -> bool {
+        self.conf.voters.contains(&self.id)
+    }
+
+    /// Advances logical time by one tick.
+    pub fn tick(&mut self) {
+        match self.role {
+            Role::Leader => self.tick_leader(),
+            Role::Follower | Role::PreCandidate | Role::Candidate => self.tick_election(),
+        }
+    }
+
+    /// Feeds a message from a peer. A message that fails validation, or that would violate a
+    /// Raft safety property if accepted, is refused with an error and changes nothing.
+    pub fn step(&mut self, message: Message) -> Result<(), MessageError> {
+        message.validate(self.id, &self.config.message_limits)?;
+        if !message.body.is_termless() && !self.step_term(&message) {
+            return Ok(());
+        }
+        let Message {
+            from, term, body, ..
+        } = message;
+        match body {
+            MessageBody::RequestVote(request) => {
+                self.handle_request_vote(from, term, request);
+                Ok(())
+            }
+            MessageBody::RequestVoteResponse(response) => {
+                self.handle_vote_response(from, response);
+                Ok(())
+            }
+            MessageBody::Append(append) => self.handle_append(from, append),
+            MessageBody::Heartbeat(heartbeat) => self.handle_heartbeat(from, heartbeat),
+            MessageBody::InstallSnapshot(snapshot) => self.handle_snapshot(from, snapshot),
+            MessageBody::AppendResponse(response) => self.handle_append_response(from, response),
+            MessageBody::HeartbeatResponse(response) => {
+                self.handle_heartbeat_response(from, response);
+                Ok(())
+            }
+            MessageBody::Propose(propose) => {
+                self.handle_forwarded_proposals(propose.payloads);
+                Ok(())
+            }
+            MessageBody::ReadIndex(request) => {
+                self.handle_forwarded_read(from, request.request_id);
+                Ok(())
+            }
+            MessageBody::ReadIndexResponse(response) => {
+                self.read_states.push(ReadState {
+                    request_id: response.request_id,
+                    read_index: response.read_index,
+                });
+                Ok(())
+            }
+            MessageBody::TimeoutNow => {
+                self.handle_timeout_now(from);
+                Ok(())
+            }
+        }
+    }
+
+    /// Proposes application data. On the leader it is appended; on a follower it is
+    /// forwarded to the leader (unless forwarding is disabled).
+    pub fn propose(&mut self, data: Bytes) -> Result<Proposed, ProposeError> {
+        self.propose_payload(EntryPayload::Normal(data))
+    }
+
+    /// Proposes a membership change; only one may be pending at a time.
+    pub fn propose_conf_change(&mut self, change: ConfChange) -> Result<Proposed, ProposeError> {
+        self.propose_payload(EntryPayload::ConfChange(change))
+    }
+
+    fn propose_payload(&mut self, payload: EntryPayload) -> Result<Proposed, ProposeError> {
+        if self.role == Role::Leader {
+            return self.append_proposal(payload);
+        }
+        match self.leader {
+            Some(leader) if self.config.forward_proposals && self.role == Role::Follower => {
+                self.forward_buffer.push(payload);
+                Ok(Proposed::Forwarded { to: leader })
+            }
+            leader_hint => Err(ProposeError::NotLeader { leader_hint }),
+        }
+    }
+
+    /// Requests a read index for a linearizable read; the answer comes back as a
+    /// [`ReadState`] with the same `request_id` in a later `Ready`. If leadership changes
+    /// before it is confirmed, no answer comes: the caller times out and retries.
+    pub fn read_index(&mut self, request_id: u64) -> Result<(), ReadIndexError> {
+        let pending = self.reads.len();
+        if pending >= self.config.max_pending_reads {
+            return Err(ReadIndexError::TooManyPending {
+                pending,
+                limit: self.config.max_pending_reads,
+            });
+        }
+        match (self.role, self.leader) {
+            (Role::Leader, _) => {
+                self.leader_read_index(request_id, read_index::ReadOrigin::Local);
+                Ok(())
+            }
+            (Role::Follower, Some(leader)) => {
+                self.send(
+                    leader,
+                    MessageBody::ReadIndex(ReadIndexRequest { request_id }),
+                );
+                Ok(())
+            }
+            _ => Err(ReadIndexError::NoLeader),
+        }
+    }
+
+    /// Starts an election now (with a pre-vote if configured), as if the election timeout
+    /// had elapsed.
+    pub fn campaign(&mut self) {
+        if self.role != Role::Leader {
+            self.start_election(false);
+        }
+    }
+
+    /// Tells the leader that a message to `to` could not be delivered, so it stops
+    /// pipelining to it and probes instead.
+    pub fn report_unreachable(&mut self, to: NodeId) {
+        if let Some(progress) = self.progress.get_mut(&to) {
+            if progress.state == ReplicationState::Replicate {
+                progress.become_probe();
+            }
+        }
+    }
+
+    /// Tells the leader whether sending a snapshot to `to` failed (`failed == true`) or was
+    /// handed to the network; on failure it probes again.
+    pub fn report_snapshot(&mut self, to: NodeId, failed: bool) {
+        if let Some(progress) = self.progress.get_mut(&to) {
+            if failed && matches!(progress.state, ReplicationState::Snapshot { .. }) {
+                progress.match_index = progress.match_index.min(progress.next_index - 1);
+                progress.become_probe();
+            }
+        }
+    }
+
+    /// The application took a snapshot of its state machine through `snapshot.meta.index`
+    /// (at most the applied index). The log before it is dropped, except the last
+    /// `retain_entries` entries, which spare a slightly lagging follower a whole snapshot.
+    pub fn compact(&mut self, snapshot: Snapshot, retain_entries: u64) {
+        self.log.compact(snapshot, retain_entries);
+    }
+
+    /// Whether `ready` would return anything.
+    pub fn has_ready(&self) -> bool {
+        self.soft_state() != self.reported_soft_state
+            || self.hard_state() != self.reported_hard_state
+            || self.log.has_unstable()
+            || self.log.has_committed_to_apply()
+            || !self.messages.is_empty()
+            || !self.persisted_messages.is_empty()
+            || !self.read_states.is_empty()
+            || !self.forward_buffer.is_empty()
+            || self.broadcast_pending
+            || (self.role == Role::Leader && self.reads.round_needed())
+    }
+
+    /// Everything to do now, or `None` if there is nothing. See [`ready`] for the order in
+    /// which the application must carry it out before calling [`Raft::advance`].
+    pub fn ready(&mut self) -> Option<Ready> {
+        assert!(
+            !self.ready_outstanding,
+            "ready() called again before advance() of the previous Ready"
+        );
+        self.flush();
+        if !self.has_ready() {
+            return None;
+        }
+        let soft_state = self.soft_state();
+        let hard_state = self.hard_state();
+        let snapshot = self.log.take_pending_snapshot();
+        let entries = self.log.take_unstable();
+        let committed_entries = if self.log.has_committed_to_apply() {
+            self.log
+                .committed_to_apply(self.config.max_committed_bytes_per_ready)
+        } else {
+            Vec::new()
+        };
+        self.ready_conf_changes.clear();
+        for entry in &committed_entries {
+            if let EntryPayload::ConfChange(change) = &entry.payload {
+                self.ready_conf_changes.push(change.clone());
+            }
+        }
+        let term_or_vote_changed = hard_state.term != self.reported_hard_state.term
+            || hard_state.vote != self.reported_hard_state.vote;
+        let ready = Ready {
+            soft_state: (soft_state != self.reported_soft_state).then_some(soft_state),
+            hard_state: (hard_state != self.reported_hard_state).then_some(hard_state),
+            must_sync: term_or_vote_changed || snapshot.is_some() || !entries.is_empty(),
+            persisted_through: entries.last().map(|e| (e.index, e.term)),
+            snapshot_index: snapshot.as_ref().map(|s| s.meta.index),
+            applied_through: committed_entries.last().map(|e| e.index),
+            snapshot,
+            entries,
+            committed_entries,
+            messages: std::mem::take(&mut self.messages),
+            persisted_messages: std::mem::take(&mut self.persisted_messages),
+            read_states: std::mem::take(&mut self.read_states),
+        };
+        self.reported_hard_state = hard_state;
+        self.reported_soft_state = soft_state;
+        self.ready_outstanding = true;
+        Some(ready)
+    }
+
+    /// The application carried out `ready` as its contract says.
+    pub fn advance(&mut self, ready: &Ready) {
+        assert!(
+            self.ready_outstanding,
+            "advance() without an outstanding Ready"
+        );
+        self.ready_outstanding = false;
+        if let Some(index) = ready.snapshot_index {
+            self.log.snapshot_persisted(index);
+            if index > self.log.applied_index() {
+                self.log.applied_to(index);
+            }
+        }
+        if let Some((index, term)) = ready.persisted_through {
+            self.log.persisted_to(index, term);
+            if self.role == Role::Leader {
+                self.leader_persisted();
+            }
+        }
+        if let Some(index) = ready.applied_through {
+            self.log.applied_to(index);
+            let changes = std::mem::take(&mut self.ready_conf_changes);
+            for change in &changes {
+                self.apply_conf_change(change);
+            }
+        }
+        self.check_invariants_debug();
+    }
+
+    /// Queues a message in the right output: one that promises persisted state goes out
+    /// only after the persist (see [`ready`]).
+    fn send(&mut self, to: NodeId, body: MessageBody) {
+        let needs_persist = match &body {
+            MessageBody::AppendResponse(_)
+            | MessageBody::HeartbeatResponse(_)
+            | MessageBody::RequestVoteResponse(_) => true,
+            MessageBody::RequestVote(request) => !request.pre_vote,
+            MessageBody::Append(_)
+            | MessageBody::Heartbeat(_)
+            | MessageBody::InstallSnapshot(_)
+            | MessageBody::Propose(_)
+            | MessageBody::ReadIndex(_)
+            | MessageBody::ReadIndexResponse(_)
+            | MessageBody::TimeoutNow => false,
+        };
+        self.send_with_term(to, self.term, body, needs_persist);
+    }
+
+    fn send_with_term(&mut self, to: NodeId, term: Term, body: MessageBody, needs_persist: bool) {
+        let message = Message {
+            from: self.id,
+            to,
+            term,
+            body,
+        };
+        if needs_persist {
+            self.persisted_messages.push(message);
+        } else {
+            self.messages.push(message);
+        }
+    }
+
+    /// Turns what accumulated since the last `Ready` into messages: one Append per follower
+    /// for all new entries, one heartbeat round for all new reads, one forwarded batch.
+    fn flush(&mut self) {
+        if !self.forward_buffer.is_empty() {
+            let payloads = std::mem::take(&mut self.forward_buffer);
+            // If leadership changed since the proposals were taken, they are dropped and
+            // their callers time out, as if the message had been lost.
+            if let (Role::Follower, Some(leader)) = (self.role, self.leader) {
+                self.send(leader, MessageBody::Propose(Propose { payloads }));
+            }
+        }
+        if self.role == Role::Leader {
+            if self.broadcast_pending {
+                self.broadcast_pending = false;
+                self.broadcast_append();
+            }
+            if self.reads.round_needed() {
+                self.broadcast_heartbeat();
+            }
+        }
+    }
+
+    /// Remembers the leader of `term`, asserting Election Safety from this node's view.
+    fn set_leader(&mut self, leader: Option<NodeId>) {
+        if let Some(id) = leader {
+            if let Some((term, seen)) = self.leader_seen {
+                debug_assert!(
+                    term != self.term || seen == id,
+                    "two leaders in term {term}: {seen} and {id}"
+                );
+            }
+            self.leader_seen = Some((self.term, id));
+        }
+        self.leader = leader;
+    }
+
+    /// Invariants that hold between any two calls (debug builds only).
+    fn check_invariants_debug(&self) {
+        debug_assert!(self.log.applied_index() <= self.log.commit_index());
+        debug_assert!(self.log.commit_index() <= self.log.last_index());
+        debug_assert!(self.log.persisted_index() <= self.log.last_index());
+        debug_assert!(self.log.last_term() <= self.term);
+        debug_assert!(self.role != Role::Leader || self.leader == Some(self.id));
+    }
+}

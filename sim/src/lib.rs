@@ -1,0 +1,4 @@
+//! keel's deterministic simulator (on madsim): cluster, nemesis, workload, history and checkers.
+//!
+//! The simulator proper arrives with the simulator issue; for now this crate proves that the
+//! madsim build mode works (see `tests/madsim_smoke.rs`).
