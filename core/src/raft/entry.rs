@@ -14,7 +14,7 @@ pub type Term = u64;
 pub type Index = u64;
 
 /// One record of the replicated log.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Entry {
     pub index: Index,
     pub term: Term,
@@ -22,7 +22,7 @@ pub struct Entry {
 }
 
 /// What an entry asks the state machine to do.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum EntryPayload {
     /// Appended by every new leader: committing it commits all earlier entries (§5.4.2) and
     /// tells the leader its commit index is current, which ReadIndex needs (§6.4).
@@ -55,7 +55,7 @@ impl EntryPayload {
 }
 
 /// A single-server membership change (thesis §4.1). Only one may be in flight at a time.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ConfChange {
     pub kind: ConfChangeKind,
     pub node_id: NodeId,
@@ -64,7 +64,7 @@ pub struct ConfChange {
     pub context: Bytes,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum ConfChangeKind {
     /// Add a voting member.
     AddVoter,
@@ -77,7 +77,7 @@ pub enum ConfChangeKind {
 }
 
 /// The membership of the group: who votes and who only learns.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ConfState {
     pub voters: BTreeSet<NodeId>,
     pub learners: BTreeSet<NodeId>,
@@ -108,7 +108,7 @@ impl ConfState {
 
 /// What a snapshot stands in for: every entry up to `index` (whose term was `term`), and the
 /// membership in force at that point.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct SnapshotMeta {
     pub index: Index,
     pub term: Term,
@@ -116,7 +116,7 @@ pub struct SnapshotMeta {
 }
 
 /// A state machine image plus its metadata. `data` is opaque to Raft.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Snapshot {
     pub meta: SnapshotMeta,
     pub data: Bytes,

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::entry::{Entry, EntryPayload, Index, NodeId, Snapshot, Term};
 use super::error::MessageError;
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Message {
     pub from: NodeId,
     pub to: NodeId,
@@ -15,7 +15,7 @@ pub struct Message {
     pub body: MessageBody,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum MessageBody {
     /// AppendEntries (§5.3).
     Append(Append),
@@ -38,7 +38,7 @@ pub enum MessageBody {
     TimeoutNow,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Append {
     pub prev_log_index: Index,
     pub prev_log_term: Term,
@@ -46,7 +46,7 @@ pub struct Append {
     pub commit_index: Index,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum AppendResponse {
     /// The follower's log matches the leader's up to `match_index`.
     Accepted { match_index: Index },
@@ -60,19 +60,19 @@ pub enum AppendResponse {
     },
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Heartbeat {
     pub commit_index: Index,
     /// The ReadIndex round this heartbeat confirms leadership for; echoed back.
     pub read_round: u64,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct HeartbeatResponse {
     pub read_round: u64,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct RequestVote {
     pub pre_vote: bool,
     pub last_log_index: Index,
@@ -82,24 +82,24 @@ pub struct RequestVote {
     pub leader_transfer: bool,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct RequestVoteResponse {
     pub pre_vote: bool,
     pub granted: bool,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Propose {
     pub payloads: Vec<EntryPayload>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ReadIndexRequest {
     /// Chosen by the node that took the client's read; unique on that node.
     pub request_id: u64,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ReadIndexResponse {
     pub request_id: u64,
     /// Reads may be served once the requesting node has applied this index.

@@ -1,0 +1,708 @@
+//! Raft's rules, one module per section of the paper (and of Ongaro's thesis), each test
+//! named after the behaviour it pins down. In the spirit of etcd-io/raft's
+//! `raft_paper_test.go`; written against keel's API.
+//!
+//! Index 1 is the bootstrap snapshot every founding member starts from (term 1); the logs
+//! built by `MemStorage::with_log` continue at index 2.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use keel_core::raft::harness::{default_config, Cluster, MemStorage};
+use keel_core::raft::*;
+
+/// PreVote and CheckQuorum off: the bare algorithm of the paper's §5.
+fn plain_config(id: NodeId, seed: u64) -> Config {
+    let mut config = default_config(id, seed);
+    config.pre_vote = false;
+    config.check_quorum = false;
+    config
+}
+
+fn plain_raft(id: NodeId, voters: &[NodeId], entry_terms: &[Term], term: Term) -> Raft {
+    let storage = MemStorage::with_log(voters, entry_terms, term);
+    Raft::new(plain_config(id, 1), storage.initial_state()).expect("valid start")
+}
+
+/// Carries out every `Ready` (without a disk) and returns all messages it produced.
+fn drain(raft: &mut Raft) -> Vec<Message> {
+    let mut out = Vec::new();
+    while let Some(mut ready) = raft.ready() {
+        out.append(&mut ready.messages);
+        out.append(&mut ready.persisted_messages);
+        raft.advance(&ready);
+    }
+    out
+}
+
+fn message(from: NodeId, to: NodeId, term: Term, body: MessageBody) -> Message {
+    Message {
+        from,
+        to,
+        term,
+        body,
+    }
+}
+
+fn vote_request(last_log_index: Index, last_log_term: Term) -> MessageBody {
+    MessageBody::RequestVote(RequestVote {
+        pre_vote: false,
+        last_log_index,
+        last_log_term,
+        leader_transfer: false,
+    })
+}
+
+fn granted(messages: &[Message], to: NodeId) -> Option<bool> {
+    messages.iter().find_map(|m| match m.body {
+        MessageBody::RequestVoteResponse(r) if m.to == to => Some(r.granted),
+        _ => None,
+    })
+}
+
+fn cluster_of(
+    voters: &[NodeId],
+    logs: &[(&[Term], Term)],
+    config: fn(NodeId, u64) -> Config,
+) -> Cluster {
+    let storages: BTreeMap<NodeId, MemStorage> = voters
+        .iter()
+        .zip(logs)
+        .map(|(&id, &(terms, term))| (id, MemStorage::with_log(voters, terms, term)))
+        .collect();
+    Cluster::with_storages(storages, 1, config)
+}
+
+fn log_terms(raft: &Raft) -> Vec<Term> {
+    (raft.first_index()..=raft.last_index())
+        .map(|i| raft.log_term(i).expect("in memory"))
+        .collect()
+}
+
+fn check(cluster: &mut Cluster) {
+    cluster
+        .check_invariants()
+        .unwrap_or_else(|v| panic!("{v}\n{}", cluster.describe()));
+}
+
+mod s5_2_leader_election {
+    use super::*;
+
+    #[test]
+    fn follower_campaigns_after_election_timeout() {
+        let mut raft = plain_raft(1, &[1, 2, 3], &[], 1);
+        for _ in 0..20 {
+            raft.tick();
+        }
+        assert_eq!(raft.role(), Role::Candidate);
+        assert_eq!(raft.term(), 2);
+        assert_eq!(
+            raft.hard_state().vote,
+            Some(1),
+            "a candidate votes for itself"
+        );
+        let ready = raft.ready().expect("votes to send");
+        assert!(ready.must_sync(), "term and vote must be on disk first");
+        let requests: Vec<NodeId> = ready
+            .persisted_messages
+            .iter()
+            .filter(|m| matches!(m.body, MessageBody::RequestVote(_)))
+            .map(|m| m.to)
+            .collect();
+        assert_eq!(requests, vec![2, 3]);
+        assert!(
+            ready.messages.is_empty(),
+            "vote requests wait for the persist"
+        );
+    }
+
+    #[test]
+    fn election_timeouts_are_randomized_between_one_and_two_timeouts() {
+        let mut seen = std::collections::BTreeSet::new();
+        for seed in 0..64 {
+            let mut config = plain_config(1, seed);
+            config.seed = seed;
+            let storage = MemStorage::with_log(&[1, 2, 3], &[], 1);
+            let mut raft = Raft::new(config, storage.initial_state()).unwrap();
+            let mut ticks = 0;
+            while raft.role() == Role::Follower {
+                raft.tick();
+                ticks += 1;
+            }
+            assert!(
+                (10..20).contains(&ticks),
+                "timeout of {ticks} ticks is out of range"
+            );
+            seen.insert(ticks);
+        }
+        assert!(seen.len() > 3, "timeouts are not spread: {seen:?}");
+    }
+
+    #[test]
+    fn candidate_with_votes_from_a_majority_becomes_leader() {
+        let mut cluster = Cluster::with_config(5, 1, plain_config);
+        cluster.isolate(4);
+        cluster.isolate(5);
+        cluster.elect(1);
+        assert_eq!(cluster.raft(1).term(), 2);
+        check(&mut cluster);
+    }
+
+    #[test]
+    fn candidate_rejected_by_a_majority_returns_to_follower() {
+        let mut raft = plain_raft(1, &[1, 2, 3], &[], 1);
+        raft.campaign();
+        drain(&mut raft);
+        for from in [2, 3] {
+            let response = MessageBody::RequestVoteResponse(RequestVoteResponse {
+                pre_vote: false,
+                granted: false,
+            });
+            raft.step(message(from, 1, 2, response)).unwrap();
+        }
+        assert_eq!(raft.role(), Role::Follower);
+        assert_eq!(raft.term(), 2);
+    }
+
+    #[test]
+    fn candidate_follows_a_leader_of_its_own_term() {
+        let mut raft = plain_raft(1, &[1, 2, 3], &[], 1);
+        raft.campaign();
+        drain(&mut raft);
+        let append = MessageBody::Append(Append {
+            prev_log_index: 1,
+            prev_log_term: 1,
+            entries: vec![],
+            commit_index: 1,
+        });
+        raft.step(message(2, 1, 2, append)).unwrap();
+        assert_eq!(raft.role(), Role::Follower);
+        assert_eq!(raft.leader(), Some(2));
+    }
+
+    #[test]
+    fn each_node_votes_for_at_most_one_candidate_per_term() {
+        let mut raft = plain_raft(1, &[1, 2, 3], &[], 1);
+        raft.step(message(2, 1, 2, vote_request(1, 1))).unwrap();
+        assert_eq!(granted(&drain(&mut raft), 2), Some(true));
+        raft.step(message(3, 1, 2, vote_request(1, 1))).unwrap();
+        assert_eq!(
+            granted(&drain(&mut raft), 3),
+            Some(false),
+            "already voted this term"
+        );
+        raft.step(message(2, 1, 2, vote_request(1, 1))).unwrap();
+        assert_eq!(
+            granted(&drain(&mut raft), 2),
+            Some(true),
+            "a repeated request is re-granted"
+        );
+    }
+
+    #[test]
+    fn vote_is_sent_only_after_it_is_persisted() {
+        let mut raft = plain_raft(1, &[1, 2, 3], &[], 1);
+        raft.step(message(2, 1, 2, vote_request(1, 1))).unwrap();
+        let ready = raft.ready().unwrap();
+        assert_eq!(
+            ready.hard_state.map(|h| (h.term, h.vote)),
+            Some((2, Some(2)))
+        );
+        assert!(ready.must_sync());
+        assert!(ready.messages.is_empty());
+        assert_eq!(granted(&ready.persisted_messages, 2), Some(true));
+    }
+
+    #[test]
+    fn leader_sends_heartbeats_every_heartbeat_interval() {
+        let mut cluster = Cluster::with_config(3, 1, plain_config);
+        cluster.elect(1);
+        cluster.tick(1);
+        cluster.process_ready(1);
+        let heartbeats: Vec<NodeId> = cluster
+            .take_messages(|m| matches!(m.body, MessageBody::Heartbeat(_)))
+            .iter()
+            .map(|m| m.to)
+            .collect();
+        assert_eq!(heartbeats, vec![2, 3]);
+    }
+
+    #[test]
+    fn leader_steps_down_on_seeing_a_higher_term() {
+        let mut cluster = Cluster::with_config(3, 1, plain_config);
+        cluster.elect(1);
+        let response = MessageBody::RequestVoteResponse(RequestVoteResponse {
+            pre_vote: false,
+            granted: false,
+        });
+        cluster
+            .raft_mut(1)
+            .step(message(3, 1, 7, response))
+            .unwrap();
+        assert_eq!(cluster.raft(1).role(), Role::Follower);
+        assert_eq!(cluster.raft(1).term(), 7);
+    }
+}
+
+mod s5_3_log_replication {
+    use super::*;
+
+    #[test]
+    fn leader_commits_once_a_majority_stores_the_entry() {
+        let mut cluster = Cluster::with_config(3, 1, plain_config);
+        cluster.elect(1);
+        cluster.isolate(3);
+        let Proposed::Appended { index, .. } = cluster.propose(1, "x").unwrap() else {
+            panic!("the leader appends")
+        };
+        cluster.stabilize();
+        assert_eq!(cluster.raft(1).commit_index(), index);
+        assert!(cluster.raft(3).last_index() < index);
+        cluster.heal();
+        cluster.run_ticks(2);
+        assert_eq!(
+            cluster.raft(3).commit_index(),
+            index,
+            "the lagging follower catches up"
+        );
+        check(&mut cluster);
+        cluster.check_converged().unwrap();
+    }
+
+    #[test]
+    fn leader_sends_appends_before_its_own_persist() {
+        let mut cluster = Cluster::with_config(3, 1, plain_config);
+        cluster.elect(1);
+        let leader = cluster.raft_mut(1);
+        leader.propose(Bytes::from_static(b"x")).unwrap();
+        let ready = leader.ready().unwrap();
+        assert_eq!(ready.entries.len(), 1);
+        let appends = ready
+            .messages
+            .iter()
+            .filter(|m| matches!(&m.body, MessageBody::Append(a) if a.entries.len() == 1))
+            .count();
+        assert_eq!(
+            appends, 2,
+            "both followers get the entry while the leader syncs (§10.2.1)"
+        );
+        assert_eq!(
+            leader.commit_index(),
+            leader.last_index() - 1,
+            "nothing is committed yet"
+        );
+        leader.advance(&ready);
+    }
+
+    #[test]
+    fn follower_rejects_append_whose_previous_entry_it_lacks_and_hints_where_to_retry() {
+        let mut raft = plain_raft(1, &[1, 2, 3], &[1, 2, 2], 3);
+        let append = MessageBody::Append(Append {
+            prev_log_index: 6,
+            prev_log_term: 3,
+            entries: vec![],
+            commit_index: 1,
+        });
+        raft.step(message(2, 1, 3, append)).unwrap();
+        let response = drain(&mut raft)
+            .into_iter()
+            .find_map(|m| match m.body {
+                MessageBody::AppendResponse(r) => Some(r),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(
+            response,
+            AppendResponse::Rejected {
+                rejected_index: 6,
+                hint_index: 4,
+                hint_term: 2
+            },
+            "the hint is the follower's last entry with a term not above the leader's"
+        );
+    }
+
+    /// Figure 7: whatever a follower's log looks like, the leader of term 8 makes it equal
+    /// to its own, removing extra entries and filling in missing ones.
+    #[test]
+    fn figure_7_followers_logs_become_the_leaders() {
+        // After the bootstrap entry (index 1, term 1), the paper's logs from index 2 on.
+        let leader: &[Term] = &[1, 1, 4, 4, 5, 5, 6, 6, 6];
+        let followers: [&[Term]; 6] = [
+            &[1, 1, 4, 4, 5, 5, 6, 6],
+            &[1, 1, 4],
+            &[1, 1, 4, 4, 5, 5, 6, 6, 6, 6],
+            &[1, 1, 4, 4, 5, 5, 6, 6, 6, 7, 7],
+            &[1, 1, 4, 4, 4, 4],
+            &[1, 1, 2, 2, 2, 3, 3, 3, 3, 3],
+        ];
+        for (case, follower) in followers.into_iter().enumerate() {
+            // Node 3 holds the leader's log, so node 1 can win whatever node 2 holds.
+            let mut cluster = cluster_of(
+                &[1, 2, 3],
+                &[(leader, 7), (follower, 7), (leader, 7)],
+                plain_config,
+            );
+            cluster.elect(1);
+            cluster.run_ticks(2);
+            assert_eq!(cluster.raft(1).term(), 8, "case {case}");
+            assert_eq!(
+                log_terms(cluster.raft(2)),
+                log_terms(cluster.raft(1)),
+                "case {case}: the follower's log must equal the leader's"
+            );
+            let mut expected = leader.to_vec();
+            expected.push(8);
+            assert_eq!(
+                log_terms(cluster.raft(1)),
+                expected,
+                "case {case}: leader's log is append-only"
+            );
+            check(&mut cluster);
+        }
+    }
+
+    #[test]
+    fn pipelining_stops_at_the_inflight_limit() {
+        let config = |id, seed| {
+            let mut config = plain_config(id, seed);
+            config.max_inflight_appends = 2;
+            config.max_append_bytes = 1;
+            config
+        };
+        let mut cluster = Cluster::with_config(3, 1, config);
+        cluster.elect(1);
+        // Follower 2's answers are lost from now on.
+        cluster.cut_link(2, 1);
+        for i in 0..10 {
+            cluster.propose(1, format!("e{i}")).unwrap();
+        }
+        cluster.process_ready(1);
+        let to_two = cluster
+            .take_messages(|m| m.to == 2 && matches!(m.body, MessageBody::Append(_)))
+            .len();
+        assert_eq!(to_two, 2, "two appends in flight, then the leader waits");
+        assert_eq!(cluster.raft(1).status().progress[&2].inflight_appends, 2);
+    }
+
+    #[test]
+    fn followers_learn_the_commit_index_from_the_leader() {
+        let mut cluster = Cluster::with_config(3, 1, plain_config);
+        cluster.elect(1);
+        cluster.propose(1, "x").unwrap();
+        cluster.stabilize();
+        let commit = cluster.raft(1).commit_index();
+        for id in [2, 3] {
+            assert_eq!(cluster.raft(id).commit_index(), commit);
+            assert_eq!(cluster.raft(id).applied_index(), commit);
+        }
+    }
+}
+
+mod s5_4_1_election_restriction {
+    use super::*;
+
+    #[test]
+    fn voter_refuses_a_candidate_whose_log_is_less_up_to_date() {
+        // The voter's last entry is (index 4, term 3).
+        let cases = [
+            ((10, 2), false), // more entries but an older last term
+            ((3, 3), false),  // same last term, shorter
+            ((4, 3), true),   // equal
+            ((2, 4), true),   // newer last term wins whatever its length
+        ];
+        for ((last_index, last_term), expect) in cases {
+            let mut raft = plain_raft(1, &[1, 2, 3], &[2, 3, 3], 3);
+            raft.step(message(2, 1, 4, vote_request(last_index, last_term)))
+                .unwrap();
+            assert_eq!(
+                granted(&drain(&mut raft), 2),
+                Some(expect),
+                "candidate log ({last_index}, {last_term})"
+            );
+        }
+    }
+
+    #[test]
+    fn candidate_missing_committed_entries_cannot_win() {
+        let mut cluster = cluster_of(
+            &[1, 2, 3],
+            &[(&[2, 2], 2), (&[2, 2], 2), (&[2], 2)],
+            plain_config,
+        );
+        cluster.raft_mut(3).campaign();
+        cluster.stabilize();
+        assert_ne!(cluster.raft(3).role(), Role::Leader);
+    }
+}
+
+mod s5_4_2_committing_entries_from_previous_terms {
+    use super::*;
+
+    fn one_entry_per_append(id: NodeId, seed: u64) -> Config {
+        let mut config = plain_config(id, seed);
+        config.max_append_bytes = 1;
+        config
+    }
+
+    /// Figure 8: the leader of term 4 gets its term-2 entry onto a majority, but must not
+    /// count that as committed: node 5, holding a term-3 entry at that index, can still win
+    /// an election and overwrite it.
+    #[test]
+    fn figure_8_an_earlier_term_entry_is_not_committed_by_counting_replicas() {
+        let voters = [1, 2, 3, 4, 5];
+        let mut cluster = cluster_of(
+            &voters,
+            &[(&[2], 3), (&[2], 3), (&[], 3), (&[], 3), (&[3], 3)],
+            one_entry_per_append,
+        );
+        cluster.isolate(5);
+        cluster.raft_mut(1).campaign();
+        // Deliver everything, but strip the new leader's own entry (index 3) from appends,
+        // as if it were never sent: the followers see only the older entries.
+        for _ in 0..100 {
+            cluster.process_all_ready();
+            let messages = cluster.take_messages(|_| true);
+            if messages.is_empty() {
+                break;
+            }
+            for mut m in messages {
+                if let MessageBody::Append(append) = &mut m.body {
+                    append.entries.retain(|e| e.index < 3);
+                }
+                cluster.deliver(m);
+            }
+        }
+        assert_eq!(cluster.raft(1).role(), Role::Leader);
+        assert_eq!(cluster.raft(1).term(), 4);
+        let holding_term_2_entry = [1, 2, 3, 4]
+            .iter()
+            .filter(|&&id| cluster.raft(id).log_term(2) == Some(2))
+            .count();
+        assert!(
+            holding_term_2_entry >= 3,
+            "the term-2 entry is on a majority"
+        );
+        assert_eq!(cluster.raft(1).commit_index(), 1, "but it is not committed");
+        // The leader crashes; node 5 returns and wins with its term-3 entry.
+        cluster.crash(1);
+        cluster.heal();
+        // Its first try in term 4 meets voters that already voted; term 5 wins.
+        cluster.raft_mut(5).campaign();
+        cluster.stabilize();
+        cluster.elect(5);
+        assert_eq!(cluster.raft(5).term(), 5);
+        for id in [2, 3, 4, 5] {
+            assert_eq!(cluster.raft(id).log_term(2), Some(3), "node {id}");
+        }
+        check(&mut cluster);
+    }
+
+    #[test]
+    fn earlier_term_entries_commit_with_the_first_entry_of_the_current_term() {
+        let mut cluster = cluster_of(
+            &[1, 2, 3],
+            &[(&[2, 2], 3), (&[2], 3), (&[], 3)],
+            one_entry_per_append,
+        );
+        cluster.elect(1);
+        cluster.stabilize();
+        let leader = cluster.raft(1);
+        assert_eq!(
+            leader.commit_index(),
+            4,
+            "the term-2 entries commit with the term-4 entry"
+        );
+        assert_eq!(leader.log_term(4), Some(4));
+        check(&mut cluster);
+    }
+}
+
+mod s9_6_prevote_and_check_quorum {
+    use super::*;
+
+    #[test]
+    fn partitioned_node_does_not_raise_its_term() {
+        let mut cluster = Cluster::new(3, 1);
+        cluster.elect(1);
+        let term = cluster.raft(1).term();
+        cluster.isolate(3);
+        cluster.run_ticks(100);
+        assert_eq!(
+            cluster.raft(3).term(),
+            term,
+            "pre-votes fail, so the term stays"
+        );
+        assert_eq!(cluster.raft(3).role(), Role::PreCandidate);
+    }
+
+    #[test]
+    fn rejoining_node_does_not_depose_a_healthy_leader() {
+        let mut cluster = Cluster::new(3, 1);
+        cluster.elect(1);
+        let term = cluster.raft(1).term();
+        cluster.isolate(3);
+        cluster.run_ticks(100);
+        cluster.heal();
+        cluster.run_ticks(30);
+        assert_eq!(cluster.leader(), Some(1));
+        assert_eq!(cluster.raft(1).term(), term);
+        assert_eq!(cluster.raft(3).leader(), Some(1));
+    }
+
+    /// Why PreVote exists: without it, the same partition deposes the leader on healing.
+    #[test]
+    fn without_prevote_a_rejoining_node_disrupts_the_leader() {
+        let mut cluster = Cluster::with_config(3, 1, plain_config);
+        cluster.elect(1);
+        let term = cluster.raft(1).term();
+        cluster.isolate(3);
+        cluster.run_ticks(100);
+        assert!(cluster.raft(3).term() > term + 3, "its term kept rising");
+        cluster.heal();
+        cluster.run_ticks(1);
+        assert!(
+            cluster.raft(1).term() > term,
+            "the leader was forced into a new term"
+        );
+    }
+
+    #[test]
+    fn leader_without_a_quorum_steps_down() {
+        let mut cluster = Cluster::new(3, 1);
+        cluster.elect(1);
+        cluster.isolate(1);
+        cluster.run_ticks(20);
+        assert_ne!(
+            cluster.raft(1).role(),
+            Role::Leader,
+            "CheckQuorum deposes an isolated leader"
+        );
+    }
+
+    #[test]
+    fn follower_hearing_from_its_leader_ignores_vote_requests() {
+        let mut cluster = Cluster::new(3, 1);
+        cluster.elect(1);
+        let term = cluster.raft(2).term();
+        cluster
+            .raft_mut(2)
+            .step(message(3, 2, term + 1, vote_request(100, term)))
+            .unwrap();
+        assert_eq!(
+            cluster.raft(2).term(),
+            term,
+            "within the leader lease, the term holds"
+        );
+        cluster.process_ready(2);
+        assert_eq!(
+            cluster.take_messages(|m| m.from == 2).len(),
+            0,
+            "and no answer is sent"
+        );
+    }
+}
+
+mod s6_4_read_index {
+    use super::*;
+
+    fn read_states(cluster: &Cluster, id: NodeId) -> Vec<ReadState> {
+        cluster.node(id).read_states.clone()
+    }
+
+    #[test]
+    fn new_leader_answers_reads_only_after_committing_an_entry_of_its_term() {
+        let mut cluster = Cluster::new(3, 1);
+        cluster.raft_mut(1).campaign();
+        // Win the election, but hold back the appends of the new leader's first entry.
+        for _ in 0..10 {
+            cluster.process_all_ready();
+            let messages = cluster.take_messages(|m| !matches!(m.body, MessageBody::Append(_)));
+            for m in messages {
+                cluster.deliver(m);
+            }
+        }
+        assert_eq!(cluster.raft(1).role(), Role::Leader);
+        cluster.read_index(1, 7).unwrap();
+        cluster.process_ready(1);
+        assert!(read_states(&cluster, 1).is_empty());
+        cluster.run_ticks(2);
+        let reads = read_states(&cluster, 1);
+        assert_eq!(reads.len(), 1);
+        assert_eq!(reads[0].request_id, 7);
+        assert!(
+            reads[0].read_index >= 2,
+            "covers the new leader's first entry"
+        );
+    }
+
+    #[test]
+    fn read_is_answered_only_after_a_quorum_confirms_leadership() {
+        let mut cluster = Cluster::new(3, 1);
+        cluster.elect(1);
+        cluster.cut_link(2, 1);
+        cluster.cut_link(3, 1);
+        cluster.read_index(1, 1).unwrap();
+        cluster.run_ticks(3);
+        assert!(read_states(&cluster, 1).is_empty(), "no quorum answered");
+        cluster.heal();
+        cluster.run_ticks(1);
+        assert_eq!(read_states(&cluster, 1).len(), 1);
+    }
+
+    #[test]
+    fn deposed_leader_in_a_minority_serves_no_reads() {
+        let mut cluster = Cluster::new(3, 1);
+        cluster.elect(1);
+        cluster.isolate(1);
+        // Node 1 still believes it leads when the read arrives.
+        cluster.read_index(1, 9).unwrap();
+        cluster.run_ticks(40);
+        let leader = cluster.leader().expect("the majority elects a new leader");
+        assert_ne!(leader, 1);
+        cluster.propose(leader, "new").unwrap();
+        cluster.stabilize();
+        cluster.heal();
+        cluster.run_ticks(5);
+        assert!(
+            read_states(&cluster, 1).is_empty(),
+            "the old leader never confirmed the read"
+        );
+        check(&mut cluster);
+    }
+
+    #[test]
+    fn many_reads_share_one_heartbeat_round() {
+        let mut cluster = Cluster::new(3, 1);
+        cluster.elect(1);
+        for request_id in 0..100 {
+            cluster.read_index(1, request_id).unwrap();
+        }
+        cluster.process_ready(1);
+        assert_eq!(
+            cluster.count_in_flight("Heartbeat"),
+            2,
+            "one heartbeat per follower"
+        );
+        cluster.stabilize();
+        assert_eq!(read_states(&cluster, 1).len(), 100);
+    }
+
+    #[test]
+    fn follower_read_is_forwarded_to_the_leader() {
+        let mut cluster = Cluster::new(3, 1);
+        cluster.elect(1);
+        cluster.propose(1, "x").unwrap();
+        cluster.stabilize();
+        let commit = cluster.raft(1).commit_index();
+        cluster.read_index(2, 5).unwrap();
+        cluster.stabilize();
+        assert_eq!(
+            read_states(&cluster, 2),
+            vec![ReadState {
+                request_id: 5,
+                read_index: commit
+            }]
+        );
+    }
+}

@@ -1,0 +1,273 @@
+//! Random schedules over many seeds: messages dropped, duplicated, reordered, partitions,
+//! crashes and restarts, compactions, leader transfers, reads and proposals, with Raft's
+//! safety properties checked after every step, then a calm phase in which the cluster must
+//! recover, converge and commit (liveness).
+//!
+//! `KEEL_RAFT_SEEDS=N` runs N seeds per test (default small, for CI);
+//! `KEEL_RAFT_SEED=S` runs exactly seed S (the failure message prints it).
+
+use keel_core::raft::harness::{default_config, Cluster};
+use keel_core::raft::{Index, NodeId, Proposed, Term};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+const DEFAULT_SEEDS: u64 = 60;
+const STEPS_PER_RUN: usize = 1_500;
+/// After faults stop, a leader must emerge and everyone converge within this many ticks.
+const RECOVERY_TICKS: u32 = 300;
+/// A client gives up on a proposal after this many ticks and proposes again.
+const CLIENT_TIMEOUT_TICKS: u32 = 30;
+
+fn seeds() -> Vec<u64> {
+    if let Ok(seed) = std::env::var("KEEL_RAFT_SEED") {
+        return vec![seed.parse().expect("KEEL_RAFT_SEED must be a u64")];
+    }
+    let count = std::env::var("KEEL_RAFT_SEEDS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(DEFAULT_SEEDS);
+    (0..count).collect()
+}
+
+/// Swarm testing: each seed picks its own fault mix, so some runs are calm, some brutal.
+struct FaultMix {
+    drop_percent: u32,
+    duplicate_percent: u32,
+    reorder: bool,
+    partitions: bool,
+    crashes: bool,
+    compactions: bool,
+    /// Tiny appends split old-term entries from a new leader's first entry (Figure 8).
+    max_append_bytes: usize,
+    max_inflight_appends: usize,
+    pre_vote: bool,
+    check_quorum: bool,
+}
+
+fn fault_mix(rng: &mut ChaCha8Rng) -> FaultMix {
+    FaultMix {
+        drop_percent: [0, 0, 5, 20][rng.gen_range(0..4)],
+        duplicate_percent: [0, 0, 5][rng.gen_range(0..3)],
+        reorder: rng.gen_bool(0.5),
+        partitions: rng.gen_bool(0.6),
+        crashes: rng.gen_bool(0.6),
+        compactions: rng.gen_bool(0.6),
+        max_append_bytes: [1, 64, 1024 * 1024][rng.gen_range(0..3)],
+        max_inflight_appends: [1, 4, 256][rng.gen_range(0..3)],
+        pre_vote: rng.gen_bool(0.75),
+        check_quorum: rng.gen_bool(0.75),
+    }
+}
+
+/// Identifies a run in failure messages, with the command that replays it.
+struct Run {
+    seed: u64,
+    size: u64,
+    test_name: &'static str,
+}
+
+impl Run {
+    fn fail(&self, cluster: &Cluster, step: usize, what: String) -> ! {
+        panic!(
+            "{what}\n{}  seed {}, step {step}, {} nodes\n  replay: KEEL_RAFT_SEED={} cargo test \
+             -p keel-core --test raft_random_schedules {}",
+            cluster.describe(),
+            self.seed,
+            self.size,
+            self.seed,
+            self.test_name
+        )
+    }
+}
+
+fn pick(rng: &mut ChaCha8Rng, ids: &[NodeId]) -> NodeId {
+    ids[rng.gen_range(0..ids.len())]
+}
+
+/// Runs one seed; returns the trace hash, or the violation with the seed.
+fn run(seed: u64, size: u64, test_name: &'static str) -> u64 {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x6b65656c);
+    let mix = fault_mix(&mut rng);
+    let (max_append_bytes, max_inflight_appends) = (mix.max_append_bytes, mix.max_inflight_appends);
+    let (pre_vote, check_quorum) = (mix.pre_vote, mix.check_quorum);
+    let mut cluster = Cluster::with_config(size, seed, move |id, seed| {
+        let mut config = default_config(id, seed);
+        config.max_append_bytes = max_append_bytes;
+        config.max_inflight_appends = max_inflight_appends;
+        config.pre_vote = pre_vote;
+        config.check_quorum = check_quorum;
+        config
+    });
+    cluster.set_drop_percent(mix.drop_percent);
+    cluster.set_duplicate_percent(mix.duplicate_percent);
+    cluster.set_reorder(mix.reorder);
+    let ids = cluster.ids();
+    let max_crashed = (size as usize - 1) / 2;
+    let mut request_id = 0u64;
+    let run = Run {
+        seed,
+        size,
+        test_name,
+    };
+    for step in 0..STEPS_PER_RUN {
+        let crashed: Vec<NodeId> = ids
+            .iter()
+            .copied()
+            .filter(|&id| !cluster.is_running(id))
+            .collect();
+        let running: Vec<NodeId> = ids
+            .iter()
+            .copied()
+            .filter(|&id| cluster.is_running(id))
+            .collect();
+        match rng.gen_range(0..100) {
+            0..=34 => cluster.tick(pick(&mut rng, &running)),
+            35..=64 => {
+                for _ in 0..rng.gen_range(1..8) {
+                    cluster.deliver_one();
+                }
+            }
+            65..=74 => {
+                let id = pick(&mut rng, &running);
+                let _ = cluster.propose(id, format!("s{seed}-{step}").into_bytes());
+            }
+            75..=79 => {
+                request_id += 1;
+                let _ = cluster.read_index(pick(&mut rng, &running), request_id);
+            }
+            80..=82 if mix.partitions => {
+                let mut shuffled = ids.clone();
+                for i in (1..shuffled.len()).rev() {
+                    shuffled.swap(i, rng.gen_range(0..=i));
+                }
+                let split = rng.gen_range(1..shuffled.len());
+                cluster.heal();
+                cluster.partition(&shuffled[..split], &shuffled[split..]);
+            }
+            83..=85 => cluster.heal(),
+            86..=87 if mix.crashes && crashed.len() < max_crashed => {
+                cluster.crash(pick(&mut rng, &running));
+            }
+            88..=90 if !crashed.is_empty() => cluster.restart(pick(&mut rng, &crashed)),
+            91..=92 if mix.compactions => {
+                cluster.compact(pick(&mut rng, &running), rng.gen_range(0..5));
+            }
+            93 => {
+                if let Some(leader) = cluster.leader() {
+                    let _ = cluster
+                        .raft_mut(leader)
+                        .transfer_leader(pick(&mut rng, &ids));
+                }
+            }
+            _ => {}
+        }
+        // Nodes carry out their Ready at different moments, as real ones do.
+        let id = pick(&mut rng, &running);
+        if cluster.is_running(id) {
+            cluster.process_ready(id);
+        }
+        if let Err(violation) = cluster.check_invariants() {
+            run.fail(&cluster, step, violation.0);
+        }
+    }
+    recover(&mut cluster, &ids, &run);
+    cluster.trace_hash()
+}
+
+/// Liveness: faults stop, everyone is restarted and healed; a leader must emerge, commit a
+/// new entry everywhere, and all state machines must agree.
+fn recover(cluster: &mut Cluster, ids: &[NodeId], run: &Run) {
+    cluster.heal();
+    cluster.set_drop_percent(0);
+    cluster.set_duplicate_percent(0);
+    for &id in ids {
+        if !cluster.is_running(id) {
+            cluster.restart(id);
+        }
+    }
+    if cluster.wait_for_leader(RECOVERY_TICKS).is_none() {
+        run.fail(
+            cluster,
+            STEPS_PER_RUN,
+            "no leader after faults stopped".into(),
+        );
+    }
+    // Like a client: propose through the leader, and propose again if the entry was lost
+    // (a different entry now holds its index) or the request timed out (a new leader with a
+    // shorter log truncated it).
+    let mut proposal: Option<(NodeId, Index, Term)> = None;
+    let mut ticks = 0;
+    let mut proposed_at_tick = 0;
+    while !(cluster.check_converged().is_ok() && final_applied_everywhere(cluster, ids)) {
+        let timed_out = ticks - proposed_at_tick > CLIENT_TIMEOUT_TICKS;
+        let lost = timed_out
+            || proposal.is_none_or(|(_, index, term)| {
+                ids.iter().any(|&id| {
+                    cluster.is_running(id) && {
+                        let raft = cluster.raft(id);
+                        raft.commit_index() >= index
+                            && raft.log_term(index).is_some_and(|t| t != term)
+                    }
+                })
+            });
+        if lost {
+            proposal = None;
+            if let Some(leader) = cluster.leader() {
+                if let Ok(Proposed::Appended { index, term }) =
+                    cluster.propose(leader, b"final".to_vec())
+                {
+                    proposal = Some((leader, index, term));
+                    proposed_at_tick = ticks;
+                }
+            }
+        }
+        if ticks == RECOVERY_TICKS {
+            let why = cluster.check_converged().err().map_or(
+                format!(
+                    "the entry proposed after recovery was not applied everywhere: {proposal:?}"
+                ),
+                |v| v.0,
+            );
+            run.fail(cluster, STEPS_PER_RUN, why);
+        }
+        cluster.run_ticks(1);
+        ticks += 1;
+    }
+    if let Err(violation) = cluster.check_invariants() {
+        run.fail(cluster, STEPS_PER_RUN, violation.0);
+    }
+}
+
+fn final_applied_everywhere(cluster: &Cluster, ids: &[NodeId]) -> bool {
+    ids.iter().all(|&id| {
+        cluster
+            .node(id)
+            .state_machine
+            .payloads
+            .iter()
+            .any(|(_, data)| data.as_ref() == b"final")
+    })
+}
+
+#[test]
+fn random_schedules_three_nodes() {
+    for seed in seeds() {
+        run(seed, 3, "random_schedules_three_nodes");
+    }
+}
+
+#[test]
+fn random_schedules_five_nodes() {
+    for seed in seeds() {
+        run(seed, 5, "random_schedules_five_nodes");
+    }
+}
+
+#[test]
+fn same_seed_same_trace() {
+    for seed in [3, 17, 99] {
+        let first = run(seed, 3, "same_seed_same_trace");
+        let second = run(seed, 3, "same_seed_same_trace");
+        assert_eq!(first, second, "seed {seed} is not deterministic");
+    }
+}
