@@ -5,6 +5,9 @@
 //! Index 1 is the bootstrap snapshot every founding member starts from (term 1); the logs
 //! built by `MemStorage::with_log` continue at index 2.
 
+// In tests a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
@@ -704,5 +707,640 @@ mod s6_4_read_index {
                 read_index: commit
             }]
         );
+    }
+}
+
+fn change(kind: ConfChangeKind, node_id: NodeId) -> ConfChange {
+    ConfChange {
+        kind,
+        node_id,
+        context: Bytes::new(),
+    }
+}
+
+fn applied_payloads(cluster: &Cluster, id: NodeId) -> usize {
+    cluster.node(id).state_machine.payloads.len()
+}
+
+mod s6_cluster_membership_changes {
+    use super::*;
+
+    /// Adds empty node 4 as a learner through the leader, node 1.
+    fn with_learner_4() -> Cluster {
+        let mut cluster = Cluster::new(3, 1);
+        cluster.elect(1);
+        cluster.propose(1, "before").unwrap();
+        cluster.add_empty_node(4);
+        cluster
+            .raft_mut(1)
+            .propose_conf_change(change(ConfChangeKind::AddLearner, 4))
+            .unwrap();
+        cluster.stabilize();
+        cluster.run_ticks(2);
+        cluster
+    }
+
+    #[test]
+    fn joining_node_learns_the_membership_from_a_snapshot() {
+        let cluster = with_learner_4();
+        let learner = cluster.raft(4).status();
+        assert!(
+            learner.snapshot_index >= 1,
+            "an empty node starts from the leader's snapshot"
+        );
+        assert_eq!(learner.conf_state.voters, [1, 2, 3].into());
+        assert_eq!(learner.conf_state.learners, [4].into());
+        cluster.check_converged().unwrap();
+    }
+
+    #[test]
+    fn learner_receives_the_log_but_neither_votes_nor_counts() {
+        let mut cluster = with_learner_4();
+        cluster.isolate(4);
+        let Proposed::Appended { index, .. } = cluster.propose(1, "x").unwrap() else {
+            panic!()
+        };
+        cluster.stabilize();
+        assert!(
+            cluster.raft(1).commit_index() >= index,
+            "two of three voters suffice"
+        );
+        cluster.heal();
+        cluster.partition(&[1, 4], &[2, 3]);
+        let Proposed::Appended { index, .. } = cluster.propose(1, "y").unwrap() else {
+            panic!()
+        };
+        cluster.stabilize();
+        assert!(
+            cluster.raft(1).commit_index() < index,
+            "a learner's copy does not count"
+        );
+        cluster.heal();
+        cluster.isolate(4);
+        cluster.run_ticks(100);
+        assert_eq!(
+            cluster.raft(4).role(),
+            Role::Follower,
+            "a learner never campaigns"
+        );
+        check(&mut cluster);
+    }
+
+    #[test]
+    fn promoted_learner_counts_toward_the_quorum() {
+        let mut cluster = with_learner_4();
+        cluster
+            .raft_mut(1)
+            .propose_conf_change(change(ConfChangeKind::PromoteLearner, 4))
+            .unwrap();
+        cluster.stabilize();
+        assert_eq!(
+            cluster.agreed_conf_state().unwrap().voters,
+            [1, 2, 3, 4].into()
+        );
+        cluster.partition(&[1, 2], &[3, 4]);
+        let Proposed::Appended { index, .. } = cluster.propose(1, "x").unwrap() else {
+            panic!()
+        };
+        cluster.stabilize();
+        assert!(
+            cluster.raft(1).commit_index() < index,
+            "two of four voters are not a quorum"
+        );
+        cluster.heal();
+        cluster.run_ticks(2);
+        assert!(cluster.raft(1).commit_index() >= index);
+        check(&mut cluster);
+    }
+
+    #[test]
+    fn removed_voter_no_longer_counts() {
+        let mut cluster = Cluster::new(3, 1);
+        cluster.elect(1);
+        cluster
+            .raft_mut(1)
+            .propose_conf_change(change(ConfChangeKind::RemoveNode, 3))
+            .unwrap();
+        cluster.stabilize();
+        assert_eq!(cluster.raft(1).conf_state().voters, [1, 2].into());
+        cluster.crash(3);
+        cluster.propose(1, "x").unwrap();
+        cluster.stabilize();
+        assert_eq!(cluster.raft(1).commit_index(), cluster.raft(1).last_index());
+        check(&mut cluster);
+    }
+
+    #[test]
+    fn only_one_membership_change_at_a_time() {
+        let mut cluster = Cluster::new(3, 1);
+        cluster.elect(1);
+        let leader = cluster.raft_mut(1);
+        leader
+            .propose_conf_change(change(ConfChangeKind::AddLearner, 4))
+            .unwrap();
+        assert!(matches!(
+            leader.propose_conf_change(change(ConfChangeKind::AddLearner, 5)),
+            Err(ProposeError::ConfChangePending { .. })
+        ));
+        cluster.stabilize();
+        cluster
+            .raft_mut(1)
+            .propose_conf_change(change(ConfChangeKind::AddLearner, 5))
+            .expect("allowed once the first change is applied");
+    }
+
+    #[test]
+    fn new_leader_proposes_no_change_until_its_first_entry_is_applied() {
+        let mut cluster = Cluster::new(3, 1);
+        cluster.raft_mut(1).campaign();
+        for _ in 0..10 {
+            cluster.process_all_ready();
+            for m in cluster.take_messages(|m| !matches!(m.body, MessageBody::Append(_))) {
+                cluster.deliver(m);
+            }
+        }
+        assert_eq!(cluster.raft(1).role(), Role::Leader);
+        assert!(matches!(
+            cluster
+                .raft_mut(1)
+                .propose_conf_change(change(ConfChangeKind::AddLearner, 4)),
+            Err(ProposeError::ConfChangePending { .. })
+        ));
+    }
+
+    #[test]
+    fn leader_that_removes_itself_steps_down() {
+        let mut cluster = Cluster::new(3, 1);
+        cluster.elect(1);
+        cluster
+            .raft_mut(1)
+            .propose_conf_change(change(ConfChangeKind::RemoveNode, 1))
+            .unwrap();
+        cluster.stabilize();
+        assert_ne!(cluster.raft(1).role(), Role::Leader);
+        let leader = cluster
+            .wait_for_leader(50)
+            .expect("the remaining voters elect a leader");
+        assert_ne!(leader, 1);
+        cluster.propose(leader, "after").unwrap();
+        cluster.stabilize();
+        assert_eq!(
+            cluster.raft(leader).commit_index(),
+            cluster.raft(leader).last_index()
+        );
+        check(&mut cluster);
+    }
+
+    #[test]
+    fn nonsensical_changes_are_refused() {
+        let mut cluster = Cluster::new(3, 1);
+        cluster.elect(1);
+        for bad in [
+            change(ConfChangeKind::AddVoter, 2),
+            change(ConfChangeKind::PromoteLearner, 2),
+            change(ConfChangeKind::RemoveNode, 9),
+            change(ConfChangeKind::AddLearner, 3),
+        ] {
+            assert!(
+                matches!(
+                    cluster.raft_mut(1).propose_conf_change(bad.clone()),
+                    Err(ProposeError::InvalidConfChange { .. })
+                ),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn follower_forwards_a_change_to_the_leader() {
+        let mut cluster = Cluster::new(3, 1);
+        cluster.elect(1);
+        cluster.add_empty_node(4);
+        let proposed = cluster
+            .raft_mut(2)
+            .propose_conf_change(change(ConfChangeKind::AddLearner, 4))
+            .unwrap();
+        assert_eq!(proposed, Proposed::Forwarded { to: 1 });
+        cluster.stabilize();
+        assert_eq!(cluster.agreed_conf_state().unwrap().learners, [4].into());
+    }
+}
+
+mod s7_log_compaction {
+    use super::*;
+
+    fn lagging_node_3() -> Cluster {
+        let mut cluster = Cluster::new(3, 1);
+        cluster.elect(1);
+        cluster.isolate(3);
+        for i in 0..20 {
+            cluster.propose(1, format!("e{i}")).unwrap();
+        }
+        cluster.stabilize();
+        cluster.compact(1, 0);
+        cluster.compact(2, 0);
+        cluster
+    }
+
+    #[test]
+    fn lagging_follower_catches_up_from_a_snapshot() {
+        let mut cluster = lagging_node_3();
+        let snapshot_index = cluster.raft(1).status().snapshot_index;
+        assert!(snapshot_index > 20);
+        cluster.heal();
+        cluster.run_ticks(3);
+        assert_eq!(cluster.raft(3).status().snapshot_index, snapshot_index);
+        assert_eq!(applied_payloads(&cluster, 3), 20);
+        cluster.check_converged().unwrap();
+        check(&mut cluster);
+    }
+
+    #[test]
+    fn duplicate_and_stale_snapshots_change_nothing() {
+        let mut cluster = lagging_node_3();
+        cluster.heal();
+        cluster.tick(1);
+        cluster.process_ready(1);
+        for _ in 0..20 {
+            cluster.deliver_one();
+            cluster.process_all_ready();
+            if cluster.count_in_flight("InstallSnapshot") > 0 {
+                break;
+            }
+        }
+        let snapshots =
+            cluster.take_messages(|m| matches!(m.body, MessageBody::InstallSnapshot(_)));
+        assert_eq!(snapshots.len(), 1, "the leader sent one snapshot");
+        let snapshot = snapshots[0].clone();
+        cluster.deliver(snapshot.clone());
+        cluster.process_ready(3);
+        cluster.deliver(snapshot.clone());
+        let MessageBody::InstallSnapshot(mut stale) = snapshot.body.clone() else {
+            unreachable!()
+        };
+        stale.meta.index = 1;
+        stale.meta.term = 1;
+        cluster.deliver(Message {
+            body: MessageBody::InstallSnapshot(stale),
+            ..snapshot
+        });
+        cluster.stabilize();
+        cluster.run_ticks(2);
+        cluster.check_converged().unwrap();
+        check(&mut cluster);
+    }
+
+    #[test]
+    fn restarted_follower_starts_from_its_snapshot() {
+        let mut cluster = lagging_node_3();
+        cluster.heal();
+        cluster.run_ticks(3);
+        cluster.crash(3);
+        cluster.restart(3);
+        cluster.run_ticks(2);
+        assert_eq!(applied_payloads(&cluster, 3), 20);
+        cluster.check_converged().unwrap();
+    }
+
+    #[test]
+    fn compaction_keeps_the_entries_asked_to_retain() {
+        let mut cluster = Cluster::new(3, 1);
+        cluster.elect(1);
+        for i in 0..20 {
+            cluster.propose(1, format!("e{i}")).unwrap();
+        }
+        cluster.stabilize();
+        cluster.compact(1, 5);
+        let status = cluster.raft(1).status();
+        assert_eq!(status.first_index, status.snapshot_index - 5 + 1);
+    }
+}
+
+mod s3_10_leadership_transfer {
+    use super::*;
+
+    #[test]
+    fn transfer_to_an_up_to_date_follower_despite_leader_leases() {
+        let mut cluster = Cluster::new(3, 1);
+        cluster.elect(1);
+        let term = cluster.raft(1).term();
+        cluster.raft_mut(1).transfer_leader(2).unwrap();
+        cluster.stabilize();
+        assert_eq!(cluster.leader(), Some(2));
+        assert_eq!(cluster.raft(2).term(), term + 1);
+        check(&mut cluster);
+    }
+
+    #[test]
+    fn transfer_waits_for_the_target_to_catch_up() {
+        let mut cluster = Cluster::new(3, 1);
+        cluster.elect(1);
+        cluster.isolate(3);
+        for i in 0..5 {
+            cluster.propose(1, format!("e{i}")).unwrap();
+        }
+        cluster.stabilize();
+        cluster.heal();
+        cluster.raft_mut(1).transfer_leader(3).unwrap();
+        cluster.stabilize();
+        assert_eq!(cluster.leader(), Some(3));
+        assert_eq!(applied_payloads(&cluster, 3), 5);
+        check(&mut cluster);
+    }
+
+    #[test]
+    fn proposals_are_refused_during_a_transfer_until_it_is_abandoned() {
+        let mut cluster = Cluster::new(3, 1);
+        cluster.elect(1);
+        cluster.cut_link(1, 3);
+        cluster.raft_mut(1).transfer_leader(3).unwrap();
+        assert_eq!(
+            cluster.propose(1, "x"),
+            Err(ProposeError::LeaderTransferInProgress { to: 3 })
+        );
+        cluster.run_ticks(10);
+        assert_eq!(
+            cluster.raft(1).transfer_target(),
+            None,
+            "abandoned after an election timeout"
+        );
+        assert!(cluster.propose(1, "x").is_ok());
+    }
+
+    #[test]
+    fn transfer_to_a_non_voter_is_refused() {
+        let mut cluster = Cluster::new(3, 1);
+        cluster.elect(1);
+        assert_eq!(
+            cluster.raft_mut(1).transfer_leader(9),
+            Err(TransferError::NotVoter { to: 9 })
+        );
+        assert_eq!(
+            cluster.raft_mut(2).transfer_leader(3),
+            Err(TransferError::NotLeader)
+        );
+    }
+}
+
+mod peer_input_validation {
+    use super::*;
+
+    fn append(prev: (Index, Term), entries: &[(Index, Term)], commit_index: Index) -> MessageBody {
+        MessageBody::Append(Append {
+            prev_log_index: prev.0,
+            prev_log_term: prev.1,
+            entries: entries
+                .iter()
+                .map(|&(index, term)| Entry {
+                    index,
+                    term,
+                    payload: EntryPayload::Empty,
+                })
+                .collect(),
+            commit_index,
+        })
+    }
+
+    #[test]
+    fn malformed_messages_are_refused_and_change_nothing() {
+        let mut raft = plain_raft(1, &[1, 2, 3], &[2, 2], 3);
+        drain(&mut raft);
+        let before = raft.status();
+        let mut snapshot_without_voters = Snapshot::default();
+        snapshot_without_voters.meta.index = 9;
+        snapshot_without_voters.meta.term = 3;
+        let bad = [
+            message(0, 1, 3, append((3, 2), &[], 3)),
+            message(2, 9, 3, append((3, 2), &[], 3)),
+            message(1, 1, 3, append((3, 2), &[], 3)),
+            message(2, 1, 3, append((3, 2), &[(4, 3), (6, 3)], 3)),
+            message(2, 1, 3, append((3, 2), &[(4, 4)], 3)),
+            message(2, 1, 3, append((3, 4), &[], 3)),
+            message(2, 1, 3, append((u64::MAX, 2), &[(0, 3)], 3)),
+            message(
+                2,
+                1,
+                3,
+                MessageBody::InstallSnapshot(snapshot_without_voters),
+            ),
+            message(2, 1, 3, MessageBody::InstallSnapshot(Snapshot::default())),
+            message(
+                2,
+                1,
+                3,
+                MessageBody::AppendResponse(AppendResponse::Rejected {
+                    rejected_index: 2,
+                    hint_index: 5,
+                    hint_term: 1,
+                }),
+            ),
+        ];
+        for m in bad {
+            let kind = m.body.kind_name();
+            assert!(raft.step(m).is_err(), "a malformed {kind} was accepted");
+        }
+        assert_eq!(raft.status(), before);
+        assert!(!raft.has_ready(), "nothing to persist or send");
+    }
+
+    #[test]
+    fn oversized_proposal_batch_is_refused() {
+        let mut config = plain_config(1, 1);
+        config.message_limits.max_payloads_per_proposal = 2;
+        let storage = MemStorage::with_log(&[1, 2, 3], &[], 1);
+        let mut raft = Raft::new(config, storage.initial_state()).unwrap();
+        let propose = MessageBody::Propose(Propose {
+            payloads: vec![EntryPayload::Empty; 3],
+        });
+        assert!(matches!(
+            raft.step(message(2, 1, 0, propose)),
+            Err(MessageError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn leader_refuses_an_acknowledgement_beyond_its_log() {
+        let mut cluster = Cluster::new(3, 1);
+        cluster.elect(1);
+        let leader = cluster.raft_mut(1);
+        let before = leader.status();
+        let ack = MessageBody::AppendResponse(AppendResponse::Accepted {
+            match_index: before.last_index + 10,
+        });
+        let term = leader.term();
+        assert!(matches!(
+            leader.step(message(2, 1, term, ack)),
+            Err(MessageError::IndexOutOfRange { .. })
+        ));
+        assert_eq!(leader.status(), before);
+    }
+
+    #[test]
+    fn append_reaching_below_the_commit_index_cannot_remove_committed_entries() {
+        let mut storage = MemStorage::with_log(&[1, 2, 3], &[2, 2], 3);
+        storage.hard_state.commit_index = 3;
+        let mut raft = Raft::new(plain_config(1, 1), storage.initial_state()).unwrap();
+        drain(&mut raft);
+        let conflicting = append((1, 1), &[(2, 3)], 3);
+        raft.step(message(2, 1, 3, conflicting)).unwrap();
+        assert_eq!(raft.log_term(2), Some(2), "the committed entry stays");
+        assert_eq!(raft.last_index(), 3);
+        let answer = drain(&mut raft).into_iter().find_map(|m| match m.body {
+            MessageBody::AppendResponse(r) => Some(r),
+            _ => None,
+        });
+        assert_eq!(
+            answer,
+            Some(AppendResponse::Accepted { match_index: 3 }),
+            "the leader is told where the committed log ends"
+        );
+    }
+
+    #[test]
+    fn a_second_leader_in_the_same_term_is_refused() {
+        let mut cluster = Cluster::new(3, 1);
+        cluster.elect(1);
+        let term = cluster.raft(1).term();
+        let heartbeat = MessageBody::Heartbeat(Heartbeat {
+            commit_index: 0,
+            read_round: 0,
+        });
+        assert!(cluster
+            .raft_mut(1)
+            .step(message(2, 1, term, heartbeat))
+            .is_err());
+        assert_eq!(cluster.raft(1).role(), Role::Leader);
+    }
+}
+
+mod restart_and_durability {
+    use super::*;
+
+    #[test]
+    fn committed_entries_survive_a_crash_of_every_node() {
+        let mut cluster = Cluster::new(3, 1);
+        cluster.elect(1);
+        for i in 0..10 {
+            cluster.propose(1, format!("e{i}")).unwrap();
+        }
+        cluster.stabilize();
+        for id in [1, 2, 3] {
+            cluster.crash(id);
+        }
+        for id in [1, 2, 3] {
+            cluster.restart(id);
+        }
+        let leader = cluster.wait_for_leader(50).unwrap();
+        cluster.propose(leader, "after").unwrap();
+        cluster.stabilize();
+        cluster.run_ticks(2);
+        for id in [1, 2, 3] {
+            assert_eq!(applied_payloads(&cluster, id), 11, "node {id}");
+        }
+        cluster.check_converged().unwrap();
+        check(&mut cluster);
+    }
+
+    #[test]
+    fn restart_keeps_term_and_vote() {
+        let mut cluster = Cluster::new(3, 1);
+        cluster.elect(2);
+        let hard_state = cluster.raft(3).hard_state();
+        cluster.crash(3);
+        cluster.restart(3);
+        assert_eq!(cluster.raft(3).hard_state().term, hard_state.term);
+        assert_eq!(cluster.raft(3).hard_state().vote, hard_state.vote);
+    }
+}
+
+mod proposals_and_reads {
+    use super::*;
+
+    #[test]
+    fn follower_forwards_proposals_to_the_leader() {
+        let mut cluster = Cluster::new(3, 1);
+        cluster.elect(1);
+        assert_eq!(
+            cluster.propose(2, "via 2"),
+            Ok(Proposed::Forwarded { to: 1 })
+        );
+        assert_eq!(
+            cluster.propose(3, "via 3"),
+            Ok(Proposed::Forwarded { to: 1 })
+        );
+        cluster.stabilize();
+        for id in [1, 2, 3] {
+            assert_eq!(applied_payloads(&cluster, id), 2);
+        }
+    }
+
+    #[test]
+    fn without_a_known_leader_proposals_and_reads_are_refused() {
+        let mut cluster = Cluster::new(3, 1);
+        assert_eq!(
+            cluster.propose(1, "x"),
+            Err(ProposeError::NotLeader { leader_hint: None })
+        );
+        assert_eq!(cluster.read_index(1, 1), Err(ReadIndexError::NoLeader));
+    }
+
+    #[test]
+    fn with_forwarding_off_a_follower_names_the_leader() {
+        let mut cluster = Cluster::with_config(3, 1, |id, seed| {
+            let mut config = default_config(id, seed);
+            config.forward_proposals = false;
+            config
+        });
+        cluster.elect(1);
+        assert_eq!(
+            cluster.propose(2, "x"),
+            Err(ProposeError::NotLeader {
+                leader_hint: Some(1)
+            })
+        );
+    }
+
+    #[test]
+    fn uncommitted_bytes_are_bounded() {
+        let mut cluster = Cluster::with_config(3, 1, |id, seed| {
+            let mut config = plain_config(id, seed);
+            config.max_uncommitted_bytes = 1000;
+            config
+        });
+        cluster.elect(1);
+        cluster.isolate(1);
+        let mut accepted = 0;
+        let refused = loop {
+            match cluster.propose(1, vec![0u8; 100]) {
+                Ok(_) => accepted += 1,
+                Err(error) => break error,
+            }
+        };
+        assert!(matches!(refused, ProposeError::UncommittedLimit { .. }));
+        assert!((7..=8).contains(&accepted), "accepted {accepted}");
+        cluster.heal();
+        cluster.stabilize();
+        assert!(
+            cluster.propose(1, vec![0u8; 100]).is_ok(),
+            "room again once committed"
+        );
+    }
+
+    #[test]
+    fn pending_reads_are_bounded() {
+        let mut cluster = Cluster::with_config(3, 1, |id, seed| {
+            let mut config = default_config(id, seed);
+            config.max_pending_reads = 4;
+            config
+        });
+        cluster.elect(1);
+        cluster.isolate(1);
+        for request_id in 0..4 {
+            cluster.read_index(1, request_id).unwrap();
+        }
+        assert!(matches!(
+            cluster.read_index(1, 4),
+            Err(ReadIndexError::TooManyPending { .. })
+        ));
     }
 }

@@ -6,8 +6,12 @@
 //! `KEEL_RAFT_SEEDS=N` runs N seeds per test (default small, for CI);
 //! `KEEL_RAFT_SEED=S` runs exactly seed S (the failure message prints it).
 
+// In tests a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used)]
+
+use bytes::Bytes;
 use keel_core::raft::harness::{default_config, Cluster};
-use keel_core::raft::{Index, NodeId, Proposed, Term};
+use keel_core::raft::{ConfChange, ConfChangeKind, ConfState, Index, NodeId, Proposed, Term};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -33,6 +37,7 @@ fn seeds() -> Vec<u64> {
 struct FaultMix {
     drop_percent: u32,
     duplicate_percent: u32,
+    delay_percent: u32,
     reorder: bool,
     partitions: bool,
     crashes: bool,
@@ -48,6 +53,7 @@ fn fault_mix(rng: &mut ChaCha8Rng) -> FaultMix {
     FaultMix {
         drop_percent: [0, 0, 5, 20][rng.gen_range(0..4)],
         duplicate_percent: [0, 0, 5][rng.gen_range(0..3)],
+        delay_percent: [0, 10, 50][rng.gen_range(0..3)],
         reorder: rng.gen_bool(0.5),
         partitions: rng.gen_bool(0.6),
         crashes: rng.gen_bool(0.6),
@@ -84,8 +90,15 @@ fn pick(rng: &mut ChaCha8Rng, ids: &[NodeId]) -> NodeId {
     ids[rng.gen_range(0..ids.len())]
 }
 
-/// Runs one seed; returns the trace hash, or the violation with the seed.
 fn run(seed: u64, size: u64, test_name: &'static str) -> u64 {
+    run_with(seed, size, false, test_name).0
+}
+
+/// Nodes that may join during a run with membership changes, as learners first.
+const JOINERS: [NodeId; 2] = [4, 5];
+
+/// Runs one seed; returns the trace hash and the final membership.
+fn run_with(seed: u64, size: u64, membership: bool, test_name: &'static str) -> (u64, ConfState) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x6b65656c);
     let mix = fault_mix(&mut rng);
     let (max_append_bytes, max_inflight_appends) = (mix.max_append_bytes, mix.max_inflight_appends);
@@ -100,7 +113,13 @@ fn run(seed: u64, size: u64, test_name: &'static str) -> u64 {
     });
     cluster.set_drop_percent(mix.drop_percent);
     cluster.set_duplicate_percent(mix.duplicate_percent);
+    cluster.set_delay_percent(mix.delay_percent);
     cluster.set_reorder(mix.reorder);
+    if membership {
+        for id in JOINERS {
+            cluster.add_empty_node(id);
+        }
+    }
     let ids = cluster.ids();
     let max_crashed = (size as usize - 1) / 2;
     let mut request_id = 0u64;
@@ -159,6 +178,7 @@ fn run(seed: u64, size: u64, test_name: &'static str) -> u64 {
                         .transfer_leader(pick(&mut rng, &ids));
                 }
             }
+            94..=96 if membership => change_membership(&mut cluster, &mut rng),
             _ => {}
         }
         // Nodes carry out their Ready at different moments, as real ones do.
@@ -171,7 +191,38 @@ fn run(seed: u64, size: u64, test_name: &'static str) -> u64 {
         }
     }
     recover(&mut cluster, &ids, &run);
-    cluster.trace_hash()
+    let leader = cluster.leader().expect("recovered");
+    (
+        cluster.trace_hash(),
+        cluster.raft(leader).conf_state().clone(),
+    )
+}
+
+/// Proposes a random membership change through the leader, if there is one: a joiner
+/// becomes a learner, a learner is promoted, or a member is removed (never below two voters).
+fn change_membership(cluster: &mut Cluster, rng: &mut ChaCha8Rng) {
+    let Some(leader) = cluster.leader() else {
+        return;
+    };
+    let conf = cluster.raft(leader).conf_state().clone();
+    let joiners: Vec<NodeId> = JOINERS
+        .into_iter()
+        .filter(|id| !conf.contains(*id))
+        .collect();
+    let learners: Vec<NodeId> = conf.learners.iter().copied().collect();
+    let members: Vec<NodeId> = conf.members().collect();
+    let kind = rng.gen_range(0..3);
+    let change = match kind {
+        0 if !joiners.is_empty() => (ConfChangeKind::AddLearner, pick(rng, &joiners)),
+        1 if !learners.is_empty() => (ConfChangeKind::PromoteLearner, pick(rng, &learners)),
+        2 if conf.voters.len() > 2 => (ConfChangeKind::RemoveNode, pick(rng, &members)),
+        _ => return,
+    };
+    let _ = cluster.raft_mut(leader).propose_conf_change(ConfChange {
+        kind: change.0,
+        node_id: change.1,
+        context: Bytes::new(),
+    });
 }
 
 /// Liveness: faults stop, everyone is restarted and healed; a leader must emerge, commit a
@@ -180,6 +231,7 @@ fn recover(cluster: &mut Cluster, ids: &[NodeId], run: &Run) {
     cluster.heal();
     cluster.set_drop_percent(0);
     cluster.set_duplicate_percent(0);
+    cluster.set_delay_percent(0);
     for &id in ids {
         if !cluster.is_running(id) {
             cluster.restart(id);
@@ -198,7 +250,7 @@ fn recover(cluster: &mut Cluster, ids: &[NodeId], run: &Run) {
     let mut proposal: Option<(NodeId, Index, Term)> = None;
     let mut ticks = 0;
     let mut proposed_at_tick = 0;
-    while !(cluster.check_converged().is_ok() && final_applied_everywhere(cluster, ids)) {
+    while !(converged(cluster) && final_applied_everywhere(cluster, &members(cluster, ids))) {
         let timed_out = ticks - proposed_at_tick > CLIENT_TIMEOUT_TICKS;
         let lost = timed_out
             || proposal.is_none_or(|(_, index, term)| {
@@ -222,12 +274,15 @@ fn recover(cluster: &mut Cluster, ids: &[NodeId], run: &Run) {
             }
         }
         if ticks == RECOVERY_TICKS {
-            let why = cluster.check_converged().err().map_or(
-                format!(
+            let why = cluster
+                .check_converged_among(&members(cluster, ids))
+                .err()
+                .map_or(
+                    format!(
                     "the entry proposed after recovery was not applied everywhere: {proposal:?}"
                 ),
-                |v| v.0,
-            );
+                    |v| v.0,
+                );
             run.fail(cluster, STEPS_PER_RUN, why);
         }
         cluster.run_ticks(1);
@@ -236,6 +291,22 @@ fn recover(cluster: &mut Cluster, ids: &[NodeId], run: &Run) {
     if let Err(violation) = cluster.check_invariants() {
         run.fail(cluster, STEPS_PER_RUN, violation.0);
     }
+}
+
+/// The members according to the current leader (every node when there is none).
+fn members(cluster: &Cluster, ids: &[NodeId]) -> Vec<NodeId> {
+    match cluster.leader() {
+        Some(leader) => cluster.raft(leader).conf_state().members().collect(),
+        None => ids.to_vec(),
+    }
+}
+
+fn converged(cluster: &Cluster) -> bool {
+    let ids = cluster.ids();
+    cluster.leader().is_some()
+        && cluster
+            .check_converged_among(&members(cluster, &ids))
+            .is_ok()
 }
 
 fn final_applied_everywhere(cluster: &Cluster, ids: &[NodeId]) -> bool {
@@ -270,4 +341,22 @@ fn same_seed_same_trace() {
         let second = run(seed, 3, "same_seed_same_trace");
         assert_eq!(first, second, "seed {seed} is not deterministic");
     }
+}
+
+#[test]
+fn random_schedules_with_membership_changes() {
+    let seeds = seeds();
+    let mut changed = 0;
+    for &seed in &seeds {
+        let (_, final_conf) = run_with(seed, 3, true, "random_schedules_with_membership_changes");
+        if final_conf.voters != [1, 2, 3].into() || !final_conf.learners.is_empty() {
+            changed += 1;
+        }
+    }
+    // Guards against a schedule that silently stopped changing anything.
+    assert!(
+        seeds.len() < 20 || changed * 3 > seeds.len(),
+        "membership changed in only {changed} of {} runs",
+        seeds.len()
+    );
 }

@@ -6,9 +6,8 @@
 //!
 //! The state machine is a log of applied payloads; its snapshot is that log, encoded.
 
-use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::hash::{Hash, Hasher};
+use std::hash::{DefaultHasher, Hash, Hasher};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use rand::Rng;
@@ -166,6 +165,8 @@ struct Network {
     cut: BTreeSet<(NodeId, NodeId)>,
     drop_percent: u32,
     duplicate_percent: u32,
+    /// Chance that a message due for delivery is sent to the back of the queue instead.
+    delay_percent: u32,
     reorder: bool,
 }
 
@@ -377,6 +378,12 @@ impl Cluster {
         self.network.duplicate_percent = percent.min(100);
     }
 
+    /// Delays messages: each one due for delivery goes to the back of the queue with this
+    /// chance, so it arrives after messages sent later.
+    pub fn set_delay_percent(&mut self, percent: u32) {
+        self.network.delay_percent = percent.min(99);
+    }
+
     pub fn set_reorder(&mut self, reorder: bool) {
         self.network.reorder = reorder;
     }
@@ -420,6 +427,11 @@ impl Cluster {
         let Some(message) = message else {
             return false;
         };
+        if self.network.delay_percent > 0 && self.rng.gen_range(0..100) < self.network.delay_percent
+        {
+            self.network.queue.push_back(message);
+            return true;
+        }
         self.deliver(message);
         true
     }
@@ -815,12 +827,17 @@ impl Cluster {
         Ok(())
     }
 
-    /// Every running node has applied the same entries up to the lowest applied index.
+    /// Every running node has applied exactly the same entries.
     pub fn check_converged(&self) -> Result<(), Violation> {
+        self.check_converged_among(&self.ids())
+    }
+
+    /// Every running node of `ids` has applied exactly the same entries.
+    pub fn check_converged_among(&self, ids: &[NodeId]) -> Result<(), Violation> {
         let logs: Vec<(NodeId, &AppliedLog)> = self
             .nodes
             .iter()
-            .filter(|(_, n)| n.raft.is_some())
+            .filter(|(id, n)| n.raft.is_some() && ids.contains(id))
             .map(|(&id, n)| (id, &n.state_machine))
             .collect();
         let Some((first_id, first)) = logs.first() else {

@@ -379,12 +379,14 @@ impl Raft {
         }
     }
 
-    /// Tells the leader whether sending a snapshot to `to` failed (`failed == true`) or was
-    /// handed to the network; on failure it probes again.
-    pub fn report_snapshot(&mut self, to: NodeId, failed: bool) {
+    /// Tells the leader that sending a snapshot to `to` failed (the transport knows: the
+    /// stream broke or the peer refused it), so it probes again from what `to` is known to
+    /// hold instead of waiting `snapshot_retry_ticks`. Success needs no report: the
+    /// follower's answer arrives by itself.
+    pub fn report_snapshot_failed(&mut self, to: NodeId) {
         if let Some(progress) = self.progress.get_mut(&to) {
-            if failed && matches!(progress.state, ReplicationState::Snapshot { .. }) {
-                progress.match_index = progress.match_index.min(progress.next_index - 1);
+            if matches!(progress.state, ReplicationState::Snapshot { .. }) {
+                progress.become_snapshot(0);
                 progress.become_probe();
             }
         }

@@ -65,10 +65,17 @@ mod tests {
             majority_value(&voters, &mut scratch, |id| matches[id as usize]),
             7
         );
+        // Of four voters holding 10, 7, 3 and 9, three hold at least 7.
         let four: BTreeSet<NodeId> = [1, 2, 3, 4].into();
         assert_eq!(
             majority_value(&four, &mut scratch, |id| matches[id as usize]),
-            3
+            7
+        );
+        let two: BTreeSet<NodeId> = [1, 3].into();
+        assert_eq!(
+            majority_value(&two, &mut scratch, |id| matches[id as usize]),
+            3,
+            "of two voters holding 10 and 3, both must hold it"
         );
     }
 
