@@ -36,25 +36,33 @@ pub(crate) struct Lease {
     pub keys: BTreeSet<Bytes>,
 }
 
-/// The leader's timers.
+/// The leader's timers: each lease's expiry, and when it is next offered for revocation
+/// (its expiry, then every retry interval until the revoke is applied).
 #[derive(Clone, Debug, Default)]
 struct Primary {
     expiry_ms: BTreeMap<i64, u64>,
-    by_expiry: BTreeSet<(u64, i64)>,
+    offer_ms: BTreeMap<i64, u64>,
+    by_offer: BTreeSet<(u64, i64)>,
     checkpoint_cursor: i64,
 }
 
 impl Primary {
     fn set(&mut self, id: i64, expiry_ms: u64) {
-        if let Some(old) = self.expiry_ms.insert(id, expiry_ms) {
-            self.by_expiry.remove(&(old, id));
+        self.expiry_ms.insert(id, expiry_ms);
+        self.offer_at(id, expiry_ms);
+    }
+
+    fn offer_at(&mut self, id: i64, offer_ms: u64) {
+        if let Some(old) = self.offer_ms.insert(id, offer_ms) {
+            self.by_offer.remove(&(old, id));
         }
-        self.by_expiry.insert((expiry_ms, id));
+        self.by_offer.insert((offer_ms, id));
     }
 
     fn remove(&mut self, id: i64) {
-        if let Some(old) = self.expiry_ms.remove(&id) {
-            self.by_expiry.remove(&(old, id));
+        self.expiry_ms.remove(&id);
+        if let Some(old) = self.offer_ms.remove(&id) {
+            self.by_offer.remove(&(old, id));
         }
     }
 }
@@ -236,22 +244,23 @@ impl Store {
             return Vec::new();
         };
         let expired: Vec<i64> = primary
-            .by_expiry
+            .by_offer
             .iter()
-            .take_while(|(expiry, _)| *expiry <= now_ms)
+            .take_while(|(offer, _)| *offer <= now_ms)
             .take(max)
             .map(|&(_, id)| id)
             .collect();
         for &id in &expired {
-            primary.set(id, now_ms.saturating_add(retry_ms));
+            primary.offer_at(id, now_ms.saturating_add(retry_ms));
         }
         expired
     }
 
-    /// The earliest expiry among the leases, for the server's timer. `None` unless primary.
+    /// When [`Store::expired_leases`] next has something to offer, for the server's
+    /// timer. `None` unless primary.
     pub fn next_lease_expiry_ms(&self) -> Option<u64> {
         let primary = self.lessor.primary.as_ref()?;
-        primary.by_expiry.first().map(|&(expiry, _)| expiry)
+        primary.by_offer.first().map(|&(offer, _)| offer)
     }
 
     /// Renews a lease (not replicated, like etcd's Renew).

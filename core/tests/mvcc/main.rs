@@ -1,0 +1,12 @@
+//! Behaviour tests of keel-core's MVCC store, named after the etcd behaviour they pin down,
+//! and a property test against a naive reference model.
+
+mod common;
+mod compaction;
+mod kv;
+mod lease;
+mod model;
+mod quota;
+mod snapshot;
+mod txn;
+mod watch;
