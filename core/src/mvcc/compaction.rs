@@ -73,10 +73,12 @@ impl Store {
     pub fn compaction_step(&mut self, max_revisions: usize) -> bool {
         for _ in 0..max_revisions {
             let Some((rev, _)) = self.history_log.front() else {
+                self.release_spare_log_capacity();
                 return false;
             };
             // Entries at the compact revision stay: a watch may start there.
             if rev.main >= self.compact_rev {
+                self.release_spare_log_capacity();
                 return false;
             }
             let Some((_, key)) = self.history_log.pop_front() else {
@@ -93,5 +95,14 @@ impl Store {
         self.history_log
             .front()
             .is_some_and(|(rev, _)| rev.main < self.compact_rev)
+    }
+
+    /// A drained history log gives its memory back (it may have held every revision).
+    fn release_spare_log_capacity(&mut self) {
+        const MIN_CAPACITY: usize = 1024;
+        let len = self.history_log.len();
+        if self.history_log.capacity() > 4 * len.max(MIN_CAPACITY) {
+            self.history_log.shrink_to(2 * len.max(MIN_CAPACITY));
+        }
     }
 }

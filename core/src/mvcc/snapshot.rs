@@ -345,3 +345,128 @@ impl GarbageLedger {
         ledger
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(main: i64, create_revision: i64, version: i64, lease: i64) -> SnapEntry {
+        SnapEntry {
+            main,
+            sub: 0,
+            create_revision,
+            version,
+            lease,
+            value: if version == 0 {
+                Bytes::new()
+            } else {
+                Bytes::from_static(b"v")
+            },
+        }
+    }
+
+    fn body(keys: Vec<SnapKey>) -> Body {
+        Body {
+            applied_index: 9,
+            current_rev: 10,
+            compact_rev: 3,
+            keys,
+            leases: vec![SnapLease {
+                id: 7,
+                ttl_s: 10,
+                remaining_ttl_s: 0,
+            }],
+            alarms: vec![],
+        }
+    }
+
+    fn key(name: &'static str, entries: Vec<SnapEntry>) -> SnapKey {
+        SnapKey {
+            key: Bytes::from_static(name.as_bytes()),
+            entries,
+        }
+    }
+
+    fn restore_body(body: Body) -> Result<Store, SnapshotError> {
+        build(body, StoreConfig::default())
+    }
+
+    #[test]
+    fn a_well_formed_body_restores() {
+        let ok = body(vec![
+            key(
+                "a",
+                vec![
+                    entry(2, 1, 3, 7),
+                    entry(5, 1, 4, 0),
+                    entry(6, 0, 0, 0),
+                    entry(8, 8, 1, 7),
+                ],
+            ),
+            key("b", vec![entry(4, 4, 1, 0)]),
+        ]);
+        let store = restore_body(ok).unwrap();
+        assert_eq!(store.current_revision(), 10);
+    }
+
+    #[test]
+    fn structural_damage_behind_a_valid_checksum_is_refused() {
+        let cases: Vec<(&str, Body)> = vec![
+            (
+                "unsorted keys",
+                body(vec![
+                    key("b", vec![entry(4, 4, 1, 0)]),
+                    key("a", vec![entry(5, 5, 1, 0)]),
+                ]),
+            ),
+            ("empty key", body(vec![key("", vec![entry(4, 4, 1, 0)])])),
+            ("empty history", body(vec![key("a", vec![])])),
+            (
+                "revision beyond current",
+                body(vec![key("a", vec![entry(11, 11, 1, 0)])]),
+            ),
+            (
+                "revisions not increasing",
+                body(vec![key("a", vec![entry(5, 5, 1, 0), entry(5, 5, 2, 0)])]),
+            ),
+            (
+                "version chain broken",
+                body(vec![key("a", vec![entry(5, 5, 1, 0), entry(6, 5, 3, 0)])]),
+            ),
+            (
+                "creation not at version 1",
+                body(vec![key("a", vec![entry(5, 5, 2, 0)])]),
+            ),
+            (
+                "tombstone first",
+                body(vec![key("a", vec![entry(5, 0, 0, 0)])]),
+            ),
+            (
+                "two entries hidden by compaction",
+                body(vec![key("a", vec![entry(2, 2, 1, 0), entry(3, 2, 2, 0)])]),
+            ),
+            (
+                "missing lease",
+                body(vec![key("a", vec![entry(5, 5, 1, 99)])]),
+            ),
+        ];
+        for (what, b) in cases {
+            assert!(
+                matches!(restore_body(b), Err(SnapshotError::Invalid { .. })),
+                "{what}"
+            );
+        }
+        let mut bad_revs = body(vec![]);
+        bad_revs.compact_rev = 11;
+        assert!(matches!(
+            restore_body(bad_revs),
+            Err(SnapshotError::Invalid { .. })
+        ));
+        let mut zero_lease = body(vec![]);
+        zero_lease.leases[0].id = 0;
+        assert!(matches!(
+            restore_body(zero_lease),
+            Err(SnapshotError::Invalid { .. })
+        ));
+    }
+}

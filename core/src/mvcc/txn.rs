@@ -15,7 +15,7 @@ use super::request::{
 };
 use super::revision::KeyRange;
 use super::store::Store;
-use super::validate::check_structure;
+use super::validate::check_txn_structure;
 use super::write::Writer;
 
 /// Which branch each txn on the path takes: this txn's, then its nested txns' (those in
@@ -61,7 +61,7 @@ impl Store {
     /// If the txn writes ([`TxnRequest::is_read_only`] is the caller's routing test).
     pub fn read_txn(&self, txn: &TxnRequest) -> Result<TxnResponse, Error> {
         assert!(txn.is_read_only(), "read_txn given a txn that writes");
-        check_structure(&super::request::Command::Txn(txn.clone()))?;
+        check_txn_structure(txn)?;
         let path = self.txn_path(txn);
         let ops = branch(txn, path.succeeded);
         self.check_ranges(ops, &path)?;

@@ -61,18 +61,21 @@ pub(crate) fn check_structure(command: &Command) -> Result<(), Error> {
     match command {
         Command::Put(put) => check_put(put),
         Command::DeleteRange(delete) => check_delete(delete),
-        Command::Txn(txn) => {
-            check_txn_shape(txn)?;
-            check_intervals(&txn.success)?;
-            check_intervals(&txn.failure)?;
-            Ok(())
-        }
+        Command::Txn(txn) => check_txn_structure(txn),
         Command::Compaction(_)
         | Command::LeaseGrant(_)
         | Command::LeaseRevoke(_)
         | Command::LeaseCheckpoint(_)
         | Command::Alarm(_) => Ok(()),
     }
+}
+
+/// A txn's limit-free checks: empty keys, `ignore_*` misuse, keys written twice.
+pub(crate) fn check_txn_structure(txn: &TxnRequest) -> Result<(), Error> {
+    check_txn_shape(txn)?;
+    check_intervals(&txn.success)?;
+    check_intervals(&txn.failure)?;
+    Ok(())
 }
 
 fn check_put(put: &PutRequest) -> Result<(), Error> {

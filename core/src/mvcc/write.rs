@@ -186,13 +186,15 @@ impl Store {
         if put.lease != 0 && !self.lessor.contains(put.lease) {
             return Err(Error::LeaseNotFound);
         }
-        let current = self
-            .keys
-            .get(put.key.as_ref())
-            .and_then(|h| h.live_at(self.current_rev))
-            .map(|e| e.to_kv(&put.key));
-        if (put.ignore_value || put.ignore_lease) && current.is_none() {
-            return Err(Error::KeyNotFound);
+        if put.ignore_value || put.ignore_lease {
+            let exists = self
+                .keys
+                .get(put.key.as_ref())
+                .and_then(|h| h.live_at(self.current_rev))
+                .is_some();
+            if !exists {
+                return Err(Error::KeyNotFound);
+            }
         }
         let mut writer = Writer::begin(self);
         let prev_kv = writer.put_request(put);
