@@ -14,6 +14,10 @@
 //! - Snapshots: [`Store::snapshot`] / [`Store::restore`].
 //!
 //! Same inputs, same outputs: no clock (time is an argument), no randomness, no hash maps.
+//!
+//! Memory: keys are copied into the store once; values are kept as the `Bytes` given, so a
+//! caller should pass values that own their buffer (a bincode-decoded [`Command`] does), not
+//! slices of a larger frame that would stay alive with them.
 
 mod codec;
 mod compaction;

@@ -62,7 +62,11 @@ impl<'a> Writer<'a> {
     pub fn put(&mut self, key: &Bytes, value: Bytes, lease: i64) -> Option<KeyValue> {
         let rev = self.next_rev();
         let main = self.main;
-        let history = self.store.keys.get(key.as_ref());
+        let stored = self.store.keys.get_key_value(key.as_ref());
+        // Keep the map's own copy of the key in the log and lease sets, so they never pin
+        // a request buffer the key may be a slice of.
+        let stored_key = stored.map(|(k, _)| k.clone());
+        let history = stored.map(|(_, h)| h);
         let prev = history
             .map(|h| h.latest())
             .filter(|e| !e.is_tombstone())
@@ -100,7 +104,7 @@ impl<'a> Writer<'a> {
                 store.keys.insert(owned.clone(), KeyHistory::new(entry));
                 owned
             }
-            None => key.clone(),
+            None => stored_key.unwrap_or_else(|| key.clone()),
         };
         store.size_bytes += entry_bytes;
         if let Some(p) = &prev {
