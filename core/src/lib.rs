@@ -2,4 +2,5 @@
 //! are calls, outputs are values, and the same inputs give the same outputs bit for bit.
 //! `clippy.toml` in this crate forbids the ways out.
 
+pub mod mvcc;
 pub mod raft;

@@ -1,0 +1,57 @@
+//! etcd's data model as a pure state machine: the MVCC key-value store (revisions, range,
+//! put, delete, txn, compaction), leases, quota and alarms, the snapshot format, HashKV,
+//! and the pure part of watch.
+//!
+//! How a server drives it:
+//! - Writes: [`Store::check_command`] before proposing; once committed, the entry's
+//!   payload [`Command::decode`]s and [`Store::apply`] returns an [`Applied`] (the
+//!   response and the revision's events), and the events go to [`WatchHub::on_apply`].
+//! - Reads: [`Store::range`], [`Store::read_txn`], [`Store::hash_kv`],
+//!   [`Store::lease_leases`] after ReadIndex (or at once when serializable).
+//! - Leases: on the leader, [`Store::promote`]; then [`Store::expired_leases`] becomes
+//!   `LeaseRevoke` proposals and [`Store::lease_checkpoints`] a `LeaseCheckpoint`
+//!   proposal; KeepAlive and TimeToLive are answered here by the leader.
+//! - Snapshots: [`Store::snapshot`] / [`Store::restore`].
+//!
+//! Same inputs, same outputs: no clock (time is an argument), no randomness, no hash maps.
+//!
+//! Memory: keys are copied into the store once; values are kept as the `Bytes` given, so a
+//! caller should pass values that own their buffer (a bincode-decoded [`Command`] does), not
+//! slices of a larger frame that would stay alive with them.
+
+mod codec;
+mod compaction;
+mod error;
+mod hash;
+mod history;
+mod key_index;
+mod lease;
+mod quota;
+mod range;
+mod request;
+mod revision;
+mod snapshot;
+mod store;
+mod txn;
+mod validate;
+mod watch;
+mod write;
+
+pub use error::{DecodeError, Error, GrpcCode, SnapshotError, WatchError};
+pub use history::{CatchUp, EventFilter};
+pub use key_index::ENTRY_OVERHEAD_BYTES;
+pub use lease::{KeepAliveOutcome, MAX_LEASE_TTL_S};
+pub use quota::{CLUSTER_ALARM_MEMBER_ID, LEASE_OVERHEAD_BYTES};
+pub use request::*;
+pub use revision::{KeyRange, RangeEnd, Revision};
+pub use store::{
+    Applied, Store, StoreConfig, StoreStats, DEFAULT_COMPACTION_BATCH_REVISIONS,
+    DEFAULT_EXPIRED_LEASE_RETRY_MS, DEFAULT_MIN_LEASE_TTL_S, DEFAULT_QUOTA_BYTES,
+};
+pub use validate::{
+    check_command, check_range, Limits, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_TXN_OPS,
+};
+pub use watch::{
+    StreamId, WatchConfig, WatchCreateRequest, WatchFilterType, WatchHub, WatchId, WatchResponse,
+    PROGRESS_WATCH_ID,
+};

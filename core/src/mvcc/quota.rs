@@ -1,0 +1,108 @@
+//! The space quota and alarms, as etcd's capped applier behaves: a write that would take
+//! the size estimate beyond the quota is refused with `NoSpace` and raises the NOSPACE
+//! alarm; while the alarm is active every write that adds data (a put anywhere in a txn,
+//! a lease grant) is refused, and deletes, compaction and lease revokes still run. An
+//! operator disarms the alarm (`AlarmRequest` DEACTIVATE) after freeing space.
+//!
+//! The estimate is logical (see [`super::key_index::ENTRY_OVERHEAD_BYTES`]), so every
+//! member decides the same. The alarm is cluster-wide; keel records it under member 0.
+
+use super::error::Error;
+use super::key_index::ENTRY_OVERHEAD_BYTES;
+use super::request::{
+    AlarmAction, AlarmMember, AlarmRequest, AlarmResponse, AlarmType, Command, PutRequest,
+    RequestOp, ResponseHeader, TxnRequest,
+};
+use super::store::Store;
+
+/// What a lease costs the quota (etcd's `leaseOverhead`).
+pub const LEASE_OVERHEAD_BYTES: u64 = 64;
+
+/// The member id keel's own NOSPACE alarm is recorded under.
+pub const CLUSTER_ALARM_MEMBER_ID: u64 = 0;
+
+pub(crate) fn put_cost(put: &PutRequest) -> u64 {
+    (put.key.len() + put.value.len()) as u64 + ENTRY_OVERHEAD_BYTES
+}
+
+/// etcd's `costTxn`: the costlier branch.
+pub(crate) fn txn_cost(txn: &TxnRequest) -> u64 {
+    let branch_cost = |ops: &[RequestOp]| -> u64 {
+        ops.iter()
+            .map(|op| match op {
+                RequestOp::Put(put) => put_cost(put),
+                RequestOp::Txn(nested) => txn_cost(nested),
+                RequestOp::Range(_) | RequestOp::DeleteRange(_) => 0,
+            })
+            .sum()
+    };
+    branch_cost(&txn.success).max(branch_cost(&txn.failure))
+}
+
+pub(crate) fn cost(command: &Command) -> u64 {
+    match command {
+        Command::Put(put) => put_cost(put),
+        Command::Txn(txn) => txn_cost(txn),
+        Command::LeaseGrant(_) => LEASE_OVERHEAD_BYTES,
+        Command::DeleteRange(_)
+        | Command::Compaction(_)
+        | Command::LeaseRevoke(_)
+        | Command::LeaseCheckpoint(_)
+        | Command::Alarm(_) => 0,
+    }
+}
+
+impl Store {
+    pub fn no_space_alarm_active(&self) -> bool {
+        self.alarms.iter().any(|a| a.alarm == AlarmType::NoSpace)
+    }
+
+    pub(crate) fn check_quota_read_only(&self, cost: u64) -> Result<(), Error> {
+        if cost == 0 {
+            return Ok(());
+        }
+        if self.no_space_alarm_active()
+            || self.size_bytes.saturating_add(cost) > self.config.quota_bytes
+        {
+            return Err(Error::NoSpace);
+        }
+        Ok(())
+    }
+
+    /// Refuses a write of `cost` bytes that does not fit, raising the alarm.
+    pub(crate) fn check_quota(&mut self, cost: u64) -> Result<(), Error> {
+        let result = self.check_quota_read_only(cost);
+        if result.is_err() {
+            self.alarms.insert(AlarmMember {
+                member_id: CLUSTER_ALARM_MEMBER_ID,
+                alarm: AlarmType::NoSpace,
+            });
+        }
+        result
+    }
+
+    pub(crate) fn apply_alarm(&mut self, request: &AlarmRequest) -> AlarmResponse {
+        let member = AlarmMember {
+            member_id: request.member_id,
+            alarm: request.alarm,
+        };
+        let alarms = match request.action {
+            AlarmAction::Get => self
+                .alarms
+                .iter()
+                .filter(|a| request.alarm == AlarmType::None || a.alarm == request.alarm)
+                .copied()
+                .collect(),
+            AlarmAction::Activate if request.alarm != AlarmType::None => {
+                self.alarms.insert(member);
+                vec![member]
+            }
+            AlarmAction::Deactivate if self.alarms.remove(&member) => vec![member],
+            AlarmAction::Activate | AlarmAction::Deactivate => Vec::new(),
+        };
+        AlarmResponse {
+            header: ResponseHeader::at(self.current_rev),
+            alarms,
+        }
+    }
+}

@@ -1,0 +1,472 @@
+//! The store's whole replicated state as bytes, and back.
+//!
+//! Layout: `b"KEELMVCC"`, format version (u32 LE), body length (u64 LE), CRC-32C of the
+//! body (u32 LE), then the body: bincode (varint) of [`Body`] — applied index, current and
+//! compact revision, every key in key order with its visible history, the lease table and
+//! the alarms. Restoring checks the header, the length and the checksum, decodes with a
+//! size limit, then validates the structure (ordering, revisions, versions, lease
+//! attachments), so corrupt bytes give a [`SnapshotError`], never a panic or a store that
+//! breaks its invariants. Lease timers and compaction backlog are not part of it: a
+//! restored store is a follower with fully compacted history.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use bincode::Options;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use super::compaction::GarbageLedger;
+use super::error::SnapshotError;
+use super::key_index::{Entry, KeyHistory};
+use super::lease::{Lease, Lessor};
+use super::quota::LEASE_OVERHEAD_BYTES;
+use super::request::{AlarmMember, AlarmType};
+use super::revision::Revision;
+use super::store::{Store, StoreConfig};
+
+const MAGIC: &[u8; 8] = b"KEELMVCC";
+const FORMAT_VERSION: u32 = 1;
+const HEADER_BYTES: usize = 8 + 4 + 8 + 4;
+
+#[derive(Serialize, Deserialize)]
+struct Body {
+    applied_index: u64,
+    current_rev: i64,
+    compact_rev: i64,
+    keys: Vec<SnapKey>,
+    leases: Vec<SnapLease>,
+    alarms: Vec<AlarmMember>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SnapKey {
+    key: Bytes,
+    entries: Vec<SnapEntry>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SnapEntry {
+    main: i64,
+    sub: i64,
+    create_revision: i64,
+    version: i64,
+    lease: i64,
+    value: Bytes,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SnapLease {
+    id: i64,
+    ttl_s: i64,
+    remaining_ttl_s: i64,
+}
+
+fn options() -> impl Options {
+    bincode::DefaultOptions::new()
+}
+
+fn invalid(reason: impl Into<String>) -> SnapshotError {
+    SnapshotError::Invalid {
+        reason: reason.into(),
+    }
+}
+
+impl Store {
+    /// The replicated state as bytes (see the module docs for the format).
+    pub fn snapshot(&self) -> Vec<u8> {
+        let body = Body {
+            applied_index: self.applied_index,
+            current_rev: self.current_rev,
+            compact_rev: self.compact_rev,
+            keys: self
+                .keys
+                .iter()
+                .filter_map(|(key, history)| snap_key(key, history, self.compact_rev))
+                .collect(),
+            leases: self
+                .lessor
+                .leases
+                .iter()
+                .map(|(&id, l)| SnapLease {
+                    id,
+                    ttl_s: l.ttl_s,
+                    remaining_ttl_s: l.remaining_ttl_s,
+                })
+                .collect(),
+            alarms: self.alarms.iter().copied().collect(),
+        };
+        let encoded = match options().serialize(&body) {
+            Ok(bytes) => bytes,
+            Err(e) => panic!("encoding an mvcc snapshot failed: {e}"),
+        };
+        let mut out = Vec::with_capacity(HEADER_BYTES + encoded.len());
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        out.extend_from_slice(&(encoded.len() as u64).to_le_bytes());
+        out.extend_from_slice(&crc32c::crc32c(&encoded).to_le_bytes());
+        out.extend_from_slice(&encoded);
+        out
+    }
+
+    /// A store holding exactly the snapshot's state, as a follower (call
+    /// [`Store::promote`] on the leader).
+    pub fn restore(bytes: &[u8], config: StoreConfig) -> Result<Store, SnapshotError> {
+        let body = decode(bytes)?;
+        build(body, config)
+    }
+}
+
+fn snap_key(key: &Bytes, history: &KeyHistory, compact_rev: i64) -> Option<SnapKey> {
+    let entries: Vec<SnapEntry> = history
+        .logical_entries(compact_rev)
+        .iter()
+        .map(|e| SnapEntry {
+            main: e.rev.main,
+            sub: e.rev.sub,
+            create_revision: e.create_revision,
+            version: e.version,
+            lease: e.lease,
+            value: e.value.clone(),
+        })
+        .collect();
+    (!entries.is_empty()).then(|| SnapKey {
+        key: key.clone(),
+        entries,
+    })
+}
+
+fn read_array<const N: usize>(bytes: &[u8], at: usize) -> [u8; N] {
+    let mut out = [0u8; N];
+    out.copy_from_slice(&bytes[at..at + N]);
+    out
+}
+
+fn decode(bytes: &[u8]) -> Result<Body, SnapshotError> {
+    if bytes.len() < HEADER_BYTES {
+        return Err(SnapshotError::TooShort {
+            len_bytes: bytes.len(),
+            header_bytes: HEADER_BYTES,
+        });
+    }
+    if &bytes[..8] != MAGIC {
+        return Err(SnapshotError::BadMagic);
+    }
+    let version = u32::from_le_bytes(read_array(bytes, 8));
+    if version != FORMAT_VERSION {
+        return Err(SnapshotError::UnsupportedVersion {
+            found: version,
+            expected: FORMAT_VERSION,
+        });
+    }
+    let expected_bytes = u64::from_le_bytes(read_array(bytes, 12));
+    let stored = u32::from_le_bytes(read_array(bytes, 20));
+    let body = &bytes[HEADER_BYTES..];
+    if body.len() as u64 != expected_bytes {
+        return Err(SnapshotError::LengthMismatch {
+            found_bytes: body.len() as u64,
+            expected_bytes,
+        });
+    }
+    let computed = crc32c::crc32c(body);
+    if computed != stored {
+        return Err(SnapshotError::ChecksumMismatch { stored, computed });
+    }
+    options()
+        .with_limit(body.len() as u64)
+        .deserialize(body)
+        .map_err(|e| SnapshotError::Decode {
+            reason: e.to_string(),
+        })
+}
+
+fn build(body: Body, config: StoreConfig) -> Result<Store, SnapshotError> {
+    if body.current_rev < 1 || body.compact_rev < -1 || body.compact_rev > body.current_rev {
+        return Err(invalid(format!(
+            "revisions out of order: compact {} current {}",
+            body.compact_rev, body.current_rev
+        )));
+    }
+    let mut store = Store::new(config);
+    store.applied_index = body.applied_index;
+    store.current_rev = body.current_rev;
+    store.compact_rev = body.compact_rev;
+    restore_leases(&mut store, &body.leases)?;
+    let mut log = Vec::new();
+    let mut garbage = Vec::new();
+    let mut previous: Option<&Bytes> = None;
+    for snap in &body.keys {
+        if snap.key.is_empty() || previous.is_some_and(|p| p >= &snap.key) {
+            return Err(invalid("keys empty or not strictly ascending"));
+        }
+        previous = Some(&snap.key);
+        let entries = validate_history(snap, body.current_rev, body.compact_rev)?;
+        account_history(&mut store, &snap.key, &entries, &mut log, &mut garbage)?;
+        store
+            .keys
+            .insert(snap.key.clone(), KeyHistory::from_entries(entries));
+    }
+    log.sort_unstable();
+    store.history_log = log.into_iter().collect::<VecDeque<_>>();
+    store.garbage = GarbageLedger::from_unsorted(garbage);
+    restore_alarms(&mut store, &body.alarms)?;
+    Ok(store)
+}
+
+fn restore_leases(store: &mut Store, leases: &[SnapLease]) -> Result<(), SnapshotError> {
+    let mut lessor = Lessor::default();
+    let mut seen = BTreeMap::new();
+    for l in leases {
+        if l.id == 0 || l.ttl_s <= 0 || l.remaining_ttl_s < 0 || seen.insert(l.id, ()).is_some() {
+            return Err(invalid(format!("lease {} is malformed or repeated", l.id)));
+        }
+        lessor.insert_restored(
+            l.id,
+            Lease {
+                ttl_s: l.ttl_s,
+                remaining_ttl_s: l.remaining_ttl_s,
+                keys: BTreeSet::new(),
+            },
+        );
+    }
+    store.size_bytes += LEASE_OVERHEAD_BYTES * leases.len() as u64;
+    store.lessor = lessor;
+    Ok(())
+}
+
+fn restore_alarms(store: &mut Store, alarms: &[AlarmMember]) -> Result<(), SnapshotError> {
+    for alarm in alarms {
+        if alarm.alarm == AlarmType::None || !store.alarms.insert(*alarm) {
+            return Err(invalid("alarm of type NONE or repeated"));
+        }
+    }
+    Ok(())
+}
+
+/// Checks one key's history: revisions strictly increasing and within bounds, a version
+/// chain that restarts after each tombstone, nothing hidden by compaction.
+fn validate_history(
+    snap: &SnapKey,
+    current_rev: i64,
+    compact_rev: i64,
+) -> Result<Vec<Entry>, SnapshotError> {
+    let bad = |what: &str| invalid(format!("key {:?}: {what}", snap.key));
+    let mut entries: Vec<Entry> = Vec::with_capacity(snap.entries.len());
+    for (i, s) in snap.entries.iter().enumerate() {
+        let rev = Revision::new(s.main, s.sub);
+        if s.main < 1 || s.main > current_rev || s.sub < 0 {
+            return Err(bad("revision out of range"));
+        }
+        let prev = entries.last();
+        if prev.is_some_and(|p| p.rev >= rev) {
+            return Err(bad("revisions not increasing"));
+        }
+        if s.version == 0 {
+            if s.create_revision != 0
+                || s.lease != 0
+                || !s.value.is_empty()
+                || prev.is_none_or(Entry::is_tombstone)
+            {
+                return Err(bad("malformed tombstone"));
+            }
+        } else {
+            let expected = match prev {
+                Some(p) if !p.is_tombstone() => Some((p.version + 1, p.create_revision)),
+                Some(_) => Some((1, s.main)),
+                None if s.main > compact_rev => Some((1, s.main)),
+                None => None,
+            };
+            let chain_ok = match expected {
+                Some((version, create)) => s.version == version && s.create_revision == create,
+                None => s.version >= 1 && s.create_revision >= 1 && s.create_revision <= s.main,
+            };
+            if !chain_ok {
+                return Err(bad("version chain broken"));
+            }
+        }
+        if i > 0 && s.main <= compact_rev {
+            return Err(bad("history hidden by compaction"));
+        }
+        entries.push(Entry {
+            rev,
+            create_revision: s.create_revision,
+            version: s.version,
+            lease: s.lease,
+            value: s.value.clone(),
+        });
+    }
+    if entries.is_empty() || (entries[0].rev.main <= compact_rev && entries[0].is_tombstone()) {
+        return Err(bad("empty history or compacted tombstone"));
+    }
+    Ok(entries)
+}
+
+/// Rebuilds size, garbage ledger, history log and lease attachments for one key.
+fn account_history(
+    store: &mut Store,
+    key: &Bytes,
+    entries: &[Entry],
+    log: &mut Vec<(Revision, Bytes)>,
+    garbage: &mut Vec<(i64, u64)>,
+) -> Result<(), SnapshotError> {
+    for (i, entry) in entries.iter().enumerate() {
+        let bytes = entry.size_bytes(key.len());
+        store.size_bytes += bytes;
+        if entry.rev.main >= store.compact_rev {
+            log.push((entry.rev, key.clone()));
+        }
+        if entry.is_tombstone() {
+            garbage.push((entry.rev.main, bytes));
+        }
+        if let Some(next) = entries.get(i + 1) {
+            if !entry.is_tombstone() {
+                garbage.push((next.rev.main, bytes));
+            }
+        }
+    }
+    if let Some(latest) = entries.last().filter(|e| !e.is_tombstone() && e.lease != 0) {
+        if !store.lessor.contains(latest.lease) {
+            return Err(invalid(format!(
+                "key {key:?} attached to missing lease {}",
+                latest.lease
+            )));
+        }
+        store.lessor.attach(latest.lease, key);
+    }
+    Ok(())
+}
+
+impl GarbageLedger {
+    pub(crate) fn from_unsorted(mut items: Vec<(i64, u64)>) -> Self {
+        items.sort_unstable();
+        let mut ledger = GarbageLedger::default();
+        for (revision, bytes) in items {
+            ledger.add(revision, bytes);
+        }
+        ledger
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(main: i64, create_revision: i64, version: i64, lease: i64) -> SnapEntry {
+        SnapEntry {
+            main,
+            sub: 0,
+            create_revision,
+            version,
+            lease,
+            value: if version == 0 {
+                Bytes::new()
+            } else {
+                Bytes::from_static(b"v")
+            },
+        }
+    }
+
+    fn body(keys: Vec<SnapKey>) -> Body {
+        Body {
+            applied_index: 9,
+            current_rev: 10,
+            compact_rev: 3,
+            keys,
+            leases: vec![SnapLease {
+                id: 7,
+                ttl_s: 10,
+                remaining_ttl_s: 0,
+            }],
+            alarms: vec![],
+        }
+    }
+
+    fn key(name: &'static str, entries: Vec<SnapEntry>) -> SnapKey {
+        SnapKey {
+            key: Bytes::from_static(name.as_bytes()),
+            entries,
+        }
+    }
+
+    fn restore_body(body: Body) -> Result<Store, SnapshotError> {
+        build(body, StoreConfig::default())
+    }
+
+    #[test]
+    fn a_well_formed_body_restores() {
+        let ok = body(vec![
+            key(
+                "a",
+                vec![
+                    entry(2, 1, 3, 7),
+                    entry(5, 1, 4, 0),
+                    entry(6, 0, 0, 0),
+                    entry(8, 8, 1, 7),
+                ],
+            ),
+            key("b", vec![entry(4, 4, 1, 0)]),
+        ]);
+        let store = restore_body(ok).unwrap();
+        assert_eq!(store.current_revision(), 10);
+    }
+
+    #[test]
+    fn structural_damage_behind_a_valid_checksum_is_refused() {
+        let cases: Vec<(&str, Body)> = vec![
+            (
+                "unsorted keys",
+                body(vec![
+                    key("b", vec![entry(4, 4, 1, 0)]),
+                    key("a", vec![entry(5, 5, 1, 0)]),
+                ]),
+            ),
+            ("empty key", body(vec![key("", vec![entry(4, 4, 1, 0)])])),
+            ("empty history", body(vec![key("a", vec![])])),
+            (
+                "revision beyond current",
+                body(vec![key("a", vec![entry(11, 11, 1, 0)])]),
+            ),
+            (
+                "revisions not increasing",
+                body(vec![key("a", vec![entry(5, 5, 1, 0), entry(5, 5, 2, 0)])]),
+            ),
+            (
+                "version chain broken",
+                body(vec![key("a", vec![entry(5, 5, 1, 0), entry(6, 5, 3, 0)])]),
+            ),
+            (
+                "creation not at version 1",
+                body(vec![key("a", vec![entry(5, 5, 2, 0)])]),
+            ),
+            (
+                "tombstone first",
+                body(vec![key("a", vec![entry(5, 0, 0, 0)])]),
+            ),
+            (
+                "two entries hidden by compaction",
+                body(vec![key("a", vec![entry(2, 2, 1, 0), entry(3, 2, 2, 0)])]),
+            ),
+            (
+                "missing lease",
+                body(vec![key("a", vec![entry(5, 5, 1, 99)])]),
+            ),
+        ];
+        for (what, b) in cases {
+            assert!(
+                matches!(restore_body(b), Err(SnapshotError::Invalid { .. })),
+                "{what}"
+            );
+        }
+        let mut bad_revs = body(vec![]);
+        bad_revs.compact_rev = 11;
+        assert!(matches!(
+            restore_body(bad_revs),
+            Err(SnapshotError::Invalid { .. })
+        ));
+        let mut zero_lease = body(vec![]);
+        zero_lease.leases[0].id = 0;
+        assert!(matches!(
+            restore_body(zero_lease),
+            Err(SnapshotError::Invalid { .. })
+        ));
+    }
+}

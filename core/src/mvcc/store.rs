@@ -1,0 +1,239 @@
+//! The store: every key's history, the global revision, compaction state, leases, quota
+//! and alarms. [`Store::apply`] is the only way the replicated state changes: it takes a
+//! decoded [`Command`] at a Raft index and returns the response and the watch events of
+//! the revision it created. Reads take `&self`.
+//!
+//! Determinism: every replicated decision depends only on the commands applied and the
+//! [`StoreConfig`] (which must be the same on every member). Physical compaction progress,
+//! lease timers and the primary/follower role affect no response and no hash.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use bytes::Bytes;
+
+use super::compaction::GarbageLedger;
+use super::error::Error;
+use super::key_index::KeyHistory;
+use super::lease::Lessor;
+use super::request::{AlarmMember, Command, Event, Response};
+use super::revision::Revision;
+use super::validate::{check_structure, Limits};
+
+/// etcd's default `--quota-backend-bytes` (2 GiB).
+pub const DEFAULT_QUOTA_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+/// etcd's minimum lease TTL with its default timing (1.5 election timeouts, rounded up).
+pub const DEFAULT_MIN_LEASE_TTL_S: i64 = 2;
+/// Revisions of history one physical compaction step processes.
+pub const DEFAULT_COMPACTION_BATCH_REVISIONS: usize = 1000;
+/// How long the leader waits before offering an expired lease for revocation again
+/// (etcd's `expiredLeaseRetryInterval`).
+pub const DEFAULT_EXPIRED_LEASE_RETRY_MS: u64 = 3000;
+
+/// Settings that shape replicated decisions (quota, minimum TTL) must be identical on
+/// every member; the others only tune local work.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// Estimated store size beyond which writes raise the NOSPACE alarm.
+    pub quota_bytes: u64,
+    /// Leases granted with a shorter TTL get this one.
+    pub min_lease_ttl_s: i64,
+    /// Physical compaction work done after each applied entry, in revisions of history.
+    pub compaction_batch_revisions: usize,
+    pub expired_lease_retry_ms: u64,
+    /// Checked by [`Store::check_command`] before proposing.
+    pub limits: Limits,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            quota_bytes: DEFAULT_QUOTA_BYTES,
+            min_lease_ttl_s: DEFAULT_MIN_LEASE_TTL_S,
+            compaction_batch_revisions: DEFAULT_COMPACTION_BATCH_REVISIONS,
+            expired_lease_retry_ms: DEFAULT_EXPIRED_LEASE_RETRY_MS,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// The outcome of applying one command.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Applied {
+    pub result: Result<Response, Error>,
+    /// The store's revision after the command.
+    pub revision: i64,
+    /// The changes of the revision this command created, in order (empty when it
+    /// changed nothing). `prev_kv` is filled as etcd's watch fills it; the watch hub strips
+    /// it for watchers that did not ask.
+    pub events: Vec<Event>,
+}
+
+/// Counts for monitoring and for the memory-per-key figure.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Keys with any history (deleted keys stay until compaction).
+    pub keys: usize,
+    /// History entries held, including ones compaction has yet to drop.
+    pub entries: usize,
+    /// History-log entries (revisions at or after the compaction point, plus backlog).
+    pub history_log_entries: usize,
+    /// History-log entries physical compaction still has to process.
+    pub compaction_backlog: usize,
+    /// The quota's size estimate.
+    pub size_bytes: u64,
+    pub leases: usize,
+}
+
+/// The MVCC key-value store with leases (see the module docs).
+#[derive(Debug)]
+pub struct Store {
+    pub(crate) config: StoreConfig,
+    pub(crate) keys: BTreeMap<Bytes, KeyHistory>,
+    pub(crate) current_rev: i64,
+    /// Logical compaction point; -1 before the first compaction, like etcd.
+    pub(crate) compact_rev: i64,
+    /// Every change at or after the oldest revision physical compaction has not yet
+    /// processed, in revision order: what watch catch-up and compaction walk.
+    pub(crate) history_log: VecDeque<(Revision, Bytes)>,
+    pub(crate) garbage: GarbageLedger,
+    /// Estimated bytes of everything visible (history after the compaction point included).
+    pub(crate) size_bytes: u64,
+    pub(crate) lessor: Lessor,
+    pub(crate) alarms: BTreeSet<AlarmMember>,
+    pub(crate) applied_index: u64,
+}
+
+impl Store {
+    pub fn new(config: StoreConfig) -> Self {
+        Store {
+            config,
+            keys: BTreeMap::new(),
+            current_rev: 1,
+            compact_rev: -1,
+            history_log: VecDeque::new(),
+            garbage: GarbageLedger::default(),
+            size_bytes: 0,
+            lessor: Lessor::default(),
+            alarms: BTreeSet::new(),
+            applied_index: 0,
+        }
+    }
+
+    pub fn config(&self) -> &StoreConfig {
+        &self.config
+    }
+
+    pub fn current_revision(&self) -> i64 {
+        self.current_rev
+    }
+
+    /// -1 until the first compaction.
+    pub fn compact_revision(&self) -> i64 {
+        self.compact_rev
+    }
+
+    /// The last Raft index applied (etcd's consistent index); 0 for a new store.
+    pub fn applied_index(&self) -> u64 {
+        self.applied_index
+    }
+
+    pub fn alarms(&self) -> Vec<AlarmMember> {
+        self.alarms.iter().copied().collect()
+    }
+
+    pub fn stats(&self) -> StoreStats {
+        let backlog = self
+            .history_log
+            .partition_point(|(rev, _)| rev.main < self.compact_rev);
+        StoreStats {
+            keys: self.keys.len(),
+            entries: self.keys.values().map(|h| h.entries().len()).sum(),
+            history_log_entries: self.history_log.len(),
+            compaction_backlog: backlog,
+            size_bytes: self.size_bytes,
+            leases: self.lessor.leases.len(),
+        }
+    }
+
+    /// Every check etcd makes before proposing `command` (see [`super::check_command`]),
+    /// with this store's limits, plus the quota: a write that would not fit is refused
+    /// here without raising the alarm (applying it would).
+    pub fn check_command(&self, command: &Command) -> Result<(), Error> {
+        super::validate::check_command(command, &self.config.limits)?;
+        self.check_quota_read_only(super::quota::cost(command))
+    }
+
+    /// Applies the command of the Raft entry at `index`. `now_ms` is the caller's
+    /// monotonic clock, used only for the leader's lease timers.
+    ///
+    /// # Panics
+    /// If `index` is not above the last applied index (the caller replayed an entry).
+    pub fn apply(&mut self, index: u64, now_ms: u64, command: &Command) -> Applied {
+        assert!(
+            index > self.applied_index,
+            "Raft index {index} applied after {}: entries must be applied once, in order",
+            self.applied_index
+        );
+        self.applied_index = index;
+        let outcome =
+            check_structure(command).and_then(|()| self.apply_command(index, now_ms, command));
+        let (result, events) = match outcome {
+            Ok((response, events)) => (Ok(response), events),
+            Err(e) => (Err(e), Vec::new()),
+        };
+        self.compaction_step(self.config.compaction_batch_revisions);
+        Applied {
+            result,
+            revision: self.current_rev,
+            events,
+        }
+    }
+
+    /// A Raft entry that carries no command (a leader's empty entry, a membership
+    /// change): records the index and lets compaction progress.
+    pub fn apply_empty(&mut self, index: u64) {
+        assert!(
+            index > self.applied_index,
+            "Raft index {index} applied after {}",
+            self.applied_index
+        );
+        self.applied_index = index;
+        self.compaction_step(self.config.compaction_batch_revisions);
+    }
+
+    fn apply_command(
+        &mut self,
+        index: u64,
+        now_ms: u64,
+        command: &Command,
+    ) -> Result<(Response, Vec<Event>), Error> {
+        match command {
+            Command::Put(put) => {
+                let (r, events) = self.apply_put(put)?;
+                Ok((Response::Put(r), events))
+            }
+            Command::DeleteRange(delete) => {
+                let (r, events) = self.apply_delete_range(delete);
+                Ok((Response::DeleteRange(r), events))
+            }
+            Command::Txn(txn) => {
+                let (r, events) = self.apply_txn(txn)?;
+                Ok((Response::Txn(r), events))
+            }
+            Command::Compaction(c) => Ok((Response::Compaction(self.apply_compaction(c)?), vec![])),
+            Command::LeaseGrant(g) => {
+                let r = self.apply_lease_grant(g, index, now_ms)?;
+                Ok((Response::LeaseGrant(r), vec![]))
+            }
+            Command::LeaseRevoke(r) => {
+                let (r, events) = self.apply_lease_revoke(r)?;
+                Ok((Response::LeaseRevoke(r), events))
+            }
+            Command::LeaseCheckpoint(c) => Ok((
+                Response::LeaseCheckpoint(self.apply_lease_checkpoint(c)),
+                vec![],
+            )),
+            Command::Alarm(a) => Ok((Response::Alarm(self.apply_alarm(a)), vec![])),
+        }
+    }
+}

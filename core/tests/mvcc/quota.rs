@@ -1,0 +1,114 @@
+use keel_core::mvcc::*;
+
+use crate::common::*;
+
+fn small_quota() -> Harness {
+    Harness::with_config(StoreConfig {
+        quota_bytes: 2_000,
+        ..StoreConfig::default()
+    })
+}
+
+fn no_space(h: &Harness) -> bool {
+    h.store
+        .alarms()
+        .iter()
+        .any(|a| a.alarm == AlarmType::NoSpace)
+}
+
+#[test]
+fn exceeding_the_quota_raises_nospace_and_refuses_writes_that_add_data() {
+    let mut h = small_quota();
+    let mut i = 0;
+    let err = loop {
+        match h.put_req(PutRequest {
+            key: b(&format!("k{i}")),
+            value: b("0123456789"),
+            ..Default::default()
+        }) {
+            Ok(_) => i += 1,
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(err, Error::NoSpace);
+    assert!(no_space(&h));
+    let rev = h.rev();
+    assert_eq!(h.grant(1, 10).unwrap_err(), Error::NoSpace);
+    let txn_with_put_in_failure = TxnRequest {
+        failure: vec![put_op("z", "1")],
+        ..Default::default()
+    };
+    assert_eq!(h.txn(txn_with_put_in_failure).unwrap_err(), Error::NoSpace);
+    assert_eq!(h.rev(), rev, "refused writes change nothing");
+    assert_eq!(
+        h.store.check_command(&Command::Put(PutRequest {
+            key: b("a"),
+            ..Default::default()
+        })),
+        Err(Error::NoSpace)
+    );
+}
+
+#[test]
+fn under_nospace_deletes_compaction_revokes_and_reads_still_work_and_disarm_reopens() {
+    let mut h = small_quota();
+    h.grant(1, 10).unwrap();
+    for i in 0..20 {
+        let _ = h.put_req(PutRequest {
+            key: b(&format!("k{i:02}")),
+            value: b("0123456789"),
+            ..Default::default()
+        });
+    }
+    assert!(no_space(&h));
+    assert!(h.delete("k00", "k05").deleted > 0);
+    h.compact(h.rev()).unwrap();
+    h.revoke(1).unwrap();
+    assert!(h.store.range(&range("k", "l")).is_ok());
+    let read_only = TxnRequest {
+        success: vec![range_op("k00", "")],
+        ..Default::default()
+    };
+    assert!(h.txn(read_only).is_ok());
+    assert_eq!(
+        h.put_req(PutRequest {
+            key: b("n"),
+            ..Default::default()
+        })
+        .unwrap_err(),
+        Error::NoSpace
+    );
+    let applied = h.apply(Command::Alarm(AlarmRequest {
+        action: AlarmAction::Deactivate,
+        member_id: CLUSTER_ALARM_MEMBER_ID,
+        alarm: AlarmType::NoSpace,
+    }));
+    let Ok(Response::Alarm(r)) = applied.result else {
+        panic!()
+    };
+    assert_eq!(r.alarms.len(), 1);
+    assert!(!no_space(&h));
+    h.put("n", "fits again");
+}
+
+#[test]
+fn alarms_can_be_listed_activated_and_deactivated() {
+    let mut h = Harness::new();
+    let activate = AlarmRequest {
+        action: AlarmAction::Activate,
+        member_id: 3,
+        alarm: AlarmType::Corrupt,
+    };
+    h.apply(Command::Alarm(activate));
+    let Ok(Response::Alarm(list)) = h.apply(Command::Alarm(AlarmRequest::default())).result else {
+        panic!()
+    };
+    assert_eq!(
+        list.alarms,
+        [AlarmMember {
+            member_id: 3,
+            alarm: AlarmType::Corrupt
+        }]
+    );
+    h.put("a", "corrupt alarms do not block writes here");
+}
