@@ -3,4 +3,5 @@
 //! `clippy.toml` in this crate forbids the ways out.
 
 pub mod mvcc;
+pub mod node;
 pub mod raft;

@@ -1,0 +1,581 @@
+//! A keel node: a Raft group whose committed entries apply to the MVCC store, the members
+//! registry and the watch hub. Still pure: time comes in as `now_ms`, everything goes out as
+//! values. The server loop (keel-net) and the simulator drive it the same way:
+//!
+//! ```text
+//! node.tick(now_ms) / node.step(message) / node.propose(..) / node.read_index(..)
+//! while let Some(mut ready) = node.ready() {
+//!     send ready.messages; persist ready.{snapshot, entries, hard_state} (sync if must_sync);
+//!     send ready.persisted_messages;
+//!     let applied = node.apply(&mut ready, now_ms);   // answers clients, serves reads
+//!     node.advance(&ready);
+//!     if let Some(snapshot) = node.maybe_snapshot() { persist it; release the WAL before it }
+//! }
+//! ```
+
+pub mod members;
+pub mod proposal;
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::mvcc::{
+    self, Command, LeaseKeepAliveRequest, LeaseRevokeRequest, LeaseTimeToLiveRequest, Response,
+    Store, StoreConfig, WatchConfig, WatchHub,
+};
+use crate::raft::{
+    self, ConfChange, ConfChangeKind, EntryPayload, Index, InitialState, Message, MessageError,
+    NodeId, ProposeError, Proposed, Raft, ReadIndexError, Ready, Role, Snapshot, SnapshotMeta,
+    Term,
+};
+
+pub use members::{cluster_id, member_id, Member, MemberAttributes, Members};
+pub use proposal::{ConfChangeContext, Proposal, ProposalBody, NO_CLIENT};
+
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub raft: raft::Config,
+    pub store: StoreConfig,
+    pub watch: WatchConfig,
+    /// Take a snapshot, and release the log before it, every this many applied entries
+    /// (etcd's `--snapshot-count`).
+    pub snapshot_count: u64,
+    /// Entries kept before a snapshot so a follower slightly behind gets entries rather
+    /// than a whole snapshot (etcd's `SnapshotCatchUpEntries`).
+    pub snapshot_catch_up_entries: u64,
+    /// Milliseconds per tick: the heartbeat interval.
+    pub tick_ms: u64,
+    /// Expired leases proposed for revocation per tick, at most (etcd rate-limits too).
+    pub max_lease_revokes_per_tick: usize,
+    /// How often the leader checkpoints remaining lease TTLs, in ticks (0: never).
+    pub lease_checkpoint_interval_ticks: u64,
+    pub max_lease_checkpoints_per_tick: usize,
+}
+
+impl NodeConfig {
+    pub fn new(id: NodeId) -> NodeConfig {
+        NodeConfig {
+            raft: raft::Config::new(id),
+            store: StoreConfig::default(),
+            watch: WatchConfig::default(),
+            snapshot_count: 100_000,
+            snapshot_catch_up_entries: 5_000,
+            tick_ms: 100,
+            max_lease_revokes_per_tick: 1_000,
+            lease_checkpoint_interval_ticks: 3_000,
+            max_lease_checkpoints_per_tick: 1_000,
+        }
+    }
+
+    /// How long a new leader extends every lease: one election timeout, so leases do not
+    /// expire en masse because the old leader's keep-alives could not reach anyone.
+    fn lease_extend_ms(&self) -> u64 {
+        u64::from(self.raft.election_ticks) * self.tick_ms
+    }
+}
+
+/// A snapshot's state-machine image: members and store.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Image {
+    members: Members,
+    store: Vec<u8>,
+}
+
+#[derive(Debug, Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Config(#[from] raft::ConfigError),
+    #[error("the snapshot's state-machine image at index {index} is damaged: {reason}")]
+    CorruptSnapshot { index: Index, reason: String },
+}
+
+/// Why a proposal was refused before it reached the log.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum NodeProposeError {
+    /// The request itself is invalid (etcd's error, with its gRPC code).
+    #[error(transparent)]
+    Store(#[from] mvcc::Error),
+    #[error(transparent)]
+    Raft(#[from] ProposeError),
+}
+
+/// The outcome of a client's proposal, once applied (or known lost).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Store(Result<Response, mvcc::Error>),
+    MemberPublished,
+    MembershipChanged {
+        members: Vec<Member>,
+    },
+    /// Another leader's entry took the proposal's place: it will never apply. The client
+    /// may retry (etcd reports this as a timeout or `ErrProposalDropped`).
+    Lost,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Completion {
+    pub request_id: u64,
+    pub outcome: Outcome,
+}
+
+/// What one `apply` produced for the server to act on.
+#[derive(Debug, Default)]
+pub struct ApplyOutput {
+    /// Answers to this node's clients.
+    pub completions: Vec<Completion>,
+    /// Linearizable reads that may be served now, against [`Node::store`].
+    pub reads: Vec<u64>,
+    /// Whether the membership changed (the transport may need new peers).
+    pub membership_changed: bool,
+    /// Entries whose payload did not decode (applied as no-ops on every member alike).
+    pub undecodable_entries: usize,
+}
+
+pub struct Node {
+    id: NodeId,
+    config: NodeConfig,
+    raft: Raft,
+    store: Store,
+    watches: WatchHub,
+    members: Members,
+    /// This leader's local proposals by index, to notice one being overwritten.
+    appended: BTreeMap<Index, (Term, u64)>,
+    /// Read requests with a known read index, waiting for the apply to reach it.
+    waiting_reads: BTreeMap<(Index, u64), ()>,
+    /// Last entry applied to the store (or restored from a snapshot).
+    applied_index: Index,
+    last_snapshot_index: Index,
+    /// A leader's snapshot checked when it arrived, kept decoded for the apply.
+    prepared_snapshot: Option<(Index, Store, Members)>,
+    role: Role,
+    now_ms: u64,
+    ticks: u64,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("id", &self.id)
+            .field("role", &self.role)
+            .field("applied_index", &self.applied_index)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    /// The image every founding member starts from: the founding members, an empty store.
+    pub fn bootstrap_image(members: &[Member], store: StoreConfig) -> Bytes {
+        let image = Image {
+            members: Members::new(members.iter().cloned()),
+            store: Store::new(store).snapshot(),
+        };
+        Bytes::from(proposal::encode(&image))
+    }
+
+    /// Starts from `initial` (see [`InitialState`]); the store is restored from its
+    /// snapshot and the entries after it are applied as they come out of `ready`.
+    pub fn new(config: NodeConfig, initial: InitialState) -> Result<Node, NodeError> {
+        let snapshot_index = initial.snapshot.meta.index;
+        let (store, members) = restore_image(&initial.snapshot, config.store)?;
+        let raft = Raft::new(config.raft.clone(), initial)?;
+        let watches = WatchHub::new(config.watch, &store);
+        Ok(Node {
+            id: config.raft.id,
+            raft,
+            store,
+            watches,
+            members,
+            appended: BTreeMap::new(),
+            waiting_reads: BTreeMap::new(),
+            applied_index: snapshot_index,
+            last_snapshot_index: snapshot_index,
+            prepared_snapshot: None,
+            role: Role::Follower,
+            now_ms: 0,
+            ticks: 0,
+            config,
+        })
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    /// For leader transfer, campaign and transport reports.
+    pub fn raft_mut(&mut self) -> &mut Raft {
+        &mut self.raft
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn watches(&self) -> &WatchHub {
+        &self.watches
+    }
+
+    pub fn watches_mut(&mut self) -> &mut WatchHub {
+        &mut self.watches
+    }
+
+    pub fn members(&self) -> &Members {
+        &self.members
+    }
+
+    pub fn applied_index(&self) -> Index {
+        self.applied_index
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raft.role() == Role::Leader
+    }
+
+    /// One tick of logical time at `now_ms` (monotonic milliseconds).
+    pub fn tick(&mut self, now_ms: u64) {
+        self.now_ms = self.now_ms.max(now_ms);
+        self.ticks += 1;
+        self.raft.tick();
+        if self.is_leader() {
+            self.propose_lease_expiries();
+            self.propose_lease_checkpoints();
+        }
+    }
+
+    /// Only the leader decides that a lease expired, and says so through the log, so every
+    /// member deletes the same keys at the same revision.
+    fn propose_lease_expiries(&mut self) {
+        let expired = self
+            .store
+            .expired_leases(self.now_ms, self.config.max_lease_revokes_per_tick);
+        for id in expired {
+            let revoke = Command::LeaseRevoke(LeaseRevokeRequest { id });
+            // Refused only if leadership is moving; the lease is offered again later.
+            let _ = self.propose(NO_CLIENT, ProposalBody::Store(revoke));
+        }
+    }
+
+    fn propose_lease_checkpoints(&mut self) {
+        let interval = self.config.lease_checkpoint_interval_ticks;
+        if interval == 0 || self.ticks % interval != 0 {
+            return;
+        }
+        let checkpoints = self
+            .store
+            .lease_checkpoints(self.now_ms, self.config.max_lease_checkpoints_per_tick);
+        if let Some(request) = checkpoints {
+            let _ = self.propose(
+                NO_CLIENT,
+                ProposalBody::Store(Command::LeaseCheckpoint(request)),
+            );
+        }
+    }
+
+    /// Feeds a peer's message. A snapshot whose image does not decode is refused here, so
+    /// a damaged or hostile snapshot can never reach the state machine.
+    pub fn step(&mut self, message: Message) -> Result<(), MessageError> {
+        if let raft::MessageBody::InstallSnapshot(snapshot) = &message.body {
+            if snapshot.meta.index > self.applied_index {
+                let (store, members) =
+                    restore_image(snapshot, self.config.store).map_err(|_| {
+                        MessageError::Malformed {
+                            kind: "InstallSnapshot",
+                            reason: "the state-machine image does not decode",
+                        }
+                    })?;
+                self.prepared_snapshot = Some((snapshot.meta.index, store, members));
+            }
+        }
+        self.raft.step(message)
+    }
+
+    /// Proposes a write on behalf of this node's client `request_id` (unique on this node;
+    /// [`NO_CLIENT`] if nobody waits). The outcome comes back as a [`Completion`].
+    pub fn propose(&mut self, request_id: u64, body: ProposalBody) -> Result<(), NodeProposeError> {
+        if let ProposalBody::Store(command) = &body {
+            self.store.check_command(command)?;
+        }
+        let proposal = Proposal {
+            proposer: self.id,
+            request_id,
+            body,
+        };
+        let proposed = self.raft.propose(Bytes::from(proposal.encode()))?;
+        self.note_appended(proposed, request_id);
+        Ok(())
+    }
+
+    /// Proposes a membership change for `member` (adding it as a voter or learner,
+    /// promoting or removing it).
+    pub fn propose_conf_change(
+        &mut self,
+        request_id: u64,
+        kind: ConfChangeKind,
+        member: Member,
+    ) -> Result<(), NodeProposeError> {
+        let node_id = member.id;
+        let context = ConfChangeContext {
+            proposer: self.id,
+            request_id,
+            member,
+        };
+        let change = ConfChange {
+            kind,
+            node_id,
+            context: Bytes::from(context.encode()),
+        };
+        let proposed = self.raft.propose_conf_change(change)?;
+        self.note_appended(proposed, request_id);
+        Ok(())
+    }
+
+    fn note_appended(&mut self, proposed: Proposed, request_id: u64) {
+        if let (Proposed::Appended { index, term }, true) = (proposed, request_id != NO_CLIENT) {
+            self.appended.insert(index, (term, request_id));
+        }
+    }
+
+    /// Starts a linearizable read for `request_id`; it appears in [`ApplyOutput::reads`]
+    /// once it may be served.
+    pub fn read_index(&mut self, request_id: u64) -> Result<(), ReadIndexError> {
+        self.raft.read_index(request_id)
+    }
+
+    /// Renews a lease; leader only ([`mvcc::Error::NotPrimary`] elsewhere, for the server to
+    /// forward). May propose a checkpoint of the remaining TTL.
+    pub fn lease_keep_alive(
+        &mut self,
+        request: &LeaseKeepAliveRequest,
+    ) -> Result<mvcc::LeaseKeepAliveResponse, mvcc::Error> {
+        let outcome = self.store.lease_keep_alive(request, self.now_ms)?;
+        if let Some(request) = outcome.checkpoint.clone() {
+            let _ = self.propose(
+                NO_CLIENT,
+                ProposalBody::Store(Command::LeaseCheckpoint(request)),
+            );
+        }
+        Ok(outcome.response)
+    }
+
+    /// Leader only, like keep-alive.
+    pub fn lease_time_to_live(
+        &self,
+        request: &LeaseTimeToLiveRequest,
+    ) -> Result<mvcc::LeaseTimeToLiveResponse, mvcc::Error> {
+        self.store.lease_time_to_live(request, self.now_ms)
+    }
+
+    pub fn ready(&mut self) -> Option<Ready> {
+        let ready = self.raft.ready()?;
+        if let Some(soft) = ready.soft_state {
+            self.on_role_change(soft.role);
+        }
+        Some(ready)
+    }
+
+    fn on_role_change(&mut self, role: Role) {
+        let was_leader = self.role == Role::Leader;
+        self.role = role;
+        match (was_leader, role == Role::Leader) {
+            (false, true) => self
+                .store
+                .promote(self.now_ms, self.config.lease_extend_ms()),
+            (true, false) => {
+                self.store.demote();
+                // Entries this node appended may still commit under the next leader; if
+                // not, a different entry at their index reveals it. Either way apply says.
+            }
+            _ => {}
+        }
+    }
+
+    /// Applies what `ready` holds for the state machine — the snapshot, then the committed
+    /// entries — and releases reads. Call after persisting, before `advance`.
+    pub fn apply(&mut self, ready: &mut Ready, now_ms: u64) -> ApplyOutput {
+        self.now_ms = self.now_ms.max(now_ms);
+        let mut output = ApplyOutput::default();
+        if let Some(snapshot) = &ready.snapshot {
+            self.restore_snapshot(snapshot);
+            output.membership_changed = true;
+        }
+        for entry in std::mem::take(&mut ready.committed_entries) {
+            self.apply_entry(entry, &mut output);
+        }
+        self.watches.sync(&self.store);
+        for read in std::mem::take(&mut ready.read_states) {
+            self.waiting_reads
+                .insert((read.read_index, read.request_id), ());
+        }
+        self.release_reads(&mut output);
+        output
+    }
+
+    fn restore_snapshot(&mut self, snapshot: &Snapshot) {
+        let index = snapshot.meta.index;
+        let (store, members) = match self.prepared_snapshot.take() {
+            Some((prepared, store, members)) if prepared == index => (store, members),
+            // Raft only hands out snapshots that came through `step`, which prepared them.
+            _ => restore_image(snapshot, self.config.store)
+                .unwrap_or_else(|e| panic!("node {}: snapshot {index} not prepared: {e}", self.id)),
+        };
+        self.store = store;
+        self.members = members;
+        self.applied_index = index;
+        self.last_snapshot_index = index;
+        self.watches.on_restore(&self.store);
+        // Proposals the snapshot covers may or may not be in it: their clients must time
+        // out (indeterminate), not be told they were lost.
+        self.appended.retain(|&at, _| at > index);
+        if self.role == Role::Leader {
+            self.store
+                .promote(self.now_ms, self.config.lease_extend_ms());
+        }
+    }
+
+    fn apply_entry(&mut self, entry: raft::Entry, output: &mut ApplyOutput) {
+        let index = entry.index;
+        self.check_lost_proposals(index, entry.term, output);
+        match &entry.payload {
+            EntryPayload::Empty => self.store.apply_empty(index),
+            EntryPayload::Normal(data) => match Proposal::decode(data) {
+                Some(proposal) => self.apply_proposal(index, proposal, output),
+                None => {
+                    output.undecodable_entries += 1;
+                    self.store.apply_empty(index);
+                }
+            },
+            EntryPayload::ConfChange(change) => {
+                let context = ConfChangeContext::decode(&change.context);
+                self.members
+                    .apply_conf_change(change, context.as_ref().map(|c| c.member.clone()));
+                self.store.apply_empty(index);
+                output.membership_changed = true;
+                if let Some(context) = context.filter(|c| c.proposer == self.id) {
+                    self.complete(
+                        context.request_id,
+                        Outcome::MembershipChanged {
+                            members: self.members.iter().cloned().collect(),
+                        },
+                        output,
+                    );
+                }
+            }
+        }
+        self.applied_index = index;
+    }
+
+    fn apply_proposal(&mut self, index: Index, proposal: Proposal, output: &mut ApplyOutput) {
+        let outcome = match proposal.body {
+            ProposalBody::Store(command) => {
+                let applied = self.store.apply(index, self.now_ms, &command);
+                // Only writes that changed something create a revision (and events).
+                if applied.revision > self.watches.current_revision() {
+                    self.watches.on_apply(applied.revision, &applied.events);
+                }
+                Outcome::Store(applied.result)
+            }
+            ProposalBody::PublishMember(attributes) => {
+                self.members.publish(&attributes);
+                self.store.apply_empty(index);
+                Outcome::MemberPublished
+            }
+        };
+        if proposal.proposer == self.id {
+            self.complete(proposal.request_id, outcome, output);
+        }
+    }
+
+    fn complete(&mut self, request_id: u64, outcome: Outcome, output: &mut ApplyOutput) {
+        if request_id != NO_CLIENT {
+            output.completions.push(Completion {
+                request_id,
+                outcome,
+            });
+        }
+    }
+
+    /// A local proposal appended at `index` in another term than the entry now applied
+    /// there was overwritten: tell its client now rather than let it time out.
+    fn check_lost_proposals(&mut self, index: Index, term: Term, output: &mut ApplyOutput) {
+        while let Some((&at, &(proposed_term, request_id))) = self.appended.first_key_value() {
+            if at > index {
+                break;
+            }
+            self.appended.pop_first();
+            if at == index && proposed_term != term {
+                self.complete(request_id, Outcome::Lost, output);
+            }
+        }
+    }
+
+    fn release_reads(&mut self, output: &mut ApplyOutput) {
+        while let Some((&(read_index, request_id), ())) = self.waiting_reads.first_key_value() {
+            if read_index > self.applied_index {
+                break;
+            }
+            self.waiting_reads.pop_first();
+            output.reads.push(request_id);
+        }
+    }
+
+    pub fn advance(&mut self, ready: &Ready) {
+        self.raft.advance(ready);
+    }
+
+    /// Takes a snapshot when `snapshot_count` entries were applied since the last one and
+    /// compacts the in-memory log; the caller persists the returned snapshot and releases
+    /// the WAL before it. Call after `advance`.
+    pub fn maybe_snapshot(&mut self) -> Option<Snapshot> {
+        let applied = self.raft.applied_index();
+        if applied < self.last_snapshot_index + self.config.snapshot_count {
+            return None;
+        }
+        let snapshot = self.snapshot_now()?;
+        self.raft
+            .compact(snapshot.clone(), self.config.snapshot_catch_up_entries);
+        self.last_snapshot_index = snapshot.meta.index;
+        Some(snapshot)
+    }
+
+    /// A snapshot of the state machine at the applied index.
+    pub fn snapshot_now(&self) -> Option<Snapshot> {
+        let index = self.applied_index;
+        let term = self.raft.log_term(index)?;
+        let image = Image {
+            members: self.members.clone(),
+            store: self.store.snapshot(),
+        };
+        Some(Snapshot {
+            meta: SnapshotMeta {
+                index,
+                term,
+                conf_state: self.raft.conf_state().clone(),
+            },
+            data: Bytes::from(proposal::encode(&image)),
+        })
+    }
+}
+
+/// The store and members a snapshot holds; an empty snapshot (a joining node) is empty.
+fn restore_image(snapshot: &Snapshot, config: StoreConfig) -> Result<(Store, Members), NodeError> {
+    if snapshot.data.is_empty() {
+        return Ok((Store::new(config), Members::default()));
+    }
+    let index = snapshot.meta.index;
+    let image: Image =
+        proposal::decode(&snapshot.data).ok_or_else(|| NodeError::CorruptSnapshot {
+            index,
+            reason: "the image does not decode".into(),
+        })?;
+    let store = Store::restore(&image.store, config).map_err(|e| NodeError::CorruptSnapshot {
+        index,
+        reason: e.to_string(),
+    })?;
+    Ok((store, image.members))
+}

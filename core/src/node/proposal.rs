@@ -1,0 +1,80 @@
+//! What a Raft entry carries for keel: who proposed it (so that node can answer its client
+//! when the entry is applied) and what to do.
+
+use serde::{Deserialize, Serialize};
+
+use crate::mvcc::Command;
+use crate::raft::NodeId;
+
+use super::members::{Member, MemberAttributes};
+
+/// Entries above this size cannot come from a valid proposal (the request limit is far
+/// smaller); decoding refuses them rather than allocating.
+const MAX_PROPOSAL_BYTES: u64 = 64 * 1024 * 1024;
+
+/// `request_id` 0 means nobody waits for the outcome (e.g. a lease expiry).
+pub const NO_CLIENT: u64 = 0;
+
+/// A normal entry's payload.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proposal {
+    pub proposer: NodeId,
+    pub request_id: u64,
+    pub body: ProposalBody,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ProposalBody {
+    /// A write to the MVCC store (KV, lease, compaction, alarm).
+    Store(Command),
+    /// A member announces its name and client URLs (etcd's member attributes).
+    PublishMember(MemberAttributes),
+}
+
+/// A membership change entry's context: the member record and who asked.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfChangeContext {
+    pub proposer: NodeId,
+    pub request_id: u64,
+    pub member: Member,
+}
+
+fn options() -> impl bincode::Options {
+    use bincode::Options;
+    bincode::DefaultOptions::new()
+        .with_fixint_encoding()
+        .with_limit(MAX_PROPOSAL_BYTES)
+}
+
+pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    use bincode::Options;
+    // Serializing plain data structures into a Vec cannot fail.
+    options()
+        .serialize(value)
+        .expect("proposals are plain data and always serialize")
+}
+
+pub(crate) fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Option<T> {
+    use bincode::Options;
+    options().deserialize(bytes).ok()
+}
+
+impl Proposal {
+    pub fn encode(&self) -> Vec<u8> {
+        encode(self)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Option<Proposal> {
+        decode(bytes)
+    }
+}
+
+impl ConfChangeContext {
+    pub fn encode(&self) -> Vec<u8> {
+        encode(self)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Option<ConfChangeContext> {
+        decode(bytes)
+    }
+}

@@ -1,0 +1,498 @@
+//! keel nodes end to end, still in memory: writes through leader and followers, linearizable
+//! reads, leases expiring through the log, failover, snapshots, restarts, membership,
+//! watches, and refusal of a damaged snapshot from a peer.
+
+// In tests a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use bytes::Bytes;
+use keel_core::mvcc::{
+    Command, LeaseGrantRequest, PutRequest, RangeRequest, Response, StoreConfig, WatchCreateRequest,
+};
+use keel_core::node::{Completion, Member, Node, NodeConfig, Outcome, ProposalBody};
+use keel_core::raft::harness::MemStorage;
+use keel_core::raft::{
+    ConfChangeKind, ConfState, InitialState, Message, MessageBody, NodeId, Role, Snapshot,
+    SnapshotMeta,
+};
+
+const TICK_MS: u64 = 100;
+
+struct TestNode {
+    node: Option<Node>,
+    storage: MemStorage,
+    completions: Vec<Completion>,
+    reads: Vec<u64>,
+    snapshots_taken: usize,
+}
+
+struct NodeCluster {
+    nodes: BTreeMap<NodeId, TestNode>,
+    queue: VecDeque<Message>,
+    isolated: BTreeSet<NodeId>,
+    now_ms: u64,
+    next_request_id: u64,
+    config: fn(NodeId) -> NodeConfig,
+}
+
+fn members(size: u64) -> Vec<Member> {
+    (1..=size)
+        .map(|id| Member {
+            id,
+            name: format!("n{id}"),
+            peer_urls: vec![format!("http://10.0.0.{id}:2380")],
+            client_urls: vec![],
+            is_learner: false,
+        })
+        .collect()
+}
+
+fn default_node_config(id: NodeId) -> NodeConfig {
+    let mut config = NodeConfig::new(id);
+    config.raft.seed = id * 7919;
+    config
+}
+
+impl NodeCluster {
+    fn new(size: u64, config: fn(NodeId) -> NodeConfig) -> NodeCluster {
+        let image = Node::bootstrap_image(&members(size), StoreConfig::default());
+        let mut cluster = NodeCluster {
+            nodes: BTreeMap::new(),
+            queue: VecDeque::new(),
+            isolated: BTreeSet::new(),
+            now_ms: 0,
+            next_request_id: 1,
+            config,
+        };
+        for id in 1..=size {
+            let initial = InitialState::bootstrap(1..=size, image.clone());
+            let storage = MemStorage {
+                hard_state: initial.hard_state,
+                snapshot: initial.snapshot,
+                entries: vec![],
+            };
+            cluster.nodes.insert(
+                id,
+                TestNode {
+                    node: None,
+                    storage,
+                    completions: vec![],
+                    reads: vec![],
+                    snapshots_taken: 0,
+                },
+            );
+            cluster.restart(id);
+        }
+        cluster
+    }
+
+    fn node(&self, id: NodeId) -> &Node {
+        self.nodes[&id].node.as_ref().unwrap()
+    }
+
+    fn node_mut(&mut self, id: NodeId) -> &mut Node {
+        self.nodes.get_mut(&id).unwrap().node.as_mut().unwrap()
+    }
+
+    fn restart(&mut self, id: NodeId) {
+        let config = (self.config)(id);
+        let test_node = self.nodes.get_mut(&id).unwrap();
+        test_node.node = Some(Node::new(config, test_node.storage.initial_state()).unwrap());
+    }
+
+    fn crash(&mut self, id: NodeId) {
+        self.nodes.get_mut(&id).unwrap().node = None;
+    }
+
+    fn process(&mut self, id: NodeId) {
+        let now_ms = self.now_ms;
+        let test_node = self.nodes.get_mut(&id).unwrap();
+        let Some(node) = test_node.node.as_mut() else {
+            return;
+        };
+        while let Some(mut ready) = node.ready() {
+            self.queue.extend(ready.messages.drain(..));
+            test_node.storage.persist(&ready);
+            self.queue.extend(ready.persisted_messages.drain(..));
+            let output = node.apply(&mut ready, now_ms);
+            test_node.completions.extend(output.completions);
+            test_node.reads.extend(output.reads);
+            node.advance(&ready);
+            if let Some(snapshot) = node.maybe_snapshot() {
+                let keep_from = node.raft().first_index();
+                test_node.storage.compact(snapshot, keep_from);
+                test_node.snapshots_taken += 1;
+            }
+        }
+    }
+
+    fn run(&mut self) {
+        for _ in 0..10_000 {
+            let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+            for id in ids {
+                self.process(id);
+            }
+            let Some(message) = self.queue.pop_front() else {
+                return;
+            };
+            if self.isolated.contains(&message.from) || self.isolated.contains(&message.to) {
+                continue;
+            }
+            if let Some(node) = self
+                .nodes
+                .get_mut(&message.to)
+                .and_then(|n| n.node.as_mut())
+            {
+                node.step(message).unwrap();
+            }
+        }
+        panic!("no quiescence");
+    }
+
+    fn tick(&mut self, ticks: u64) {
+        for _ in 0..ticks {
+            self.now_ms += TICK_MS;
+            let now_ms = self.now_ms;
+            for test_node in self.nodes.values_mut() {
+                if let Some(node) = test_node.node.as_mut() {
+                    node.tick(now_ms);
+                }
+            }
+            self.run();
+        }
+    }
+
+    fn leader(&self) -> Option<NodeId> {
+        self.nodes
+            .iter()
+            .filter_map(|(&id, n)| n.node.as_ref().map(|node| (id, node)))
+            .filter(|(id, node)| node.is_leader() && !self.isolated.contains(id))
+            .max_by_key(|(_, node)| node.raft().term())
+            .map(|(id, _)| id)
+    }
+
+    fn elect(&mut self, id: NodeId) {
+        self.node_mut(id).raft_mut().campaign();
+        self.run();
+        assert_eq!(self.node(id).raft().role(), Role::Leader);
+    }
+
+    fn propose(&mut self, id: NodeId, command: Command) -> u64 {
+        let request_id = self.next_request_id;
+        self.next_request_id += 1;
+        self.node_mut(id)
+            .propose(request_id, ProposalBody::Store(command))
+            .unwrap();
+        request_id
+    }
+
+    fn put(&mut self, id: NodeId, key: &str, value: &str) -> u64 {
+        self.propose(
+            id,
+            Command::Put(PutRequest {
+                key: Bytes::copy_from_slice(key.as_bytes()),
+                value: Bytes::copy_from_slice(value.as_bytes()),
+                ..Default::default()
+            }),
+        )
+    }
+
+    fn outcome(&self, id: NodeId, request_id: u64) -> Option<&Outcome> {
+        self.nodes[&id]
+            .completions
+            .iter()
+            .find(|c| c.request_id == request_id)
+            .map(|c| &c.outcome)
+    }
+
+    fn get(&self, id: NodeId, key: &str) -> Option<Bytes> {
+        let request = RangeRequest {
+            key: Bytes::copy_from_slice(key.as_bytes()),
+            ..Default::default()
+        };
+        let response = self.node(id).store().range(&request).unwrap();
+        response.kvs.first().map(|kv| kv.value.clone())
+    }
+
+    fn hashes(&self) -> Vec<u32> {
+        let running: Vec<&Node> = self
+            .nodes
+            .values()
+            .filter_map(|n| n.node.as_ref())
+            .collect();
+        let revision = running
+            .iter()
+            .map(|n| n.store().current_revision())
+            .min()
+            .unwrap();
+        running
+            .iter()
+            .map(|n| n.store().hash_kv(revision).unwrap().hash)
+            .collect()
+    }
+
+    fn assert_converged(&self) {
+        let revisions: BTreeSet<i64> = self
+            .nodes
+            .values()
+            .filter_map(|n| n.node.as_ref())
+            .map(|n| n.store().current_revision())
+            .collect();
+        assert_eq!(revisions.len(), 1, "revisions differ: {revisions:?}");
+        let hashes: BTreeSet<u32> = self.hashes().into_iter().collect();
+        assert_eq!(hashes.len(), 1, "HashKV differs between members");
+    }
+}
+
+fn put_ok(outcome: Option<&Outcome>) -> bool {
+    matches!(outcome, Some(Outcome::Store(Ok(Response::Put(_)))))
+}
+
+#[test]
+fn writes_through_leader_and_follower_reach_every_member() {
+    let mut cluster = NodeCluster::new(3, default_node_config);
+    cluster.elect(1);
+    let via_leader = cluster.put(1, "a", "1");
+    let via_follower = cluster.put(2, "b", "2");
+    cluster.run();
+    assert!(put_ok(cluster.outcome(1, via_leader)));
+    assert!(
+        put_ok(cluster.outcome(2, via_follower)),
+        "the follower answers its own client"
+    );
+    for id in [1, 2, 3] {
+        assert_eq!(cluster.get(id, "a").as_deref(), Some(&b"1"[..]));
+        assert_eq!(cluster.get(id, "b").as_deref(), Some(&b"2"[..]));
+    }
+    cluster.assert_converged();
+}
+
+#[test]
+fn linearizable_read_on_a_follower_waits_for_the_apply() {
+    let mut cluster = NodeCluster::new(3, default_node_config);
+    cluster.elect(1);
+    cluster.put(1, "k", "v1");
+    cluster.run();
+    cluster.node_mut(3).read_index(77).unwrap();
+    cluster.run();
+    assert_eq!(cluster.nodes[&3].reads, vec![77]);
+    assert_eq!(cluster.get(3, "k").as_deref(), Some(&b"v1"[..]));
+}
+
+#[test]
+fn an_expired_lease_is_revoked_through_the_log_on_every_member() {
+    let mut cluster = NodeCluster::new(3, default_node_config);
+    cluster.elect(1);
+    let grant = cluster.propose(1, Command::LeaseGrant(LeaseGrantRequest { ttl: 3, id: 42 }));
+    cluster.run();
+    assert!(matches!(
+        cluster.outcome(1, grant),
+        Some(Outcome::Store(Ok(Response::LeaseGrant(_))))
+    ));
+    cluster.propose(
+        1,
+        Command::Put(PutRequest {
+            key: Bytes::from_static(b"ephemeral"),
+            value: Bytes::from_static(b"x"),
+            lease: 42,
+            ..Default::default()
+        }),
+    );
+    cluster.run();
+    cluster.tick(20);
+    for id in [1, 2, 3] {
+        assert!(
+            cluster.get(id, "ephemeral").is_some(),
+            "2 s into a 3 s lease"
+        );
+    }
+    cluster.tick(20);
+    for id in [1, 2, 3] {
+        assert!(
+            cluster.get(id, "ephemeral").is_none(),
+            "node {id}: lease expired"
+        );
+    }
+    cluster.assert_converged();
+}
+
+#[test]
+fn a_new_leader_extends_leases_instead_of_expiring_them() {
+    let mut cluster = NodeCluster::new(3, default_node_config);
+    cluster.elect(1);
+    cluster.propose(1, Command::LeaseGrant(LeaseGrantRequest { ttl: 5, id: 9 }));
+    cluster.propose(
+        1,
+        Command::Put(PutRequest {
+            key: Bytes::from_static(b"lock"),
+            value: Bytes::from_static(b"held"),
+            lease: 9,
+            ..Default::default()
+        }),
+    );
+    cluster.run();
+    cluster.tick(40);
+    cluster.crash(1);
+    let mut ticks = 0;
+    while cluster.leader().is_none() {
+        cluster.tick(1);
+        ticks += 1;
+        assert!(ticks < 100, "no new leader");
+    }
+    let leader = cluster.leader().unwrap();
+    assert!(
+        cluster.get(leader, "lock").is_some(),
+        "no expiry at failover"
+    );
+    cluster.tick(80);
+    assert!(
+        cluster.get(leader, "lock").is_none(),
+        "the lease still expires later"
+    );
+}
+
+#[test]
+fn snapshots_are_taken_and_a_restarted_member_recovers_from_one() {
+    let mut cluster = NodeCluster::new(3, |id| {
+        let mut config = default_node_config(id);
+        config.snapshot_count = 10;
+        config.snapshot_catch_up_entries = 2;
+        config
+    });
+    cluster.elect(1);
+    for i in 0..50 {
+        cluster.put(1, &format!("k{i}"), &format!("v{i}"));
+        cluster.run();
+    }
+    assert!(cluster.nodes[&2].snapshots_taken >= 4);
+    cluster.crash(2);
+    cluster.restart(2);
+    cluster.tick(3);
+    assert_eq!(cluster.get(2, "k49").as_deref(), Some(&b"v49"[..]));
+    cluster.assert_converged();
+}
+
+#[test]
+fn a_lagging_member_catches_up_from_the_leaders_snapshot() {
+    let mut cluster = NodeCluster::new(3, |id| {
+        let mut config = default_node_config(id);
+        config.snapshot_count = 10;
+        config.snapshot_catch_up_entries = 2;
+        config
+    });
+    cluster.elect(1);
+    cluster.isolated.insert(3);
+    for i in 0..40 {
+        cluster.put(1, &format!("k{i}"), "v");
+        cluster.run();
+    }
+    cluster.isolated.clear();
+    cluster.tick(3);
+    assert!(cluster.node(3).raft().status().snapshot_index > 10);
+    assert_eq!(cluster.get(3, "k39").as_deref(), Some(&b"v"[..]));
+    cluster.assert_converged();
+}
+
+#[test]
+fn a_damaged_snapshot_from_a_peer_is_refused_and_changes_nothing() {
+    let mut cluster = NodeCluster::new(3, default_node_config);
+    cluster.elect(1);
+    let term = cluster.node(1).raft().term();
+    let before = cluster.node(3).raft().status();
+    let snapshot = Snapshot {
+        meta: SnapshotMeta {
+            index: 50,
+            term,
+            conf_state: ConfState::with_voters([1, 2, 3]),
+        },
+        data: Bytes::from_static(b"not an image"),
+    };
+    let message = Message {
+        from: 1,
+        to: 3,
+        term,
+        body: MessageBody::InstallSnapshot(snapshot),
+    };
+    assert!(cluster.node_mut(3).step(message).is_err());
+    assert_eq!(cluster.node(3).raft().status(), before);
+}
+
+#[test]
+fn membership_change_updates_the_members_everywhere_and_answers_the_proposer() {
+    let mut cluster = NodeCluster::new(3, default_node_config);
+    cluster.elect(1);
+    let learner = Member {
+        id: 4,
+        name: String::new(),
+        peer_urls: vec!["http://10.0.0.4:2380".into()],
+        client_urls: vec![],
+        is_learner: true,
+    };
+    cluster
+        .node_mut(2)
+        .propose_conf_change(500, ConfChangeKind::AddLearner, learner)
+        .unwrap();
+    cluster.run();
+    let Some(Outcome::MembershipChanged { members }) = cluster.outcome(2, 500) else {
+        panic!("the proposer is answered")
+    };
+    assert_eq!(members.len(), 4);
+    for id in [1, 2, 3] {
+        let member = cluster.node(id).members().get(4).cloned().unwrap();
+        assert!(member.is_learner);
+        assert_eq!(member.peer_urls, vec!["http://10.0.0.4:2380".to_string()]);
+    }
+}
+
+#[test]
+fn a_proposal_overwritten_by_another_leader_is_reported_lost() {
+    let mut cluster = NodeCluster::new(3, default_node_config);
+    cluster.elect(1);
+    cluster.isolated.insert(1);
+    let doomed = cluster.put(1, "x", "old leader");
+    cluster.run();
+    // Once the followers' leases on node 1 lapse, one of them takes over.
+    let mut ticks = 0;
+    while cluster.leader().is_none_or(|id| id == 1) {
+        cluster.tick(1);
+        ticks += 1;
+        assert!(ticks < 100, "no new leader");
+    }
+    let new_leader = cluster.leader().unwrap();
+    cluster.put(new_leader, "y", "new leader");
+    cluster.run();
+    cluster.isolated.clear();
+    cluster.tick(5);
+    assert_eq!(cluster.outcome(1, doomed), Some(&Outcome::Lost));
+    assert!(cluster.get(1, "x").is_none());
+    cluster.assert_converged();
+}
+
+#[test]
+fn watch_on_a_follower_sees_every_event_in_order() {
+    let mut cluster = NodeCluster::new(3, default_node_config);
+    cluster.elect(1);
+    let stream = cluster.node_mut(3).watches_mut().open_stream();
+    let request = WatchCreateRequest {
+        key: Bytes::from_static(b"w"),
+        range_end: Bytes::from_static(b"x"),
+        ..Default::default()
+    };
+    cluster
+        .node_mut(3)
+        .watches_mut()
+        .create_watch(stream, &request)
+        .unwrap();
+    for i in 0..5 {
+        cluster.put(1, &format!("w{i}"), "v");
+    }
+    cluster.run();
+    let mut revisions = Vec::new();
+    while let Some(response) = cluster.node_mut(3).watches_mut().poll(stream) {
+        revisions.extend(response.events.iter().map(|e| e.kv.mod_revision));
+    }
+    assert_eq!(revisions.len(), 5);
+    assert!(revisions.windows(2).all(|w| w[0] < w[1]), "{revisions:?}");
+}
