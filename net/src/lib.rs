@@ -1,1 +1,4 @@
-//! The keel server: tokio loop, peer transport, etcd gRPC API, JSON gateway (arrives with the server issue).
+//! The keel server: the loop that drives a `keel_core::node::Node`, the peer transport, etcd's
+//! v3 gRPC services, the JSON gateway and the command line.
+
+pub mod proto;
