@@ -114,8 +114,10 @@ pub(crate) fn scan(
             }
         }
     };
-    check_nothing_synced_after(bytes, offset, name.seq, is_last, max_body_bytes)?;
-    let dirty_tail = stopped_by_tear || bytes[offset.min(bytes.len())..].iter().any(|&b| b != 0);
+    // Segments are zero-filled: past the data, only a crash's leftovers can be non-zero.
+    let used = offset.max(nonzero_len(bytes));
+    check_nothing_synced_after(&bytes[..used], offset, name.seq, is_last, max_body_bytes)?;
+    let dirty_tail = stopped_by_tear || used > offset;
     Ok(header.map(|header| SegmentScan {
         header,
         items,
@@ -157,6 +159,23 @@ fn check_nothing_synced_after(
         offset += RECORD_ALIGN_BYTES;
     }
     Ok(())
+}
+
+/// The length of `bytes` without its trailing zeros. Compares whole pages (a `memcmp`), as
+/// a preallocated segment is mostly zeros.
+fn nonzero_len(bytes: &[u8]) -> usize {
+    const PAGE_BYTES: usize = 4096;
+    const ZEROS: [u8; PAGE_BYTES] = [0; PAGE_BYTES];
+    let mut end = bytes.len();
+    while end > 0 {
+        let start = end.saturating_sub(PAGE_BYTES);
+        let page = &bytes[start..end];
+        if page != &ZEROS[..page.len()] {
+            return start + page.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1);
+        }
+        end = start;
+    }
+    0
 }
 
 fn parse_header(body: &[u8], name: &SegmentName, at: u64) -> Result<SegmentHeader, ScanError> {
@@ -204,6 +223,18 @@ fn problem(offset_bytes: u64, problem: &str) -> ScanError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trailing_zeros_are_skipped() {
+        let mut bytes = vec![0u8; 10_000];
+        assert_eq!(nonzero_len(&bytes), 0);
+        bytes[0] = 1;
+        assert_eq!(nonzero_len(&bytes), 1);
+        bytes[5000] = 1;
+        assert_eq!(nonzero_len(&bytes), 5001);
+        bytes[9999] = 1;
+        assert_eq!(nonzero_len(&bytes), 10_000);
+    }
 
     #[test]
     fn names_round_trip() {
