@@ -377,7 +377,10 @@ impl<D: Disk> Storage<D> {
         if !initial.entries.is_empty() {
             self.append(&initial.entries)?;
         }
-        self.set_hard_state(initial.hard_state)?;
+        // A joining member starts from nothing; writing nothing keeps its data dir new.
+        if initial.hard_state != HardState::default() {
+            self.set_hard_state(initial.hard_state)?;
+        }
         self.sync()
     }
 

@@ -346,8 +346,12 @@ impl Wal {
             let scanned = segment::scan(&bytes, name, i == last, options.max_record_size_bytes)
                 .map_err(|e| corrupt(disk, &file, e.offset_bytes, e.problem))?;
             let Some(scan) = scanned else {
-                // Only the last segment can lack its header: created by a rotation that a
-                // crash interrupted, so it holds nothing anybody was promised.
+                if i != last {
+                    let problem = "a WAL segment without its header before the last one".into();
+                    return Err(corrupt(disk, &file, 0, problem));
+                }
+                // Created by a rotation that a crash interrupted: it holds nothing anybody
+                // was promised (scan checked that no synced record follows).
                 remove_file(disk, &file)?;
                 repairs.push(Repair::EmptySegmentRemoved {
                     file: disk.location(&file),
