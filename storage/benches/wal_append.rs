@@ -119,11 +119,15 @@ fn group_commit(c: &mut Criterion) {
     group.measurement_time(Duration::from_secs(6));
     for batch in BATCHES {
         group.throughput(Throughput::Elements(batch));
-        group.bench_with_input(BenchmarkId::new("entries_per_sync", batch), &batch, |b, &batch| {
-            let (_dir, mut storage) = fresh_storage();
-            let mut appender = Appender::new();
-            b.iter(|| appender.commit_batch(&mut storage, batch));
-        });
+        group.bench_with_input(
+            BenchmarkId::new("entries_per_sync", batch),
+            &batch,
+            |b, &batch| {
+                let (_dir, mut storage) = fresh_storage();
+                let mut appender = Appender::new();
+                b.iter(|| appender.commit_batch(&mut storage, batch));
+            },
+        );
     }
     group.finish();
     summary();
@@ -133,7 +137,10 @@ fn group_commit(c: &mut Criterion) {
 /// next to a bare 4 KiB write + fdatasync on the same disk.
 fn summary() {
     let fsync_p50 = bare_fdatasync_p50();
-    println!("\nbare 4 KiB pwrite+fdatasync on this disk: p50 {:.3} ms", ms(fsync_p50));
+    println!(
+        "\nbare 4 KiB pwrite+fdatasync on this disk: p50 {:.3} ms",
+        ms(fsync_p50)
+    );
     for batch in BATCHES {
         let (_dir, mut storage) = fresh_storage();
         let mut appender = Appender::new();
@@ -166,7 +173,8 @@ fn bare_fdatasync_p50() -> Duration {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temp dir");
     let file = std::fs::File::create(dir.path().join("probe")).expect("probe file");
     file.set_len(64 << 20).expect("size");
-    file.write_all_at(&vec![0u8; 64 << 20], 0).expect("zero fill");
+    file.write_all_at(&vec![0u8; 64 << 20], 0)
+        .expect("zero fill");
     file.sync_all().expect("sync");
     let block = vec![7u8; 4096];
     let mut latencies: Vec<Duration> = (0..2000u64)
@@ -205,7 +213,10 @@ fn recovery(c: &mut Criterion) {
         });
     });
     group.finish();
-    println!("recovery data set: {} entries in {segments} segment(s)", appender.next_index - 1);
+    println!(
+        "recovery data set: {} entries in {segments} segment(s)",
+        appender.next_index - 1
+    );
 }
 
 criterion_group!(benches, group_commit, recovery);

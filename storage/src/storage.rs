@@ -286,26 +286,12 @@ impl<D: Disk> Storage<D> {
         if snapshot_index < base_index {
             return Err(self.wal_gap_error(snapshot_index, base_index, &repairs));
         }
-        let mut entries = replayed.entries;
-        // Entries up to the snapshot are in it. If the entry at the snapshot's index has
-        // another term, the snapshot came from a leader and replaces the whole log (its
-        // log reset was lost in a crash).
-        let covered = usize::try_from(snapshot_index - base_index).unwrap_or(usize::MAX);
-        let matches = covered == 0
-            || entries
-                .get(covered - 1)
-                .is_some_and(|e| e.term == snapshot_term);
-        if matches {
-            entries.drain(..covered.min(entries.len()));
-        } else if let Some(last) = entries.last() {
-            if last.index > snapshot_index {
-                repairs.push(Repair::EntriesReplacedBySnapshot {
-                    snapshot_index,
-                    dropped_through_index: last.index,
-                });
-            }
-            entries.clear();
-        }
+        let (entries, matches) = entries_after_snapshot(
+            replayed.entries,
+            base_index,
+            (snapshot_index, snapshot_term),
+            &mut repairs,
+        );
         // The WAL must continue right after what recovery returns.
         if !matches {
             self.wal
@@ -586,6 +572,34 @@ impl<D: Disk> Storage<D> {
     pub fn is_stopped(&self) -> bool {
         self.stopped.is_some()
     }
+}
+
+/// The replayed entries (contiguous after `base_index`) that follow the snapshot, and
+/// whether the log matches it. Entries up to the snapshot are in it. If the log's entry at
+/// the snapshot's index has another term, or the log ends before it, the snapshot came from
+/// a leader and replaces the whole log (a crash came before its log reset was written).
+fn entries_after_snapshot(
+    mut entries: Vec<Entry>,
+    base_index: Index,
+    (snapshot_index, snapshot_term): (Index, Term),
+    repairs: &mut Vec<Repair>,
+) -> (Vec<Entry>, bool) {
+    let covered = usize::try_from(snapshot_index - base_index).unwrap_or(usize::MAX);
+    let matches = covered == 0
+        || entries
+            .get(covered - 1)
+            .is_some_and(|e| e.term == snapshot_term);
+    if matches {
+        entries.drain(..covered.min(entries.len()));
+        return (entries, true);
+    }
+    if let Some(last) = entries.last().filter(|e| e.index > snapshot_index) {
+        repairs.push(Repair::EntriesReplacedBySnapshot {
+            snapshot_index,
+            dropped_through_index: last.index,
+        });
+    }
+    (Vec::new(), false)
 }
 
 /// Raises the hard state's term to `log_term` (with no vote) if a torn batch kept entries

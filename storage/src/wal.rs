@@ -341,34 +341,10 @@ impl Wal {
         let mut dirty_tail = false;
         let last = names.len().saturating_sub(1);
         for (i, name) in names.iter().enumerate() {
-            let file = name.file_name();
-            let bytes = read_segment(disk, &file, options)?;
-            let scanned = segment::scan(&bytes, name, i == last, options.max_record_size_bytes)
-                .map_err(|e| corrupt(disk, &file, e.offset_bytes, e.problem))?;
-            let Some(scan) = scanned else {
-                if i != last {
-                    let problem = "a WAL segment without its header before the last one".into();
-                    return Err(corrupt(disk, &file, 0, problem));
-                }
-                // Created by a rotation that a crash interrupted: it holds nothing anybody
-                // was promised (scan checked that no synced record follows).
-                remove_file(disk, &file)?;
-                repairs.push(Repair::EmptySegmentRemoved {
-                    file: disk.location(&file),
-                });
-                continue;
-            };
-            replay.segment(disk, &file, &scan.header)?;
-            for (offset, item) in scan.items {
-                replay.item(disk, &file, offset, item)?;
+            let is_last = i == last;
+            if let Some(tail) = wal.replay_segment(disk, name, is_last, &mut replay, repairs)? {
+                (end_offset_bytes, dirty_tail) = tail;
             }
-            wal.segments.push(name.clone());
-            if scan.header.log_reset {
-                // Everything before a reset is void; finish the deletion a crash cut short.
-                let void = wal.segments.len() - 1;
-                wal.remove_oldest(disk, void)?;
-            }
-            (end_offset_bytes, dirty_tail) = (scan.end_offset_bytes, scan.dirty_tail);
         }
         wal.resume(disk, end_offset_bytes, dirty_tail, repairs)?;
         wal.last_index = replay.last_index();
@@ -380,6 +356,45 @@ impl Wal {
             wal.open_segment(disk, seq, index, term, false)?;
         }
         Ok((wal, replay.into_replayed()))
+    }
+
+    /// Reads one segment into `replay`. Returns where its records end and whether a torn or
+    /// lost tail follows, or `None` if it was the last segment and held nothing.
+    fn replay_segment<D: Disk>(
+        &mut self,
+        disk: &mut D,
+        name: &SegmentName,
+        is_last: bool,
+        replay: &mut LogReplay,
+        repairs: &mut Vec<Repair>,
+    ) -> Result<Option<(u64, bool)>> {
+        let file = name.file_name();
+        let bytes = read_segment(disk, &file, self.options)?;
+        let scanned = segment::scan(&bytes, name, is_last, self.options.max_record_size_bytes)
+            .map_err(|e| corrupt(disk, &file, e.offset_bytes, e.problem))?;
+        let Some(scan) = scanned else {
+            if !is_last {
+                let problem = "a WAL segment without its header before the last one".into();
+                return Err(corrupt(disk, &file, 0, problem));
+            }
+            // Created by a rotation that a crash interrupted: it holds nothing anybody was
+            // promised (the scan checked that no synced record follows).
+            remove_file(disk, &file)?;
+            repairs.push(Repair::EmptySegmentRemoved {
+                file: disk.location(&file),
+            });
+            return Ok(None);
+        };
+        replay.segment(disk, &file, &scan.header)?;
+        for (offset, item) in scan.items {
+            replay.item(disk, &file, offset, item)?;
+        }
+        self.segments.push(name.clone());
+        if scan.header.log_reset {
+            // Everything before a reset is void; finish the deletion a crash cut short.
+            self.remove_oldest(disk, self.segments.len() - 1)?;
+        }
+        Ok(Some((scan.end_offset_bytes, scan.dirty_tail)))
     }
 
     /// Prepares the recovered last segment for appending at `end_offset_bytes`: cuts off a
