@@ -20,10 +20,16 @@ pub struct FsDisk {
 }
 
 impl FsDisk {
-    /// Uses `dir` as the data directory, creating it (and its parents) if needed.
+    /// Uses `dir` as the data directory, creating it (and its parents) if needed, durably.
     pub fn open(dir: impl Into<PathBuf>) -> io::Result<FsDisk> {
         let dir = dir.into();
-        fs::create_dir_all(&dir)?;
+        if !dir.is_dir() {
+            fs::create_dir_all(&dir)?;
+            // The new directory's own entry must survive a crash too.
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                File::open(parent)?.sync_all()?;
+            }
+        }
         Ok(FsDisk {
             dir,
             open_files: BTreeMap::new(),
