@@ -70,6 +70,7 @@ impl NodeCluster {
             let initial = InitialState::bootstrap(1..=size, image.clone());
             let storage = MemStorage {
                 hard_state: initial.hard_state,
+                synced_commit_index: initial.hard_state.commit_index,
                 snapshot: initial.snapshot,
                 entries: vec![],
             };

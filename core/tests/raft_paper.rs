@@ -692,6 +692,35 @@ mod s6_4_read_index {
     }
 
     #[test]
+    fn stray_read_index_answers_are_ignored() {
+        let mut cluster = Cluster::new(3, 1);
+        cluster.elect(1);
+        let term = cluster.raft(1).term();
+        let answer = |from, request_id| {
+            message(
+                from,
+                2,
+                term,
+                MessageBody::ReadIndexResponse(ReadIndexResponse {
+                    request_id,
+                    read_index: 1,
+                }),
+            )
+        };
+        cluster.deliver(answer(1, 40));
+        cluster.process_ready(2);
+        assert!(read_states(&cluster, 2).is_empty(), "never asked: ignored");
+        cluster.raft_mut(2).read_index(41).unwrap();
+        cluster.take_messages(|m| matches!(m.body, MessageBody::ReadIndex(_)));
+        cluster.deliver(answer(3, 41));
+        cluster.process_ready(2);
+        assert!(read_states(&cluster, 2).is_empty(), "answered by a non-leader: ignored");
+        cluster.deliver(answer(1, 41));
+        cluster.process_ready(2);
+        assert_eq!(read_states(&cluster, 2).len(), 1, "the leader's answer is taken");
+    }
+
+    #[test]
     fn follower_read_is_forwarded_to_the_leader() {
         let mut cluster = Cluster::new(3, 1);
         cluster.elect(1);
@@ -877,6 +906,8 @@ mod s6_cluster_membership_changes {
             .propose_conf_change(change(ConfChangeKind::RemoveNode, 1))
             .unwrap();
         cluster.stabilize();
+        // It hands over first: one heartbeat round confirms the others know.
+        cluster.run_ticks(2);
         assert_ne!(cluster.raft(1).role(), Role::Leader);
         let leader = cluster
             .wait_for_leader(50)
@@ -888,6 +919,59 @@ mod s6_cluster_membership_changes {
             cluster.raft(leader).commit_index(),
             cluster.raft(leader).last_index()
         );
+        check(&mut cluster);
+    }
+
+    /// etcd issue 10563: removing the leader of two voters. The leader keeps leading until
+    /// the survivor has confirmed it knows the removal is committed.
+    #[test]
+    fn leader_removed_from_two_voters_hands_over_before_stepping_down() {
+        let mut cluster = Cluster::new(2, 3);
+        cluster.elect(1);
+        cluster
+            .raft_mut(1)
+            .propose_conf_change(change(ConfChangeKind::RemoveNode, 1))
+            .unwrap();
+        cluster.process_ready(1);
+        while cluster.in_flight() > 0 {
+            cluster.deliver_one();
+            cluster.process_ready(2);
+        }
+        // The leader commits and applies its removal; the message carrying the commit is
+        // lost.
+        cluster.process_ready(1);
+        cluster.take_messages(|m| m.from == 1);
+        assert_eq!(cluster.raft(1).role(), Role::Leader, "it must not step down yet");
+        cluster.run_ticks(3);
+        assert_ne!(cluster.raft(1).role(), Role::Leader, "handed over");
+        assert_eq!(cluster.raft(2).conf_state().voters, [2].into());
+        cluster.crash(1);
+        assert_eq!(cluster.wait_for_leader(50), Some(2));
+        check(&mut cluster);
+    }
+
+    /// The same, but the removed leader crashes and restarts before handing over: it is no
+    /// longer a member, yet it must campaign, since only it can get the removal committed.
+    #[test]
+    fn removed_voter_campaigns_until_the_survivors_know_of_its_removal() {
+        let mut cluster = Cluster::new(2, 3);
+        cluster.elect(1);
+        cluster
+            .raft_mut(1)
+            .propose_conf_change(change(ConfChangeKind::RemoveNode, 1))
+            .unwrap();
+        cluster.process_ready(1);
+        while cluster.in_flight() > 0 {
+            cluster.deliver_one();
+            cluster.process_ready(2);
+        }
+        cluster.process_ready(1);
+        cluster.take_messages(|m| m.from == 1);
+        cluster.crash(1);
+        cluster.restart(1);
+        cluster.run_ticks(100);
+        assert_eq!(cluster.raft(2).conf_state().voters, [2].into());
+        assert_eq!(cluster.leader(), Some(2));
         check(&mut cluster);
     }
 
@@ -1068,6 +1152,31 @@ mod s3_10_leadership_transfer {
     }
 
     #[test]
+    fn a_lost_timeout_now_is_sent_again() {
+        let mut cluster = Cluster::new(3, 1);
+        cluster.elect(1);
+        cluster.raft_mut(1).transfer_leader(2).unwrap();
+        cluster.process_ready(1);
+        let lost = cluster.take_messages(|m| matches!(m.body, MessageBody::TimeoutNow));
+        assert_eq!(lost.len(), 1);
+        cluster.run_ticks(2);
+        assert_eq!(cluster.leader(), Some(2), "a heartbeat answer brought a second TimeoutNow");
+    }
+
+    #[test]
+    fn repeated_transfers_do_not_keep_a_cut_off_leader_alive() {
+        let mut cluster = Cluster::new(3, 1);
+        cluster.elect(1);
+        cluster.isolate(1);
+        for i in 0..30 {
+            let target = if i % 2 == 0 { 2 } else { 3 };
+            let _ = cluster.raft_mut(1).transfer_leader(target);
+            cluster.run_ticks(1);
+        }
+        assert_ne!(cluster.raft(1).role(), Role::Leader, "CheckQuorum still deposes it");
+    }
+
+    #[test]
     fn transfer_to_a_non_voter_is_refused() {
         let mut cluster = Cluster::new(3, 1);
         cluster.elect(1);
@@ -1141,6 +1250,44 @@ mod peer_input_validation {
         }
         assert_eq!(raft.status(), before);
         assert!(!raft.has_ready(), "nothing to persist or send");
+    }
+
+    #[test]
+    fn terms_and_indexes_beyond_any_real_log_are_refused() {
+        let huge = u64::MAX;
+        let mut raft = plain_raft(1, &[1, 2, 3], &[], 1);
+        let before = raft.status();
+        let mut snapshot = Snapshot::default();
+        snapshot.meta.index = huge;
+        snapshot.meta.term = 1;
+        snapshot.meta.conf_state = ConfState::with_voters([1, 2, 3]);
+        let hostile = [
+            message(
+                2,
+                1,
+                1,
+                MessageBody::AppendResponse(AppendResponse::Rejected {
+                    rejected_index: huge,
+                    hint_index: huge,
+                    hint_term: 1,
+                }),
+            ),
+            message(2, 1, 1, MessageBody::InstallSnapshot(snapshot)),
+            message(
+                3,
+                1,
+                huge,
+                MessageBody::HeartbeatResponse(HeartbeatResponse { read_round: 0 }),
+            ),
+            message(2, 1, MAX_TERM_OR_INDEX + 1, vote_request(1, 1)),
+        ];
+        for m in hostile {
+            let kind = m.body.kind_name();
+            assert!(raft.step(m).is_err(), "a hostile {kind} was accepted");
+        }
+        assert_eq!(raft.status(), before);
+        raft.campaign();
+        assert_eq!(raft.term(), 2, "the term was never raised by a hostile message");
     }
 
     #[test]
@@ -1275,6 +1422,31 @@ mod proposals_and_reads {
     }
 
     #[test]
+    fn forwarded_proposals_travel_in_batches_the_leader_accepts() {
+        let mut cluster = Cluster::with_config(3, 1, |id, seed| {
+            let mut config = default_config(id, seed);
+            config.message_limits.max_payloads_per_proposal = 10;
+            config
+        });
+        cluster.elect(1);
+        for i in 0..35u32 {
+            cluster.propose(2, i.to_be_bytes().to_vec()).unwrap();
+        }
+        for i in 35..40u32 {
+            assert!(matches!(
+                cluster.propose(2, i.to_be_bytes().to_vec()),
+                Err(ProposeError::ForwardQueueFull { limit: 40 }) | Ok(_)
+            ));
+        }
+        assert_eq!(
+            cluster.propose(2, "one too many"),
+            Err(ProposeError::ForwardQueueFull { limit: 40 })
+        );
+        cluster.stabilize();
+        assert_eq!(applied_payloads(&cluster, 1), 40, "every batch was accepted");
+    }
+
+    #[test]
     fn without_a_known_leader_proposals_and_reads_are_refused() {
         let mut cluster = Cluster::new(3, 1);
         assert_eq!(
@@ -1342,5 +1514,53 @@ mod proposals_and_reads {
             cluster.read_index(1, 4),
             Err(ReadIndexError::TooManyPending { .. })
         ));
+    }
+}
+
+/// The `Ready` contract's persistence rules, where a crash between sending and persisting
+/// would otherwise break safety.
+mod ready_contract {
+    use super::*;
+
+    /// A lone voter wins without a vote round trip. If its appends left before its new term
+    /// was on disk and it crashed, it could win the same term again and give the same
+    /// (index, term) to a different entry.
+    #[test]
+    fn messages_of_a_new_term_wait_until_the_term_is_persisted() {
+        let mut cluster = Cluster::new(1, 7);
+        cluster.elect(1);
+        cluster.add_empty_node(2);
+        cluster
+            .raft_mut(1)
+            .propose_conf_change(change(ConfChangeKind::AddLearner, 2))
+            .unwrap();
+        cluster.stabilize();
+        cluster.run_ticks(3);
+        // A later synced write puts the learner's commit on disk too.
+        cluster.propose(1, "base").unwrap();
+        cluster.stabilize();
+        cluster.crash(1);
+        cluster.restart(1);
+        cluster.process_ready(1);
+        cluster.raft_mut(1).campaign();
+        assert_eq!(cluster.raft(1).role(), Role::Leader);
+        cluster.raft_mut(1).propose(Bytes::from_static(b"A")).unwrap();
+        let ready = cluster.raft_mut(1).ready().unwrap();
+        assert!(ready.hard_state.is_some(), "the new term is not on disk yet");
+        assert!(ready.messages.is_empty(), "so nothing may leave before the persist");
+        assert!(ready
+            .persisted_messages
+            .iter()
+            .any(|m| matches!(&m.body, MessageBody::Append(a) if !a.entries.is_empty())));
+        // Crash right there, win the same term again, propose something else.
+        cluster.crash(1);
+        cluster.restart(1);
+        cluster.process_ready(1);
+        cluster.raft_mut(1).campaign();
+        cluster.raft_mut(1).propose(Bytes::from_static(b"B")).unwrap();
+        cluster.stabilize();
+        cluster.run_ticks(3);
+        check(&mut cluster);
+        cluster.check_converged().unwrap();
     }
 }

@@ -94,8 +94,11 @@ fn run(seed: u64, size: u64, test_name: &'static str) -> u64 {
     run_with(seed, size, false, test_name).0
 }
 
-/// Nodes that may join during a run with membership changes, as learners first.
-const JOINERS: [NodeId; 2] = [4, 5];
+/// Nodes that may join a cluster of `size` during a run with membership changes, as
+/// learners first.
+fn joiners(size: u64) -> Vec<NodeId> {
+    (size + 1..=size + 2).collect()
+}
 
 /// Runs one seed; returns the trace hash and the final membership.
 fn run_with(seed: u64, size: u64, membership: bool, test_name: &'static str) -> (u64, ConfState) {
@@ -116,12 +119,13 @@ fn run_with(seed: u64, size: u64, membership: bool, test_name: &'static str) -> 
     cluster.set_delay_percent(mix.delay_percent);
     cluster.set_reorder(mix.reorder);
     if membership {
-        for id in JOINERS {
+        for id in joiners(size) {
             cluster.add_empty_node(id);
         }
     }
     let ids = cluster.ids();
-    let max_crashed = (size as usize - 1) / 2;
+    // At most a minority down at once, but a lone voter may crash too (and come back).
+    let max_crashed = ((ids.len() - 1) / 2).max(1);
     let mut request_id = 0u64;
     let run = Run {
         seed,
@@ -165,7 +169,13 @@ fn run_with(seed: u64, size: u64, membership: bool, test_name: &'static str) -> 
             }
             83..=85 => cluster.heal(),
             86..=87 if mix.crashes && crashed.len() < max_crashed => {
-                cluster.crash(pick(&mut rng, &running));
+                let id = pick(&mut rng, &running);
+                if rng.gen_bool(0.5) {
+                    cluster.crash(id);
+                } else {
+                    // Its messages are out, its disk never saw them.
+                    cluster.crash_mid_ready(id);
+                }
             }
             88..=90 if !crashed.is_empty() => cluster.restart(pick(&mut rng, &crashed)),
             91..=92 if mix.compactions => {
@@ -178,7 +188,7 @@ fn run_with(seed: u64, size: u64, membership: bool, test_name: &'static str) -> 
                         .transfer_leader(pick(&mut rng, &ids));
                 }
             }
-            94..=96 if membership => change_membership(&mut cluster, &mut rng),
+            94..=96 if membership => change_membership(&mut cluster, &mut rng, &joiners(size)),
             _ => {}
         }
         // Nodes carry out their Ready at different moments, as real ones do.
@@ -199,14 +209,15 @@ fn run_with(seed: u64, size: u64, membership: bool, test_name: &'static str) -> 
 }
 
 /// Proposes a random membership change through the leader, if there is one: a joiner
-/// becomes a learner, a learner is promoted, or a member is removed (never below two voters).
-fn change_membership(cluster: &mut Cluster, rng: &mut ChaCha8Rng) {
+/// becomes a learner, a learner is promoted, or a member is removed (never the last voter).
+fn change_membership(cluster: &mut Cluster, rng: &mut ChaCha8Rng, joining: &[NodeId]) {
     let Some(leader) = cluster.leader() else {
         return;
     };
     let conf = cluster.raft(leader).conf_state().clone();
-    let joiners: Vec<NodeId> = JOINERS
-        .into_iter()
+    let joiners: Vec<NodeId> = joining
+        .iter()
+        .copied()
         .filter(|id| !conf.contains(*id))
         .collect();
     let learners: Vec<NodeId> = conf.learners.iter().copied().collect();
@@ -215,7 +226,7 @@ fn change_membership(cluster: &mut Cluster, rng: &mut ChaCha8Rng) {
     let change = match kind {
         0 if !joiners.is_empty() => (ConfChangeKind::AddLearner, pick(rng, &joiners)),
         1 if !learners.is_empty() => (ConfChangeKind::PromoteLearner, pick(rng, &learners)),
-        2 if conf.voters.len() > 2 => (ConfChangeKind::RemoveNode, pick(rng, &members)),
+        2 if conf.voters.len() > 1 => (ConfChangeKind::RemoveNode, pick(rng, &members)),
         _ => return,
     };
     let _ = cluster.raft_mut(leader).propose_conf_change(ConfChange {
@@ -345,11 +356,28 @@ fn same_seed_same_trace() {
 
 #[test]
 fn random_schedules_with_membership_changes() {
+    membership_runs(3, "random_schedules_with_membership_changes");
+}
+
+/// One voter growing (learners, promotion) and shrinking back: a lone voter wins without
+/// a vote round trip, and a leader removing itself from two voters must hand over.
+#[test]
+fn random_schedules_from_one_voter() {
+    membership_runs(1, "random_schedules_from_one_voter");
+}
+
+#[test]
+fn random_schedules_from_two_voters() {
+    membership_runs(2, "random_schedules_from_two_voters");
+}
+
+fn membership_runs(size: u64, test_name: &'static str) {
     let seeds = seeds();
     let mut changed = 0;
+    let initial: ConfState = ConfState::with_voters(1..=size);
     for &seed in &seeds {
-        let (_, final_conf) = run_with(seed, 3, true, "random_schedules_with_membership_changes");
-        if final_conf.voters != [1, 2, 3].into() || !final_conf.learners.is_empty() {
+        let (_, final_conf) = run_with(seed, size, true, test_name);
+        if final_conf != initial {
             changed += 1;
         }
     }

@@ -100,7 +100,9 @@ fn fetch_limit(request: &RangeRequest) -> usize {
         || request.max_mod_revision != 0
         || request.min_create_revision != 0
         || request.max_create_revision != 0;
-    if request.sort_order != SortOrder::None || filtered || request.limit <= 0 {
+    // etcd sorts ascending when only a non-key target is given, so that needs everything too.
+    let sorted = request.sort_order != SortOrder::None || request.sort_target != SortTarget::Key;
+    if sorted || filtered || request.limit <= 0 {
         return usize::MAX;
     }
     usize::try_from(request.limit)

@@ -7,7 +7,7 @@ use super::message::{HeartbeatResponse, Message, MessageBody, RequestVote, Reque
 use super::progress::Progress;
 use super::quorum::{self, VoteResult};
 use super::state::Role;
-use super::Raft;
+use super::{Raft, RemovalHandoff};
 
 impl Raft {
     /// Applies the term rules every message obeys (Figure 2, "all servers"). Returns false
@@ -119,7 +119,7 @@ impl Raft {
 
     pub(super) fn tick_election(&mut self) {
         self.election_elapsed_ticks = self.election_elapsed_ticks.saturating_add(1);
-        if self.is_promotable() && self.election_elapsed_ticks >= self.randomized_election_ticks {
+        if self.may_campaign() && self.election_elapsed_ticks >= self.randomized_election_ticks {
             self.election_elapsed_ticks = 0;
             self.start_election(false);
         }
@@ -130,14 +130,13 @@ impl Raft {
         self.heartbeat_elapsed_ticks += 1;
         self.election_elapsed_ticks += 1;
         self.tick_snapshot_retries();
+        self.tick_transfer();
         if self.election_elapsed_ticks >= self.config.election_ticks {
             self.election_elapsed_ticks = 0;
             if self.config.check_quorum && !self.quorum_recently_active() {
                 self.become_follower(self.term, None);
                 return;
             }
-            // A transfer that did not finish within an election timeout is abandoned.
-            self.transfer = None;
         }
         if self.heartbeat_elapsed_ticks >= self.config.heartbeat_ticks {
             self.heartbeat_elapsed_ticks = 0;
@@ -174,7 +173,7 @@ impl Raft {
 
     /// Starts an election: a pre-vote first unless disabled or forced by a leader transfer.
     pub(super) fn start_election(&mut self, leader_transfer: bool) {
-        if !self.is_promotable() || self.has_unapplied_conf_change() {
+        if !self.may_campaign() || self.has_unapplied_conf_change() {
             return;
         }
         if self.config.pre_vote && !leader_transfer {
@@ -296,13 +295,22 @@ impl Raft {
         // Until the entry below is applied, the membership in force may be stale: no change
         // may be proposed (the fix for single-server changes across leader changes).
         self.pending_conf_index = self.log.last_index() + 1;
-        self.append_leader_entry(EntryPayload::Empty);
+        let first_index = self.append_leader_entry(EntryPayload::Empty);
+        if !self.conf.contains(self.id) {
+            // A removed voter won (see `may_campaign`): it leads only until the remaining
+            // voters know everything up to its first entry is committed, then hands over.
+            self.removal_handoff = Some(RemovalHandoff {
+                commit_index: first_index,
+                confirm_round: None,
+            });
+        }
     }
 
     /// Leader-only state is dropped when leadership ends or an election begins.
     fn leave_leadership(&mut self) {
         self.progress.clear();
         self.transfer = None;
+        self.removal_handoff = None;
         self.broadcast_pending = false;
         self.uncommitted_bytes = 0;
     }

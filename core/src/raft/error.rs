@@ -58,6 +58,8 @@ pub enum ProposeError {
     InvalidConfChange { reason: &'static str },
     #[error("this node is not a member of the group")]
     NotMember,
+    #[error("{limit} proposals already wait to be forwarded to the leader")]
+    ForwardQueueFull { limit: usize },
 }
 
 /// Why a read index request was not accepted.

@@ -26,6 +26,8 @@ pub struct MemStorage {
     pub hard_state: HardState,
     pub snapshot: Snapshot,
     pub entries: Vec<Entry>,
+    /// The commit index as of the last sync; a crash loses a later, unsynced one.
+    pub synced_commit_index: Index,
 }
 
 impl MemStorage {
@@ -50,6 +52,7 @@ impl MemStorage {
                 vote: None,
                 commit_index: initial.hard_state.commit_index,
             },
+            synced_commit_index: initial.hard_state.commit_index,
             snapshot: initial.snapshot,
             entries,
         }
@@ -70,6 +73,16 @@ impl MemStorage {
         if let Some(hard_state) = ready.hard_state {
             self.hard_state = hard_state;
         }
+        if ready.must_sync() {
+            self.synced_commit_index = self.hard_state.commit_index;
+        }
+    }
+
+    /// A crash: what was written without a sync is gone. Entries, term and vote are always
+    /// synced (`must_sync`); a commit index alone is not.
+    pub fn lose_unsynced(&mut self) {
+        let floor = self.snapshot.meta.index;
+        self.hard_state.commit_index = self.synced_commit_index.max(floor);
     }
 
     /// Drops persisted entries covered by `snapshot`, keeping those after `keep_from`.
@@ -261,6 +274,7 @@ impl Cluster {
                 hard_state: initial.hard_state,
                 snapshot: initial.snapshot.clone(),
                 entries: Vec::new(),
+                synced_commit_index: initial.hard_state.commit_index,
             };
             cluster.add_node(id, storage);
         }
@@ -521,6 +535,22 @@ impl Cluster {
         }
     }
 
+    /// Takes `id`'s next `Ready`, sends its `messages` (step 1 of the contract) and crashes
+    /// before persisting anything: the window in which a node's words outrun its disk.
+    pub fn crash_mid_ready(&mut self, id: NodeId) {
+        let ready = self
+            .nodes
+            .get_mut(&id)
+            .and_then(|n| n.raft.as_mut())
+            .and_then(Raft::ready);
+        if let Some(ready) = ready {
+            for message in ready.messages {
+                self.send(message);
+            }
+        }
+        self.crash(id);
+    }
+
     /// Processes every node's `Ready`.
     pub fn process_all_ready(&mut self) {
         for id in self.ids() {
@@ -642,12 +672,14 @@ impl Cluster {
         node.storage.compact(snapshot, keep_from);
     }
 
-    /// Crashes `id`: its process state is gone, its disk stays.
+    /// Crashes `id`: its process state is gone, its disk stays, less what was not synced
+    /// (a commit index written without a sync is lost).
     pub fn crash(&mut self, id: NodeId) {
         self.record(&("crash", id));
         if let Some(node) = self.nodes.get_mut(&id) {
             node.raft = None;
             node.read_states.clear();
+            node.storage.lose_unsynced();
         }
         self.reads_issued.retain(|(node, _), _| *node != id);
     }
@@ -682,10 +714,15 @@ impl Cluster {
         self.check_log_matching()
     }
 
+    /// At most one leader per term (§5.2). A leadership counts once its term and self-vote
+    /// are on disk: before that nothing it did can have left the node (a lone voter wins
+    /// without a round trip, and may crash before its term is persisted).
     fn check_election_safety(&mut self) -> Result<(), Violation> {
         for (&id, node) in &self.nodes {
             let Some(raft) = &node.raft else { continue };
-            if raft.role() != Role::Leader {
+            let durable = node.storage.hard_state.term == raft.term()
+                && node.storage.hard_state.vote == Some(id);
+            if raft.role() != Role::Leader || !durable {
                 continue;
             }
             let leader = *self.leaders_by_term.entry(raft.term()).or_insert(id);

@@ -6,7 +6,7 @@ use super::entry::{ConfChange, ConfChangeKind, ConfState, Index, NodeId};
 use super::error::ProposeError;
 use super::progress::Progress;
 use super::state::Role;
-use super::Raft;
+use super::{Raft, RemovalHandoff};
 
 /// Refuses a change that makes no sense against the membership in force.
 pub(super) fn validate(conf: &ConfState, change: &ConfChange) -> Result<(), ProposeError> {
@@ -66,8 +66,16 @@ impl Raft {
         }
         self.sync_progress_with_conf();
         if !self.conf.contains(self.id) {
-            // A leader that removed itself steps down once the removal is applied (§4.2.2).
-            self.become_follower(self.term, None);
+            // A leader that removed itself must not simply step down (§4.2.2): if the
+            // remaining voters never hear that the removal is committed, they still count
+            // it and, with two voters left as one, can never elect anyone. It keeps leading
+            // (taking no proposals) until a quorum of them confirmed it; see
+            // `broadcast_heartbeat` and `maybe_finish_removal_handoff`.
+            self.removal_handoff = Some(RemovalHandoff {
+                commit_index: self.log.commit_index(),
+                confirm_round: None,
+            });
+            self.broadcast_pending = true;
             return;
         }
         if self
@@ -79,6 +87,52 @@ impl Raft {
         // Fewer voters may mean a smaller quorum has already been reached.
         if self.maybe_commit() {
             self.broadcast_pending = true;
+        }
+    }
+
+    /// Called on heartbeat answers: steps down once a quorum of the remaining voters has
+    /// answered a heartbeat that told them the removal is committed.
+    pub(super) fn maybe_finish_removal_handoff(&mut self) {
+        let Some(RemovalHandoff {
+            confirm_round: Some(round),
+            ..
+        }) = self.removal_handoff
+        else {
+            return;
+        };
+        let confirmed = self
+            .conf
+            .voters
+            .iter()
+            .filter(|&&id| self.reads.acked_round(id) >= round)
+            .count();
+        if confirmed >= self.conf.quorum() {
+            self.become_follower(self.term, None);
+        }
+    }
+
+    /// The round to confirm a removal hand-off with, once every remaining voter holds the
+    /// removal (so the heartbeat carries a commit index covering it).
+    pub(super) fn removal_handoff_round(&mut self) {
+        let Some(handoff) = self.removal_handoff else {
+            return;
+        };
+        if handoff.confirm_round.is_some() {
+            return;
+        }
+        // Heartbeats carry min(match, commit): once both cover the target, they tell it.
+        let all_hold_it = self.log.commit_index() >= handoff.commit_index
+            && self.conf.voters.iter().all(|id| {
+                self.progress
+                    .get(id)
+                    .is_some_and(|p| p.match_index >= handoff.commit_index)
+            });
+        if all_hold_it {
+            self.reads.force_new_round();
+            self.removal_handoff = Some(RemovalHandoff {
+                confirm_round: Some(self.reads.last_round_sent() + 1),
+                ..handoff
+            });
         }
     }
 

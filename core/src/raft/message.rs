@@ -136,6 +136,10 @@ impl MessageBody {
     }
 }
 
+/// No term or index from a peer may exceed this: far beyond any real log (2^62 entries), and
+/// far enough below `u64::MAX` that `+ 1` on any of them cannot overflow.
+pub const MAX_TERM_OR_INDEX: u64 = 1 << 62;
+
 /// Bounds a peer's message must respect; anything outside is rejected before stepping.
 #[derive(Clone, Copy, Debug)]
 pub struct MessageLimits {
@@ -160,6 +164,7 @@ impl Message {
                 local_id,
             });
         }
+        self.check_bounds()?;
         match &self.body {
             MessageBody::Append(append) => self.validate_append(append, limits),
             MessageBody::AppendResponse(AppendResponse::Rejected {
@@ -202,6 +207,44 @@ impl Message {
                 Ok(())
             }
             _ => Ok(()),
+        }
+    }
+
+    /// Every term and index in the message is at most [`MAX_TERM_OR_INDEX`].
+    fn check_bounds(&self) -> Result<(), MessageError> {
+        let within = |values: &[u64]| values.iter().all(|&v| v <= MAX_TERM_OR_INDEX);
+        let ok = within(&[self.term])
+            && match &self.body {
+                MessageBody::Append(a) => {
+                    let last = a.entries.last().map_or([0, 0], |e| [e.index, e.term]);
+                    within(&[a.prev_log_index, a.prev_log_term, a.commit_index])
+                        && within(&last)
+                }
+                MessageBody::AppendResponse(AppendResponse::Accepted { match_index }) => {
+                    within(&[*match_index])
+                }
+                MessageBody::AppendResponse(AppendResponse::Rejected {
+                    rejected_index,
+                    hint_index,
+                    hint_term,
+                }) => within(&[*rejected_index, *hint_index, *hint_term]),
+                MessageBody::Heartbeat(h) => within(&[h.commit_index]),
+                MessageBody::RequestVote(v) => within(&[v.last_log_index, v.last_log_term]),
+                MessageBody::InstallSnapshot(s) => within(&[s.meta.index, s.meta.term]),
+                MessageBody::ReadIndexResponse(r) => within(&[r.read_index]),
+                MessageBody::HeartbeatResponse(_)
+                | MessageBody::RequestVoteResponse(_)
+                | MessageBody::Propose(_)
+                | MessageBody::ReadIndex(_)
+                | MessageBody::TimeoutNow => true,
+            };
+        if ok {
+            Ok(())
+        } else {
+            Err(MessageError::Malformed {
+                kind: self.body.kind_name(),
+                reason: "a term or index is beyond any real log",
+            })
         }
     }
 

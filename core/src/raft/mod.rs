@@ -40,7 +40,7 @@ pub use error::{ConfigError, MessageError, ProposeError, ReadIndexError, Transfe
 pub use initial_state::{InitialState, BOOTSTRAP_INDEX, BOOTSTRAP_TERM};
 pub use message::{
     Append, AppendResponse, Heartbeat, HeartbeatResponse, Message, MessageBody, MessageLimits,
-    Propose, ReadIndexRequest, ReadIndexResponse, RequestVote, RequestVoteResponse,
+    Propose, MAX_TERM_OR_INDEX, ReadIndexRequest, ReadIndexResponse, RequestVote, RequestVoteResponse,
 };
 pub use progress::ReplicationState;
 pub use ready::{ReadState, Ready};
@@ -65,6 +65,19 @@ pub enum Proposed {
 #[derive(Clone, Copy, Debug)]
 struct LeaderTransfer {
     to: NodeId,
+    /// A transfer not finished within an election timeout is abandoned. Its own clock: the
+    /// leader's election clock drives CheckQuorum and must not be reset by transfers.
+    elapsed_ticks: u32,
+}
+
+/// A leader that removed itself hands over before stepping down (see `membership`).
+#[derive(Clone, Copy, Debug)]
+struct RemovalHandoff {
+    /// The commit index when the removal was applied: the remaining voters must learn it.
+    commit_index: Index,
+    /// The heartbeat round sent once every remaining voter held the removal; a quorum of
+    /// answers to it proves they know it is committed.
+    confirm_round: Option<u64>,
 }
 
 /// One Raft node's whole protocol state.
@@ -95,9 +108,15 @@ pub struct Raft {
     /// Bytes of entries this leader appended that are not committed yet.
     uncommitted_bytes: usize,
     transfer: Option<LeaderTransfer>,
+    removal_handoff: Option<RemovalHandoff>,
     reads: ReadIndexQueue,
     /// Follower only: proposals waiting to be forwarded to the leader in one message.
     forward_buffer: Vec<EntryPayload>,
+    /// Follower only: reads forwarded to the leader, by request id, with the leader asked
+    /// and the tick they were sent. Only answers to these are accepted, from that leader.
+    forwarded_reads: BTreeMap<u64, (NodeId, u64)>,
+    /// Ticks since start; ages forwarded reads.
+    ticks: u64,
 
     /// Leader only: new entries or a new commit index must be sent to followers.
     broadcast_pending: bool,
@@ -149,8 +168,11 @@ impl Raft {
             pending_conf_index: 0,
             uncommitted_bytes: 0,
             transfer: None,
+            removal_handoff: None,
             reads: ReadIndexQueue::default(),
             forward_buffer: Vec::new(),
+            forwarded_reads: BTreeMap::new(),
+            ticks: 0,
             broadcast_pending: false,
             messages: Vec::new(),
             persisted_messages: Vec::new(),
@@ -248,13 +270,23 @@ impl Raft {
         }
     }
 
-    /// A voter of the current configuration that may campaign.
-    fn is_promotable(&self) -> bool {
-        self.conf.voters.contains(&self.id)
+    /// Whether this node may start an election. Voters may. So may a node that is in no
+    /// role of the configuration at all, a removed voter (thesis §4.2.2): until the
+    /// remaining voters learn that its removal is committed it may be the only node able to
+    /// get it committed (say it led, removed itself and restarted). It does not count its
+    /// own vote, and PreVote with leader leases keeps it from disturbing a healthy cluster.
+    /// Learners, and nodes that know no configuration yet, never campaign.
+    fn may_campaign(&self) -> bool {
+        if self.conf.voters.contains(&self.id) {
+            return true;
+        }
+        !self.conf.learners.contains(&self.id) && !self.conf.voters.is_empty()
     }
 
     /// Advances logical time by one tick.
     pub fn tick(&mut self) {
+        self.ticks += 1;
+        self.expire_forwarded_reads();
         match self.role {
             Role::Leader => self.tick_leader(),
             Role::Follower | Role::PreCandidate | Role::Candidate => self.tick_election(),
@@ -297,10 +329,15 @@ impl Raft {
                 Ok(())
             }
             MessageBody::ReadIndexResponse(response) => {
-                self.read_states.push(ReadState {
-                    request_id: response.request_id,
-                    read_index: response.read_index,
-                });
+                // Only an answer to a read this node forwarded, from the leader it asked:
+                // a stray or replayed answer could otherwise serve a stale read.
+                if self.forwarded_reads.get(&response.request_id).map(|r| r.0) == Some(from) {
+                    self.forwarded_reads.remove(&response.request_id);
+                    self.read_states.push(ReadState {
+                        request_id: response.request_id,
+                        read_index: response.read_index,
+                    });
+                }
                 Ok(())
             }
             MessageBody::TimeoutNow => {
@@ -327,6 +364,10 @@ impl Raft {
         }
         match self.leader {
             Some(leader) if self.config.forward_proposals && self.role == Role::Follower => {
+                let limit = self.max_forward_buffer();
+                if self.forward_buffer.len() >= limit {
+                    return Err(ProposeError::ForwardQueueFull { limit });
+                }
                 self.forward_buffer.push(payload);
                 Ok(Proposed::Forwarded { to: leader })
             }
@@ -334,11 +375,16 @@ impl Raft {
         }
     }
 
+    /// Proposals a follower holds between two `Ready`s, at most: a few messages' worth.
+    fn max_forward_buffer(&self) -> usize {
+        self.config.message_limits.max_payloads_per_proposal * 4
+    }
+
     /// Requests a read index for a linearizable read; the answer comes back as a
     /// [`ReadState`] with the same `request_id` in a later `Ready`. If leadership changes
     /// before it is confirmed, no answer comes: the caller times out and retries.
     pub fn read_index(&mut self, request_id: u64) -> Result<(), ReadIndexError> {
-        let pending = self.reads.len();
+        let pending = self.reads.len() + self.forwarded_reads.len();
         if pending >= self.config.max_pending_reads {
             return Err(ReadIndexError::TooManyPending {
                 pending,
@@ -351,6 +397,7 @@ impl Raft {
                 Ok(())
             }
             (Role::Follower, Some(leader)) => {
+                self.forwarded_reads.insert(request_id, (leader, self.ticks));
                 self.send(
                     leader,
                     MessageBody::ReadIndex(ReadIndexRequest { request_id }),
@@ -442,6 +489,19 @@ impl Raft {
         }
         let term_or_vote_changed = hard_state.term != self.reported_hard_state.term
             || hard_state.vote != self.reported_hard_state.vote;
+        let (messages, persisted_messages) = if term_or_vote_changed {
+            // Every message carries the new term, which is not on disk yet. Sent early and
+            // followed by a crash, it would let this node win the same term again with
+            // different entries (a lone voter needs no vote round trip to get there).
+            let mut after_persist = std::mem::take(&mut self.messages);
+            after_persist.append(&mut self.persisted_messages);
+            (Vec::new(), after_persist)
+        } else {
+            (
+                std::mem::take(&mut self.messages),
+                std::mem::take(&mut self.persisted_messages),
+            )
+        };
         let ready = Ready {
             soft_state: (soft_state != self.reported_soft_state).then_some(soft_state),
             hard_state: (hard_state != self.reported_hard_state).then_some(hard_state),
@@ -452,8 +512,8 @@ impl Raft {
             snapshot,
             entries,
             committed_entries,
-            messages: std::mem::take(&mut self.messages),
-            persisted_messages: std::mem::take(&mut self.persisted_messages),
+            messages,
+            persisted_messages,
             read_states: std::mem::take(&mut self.read_states),
         };
         self.reported_hard_state = hard_state;
@@ -528,11 +588,17 @@ impl Raft {
     /// for all new entries, one heartbeat round for all new reads, one forwarded batch.
     fn flush(&mut self) {
         if !self.forward_buffer.is_empty() {
-            let payloads = std::mem::take(&mut self.forward_buffer);
+            let mut payloads = std::mem::take(&mut self.forward_buffer);
             // If leadership changed since the proposals were taken, they are dropped and
             // their callers time out, as if the message had been lost.
             if let (Role::Follower, Some(leader)) = (self.role, self.leader) {
-                self.send(leader, MessageBody::Propose(Propose { payloads }));
+                // In batches the leader accepts (it refuses larger ones whole).
+                let batch = self.config.message_limits.max_payloads_per_proposal;
+                while !payloads.is_empty() {
+                    let rest = payloads.split_off(batch.min(payloads.len()));
+                    let chunk = std::mem::replace(&mut payloads, rest);
+                    self.send(leader, MessageBody::Propose(Propose { payloads: chunk }));
+                }
             }
         }
         if self.role == Role::Leader {
@@ -546,8 +612,21 @@ impl Raft {
         }
     }
 
+    /// Forgets forwarded reads unanswered for two election timeouts: the request or its
+    /// answer was lost, and the client has given up.
+    fn expire_forwarded_reads(&mut self) {
+        let max_age = 2 * u64::from(self.config.election_ticks);
+        let now = self.ticks;
+        self.forwarded_reads
+            .retain(|_, (_, sent_at)| now.saturating_sub(*sent_at) < max_age);
+    }
+
     /// Remembers the leader of `term`, asserting Election Safety from this node's view.
     fn set_leader(&mut self, leader: Option<NodeId>) {
+        if leader != self.leader {
+            // Reads forwarded to the previous leader will not be answered by the next.
+            self.forwarded_reads.clear();
+        }
         if let Some(id) = leader {
             if let Some((term, seen)) = self.leader_seen {
                 debug_assert!(

@@ -30,6 +30,8 @@ pub(crate) struct Progress {
     pub(crate) inflights: Inflights,
     /// Heard from since the last CheckQuorum round.
     pub(crate) recent_active: bool,
+    /// An Append was acknowledged since the last heartbeat was sent: the pipeline flows.
+    pub(crate) acked_since_heartbeat: bool,
     pub(crate) is_learner: bool,
 }
 
@@ -43,6 +45,7 @@ impl Progress {
             snapshot_elapsed_ticks: 0,
             inflights: Inflights::new(max_inflight),
             recent_active: false,
+            acked_since_heartbeat: false,
             is_learner,
         }
     }
@@ -106,6 +109,7 @@ impl Progress {
         if advanced {
             self.match_index = index;
             self.probe_sent = false;
+            self.acked_since_heartbeat = true;
         }
         self.next_index = self.next_index.max(index + 1);
         advanced

@@ -74,6 +74,11 @@ impl ReadIndexQueue {
         self.round_needed = true;
     }
 
+    /// Makes the next heartbeat start a new round even without reads waiting.
+    pub(crate) fn force_new_round(&mut self) {
+        self.round_needed = true;
+    }
+
     pub(crate) fn round_needed(&self) -> bool {
         self.round_needed
     }

@@ -3,7 +3,9 @@
 //! The contract, for each `Ready` returned by `Raft::ready`:
 //!
 //! 1. Send `messages` right away. They depend on nothing unpersisted: a leader's appends may
-//!    travel while it syncs the same entries to its own disk (thesis §10.2.1).
+//!    travel while it syncs the same entries to its own disk (thesis §10.2.1). When the term
+//!    or vote changed, every message waits in `persisted_messages` instead, since each one
+//!    carries the new term.
 //! 2. Persist `snapshot` (if any), then `entries`, then `hard_state`, and sync if
 //!    [`Ready::must_sync`]. `entries[0]` may be at or below the last index persisted before:
 //!    everything from that index on is replaced.

@@ -155,8 +155,12 @@ impl Raft {
     }
 
     pub(super) fn broadcast_heartbeat(&mut self) {
+        self.removal_handoff_round();
         let read_round = self.reads.next_heartbeat_round();
         let commit_index = self.log.commit_index();
+        for progress in self.progress.values_mut() {
+            progress.acked_since_heartbeat = false;
+        }
         let peers: Vec<(NodeId, Index)> = self
             .progress
             .iter()
@@ -211,7 +215,12 @@ impl Raft {
                         last_index,
                     });
                 }
-                if !progress.update_match(match_index) {
+                let advanced = progress.update_match(match_index);
+                // A probe answered at the known match also proves the logs agree there.
+                let probe_confirmed = !advanced
+                    && progress.state == ReplicationState::Probe
+                    && match_index == progress.match_index;
+                if !advanced && !probe_confirmed {
                     return Ok(());
                 }
                 match progress.state {
@@ -270,13 +279,20 @@ impl Raft {
         if progress.state == ReplicationState::Replicate && progress.inflights.is_full() {
             progress.inflights.free_first_one();
         }
+        // While appends are flowing (one was acknowledged since the heartbeat was sent) the
+        // pipeline needs no help; when it stalled, an Append from `next` either fills a gap
+        // left by a lost message or gets rejected and turns the follower to probing.
+        let stalled = !progress.acked_since_heartbeat;
         let lagging = progress.match_index < last_index;
-        if lagging {
+        if lagging && (stalled || progress.state != ReplicationState::Replicate) {
             self.send_appends(from, true);
         }
+        // A TimeoutNow may have been lost; the heartbeat rhythm resends it.
+        self.maybe_finish_transfer(from);
         if response.read_round > 0 && self.conf.voters.contains(&from) {
             self.reads.ack(from, response.read_round);
             self.release_confirmed_reads();
+            self.maybe_finish_removal_handoff();
         }
     }
 

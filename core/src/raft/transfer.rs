@@ -20,9 +20,10 @@ impl Raft {
         if to == self.id || self.transfer.is_some_and(|t| t.to == to) {
             return Ok(());
         }
-        self.transfer = Some(LeaderTransfer { to });
-        // The transfer gets one whole election timeout to finish.
-        self.election_elapsed_ticks = 0;
+        self.transfer = Some(LeaderTransfer {
+            to,
+            elapsed_ticks: 0,
+        });
         if !self.maybe_finish_transfer(to) {
             self.broadcast_pending = true;
         }
@@ -45,6 +46,16 @@ impl Raft {
     pub(super) fn handle_timeout_now(&mut self, from: NodeId) {
         if self.role != Role::Leader && self.leader == Some(from) {
             self.start_election(true);
+        }
+    }
+
+    /// Abandons a transfer that did not finish within an election timeout.
+    pub(super) fn tick_transfer(&mut self) {
+        if let Some(transfer) = &mut self.transfer {
+            transfer.elapsed_ticks += 1;
+            if transfer.elapsed_ticks >= self.config.election_ticks {
+                self.transfer = None;
+            }
         }
     }
 

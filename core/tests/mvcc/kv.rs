@@ -300,6 +300,12 @@ fn sorting_by_a_target_without_an_order_ascends() {
     let r = h.store.range(&req).unwrap();
     assert_eq!(keys_of(&r.kvs), ["b", "a"], "limit applies after sorting");
     assert!(r.more);
+    // Found by the model test: the implicit ascending order is a sort too, so the limit
+    // must wait for it.
+    req.sort_order = SortOrder::None;
+    req.limit = 1;
+    let r = h.store.range(&req).unwrap();
+    assert_eq!(keys_of(&r.kvs), ["b"], "limit applies after the implicit sort");
 }
 
 #[test]
