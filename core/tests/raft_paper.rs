@@ -714,10 +714,17 @@ mod s6_4_read_index {
         cluster.take_messages(|m| matches!(m.body, MessageBody::ReadIndex(_)));
         cluster.deliver(answer(3, 41));
         cluster.process_ready(2);
-        assert!(read_states(&cluster, 2).is_empty(), "answered by a non-leader: ignored");
+        assert!(
+            read_states(&cluster, 2).is_empty(),
+            "answered by a non-leader: ignored"
+        );
         cluster.deliver(answer(1, 41));
         cluster.process_ready(2);
-        assert_eq!(read_states(&cluster, 2).len(), 1, "the leader's answer is taken");
+        assert_eq!(
+            read_states(&cluster, 2).len(),
+            1,
+            "the leader's answer is taken"
+        );
     }
 
     #[test]
@@ -941,7 +948,11 @@ mod s6_cluster_membership_changes {
         // lost.
         cluster.process_ready(1);
         cluster.take_messages(|m| m.from == 1);
-        assert_eq!(cluster.raft(1).role(), Role::Leader, "it must not step down yet");
+        assert_eq!(
+            cluster.raft(1).role(),
+            Role::Leader,
+            "it must not step down yet"
+        );
         cluster.run_ticks(3);
         assert_ne!(cluster.raft(1).role(), Role::Leader, "handed over");
         assert_eq!(cluster.raft(2).conf_state().voters, [2].into());
@@ -1160,7 +1171,11 @@ mod s3_10_leadership_transfer {
         let lost = cluster.take_messages(|m| matches!(m.body, MessageBody::TimeoutNow));
         assert_eq!(lost.len(), 1);
         cluster.run_ticks(2);
-        assert_eq!(cluster.leader(), Some(2), "a heartbeat answer brought a second TimeoutNow");
+        assert_eq!(
+            cluster.leader(),
+            Some(2),
+            "a heartbeat answer brought a second TimeoutNow"
+        );
     }
 
     #[test]
@@ -1173,7 +1188,11 @@ mod s3_10_leadership_transfer {
             let _ = cluster.raft_mut(1).transfer_leader(target);
             cluster.run_ticks(1);
         }
-        assert_ne!(cluster.raft(1).role(), Role::Leader, "CheckQuorum still deposes it");
+        assert_ne!(
+            cluster.raft(1).role(),
+            Role::Leader,
+            "CheckQuorum still deposes it"
+        );
     }
 
     #[test]
@@ -1287,7 +1306,11 @@ mod peer_input_validation {
         }
         assert_eq!(raft.status(), before);
         raft.campaign();
-        assert_eq!(raft.term(), 2, "the term was never raised by a hostile message");
+        assert_eq!(
+            raft.term(),
+            2,
+            "the term was never raised by a hostile message"
+        );
     }
 
     #[test]
@@ -1443,7 +1466,11 @@ mod proposals_and_reads {
             Err(ProposeError::ForwardQueueFull { limit: 40 })
         );
         cluster.stabilize();
-        assert_eq!(applied_payloads(&cluster, 1), 40, "every batch was accepted");
+        assert_eq!(
+            applied_payloads(&cluster, 1),
+            40,
+            "every batch was accepted"
+        );
     }
 
     #[test]
@@ -1544,10 +1571,19 @@ mod ready_contract {
         cluster.process_ready(1);
         cluster.raft_mut(1).campaign();
         assert_eq!(cluster.raft(1).role(), Role::Leader);
-        cluster.raft_mut(1).propose(Bytes::from_static(b"A")).unwrap();
+        cluster
+            .raft_mut(1)
+            .propose(Bytes::from_static(b"A"))
+            .unwrap();
         let ready = cluster.raft_mut(1).ready().unwrap();
-        assert!(ready.hard_state.is_some(), "the new term is not on disk yet");
-        assert!(ready.messages.is_empty(), "so nothing may leave before the persist");
+        assert!(
+            ready.hard_state.is_some(),
+            "the new term is not on disk yet"
+        );
+        assert!(
+            ready.messages.is_empty(),
+            "so nothing may leave before the persist"
+        );
         assert!(ready
             .persisted_messages
             .iter()
@@ -1557,7 +1593,10 @@ mod ready_contract {
         cluster.restart(1);
         cluster.process_ready(1);
         cluster.raft_mut(1).campaign();
-        cluster.raft_mut(1).propose(Bytes::from_static(b"B")).unwrap();
+        cluster
+            .raft_mut(1)
+            .propose(Bytes::from_static(b"B"))
+            .unwrap();
         cluster.stabilize();
         cluster.run_ticks(3);
         check(&mut cluster);

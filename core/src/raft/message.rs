@@ -217,8 +217,7 @@ impl Message {
             && match &self.body {
                 MessageBody::Append(a) => {
                     let last = a.entries.last().map_or([0, 0], |e| [e.index, e.term]);
-                    within(&[a.prev_log_index, a.prev_log_term, a.commit_index])
-                        && within(&last)
+                    within(&[a.prev_log_index, a.prev_log_term, a.commit_index]) && within(&last)
                 }
                 MessageBody::AppendResponse(AppendResponse::Accepted { match_index }) => {
                     within(&[*match_index])

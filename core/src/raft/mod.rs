@@ -40,7 +40,8 @@ pub use error::{ConfigError, MessageError, ProposeError, ReadIndexError, Transfe
 pub use initial_state::{InitialState, BOOTSTRAP_INDEX, BOOTSTRAP_TERM};
 pub use message::{
     Append, AppendResponse, Heartbeat, HeartbeatResponse, Message, MessageBody, MessageLimits,
-    Propose, MAX_TERM_OR_INDEX, ReadIndexRequest, ReadIndexResponse, RequestVote, RequestVoteResponse,
+    Propose, ReadIndexRequest, ReadIndexResponse, RequestVote, RequestVoteResponse,
+    MAX_TERM_OR_INDEX,
 };
 pub use progress::ReplicationState;
 pub use ready::{ReadState, Ready};
@@ -397,7 +398,8 @@ impl Raft {
                 Ok(())
             }
             (Role::Follower, Some(leader)) => {
-                self.forwarded_reads.insert(request_id, (leader, self.ticks));
+                self.forwarded_reads
+                    .insert(request_id, (leader, self.ticks));
                 self.send(
                     leader,
                     MessageBody::ReadIndex(ReadIndexRequest { request_id }),

@@ -305,7 +305,11 @@ fn sorting_by_a_target_without_an_order_ascends() {
     req.sort_order = SortOrder::None;
     req.limit = 1;
     let r = h.store.range(&req).unwrap();
-    assert_eq!(keys_of(&r.kvs), ["b"], "limit applies after the implicit sort");
+    assert_eq!(
+        keys_of(&r.kvs),
+        ["b"],
+        "limit applies after the implicit sort"
+    );
 }
 
 #[test]
