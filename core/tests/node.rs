@@ -55,6 +55,14 @@ fn default_node_config(id: NodeId) -> NodeConfig {
     config
 }
 
+/// A snapshot every 10 entries, keeping 2 before it.
+fn frequent_snapshots(id: NodeId) -> NodeConfig {
+    let mut config = default_node_config(id);
+    config.snapshot_count = 10;
+    config.snapshot_catch_up_entries = 2;
+    config
+}
+
 impl NodeCluster {
     fn new(size: u64, config: fn(NodeId) -> NodeConfig) -> NodeCluster {
         let image = Node::bootstrap_image(&members(size), StoreConfig::default());
@@ -356,12 +364,7 @@ fn a_new_leader_extends_leases_instead_of_expiring_them() {
 
 #[test]
 fn snapshots_are_taken_and_a_restarted_member_recovers_from_one() {
-    let mut cluster = NodeCluster::new(3, |id| {
-        let mut config = default_node_config(id);
-        config.snapshot_count = 10;
-        config.snapshot_catch_up_entries = 2;
-        config
-    });
+    let mut cluster = NodeCluster::new(3, frequent_snapshots);
     cluster.elect(1);
     for i in 0..50 {
         cluster.put(1, &format!("k{i}"), &format!("v{i}"));
@@ -377,12 +380,7 @@ fn snapshots_are_taken_and_a_restarted_member_recovers_from_one() {
 
 #[test]
 fn a_lagging_member_catches_up_from_the_leaders_snapshot() {
-    let mut cluster = NodeCluster::new(3, |id| {
-        let mut config = default_node_config(id);
-        config.snapshot_count = 10;
-        config.snapshot_catch_up_entries = 2;
-        config
-    });
+    let mut cluster = NodeCluster::new(3, frequent_snapshots);
     cluster.elect(1);
     cluster.isolated.insert(3);
     for i in 0..40 {

@@ -929,10 +929,9 @@ mod s6_cluster_membership_changes {
         check(&mut cluster);
     }
 
-    /// etcd issue 10563: removing the leader of two voters. The leader keeps leading until
-    /// the survivor has confirmed it knows the removal is committed.
-    #[test]
-    fn leader_removed_from_two_voters_hands_over_before_stepping_down() {
+    /// Voters {1, 2}, leader 1 removes itself: node 2 stores the entry, node 1 commits and
+    /// applies it, and the message telling node 2 of the commit is lost.
+    fn leader_of_two_applies_its_removal_and_the_commit_is_lost() -> Cluster {
         let mut cluster = Cluster::new(2, 3);
         cluster.elect(1);
         cluster
@@ -944,10 +943,16 @@ mod s6_cluster_membership_changes {
             cluster.deliver_one();
             cluster.process_ready(2);
         }
-        // The leader commits and applies its removal; the message carrying the commit is
-        // lost.
         cluster.process_ready(1);
         cluster.take_messages(|m| m.from == 1);
+        cluster
+    }
+
+    /// etcd issue 10563: removing the leader of two voters. The leader keeps leading until
+    /// the survivor has confirmed it knows the removal is committed.
+    #[test]
+    fn leader_removed_from_two_voters_hands_over_before_stepping_down() {
+        let mut cluster = leader_of_two_applies_its_removal_and_the_commit_is_lost();
         assert_eq!(
             cluster.raft(1).role(),
             Role::Leader,
@@ -965,19 +970,7 @@ mod s6_cluster_membership_changes {
     /// longer a member, yet it must campaign, since only it can get the removal committed.
     #[test]
     fn removed_voter_campaigns_until_the_survivors_know_of_its_removal() {
-        let mut cluster = Cluster::new(2, 3);
-        cluster.elect(1);
-        cluster
-            .raft_mut(1)
-            .propose_conf_change(change(ConfChangeKind::RemoveNode, 1))
-            .unwrap();
-        cluster.process_ready(1);
-        while cluster.in_flight() > 0 {
-            cluster.deliver_one();
-            cluster.process_ready(2);
-        }
-        cluster.process_ready(1);
-        cluster.take_messages(|m| m.from == 1);
+        let mut cluster = leader_of_two_applies_its_removal_and_the_commit_is_lost();
         cluster.crash(1);
         cluster.restart(1);
         cluster.run_ticks(100);

@@ -116,11 +116,7 @@ impl Store {
             match op {
                 RequestOp::Put(put) => {
                     if put.ignore_value || put.ignore_lease {
-                        let exists = self
-                            .keys
-                            .get(put.key.as_ref())
-                            .and_then(|h| h.live_at(self.current_rev))
-                            .is_some();
+                        let exists = self.is_live(&put.key);
                         if !exists || deleted.iter().any(|r| r.contains(&put.key)) {
                             return Err(Error::KeyNotFound);
                         }

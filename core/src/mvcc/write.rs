@@ -182,6 +182,14 @@ impl<'a> Writer<'a> {
 }
 
 impl Store {
+    /// Whether `key` exists at the current revision (not deleted).
+    pub(crate) fn is_live(&self, key: &[u8]) -> bool {
+        self.keys
+            .get(key)
+            .and_then(|h| h.live_at(self.current_rev))
+            .is_some()
+    }
+
     pub(crate) fn apply_put(
         &mut self,
         put: &PutRequest,
@@ -190,15 +198,8 @@ impl Store {
         if put.lease != 0 && !self.lessor.contains(put.lease) {
             return Err(Error::LeaseNotFound);
         }
-        if put.ignore_value || put.ignore_lease {
-            let exists = self
-                .keys
-                .get(put.key.as_ref())
-                .and_then(|h| h.live_at(self.current_rev))
-                .is_some();
-            if !exists {
-                return Err(Error::KeyNotFound);
-            }
+        if (put.ignore_value || put.ignore_lease) && !self.is_live(&put.key) {
+            return Err(Error::KeyNotFound);
         }
         let mut writer = Writer::begin(self);
         let prev_kv = writer.put_request(put);

@@ -121,16 +121,23 @@ impl RaftLog {
             from >= self.first_index(),
             "entries_from({from}) below the first index"
         );
+        self.copy_bounded(from, self.last_index(), max_bytes)
+    }
+
+    /// Copies entries `from..=to` still in memory, stopping before `max_bytes` would be
+    /// exceeded (but always taking the first).
+    fn copy_bounded(&self, from: Index, to: Index, max_bytes: usize) -> Vec<Entry> {
         let mut taken = Vec::new();
         let mut size_bytes = 0usize;
-        let mut index = from;
-        while let Some(entry) = self.entry(index) {
+        for index in from..=to {
+            let Some(entry) = self.entry(index) else {
+                break;
+            };
             size_bytes += entry.size_bytes();
             if !taken.is_empty() && size_bytes > max_bytes {
                 break;
             }
             taken.push(entry.clone());
-            index += 1;
         }
         taken
     }
@@ -302,21 +309,7 @@ impl RaftLog {
 
     /// Committed entries after the applied index, bounded by `max_bytes` (at least one).
     pub(crate) fn committed_to_apply(&self, max_bytes: usize) -> Vec<Entry> {
-        let mut taken = Vec::new();
-        let mut size_bytes = 0usize;
-        let mut index = self.applied_index + 1;
-        while index <= self.commit_index {
-            let Some(entry) = self.entry(index) else {
-                break;
-            };
-            size_bytes += entry.size_bytes();
-            if !taken.is_empty() && size_bytes > max_bytes {
-                break;
-            }
-            taken.push(entry.clone());
-            index += 1;
-        }
-        taken
+        self.copy_bounded(self.applied_index + 1, self.commit_index, max_bytes)
     }
 
     pub(crate) fn applied_to(&mut self, index: Index) {
