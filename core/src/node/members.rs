@@ -27,17 +27,26 @@ pub struct MemberAttributes {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Members {
+    /// Derived from the founding members; 0 until a joining node learns it.
+    cluster_id: u64,
     members: BTreeMap<NodeId, Member>,
     /// Removed ids may never come back (etcd refuses to re-add a removed id).
     removed: BTreeSet<NodeId>,
 }
 
 impl Members {
+    /// The founding members of a new cluster; the cluster id derives from their ids.
     pub fn new(members: impl IntoIterator<Item = Member>) -> Members {
+        let members: BTreeMap<NodeId, Member> = members.into_iter().map(|m| (m.id, m)).collect();
         Members {
-            members: members.into_iter().map(|m| (m.id, m)).collect(),
+            cluster_id: cluster_id(members.keys().copied()),
+            members,
             removed: BTreeSet::new(),
         }
+    }
+
+    pub fn cluster_id(&self) -> u64 {
+        self.cluster_id
     }
 
     pub fn get(&self, id: NodeId) -> Option<&Member> {

@@ -229,6 +229,11 @@ impl Node {
         &self.members
     }
 
+    /// 0 until known (a joining node learns it from the leader's snapshot).
+    pub fn cluster_id(&self) -> u64 {
+        self.members.cluster_id()
+    }
+
     pub fn applied_index(&self) -> Index {
         self.applied_index
     }

@@ -1,0 +1,525 @@
+//! The command line: etcd's flags, with the same names, defaults and meaning, each also
+//! settable from an environment variable `KEEL_<FLAG>` (etcd reads `ETCD_<FLAG>`). Everything
+//! is checked here, before anything touches the data dir.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use keel_core::node::{member_id, Member};
+use keel_core::raft::NodeId;
+use thiserror::Error;
+use url::Url;
+
+pub const DEFAULT_NAME: &str = "default";
+pub const DEFAULT_CLIENT_URL: &str = "http://127.0.0.1:2379";
+pub const DEFAULT_PEER_URL: &str = "http://127.0.0.1:2380";
+pub const DEFAULT_CLUSTER_TOKEN: &str = "keel-cluster";
+/// etcd's `--max-request-bytes` default: 1.5 MiB.
+pub const DEFAULT_MAX_REQUEST_BYTES: u64 = 1536 * 1024;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ClusterState {
+    New,
+    Existing,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum CompactionMode {
+    Periodic,
+    Revision,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+/// `keel` (serve) flags. Field docs are the `--help` text.
+#[derive(Clone, Debug, Args)]
+pub struct ServeArgs {
+    /// Human-readable name for this member.
+    #[arg(long, env = "KEEL_NAME", default_value = DEFAULT_NAME)]
+    pub name: String,
+
+    /// Path to the data directory [default: <name>.keel].
+    #[arg(long, env = "KEEL_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// List of URLs to listen on for client traffic (comma-separated).
+    #[arg(long, env = "KEEL_LISTEN_CLIENT_URLS", default_value = DEFAULT_CLIENT_URL)]
+    pub listen_client_urls: String,
+
+    /// List of this member's client URLs to advertise to the rest of the cluster.
+    #[arg(long, env = "KEEL_ADVERTISE_CLIENT_URLS", default_value = DEFAULT_CLIENT_URL)]
+    pub advertise_client_urls: String,
+
+    /// List of URLs to listen on for peer traffic.
+    #[arg(long, env = "KEEL_LISTEN_PEER_URLS", default_value = DEFAULT_PEER_URL)]
+    pub listen_peer_urls: String,
+
+    /// List of this member's peer URLs to advertise to the rest of the cluster.
+    #[arg(long, env = "KEEL_INITIAL_ADVERTISE_PEER_URLS", default_value = DEFAULT_PEER_URL)]
+    pub initial_advertise_peer_urls: String,
+
+    /// Initial cluster configuration for bootstrapping: name=peer-url,... [default:
+    /// <name>=<initial-advertise-peer-urls>].
+    #[arg(long, env = "KEEL_INITIAL_CLUSTER")]
+    pub initial_cluster: Option<String>,
+
+    /// Initial cluster state: 'new' to bootstrap, 'existing' to join a running cluster.
+    #[arg(
+        long,
+        env = "KEEL_INITIAL_CLUSTER_STATE",
+        value_enum,
+        default_value = "new"
+    )]
+    pub initial_cluster_state: ClusterState,
+
+    /// Initial cluster token, distinguishing clusters bootstrapped with the same URLs.
+    #[arg(long, env = "KEEL_INITIAL_CLUSTER_TOKEN", default_value = DEFAULT_CLUSTER_TOKEN)]
+    pub initial_cluster_token: String,
+
+    /// Time (in milliseconds) of a heartbeat interval.
+    #[arg(long, env = "KEEL_HEARTBEAT_INTERVAL", default_value_t = 100)]
+    pub heartbeat_interval: u64,
+
+    /// Time (in milliseconds) for an election to timeout.
+    #[arg(long, env = "KEEL_ELECTION_TIMEOUT", default_value_t = 1000)]
+    pub election_timeout: u64,
+
+    /// Number of committed transactions to trigger a snapshot to disk.
+    #[arg(long, env = "KEEL_SNAPSHOT_COUNT", default_value_t = 100_000)]
+    pub snapshot_count: u64,
+
+    /// Raise alarms when the store exceeds this size (0 means the default, 2 GiB).
+    #[arg(long, env = "KEEL_QUOTA_BACKEND_BYTES", default_value_t = 0)]
+    pub quota_backend_bytes: u64,
+
+    /// Maximum client request size in bytes the server will accept.
+    #[arg(long, env = "KEEL_MAX_REQUEST_BYTES", default_value_t = DEFAULT_MAX_REQUEST_BYTES)]
+    pub max_request_bytes: u64,
+
+    /// Maximum number of operations permitted in a transaction.
+    #[arg(long, env = "KEEL_MAX_TXN_OPS", default_value_t = 128)]
+    pub max_txn_ops: u64,
+
+    /// Interpret 'auto-compaction-retention' one of: periodic|revision.
+    #[arg(
+        long,
+        env = "KEEL_AUTO_COMPACTION_MODE",
+        value_enum,
+        default_value = "periodic"
+    )]
+    pub auto_compaction_mode: CompactionMode,
+
+    /// Auto compaction retention: a duration for 'periodic' (hours if no unit is given, e.g.
+    /// '5m', '1h'), a revision count for 'revision'. 0 disables auto compaction.
+    #[arg(long, env = "KEEL_AUTO_COMPACTION_RETENTION", default_value = "0")]
+    pub auto_compaction_retention: String,
+
+    /// Log level: debug, info, warn, error.
+    #[arg(long, env = "KEEL_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+
+    /// Log format.
+    #[arg(long, env = "KEEL_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+/// What went wrong with the flags, in one line for the operator.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("--{flag}: {reason}")]
+    Invalid { flag: &'static str, reason: String },
+}
+
+fn invalid(flag: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        flag,
+        reason: reason.into(),
+    }
+}
+
+/// Retention of automatic compaction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AutoCompaction {
+    Off,
+    /// Keep this much history by time.
+    Periodic(Duration),
+    /// Keep this many revisions.
+    Revision(i64),
+}
+
+/// The checked configuration of a server.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub name: String,
+    pub member_id: NodeId,
+    pub data_dir: PathBuf,
+    pub listen_client: Vec<SocketAddr>,
+    pub advertise_client_urls: Vec<String>,
+    pub listen_peer: Vec<SocketAddr>,
+    pub advertise_peer_urls: Vec<String>,
+    /// The founding members (from `--initial-cluster`), this one included.
+    pub initial_members: Vec<Member>,
+    pub cluster_state: ClusterState,
+    pub cluster_token: String,
+    pub heartbeat_interval: Duration,
+    pub election_ticks: u32,
+    pub snapshot_count: u64,
+    pub quota_bytes: u64,
+    pub max_request_bytes: u64,
+    pub max_txn_ops: usize,
+    pub auto_compaction: AutoCompaction,
+    pub log_level: String,
+    pub log_format: LogFormat,
+}
+
+impl ServeArgs {
+    /// Checks every flag and derives the member ids, writing nothing.
+    pub fn resolve(&self) -> Result<ServerConfig, ConfigError> {
+        if self.name.is_empty() {
+            return Err(invalid("name", "must not be empty"));
+        }
+        let data_dir = self
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("{}.keel", self.name)));
+        let listen_client = socket_addrs("listen-client-urls", &self.listen_client_urls)?;
+        let advertise_client_urls = urls("advertise-client-urls", &self.advertise_client_urls)?;
+        let listen_peer = socket_addrs("listen-peer-urls", &self.listen_peer_urls)?;
+        let advertise_peer_urls = urls(
+            "initial-advertise-peer-urls",
+            &self.initial_advertise_peer_urls,
+        )?;
+        let initial_cluster = self
+            .initial_cluster
+            .clone()
+            .unwrap_or_else(|| format!("{}={}", self.name, advertise_peer_urls.join(",")));
+        let initial_members = parse_initial_cluster(&initial_cluster, &self.initial_cluster_token)?;
+        let own = initial_members
+            .iter()
+            .find(|m| m.name == self.name)
+            .ok_or_else(|| {
+                invalid(
+                    "initial-cluster",
+                    format!("does not name this member ({:?})", self.name),
+                )
+            })?;
+        if sorted(&own.peer_urls) != sorted(&advertise_peer_urls) {
+            return Err(invalid(
+                "initial-cluster",
+                format!(
+                    "lists {:?} for {:?}, but --initial-advertise-peer-urls is {:?}",
+                    own.peer_urls, self.name, advertise_peer_urls
+                ),
+            ));
+        }
+        let member_id = own.id;
+        let (heartbeat_interval, election_ticks) =
+            timing(self.heartbeat_interval, self.election_timeout)?;
+        Ok(ServerConfig {
+            name: self.name.clone(),
+            member_id,
+            data_dir,
+            listen_client,
+            advertise_client_urls,
+            listen_peer,
+            advertise_peer_urls,
+            initial_members,
+            cluster_state: self.initial_cluster_state,
+            cluster_token: self.initial_cluster_token.clone(),
+            heartbeat_interval,
+            election_ticks,
+            snapshot_count: positive("snapshot-count", self.snapshot_count)?,
+            quota_bytes: self.quota_backend_bytes,
+            max_request_bytes: positive("max-request-bytes", self.max_request_bytes)?,
+            max_txn_ops: usize::try_from(positive("max-txn-ops", self.max_txn_ops)?)
+                .map_err(|_| invalid("max-txn-ops", "too large"))?,
+            auto_compaction: auto_compaction(
+                self.auto_compaction_mode,
+                &self.auto_compaction_retention,
+            )?,
+            log_level: log_level(&self.log_level)?,
+            log_format: self.log_format,
+        })
+    }
+}
+
+fn sorted(urls: &[String]) -> Vec<String> {
+    let mut urls = urls.to_vec();
+    urls.sort();
+    urls
+}
+
+fn positive(flag: &'static str, value: u64) -> Result<u64, ConfigError> {
+    if value == 0 {
+        return Err(invalid(flag, "must be at least 1"));
+    }
+    Ok(value)
+}
+
+/// Raft ticks at the heartbeat interval; the election timeout is a whole number of ticks.
+/// etcd's rules: the election timeout must be at least 5 heartbeats (it warns below 10).
+fn timing(heartbeat_ms: u64, election_ms: u64) -> Result<(Duration, u32), ConfigError> {
+    if heartbeat_ms == 0 {
+        return Err(invalid("heartbeat-interval", "must be at least 1 ms"));
+    }
+    if election_ms < 5 * heartbeat_ms {
+        return Err(invalid(
+            "election-timeout",
+            format!("{election_ms} ms must be at least 5 times --heartbeat-interval ({heartbeat_ms} ms)"),
+        ));
+    }
+    if election_ms > 50_000 {
+        return Err(invalid("election-timeout", "must be at most 50000 ms"));
+    }
+    let ticks = u32::try_from(election_ms / heartbeat_ms)
+        .map_err(|_| invalid("election-timeout", "too many heartbeats per election"))?;
+    Ok((Duration::from_millis(heartbeat_ms), ticks))
+}
+
+/// A comma-separated list of URLs, each `http://host:port` or `https://host:port`.
+fn urls(flag: &'static str, list: &str) -> Result<Vec<String>, ConfigError> {
+    let urls: Vec<String> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect();
+    if urls.is_empty() {
+        return Err(invalid(flag, "needs at least one URL"));
+    }
+    for raw in &urls {
+        let url = Url::parse(raw).map_err(|e| invalid(flag, format!("{raw:?}: {e}")))?;
+        if url.scheme() != "http" && url.scheme() != "https" {
+            return Err(invalid(
+                flag,
+                format!("{raw:?}: scheme must be http or https"),
+            ));
+        }
+        if url.host_str().is_none() || url.port().is_none() {
+            return Err(invalid(flag, format!("{raw:?}: needs a host and a port")));
+        }
+        if url.path() != "/" && !url.path().is_empty() {
+            return Err(invalid(flag, format!("{raw:?}: must not have a path")));
+        }
+    }
+    Ok(urls)
+}
+
+/// Listen URLs must name IP addresses (or `localhost`), as etcd requires.
+fn socket_addrs(flag: &'static str, list: &str) -> Result<Vec<SocketAddr>, ConfigError> {
+    urls(flag, list)?
+        .iter()
+        .map(|raw| {
+            let url = Url::parse(raw).map_err(|e| invalid(flag, format!("{raw:?}: {e}")))?;
+            let host = url.host_str().unwrap_or_default().trim_matches(['[', ']']);
+            let host = if host == "localhost" {
+                "127.0.0.1"
+            } else {
+                host
+            };
+            let port = url.port().unwrap_or_default();
+            let ip: std::net::IpAddr = host.parse().map_err(|_| {
+                invalid(
+                    flag,
+                    format!("{raw:?}: listen URLs need an IP address, not a name"),
+                )
+            })?;
+            Ok(SocketAddr::new(ip, port))
+        })
+        .collect()
+}
+
+/// `name1=url1,name1=url2,name2=url3`: one member per name, ids from URLs and token.
+pub fn parse_initial_cluster(spec: &str, token: &str) -> Result<Vec<Member>, ConfigError> {
+    let mut by_name: Vec<(String, Vec<String>)> = Vec::new();
+    for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (name, url) = item
+            .split_once('=')
+            .ok_or_else(|| invalid("initial-cluster", format!("{item:?} is not name=peer-url")))?;
+        let url = urls("initial-cluster", url)?.remove(0);
+        match by_name.iter_mut().find(|(n, _)| n == name) {
+            Some((_, list)) => list.push(url),
+            None => by_name.push((name.to_string(), vec![url])),
+        }
+    }
+    if by_name.is_empty() {
+        return Err(invalid("initial-cluster", "names no member"));
+    }
+    let members: Vec<Member> = by_name
+        .into_iter()
+        .map(|(name, peer_urls)| Member {
+            id: member_id(&peer_urls, token),
+            name,
+            peer_urls,
+            client_urls: Vec::new(),
+            is_learner: false,
+        })
+        .collect();
+    for (i, a) in members.iter().enumerate() {
+        for b in &members[i + 1..] {
+            if a.peer_urls.iter().any(|u| b.peer_urls.contains(u)) {
+                return Err(invalid(
+                    "initial-cluster",
+                    format!("{:?} and {:?} share a peer URL", a.name, b.name),
+                ));
+            }
+        }
+    }
+    Ok(members)
+}
+
+fn auto_compaction(mode: CompactionMode, retention: &str) -> Result<AutoCompaction, ConfigError> {
+    let flag = "auto-compaction-retention";
+    let retention = retention.trim();
+    if retention == "0" || retention.is_empty() {
+        return Ok(AutoCompaction::Off);
+    }
+    match mode {
+        CompactionMode::Revision => retention
+            .parse::<i64>()
+            .ok()
+            .filter(|&r| r > 0)
+            .map(AutoCompaction::Revision)
+            .ok_or_else(|| invalid(flag, format!("{retention:?} is not a revision count"))),
+        CompactionMode::Periodic => {
+            // A bare number means hours, as in etcd.
+            if let Ok(hours) = retention.parse::<u64>() {
+                return Ok(AutoCompaction::Periodic(Duration::from_secs(hours * 3600)));
+            }
+            humantime::parse_duration(retention)
+                .map(AutoCompaction::Periodic)
+                .map_err(|e| invalid(flag, format!("{retention:?}: {e}")))
+        }
+    }
+}
+
+fn log_level(level: &str) -> Result<String, ConfigError> {
+    match level {
+        "debug" | "info" | "warn" | "error" => Ok(level.to_string()),
+        other => Err(invalid(
+            "log-level",
+            format!("{other:?} is not one of debug, info, warn, error"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    fn resolve(args: &[&str]) -> Result<ServerConfig, ConfigError> {
+        let mut argv = vec!["keel"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv)
+            .expect("flags parse")
+            .serve
+            .resolve()
+    }
+
+    #[test]
+    fn no_flags_give_a_single_local_member_like_etcd() {
+        let config = resolve(&[]).unwrap();
+        assert_eq!(config.name, "default");
+        assert_eq!(config.data_dir, PathBuf::from("default.keel"));
+        assert_eq!(
+            config.listen_client,
+            vec!["127.0.0.1:2379".parse().unwrap()]
+        );
+        assert_eq!(config.listen_peer, vec!["127.0.0.1:2380".parse().unwrap()]);
+        assert_eq!(config.initial_members.len(), 1);
+        assert_eq!(config.election_ticks, 10);
+    }
+
+    #[test]
+    fn a_three_member_cluster_gives_every_member_the_same_ids() {
+        let cluster = "a=http://127.0.0.1:2380,b=http://127.0.0.1:2382,c=http://127.0.0.1:2384";
+        let a = resolve(&["--name", "a", "--initial-cluster", cluster]).unwrap();
+        let b = resolve(&[
+            "--name",
+            "b",
+            "--initial-cluster",
+            cluster,
+            "--initial-advertise-peer-urls",
+            "http://127.0.0.1:2382",
+        ])
+        .unwrap();
+        assert_eq!(a.initial_members, b.initial_members);
+        assert_ne!(a.member_id, b.member_id);
+    }
+
+    #[test]
+    fn inconsistent_flags_are_refused_with_one_line() {
+        let cases: &[(&[&str], &str)] = &[
+            (
+                &[
+                    "--name",
+                    "x",
+                    "--initial-cluster",
+                    "a=http://127.0.0.1:2380",
+                ],
+                "initial-cluster",
+            ),
+            (
+                &["--initial-cluster", "default=http://127.0.0.1:9999"],
+                "initial-cluster",
+            ),
+            (
+                &["--listen-client-urls", "http://example.com:2379"],
+                "listen-client-urls",
+            ),
+            (
+                &["--listen-peer-urls", "ftp://127.0.0.1:2380"],
+                "listen-peer-urls",
+            ),
+            (&["--election-timeout", "200"], "election-timeout"),
+            (&["--snapshot-count", "0"], "snapshot-count"),
+            (
+                &["--auto-compaction-retention", "soon"],
+                "auto-compaction-retention",
+            ),
+            (&["--log-level", "loud"], "log-level"),
+        ];
+        for (args, flag) in cases {
+            let error = resolve(args).unwrap_err().to_string();
+            assert!(
+                error.starts_with(&format!("--{flag}:")),
+                "{args:?}: {error}"
+            );
+            assert!(!error.contains('\n'), "one line: {error}");
+        }
+    }
+
+    #[test]
+    fn auto_compaction_retention_reads_hours_durations_and_revisions() {
+        assert_eq!(
+            auto_compaction(CompactionMode::Periodic, "1").unwrap(),
+            AutoCompaction::Periodic(Duration::from_secs(3600))
+        );
+        assert_eq!(
+            auto_compaction(CompactionMode::Periodic, "5m").unwrap(),
+            AutoCompaction::Periodic(Duration::from_secs(300))
+        );
+        assert_eq!(
+            auto_compaction(CompactionMode::Revision, "1000").unwrap(),
+            AutoCompaction::Revision(1000)
+        );
+        assert_eq!(
+            auto_compaction(CompactionMode::Revision, "0").unwrap(),
+            AutoCompaction::Off
+        );
+    }
+}

@@ -1,0 +1,172 @@
+//! How the gRPC services talk to the server loop: a cloneable [`NodeHandle`] that sends
+//! requests over a channel and awaits their answers. Nothing here decides anything.
+
+use std::time::Duration;
+
+use keel_core::node::{Member, Node, Outcome, ProposalBody};
+use keel_core::raft::ConfChangeKind;
+use thiserror::Error;
+use tokio::sync::{mpsc, oneshot};
+
+/// Requests waiting for the loop, at most; beyond it callers wait (backpressure).
+pub const REQUEST_QUEUE: usize = 64 * 1024;
+
+/// Failures a client sees that are not the store's own errors (those are in [`Outcome`]).
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
+pub enum ApiError {
+    #[error("etcdserver: request timed out")]
+    Timeout,
+    #[error("etcdserver: no leader")]
+    NoLeader,
+    #[error("etcdserver: leader changed")]
+    LeaderChanged,
+    #[error("etcdserver: server stopped")]
+    Stopped,
+    #[error("etcdserver: too many requests")]
+    TooManyRequests,
+    /// A request etcd would refuse before proposing (carries etcd's message).
+    #[error(transparent)]
+    Store(#[from] keel_core::mvcc::Error),
+    #[error("{0}")]
+    InvalidConfChange(String),
+}
+
+/// The answer to a write, with the term to put in the response header.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Written {
+    pub outcome: Outcome,
+    pub raft_term: u64,
+}
+
+/// A read runs on the loop against the node, once it may (see [`NodeHandle::read`]).
+pub type ReadFn = Box<dyn FnOnce(&Node) + Send>;
+/// Anything else that needs the node for a moment (leases, watches, status).
+pub type CallFn = Box<dyn FnOnce(&mut Node) + Send>;
+
+pub enum Request {
+    Write {
+        body: ProposalBody,
+        reply: oneshot::Sender<Result<Written, ApiError>>,
+    },
+    ConfChange {
+        kind: ConfChangeKind,
+        member: Member,
+        reply: oneshot::Sender<Result<Written, ApiError>>,
+    },
+    /// `linearizable`: after a ReadIndex confirms it; else at once (serializable).
+    Read {
+        linearizable: bool,
+        read: ReadFn,
+        /// Told when the read cannot be served (no leader, too many pending).
+        failed: oneshot::Sender<ApiError>,
+    },
+    Call(CallFn),
+}
+
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Request::Write { body, .. } => f.debug_struct("Write").field("body", body).finish(),
+            Request::ConfChange { kind, member, .. } => f
+                .debug_struct("ConfChange")
+                .field("kind", kind)
+                .field("member", member)
+                .finish(),
+            Request::Read { linearizable, .. } => f
+                .debug_struct("Read")
+                .field("linearizable", linearizable)
+                .finish(),
+            Request::Call(_) => f.write_str("Call"),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct NodeHandle {
+    requests: mpsc::Sender<Request>,
+    /// How long a client request may wait (etcd: 5 s plus two election timeouts).
+    pub request_timeout: Duration,
+}
+
+impl NodeHandle {
+    pub fn new(requests: mpsc::Sender<Request>, request_timeout: Duration) -> NodeHandle {
+        NodeHandle {
+            requests,
+            request_timeout,
+        }
+    }
+
+    async fn send(&self, request: Request) -> Result<(), ApiError> {
+        self.requests
+            .send(request)
+            .await
+            .map_err(|_| ApiError::Stopped)
+    }
+
+    async fn wait<T>(&self, reply: oneshot::Receiver<T>) -> Result<T, ApiError> {
+        match tokio::time::timeout(self.request_timeout, reply).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(_)) => Err(ApiError::Stopped),
+            Err(_) => Err(ApiError::Timeout),
+        }
+    }
+
+    /// Proposes a write and waits until it is applied (or lost, or timed out).
+    pub async fn write(&self, body: ProposalBody) -> Result<Written, ApiError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Request::Write { body, reply }).await?;
+        self.wait(answer).await?
+    }
+
+    pub async fn conf_change(
+        &self,
+        kind: ConfChangeKind,
+        member: Member,
+    ) -> Result<Written, ApiError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Request::ConfChange {
+            kind,
+            member,
+            reply,
+        })
+        .await?;
+        self.wait(answer).await?
+    }
+
+    /// Runs `read` against the node: after a ReadIndex round when `linearizable`, else at
+    /// once against this member's applied state.
+    pub async fn read<T: Send + 'static>(
+        &self,
+        linearizable: bool,
+        read: impl FnOnce(&Node) -> T + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let (reply, answer) = oneshot::channel();
+        let (failed, failure) = oneshot::channel();
+        let read: ReadFn = Box::new(move |node| {
+            let _ = reply.send(read(node));
+        });
+        self.send(Request::Read {
+            linearizable,
+            read,
+            failed,
+        })
+        .await?;
+        tokio::select! {
+            value = self.wait(answer) => value,
+            Ok(error) = failure => Err(error),
+        }
+    }
+
+    /// Runs `call` on the loop with the node, right away.
+    pub async fn call<T: Send + 'static>(
+        &self,
+        call: impl FnOnce(&mut Node) -> T + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Request::Call(Box::new(move |node| {
+            let _ = reply.send(call(node));
+        })))
+        .await?;
+        self.wait(answer).await
+    }
+}

@@ -1,0 +1,233 @@
+//! Starting a server: open (or bootstrap) the data dir, start the node, the peer transport,
+//! the server loop and the client services. The same code runs in the `keel` binary (on
+//! `FsDisk`) and in the simulator (on `SimDisk`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use keel_core::mvcc::{Limits, StoreConfig, DEFAULT_QUOTA_BYTES};
+use keel_core::node::{MemberAttributes, Node, NodeConfig};
+use keel_core::raft::InitialState;
+use keel_storage::{Disk, Storage, StorageOptions};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tracing::{info, warn};
+
+use crate::api::{kv::KvService, Api};
+use crate::compactor::Compactor;
+use crate::config::{ClusterState, ServerConfig};
+use crate::handle::{NodeHandle, REQUEST_QUEUE};
+use crate::metrics::Metrics;
+use crate::proto::etcdserverpb::kv_server::KvServer;
+use crate::server_loop::{LoopError, LoopInputs, LoopSettings, ServerLoop, WatchOpen};
+use crate::transport::{self, Transport, TransportStats};
+
+/// gRPC adds framing to a request; etcd allows this much on top of `--max-request-bytes`.
+const GRPC_OVERHEAD_BYTES: u64 = 512 * 1024;
+/// Largest peer message accepted (a snapshot of a full store, plus room).
+const MAX_PEER_MESSAGE_BYTES: usize = 16 * 1024 * 1024 * 1024;
+
+/// A running server: how to reach it and how to stop it.
+#[derive(Debug)]
+pub struct RunningServer {
+    pub handle: NodeHandle,
+    pub metrics: Arc<Metrics>,
+    /// Opens watch streams on the loop (for the Watch service).
+    pub watch_opens: mpsc::Sender<WatchOpen>,
+    shutdown: watch::Sender<bool>,
+    server_loop: tokio::task::JoinHandle<Result<(), LoopError>>,
+}
+
+impl RunningServer {
+    /// Stops taking requests, lets the loop finish what is in hand, and waits for it.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.shutdown.send(true);
+        self.wait().await
+    }
+
+    /// Waits until the loop ends (a fatal storage error, or `stop`).
+    pub async fn wait(self) -> anyhow::Result<()> {
+        match self.server_loop.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(error.into()),
+            Err(error) => bail!("the server loop panicked: {error}"),
+        }
+    }
+}
+
+pub fn node_config(config: &ServerConfig) -> NodeConfig {
+    let mut node = NodeConfig::new(config.member_id);
+    node.raft.election_ticks = config.election_ticks;
+    node.raft.heartbeat_ticks = 1;
+    node.raft.seed = config.member_id ^ wall_clock_nanos();
+    node.snapshot_count = config.snapshot_count;
+    node.tick_ms = u64::try_from(config.heartbeat_interval.as_millis()).unwrap_or(100);
+    node.store = StoreConfig {
+        quota_bytes: if config.quota_bytes == 0 {
+            DEFAULT_QUOTA_BYTES
+        } else {
+            config.quota_bytes
+        },
+        limits: Limits {
+            max_request_bytes: usize::try_from(config.max_request_bytes).unwrap_or(usize::MAX),
+            max_txn_ops: config.max_txn_ops,
+        },
+        ..StoreConfig::default()
+    };
+    node
+}
+
+/// Seeds what must differ between runs (election timeouts, request ids). Simulated under
+/// madsim, so a seed still decides everything there.
+fn wall_clock_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(0))
+}
+
+/// Opens `disk` and what it holds, bootstrapping a new cluster or joining one when empty.
+fn open_node<D: Disk>(config: &ServerConfig, disk: D) -> anyhow::Result<(Node, Storage<D>)> {
+    let node_config = node_config(config);
+    let (mut storage, recovered) = Storage::open(disk, StorageOptions::default())
+        .with_context(|| format!("cannot open the data dir {}", config.data_dir.display()))?;
+    for repair in &recovered.repairs {
+        warn!(%repair, "repaired the data dir");
+    }
+    let initial = if recovered.is_new {
+        match config.cluster_state {
+            ClusterState::New => {
+                let image = Node::bootstrap_image(&config.initial_members, node_config.store);
+                let ids = config.initial_members.iter().map(|m| m.id);
+                let initial = InitialState::bootstrap(ids, image);
+                storage
+                    .bootstrap(&initial)
+                    .context("cannot bootstrap the data dir")?;
+                info!(
+                    members = config.initial_members.len(),
+                    "bootstrapped a new cluster"
+                );
+                initial
+            }
+            ClusterState::Existing => {
+                info!("joining an existing cluster; waiting for the leader's snapshot");
+                InitialState::join()
+            }
+        }
+    } else {
+        recovered.into_initial_state()
+    };
+    let node = Node::new(node_config, initial).context("cannot start the node")?;
+    Ok((node, storage))
+}
+
+/// Starts a server on `disk` with the given listeners.
+pub async fn start<D: Disk + Send + 'static>(
+    config: &ServerConfig,
+    disk: D,
+    client_listener: TcpListener,
+    peer_listener: TcpListener,
+) -> anyhow::Result<RunningServer> {
+    let (node, storage) = open_node(config, disk)?;
+    // A joining member learns the cluster id from the first peer that dials it.
+    let cluster_id = transport::ClusterId::new(node.cluster_id());
+    let stats = Arc::new(TransportStats::default());
+    let metrics = Metrics::new(stats.clone());
+    let (report_tx, peer_reports) = mpsc::unbounded_channel();
+    let mut transport = Transport::new(
+        config.member_id,
+        cluster_id.clone(),
+        report_tx,
+        stats.clone(),
+    );
+    let known: Vec<(u64, Vec<String>)> = if node.members().is_empty() {
+        config
+            .initial_members
+            .iter()
+            .map(|m| (m.id, m.peer_urls.clone()))
+            .collect()
+    } else {
+        node.members()
+            .iter()
+            .map(|m| (m.id, m.peer_urls.clone()))
+            .collect()
+    };
+    transport.set_peers(&known);
+    let (peer_tx, peer_inbox) = mpsc::channel(transport::PEER_QUEUE_MESSAGES);
+    tokio::spawn(transport::serve_peers(
+        peer_listener,
+        config.member_id,
+        cluster_id.clone(),
+        MAX_PEER_MESSAGE_BYTES,
+        peer_tx,
+        stats,
+    ));
+
+    let (request_tx, requests) = mpsc::channel(REQUEST_QUEUE);
+    let (watch_tx, watch_opens) = mpsc::channel::<WatchOpen>(1024);
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let election = config.heartbeat_interval * config.election_ticks;
+    let handle = NodeHandle::new(request_tx, Duration::from_secs(5) + 2 * election);
+    let settings = LoopSettings {
+        tick: config.heartbeat_interval,
+        attributes: MemberAttributes {
+            id: config.member_id,
+            name: config.name.clone(),
+            client_urls: config.advertise_client_urls.clone(),
+        },
+        snapshot_retain_entries: node_config(config).snapshot_catch_up_entries,
+        compactor: Compactor::new(config.auto_compaction),
+    };
+    let first_request_id = wall_clock_nanos() / 1000;
+    let server_loop = ServerLoop::new(
+        node,
+        storage,
+        transport,
+        settings,
+        metrics.clone(),
+        first_request_id,
+    );
+    let inputs = LoopInputs {
+        requests,
+        watch_opens,
+        peer_inbox,
+        peer_reports,
+        shutdown: shutdown_rx,
+    };
+    let server_loop = tokio::spawn(server_loop.run(inputs));
+
+    let api = Api {
+        handle: handle.clone(),
+        cluster_id: cluster_id.clone(),
+        member_id: config.member_id,
+        cluster_token: config.cluster_token.clone(),
+    };
+    let max_message_bytes =
+        usize::try_from(config.max_request_bytes + GRPC_OVERHEAD_BYTES).unwrap_or(usize::MAX);
+    let kv = KvServer::new(KvService::new(api.clone()))
+        .max_decoding_message_size(max_message_bytes)
+        .max_encoding_message_size(usize::MAX);
+    let incoming = tonic::transport::server::TcpIncoming::from(client_listener);
+    tokio::spawn(async move {
+        let served = tonic::transport::Server::builder()
+            .add_service(kv)
+            .serve_with_incoming(incoming)
+            .await;
+        if let Err(error) = served {
+            warn!(%error, "client listener stopped");
+        }
+    });
+    info!(
+        name = config.name,
+        id = format!("{:x}", config.member_id),
+        cluster = format!("{:x}", cluster_id.get()),
+        "serving"
+    );
+    Ok(RunningServer {
+        handle,
+        metrics,
+        watch_opens: watch_tx,
+        shutdown,
+        server_loop,
+    })
+}

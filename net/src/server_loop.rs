@@ -1,0 +1,420 @@
+//! The server loop: one task drives a `keel_core::node::Node`. Ticks, peers' messages and
+//! clients' requests come in; each `Ready` goes out in the order its contract sets — send
+//! what may go early, persist (one sync for everything gathered: group commit), send what had
+//! to wait, apply, answer clients, advance. No consensus decision is made here.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use keel_core::mvcc::{StreamId, WatchResponse};
+use keel_core::node::{
+    Completion, MemberAttributes, Node, NodeProposeError, ProposalBody, NO_CLIENT,
+};
+use keel_core::raft::{Message, ProposeError, ReadIndexError, Role};
+use keel_storage::{Disk, Storage, StorageError};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tracing::{debug, error, info, warn};
+
+use crate::compactor::Compactor;
+use crate::handle::{ApiError, ReadFn, Request, Written};
+use crate::metrics::Metrics;
+use crate::transport::{PeerReport, Transport};
+
+/// Responses a watch stream may hold unsent; past it, the hub keeps them (and moves slow
+/// watchers to catch up from history) until the stream's reader drains.
+const WATCH_OUTBOX: usize = 256;
+/// Requests handled per wake-up before the `Ready` is processed: bounds latency under load
+/// while letting many requests share one sync.
+const MAX_REQUESTS_PER_BATCH: usize = 4096;
+/// Re-announce this member's name and client URLs this often until they are applied.
+const PUBLISH_RETRY_TICKS: u64 = 20;
+
+/// Everything the loop needs besides the node and its storage.
+#[derive(Debug)]
+pub struct LoopSettings {
+    pub tick: Duration,
+    pub attributes: MemberAttributes,
+    /// Entries kept before a snapshot for slow followers (matches the node's setting).
+    pub snapshot_retain_entries: u64,
+    pub compactor: Compactor,
+}
+
+/// What the loop listens to.
+#[derive(Debug)]
+pub struct LoopInputs {
+    pub requests: mpsc::Receiver<Request>,
+    pub watch_opens: mpsc::Receiver<WatchOpen>,
+    pub peer_inbox: mpsc::Receiver<Message>,
+    pub peer_reports: mpsc::UnboundedReceiver<PeerReport>,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// A new watch stream: the loop answers with its id and the receiving end of its outbox.
+#[derive(Debug)]
+pub struct WatchOpen {
+    pub reply: oneshot::Sender<(StreamId, mpsc::Receiver<WatchResponse>)>,
+}
+
+/// Why the loop stopped for good.
+#[derive(Debug, thiserror::Error)]
+pub enum LoopError {
+    #[error("storage failed, the node must stop: {0}")]
+    Storage(#[from] StorageError),
+}
+
+pub struct ServerLoop<D: Disk> {
+    node: Node,
+    storage: Storage<D>,
+    transport: Transport,
+    settings: LoopSettings,
+    metrics: Arc<Metrics>,
+    pending_writes: BTreeMap<u64, oneshot::Sender<Result<Written, ApiError>>>,
+    pending_reads: BTreeMap<u64, (ReadFn, oneshot::Sender<ApiError>)>,
+    watch_outboxes: BTreeMap<StreamId, mpsc::Sender<WatchResponse>>,
+    /// Request ids must not repeat across restarts (a late answer to an old id must not
+    /// match a new one): they start from the time of start-up.
+    next_request_id: u64,
+    start: Instant,
+    ticks: u64,
+    leader: Option<u64>,
+}
+
+impl<D: Disk> std::fmt::Debug for ServerLoop<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerLoop")
+            .field("node", &self.node)
+            .field("pending_writes", &self.pending_writes.len())
+            .field("pending_reads", &self.pending_reads.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<D: Disk> ServerLoop<D> {
+    pub fn new(
+        node: Node,
+        storage: Storage<D>,
+        transport: Transport,
+        settings: LoopSettings,
+        metrics: Arc<Metrics>,
+        first_request_id: u64,
+    ) -> ServerLoop<D> {
+        ServerLoop {
+            node,
+            storage,
+            transport,
+            settings,
+            metrics,
+            pending_writes: BTreeMap::new(),
+            pending_reads: BTreeMap::new(),
+            watch_outboxes: BTreeMap::new(),
+            next_request_id: first_request_id.max(1),
+            start: Instant::now(),
+            ticks: 0,
+            leader: None,
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Runs until shutdown or a fatal storage error.
+    pub async fn run(mut self, mut inputs: LoopInputs) -> Result<(), LoopError> {
+        let mut ticker = tokio::time::interval(self.settings.tick);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => self.on_tick(),
+                request = inputs.requests.recv() => {
+                    let Some(request) = request else { break };
+                    self.handle(request);
+                    for _ in 1..MAX_REQUESTS_PER_BATCH {
+                        match inputs.requests.try_recv() {
+                            Ok(request) => self.handle(request),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Some(open) = inputs.watch_opens.recv() => self.open_watch_stream(open),
+                message = inputs.peer_inbox.recv() => {
+                    let Some(message) = message else { break };
+                    self.step(message);
+                    while let Ok(message) = inputs.peer_inbox.try_recv() {
+                        self.step(message);
+                    }
+                }
+                Some(report) = inputs.peer_reports.recv() => self.on_peer_report(report),
+                _ = inputs.shutdown.changed() => break,
+            }
+            self.process_ready()?;
+            self.flush_watches();
+        }
+        info!("server loop stopped");
+        Ok(())
+    }
+
+    fn next_id(&mut self) -> u64 {
+        let id = self.next_request_id;
+        self.next_request_id += 1;
+        id
+    }
+
+    fn on_tick(&mut self) {
+        self.ticks += 1;
+        let now_ms = self.now_ms();
+        self.node.tick(now_ms);
+        // Answers nobody waits for any more (the client timed out) are forgotten.
+        self.pending_writes.retain(|_, reply| !reply.is_closed());
+        self.pending_reads
+            .retain(|_, (_, failed)| !failed.is_closed());
+        if self.ticks % PUBLISH_RETRY_TICKS == 1 {
+            self.publish_attributes();
+        }
+        if self.node.is_leader() {
+            let revision = self.node.store().current_revision();
+            if let Some(compaction) = self.settings.compactor.on_tick(now_ms, revision) {
+                let _ = self
+                    .node
+                    .propose(NO_CLIENT, ProposalBody::Store(compaction));
+            }
+        }
+    }
+
+    /// Announces this member's name and client URLs through the log until they are there.
+    fn publish_attributes(&mut self) {
+        let attributes = &self.settings.attributes;
+        let published =
+            self.node.members().get(attributes.id).is_some_and(|m| {
+                m.name == attributes.name && m.client_urls == attributes.client_urls
+            });
+        if !published && self.node.raft().leader().is_some() {
+            let body = ProposalBody::PublishMember(attributes.clone());
+            let _ = self.node.propose(NO_CLIENT, body);
+        }
+    }
+
+    fn step(&mut self, message: Message) {
+        let from = message.from;
+        if let Err(error) = self.node.step(message) {
+            warn!(from, %error, "refused a peer's message");
+        }
+    }
+
+    fn on_peer_report(&mut self, report: PeerReport) {
+        match report {
+            PeerReport::Unreachable(id) => self.node.raft_mut().report_unreachable(id),
+            PeerReport::SnapshotFailed(id) => self.node.raft_mut().report_snapshot_failed(id),
+        }
+    }
+
+    fn handle(&mut self, request: Request) {
+        match request {
+            Request::Write { body, reply } => {
+                let id = self.next_id();
+                match self.node.propose(id, body) {
+                    Ok(()) => {
+                        self.pending_writes.insert(id, reply);
+                    }
+                    Err(error) => {
+                        let _ = reply.send(Err(propose_error(error)));
+                    }
+                }
+            }
+            Request::ConfChange {
+                kind,
+                member,
+                reply,
+            } => {
+                let id = self.next_id();
+                match self.node.propose_conf_change(id, kind, member) {
+                    Ok(()) => {
+                        self.pending_writes.insert(id, reply);
+                    }
+                    Err(error) => {
+                        let _ = reply.send(Err(propose_error(error)));
+                    }
+                }
+            }
+            Request::Read {
+                linearizable: false,
+                read,
+                ..
+            } => read(&self.node),
+            Request::Read {
+                linearizable: true,
+                read,
+                failed,
+            } => {
+                let id = self.next_id();
+                match self.node.read_index(id) {
+                    Ok(()) => {
+                        self.pending_reads.insert(id, (read, failed));
+                    }
+                    Err(ReadIndexError::NoLeader) => {
+                        let _ = failed.send(ApiError::NoLeader);
+                    }
+                    Err(ReadIndexError::TooManyPending { .. }) => {
+                        let _ = failed.send(ApiError::TooManyRequests);
+                    }
+                }
+            }
+            Request::Call(call) => call(&mut self.node),
+        }
+    }
+
+    fn open_watch_stream(&mut self, open: WatchOpen) {
+        let stream = self.node.watches_mut().open_stream();
+        let (outbox, inbox) = mpsc::channel(WATCH_OUTBOX);
+        self.watch_outboxes.insert(stream, outbox);
+        if open.reply.send((stream, inbox)).is_err() {
+            self.close_watch_stream(stream);
+        }
+    }
+
+    fn close_watch_stream(&mut self, stream: StreamId) {
+        self.watch_outboxes.remove(&stream);
+        self.node.watches_mut().close_stream(stream);
+    }
+
+    /// Moves watch responses from the hub to each stream's outbox while it has room.
+    fn flush_watches(&mut self) {
+        let mut closed = Vec::new();
+        for (&stream, outbox) in &self.watch_outboxes {
+            if outbox.is_closed() {
+                closed.push(stream);
+                continue;
+            }
+            while outbox.capacity() > 0 {
+                let Some(response) = self.node.watches_mut().poll(stream) else {
+                    break;
+                };
+                if outbox.try_send(response).is_err() {
+                    break;
+                }
+            }
+        }
+        for stream in closed {
+            self.close_watch_stream(stream);
+        }
+    }
+
+    /// Carries out every pending `Ready` (see `keel_core::raft::ready` for the order).
+    fn process_ready(&mut self) -> Result<(), LoopError> {
+        while let Some(mut ready) = self.node.ready() {
+            if let Some(soft) = ready.soft_state {
+                self.on_soft_state(soft.leader, soft.role);
+            }
+            for message in ready.messages.drain(..) {
+                self.transport.send(message);
+            }
+            let started = Instant::now();
+            let synced = ready.must_sync();
+            self.storage
+                .persist(&ready)
+                .inspect_err(|e| error!(%e, "persist failed"))?;
+            if synced {
+                self.metrics.observe_fsync(started.elapsed());
+            }
+            for message in ready.persisted_messages.drain(..) {
+                self.transport.send(message);
+            }
+            let committed = ready.committed_entries.len() as u64;
+            let output = self.node.apply(&mut ready, self.now_ms());
+            self.metrics
+                .proposals_committed
+                .fetch_add(committed, Ordering::Relaxed);
+            for completion in output.completions {
+                self.complete(completion);
+            }
+            for id in output.reads {
+                if let Some((read, _)) = self.pending_reads.remove(&id) {
+                    read(&self.node);
+                }
+            }
+            if output.membership_changed {
+                self.update_peers();
+            }
+            if output.undecodable_entries > 0 {
+                error!(
+                    count = output.undecodable_entries,
+                    "applied entries that do not decode as no-ops"
+                );
+            }
+            self.node.advance(&ready);
+            if let Some(snapshot) = self.node.maybe_snapshot() {
+                let index = snapshot.meta.index;
+                self.storage
+                    .save_snapshot(&snapshot, self.settings.snapshot_retain_entries)?;
+                info!(index, size_bytes = snapshot.data.len(), "saved a snapshot");
+            }
+        }
+        self.metrics.observe_node(&self.node);
+        Ok(())
+    }
+
+    fn complete(&mut self, completion: Completion) {
+        if let Some(reply) = self.pending_writes.remove(&completion.request_id) {
+            let _ = reply.send(Ok(Written {
+                outcome: completion.outcome,
+                raft_term: self.node.raft().term(),
+            }));
+        }
+    }
+
+    fn on_soft_state(&mut self, leader: Option<u64>, role: Role) {
+        if leader != self.leader {
+            match leader {
+                Some(id) => info!(
+                    leader = format!("{id:x}"),
+                    ?role,
+                    term = self.node.raft().term(),
+                    "leader elected"
+                ),
+                None => info!(term = self.node.raft().term(), "no leader"),
+            }
+            if leader.is_some() {
+                self.metrics.leader_changes.fetch_add(1, Ordering::Relaxed);
+            }
+            self.leader = leader;
+        }
+        if role != Role::Leader {
+            // Reads waiting on this node's leadership will not be answered: fail them now.
+            debug!(?role, "role changed");
+        }
+    }
+
+    /// Points the transport at the members as the node now knows them.
+    fn update_peers(&mut self) {
+        let peers: Vec<(u64, Vec<String>)> = self
+            .node
+            .members()
+            .iter()
+            .map(|m| (m.id, m.peer_urls.clone()))
+            .collect();
+        if !peers.is_empty() {
+            self.transport.set_peers(&peers);
+        }
+    }
+}
+
+fn propose_error(error: NodeProposeError) -> ApiError {
+    match error {
+        NodeProposeError::Store(error) => ApiError::Store(error),
+        NodeProposeError::Raft(error) => match error {
+            ProposeError::NotLeader { .. } | ProposeError::NotMember => ApiError::NoLeader,
+            ProposeError::LeaderTransferInProgress { .. } => ApiError::LeaderChanged,
+            ProposeError::UncommittedLimit { .. } | ProposeError::ForwardQueueFull { .. } => {
+                ApiError::TooManyRequests
+            }
+            ProposeError::ConfChangePending { .. } => {
+                ApiError::InvalidConfChange("etcdserver: unhealthy cluster".into())
+            }
+            ProposeError::InvalidConfChange { reason } => {
+                ApiError::InvalidConfChange(format!("etcdserver: {reason}"))
+            }
+        },
+    }
+}

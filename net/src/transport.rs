@@ -1,0 +1,381 @@
+//! Peer transport: Raft messages between members over TCP (see [`crate::frame`]).
+//!
+//! Each member dials each peer once and only sends on that connection; it receives on the
+//! connections its peers dialled. A peer's messages wait in a bounded queue: when it is full
+//! they are dropped (Raft resends), and a peer that cannot be reached is reported so the
+//! leader stops pipelining to it. Connections are re-dialled with backoff. A frame that fails
+//! to decode, or a hello from another cluster or for another member, closes that connection
+//! with a log line and harms nothing else.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use keel_core::raft::{Message, MessageBody, NodeId};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use crate::frame::{self, Decoded, Decoder, Hello};
+
+/// Messages queued for one peer before new ones are dropped.
+pub const PEER_QUEUE_MESSAGES: usize = 4096;
+const MIN_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+const READ_CHUNK_BYTES: usize = 64 * 1024;
+
+/// What the transport tells the server loop about sending.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeerReport {
+    /// A message to this peer was dropped or its connection failed.
+    Unreachable(NodeId),
+    /// A snapshot to this peer could not be sent whole.
+    SnapshotFailed(NodeId),
+}
+
+/// Counters for `/metrics` (etcd's `etcd_network_peer_*`).
+#[derive(Debug, Default)]
+pub struct TransportStats {
+    pub sent_bytes: AtomicU64,
+    pub received_bytes: AtomicU64,
+    pub sent_failures: AtomicU64,
+    pub dropped_messages: AtomicU64,
+}
+
+/// The sending half, owned by the server loop.
+#[derive(Debug)]
+pub struct Transport {
+    local_id: NodeId,
+    cluster_id: ClusterId,
+    peers: BTreeMap<NodeId, Peer>,
+    reports: mpsc::UnboundedSender<PeerReport>,
+    stats: Arc<TransportStats>,
+}
+
+#[derive(Debug)]
+struct Peer {
+    urls: Vec<String>,
+    queue: mpsc::Sender<Message>,
+}
+
+impl Transport {
+    pub fn new(
+        local_id: NodeId,
+        cluster_id: ClusterId,
+        reports: mpsc::UnboundedSender<PeerReport>,
+        stats: Arc<TransportStats>,
+    ) -> Transport {
+        Transport {
+            local_id,
+            cluster_id,
+            peers: BTreeMap::new(),
+            reports,
+            stats,
+        }
+    }
+
+    /// Makes the set of peers match `members` (id, peer URLs): starts senders for new or
+    /// moved peers, stops those of removed ones.
+    pub fn set_peers(&mut self, members: &[(NodeId, Vec<String>)]) {
+        self.peers.retain(|id, peer| {
+            members
+                .iter()
+                .any(|(m, urls)| m == id && *urls == peer.urls)
+        });
+        for (id, urls) in members {
+            if *id == self.local_id || self.peers.contains_key(id) || urls.is_empty() {
+                continue;
+            }
+            let (queue, rx) = mpsc::channel(PEER_QUEUE_MESSAGES);
+            let sender = Sender {
+                cluster_id: self.cluster_id.clone(),
+                from: self.local_id,
+                to: *id,
+                urls: urls.clone(),
+                reports: self.reports.clone(),
+                stats: self.stats.clone(),
+            };
+            tokio::spawn(sender.run(rx));
+            self.peers.insert(
+                *id,
+                Peer {
+                    urls: urls.clone(),
+                    queue,
+                },
+            );
+        }
+    }
+
+    /// Queues `message` for its peer; drops it if the queue is full or the peer unknown.
+    pub fn send(&mut self, message: Message) {
+        let to = message.to;
+        let is_snapshot = matches!(message.body, MessageBody::InstallSnapshot(_));
+        let Some(peer) = self.peers.get(&to) else {
+            debug!(to, "dropping a message for an unknown peer");
+            return;
+        };
+        if peer.queue.try_send(message).is_err() {
+            self.stats.dropped_messages.fetch_add(1, Ordering::Relaxed);
+            let report = if is_snapshot {
+                PeerReport::SnapshotFailed(to)
+            } else {
+                PeerReport::Unreachable(to)
+            };
+            let _ = self.reports.send(report);
+        }
+    }
+}
+
+/// The cluster id, shared by a member's senders and receivers. A member that joins an
+/// existing cluster starts with 0 (unknown) and takes the id from the first peer that dials
+/// it; from then on, and for every other member, hellos must carry it.
+#[derive(Clone, Debug, Default)]
+pub struct ClusterId(Arc<AtomicU64>);
+
+impl ClusterId {
+    pub fn new(id: u64) -> ClusterId {
+        ClusterId(Arc::new(AtomicU64::new(id)))
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
+    }
+
+    /// Accepts `offered` if it is the known id, or adopts it if none is known yet.
+    fn accept(&self, offered: u64) -> bool {
+        match self
+            .0
+            .compare_exchange(0, offered, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => offered != 0,
+            Err(known) => known == offered,
+        }
+    }
+}
+
+/// Sends one peer's queue over a connection it dials, re-dialling with backoff.
+struct Sender {
+    cluster_id: ClusterId,
+    from: NodeId,
+    to: NodeId,
+    urls: Vec<String>,
+    reports: mpsc::UnboundedSender<PeerReport>,
+    stats: Arc<TransportStats>,
+}
+
+impl Sender {
+    async fn run(self, mut queue: mpsc::Receiver<Message>) {
+        let mut backoff = MIN_BACKOFF;
+        let mut attempt = 0usize;
+        loop {
+            let url = &self.urls[attempt % self.urls.len()];
+            attempt += 1;
+            match connect(url).await {
+                Ok(stream) => {
+                    backoff = MIN_BACKOFF;
+                    info!(peer = self.to, url, "connected to peer");
+                    match self.stream(stream, &mut queue).await {
+                        Ok(()) => return, // the queue closed: this peer was removed
+                        Err(error) => {
+                            self.stats.sent_failures.fetch_add(1, Ordering::Relaxed);
+                            warn!(peer = self.to, %error, "peer connection lost");
+                        }
+                    }
+                }
+                Err(error) => {
+                    debug!(peer = self.to, url, %error, "cannot reach peer");
+                    let _ = self.reports.send(PeerReport::Unreachable(self.to));
+                }
+            }
+            // Messages queued while disconnected are stale; Raft resends what matters.
+            while let Ok(message) = queue.try_recv() {
+                self.report_lost(&message);
+            }
+            if queue.is_closed() {
+                return;
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    async fn stream(
+        &self,
+        mut stream: TcpStream,
+        queue: &mut mpsc::Receiver<Message>,
+    ) -> std::io::Result<()> {
+        let mut out = BytesMut::new();
+        let hello = Hello {
+            cluster_id: self.cluster_id.get(),
+            from: self.from,
+            to: self.to,
+        };
+        frame::encode_hello(&hello, &mut out);
+        stream.write_all(&out).await?;
+        stream.flush().await?;
+        loop {
+            let Some(first) = queue.recv().await else {
+                return Ok(());
+            };
+            out.clear();
+            let mut batch = vec![first];
+            // Everything already queued goes in one write.
+            while batch.len() < 256 {
+                match queue.try_recv() {
+                    Ok(message) => batch.push(message),
+                    Err(_) => break,
+                }
+            }
+            for message in &batch {
+                frame::encode_message(message, &mut out);
+            }
+            if let Err(error) = write_flush(&mut stream, &out).await {
+                for message in &batch {
+                    self.report_lost(message);
+                }
+                return Err(error);
+            }
+            self.stats
+                .sent_bytes
+                .fetch_add(out.len() as u64, Ordering::Relaxed);
+        }
+    }
+
+    fn report_lost(&self, message: &Message) {
+        let report = if matches!(message.body, MessageBody::InstallSnapshot(_)) {
+            PeerReport::SnapshotFailed(message.to)
+        } else {
+            PeerReport::Unreachable(message.to)
+        };
+        let _ = self.reports.send(report);
+    }
+}
+
+async fn write_flush(stream: &mut TcpStream, bytes: &[u8]) -> std::io::Result<()> {
+    stream.write_all(bytes).await?;
+    // A simulated stream delivers on flush; a real one wants it too (no Nagle delay).
+    stream.flush().await
+}
+
+async fn connect(url: &str) -> std::io::Result<TcpStream> {
+    let authority = url
+        .split_once("://")
+        .map_or(url, |(_, rest)| rest)
+        .trim_end_matches('/');
+    let stream = TcpStream::connect(authority).await?;
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
+
+/// Accepts peers' connections on `listener` and hands their messages to `inbox`.
+pub async fn serve_peers(
+    listener: TcpListener,
+    local_id: NodeId,
+    cluster_id: ClusterId,
+    max_message_bytes: usize,
+    inbox: mpsc::Sender<Message>,
+    stats: Arc<TransportStats>,
+) {
+    loop {
+        let (stream, addr) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                warn!(%error, "peer listener failed to accept");
+                tokio::time::sleep(MIN_BACKOFF).await;
+                continue;
+            }
+        };
+        let receiver = Receiver {
+            local_id,
+            cluster_id: cluster_id.clone(),
+            inbox: inbox.clone(),
+            stats: stats.clone(),
+        };
+        tokio::spawn(async move {
+            if let Err(error) = receiver.run(stream, max_message_bytes).await {
+                warn!(%addr, %error, "closing peer connection");
+            }
+        });
+    }
+}
+
+struct Receiver {
+    local_id: NodeId,
+    cluster_id: ClusterId,
+    inbox: mpsc::Sender<Message>,
+    stats: Arc<TransportStats>,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ReceiveError {
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Frame(#[from] frame::FrameError),
+    #[error("hello for cluster {cluster_id:x} member {to:x}, but this is cluster {expected_cluster:x} member {expected_to:x}")]
+    WrongHello {
+        cluster_id: u64,
+        to: NodeId,
+        expected_cluster: u64,
+        expected_to: NodeId,
+    },
+    #[error("message claims to be from {claimed:x} on a connection from {peer:x}")]
+    WrongSender { claimed: NodeId, peer: NodeId },
+}
+
+impl Receiver {
+    async fn run(
+        self,
+        mut stream: TcpStream,
+        max_message_bytes: usize,
+    ) -> Result<(), ReceiveError> {
+        let mut decoder = Decoder::new(max_message_bytes);
+        let mut peer: Option<NodeId> = None;
+        loop {
+            while let Some(decoded) = decoder.decode_next()? {
+                match (decoded, peer) {
+                    (Decoded::Hello(hello), None) => {
+                        self.check_hello(&hello)?;
+                        peer = Some(hello.from);
+                    }
+                    (Decoded::Message(message), Some(from)) => {
+                        if message.from != from {
+                            return Err(ReceiveError::WrongSender {
+                                claimed: message.from,
+                                peer: from,
+                            });
+                        }
+                        if self.inbox.send(message).await.is_err() {
+                            return Ok(()); // the server is stopping
+                        }
+                    }
+                    _ => return Err(frame::FrameError::NoHello.into()),
+                }
+            }
+            let buffer = decoder.buffer_mut();
+            buffer.reserve(READ_CHUNK_BYTES);
+            let read = stream.read_buf(buffer).await?;
+            if read == 0 {
+                return Ok(());
+            }
+            self.stats
+                .received_bytes
+                .fetch_add(read as u64, Ordering::Relaxed);
+        }
+    }
+
+    fn check_hello(&self, hello: &Hello) -> Result<(), ReceiveError> {
+        if hello.to != self.local_id || !self.cluster_id.accept(hello.cluster_id) {
+            return Err(ReceiveError::WrongHello {
+                cluster_id: hello.cluster_id,
+                to: hello.to,
+                expected_cluster: self.cluster_id.get(),
+                expected_to: self.local_id,
+            });
+        }
+        Ok(())
+    }
+}
