@@ -495,3 +495,50 @@ fn watch_on_a_follower_sees_every_event_in_order() {
     assert_eq!(revisions.len(), 5);
     assert!(revisions.windows(2).all(|w| w[0] < w[1]), "{revisions:?}");
 }
+
+#[test]
+fn peer_urls_update_reaches_every_member_and_answers_the_proposer() {
+    let mut cluster = NodeCluster::new(3, default_node_config);
+    cluster.elect(1);
+    let update = ProposalBody::UpdatePeerUrls {
+        id: 2,
+        peer_urls: vec!["http://10.0.0.22:2380".into()],
+    };
+    cluster.node_mut(3).propose(600, update).unwrap();
+    cluster.run();
+    let Some(Outcome::MembershipChanged { members }) = cluster.outcome(3, 600) else {
+        panic!("the proposer is answered")
+    };
+    assert_eq!(members.len(), 3);
+    for id in [1, 2, 3] {
+        let member = cluster.node(id).members().get(2).cloned().unwrap();
+        assert_eq!(member.peer_urls, vec!["http://10.0.0.22:2380".to_string()]);
+        assert!(!member.is_learner);
+    }
+    cluster.assert_converged();
+}
+
+#[test]
+fn a_watch_from_the_past_catches_up_when_synced_without_new_writes() {
+    let mut cluster = NodeCluster::new(1, default_node_config);
+    cluster.elect(1);
+    for i in 0..3 {
+        cluster.put(1, &format!("p{i}"), "v");
+    }
+    cluster.run();
+    let node = cluster.node_mut(1);
+    let stream = node.watches_mut().open_stream();
+    let request = WatchCreateRequest {
+        key: Bytes::from_static(b"p"),
+        range_end: Bytes::from_static(b"q"),
+        start_revision: 1,
+        ..Default::default()
+    };
+    node.watches_mut().create_watch(stream, &request).unwrap();
+    assert_eq!(node.sync_watches(), 0, "caught up in one round");
+    let mut events = 0;
+    while let Some(response) = node.watches_mut().poll(stream) {
+        events += response.events.len();
+    }
+    assert_eq!(events, 3);
+}

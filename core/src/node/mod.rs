@@ -225,6 +225,14 @@ impl Node {
         &mut self.watches
     }
 
+    /// Lets watchers that are catching up read the next part of the store's history (call
+    /// now and then: after creating a watch from the past, and on a timer, since a watcher
+    /// may need several rounds and idle stores produce no applies that would drive it).
+    /// Returns how many watchers are still catching up.
+    pub fn sync_watches(&mut self) -> usize {
+        self.watches.sync(&self.store)
+    }
+
     pub fn members(&self) -> &Members {
         &self.members
     }
@@ -489,6 +497,14 @@ impl Node {
                 self.members.publish(&attributes);
                 self.store.apply_empty(index);
                 Outcome::MemberPublished
+            }
+            ProposalBody::UpdatePeerUrls { id, peer_urls } => {
+                self.members.update_peer_urls(id, peer_urls);
+                self.store.apply_empty(index);
+                output.membership_changed = true;
+                Outcome::MembershipChanged {
+                    members: self.members.iter().cloned().collect(),
+                }
             }
         };
         if proposal.proposer == self.id {

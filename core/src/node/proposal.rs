@@ -29,6 +29,9 @@ pub enum ProposalBody {
     Store(Command),
     /// A member announces its name and client URLs (etcd's member attributes).
     PublishMember(MemberAttributes),
+    /// New peer URLs for a member (etcd's MemberUpdate). Not a Raft configuration change:
+    /// the voter set stays the same, only where to reach the member changes.
+    UpdatePeerUrls { id: NodeId, peer_urls: Vec<String> },
 }
 
 /// A membership change entry's context: the member record and who asked.
