@@ -20,6 +20,9 @@ use crate::transport::TransportStats;
 pub struct Metrics {
     pub leader_changes: AtomicU64,
     pub proposals_committed: AtomicU64,
+    /// The Raft term as of the last batch, for response headers built off the loop
+    /// (watch responses).
+    raft_term: AtomicU64,
     has_leader: Gauge,
     is_leader: Gauge,
     leader_changes_seen: Counter,
@@ -122,6 +125,7 @@ impl Metrics {
         Arc::new(Metrics {
             leader_changes: AtomicU64::new(0),
             proposals_committed: AtomicU64::new(0),
+            raft_term: AtomicU64::new(0),
             has_leader,
             is_leader,
             leader_changes_seen,
@@ -147,6 +151,7 @@ impl Metrics {
     /// Samples the node's state (called by the loop after each batch).
     pub fn observe_node(&self, node: &Node) {
         let raft = node.raft();
+        self.raft_term.store(raft.term(), Ordering::Relaxed);
         self.has_leader.set(i64::from(raft.leader().is_some()));
         self.is_leader.set(i64::from(raft.role() == Role::Leader));
         self.proposals_committed_total
@@ -183,6 +188,10 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &self.registry);
         out
+    }
+
+    pub fn raft_term(&self) -> u64 {
+        self.raft_term.load(Ordering::Relaxed)
     }
 
     pub fn has_leader(&self) -> bool {

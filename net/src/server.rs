@@ -14,12 +14,20 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
+use crate::api::cluster::ClusterService;
+use crate::api::lease::LeaseService;
+use crate::api::maintenance::MaintenanceService;
+use crate::api::watch::{keep_watchers_moving, WatchService};
 use crate::api::{kv::KvService, Api};
 use crate::compactor::Compactor;
 use crate::config::{ClusterState, ServerConfig};
 use crate::handle::{NodeHandle, REQUEST_QUEUE};
 use crate::metrics::Metrics;
+use crate::proto::etcdserverpb::cluster_server::ClusterServer;
 use crate::proto::etcdserverpb::kv_server::KvServer;
+use crate::proto::etcdserverpb::lease_server::LeaseServer;
+use crate::proto::etcdserverpb::maintenance_server::MaintenanceServer;
+use crate::proto::etcdserverpb::watch_server::WatchServer;
 use crate::server_loop::{LoopError, LoopInputs, LoopSettings, ServerLoop, WatchOpen};
 use crate::transport::{self, Transport, TransportStats};
 
@@ -207,10 +215,28 @@ pub async fn start<D: Disk + Send + 'static>(
     let kv = KvServer::new(KvService::new(api.clone()))
         .max_decoding_message_size(max_message_bytes)
         .max_encoding_message_size(usize::MAX);
+    let watch_service = WatchService::new(
+        api.clone(),
+        watch_tx.clone(),
+        metrics.clone(),
+        max_message_bytes,
+    );
+    let watch = WatchServer::new(watch_service)
+        .max_decoding_message_size(max_message_bytes)
+        .max_encoding_message_size(usize::MAX);
+    let lease = LeaseServer::new(LeaseService::new(api.clone()));
+    let cluster = ClusterServer::new(ClusterService::new(api.clone()));
+    let maintenance = MaintenanceServer::new(MaintenanceService::new(api.clone()))
+        .max_encoding_message_size(usize::MAX);
+    tokio::spawn(keep_watchers_moving(handle.clone()));
     let incoming = tonic::transport::server::TcpIncoming::from(client_listener);
     tokio::spawn(async move {
         let served = tonic::transport::Server::builder()
             .add_service(kv)
+            .add_service(watch)
+            .add_service(lease)
+            .add_service(cluster)
+            .add_service(maintenance)
             .serve_with_incoming(incoming)
             .await;
         if let Err(error) = served {

@@ -222,3 +222,200 @@ pub fn compaction_response(
         header: Some(h.header(r.header.revision)),
     }
 }
+
+// ---- Watch ----
+
+/// etcd ignores filter values it does not know (`FiltersFromRequest`), so does keel.
+pub fn watch_create_request(r: pb::WatchCreateRequest) -> core::WatchCreateRequest {
+    use pb::watch_create_request::FilterType;
+    let filters = r
+        .filters
+        .iter()
+        .filter_map(|&f| match FilterType::try_from(f) {
+            Ok(FilterType::Noput) => Some(core::WatchFilterType::NoPut),
+            Ok(FilterType::Nodelete) => Some(core::WatchFilterType::NoDelete),
+            Err(_) => None,
+        })
+        .collect();
+    core::WatchCreateRequest {
+        key: r.key,
+        range_end: r.range_end,
+        start_revision: r.start_revision,
+        progress_notify: r.progress_notify,
+        filters,
+        prev_kv: r.prev_kv,
+        watch_id: r.watch_id,
+        fragment: r.fragment,
+    }
+}
+
+pub fn watch_response(r: core::WatchResponse, h: &impl HeaderSource) -> pb::WatchResponse {
+    pb::WatchResponse {
+        header: Some(h.header(r.header.revision)),
+        watch_id: r.watch_id,
+        created: r.created,
+        canceled: r.canceled,
+        compact_revision: r.compact_revision,
+        cancel_reason: r.cancel_reason,
+        fragment: r.fragment,
+        events: r.events.into_iter().map(event).collect(),
+    }
+}
+
+// ---- Lease ----
+
+pub fn lease_grant_request(r: pb::LeaseGrantRequest) -> core::LeaseGrantRequest {
+    core::LeaseGrantRequest {
+        ttl: r.ttl,
+        id: r.id,
+    }
+}
+
+pub fn lease_grant_response(
+    r: core::LeaseGrantResponse,
+    h: &impl HeaderSource,
+) -> pb::LeaseGrantResponse {
+    pb::LeaseGrantResponse {
+        header: Some(h.header(r.header.revision)),
+        id: r.id,
+        ttl: r.ttl,
+        error: r.error,
+    }
+}
+
+pub fn lease_revoke_response(
+    r: core::LeaseRevokeResponse,
+    h: &impl HeaderSource,
+) -> pb::LeaseRevokeResponse {
+    pb::LeaseRevokeResponse {
+        header: Some(h.header(r.header.revision)),
+    }
+}
+
+pub fn lease_keep_alive_response(
+    r: core::LeaseKeepAliveResponse,
+    h: &impl HeaderSource,
+) -> pb::LeaseKeepAliveResponse {
+    pb::LeaseKeepAliveResponse {
+        header: Some(h.header(r.header.revision)),
+        id: r.id,
+        ttl: r.ttl,
+    }
+}
+
+pub fn lease_time_to_live_request(r: pb::LeaseTimeToLiveRequest) -> core::LeaseTimeToLiveRequest {
+    core::LeaseTimeToLiveRequest {
+        id: r.id,
+        keys: r.keys,
+    }
+}
+
+pub fn lease_time_to_live_response(
+    r: core::LeaseTimeToLiveResponse,
+    h: &impl HeaderSource,
+) -> pb::LeaseTimeToLiveResponse {
+    pb::LeaseTimeToLiveResponse {
+        header: Some(h.header(r.header.revision)),
+        id: r.id,
+        ttl: r.ttl,
+        granted_ttl: r.granted_ttl,
+        keys: r.keys,
+    }
+}
+
+pub fn lease_leases_response(
+    r: core::LeaseLeasesResponse,
+    h: &impl HeaderSource,
+) -> pb::LeaseLeasesResponse {
+    pb::LeaseLeasesResponse {
+        header: Some(h.header(r.header.revision)),
+        leases: r
+            .leases
+            .into_iter()
+            .map(|l| pb::LeaseStatus { id: l.id })
+            .collect(),
+    }
+}
+
+// ---- Cluster ----
+
+pub fn member(m: keel_core::node::Member) -> pb::Member {
+    pb::Member {
+        id: m.id,
+        name: m.name,
+        peer_ur_ls: m.peer_urls,
+        client_ur_ls: m.client_urls,
+        is_learner: m.is_learner,
+    }
+}
+
+pub fn members(members: impl IntoIterator<Item = keel_core::node::Member>) -> Vec<pb::Member> {
+    members.into_iter().map(member).collect()
+}
+
+// ---- Maintenance ----
+
+pub fn alarm_request(r: pb::AlarmRequest) -> Result<core::AlarmRequest, Status> {
+    use pb::alarm_request::AlarmAction as A;
+    let action = match A::try_from(r.action) {
+        Ok(A::Get) => core::AlarmAction::Get,
+        Ok(A::Activate) => core::AlarmAction::Activate,
+        Ok(A::Deactivate) => core::AlarmAction::Deactivate,
+        Err(_) => return Err(invalid("alarm action")),
+    };
+    let alarm = alarm_type_from(r.alarm).ok_or_else(|| invalid("alarm type"))?;
+    Ok(core::AlarmRequest {
+        action,
+        member_id: r.member_id,
+        alarm,
+    })
+}
+
+fn alarm_type_from(value: i32) -> Option<core::AlarmType> {
+    match pb::AlarmType::try_from(value) {
+        Ok(pb::AlarmType::None) => Some(core::AlarmType::None),
+        Ok(pb::AlarmType::Nospace) => Some(core::AlarmType::NoSpace),
+        Ok(pb::AlarmType::Corrupt) => Some(core::AlarmType::Corrupt),
+        Err(_) => None,
+    }
+}
+
+fn alarm_type(alarm: core::AlarmType) -> pb::AlarmType {
+    match alarm {
+        core::AlarmType::None => pb::AlarmType::None,
+        core::AlarmType::NoSpace => pb::AlarmType::Nospace,
+        core::AlarmType::Corrupt => pb::AlarmType::Corrupt,
+    }
+}
+
+pub fn alarm_member(a: core::AlarmMember) -> pb::AlarmMember {
+    pb::AlarmMember {
+        member_id: a.member_id,
+        alarm: alarm_type(a.alarm) as i32,
+    }
+}
+
+/// An alarm as etcd's `Status.errors` shows it: the protobuf text form of `AlarmMember`.
+pub fn alarm_text(a: core::AlarmMember) -> String {
+    format!(
+        "memberID:{} alarm:{} ",
+        a.member_id,
+        alarm_type(a.alarm).as_str_name()
+    )
+}
+
+pub fn alarm_response(r: core::AlarmResponse, h: &impl HeaderSource) -> pb::AlarmResponse {
+    pb::AlarmResponse {
+        header: Some(h.header(r.header.revision)),
+        alarms: r.alarms.into_iter().map(alarm_member).collect(),
+    }
+}
+
+pub fn hash_kv_response(r: core::HashKvResponse, h: &impl HeaderSource) -> pb::HashKvResponse {
+    pb::HashKvResponse {
+        header: Some(h.header(r.header.revision)),
+        hash: r.hash,
+        compact_revision: r.compact_revision,
+        hash_revision: r.hash_revision,
+    }
+}

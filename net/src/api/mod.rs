@@ -2,11 +2,17 @@
 //! request, asks the server loop, converts the answer; errors carry etcd's gRPC codes and
 //! messages (`api/v3rpc/rpctypes`), so `etcdctl` prints what it prints against etcd.
 
+pub mod cluster;
 pub mod convert;
+pub mod errors;
+pub mod forward;
 pub mod kv;
+pub mod lease;
+pub mod maintenance;
+pub mod watch;
 
 use keel_core::mvcc::{self, GrpcCode};
-use keel_core::node::Outcome;
+use keel_core::node::{Outcome, ProposalBody};
 use tonic::{Code, Status};
 
 use crate::handle::{ApiError, NodeHandle};
@@ -51,6 +57,36 @@ impl Api {
             raft_term,
         }
     }
+
+    /// A header as of now: the current term and the store's current revision.
+    pub async fn current_header(&self) -> Result<pb::ResponseHeader, Status> {
+        use convert::HeaderSource;
+        let (term, revision) = self
+            .handle
+            .call(|node| (node.raft().term(), node.store().current_revision()))
+            .await
+            .map_err(api_status)?;
+        Ok(self.header_at(term).header(revision))
+    }
+
+    /// Proposes a store write and waits for the store's answer.
+    pub async fn propose(
+        &self,
+        command: mvcc::Command,
+    ) -> Result<(mvcc::Response, Header), Status> {
+        let written = self
+            .handle
+            .write(ProposalBody::Store(command))
+            .await
+            .map_err(api_status)?;
+        let header = self.header_at(written.raft_term);
+        Ok((store_outcome(written.outcome)?, header))
+    }
+}
+
+/// A store answer of another kind than the request's: a bug, not the client's doing.
+pub fn unexpected_response(what: &str) -> Status {
+    Status::internal(format!("the store answered a {what} with another response"))
 }
 
 pub fn store_status(error: &mvcc::Error) -> Status {

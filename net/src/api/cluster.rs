@@ -1,0 +1,496 @@
+//! The Cluster service: the member list, and membership changes through Raft with etcd's
+//! checks before proposing (`ValidateConfigurationChange` and the strict reconfiguration
+//! checks: a change must not leave fewer started voters than a quorum).
+
+use keel_core::node::{member_id, Member, Members, Node, Outcome, ProposalBody};
+use keel_core::raft::ConfChangeKind;
+use tonic::{Request, Response, Status};
+
+use super::convert::{self, HeaderSource};
+use super::errors::EtcdError;
+use super::forward::{is_forwarded, mark_forwarded, Forwarder};
+use super::{api_status, Api, Header};
+use crate::handle::{ApiError, Written};
+use crate::proto::etcdserverpb as pb;
+use crate::proto::etcdserverpb::cluster_client::ClusterClient;
+use crate::proto::etcdserverpb::cluster_server::Cluster;
+
+/// etcd's default `--max-learners`.
+const MAX_LEARNERS: usize = 1;
+
+#[derive(Clone, Debug)]
+pub struct ClusterService {
+    api: Api,
+    forwarder: Forwarder,
+}
+
+impl ClusterService {
+    pub fn new(api: Api) -> ClusterService {
+        let forwarder = Forwarder::new(api.handle.clone());
+        ClusterService { api, forwarder }
+    }
+
+    /// Runs a check against the members on the loop.
+    async fn check<T: Send + 'static>(
+        &self,
+        check: impl FnOnce(&Node) -> Result<T, EtcdError> + Send + 'static,
+    ) -> Result<T, Status> {
+        let checked = self
+            .api
+            .handle
+            .call(move |node| check(node))
+            .await
+            .map_err(api_status)?;
+        checked.map_err(EtcdError::status)
+    }
+
+    /// The members after an applied change, with the header to answer with.
+    fn changed(&self, written: Written) -> Result<(Vec<pb::Member>, Header), Status> {
+        let header = self.api.header_at(written.raft_term);
+        match written.outcome {
+            Outcome::MembershipChanged { members } => Ok((convert::members(members), header)),
+            Outcome::Lost => Err(api_status(ApiError::LeaderChanged)),
+            other => Err(Status::internal(format!(
+                "a membership change was answered with {other:?}"
+            ))),
+        }
+    }
+
+    async fn forward_promote(&self, id: u64) -> Result<pb::MemberPromoteResponse, Status> {
+        self.forwarder
+            .to_leader(move |channel| async move {
+                let mut request = Request::new(pb::MemberPromoteRequest { id });
+                mark_forwarded(&mut request);
+                let answer = ClusterClient::new(channel).member_promote(request).await?;
+                Ok(answer.into_inner())
+            })
+            .await
+    }
+}
+
+/// etcd leaves the revision out of Cluster headers.
+fn cluster_header(header: &Header) -> Option<pb::ResponseHeader> {
+    Some(header.header(0))
+}
+
+#[tonic::async_trait]
+impl Cluster for ClusterService {
+    async fn member_add(
+        &self,
+        request: Request<pb::MemberAddRequest>,
+    ) -> Result<Response<pb::MemberAddResponse>, Status> {
+        let request = request.into_inner();
+        let peer_urls = peer_urls(request.peer_ur_ls)?;
+        // The id the new member computes for itself from the same inputs when it starts.
+        let id = member_id(&peer_urls, &self.api.cluster_token);
+        let is_learner = request.is_learner;
+        let urls = peer_urls.clone();
+        self.check(move |node| check_add(node.members(), id, &urls, is_learner))
+            .await?;
+        let member = Member {
+            id,
+            peer_urls,
+            is_learner,
+            ..Member::default()
+        };
+        let kind = if is_learner {
+            ConfChangeKind::AddLearner
+        } else {
+            ConfChangeKind::AddVoter
+        };
+        let written = self
+            .api
+            .handle
+            .conf_change(kind, member.clone())
+            .await
+            .map_err(api_status)?;
+        let (members, header) = self.changed(written)?;
+        Ok(Response::new(pb::MemberAddResponse {
+            header: cluster_header(&header),
+            member: Some(convert::member(member)),
+            members,
+        }))
+    }
+
+    async fn member_remove(
+        &self,
+        request: Request<pb::MemberRemoveRequest>,
+    ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
+        let id = request.into_inner().id;
+        let member = self
+            .check(move |node| check_remove(node.members(), id))
+            .await?;
+        let written = self
+            .api
+            .handle
+            .conf_change(ConfChangeKind::RemoveNode, member)
+            .await
+            .map_err(api_status)?;
+        let (members, header) = self.changed(written)?;
+        Ok(Response::new(pb::MemberRemoveResponse {
+            header: cluster_header(&header),
+            members,
+        }))
+    }
+
+    async fn member_update(
+        &self,
+        request: Request<pb::MemberUpdateRequest>,
+    ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
+        let request = request.into_inner();
+        let id = request.id;
+        let peer_urls = peer_urls(request.peer_ur_ls)?;
+        let urls = peer_urls.clone();
+        self.check(move |node| check_update(node.members(), id, &urls))
+            .await?;
+        let written = self
+            .api
+            .handle
+            .write(ProposalBody::UpdatePeerUrls { id, peer_urls })
+            .await
+            .map_err(api_status)?;
+        let (members, header) = self.changed(written)?;
+        Ok(Response::new(pb::MemberUpdateResponse {
+            header: cluster_header(&header),
+            members,
+        }))
+    }
+
+    async fn member_list(
+        &self,
+        request: Request<pb::MemberListRequest>,
+    ) -> Result<Response<pb::MemberListResponse>, Status> {
+        // As etcd: served from this member's state unless the client asks otherwise.
+        let linearizable = request.into_inner().linearizable;
+        let (members, term) = self
+            .api
+            .handle
+            .read(linearizable, |node| {
+                let members: Vec<Member> = node.members().iter().cloned().collect();
+                (members, node.raft().term())
+            })
+            .await
+            .map_err(api_status)?;
+        Ok(Response::new(pb::MemberListResponse {
+            header: cluster_header(&self.api.header_at(term)),
+            members: convert::members(members),
+        }))
+    }
+
+    async fn member_promote(
+        &self,
+        request: Request<pb::MemberPromoteRequest>,
+    ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
+        let forwarded = is_forwarded(&request);
+        let id = request.into_inner().id;
+        let checked = self
+            .api
+            .handle
+            .call(move |node| check_promote(node, id))
+            .await
+            .map_err(api_status)?;
+        let member = match checked {
+            Ok(member) => member,
+            // Only the leader knows how far the learner's log is: ask it, as etcd does.
+            Err(EtcdError::NotLeader) if !forwarded => {
+                let mut response = self.forward_promote(id).await?;
+                let term = self.api.current_header().await?.raft_term;
+                response.header = cluster_header(&self.api.header_at(term));
+                return Ok(Response::new(response));
+            }
+            Err(error) => return Err(error.status()),
+        };
+        let written = self
+            .api
+            .handle
+            .conf_change(ConfChangeKind::PromoteLearner, member)
+            .await
+            .map_err(api_status)?;
+        let (members, header) = self.changed(written)?;
+        Ok(Response::new(pb::MemberPromoteResponse {
+            header: cluster_header(&header),
+            members,
+        }))
+    }
+}
+
+/// Peer URLs as etcd accepts them (`types.NewURLs`): http or https, an explicit host and
+/// port, no path; sorted, as etcd keeps them.
+pub fn peer_urls(urls: Vec<String>) -> Result<Vec<String>, Status> {
+    if urls.is_empty() || !urls.iter().all(|u| is_valid_peer_url(u)) {
+        return Err(EtcdError::MemberBadUrls.status());
+    }
+    let mut urls = urls;
+    urls.sort();
+    Ok(urls)
+}
+
+fn is_valid_peer_url(raw: &str) -> bool {
+    let Ok(url) = url::Url::parse(raw) else {
+        return false;
+    };
+    let authority = raw.split_once("://").map_or("", |(_, rest)| {
+        rest.split(['/', '?', '#']).next().unwrap_or("")
+    });
+    let explicit_port = authority
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+    matches!(url.scheme(), "http" | "https")
+        && url.host().is_some()
+        && explicit_port
+        && matches!(url.path(), "" | "/")
+        && url.query().is_none()
+}
+
+fn is_started(member: &Member) -> bool {
+    // etcd: a member is started once it published its name.
+    !member.name.is_empty()
+}
+
+/// Voters, and how many of them started, leaving out `except`.
+fn voters_started(members: &Members, except: Option<u64>) -> (usize, usize) {
+    let voters = members
+        .iter()
+        .filter(|m| !m.is_learner && Some(m.id) != except);
+    voters.fold((0, 0), |(all, started), m| {
+        (all + 1, started + usize::from(is_started(m)))
+    })
+}
+
+fn has_quorum_started(voters: usize, started: usize) -> bool {
+    started > voters / 2
+}
+
+pub fn check_add(
+    members: &Members,
+    id: u64,
+    peer_urls: &[String],
+    is_learner: bool,
+) -> Result<(), EtcdError> {
+    if members.is_removed(id) {
+        return Err(EtcdError::IdRemoved);
+    }
+    // URLs first: with ids derived from URLs, a taken URL usually means a taken id too,
+    // and the URL is what the operator can change.
+    if members
+        .iter()
+        .any(|m| m.peer_urls.iter().any(|u| peer_urls.contains(u)))
+    {
+        return Err(EtcdError::PeerUrlExists);
+    }
+    if members.get(id).is_some() {
+        return Err(EtcdError::MemberExists);
+    }
+    if is_learner {
+        if members.iter().filter(|m| m.is_learner).count() >= MAX_LEARNERS {
+            return Err(EtcdError::TooManyLearners);
+        }
+        return Ok(());
+    }
+    let (voters, started) = voters_started(members, None);
+    // etcd lets a lone started member take a second one (restoring a cluster from backup).
+    let lone_member = voters == 1 && started == 1;
+    if !lone_member && !has_quorum_started(voters + 1, started) {
+        return Err(EtcdError::MemberNotEnoughStarted);
+    }
+    Ok(())
+}
+
+pub fn check_remove(members: &Members, id: u64) -> Result<Member, EtcdError> {
+    let member = members.get(id).ok_or(EtcdError::MemberNotFound)?;
+    if !member.is_learner {
+        let (voters, started) = voters_started(members, Some(id));
+        if !has_quorum_started(voters, started) {
+            return Err(EtcdError::MemberNotEnoughStarted);
+        }
+    }
+    Ok(member.clone())
+}
+
+pub fn check_update(members: &Members, id: u64, peer_urls: &[String]) -> Result<(), EtcdError> {
+    if members.get(id).is_none() {
+        return Err(EtcdError::MemberNotFound);
+    }
+    let taken = members
+        .iter()
+        .filter(|m| m.id != id)
+        .any(|m| m.peer_urls.iter().any(|u| peer_urls.contains(u)));
+    if taken {
+        return Err(EtcdError::PeerUrlExists);
+    }
+    Ok(())
+}
+
+/// A learner may be promoted once its log matches at least 90% of the leader's (etcd's
+/// `readyPercentThreshold`) and the voters that started, with it, make a quorum.
+pub fn check_promote(node: &Node, id: u64) -> Result<Member, EtcdError> {
+    let member = node
+        .members()
+        .get(id)
+        .ok_or(EtcdError::MemberNotFound)?
+        .clone();
+    if !member.is_learner {
+        return Err(EtcdError::MemberNotLearner);
+    }
+    if !node.is_leader() {
+        return Err(EtcdError::NotLeader);
+    }
+    let status = node.raft().status();
+    let learner_match = status
+        .progress
+        .get(&id)
+        .map(|p| p.match_index)
+        .ok_or(EtcdError::MemberNotFound)?;
+    let leader_match = status
+        .progress
+        .get(&node.id())
+        .map_or(status.last_index, |p| p.match_index);
+    if !is_in_sync(learner_match, leader_match) {
+        return Err(EtcdError::LearnerNotReady);
+    }
+    let (voters, started) = voters_started(node.members(), None);
+    // The learner counts as a started voter after its promotion.
+    if !has_quorum_started(voters + 1, started + 1) {
+        return Err(EtcdError::MemberNotEnoughStarted);
+    }
+    Ok(member)
+}
+
+fn is_in_sync(learner_match: u64, leader_match: u64) -> bool {
+    u128::from(learner_match) * 10 >= u128::from(leader_match) * 9
+}
+
+#[cfg(test)]
+mod tests {
+    use keel_core::raft::ConfChange;
+
+    use super::*;
+
+    fn member(id: u64, name: &str, url: &str, is_learner: bool) -> Member {
+        Member {
+            id,
+            name: name.into(),
+            peer_urls: vec![url.into()],
+            client_urls: vec![],
+            is_learner,
+        }
+    }
+
+    fn three() -> Members {
+        Members::new([
+            member(1, "a", "http://127.0.0.1:2380", false),
+            member(2, "b", "http://127.0.0.1:2382", false),
+            member(3, "", "http://127.0.0.1:2384", false),
+        ])
+    }
+
+    #[test]
+    fn peer_urls_must_be_http_with_host_and_port() {
+        for good in ["http://127.0.0.1:2380", "https://node-1.example:2380/"] {
+            assert!(is_valid_peer_url(good), "{good}");
+        }
+        for bad in [
+            "127.0.0.1:2380",
+            "http://127.0.0.1",
+            "ftp://127.0.0.1:2380",
+            "http://127.0.0.1:2380/path",
+            "http://:2380",
+            "not a url",
+        ] {
+            assert!(!is_valid_peer_url(bad), "{bad}");
+        }
+        let sorted = peer_urls(vec!["http://b:1".into(), "http://a:1".into()]).unwrap();
+        assert_eq!(
+            sorted,
+            vec!["http://a:1".to_string(), "http://b:1".to_string()]
+        );
+        assert_eq!(
+            peer_urls(vec![]).unwrap_err().message(),
+            "etcdserver: given member URLs are invalid"
+        );
+    }
+
+    #[test]
+    fn add_refuses_taken_urls_existing_and_removed_ids_and_a_second_learner() {
+        let mut members = three();
+        let taken = vec!["http://127.0.0.1:2382".to_string()];
+        assert_eq!(
+            check_add(&members, 9, &taken, false),
+            Err(EtcdError::PeerUrlExists)
+        );
+        let free = vec!["http://127.0.0.1:2390".to_string()];
+        assert_eq!(
+            check_add(&members, 2, &free, false),
+            Err(EtcdError::MemberExists)
+        );
+        assert_eq!(check_add(&members, 9, &free, true), Ok(()));
+        let remove = ConfChange {
+            kind: ConfChangeKind::RemoveNode,
+            node_id: 3,
+            context: bytes::Bytes::new(),
+        };
+        members.apply_conf_change(&remove, None);
+        assert_eq!(
+            check_add(&members, 3, &free, false),
+            Err(EtcdError::IdRemoved)
+        );
+        let add_learner = ConfChange {
+            kind: ConfChangeKind::AddLearner,
+            node_id: 4,
+            context: bytes::Bytes::new(),
+        };
+        members.apply_conf_change(&add_learner, None);
+        assert_eq!(
+            check_add(&members, 9, &free, true),
+            Err(EtcdError::TooManyLearners)
+        );
+    }
+
+    #[test]
+    fn a_voter_is_added_only_while_started_voters_keep_a_quorum() {
+        let free = vec!["http://127.0.0.1:2390".to_string()];
+        // Two of three started: after the add, two of four is no quorum.
+        assert_eq!(
+            check_add(&three(), 9, &free, false),
+            Err(EtcdError::MemberNotEnoughStarted)
+        );
+        let lone = Members::new([member(1, "a", "http://127.0.0.1:2380", false)]);
+        assert_eq!(check_add(&lone, 9, &free, false), Ok(()));
+    }
+
+    #[test]
+    fn remove_refuses_unknown_members_and_losing_the_started_quorum() {
+        let members = three();
+        assert_eq!(check_remove(&members, 9), Err(EtcdError::MemberNotFound));
+        // Removing the unstarted member leaves two started of two.
+        assert_eq!(check_remove(&members, 3).map(|m| m.id), Ok(3));
+        // Removing a started one leaves one started of two.
+        assert_eq!(
+            check_remove(&members, 1),
+            Err(EtcdError::MemberNotEnoughStarted)
+        );
+    }
+
+    #[test]
+    fn update_refuses_unknown_members_and_urls_of_others() {
+        let members = three();
+        let own = vec!["http://127.0.0.1:2380".to_string()];
+        assert_eq!(check_update(&members, 1, &own), Ok(()));
+        assert_eq!(
+            check_update(&members, 2, &own),
+            Err(EtcdError::PeerUrlExists)
+        );
+        assert_eq!(
+            check_update(&members, 9, &own),
+            Err(EtcdError::MemberNotFound)
+        );
+    }
+
+    #[test]
+    fn a_learner_is_in_sync_at_ninety_percent_of_the_leaders_log() {
+        assert!(is_in_sync(90, 100));
+        assert!(!is_in_sync(89, 100));
+        assert!(is_in_sync(0, 0));
+        assert!(is_in_sync(u64::MAX, u64::MAX));
+    }
+}

@@ -1,0 +1,152 @@
+//! Requests only the leader can answer (lease renewals and TTLs, learner promotion), sent on
+//! to the leader's advertised client URL over gRPC, as etcd forwards them to its leader.
+//! A forwarded request is marked, and a member that gets a marked request it cannot answer
+//! says `etcdserver: not leader` rather than forwarding it again, so nothing loops.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tonic::metadata::MetadataValue;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Request, Status};
+
+use super::api_status;
+use super::errors::EtcdError;
+use crate::handle::NodeHandle;
+
+/// The metadata key that marks a request one member forwarded to another.
+pub const FORWARDED_METADATA: &str = "keel-forwarded";
+/// How long to wait between looking for a leader (or retrying one that just changed).
+const RETRY_INTERVAL: Duration = Duration::from_millis(50);
+
+/// Whether `request` was forwarded by another member.
+pub fn is_forwarded<T>(request: &Request<T>) -> bool {
+    request.metadata().contains_key(FORWARDED_METADATA)
+}
+
+pub fn mark_forwarded<T>(request: &mut Request<T>) {
+    request
+        .metadata_mut()
+        .insert(FORWARDED_METADATA, MetadataValue::from_static("1"));
+}
+
+/// Where the leader serves clients.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Leader {
+    pub id: u64,
+    pub client_urls: Vec<String>,
+}
+
+/// Finds the leader and keeps one (lazily connected) channel per client URL.
+#[derive(Clone, Debug)]
+pub struct Forwarder {
+    handle: NodeHandle,
+    channels: Arc<Mutex<BTreeMap<String, Channel>>>,
+}
+
+impl Forwarder {
+    pub fn new(handle: NodeHandle) -> Forwarder {
+        Forwarder {
+            handle,
+            channels: Arc::default(),
+        }
+    }
+
+    /// The leader, once there is one whose client URLs are known; `etcdserver: no leader`
+    /// at `deadline` (etcd waits for an election the same way).
+    pub async fn leader(&self, deadline: Instant) -> Result<Leader, Status> {
+        loop {
+            let leader = self
+                .handle
+                .call(|node| {
+                    let id = node.raft().leader()?;
+                    let member = node.members().get(id)?;
+                    (!member.client_urls.is_empty()).then(|| Leader {
+                        id,
+                        client_urls: member.client_urls.clone(),
+                    })
+                })
+                .await
+                .map_err(api_status)?;
+            if let Some(leader) = leader {
+                return Ok(leader);
+            }
+            if Instant::now() + RETRY_INTERVAL >= deadline {
+                return Err(EtcdError::NoLeader.status());
+            }
+            tokio::time::sleep(RETRY_INTERVAL).await;
+        }
+    }
+
+    fn channel(&self, url: &str) -> Result<Channel, Status> {
+        let mut channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(channel) = channels.get(url) {
+            return Ok(channel.clone());
+        }
+        let endpoint = Endpoint::from_shared(url.to_string()).map_err(|e| {
+            Status::unavailable(format!("the leader's client URL {url:?} is unusable: {e}"))
+        })?;
+        let channel = endpoint.connect_lazy();
+        channels.insert(url.to_string(), channel.clone());
+        Ok(channel)
+    }
+
+    /// Runs `call` against the leader, trying its client URLs in turn, and again while the
+    /// leader is unknown, unreachable or just changed, until the request timeout.
+    pub async fn to_leader<T, F, Fut>(&self, mut call: F) -> Result<T, Status>
+    where
+        F: FnMut(Channel) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        let deadline = Instant::now() + self.handle.request_timeout;
+        loop {
+            let leader = self.leader(deadline).await?;
+            for url in &leader.client_urls {
+                let channel = self.channel(url)?;
+                let left = deadline.saturating_duration_since(Instant::now());
+                match tokio::time::timeout(left, call(channel)).await {
+                    Ok(Ok(value)) => return Ok(value),
+                    Ok(Err(status)) if is_retryable(&status) => {}
+                    Ok(Err(status)) => return Err(status),
+                    Err(_) => return Err(EtcdError::Timeout.status()),
+                }
+            }
+            if Instant::now() + RETRY_INTERVAL >= deadline {
+                return Err(EtcdError::Timeout.status());
+            }
+            tokio::time::sleep(RETRY_INTERVAL).await;
+        }
+    }
+}
+
+/// The leader could not be reached, or is no longer the leader: ask again.
+fn is_retryable(status: &Status) -> bool {
+    status.code() == Code::Unavailable
+        || EtcdError::from_status(status) == Some(EtcdError::NotLeader)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_marked_request_is_recognised() {
+        let mut request = Request::new(());
+        assert!(!is_forwarded(&request));
+        mark_forwarded(&mut request);
+        assert!(is_forwarded(&request));
+    }
+
+    #[test]
+    fn only_unreachable_or_moved_leaders_are_retried() {
+        assert!(is_retryable(&Status::unavailable("transport error")));
+        assert!(is_retryable(&EtcdError::NotLeader.status()));
+        assert!(!is_retryable(&EtcdError::LearnerNotReady.status()));
+        assert!(!is_retryable(&Status::not_found(
+            "etcdserver: requested lease not found"
+        )));
+    }
+}

@@ -1,0 +1,218 @@
+//! The Lease service: Grant and Revoke go through Raft; KeepAlive and TimeToLive are the
+//! leader's to answer (only its lessor keeps time), so a follower forwards them to the
+//! leader as etcd does; Leases lists the replicated lease set.
+
+use keel_core::mvcc::{self, Command};
+use tonic::codegen::tokio_stream;
+use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::convert::{self, HeaderSource};
+use super::errors::EtcdError;
+use super::forward::{is_forwarded, mark_forwarded, Forwarder};
+use super::{api_status, store_status, unexpected_response, Api};
+use crate::proto::etcdserverpb as pb;
+use crate::proto::etcdserverpb::lease_client::LeaseClient;
+use crate::proto::etcdserverpb::lease_server::Lease;
+
+/// Keep-alive answers waiting for a slow client, at most; the stream then waits.
+const KEEP_ALIVE_QUEUE: usize = 16;
+
+#[derive(Clone, Debug)]
+pub struct LeaseService {
+    api: Api,
+    forwarder: Forwarder,
+}
+
+impl LeaseService {
+    pub fn new(api: Api) -> LeaseService {
+        let forwarder = Forwarder::new(api.handle.clone());
+        LeaseService { api, forwarder }
+    }
+
+    /// Renews lease `id` here if this member is the leader, else at the leader. An unknown
+    /// (or just expired) lease gets TTL 0, as etcd answers.
+    async fn keep_alive_once(
+        &self,
+        id: i64,
+        forwarded: bool,
+    ) -> Result<pb::LeaseKeepAliveResponse, Status> {
+        let request = mvcc::LeaseKeepAliveRequest { id };
+        let (renewed, revision, term) = self
+            .api
+            .handle
+            .call(move |node| {
+                let renewed = node.lease_keep_alive(&request);
+                (renewed, node.store().current_revision(), node.raft().term())
+            })
+            .await
+            .map_err(api_status)?;
+        // Like etcd, the header is taken before the renewal is forwarded: its revision is
+        // never later than the renewal.
+        let header = self.api.header_at(term);
+        let expired = pb::LeaseKeepAliveResponse {
+            header: Some(header.header(revision)),
+            id,
+            ttl: 0,
+        };
+        match renewed {
+            Ok(response) => Ok(convert::lease_keep_alive_response(response, &header)),
+            Err(mvcc::Error::LeaseNotFound) => Ok(expired),
+            Err(mvcc::Error::NotPrimary) if forwarded => Err(EtcdError::NotLeader.status()),
+            Err(mvcc::Error::NotPrimary) => {
+                let ttl = self.forward_keep_alive(id).await?;
+                Ok(pb::LeaseKeepAliveResponse { ttl, ..expired })
+            }
+            Err(error) => Err(store_status(&error)),
+        }
+    }
+
+    async fn forward_keep_alive(&self, id: i64) -> Result<i64, Status> {
+        self.forwarder
+            .to_leader(move |channel| async move {
+                let once = tokio_stream::once(pb::LeaseKeepAliveRequest { id });
+                let mut request = Request::new(once);
+                mark_forwarded(&mut request);
+                let mut answers = LeaseClient::new(channel)
+                    .lease_keep_alive(request)
+                    .await?
+                    .into_inner();
+                match answers.message().await? {
+                    Some(answer) => Ok(answer.ttl),
+                    None => Err(Status::unavailable(
+                        "the leader closed the keep-alive stream without an answer",
+                    )),
+                }
+            })
+            .await
+    }
+
+    async fn forward_time_to_live(
+        &self,
+        request: pb::LeaseTimeToLiveRequest,
+    ) -> Result<pb::LeaseTimeToLiveResponse, Status> {
+        self.forwarder
+            .to_leader(move |channel| {
+                let mut request = Request::new(request);
+                mark_forwarded(&mut request);
+                async move {
+                    let answer = LeaseClient::new(channel)
+                        .lease_time_to_live(request)
+                        .await?;
+                    Ok(answer.into_inner())
+                }
+            })
+            .await
+    }
+}
+
+#[tonic::async_trait]
+impl Lease for LeaseService {
+    async fn lease_grant(
+        &self,
+        request: Request<pb::LeaseGrantRequest>,
+    ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
+        let grant = convert::lease_grant_request(request.into_inner());
+        match self.api.propose(Command::LeaseGrant(grant)).await? {
+            (mvcc::Response::LeaseGrant(response), header) => Ok(Response::new(
+                convert::lease_grant_response(response, &header),
+            )),
+            _ => Err(unexpected_response("lease grant")),
+        }
+    }
+
+    async fn lease_revoke(
+        &self,
+        request: Request<pb::LeaseRevokeRequest>,
+    ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
+        let id = request.into_inner().id;
+        let revoke = Command::LeaseRevoke(mvcc::LeaseRevokeRequest { id });
+        match self.api.propose(revoke).await? {
+            (mvcc::Response::LeaseRevoke(response), header) => Ok(Response::new(
+                convert::lease_revoke_response(response, &header),
+            )),
+            _ => Err(unexpected_response("lease revoke")),
+        }
+    }
+
+    type LeaseKeepAliveStream = tonic::codegen::BoxStream<pb::LeaseKeepAliveResponse>;
+
+    async fn lease_keep_alive(
+        &self,
+        request: Request<Streaming<pb::LeaseKeepAliveRequest>>,
+    ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
+        let forwarded = is_forwarded(&request);
+        let mut requests = request.into_inner();
+        let (answers, stream) = tokio::sync::mpsc::channel(KEEP_ALIVE_QUEUE);
+        let service = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let next = tokio::select! {
+                    next = requests.message() => next,
+                    () = answers.closed() => break,
+                };
+                // The client closed its side, or went away.
+                let Ok(Some(request)) = next else { break };
+                let answer = service.keep_alive_once(request.id, forwarded).await;
+                let failed = answer.is_err();
+                // etcd ends the stream with the first error (the client opens a new one).
+                if answers.send(answer).await.is_err() || failed {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(stream))))
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        request: Request<pb::LeaseTimeToLiveRequest>,
+    ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
+        let forwarded = is_forwarded(&request);
+        let wire = request.into_inner();
+        let asked = convert::lease_time_to_live_request(wire);
+        // Linearizable, so a lease granted through any member is seen (etcd waits for the
+        // applied index the same way).
+        let (answer, term) = self
+            .api
+            .handle
+            .read(true, move |node| {
+                (node.lease_time_to_live(&asked), node.raft().term())
+            })
+            .await
+            .map_err(api_status)?;
+        let header = self.api.header_at(term);
+        match answer {
+            Ok(response) => Ok(Response::new(convert::lease_time_to_live_response(
+                response, &header,
+            ))),
+            Err(mvcc::Error::NotPrimary) if forwarded => Err(EtcdError::NotLeader.status()),
+            Err(mvcc::Error::NotPrimary) => {
+                let mut response = self.forward_time_to_live(wire).await?;
+                // As etcd: the answer is the leader's, the header this member's.
+                let revision = response.header.map_or(0, |h| h.revision);
+                response.header = Some(header.header(revision));
+                Ok(Response::new(response))
+            }
+            Err(error) => Err(store_status(&error)),
+        }
+    }
+
+    async fn lease_leases(
+        &self,
+        _request: Request<pb::LeaseLeasesRequest>,
+    ) -> Result<Response<pb::LeaseLeasesResponse>, Status> {
+        let (leases, term) = self
+            .api
+            .handle
+            .read(true, |node| {
+                (node.store().lease_leases(), node.raft().term())
+            })
+            .await
+            .map_err(api_status)?;
+        let header = self.api.header_at(term);
+        Ok(Response::new(convert::lease_leases_response(
+            leases, &header,
+        )))
+    }
+}

@@ -1,0 +1,301 @@
+//! The Maintenance service: Status, Alarm, Hash, HashKV, Snapshot, MoveLeader, Defragment.
+//! Downgrade is not offered.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use keel_core::mvcc::{self, Command};
+use keel_core::node::Node;
+use keel_core::raft::TransferError;
+use sha2::{Digest, Sha256};
+use tokio::time::Instant;
+use tonic::codegen::tokio_stream;
+use tonic::{Request, Response, Status};
+
+use super::convert::{self, HeaderSource};
+use super::errors::EtcdError;
+use super::{api_status, store_status, unexpected_response, Api};
+use crate::proto::etcdserverpb as pb;
+use crate::proto::etcdserverpb::maintenance_server::Maintenance;
+
+/// The etcd version keel answers as: the API level it implements, which clients check
+/// for features.
+pub const ETCD_VERSION: &str = "3.5.0";
+/// Snapshot bytes per message (etcd sends 32 KiB at a time).
+pub const SNAPSHOT_CHUNK_BYTES: usize = 32 * 1024;
+/// How often MoveLeader looks whether leadership has moved.
+const LEADER_POLL_INTERVAL: Duration = Duration::from_millis(20);
+
+#[derive(Clone, Debug)]
+pub struct MaintenanceService {
+    api: Api,
+}
+
+impl MaintenanceService {
+    pub fn new(api: Api) -> MaintenanceService {
+        MaintenanceService { api }
+    }
+
+    /// Waits until `target` leads, up to the request timeout; returns the term then.
+    async fn wait_for_leader(&self, target: u64) -> Result<u64, Status> {
+        let deadline = Instant::now() + self.api.handle.request_timeout;
+        loop {
+            let (leader, term) = self
+                .api
+                .handle
+                .call(|node| (node.raft().leader(), node.raft().term()))
+                .await
+                .map_err(api_status)?;
+            if leader == Some(target) {
+                return Ok(term);
+            }
+            if Instant::now() + LEADER_POLL_INTERVAL >= deadline {
+                return Err(EtcdError::TimeoutLeaderTransfer.status());
+            }
+            tokio::time::sleep(LEADER_POLL_INTERVAL).await;
+        }
+    }
+}
+
+/// What Status reports, read on the loop.
+fn status_of(node: &Node) -> (pb::StatusResponse, u64, i64) {
+    let raft = node.raft();
+    let store = node.store();
+    let size_bytes = i64::try_from(store.stats().size_bytes).unwrap_or(i64::MAX);
+    let mut errors = Vec::new();
+    if raft.leader().is_none() {
+        errors.push(EtcdError::NoLeader.message().to_string());
+    }
+    errors.extend(store.alarms().into_iter().map(convert::alarm_text));
+    let status = pb::StatusResponse {
+        header: None,
+        version: ETCD_VERSION.to_string(),
+        db_size: size_bytes,
+        leader: raft.leader().unwrap_or(0),
+        raft_index: raft.commit_index(),
+        raft_term: raft.term(),
+        raft_applied_index: node.applied_index(),
+        errors,
+        // The store is in memory: everything it holds is in use.
+        db_size_in_use: size_bytes,
+        is_learner: raft.conf_state().learners.contains(&node.id()),
+        storage_version: String::new(),
+        db_size_quota: i64::try_from(store.config().quota_bytes).unwrap_or(i64::MAX),
+        downgrade_info: Some(pb::DowngradeInfo::default()),
+    };
+    (status, raft.term(), store.current_revision())
+}
+
+/// `data` as etcd streams a snapshot: chunks with the bytes still to come, then the
+/// SHA-256 of everything as the last message (`etcdctl snapshot restore` checks it).
+pub fn snapshot_messages(data: &Bytes, header: &pb::ResponseHeader) -> Vec<pb::SnapshotResponse> {
+    let total = data.len();
+    let mut messages = Vec::with_capacity(total / SNAPSHOT_CHUNK_BYTES + 2);
+    let mut sent = 0;
+    while sent < total {
+        let end = (sent + SNAPSHOT_CHUNK_BYTES).min(total);
+        messages.push(pb::SnapshotResponse {
+            header: Some(*header),
+            remaining_bytes: (total - end) as u64,
+            blob: data.slice(sent..end),
+            version: String::new(),
+        });
+        sent = end;
+    }
+    let checksum = Sha256::digest(data);
+    messages.push(pb::SnapshotResponse {
+        header: Some(*header),
+        remaining_bytes: 0,
+        blob: Bytes::copy_from_slice(&checksum),
+        version: String::new(),
+    });
+    messages
+}
+
+#[tonic::async_trait]
+impl Maintenance for MaintenanceService {
+    async fn alarm(
+        &self,
+        request: Request<pb::AlarmRequest>,
+    ) -> Result<Response<pb::AlarmResponse>, Status> {
+        let alarm = convert::alarm_request(request.into_inner())?;
+        match self.api.propose(Command::Alarm(alarm)).await? {
+            (mvcc::Response::Alarm(response), header) => {
+                Ok(Response::new(convert::alarm_response(response, &header)))
+            }
+            _ => Err(unexpected_response("alarm")),
+        }
+    }
+
+    async fn status(
+        &self,
+        _request: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        let (mut status, term, revision) = self
+            .api
+            .handle
+            .call(|node| status_of(node))
+            .await
+            .map_err(api_status)?;
+        status.header = Some(self.api.header_at(term).header(revision));
+        Ok(Response::new(status))
+    }
+
+    /// The store lives in memory, compacted history is released as it is compacted: there
+    /// is no file to defragment, so this succeeds at once, as etcd does on a compact file.
+    async fn defragment(
+        &self,
+        _request: Request<pb::DefragmentRequest>,
+    ) -> Result<Response<pb::DefragmentResponse>, Status> {
+        let header = self.api.current_header().await?;
+        Ok(Response::new(pb::DefragmentResponse {
+            header: Some(header),
+        }))
+    }
+
+    /// The hash of the whole store at the current revision (keel's HashKV at revision 0:
+    /// the store is the key space; leases and members are compared by other means).
+    async fn hash(
+        &self,
+        _request: Request<pb::HashRequest>,
+    ) -> Result<Response<pb::HashResponse>, Status> {
+        let (hashed, term) = self
+            .api
+            .handle
+            .read(false, |node| (node.store().hash_kv(0), node.raft().term()))
+            .await
+            .map_err(api_status)?;
+        let hashed = hashed.map_err(|e| store_status(&e))?;
+        Ok(Response::new(pb::HashResponse {
+            header: Some(self.api.header_at(term).header(hashed.header.revision)),
+            hash: hashed.hash,
+        }))
+    }
+
+    async fn hash_kv(
+        &self,
+        request: Request<pb::HashKvRequest>,
+    ) -> Result<Response<pb::HashKvResponse>, Status> {
+        let revision = request.into_inner().revision;
+        let (hashed, term) = self
+            .api
+            .handle
+            .read(false, move |node| {
+                (node.store().hash_kv(revision), node.raft().term())
+            })
+            .await
+            .map_err(api_status)?;
+        let hashed = hashed.map_err(|e| store_status(&e))?;
+        let header = self.api.header_at(term);
+        Ok(Response::new(convert::hash_kv_response(hashed, &header)))
+    }
+
+    type SnapshotStream = tonic::codegen::BoxStream<pb::SnapshotResponse>;
+
+    /// Streams this member's state-machine image (members and store, in keel's checksummed
+    /// snapshot format) at its applied index.
+    async fn snapshot(
+        &self,
+        _request: Request<pb::SnapshotRequest>,
+    ) -> Result<Response<Self::SnapshotStream>, Status> {
+        let (snapshot, term, revision) = self
+            .api
+            .handle
+            .call(|node| {
+                let snapshot = node.snapshot_now();
+                (
+                    snapshot,
+                    node.raft().term(),
+                    node.store().current_revision(),
+                )
+            })
+            .await
+            .map_err(api_status)?;
+        let snapshot = snapshot.ok_or_else(|| {
+            Status::unavailable("etcdserver: the applied entry's term is not known yet; retry")
+        })?;
+        let header = self.api.header_at(term).header(revision);
+        let messages = snapshot_messages(&snapshot.data, &header);
+        let stream = tokio_stream::iter(messages.into_iter().map(Ok));
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn move_leader(
+        &self,
+        request: Request<pb::MoveLeaderRequest>,
+    ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
+        let target = request.into_inner().target_id;
+        let started = self
+            .api
+            .handle
+            .call(move |node| start_transfer(node, target))
+            .await
+            .map_err(api_status)?;
+        started.map_err(EtcdError::status)?;
+        let term = self.wait_for_leader(target).await?;
+        let header = self.api.header_at(term).header(0);
+        Ok(Response::new(pb::MoveLeaderResponse {
+            header: Some(header),
+        }))
+    }
+
+    async fn downgrade(
+        &self,
+        _request: Request<pb::DowngradeRequest>,
+    ) -> Result<Response<pb::DowngradeResponse>, Status> {
+        Err(Status::unimplemented(
+            "etcdserver: keel does not support cluster downgrades",
+        ))
+    }
+}
+
+/// Asks this leader to hand over to `target` (etcd: leader only, to a voting member).
+fn start_transfer(node: &mut Node, target: u64) -> Result<(), EtcdError> {
+    if !node.is_leader() {
+        return Err(EtcdError::NotLeader);
+    }
+    match node.members().get(target) {
+        Some(member) if !member.is_learner => {}
+        _ => return Err(EtcdError::BadLeaderTransferee),
+    }
+    node.raft_mut()
+        .transfer_leader(target)
+        .map_err(|e| match e {
+            TransferError::NotLeader => EtcdError::NotLeader,
+            TransferError::NotVoter { .. } => EtcdError::BadLeaderTransferee,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_snapshot_streams_in_chunks_then_its_sha256() {
+        let data = Bytes::from(vec![7u8; SNAPSHOT_CHUNK_BYTES * 2 + 10]);
+        let header = pb::ResponseHeader::default();
+        let messages = snapshot_messages(&data, &header);
+        assert_eq!(messages.len(), 4);
+        let remaining: Vec<u64> = messages.iter().map(|m| m.remaining_bytes).collect();
+        assert_eq!(remaining, vec![SNAPSHOT_CHUNK_BYTES as u64 + 10, 10, 0, 0]);
+        let body: Vec<u8> = messages[..3].iter().flat_map(|m| m.blob.to_vec()).collect();
+        assert_eq!(body, data.to_vec());
+        assert_eq!(messages[3].blob.as_ref(), Sha256::digest(&data).as_slice());
+    }
+
+    #[test]
+    fn an_empty_image_still_gets_its_checksum() {
+        let messages = snapshot_messages(&Bytes::new(), &pb::ResponseHeader::default());
+        assert_eq!(messages.len(), 1);
+        assert_eq!(messages[0].blob.len(), 32);
+    }
+
+    #[test]
+    fn alarms_read_as_etcd_prints_them() {
+        let alarm = mvcc::AlarmMember {
+            member_id: 42,
+            alarm: mvcc::AlarmType::NoSpace,
+        };
+        assert_eq!(convert::alarm_text(alarm), "memberID:42 alarm:NOSPACE ");
+    }
+}

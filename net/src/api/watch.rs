@@ -1,0 +1,383 @@
+//! The Watch service. Each gRPC stream is one watch stream of the node's `WatchHub`: a
+//! reader task turns the client's requests into hub calls on the loop, a sender task moves
+//! the hub's responses (which the loop puts in the stream's outbox) to the client, filling
+//! in the header and splitting large responses into fragments when the watch asked for it.
+//! When the client goes away both tasks end, the outbox closes and the loop drops the
+//! stream's watchers.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use keel_core::mvcc::{StreamId, WatchId, WatchResponse, PROGRESS_WATCH_ID};
+use prost::Message;
+use tokio::sync::{mpsc, oneshot};
+use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::convert;
+use super::{api_status, Api};
+use crate::handle::{ApiError, NodeHandle};
+use crate::metrics::Metrics;
+use crate::proto::etcdserverpb as pb;
+use crate::proto::etcdserverpb::watch_server::Watch;
+use crate::proto::mvccpb;
+use crate::server_loop::WatchOpen;
+
+/// Converted responses waiting for the gRPC stream, per stream. Beyond it the loop keeps
+/// them in the hub (which bounds them in turn).
+const SEND_QUEUE: usize = 64;
+/// The protobuf field number of `WatchResponse.events`, for sizing fragments.
+const EVENTS_FIELD: u32 = 11;
+/// How often watchers catching up from history are given their next part (etcd's
+/// `syncWatchersLoop` runs every 100 ms).
+pub const WATCH_SYNC_INTERVAL: Duration = Duration::from_millis(100);
+/// How often watchers created with `progress_notify` hear of progress when idle (etcd's
+/// default `--experimental-watch-progress-notify-interval`).
+pub const PROGRESS_NOTIFY_INTERVAL: Duration = Duration::from_secs(10 * 60);
+/// etcd's answer to a create with a negative start revision.
+const COMPACTED_REASON: &str = "etcdserver: mvcc: required revision has been compacted";
+
+/// Watch ids of one stream whose responses may be split (`fragment` was asked). Written on
+/// the loop when a watch is created, before any of its responses can exist.
+type Fragmenting = Arc<Mutex<BTreeSet<WatchId>>>;
+
+#[derive(Clone, Debug)]
+pub struct WatchService {
+    api: Api,
+    opens: mpsc::Sender<WatchOpen>,
+    metrics: Arc<Metrics>,
+    /// Responses larger than this are split when the watch asked for fragments (etcd uses
+    /// its max request bytes plus the gRPC overhead).
+    max_response_bytes: usize,
+}
+
+impl WatchService {
+    pub fn new(
+        api: Api,
+        opens: mpsc::Sender<WatchOpen>,
+        metrics: Arc<Metrics>,
+        max_response_bytes: usize,
+    ) -> WatchService {
+        WatchService {
+            api,
+            opens,
+            metrics,
+            max_response_bytes,
+        }
+    }
+
+    async fn open_stream(&self) -> Result<(StreamId, mpsc::Receiver<WatchResponse>), Status> {
+        let (reply, answer) = oneshot::channel();
+        let stopped = || api_status(ApiError::Stopped);
+        self.opens
+            .send(WatchOpen { reply })
+            .await
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())
+    }
+}
+
+#[tonic::async_trait]
+impl Watch for WatchService {
+    type WatchStream = tonic::codegen::BoxStream<pb::WatchResponse>;
+
+    async fn watch(
+        &self,
+        request: Request<Streaming<pb::WatchRequest>>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let (stream, outbox) = self.open_stream().await?;
+        let (responses, to_client) = mpsc::channel(SEND_QUEUE);
+        let fragmenting = Fragmenting::default();
+        let reader = RequestReader {
+            api: self.api.clone(),
+            stream,
+            fragmenting: fragmenting.clone(),
+            responses: responses.clone(),
+        };
+        tokio::spawn(reader.run(request.into_inner()));
+        let sender = ResponseSender {
+            api: self.api.clone(),
+            metrics: self.metrics.clone(),
+            fragmenting,
+            max_response_bytes: self.max_response_bytes,
+            outbox,
+            responses,
+        };
+        tokio::spawn(sender.run());
+        Ok(Response::new(Box::pin(ReceiverStream::new(to_client))))
+    }
+}
+
+type Responses = mpsc::Sender<Result<pb::WatchResponse, Status>>;
+
+/// Turns the client's requests into calls on the hub.
+struct RequestReader {
+    api: Api,
+    stream: StreamId,
+    fragmenting: Fragmenting,
+    responses: Responses,
+}
+
+impl RequestReader {
+    async fn run(self, mut requests: Streaming<pb::WatchRequest>) {
+        loop {
+            let next = tokio::select! {
+                next = requests.message() => next,
+                () = self.responses.closed() => return,
+            };
+            // The client closed its side (its watches go on, as in etcd), or went away.
+            let Ok(Some(request)) = next else { return };
+            if let Err(status) = self.handle(request).await {
+                let _ = self.responses.send(Err(status)).await;
+                return;
+            }
+        }
+    }
+
+    async fn handle(&self, request: pb::WatchRequest) -> Result<(), Status> {
+        use pb::watch_request::RequestUnion;
+        let stream = self.stream;
+        match request.request_union {
+            Some(RequestUnion::CreateRequest(create)) => self.create(create).await,
+            Some(RequestUnion::CancelRequest(cancel)) => {
+                let fragmenting = self.fragmenting.clone();
+                self.call(move |node| {
+                    node.watches_mut().cancel_watch(stream, cancel.watch_id);
+                    lock(&fragmenting).remove(&cancel.watch_id);
+                })
+                .await
+            }
+            Some(RequestUnion::ProgressRequest(_)) => {
+                self.call(move |node| node.watches_mut().request_progress(stream))
+                    .await
+            }
+            // etcd ignores a request with nothing in it.
+            None => Ok(()),
+        }
+    }
+
+    async fn create(&self, create: pb::WatchCreateRequest) -> Result<(), Status> {
+        if create.start_revision < 0 {
+            return self.refuse_negative_start().await;
+        }
+        let stream = self.stream;
+        let fragmenting = self.fragmenting.clone();
+        let request = convert::watch_create_request(create);
+        self.call(move |node| {
+            // A refused create was answered in the stream by the hub (created + canceled).
+            let Ok(id) = node.watches_mut().create_watch(stream, &request) else {
+                return;
+            };
+            let mut fragmenting = lock(&fragmenting);
+            if request.fragment {
+                fragmenting.insert(id);
+            } else {
+                fragmenting.remove(&id);
+            }
+            if node.watches().is_unsynced(stream, id) {
+                // Start catching up now rather than at the next timer.
+                node.sync_watches();
+            }
+        })
+        .await
+    }
+
+    async fn refuse_negative_start(&self) -> Result<(), Status> {
+        let header = self.api.current_header().await?;
+        let refusal = pb::WatchResponse {
+            header: Some(header),
+            watch_id: PROGRESS_WATCH_ID,
+            created: true,
+            canceled: true,
+            cancel_reason: COMPACTED_REASON.to_string(),
+            ..pb::WatchResponse::default()
+        };
+        let _ = self.responses.send(Ok(refusal)).await;
+        Ok(())
+    }
+
+    async fn call(
+        &self,
+        call: impl FnOnce(&mut keel_core::node::Node) + Send + 'static,
+    ) -> Result<(), Status> {
+        self.api.handle.call(call).await.map_err(api_status)
+    }
+}
+
+/// Moves the hub's responses to the client.
+struct ResponseSender {
+    api: Api,
+    metrics: Arc<Metrics>,
+    fragmenting: Fragmenting,
+    max_response_bytes: usize,
+    outbox: mpsc::Receiver<WatchResponse>,
+    responses: Responses,
+}
+
+impl ResponseSender {
+    async fn run(mut self) {
+        loop {
+            let next = tokio::select! {
+                next = self.outbox.recv() => next,
+                () = self.responses.closed() => return,
+            };
+            // The loop closed the outbox: the server is stopping.
+            let Some(response) = next else { return };
+            for piece in self.prepare(response) {
+                if self.responses.send(Ok(piece)).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+
+    fn prepare(&self, response: WatchResponse) -> Vec<pb::WatchResponse> {
+        let split =
+            response.events.len() > 1 && lock(&self.fragmenting).contains(&response.watch_id);
+        // The loop updates the term after every batch, before it fills outboxes.
+        let header = self.api.header_at(self.metrics.raft_term());
+        let response = convert::watch_response(response, &header);
+        if split {
+            fragments(response, self.max_response_bytes)
+        } else {
+            vec![response]
+        }
+    }
+}
+
+fn lock(fragmenting: &Fragmenting) -> std::sync::MutexGuard<'_, BTreeSet<WatchId>> {
+    fragmenting.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Splits `response` into pieces smaller than `max_bytes` (a single event larger than that
+/// travels alone), all but the last marked `fragment`, as etcd's `sendFragments` does.
+pub fn fragments(mut response: pb::WatchResponse, max_bytes: usize) -> Vec<pb::WatchResponse> {
+    if response.events.len() < 2 || response.encoded_len() < max_bytes {
+        return vec![response];
+    }
+    let events = std::mem::take(&mut response.events);
+    let template = pb::WatchResponse {
+        fragment: true,
+        ..response
+    };
+    let base_bytes = template.encoded_len();
+    let mut pieces = Vec::new();
+    let mut piece: Vec<mvccpb::Event> = Vec::new();
+    let mut piece_bytes = base_bytes;
+    for event in events {
+        let event_bytes = prost::encoding::message::encoded_len(EVENTS_FIELD, &event);
+        if !piece.is_empty() && piece_bytes + event_bytes >= max_bytes {
+            pieces.push(pb::WatchResponse {
+                events: std::mem::take(&mut piece),
+                ..template.clone()
+            });
+            piece_bytes = base_bytes;
+        }
+        piece_bytes += event_bytes;
+        piece.push(event);
+    }
+    pieces.push(pb::WatchResponse {
+        events: piece,
+        fragment: false,
+        ..template
+    });
+    pieces
+}
+
+/// Keeps watchers moving when nothing is applied: gives those catching up from history
+/// their next part every [`WATCH_SYNC_INTERVAL`], and sends progress notifications every
+/// [`PROGRESS_NOTIFY_INTERVAL`]. Ends when the server stops.
+pub async fn keep_watchers_moving(handle: NodeHandle) {
+    let mut sync = tokio::time::interval(WATCH_SYNC_INTERVAL);
+    sync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut next_progress = tokio::time::Instant::now() + PROGRESS_NOTIFY_INTERVAL;
+    loop {
+        sync.tick().await;
+        let progress_due = tokio::time::Instant::now() >= next_progress;
+        if progress_due {
+            next_progress += PROGRESS_NOTIFY_INTERVAL;
+        }
+        let called = handle
+            .call(move |node| {
+                node.sync_watches();
+                if progress_due {
+                    node.watches_mut().progress_tick();
+                }
+            })
+            .await;
+        if called == Err(ApiError::Stopped) {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(key: &str, value_bytes: usize) -> mvccpb::Event {
+        mvccpb::Event {
+            r#type: mvccpb::event::EventType::Put as i32,
+            kv: Some(mvccpb::KeyValue {
+                key: key.as_bytes().to_vec().into(),
+                value: vec![b'v'; value_bytes].into(),
+                ..mvccpb::KeyValue::default()
+            }),
+            prev_kv: None,
+        }
+    }
+
+    fn response(events: Vec<mvccpb::Event>) -> pb::WatchResponse {
+        pb::WatchResponse {
+            header: Some(pb::ResponseHeader {
+                revision: 42,
+                ..pb::ResponseHeader::default()
+            }),
+            watch_id: 7,
+            events,
+            ..pb::WatchResponse::default()
+        }
+    }
+
+    #[test]
+    fn a_small_response_is_not_split() {
+        let small = response(vec![event("a", 10), event("b", 10)]);
+        assert_eq!(fragments(small.clone(), 1024), vec![small]);
+    }
+
+    #[test]
+    fn a_large_response_is_split_under_the_limit_and_keeps_every_event_in_order() {
+        let events: Vec<_> = (0..20).map(|i| event(&format!("k{i:02}"), 100)).collect();
+        let large = response(events.clone());
+        let max_bytes = 500;
+        let pieces = fragments(large, max_bytes);
+        assert!(pieces.len() > 1);
+        let (last, rest) = pieces.split_last().unwrap();
+        assert!(rest.iter().all(|p| p.fragment));
+        assert!(!last.fragment);
+        for piece in &pieces {
+            assert!(piece.encoded_len() < max_bytes, "{}", piece.encoded_len());
+            assert_eq!(piece.watch_id, 7);
+            assert_eq!(piece.header.unwrap().revision, 42);
+        }
+        let joined: Vec<_> = pieces.into_iter().flat_map(|p| p.events).collect();
+        assert_eq!(joined, events);
+    }
+
+    #[test]
+    fn an_event_larger_than_the_limit_travels_alone() {
+        let events = vec![event("a", 10), event("huge", 2000), event("b", 10)];
+        let pieces = fragments(response(events), 500);
+        let sizes: Vec<usize> = pieces.iter().map(|p| p.events.len()).collect();
+        assert_eq!(sizes, vec![1, 1, 1]);
+    }
+
+    #[test]
+    fn a_negative_start_is_refused_with_etcds_reason() {
+        assert_eq!(
+            COMPACTED_REASON,
+            keel_core::mvcc::Error::Compacted.to_string()
+        );
+    }
+}
