@@ -1,0 +1,677 @@
+//! The Watch, Lease, Cluster and Maintenance services of a real single-node server started
+//! in-process on loopback, driven through etcd's generated gRPC clients. Waiting is polling
+//! with a deadline, never a fixed sleep.
+
+#![cfg(not(madsim))]
+// In tests a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use clap::Parser;
+use keel_net::config::ServeArgs;
+use keel_net::proto::etcdserverpb as pb;
+use keel_net::proto::etcdserverpb::cluster_client::ClusterClient;
+use keel_net::proto::etcdserverpb::kv_client::KvClient;
+use keel_net::proto::etcdserverpb::lease_client::LeaseClient;
+use keel_net::proto::etcdserverpb::maintenance_client::MaintenanceClient;
+use keel_net::proto::etcdserverpb::watch_client::WatchClient;
+use keel_net::proto::mvccpb;
+use keel_net::server::{self, RunningServer};
+use keel_storage::FsDisk;
+use sha2::{Digest, Sha256};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+use tonic::{Code, Streaming};
+
+const DEADLINE: Duration = Duration::from_secs(20);
+const POLL: Duration = Duration::from_millis(20);
+
+#[derive(Parser)]
+struct Cli {
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+struct TestServer {
+    running: Option<RunningServer>,
+    channel: Channel,
+    member_id: u64,
+    peer_url: String,
+    client_url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    async fn start() -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let client_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let peer_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client_url = format!("http://{}", client_listener.local_addr().unwrap());
+        let peer_url = format!("http://{}", peer_listener.local_addr().unwrap());
+        let data_dir = dir.path().join("t.keel");
+        let cluster = format!("t={peer_url}");
+        let argv = [
+            "keel",
+            "--name",
+            "t",
+            "--data-dir",
+            data_dir.to_str().unwrap(),
+            "--listen-client-urls",
+            &client_url,
+            "--advertise-client-urls",
+            &client_url,
+            "--listen-peer-urls",
+            &peer_url,
+            "--initial-advertise-peer-urls",
+            &peer_url,
+            "--initial-cluster",
+            &cluster,
+            "--heartbeat-interval",
+            "20",
+            "--election-timeout",
+            "200",
+        ];
+        let config = Cli::try_parse_from(argv).unwrap().serve.resolve().unwrap();
+        let disk = FsDisk::open(&data_dir).unwrap();
+        let running = server::start(&config, disk, client_listener, peer_listener)
+            .await
+            .unwrap();
+        let channel = Channel::from_shared(client_url.clone())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let server = TestServer {
+            running: Some(running),
+            channel,
+            member_id: config.member_id,
+            peer_url,
+            client_url,
+            _dir: dir,
+        };
+        server.wait_for_leader().await;
+        server
+    }
+
+    async fn wait_for_leader(&self) {
+        let maintenance = self.maintenance();
+        poll("a leader", || {
+            let mut maintenance = maintenance.clone();
+            async move {
+                let status = maintenance.status(pb::StatusRequest {}).await.ok()?;
+                (status.into_inner().leader != 0).then_some(())
+            }
+        })
+        .await;
+    }
+
+    fn kv(&self) -> KvClient<Channel> {
+        KvClient::new(self.channel.clone())
+    }
+
+    fn watch(&self) -> WatchClient<Channel> {
+        WatchClient::new(self.channel.clone())
+    }
+
+    fn lease(&self) -> LeaseClient<Channel> {
+        LeaseClient::new(self.channel.clone())
+    }
+
+    fn cluster(&self) -> ClusterClient<Channel> {
+        ClusterClient::new(self.channel.clone())
+    }
+
+    fn maintenance(&self) -> MaintenanceClient<Channel> {
+        MaintenanceClient::new(self.channel.clone())
+    }
+
+    async fn put(&self, key: &str, value: &[u8], lease: i64) -> i64 {
+        let request = pb::PutRequest {
+            key: key.as_bytes().to_vec().into(),
+            value: value.to_vec().into(),
+            lease,
+            ..pb::PutRequest::default()
+        };
+        let response = self.kv().put(request).await.unwrap().into_inner();
+        response.header.unwrap().revision
+    }
+
+    async fn count(&self, key: &str) -> i64 {
+        let request = pb::RangeRequest {
+            key: key.as_bytes().to_vec().into(),
+            count_only: true,
+            ..pb::RangeRequest::default()
+        };
+        self.kv().range(request).await.unwrap().into_inner().count
+    }
+
+    async fn stop(mut self) {
+        if let Some(running) = self.running.take() {
+            running.stop().await.unwrap();
+        }
+    }
+}
+
+/// Polls `check` until it gives `Some`, or fails the test with `what` at the deadline.
+async fn poll<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// An open watch stream: requests in, responses out.
+struct WatchStream {
+    requests: mpsc::Sender<pb::WatchRequest>,
+    responses: Streaming<pb::WatchResponse>,
+}
+
+impl WatchStream {
+    async fn open(server: &TestServer) -> WatchStream {
+        let (requests, outgoing) = mpsc::channel(16);
+        let responses = server
+            .watch()
+            .watch(ReceiverStream::new(outgoing))
+            .await
+            .unwrap()
+            .into_inner();
+        WatchStream {
+            requests,
+            responses,
+        }
+    }
+
+    async fn send(&self, request: pb::watch_request::RequestUnion) {
+        let request = pb::WatchRequest {
+            request_union: Some(request),
+        };
+        self.requests.send(request).await.unwrap();
+    }
+
+    async fn create(&self, create: pb::WatchCreateRequest) {
+        self.send(pb::watch_request::RequestUnion::CreateRequest(create))
+            .await;
+    }
+
+    async fn next(&mut self) -> pb::WatchResponse {
+        tokio::time::timeout(DEADLINE, self.responses.message())
+            .await
+            .expect("a watch response in time")
+            .unwrap()
+            .expect("the stream is open")
+    }
+
+    /// Responses until `count` events arrived.
+    async fn events(&mut self, count: usize) -> Vec<pb::WatchResponse> {
+        let mut responses = Vec::new();
+        let mut seen = 0;
+        while seen < count {
+            let response = self.next().await;
+            seen += response.events.len();
+            responses.push(response);
+        }
+        responses
+    }
+}
+
+fn create(key: &str, start_revision: i64) -> pb::WatchCreateRequest {
+    pb::WatchCreateRequest {
+        key: key.as_bytes().to_vec().into(),
+        start_revision,
+        ..pb::WatchCreateRequest::default()
+    }
+}
+
+fn value_of(kv: &Option<mvccpb::KeyValue>) -> Vec<u8> {
+    kv.as_ref().map(|kv| kv.value.to_vec()).unwrap_or_default()
+}
+
+#[tokio::test]
+async fn watch_from_a_past_revision_with_prev_kv_then_progress_and_cancel() {
+    let server = TestServer::start().await;
+    let first = server.put("foo", b"1", 0).await;
+    server.put("foo", b"2", 0).await;
+    let last = server.put("bar", b"x", 0).await;
+    let mut watch = WatchStream::open(&server).await;
+    watch
+        .create(pb::WatchCreateRequest {
+            prev_kv: true,
+            ..create("foo", first)
+        })
+        .await;
+    let created = watch.next().await;
+    assert!(created.created && !created.canceled);
+    let header = created.header.unwrap();
+    assert_eq!(header.member_id, server.member_id);
+    assert_ne!(header.cluster_id, 0);
+    assert!(header.raft_term >= 1);
+    let watch_id = created.watch_id;
+
+    let events: Vec<mvccpb::Event> = watch
+        .events(2)
+        .await
+        .into_iter()
+        .flat_map(|r| r.events)
+        .collect();
+    assert_eq!(value_of(&events[0].kv), b"1");
+    assert!(events[0].prev_kv.is_none());
+    assert_eq!(value_of(&events[1].kv), b"2");
+    assert_eq!(value_of(&events[1].prev_kv), b"1");
+
+    let progress = pb::WatchProgressRequest {};
+    watch
+        .send(pb::watch_request::RequestUnion::ProgressRequest(progress))
+        .await;
+    let progress = watch.next().await;
+    assert_eq!(progress.watch_id, -1);
+    assert!(progress.events.is_empty());
+    assert_eq!(progress.header.unwrap().revision, last);
+
+    let cancel = pb::WatchCancelRequest { watch_id };
+    watch
+        .send(pb::watch_request::RequestUnion::CancelRequest(cancel))
+        .await;
+    let canceled = watch.next().await;
+    assert!(canceled.canceled);
+    assert_eq!(canceled.watch_id, watch_id);
+
+    // A new write after the cancel reaches nobody; a new watch from now sees the next one.
+    server.put("foo", b"3", 0).await;
+    watch.create(create("foo", 0)).await;
+    assert!(watch.next().await.created);
+    server.put("foo", b"4", 0).await;
+    let live = watch.events(1).await;
+    assert_eq!(value_of(&live[0].events[0].kv), b"4");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn watch_filters_and_ids_chosen_by_the_client() {
+    let server = TestServer::start().await;
+    let mut watch = WatchStream::open(&server).await;
+    watch
+        .create(pb::WatchCreateRequest {
+            watch_id: 100,
+            range_end: b"k\xff".to_vec().into(),
+            filters: vec![pb::watch_create_request::FilterType::Noput as i32],
+            ..create("k", 0)
+        })
+        .await;
+    let created = watch.next().await;
+    assert_eq!(created.watch_id, 100);
+    // The same id again is refused as etcd refuses it.
+    watch
+        .create(pb::WatchCreateRequest {
+            watch_id: 100,
+            ..create("k", 0)
+        })
+        .await;
+    let duplicate = watch.next().await;
+    assert!(duplicate.created && duplicate.canceled);
+    assert_eq!(duplicate.watch_id, -1);
+    assert!(duplicate.cancel_reason.contains("duplicate watch ID"));
+
+    server.put("k1", b"v", 0).await;
+    let delete = pb::DeleteRangeRequest {
+        key: b"k1".to_vec().into(),
+        ..pb::DeleteRangeRequest::default()
+    };
+    server.kv().delete_range(delete).await.unwrap();
+    let events = watch.events(1).await;
+    let event = &events[0].events[0];
+    assert_eq!(event.r#type, mvccpb::event::EventType::Delete as i32);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_watch_below_the_compaction_is_canceled_with_the_compact_revision() {
+    let server = TestServer::start().await;
+    let first = server.put("c", b"1", 0).await;
+    server.put("c", b"2", 0).await;
+    let compact_at = server.put("c", b"3", 0).await;
+    let compact = pb::CompactionRequest {
+        revision: compact_at,
+        physical: true,
+    };
+    server.kv().compact(compact).await.unwrap();
+    let mut watch = WatchStream::open(&server).await;
+    watch.create(create("c", first)).await;
+    let created = watch.next().await;
+    assert!(created.created);
+    let canceled = watch.next().await;
+    assert!(canceled.canceled);
+    assert_eq!(canceled.compact_revision, compact_at);
+    assert_eq!(canceled.watch_id, created.watch_id);
+
+    watch.create(create("c", -1)).await;
+    let refused = watch.next().await;
+    assert!(refused.created && refused.canceled);
+    assert_eq!(
+        refused.cancel_reason,
+        "etcdserver: mvcc: required revision has been compacted"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_large_catch_up_is_split_into_fragments_when_asked() {
+    let server = TestServer::start().await;
+    let value = vec![b'v'; 200 * 1024];
+    let first = server.put("big/0", &value, 0).await;
+    for i in 1..12 {
+        server.put(&format!("big/{i}"), &value, 0).await;
+    }
+    let mut watch = WatchStream::open(&server).await;
+    watch
+        .create(pb::WatchCreateRequest {
+            range_end: b"big0".to_vec().into(),
+            fragment: true,
+            ..create("big/", first)
+        })
+        .await;
+    assert!(watch.next().await.created);
+    let responses = watch.events(12).await;
+    assert!(responses.len() > 1, "split into fragments");
+    let (last, rest) = responses.split_last().unwrap();
+    assert!(rest.iter().all(|r| r.fragment));
+    assert!(!last.fragment);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn lease_grant_keep_alive_time_to_live_and_revoke() {
+    let server = TestServer::start().await;
+    let mut lease = server.lease();
+    let grant = pb::LeaseGrantRequest { ttl: 60, id: 0 };
+    let granted = lease.lease_grant(grant).await.unwrap().into_inner();
+    assert_eq!(granted.ttl, 60);
+    let id = granted.id;
+    assert_ne!(id, 0);
+    assert_eq!(granted.header.unwrap().member_id, server.member_id);
+    server.put("leased", b"v", id).await;
+
+    let (requests, outgoing) = mpsc::channel(4);
+    let mut answers = lease
+        .lease_keep_alive(ReceiverStream::new(outgoing))
+        .await
+        .unwrap()
+        .into_inner();
+    requests
+        .send(pb::LeaseKeepAliveRequest { id })
+        .await
+        .unwrap();
+    let renewed = answers.message().await.unwrap().unwrap();
+    assert_eq!((renewed.id, renewed.ttl), (id, 60));
+
+    let ask = pb::LeaseTimeToLiveRequest { id, keys: true };
+    let ttl = lease.lease_time_to_live(ask).await.unwrap().into_inner();
+    assert_eq!(ttl.granted_ttl, 60);
+    assert!(ttl.ttl > 50 && ttl.ttl <= 60, "{}", ttl.ttl);
+    assert_eq!(ttl.keys, vec![bytes_of("leased")]);
+
+    let leases = lease.lease_leases(pb::LeaseLeasesRequest {}).await.unwrap();
+    assert_eq!(leases.into_inner().leases, vec![pb::LeaseStatus { id }]);
+
+    lease
+        .lease_revoke(pb::LeaseRevokeRequest { id })
+        .await
+        .unwrap();
+    assert_eq!(server.count("leased").await, 0);
+    // A revoked lease: keep-alive answers TTL 0, TimeToLive -1, Revoke "not found".
+    requests
+        .send(pb::LeaseKeepAliveRequest { id })
+        .await
+        .unwrap();
+    let expired = answers.message().await.unwrap().unwrap();
+    assert_eq!((expired.id, expired.ttl), (id, 0));
+    let ask = pb::LeaseTimeToLiveRequest { id, keys: false };
+    let gone = lease.lease_time_to_live(ask).await.unwrap().into_inner();
+    assert_eq!(gone.ttl, -1);
+    let again = lease
+        .lease_revoke(pb::LeaseRevokeRequest { id })
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), Code::NotFound);
+    assert_eq!(again.message(), "etcdserver: requested lease not found");
+    server.stop().await;
+}
+
+fn bytes_of(text: &str) -> bytes::Bytes {
+    bytes::Bytes::copy_from_slice(text.as_bytes())
+}
+
+#[tokio::test]
+async fn an_expired_lease_deletes_its_keys() {
+    let server = TestServer::start().await;
+    let grant = pb::LeaseGrantRequest { ttl: 1, id: 0 };
+    let granted = server
+        .lease()
+        .lease_grant(grant)
+        .await
+        .unwrap()
+        .into_inner();
+    server.put("short-lived", b"v", granted.id).await;
+    assert_eq!(server.count("short-lived").await, 1);
+    poll("the lease to expire and take its key", || async {
+        (server.count("short-lived").await == 0).then_some(())
+    })
+    .await;
+    let leases = server
+        .lease()
+        .lease_leases(pb::LeaseLeasesRequest {})
+        .await
+        .unwrap();
+    assert!(leases.into_inner().leases.is_empty());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn members_are_listed_added_as_learners_refused_promotion_and_removed() {
+    let server = TestServer::start().await;
+    let mut cluster = server.cluster();
+    let own = poll("this member to publish its client URLs", || {
+        let mut cluster = cluster.clone();
+        async move {
+            let list = cluster.member_list(pb::MemberListRequest::default()).await;
+            let members = list.ok()?.into_inner().members;
+            members.into_iter().find(|m| !m.client_ur_ls.is_empty())
+        }
+    })
+    .await;
+    assert_eq!(own.id, server.member_id);
+    assert_eq!(own.name, "t");
+    assert_eq!(own.peer_ur_ls, vec![server.peer_url.clone()]);
+    assert_eq!(own.client_ur_ls, vec![server.client_url.clone()]);
+
+    let taken = pb::MemberAddRequest {
+        peer_ur_ls: vec![server.peer_url.clone()],
+        is_learner: true,
+    };
+    let refused = cluster.member_add(taken).await.unwrap_err();
+    assert_eq!(refused.message(), "etcdserver: Peer URLs already exists");
+    let bad = pb::MemberAddRequest {
+        peer_ur_ls: vec!["127.0.0.1:1".into()],
+        is_learner: true,
+    };
+    let refused = cluster.member_add(bad).await.unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+
+    let learner_url = "http://127.0.0.1:1".to_string();
+    let add = pb::MemberAddRequest {
+        peer_ur_ls: vec![learner_url.clone()],
+        is_learner: true,
+    };
+    let added = cluster.member_add(add).await.unwrap().into_inner();
+    let learner = added.member.unwrap();
+    assert!(learner.is_learner);
+    assert_eq!(learner.peer_ur_ls, vec![learner_url.clone()]);
+    assert_eq!(added.members.len(), 2);
+
+    let promote = pb::MemberPromoteRequest { id: learner.id };
+    let refused = cluster.member_promote(promote).await.unwrap_err();
+    assert_eq!(
+        refused.message(),
+        "etcdserver: can only promote a learner member which is in sync with leader"
+    );
+    let promote = pb::MemberPromoteRequest { id: own.id };
+    let refused = cluster.member_promote(promote).await.unwrap_err();
+    assert_eq!(
+        refused.message(),
+        "etcdserver: can only promote a learner member"
+    );
+
+    let update = pb::MemberUpdateRequest {
+        id: learner.id,
+        peer_ur_ls: vec!["http://127.0.0.1:2".into()],
+    };
+    let updated = cluster.member_update(update).await.unwrap().into_inner();
+    let moved = updated.members.iter().find(|m| m.id == learner.id).unwrap();
+    assert_eq!(moved.peer_ur_ls, vec!["http://127.0.0.1:2".to_string()]);
+
+    let remove = pb::MemberRemoveRequest { id: learner.id };
+    let removed = cluster.member_remove(remove).await.unwrap().into_inner();
+    assert_eq!(removed.members.len(), 1);
+    let remove = pb::MemberRemoveRequest { id: learner.id };
+    let refused = cluster.member_remove(remove).await.unwrap_err();
+    assert_eq!(refused.code(), Code::NotFound);
+    assert_eq!(refused.message(), "etcdserver: member not found");
+    // keel derives ids from peer URLs: the removed learner's URLs give its removed id.
+    let again = pb::MemberAddRequest {
+        peer_ur_ls: vec![learner_url.clone()],
+        is_learner: true,
+    };
+    let refused = cluster.member_add(again).await.unwrap_err();
+    assert_eq!(refused.message(), "etcdserver: ID removed");
+    let list = pb::MemberListRequest { linearizable: true };
+    let listed = cluster.member_list(list).await.unwrap().into_inner();
+    assert_eq!(listed.members.len(), 1);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn status_alarms_hashes_and_defragment() {
+    let server = TestServer::start().await;
+    let revision = server.put("h", b"1", 0).await;
+    let mut maintenance = server.maintenance();
+    let status = maintenance
+        .status(pb::StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.leader, server.member_id);
+    assert!(status.raft_term >= 1);
+    assert!(status.raft_applied_index >= 1 && status.raft_index >= status.raft_applied_index);
+    assert!(status.db_size > 0);
+    assert!(status.errors.is_empty(), "{:?}", status.errors);
+    assert!(!status.is_learner);
+    assert_eq!(status.header.unwrap().revision, revision);
+
+    let activate = pb::AlarmRequest {
+        action: pb::alarm_request::AlarmAction::Activate as i32,
+        member_id: server.member_id,
+        alarm: pb::AlarmType::Nospace as i32,
+    };
+    maintenance.alarm(activate).await.unwrap();
+    let get = pb::AlarmRequest::default();
+    let alarms = maintenance.alarm(get).await.unwrap().into_inner().alarms;
+    assert_eq!(alarms.len(), 1);
+    let put = pb::PutRequest {
+        key: bytes_of("h"),
+        value: bytes_of("2"),
+        ..pb::PutRequest::default()
+    };
+    let refused = server.kv().put(put).await.unwrap_err();
+    assert_eq!(
+        refused.message(),
+        "etcdserver: mvcc: database space exceeded"
+    );
+    let status = maintenance.status(pb::StatusRequest {}).await.unwrap();
+    assert_eq!(status.into_inner().errors.len(), 1);
+    let deactivate = pb::AlarmRequest {
+        action: pb::alarm_request::AlarmAction::Deactivate as i32,
+        member_id: server.member_id,
+        alarm: pb::AlarmType::Nospace as i32,
+    };
+    maintenance.alarm(deactivate).await.unwrap();
+    let later = server.put("h", b"2", 0).await;
+
+    let at = |revision| pb::HashKvRequest { revision };
+    let now = maintenance.hash_kv(at(0)).await.unwrap().into_inner();
+    assert_eq!(now.hash_revision, later);
+    let same = maintenance.hash_kv(at(later)).await.unwrap().into_inner();
+    assert_eq!(now.hash, same.hash);
+    let before = maintenance
+        .hash_kv(at(revision))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_ne!(now.hash, before.hash);
+    let whole = maintenance.hash(pb::HashRequest {}).await.unwrap();
+    assert_eq!(whole.into_inner().hash, now.hash);
+    let future = maintenance.hash_kv(at(later + 10)).await.unwrap_err();
+    assert_eq!(future.code(), Code::OutOfRange);
+
+    maintenance
+        .defragment(pb::DefragmentRequest {})
+        .await
+        .unwrap();
+    let downgrade = pb::DowngradeRequest::default();
+    let refused = maintenance.downgrade(downgrade).await.unwrap_err();
+    assert_eq!(refused.code(), Code::Unimplemented);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_snapshot_streams_the_image_and_its_sha256() {
+    let server = TestServer::start().await;
+    for i in 0..50 {
+        server.put(&format!("s{i}"), &[b'x'; 1024], 0).await;
+    }
+    let mut stream = server
+        .maintenance()
+        .snapshot(pb::SnapshotRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let mut messages = Vec::new();
+    while let Some(message) = stream.message().await.unwrap() {
+        messages.push(message);
+    }
+    let (checksum, chunks) = messages.split_last().unwrap();
+    assert!(chunks.len() > 1, "several chunks");
+    let remaining: Vec<u64> = chunks.iter().map(|m| m.remaining_bytes).collect();
+    assert!(remaining.windows(2).all(|w| w[0] > w[1]), "{remaining:?}");
+    assert_eq!(remaining.last(), Some(&0));
+    let image: Vec<u8> = chunks.iter().flat_map(|m| m.blob.to_vec()).collect();
+    assert!(image.len() > 50 * 1024);
+    assert_eq!(checksum.blob.as_ref(), Sha256::digest(&image).as_slice());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn move_leader_on_a_single_node_and_to_strangers() {
+    let server = TestServer::start().await;
+    let mut maintenance = server.maintenance();
+    let to_self = pb::MoveLeaderRequest {
+        target_id: server.member_id,
+    };
+    maintenance.move_leader(to_self).await.unwrap();
+    let to_nobody = pb::MoveLeaderRequest { target_id: 12345 };
+    let refused = maintenance.move_leader(to_nobody).await.unwrap_err();
+    assert_eq!(refused.message(), "etcdserver: bad leader transferee");
+    let status = maintenance.status(pb::StatusRequest {}).await.unwrap();
+    assert_eq!(status.into_inner().leader, server.member_id);
+    server.stop().await;
+}
