@@ -207,13 +207,9 @@ pub async fn start<D: Disk + Send + 'static>(
     let kv = KvServer::new(KvService::new(api.clone()))
         .max_decoding_message_size(max_message_bytes)
         .max_encoding_message_size(usize::MAX);
-    let incoming = tonic::transport::server::TcpIncoming::from(client_listener);
+    let router = tonic::transport::Server::builder().add_service(kv);
     tokio::spawn(async move {
-        let served = tonic::transport::Server::builder()
-            .add_service(kv)
-            .serve_with_incoming(incoming)
-            .await;
-        if let Err(error) = served {
+        if let Err(error) = serve_clients(router, client_listener).await {
             warn!(%error, "client listener stopped");
         }
     });
@@ -230,4 +226,25 @@ pub async fn start<D: Disk + Send + 'static>(
         shutdown,
         server_loop,
     })
+}
+
+/// Serves gRPC on the client listener. One of the few places where the simulator differs:
+/// madsim's tonic serves on an address of its simulated network rather than a TCP incoming.
+#[cfg(not(madsim))]
+async fn serve_clients(
+    router: tonic::transport::server::Router,
+    listener: TcpListener,
+) -> anyhow::Result<()> {
+    let incoming = tonic::transport::server::TcpIncoming::from(listener);
+    Ok(router.serve_with_incoming(incoming).await?)
+}
+
+#[cfg(madsim)]
+async fn serve_clients(
+    router: tonic::transport::server::Router,
+    listener: TcpListener,
+) -> anyhow::Result<()> {
+    let addr = listener.local_addr()?;
+    drop(listener);
+    Ok(router.serve(addr).await?)
 }
