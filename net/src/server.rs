@@ -9,7 +9,7 @@ use anyhow::{bail, Context};
 use keel_core::mvcc::{Limits, StoreConfig, DEFAULT_QUOTA_BYTES};
 use keel_core::node::{MemberAttributes, Node, NodeConfig};
 use keel_core::raft::InitialState;
-use keel_storage::{Disk, Storage, StorageOptions};
+use keel_storage::{Disk, Storage};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
@@ -89,7 +89,7 @@ fn wall_clock_nanos() -> u64 {
 /// Opens `disk` and what it holds, bootstrapping a new cluster or joining one when empty.
 fn open_node<D: Disk>(config: &ServerConfig, disk: D) -> anyhow::Result<(Node, Storage<D>)> {
     let node_config = node_config(config);
-    let (mut storage, recovered) = Storage::open(disk, StorageOptions::default())
+    let (mut storage, recovered) = Storage::open(disk, config.storage.clone())
         .with_context(|| format!("cannot open the data dir {}", config.data_dir.display()))?;
     for repair in &recovered.repairs {
         warn!(%repair, "repaired the data dir");
