@@ -176,6 +176,8 @@ pub struct ServerConfig {
     pub auto_compaction: AutoCompaction,
     pub log_level: String,
     pub log_format: LogFormat,
+    /// WAL and snapshot settings; not flags (the simulator uses small segments).
+    pub storage: keel_storage::StorageOptions,
 }
 
 impl ServeArgs {
@@ -245,6 +247,7 @@ impl ServeArgs {
             )?,
             log_level: log_level(&self.log_level)?,
             log_format: self.log_format,
+            storage: keel_storage::StorageOptions::default(),
         })
     }
 }

@@ -2,6 +2,8 @@
 //! v3 gRPC services, the JSON gateway and the command line.
 
 pub mod api;
+#[cfg(not(madsim))]
+pub mod bench;
 pub mod compactor;
 pub mod config;
 pub mod frame;

@@ -25,15 +25,27 @@ mod real {
     #[command(
         name = "keel",
         version,
-        about = "An etcd-compatible, strongly consistent key-value store"
+        about = "An etcd-compatible, strongly consistent key-value store",
+        args_conflicts_with_subcommands = true
     )]
     struct Cli {
+        #[command(subcommand)]
+        command: Option<Command>,
         #[command(flatten)]
         serve: ServeArgs,
     }
 
+    #[derive(clap::Subcommand, Debug)]
+    enum Command {
+        /// Benchmark an etcd v3 endpoint list (keel or etcd), like etcd's `benchmark` tool.
+        Bench(keel_net::bench::BenchArgs),
+    }
+
     pub fn main() -> ExitCode {
         let cli = Cli::parse();
+        if let Some(Command::Bench(args)) = cli.command {
+            return bench(args);
+        }
         let config = match cli.serve.resolve() {
             Ok(config) => config,
             Err(error) => {
@@ -57,6 +69,30 @@ mod real {
             Err(error) => {
                 error!("{error:#}");
                 eprintln!("keel: {error:#}");
+                ExitCode::FAILURE
+            }
+        }
+    }
+
+    fn bench(args: keel_net::bench::BenchArgs) -> ExitCode {
+        let runtime = match tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime,
+            Err(error) => {
+                eprintln!("keel bench: cannot start the runtime: {error}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let json = args.json;
+        match runtime.block_on(keel_net::bench::run(args)) {
+            Ok(summary) => {
+                summary.print(json);
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("keel bench: {error:#}");
                 ExitCode::FAILURE
             }
         }

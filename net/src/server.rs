@@ -9,7 +9,7 @@ use anyhow::{bail, Context};
 use keel_core::mvcc::{Limits, StoreConfig, DEFAULT_QUOTA_BYTES};
 use keel_core::node::{MemberAttributes, Node, NodeConfig};
 use keel_core::raft::InitialState;
-use keel_storage::{Disk, Storage, StorageOptions};
+use keel_storage::{Disk, Storage};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
@@ -97,7 +97,7 @@ fn wall_clock_nanos() -> u64 {
 /// Opens `disk` and what it holds, bootstrapping a new cluster or joining one when empty.
 fn open_node<D: Disk>(config: &ServerConfig, disk: D) -> anyhow::Result<(Node, Storage<D>)> {
     let node_config = node_config(config);
-    let (mut storage, recovered) = Storage::open(disk, StorageOptions::default())
+    let (mut storage, recovered) = Storage::open(disk, config.storage.clone())
         .with_context(|| format!("cannot open the data dir {}", config.data_dir.display()))?;
     for repair in &recovered.repairs {
         warn!(%repair, "repaired the data dir");
@@ -229,17 +229,14 @@ pub async fn start<D: Disk + Send + 'static>(
     let maintenance = MaintenanceServer::new(MaintenanceService::new(api.clone()))
         .max_encoding_message_size(usize::MAX);
     tokio::spawn(keep_watchers_moving(handle.clone()));
-    let incoming = tonic::transport::server::TcpIncoming::from(client_listener);
+    let router = tonic::transport::Server::builder()
+        .add_service(kv)
+        .add_service(watch)
+        .add_service(lease)
+        .add_service(cluster)
+        .add_service(maintenance);
     tokio::spawn(async move {
-        let served = tonic::transport::Server::builder()
-            .add_service(kv)
-            .add_service(watch)
-            .add_service(lease)
-            .add_service(cluster)
-            .add_service(maintenance)
-            .serve_with_incoming(incoming)
-            .await;
-        if let Err(error) = served {
+        if let Err(error) = serve_clients(router, client_listener).await {
             warn!(%error, "client listener stopped");
         }
     });
@@ -256,4 +253,25 @@ pub async fn start<D: Disk + Send + 'static>(
         shutdown,
         server_loop,
     })
+}
+
+/// Serves gRPC on the client listener. One of the few places where the simulator differs:
+/// madsim's tonic serves on an address of its simulated network rather than a TCP incoming.
+#[cfg(not(madsim))]
+async fn serve_clients(
+    router: tonic::transport::server::Router,
+    listener: TcpListener,
+) -> anyhow::Result<()> {
+    let incoming = tonic::transport::server::TcpIncoming::from(listener);
+    Ok(router.serve_with_incoming(incoming).await?)
+}
+
+#[cfg(madsim)]
+async fn serve_clients(
+    router: tonic::transport::server::Router,
+    listener: TcpListener,
+) -> anyhow::Result<()> {
+    let addr = listener.local_addr()?;
+    drop(listener);
+    Ok(router.serve(addr).await?)
 }

@@ -31,6 +31,8 @@ const WATCH_OUTBOX: usize = 256;
 const MAX_REQUESTS_PER_BATCH: usize = 4096;
 /// Re-announce this member's name and client URLs this often until they are applied.
 const PUBLISH_RETRY_TICKS: u64 = 20;
+/// etcd warns about an fdatasync slower than this.
+const SLOW_FSYNC: Duration = Duration::from_secs(1);
 
 /// Everything the loop needs besides the node and its storage.
 #[derive(Debug)]
@@ -316,7 +318,11 @@ impl<D: Disk> ServerLoop<D> {
                 .persist(&ready)
                 .inspect_err(|e| error!(%e, "persist failed"))?;
             if synced {
-                self.metrics.observe_fsync(started.elapsed());
+                let took = started.elapsed();
+                self.metrics.observe_fsync(took);
+                if took > SLOW_FSYNC {
+                    warn!(took_ms = took.as_millis() as u64, "slow fdatasync");
+                }
             }
             for message in ready.persisted_messages.drain(..) {
                 self.transport.send(message);
@@ -388,6 +394,14 @@ impl<D: Disk> ServerLoop<D> {
 
     /// Points the transport at the members as the node now knows them.
     fn update_peers(&mut self) {
+        let voters = self.node.raft().conf_state().voters.len();
+        let learners = self.node.raft().conf_state().learners.len();
+        info!(
+            voters,
+            learners,
+            members = self.node.members().len(),
+            "membership changed"
+        );
         let peers: Vec<(u64, Vec<String>)> = self
             .node
             .members()

@@ -206,6 +206,11 @@ impl Raft {
             raft.conf = membership::apply_to_conf(&raft.conf, change);
         }
         raft.reset_randomized_election_timeout();
+        if raft.conf.voters.len() == 1 && raft.conf.voters.contains(&raft.id) {
+            // A lone voter has nobody to wait for: it campaigns on its first tick, so a
+            // single-node server serves right after it starts.
+            raft.election_elapsed_ticks = raft.randomized_election_ticks.saturating_sub(1);
+        }
         Ok(raft)
     }
 

@@ -1,0 +1,220 @@
+//! Real `keel` processes for end-to-end tests: each test gets its own temp dir and free
+//! loopback ports; every process is killed when the test ends, pass or fail. Waiting is
+//! polling with a deadline, never a fixed sleep.
+
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// A port nobody listens on right now (the process binds it a moment later).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// Polls `check` until it returns `Some`, or panics with `what` after `DEADLINE`.
+pub fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let started = Instant::now();
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(started.elapsed() < DEADLINE, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[derive(Debug)]
+pub struct Member {
+    pub name: String,
+    pub client_port: u16,
+    pub peer_port: u16,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Member {
+    pub fn client_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    pub fn peer_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.peer_port)
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.client_port)
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// SIGKILL: no chance to clean up, like a crash.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then waits for the exit status.
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        wait_for("the process to exit", || child.try_wait().ok().flatten()).into()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A set of members started from one `--initial-cluster`.
+#[derive(Debug)]
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub members: Vec<Member>,
+    pub initial_cluster: String,
+}
+
+impl Cluster {
+    /// Starts `size` members and waits until a leader serves a linearizable read.
+    pub fn start(size: usize) -> Cluster {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let mut members: Vec<Member> = (1..=size)
+            .map(|i| {
+                let name = format!("n{i}");
+                Member {
+                    data_dir: dir.path().join(format!("{name}.keel")),
+                    log: dir.path().join(format!("{name}.log")),
+                    name,
+                    client_port: free_port(),
+                    peer_port: free_port(),
+                    child: None,
+                }
+            })
+            .collect();
+        let initial_cluster = members
+            .iter()
+            .map(|m| format!("{}={}", m.name, m.peer_url()))
+            .collect::<Vec<_>>()
+            .join(",");
+        for member in &mut members {
+            spawn(member, &initial_cluster, "new");
+        }
+        let cluster = Cluster {
+            dir,
+            members,
+            initial_cluster,
+        };
+        cluster.wait_ready();
+        cluster
+    }
+
+    pub fn endpoints(&self) -> String {
+        self.members
+            .iter()
+            .map(Member::endpoint)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Restarts a member that was killed or terminated, on the same ports and data dir.
+    pub fn restart(&mut self, index: usize) {
+        let initial_cluster = self.initial_cluster.clone();
+        spawn(&mut self.members[index], &initial_cluster, "new");
+    }
+
+    /// Waits until a linearizable read succeeds through every running member.
+    pub fn wait_ready(&self) {
+        for member in &self.members {
+            if member.child.is_none() {
+                continue;
+            }
+            let endpoint = member.endpoint();
+            wait_for(&format!("{} to serve", member.name), || {
+                etcdctl(&endpoint, &["get", "readiness-probe"])
+                    .status
+                    .success()
+                    .then_some(())
+            });
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+fn spawn(member: &mut Member, initial_cluster: &str, state: &str) {
+    let log = std::fs::File::create(&member.log).expect("a log file");
+    let child = Command::new(env!("CARGO_BIN_EXE_keel"))
+        .args([
+            "--name",
+            &member.name,
+            "--data-dir",
+            &member.data_dir.to_string_lossy(),
+            "--listen-client-urls",
+            &member.client_url(),
+            "--advertise-client-urls",
+            &member.client_url(),
+            "--listen-peer-urls",
+            &member.peer_url(),
+            "--initial-advertise-peer-urls",
+            &member.peer_url(),
+            "--initial-cluster",
+            initial_cluster,
+            "--initial-cluster-state",
+            state,
+            "--heartbeat-interval",
+            "50",
+            "--election-timeout",
+            "500",
+        ])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("keel starts");
+    member.child = Some(child);
+}
+
+/// Runs Debian's `etcdctl` (v3 API) against `endpoints`.
+pub fn etcdctl(endpoints: &str, args: &[&str]) -> Output {
+    Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={endpoints}"))
+        .arg("--command-timeout=5s")
+        .args(args)
+        .output()
+        .expect("etcdctl is installed (apt-get install etcd-client)")
+}
+
+/// `etcdctl` that must succeed; returns its stdout.
+pub fn etcdctl_ok(endpoints: &str, args: &[&str]) -> String {
+    let output = etcdctl(endpoints, args);
+    assert!(
+        output.status.success(),
+        "etcdctl {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}

@@ -1,0 +1,242 @@
+//! The simulated world: keel servers on madsim nodes, each running the very code of the
+//! `keel` binary (`keel_net::server::start`) on a `SimDisk` the world keeps, so a disk
+//! outlives its node's crash as a real one outlives a process.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use clap::Parser;
+use keel_net::config::{ServeArgs, ServerConfig};
+use keel_storage::{Faults, SimDisk, SimDiskConfig, StorageOptions};
+use madsim::runtime::{Handle, NodeHandle};
+
+pub const CLIENT_PORT: u16 = 2379;
+pub const PEER_PORT: u16 = 2380;
+
+/// How a world is built.
+#[derive(Clone, Debug)]
+pub struct WorldConfig {
+    pub servers: usize,
+    pub seed: u64,
+    pub heartbeat_ms: u64,
+    pub election_ms: u64,
+    pub snapshot_count: u64,
+    pub faults: Faults,
+}
+
+impl WorldConfig {
+    pub fn new(servers: usize, seed: u64) -> WorldConfig {
+        WorldConfig {
+            servers,
+            seed,
+            heartbeat_ms: 50,
+            election_ms: 500,
+            snapshot_count: 1_000,
+            faults: Faults::none(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ServerIndex(pub usize);
+
+/// One server machine: its madsim node and what the harness knows of it.
+#[derive(Clone)]
+pub struct Server {
+    pub name: String,
+    pub ip: IpAddr,
+    pub node: NodeHandle,
+    pub config: ServerConfig,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("name", &self.name)
+            .field("ip", &self.ip)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    pub fn client_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.ip, CLIENT_PORT)
+    }
+
+    pub fn client_url(&self) -> String {
+        format!("http://{}", self.client_addr())
+    }
+}
+
+type Disks = Arc<Mutex<BTreeMap<usize, SimDisk>>>;
+
+pub struct World {
+    pub config: WorldConfig,
+    pub servers: Vec<Server>,
+    disks: Disks,
+    handle: Handle,
+    next_client_ip: u8,
+}
+
+impl std::fmt::Debug for World {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("World")
+            .field("seed", &self.config.seed)
+            .field("servers", &self.servers.len())
+            .finish()
+    }
+}
+
+pub fn server_ip(index: usize) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(
+        10,
+        0,
+        0,
+        u8::try_from(index + 1).expect("at most 254 servers"),
+    ))
+}
+
+fn server_config(config: &WorldConfig, index: usize) -> ServerConfig {
+    let url = |i: usize, port: u16| format!("http://{}:{port}", server_ip(i));
+    let initial_cluster = (0..config.servers)
+        .map(|i| format!("s{}={}", i + 1, url(i, PEER_PORT)))
+        .collect::<Vec<_>>()
+        .join(",");
+    let args = [
+        "keel".to_string(),
+        format!("--name=s{}", index + 1),
+        format!("--data-dir=s{}.keel", index + 1),
+        format!("--listen-client-urls={}", url(index, CLIENT_PORT)),
+        format!("--advertise-client-urls={}", url(index, CLIENT_PORT)),
+        format!("--listen-peer-urls={}", url(index, PEER_PORT)),
+        format!("--initial-advertise-peer-urls={}", url(index, PEER_PORT)),
+        format!("--initial-cluster={initial_cluster}"),
+        format!("--heartbeat-interval={}", config.heartbeat_ms),
+        format!("--election-timeout={}", config.election_ms),
+        format!("--snapshot-count={}", config.snapshot_count),
+    ];
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+    let mut server = Cli::try_parse_from(args)
+        .expect("the world's flags parse")
+        .serve
+        .resolve()
+        .expect("the world's flags are consistent");
+    // Small segments: the simulated disk holds them in memory.
+    server.storage = StorageOptions {
+        segment_size_bytes: 1024 * 1024,
+        ..StorageOptions::default()
+    };
+    server
+}
+
+impl World {
+    /// Creates the servers (they start at once) with fresh disks.
+    pub fn start(config: WorldConfig) -> World {
+        let handle = Handle::current();
+        let disks: Disks = Arc::new(Mutex::new(BTreeMap::new()));
+        let mut servers = Vec::new();
+        for index in 0..config.servers {
+            let disk_seed = config.seed.wrapping_mul(31).wrapping_add(index as u64);
+            let disk = SimDisk::new(SimDiskConfig::new(disk_seed, config.faults));
+            disks.lock().expect("disks").insert(index, disk);
+            let server_config = server_config(&config, index);
+            let ip = server_ip(index);
+            let init_disks = disks.clone();
+            let init_config = server_config.clone();
+            let node = handle
+                .create_node()
+                .name(format!("s{}", index + 1))
+                .ip(ip)
+                .init(move || run_server(init_config.clone(), init_disks.clone(), index))
+                .build();
+            servers.push(Server {
+                name: format!("s{}", index + 1),
+                ip,
+                node,
+                config: server_config,
+            });
+        }
+        World {
+            config,
+            servers,
+            disks,
+            handle,
+            next_client_ip: 1,
+        }
+    }
+
+    /// A new machine for clients, on its own address.
+    pub fn client_node(&mut self, name: &str) -> NodeHandle {
+        let ip = IpAddr::V4(Ipv4Addr::new(10, 0, 1, self.next_client_ip));
+        self.next_client_ip = self.next_client_ip.wrapping_add(1).max(1);
+        self.handle.create_node().name(name).ip(ip).build()
+    }
+
+    /// Power loss: the process dies and the disk keeps only what was synced (or torn, as
+    /// the fault settings say).
+    pub fn crash(&mut self, index: usize) {
+        self.handle.kill(self.servers[index].node.id());
+        let mut disks = self.disks.lock().expect("disks");
+        if let Some(disk) = disks.get(&index) {
+            let survivor = disk.crash();
+            disks.insert(index, survivor);
+        }
+    }
+
+    /// Boots a crashed server again from its disk.
+    pub fn restart(&mut self, index: usize) {
+        self.handle.restart(self.servers[index].node.id());
+    }
+
+    pub fn disk(&self, index: usize) -> Option<SimDisk> {
+        self.disks.lock().expect("disks").get(&index).cloned()
+    }
+
+    pub fn set_disk_faults(&self, index: usize, faults: Faults) {
+        if let Some(disk) = self.disks.lock().expect("disks").get(&index) {
+            disk.set_faults(faults);
+        }
+    }
+}
+
+/// What a server node runs: the keel server on its disk, until it stops. A fatal storage
+/// error ends the server as it ends the real process (the node then idles until restarted).
+async fn run_server(config: ServerConfig, disks: Disks, index: usize) {
+    let Some(disk) = disks.lock().expect("disks").get(&index).cloned() else {
+        return;
+    };
+    let bind = |port| SocketAddr::new(server_ip(index), port);
+    let client = match tokio::net::TcpListener::bind(bind(CLIENT_PORT)).await {
+        Ok(listener) => listener,
+        Err(error) => {
+            tracing::error!(%error, "cannot listen for clients");
+            return;
+        }
+    };
+    let peer = match tokio::net::TcpListener::bind(bind(PEER_PORT)).await {
+        Ok(listener) => listener,
+        Err(error) => {
+            tracing::error!(%error, "cannot listen for peers");
+            return;
+        }
+    };
+    match keel_net::server::start(&config, disk, client, peer).await {
+        Ok(running) => {
+            if let Err(error) = running.wait().await {
+                tracing::error!(server = config.name, "server stopped: {error:#}");
+            }
+        }
+        Err(error) => tracing::error!(server = config.name, "server failed to start: {error:#}"),
+    }
+    // A stopped server's machine stays up but silent, like a crashed process.
+    std::future::pending::<()>().await
+}
+
+/// How long a client waits for any one request before calling it indeterminate.
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
