@@ -45,19 +45,68 @@ struct TestServer {
     _dir: tempfile::TempDir,
 }
 
+/// Listeners bound before start-up, so every member knows the others' URLs.
+struct Listeners {
+    name: String,
+    client: TcpListener,
+    peer: TcpListener,
+}
+
+impl Listeners {
+    async fn bind(name: &str) -> Listeners {
+        Listeners {
+            name: name.to_string(),
+            client: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            peer: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        }
+    }
+
+    fn client_url(&self) -> String {
+        format!("http://{}", self.client.local_addr().unwrap())
+    }
+
+    fn peer_url(&self) -> String {
+        format!("http://{}", self.peer.local_addr().unwrap())
+    }
+}
+
 impl TestServer {
+    /// A single-member cluster with a leader.
     async fn start() -> TestServer {
+        let listeners = Listeners::bind("t").await;
+        let cluster = format!("t={}", listeners.peer_url());
+        let server = TestServer::start_member(listeners, &cluster).await;
+        server.wait_for_leader().await;
+        server
+    }
+
+    /// Members of one cluster, started together; not waiting for a leader.
+    async fn start_cluster(size: usize) -> Vec<TestServer> {
+        let mut all = Vec::new();
+        for i in 1..=size {
+            all.push(Listeners::bind(&format!("m{i}")).await);
+        }
+        let cluster: Vec<String> = all
+            .iter()
+            .map(|l| format!("{}={}", l.name, l.peer_url()))
+            .collect();
+        let cluster = cluster.join(",");
+        let mut servers = Vec::new();
+        for listeners in all {
+            servers.push(TestServer::start_member(listeners, &cluster).await);
+        }
+        servers
+    }
+
+    async fn start_member(listeners: Listeners, cluster: &str) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
-        let client_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let peer_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let client_url = format!("http://{}", client_listener.local_addr().unwrap());
-        let peer_url = format!("http://{}", peer_listener.local_addr().unwrap());
-        let data_dir = dir.path().join("t.keel");
-        let cluster = format!("t={peer_url}");
+        let client_url = listeners.client_url();
+        let peer_url = listeners.peer_url();
+        let data_dir = dir.path().join("member.keel");
         let argv = [
             "keel",
             "--name",
-            "t",
+            &listeners.name,
             "--data-dir",
             data_dir.to_str().unwrap(),
             "--listen-client-urls",
@@ -69,7 +118,7 @@ impl TestServer {
             "--initial-advertise-peer-urls",
             &peer_url,
             "--initial-cluster",
-            &cluster,
+            cluster,
             "--heartbeat-interval",
             "20",
             "--election-timeout",
@@ -77,7 +126,7 @@ impl TestServer {
         ];
         let config = Cli::try_parse_from(argv).unwrap().serve.resolve().unwrap();
         let disk = FsDisk::open(&data_dir).unwrap();
-        let running = server::start(&config, disk, client_listener, peer_listener)
+        let running = server::start(&config, disk, listeners.client, listeners.peer)
             .await
             .unwrap();
         let channel = Channel::from_shared(client_url.clone())
@@ -85,28 +134,32 @@ impl TestServer {
             .connect()
             .await
             .unwrap();
-        let server = TestServer {
+        TestServer {
             running: Some(running),
             channel,
             member_id: config.member_id,
             peer_url,
             client_url,
             _dir: dir,
-        };
-        server.wait_for_leader().await;
-        server
+        }
     }
 
-    async fn wait_for_leader(&self) {
+    /// This member's view of the leader, once it has one.
+    async fn leader(&self) -> u64 {
         let maintenance = self.maintenance();
         poll("a leader", || {
             let mut maintenance = maintenance.clone();
             async move {
                 let status = maintenance.status(pb::StatusRequest {}).await.ok()?;
-                (status.into_inner().leader != 0).then_some(())
+                let leader = status.into_inner().leader;
+                (leader != 0).then_some(leader)
             }
         })
-        .await;
+        .await
+    }
+
+    async fn wait_for_leader(&self) {
+        self.leader().await;
     }
 
     fn kv(&self) -> KvClient<Channel> {
@@ -654,9 +707,12 @@ async fn a_snapshot_streams_the_image_and_its_sha256() {
     let remaining: Vec<u64> = chunks.iter().map(|m| m.remaining_bytes).collect();
     assert!(remaining.windows(2).all(|w| w[0] > w[1]), "{remaining:?}");
     assert_eq!(remaining.last(), Some(&0));
-    let image: Vec<u8> = chunks.iter().flat_map(|m| m.blob.to_vec()).collect();
-    assert!(image.len() > 50 * 1024);
-    assert_eq!(checksum.blob.as_ref(), Sha256::digest(&image).as_slice());
+    let body: Vec<u8> = chunks.iter().flat_map(|m| m.blob.to_vec()).collect();
+    assert!(body.len() > 50 * 1024);
+    assert_eq!(&body[..8], b"KEELSNAP");
+    // etcdctl finds the checksum by the body being whole 512-byte sectors.
+    assert_eq!(body.len() % 512, 0);
+    assert_eq!(checksum.blob.as_ref(), Sha256::digest(&body).as_slice());
     server.stop().await;
 }
 
@@ -674,4 +730,59 @@ async fn move_leader_on_a_single_node_and_to_strangers() {
     let status = maintenance.status(pb::StatusRequest {}).await.unwrap();
     assert_eq!(status.into_inner().leader, server.member_id);
     server.stop().await;
+}
+
+#[tokio::test]
+async fn followers_forward_keep_alives_and_ttls_to_the_leader_and_leadership_moves() {
+    let servers = TestServer::start_cluster(3).await;
+    let leader_id = servers[0].leader().await;
+    let follower = servers.iter().find(|s| s.member_id != leader_id).unwrap();
+    assert_eq!(follower.leader().await, leader_id);
+    let mut lease = follower.lease();
+    let grant = pb::LeaseGrantRequest { ttl: 30, id: 0 };
+    let id = lease.lease_grant(grant).await.unwrap().into_inner().id;
+
+    let (requests, outgoing) = mpsc::channel(4);
+    let mut answers = lease
+        .lease_keep_alive(ReceiverStream::new(outgoing))
+        .await
+        .unwrap()
+        .into_inner();
+    requests
+        .send(pb::LeaseKeepAliveRequest { id })
+        .await
+        .unwrap();
+    let renewed = answers.message().await.unwrap().unwrap();
+    assert_eq!((renewed.id, renewed.ttl), (id, 30));
+    assert_eq!(renewed.header.unwrap().member_id, follower.member_id);
+    requests
+        .send(pb::LeaseKeepAliveRequest { id: id + 1 })
+        .await
+        .unwrap();
+    let unknown = answers.message().await.unwrap().unwrap();
+    assert_eq!(unknown.ttl, 0);
+
+    let ask = pb::LeaseTimeToLiveRequest { id, keys: false };
+    let ttl = lease.lease_time_to_live(ask).await.unwrap().into_inner();
+    assert_eq!(ttl.granted_ttl, 30);
+    assert!(ttl.ttl > 20, "{}", ttl.ttl);
+    assert_eq!(ttl.header.unwrap().member_id, follower.member_id);
+
+    // A follower is not the one to move leadership; the leader is.
+    let to_follower = pb::MoveLeaderRequest {
+        target_id: follower.member_id,
+    };
+    let refused = follower
+        .maintenance()
+        .move_leader(to_follower)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.message(), "etcdserver: not leader");
+    let leader = servers.iter().find(|s| s.member_id == leader_id).unwrap();
+    leader.maintenance().move_leader(to_follower).await.unwrap();
+    let status = leader.maintenance().status(pb::StatusRequest {}).await;
+    assert_eq!(status.unwrap().into_inner().leader, follower.member_id);
+    for server in servers {
+        server.stop().await;
+    }
 }

@@ -1,5 +1,20 @@
 //! The Maintenance service: Status, Alarm, Hash, HashKV, Snapshot, MoveLeader, Defragment.
 //! Downgrade is not offered.
+//!
+//! A snapshot is streamed as etcd streams its database file — chunks with the bytes still to
+//! come, then the SHA-256 of everything as the last message — but what it carries is keel's
+//! (etcd's bolt file has no meaning here), in this envelope, all integers little-endian:
+//!
+//! ```text
+//! offset  0  b"KEELSNAP"
+//!         8  u32 format version (1)
+//!        12  u64 Raft index the image was taken at
+//!        20  u64 Raft term of that index
+//!        28  u64 image length in bytes
+//!        36  image: members and store, as in keel's snapshots (checksummed inside)
+//!            zero bytes up to a multiple of 512 (etcdctl finds the trailing checksum by
+//!            the file size being a multiple of 512 plus 32)
+//! ```
 
 use std::time::Duration;
 
@@ -84,6 +99,26 @@ fn status_of(node: &Node) -> (pb::StatusResponse, u64, i64) {
         downgrade_info: Some(pb::DowngradeInfo::default()),
     };
     (status, raft.term(), store.current_revision())
+}
+
+const SNAPSHOT_MAGIC: &[u8; 8] = b"KEELSNAP";
+const SNAPSHOT_FORMAT_VERSION: u32 = 1;
+/// etcdctl expects the body to be a whole number of 512-byte sectors.
+const SNAPSHOT_ALIGN_BYTES: usize = 512;
+
+/// The envelope around a snapshot image (see the module docs).
+pub fn snapshot_body(index: u64, term: u64, image: &[u8]) -> Bytes {
+    let unpadded = SNAPSHOT_MAGIC.len() + 4 + 8 + 8 + 8 + image.len();
+    let padded = unpadded.div_ceil(SNAPSHOT_ALIGN_BYTES) * SNAPSHOT_ALIGN_BYTES;
+    let mut body = Vec::with_capacity(padded);
+    body.extend_from_slice(SNAPSHOT_MAGIC);
+    body.extend_from_slice(&SNAPSHOT_FORMAT_VERSION.to_le_bytes());
+    body.extend_from_slice(&index.to_le_bytes());
+    body.extend_from_slice(&term.to_le_bytes());
+    body.extend_from_slice(&(image.len() as u64).to_le_bytes());
+    body.extend_from_slice(image);
+    body.resize(padded, 0);
+    Bytes::from(body)
 }
 
 /// `data` as etcd streams a snapshot: chunks with the bytes still to come, then the
@@ -192,8 +227,8 @@ impl Maintenance for MaintenanceService {
 
     type SnapshotStream = tonic::codegen::BoxStream<pb::SnapshotResponse>;
 
-    /// Streams this member's state-machine image (members and store, in keel's checksummed
-    /// snapshot format) at its applied index.
+    /// Streams this member's state-machine image at its applied index (see the module docs
+    /// for the format).
     async fn snapshot(
         &self,
         _request: Request<pb::SnapshotRequest>,
@@ -215,7 +250,9 @@ impl Maintenance for MaintenanceService {
             Status::unavailable("etcdserver: the applied entry's term is not known yet; retry")
         })?;
         let header = self.api.header_at(term).header(revision);
-        let messages = snapshot_messages(&snapshot.data, &header);
+        let meta = &snapshot.meta;
+        let body = snapshot_body(meta.index, meta.term, &snapshot.data);
+        let messages = snapshot_messages(&body, &header);
         let stream = tokio_stream::iter(messages.into_iter().map(Ok));
         Ok(Response::new(Box::pin(stream)))
     }
@@ -281,6 +318,19 @@ mod tests {
         let body: Vec<u8> = messages[..3].iter().flat_map(|m| m.blob.to_vec()).collect();
         assert_eq!(body, data.to_vec());
         assert_eq!(messages[3].blob.as_ref(), Sha256::digest(&data).as_slice());
+    }
+
+    #[test]
+    fn the_envelope_is_whole_sectors_and_says_where_the_image_is() {
+        let image = vec![9u8; 1000];
+        let body = snapshot_body(7, 3, &image);
+        assert_eq!(body.len() % SNAPSHOT_ALIGN_BYTES, 0);
+        assert_eq!(&body[..8], b"KEELSNAP");
+        assert_eq!(body[12..20], 7u64.to_le_bytes());
+        assert_eq!(body[20..28], 3u64.to_le_bytes());
+        assert_eq!(body[28..36], 1000u64.to_le_bytes());
+        assert_eq!(&body[36..1036], image.as_slice());
+        assert!(body[1036..].iter().all(|&b| b == 0));
     }
 
     #[test]
