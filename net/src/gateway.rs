@@ -309,9 +309,31 @@ fn auth(grpc: Grpc) -> AuthClient<Grpc> {
 fn unary<In, Out, F, Fut>(call: F) -> MethodRouter<Gateway>
 where
     In: DeserializeOwned + Default + Send + 'static,
-    Out: Serialize,
+    Out: Serialize + 'static,
     F: Fn(Grpc, Req<In>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Answer<Out>> + Send,
+{
+    one_message_in(call, |answer: Out| json_response(&answer))
+}
+
+/// A server stream (Maintenance.Snapshot): one JSON object in, a line per answer.
+fn server_stream<In, Out, F, Fut>(call: F) -> MethodRouter<Gateway>
+where
+    In: DeserializeOwned + Default + Send + 'static,
+    Out: Serialize + Send + 'static,
+    F: Fn(Grpc, Req<In>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Answer<Streaming<Out>>> + Send,
+{
+    one_message_in(call, stream_response)
+}
+
+/// A method taking one message: decode the body, call, `respond` with the answer.
+fn one_message_in<In, A, F, Fut>(call: F, respond: fn(A) -> Response) -> MethodRouter<Gateway>
+where
+    In: DeserializeOwned + Default + Send + 'static,
+    A: 'static,
+    F: Fn(Grpc, Req<In>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Answer<A>> + Send,
 {
     post(
         move |State(gateway): State<Gateway>, request: Request| async move {
@@ -320,7 +342,7 @@ where
                 Err(status) => return error_response(&status),
             };
             match call(gateway.grpc, grpc_request(&headers, message)).await {
-                Ok(answer) => json_response(answer.get_ref()),
+                Ok(answer) => respond(answer.into_inner()),
                 Err(status) => error_response(&status),
             }
         },
@@ -349,28 +371,6 @@ where
             };
             let messages = Messages::spawn(first, reader);
             match call(gateway.grpc, grpc_request(&parts.headers, messages)).await {
-                Ok(answers) => stream_response(answers.into_inner()),
-                Err(status) => error_response(&status),
-            }
-        },
-    )
-}
-
-/// A server stream (Maintenance.Snapshot): one JSON object in, a line per answer.
-fn server_stream<In, Out, F, Fut>(call: F) -> MethodRouter<Gateway>
-where
-    In: DeserializeOwned + Default + Send + 'static,
-    Out: Serialize + Send + 'static,
-    F: Fn(Grpc, Req<In>) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Answer<Streaming<Out>>> + Send,
-{
-    post(
-        move |State(gateway): State<Gateway>, request: Request| async move {
-            let (headers, message) = match read_message(request, gateway.max_body_bytes).await {
-                Ok(read) => read,
-                Err(status) => return error_response(&status),
-            };
-            match call(gateway.grpc, grpc_request(&headers, message)).await {
                 Ok(answers) => stream_response(answers.into_inner()),
                 Err(status) => error_response(&status),
             }
@@ -432,12 +432,15 @@ fn too_large() -> Status {
     Status::resource_exhausted("request body too large")
 }
 
-/// Decodes a stream of JSON values (whitespace-separated, as clients write them) from a
-/// body as its bytes arrive.
+/// Decodes a stream of JSON objects (whitespace-separated, as clients write them) from a
+/// body as its bytes arrive. Each byte is scanned once to find where an object ends, and the
+/// object parsed once, so a message trickling in byte by byte costs no more than one sent
+/// whole.
 struct JsonReader {
     body: axum::body::BodyDataStream,
     buffer: Vec<u8>,
     body_ended: bool,
+    object_end: ObjectEnd,
     max_message_bytes: usize,
 }
 
@@ -447,6 +450,7 @@ impl JsonReader {
             body: body.into_data_stream(),
             buffer: Vec::new(),
             body_ended: false,
+            object_end: ObjectEnd::default(),
             max_message_bytes,
         }
     }
@@ -478,24 +482,91 @@ impl JsonReader {
             .position(|b| !b.is_ascii_whitespace())
             .unwrap_or(self.buffer.len());
         self.buffer.drain(..start);
-        if self.buffer.is_empty() {
-            return Decoded::Empty;
+        match self.buffer.first() {
+            None => return Decoded::Empty,
+            // Not an object: serde says what is wrong with it (or wants the rest of `nul`).
+            Some(&first) if first != b'{' => return self.decode_prefix(),
+            Some(_) => {}
         }
+        let Some(len) = self.object_end.find(&self.buffer) else {
+            return if self.body_ended {
+                self.decode_prefix()
+            } else {
+                Decoded::Partial
+            };
+        };
+        let decoded = serde_json::from_slice(&self.buffer[..len]);
+        self.buffer.drain(..len);
+        match decoded {
+            Ok(_) if len > self.max_message_bytes => Decoded::Malformed(too_large()),
+            Ok(value) => Decoded::Value(value),
+            Err(error) => Decoded::Malformed(malformed(&error)),
+        }
+    }
+
+    /// Lets serde decode the buffer's first value as far as it goes.
+    fn decode_prefix<T: DeserializeOwned>(&mut self) -> Decoded<T> {
         let mut values = serde_json::Deserializer::from_slice(&self.buffer).into_iter::<T>();
         match values.next() {
             Some(Ok(value)) => {
                 let used = values.byte_offset();
                 self.buffer.drain(..used);
-                if used > self.max_message_bytes {
-                    return Decoded::Malformed(too_large());
-                }
                 Decoded::Value(value)
             }
-            // Only the start of a value has arrived: wait for the rest, unless none will come.
             Some(Err(error)) if error.is_eof() && !self.body_ended => Decoded::Partial,
             Some(Err(error)) => Decoded::Malformed(malformed(&error)),
             None => Decoded::Empty,
         }
+    }
+}
+
+enum Decoded<T> {
+    Value(T),
+    Malformed(Status),
+    /// The buffer holds the beginning of a value.
+    Partial,
+    /// Nothing but whitespace.
+    Empty,
+}
+
+/// Finds where the JSON object at the start of a buffer ends, remembering how far it has
+/// scanned so that bytes arriving later are looked at once.
+#[derive(Debug, Default)]
+struct ObjectEnd {
+    scanned_bytes: usize,
+    depth: usize,
+    in_string: bool,
+    escaped: bool,
+}
+
+impl ObjectEnd {
+    /// The length of the complete object at the start of `buffer`, if it has all arrived.
+    fn find(&mut self, buffer: &[u8]) -> Option<usize> {
+        for (at, &byte) in buffer.iter().enumerate().skip(self.scanned_bytes) {
+            if self.in_string {
+                match byte {
+                    _ if self.escaped => self.escaped = false,
+                    b'\\' => self.escaped = true,
+                    b'"' => self.in_string = false,
+                    _ => {}
+                }
+                continue;
+            }
+            match byte {
+                b'"' => self.in_string = true,
+                b'{' | b'[' => self.depth += 1,
+                b'}' | b']' => {
+                    self.depth = self.depth.saturating_sub(1);
+                    if self.depth == 0 {
+                        *self = ObjectEnd::default();
+                        return Some(at + 1);
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.scanned_bytes = buffer.len();
+        None
     }
 }
 
@@ -539,15 +610,6 @@ impl<T> futures_util::Stream for Messages<T> {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
         self.0.poll_recv(cx)
     }
-}
-
-enum Decoded<T> {
-    Value(T),
-    Malformed(Status),
-    /// The buffer holds the beginning of a value.
-    Partial,
-    /// Nothing but whitespace.
-    Empty,
 }
 
 // ---- Writing JSON ----
@@ -980,6 +1042,35 @@ mod tests {
         assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{answer}");
         let (status, _) = post_with(&router, "/v3/lease/keepalive", &body, None).await;
         assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    }
+
+    #[tokio::test]
+    async fn stream_messages_arriving_a_byte_at_a_time_are_decoded() {
+        let text = r#"{"create_request": {"key": "Zm9v"}}
+                      {"create_request": {"key": "YmF6", "filters": []}}"#;
+        let chunks = text
+            .bytes()
+            .map(|byte| Ok::<_, Infallible>(Bytes::from(vec![byte])));
+        let request = HttpRequest::post("/v3/watch")
+            .body(Body::from_stream(stream::iter(chunks)))
+            .unwrap();
+        let response = gateway(1 << 20).oneshot(request).await.unwrap();
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let answer = String::from_utf8(body.to_vec()).unwrap();
+        assert_eq!(lines(&answer).len(), 4, "{answer}");
+    }
+
+    #[test]
+    fn an_object_ends_at_its_closing_brace_not_at_braces_in_strings() {
+        let text = br#"{"a": "}\"{", "b": [{}, {"c": "\\"}]} {"next": 1}"#;
+        let mut end = ObjectEnd::default();
+        // Fed in two parts: the scan resumes where it stopped.
+        assert_eq!(end.find(&text[..10]), None);
+        let len = end.find(text).unwrap();
+        assert_eq!(&text[..len], br#"{"a": "}\"{", "b": [{}, {"c": "\\"}]}"#);
+        assert_eq!(end.find(&text[len + 1..]), Some(11));
     }
 
     #[test]
