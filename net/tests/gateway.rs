@@ -39,6 +39,17 @@ struct Server {
 impl Server {
     /// A fresh single-member cluster, once it answers `/health`.
     async fn start() -> Server {
+        let server = Server::launch(|_| Vec::new()).await;
+        poll("a healthy server", || async {
+            let (status, _) = server.get("/health").await;
+            (status == StatusCode::OK).then_some(())
+        })
+        .await;
+        server
+    }
+
+    /// A member named `default` whose `extra_args(peer_url)` are added to the flags.
+    async fn launch(extra_args: impl FnOnce(&str) -> Vec<String>) -> Server {
         let data = tempfile::tempdir().unwrap();
         let client = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let peer = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -46,7 +57,7 @@ impl Server {
         let client_url = format!("http://{addr}");
         let peer_url = format!("http://{}", peer.local_addr().unwrap());
         let data_dir = data.path().display().to_string();
-        let args = [
+        let mut args: Vec<String> = [
             "keel",
             "--data-dir",
             &data_dir,
@@ -58,21 +69,18 @@ impl Server {
             &peer_url,
             "--initial-advertise-peer-urls",
             &peer_url,
-        ];
+        ]
+        .map(String::from)
+        .into();
+        args.extend(extra_args(&peer_url));
         let config = Cli::try_parse_from(args).unwrap().serve.resolve().unwrap();
         let disk = FsDisk::open(data.path()).unwrap();
         let running = server::start(&config, disk, client, peer).await.unwrap();
-        let server = Server {
+        Server {
             addr,
             running: Some(running),
             _data: data,
-        };
-        poll("a healthy server", || async {
-            let (status, _) = server.get("/health").await;
-            (status == StatusCode::OK).then_some(())
-        })
-        .await;
-        server
+        }
     }
 
     async fn stop(mut self) {
@@ -417,6 +425,49 @@ async fn health_is_false_with_503_when_the_member_cannot_serve() {
             .starts_with("RANGE ERROR:etcdserver: "),
         "{health}"
     );
+}
+
+#[tokio::test]
+async fn health_says_raft_no_leader_while_a_member_has_no_quorum() {
+    // One member of three, the other two never answering: no leader, ever.
+    let silent_peers = [
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    ];
+    let others: Vec<String> = silent_peers
+        .iter()
+        .zip(["b", "c"])
+        .map(|(l, name)| format!("{name}=http://{}", l.local_addr().unwrap()))
+        .collect();
+    let server = Server::launch(|peer_url| {
+        let cluster = format!("default={peer_url},{}", others.join(","));
+        vec!["--initial-cluster".to_string(), cluster]
+    })
+    .await;
+    assert_eq!(
+        server.get("/health").await,
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{\"health\":\"false\",\"reason\":\"RAFT NO LEADER\"}\n".to_string()
+        )
+    );
+    // Serializable checks look at this member alone, as etcd's do.
+    assert_eq!(
+        server.get("/health?serializable=true").await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        server.get("/livez").await,
+        (StatusCode::OK, "ok\n".to_string())
+    );
+    let (status, report) = server.get("/readyz").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(report.contains("[+]serializable_read ok\n"), "{report}");
+    assert!(
+        report.contains("[-]linearizable_read failed: etcdserver: "),
+        "{report}"
+    );
+    server.stop().await;
 }
 
 /// Reads the response body up to the next complete line, waiting at most `DEADLINE`.
