@@ -151,9 +151,12 @@ impl NodeHandle {
             failed,
         })
         .await?;
+        // The loop drops the reply when it sends a failure: look at the failure first, or
+        // a read refused for want of a leader would read as a stopped server.
         tokio::select! {
-            value = self.wait(answer) => value,
+            biased;
             Ok(error) = failure => Err(error),
+            value = self.wait(answer) => value,
         }
     }
 

@@ -13,3 +13,15 @@ pub mod proto;
 pub mod server;
 pub mod server_loop;
 pub mod transport;
+
+// HTTP on the client port: simulated tonic serves gRPC only.
+#[cfg(not(madsim))]
+pub mod gateway;
+#[cfg(not(madsim))]
+pub mod http;
+
+/// The etcd version keel answers as (`/version`, and wherever etcd reports its version):
+/// clients pick features by it, and keel serves etcd 3.5's v3 API.
+pub const ETCD_VERSION: &str = "3.5.0";
+/// keel's own version (`keel --version`, the `keel` field of `/version`).
+pub const KEEL_VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -229,7 +229,7 @@ pub async fn start<D: Disk + Send + 'static>(
     let maintenance = MaintenanceServer::new(MaintenanceService::new(api.clone()))
         .max_encoding_message_size(usize::MAX);
     tokio::spawn(keep_watchers_moving(handle.clone()));
-    let router = tonic::transport::Server::builder()
+    let router = client_server(&handle, &metrics, max_message_bytes)
         .add_service(kv)
         .add_service(watch)
         .add_service(lease)
@@ -255,11 +255,37 @@ pub async fn start<D: Disk + Send + 'static>(
     })
 }
 
+/// The client port's gRPC server. In real mode its [`ClientHttp`](crate::http::ClientHttp)
+/// layer adds the JSON gateway and etcd's HTTP endpoints on the same port (so HTTP/1.1 is
+/// accepted next to HTTP/2); simulated tonic serves gRPC only.
+#[cfg(not(madsim))]
+fn client_server(
+    handle: &NodeHandle,
+    metrics: &Arc<Metrics>,
+    max_message_bytes: usize,
+) -> tonic::transport::Server<ClientLayers> {
+    // A JSON body holds the message in base64 (4/3 of its size) plus names and quotes.
+    let max_body_bytes = max_message_bytes.saturating_mul(2);
+    let http = crate::http::ClientHttp::new(handle.clone(), metrics.clone(), max_body_bytes);
+    tonic::transport::Server::builder()
+        .accept_http1(true)
+        .layer(http)
+}
+
+#[cfg(not(madsim))]
+type ClientLayers =
+    tower::layer::util::Stack<crate::http::ClientHttp, tower::layer::util::Identity>;
+
+#[cfg(madsim)]
+fn client_server(_: &NodeHandle, _: &Arc<Metrics>, _: usize) -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+}
+
 /// Serves gRPC on the client listener. One of the few places where the simulator differs:
 /// madsim's tonic serves on an address of its simulated network rather than a TCP incoming.
 #[cfg(not(madsim))]
 async fn serve_clients(
-    router: tonic::transport::server::Router,
+    router: tonic::transport::server::Router<ClientLayers>,
     listener: TcpListener,
 ) -> anyhow::Result<()> {
     let incoming = tonic::transport::server::TcpIncoming::from(listener);

@@ -32,10 +32,8 @@ use super::errors::EtcdError;
 use super::{api_status, store_status, unexpected_response, Api};
 use crate::proto::etcdserverpb as pb;
 use crate::proto::etcdserverpb::maintenance_server::Maintenance;
+use crate::ETCD_VERSION;
 
-/// The etcd version keel answers as: the API level it implements, which clients check
-/// for features.
-pub const ETCD_VERSION: &str = "3.5.0";
 /// Snapshot bytes per message (etcd sends 32 KiB at a time).
 pub const SNAPSHOT_CHUNK_BYTES: usize = 32 * 1024;
 /// How often MoveLeader looks whether leadership has moved.
