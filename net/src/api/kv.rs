@@ -1,11 +1,10 @@
 //! The KV service: Range, Put, DeleteRange, Txn, Compact.
 
 use keel_core::mvcc::{self, Command};
-use keel_core::node::ProposalBody;
 use tonic::{Request, Response, Status};
 
 use super::convert;
-use super::{api_status, store_outcome, store_status, Api, Header};
+use super::{api_status, store_status, Api, Header};
 use crate::proto::etcdserverpb as pb;
 use crate::proto::etcdserverpb::kv_server::Kv;
 
@@ -21,14 +20,7 @@ impl KvService {
 
     /// Proposes a store write and waits for its answer.
     async fn write(&self, command: Command) -> Result<(mvcc::Response, Header), Status> {
-        let written = self
-            .api
-            .handle
-            .write(ProposalBody::Store(command))
-            .await
-            .map_err(api_status)?;
-        let header = self.api.header_at(written.raft_term);
-        Ok((store_outcome(written.outcome)?, header))
+        self.api.propose(command).await
     }
 
     /// Runs a read against the store (linearizable unless `serializable`), with the header.
@@ -52,7 +44,7 @@ impl KvService {
 }
 
 fn unexpected(what: &str) -> Status {
-    Status::internal(format!("the store answered a {what} with another response"))
+    super::unexpected_response(what)
 }
 
 #[tonic::async_trait]
