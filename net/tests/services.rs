@@ -786,3 +786,32 @@ async fn followers_forward_keep_alives_and_ttls_to_the_leader_and_leadership_mov
         server.stop().await;
     }
 }
+
+#[tokio::test]
+async fn a_watch_stream_is_closed_on_the_server_when_the_client_goes_away() {
+    let server = TestServer::start().await;
+    let mut watch = WatchStream::open(&server).await;
+    watch
+        .create(pb::WatchCreateRequest {
+            fragment: true,
+            ..create("gone", 0)
+        })
+        .await;
+    let watch_id = watch.next().await.watch_id;
+    let handle = server.running.as_ref().unwrap().handle.clone();
+    // The first stream of a fresh server is stream 1; its watch is there while the client is.
+    let exists = move |handle: keel_net::handle::NodeHandle| async move {
+        handle
+            .call(move |node| node.watches().wants_fragments(1, watch_id))
+            .await
+            .unwrap()
+    };
+    assert!(exists(handle.clone()).await);
+    drop(watch);
+    poll("the server to drop the stream's watchers", || {
+        let handle = handle.clone();
+        async move { (!exists(handle).await).then_some(()) }
+    })
+    .await;
+    server.stop().await;
+}
