@@ -288,7 +288,8 @@ async fn serve_clients(
     router: tonic::transport::server::Router<ClientLayers>,
     listener: TcpListener,
 ) -> anyhow::Result<()> {
-    let incoming = tonic::transport::server::TcpIncoming::from(listener);
+    // Without TCP_NODELAY a small response waits for the client's delayed ACK (40 ms).
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     Ok(router.serve_with_incoming(incoming).await?)
 }
 

@@ -94,11 +94,19 @@ pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub members: Vec<Member>,
     pub initial_cluster: String,
+    /// Flags every member gets on top of the cluster's own.
+    pub extra_flags: Vec<String>,
 }
 
 impl Cluster {
     /// Starts `size` members and waits until a leader serves a linearizable read.
     pub fn start(size: usize) -> Cluster {
+        Cluster::start_with(size, &[])
+    }
+
+    /// Like `start`, with extra flags for every member.
+    pub fn start_with(size: usize, extra_flags: &[&str]) -> Cluster {
+        let extra_flags: Vec<String> = extra_flags.iter().map(|f| f.to_string()).collect();
         let dir = tempfile::tempdir().expect("a temp dir");
         let mut members: Vec<Member> = (1..=size)
             .map(|i| {
@@ -119,12 +127,13 @@ impl Cluster {
             .collect::<Vec<_>>()
             .join(",");
         for member in &mut members {
-            spawn(member, &initial_cluster, "new");
+            spawn(member, &initial_cluster, "new", &extra_flags);
         }
         let cluster = Cluster {
             dir,
             members,
             initial_cluster,
+            extra_flags,
         };
         cluster.wait_ready();
         cluster
@@ -141,7 +150,13 @@ impl Cluster {
     /// Restarts a member that was killed or terminated, on the same ports and data dir.
     pub fn restart(&mut self, index: usize) {
         let initial_cluster = self.initial_cluster.clone();
-        spawn(&mut self.members[index], &initial_cluster, "new");
+        let extra_flags = self.extra_flags.clone();
+        spawn(
+            &mut self.members[index],
+            &initial_cluster,
+            "new",
+            &extra_flags,
+        );
     }
 
     /// Waits until a linearizable read succeeds through every running member.
@@ -165,7 +180,7 @@ impl Cluster {
     }
 }
 
-fn spawn(member: &mut Member, initial_cluster: &str, state: &str) {
+fn spawn(member: &mut Member, initial_cluster: &str, state: &str, extra_flags: &[String]) {
     let log = std::fs::File::create(&member.log).expect("a log file");
     let child = Command::new(env!("CARGO_BIN_EXE_keel"))
         .args([
@@ -190,6 +205,7 @@ fn spawn(member: &mut Member, initial_cluster: &str, state: &str) {
             "--election-timeout",
             "500",
         ])
+        .args(extra_flags)
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
