@@ -381,10 +381,12 @@ impl<D: Disk> ServerLoop<D> {
                 ),
                 None => info!(term = self.node.raft().term(), "no leader"),
             }
+            self.leader = leader;
             if leader.is_some() {
                 self.metrics.leader_changes.fetch_add(1, Ordering::Relaxed);
+                // Announce name and client URLs as soon as someone can commit them.
+                self.publish_attributes();
             }
-            self.leader = leader;
         }
         if role != Role::Leader {
             // Reads waiting on this node's leadership will not be answered: fail them now.

@@ -126,3 +126,152 @@ fn a_three_member_cluster_serves_through_every_member() {
         );
     }
 }
+
+/// Starts `etcdctl` with `args` in the background and collects its output as it comes.
+fn spawn_etcdctl(
+    endpoints: &str,
+    args: &[&str],
+) -> (
+    std::process::Child,
+    std::sync::Arc<std::sync::Mutex<String>>,
+) {
+    use std::io::Read;
+    let mut child = std::process::Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={endpoints}"))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let output = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let mut stdout = child.stdout.take().unwrap();
+    let sink = output.clone();
+    std::thread::spawn(move || {
+        let mut buffer = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buffer) {
+            if n == 0 {
+                break;
+            }
+            sink.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buffer[..n]));
+        }
+    });
+    (child, output)
+}
+
+#[test]
+fn watch_prints_events_from_a_past_revision() {
+    let cluster = Cluster::start(1);
+    let e = cluster.endpoints();
+    etcdctl_ok(&e, &["put", "w", "1"]);
+    etcdctl_ok(&e, &["put", "w", "2"]);
+    let (mut child, output) = spawn_etcdctl(&e, &["watch", "w", "--rev=1", "--prev-kv"]);
+    etcdctl_ok(&e, &["del", "w"]);
+    // With --prev-kv etcdctl prints the previous pair first; a delete then shows the key
+    // with an empty value.
+    let expected = "PUT\nw\n1\nPUT\nw\n1\nw\n2\nDELETE\nw\n2\nw\n\n";
+    let seen = common::wait_for("watch output", || {
+        let text = output.lock().unwrap().clone();
+        (text.len() >= expected.len()).then_some(text)
+    });
+    let _ = child.kill();
+    assert_eq!(seen, expected);
+}
+
+#[test]
+fn lease_member_endpoint_and_snapshot_commands_print_what_etcd_prints() {
+    let cluster = Cluster::start(3);
+    let e = cluster.endpoints();
+    let granted = etcdctl_ok(&e, &["lease", "grant", "60"]);
+    // "lease 694d5765fc71500b granted with TTL(60s)"
+    let id = granted.split_whitespace().nth(1).unwrap().to_string();
+    assert_eq!(granted, format!("lease {id} granted with TTL(60s)\n"));
+    etcdctl_ok(&e, &["put", "leased", "x", &format!("--lease={id}")]);
+    assert_eq!(
+        etcdctl_ok(&e, &["lease", "keep-alive", "--once", &id]),
+        format!("lease {id} keepalived with TTL(60)\n")
+    );
+    let ttl = etcdctl_ok(&e, &["lease", "timetolive", &id, "--keys"]);
+    assert!(
+        ttl.starts_with(&format!("lease {id} granted with TTL(60s), remaining(")),
+        "{ttl}"
+    );
+    assert!(ttl.ends_with("attached keys([leased])\n"), "{ttl}");
+    assert_eq!(
+        etcdctl_ok(&e, &["lease", "revoke", &id]),
+        format!("lease {id} revoked\n")
+    );
+    assert_eq!(etcdctl_ok(&e, &["get", "leased"]), "");
+
+    let members = etcdctl_ok(&e, &["member", "list"]);
+    assert_eq!(members.lines().count(), 3);
+    for member in &cluster.members {
+        let line = members
+            .lines()
+            .find(|l| l.contains(&format!(", {}, ", member.name)))
+            .unwrap();
+        assert!(line.contains(", started, "), "{line}");
+        assert!(
+            line.contains(&member.peer_url())
+                && line.ends_with(&format!("{}, false", member.client_url())),
+            "{line}"
+        );
+    }
+    let status = etcdctl_ok(&e, &["endpoint", "status"]);
+    assert_eq!(status.lines().count(), 3);
+    assert_eq!(
+        status
+            .lines()
+            .filter(|l| l.contains(", true, false, "))
+            .count(),
+        1,
+        "one leader: {status}"
+    );
+    let health = etcdctl(&e, &["endpoint", "health"]);
+    let health = String::from_utf8_lossy(&health.stderr).to_string()
+        + &String::from_utf8_lossy(&health.stdout);
+    assert_eq!(
+        health
+            .matches("is healthy: successfully committed proposal")
+            .count(),
+        3,
+        "{health}"
+    );
+    let file = cluster.path().join("backup.db");
+    let saved = etcdctl_ok(
+        &cluster.members[0].endpoint(),
+        &["snapshot", "save", &file.to_string_lossy()],
+    );
+    assert!(
+        saved.contains(&format!("Snapshot saved at {}", file.display())),
+        "{saved}"
+    );
+    assert!(std::fs::metadata(&file).unwrap().len() > 0);
+}
+
+#[test]
+fn curl_reaches_the_json_gateway_and_health() {
+    let cluster = Cluster::start(1);
+    let url = cluster.members[0].client_url();
+    let curl = |path: &str, body: Option<&str>| -> String {
+        let mut command = std::process::Command::new("curl");
+        command.args(["-s", &format!("{url}{path}")]);
+        if let Some(body) = body {
+            command.args(["-X", "POST", "-d", body]);
+        }
+        String::from_utf8_lossy(&command.output().unwrap().stdout).into_owned()
+    };
+    let put = curl("/v3/kv/put", Some(r#"{"key": "Zm9v", "value": "YmFy"}"#));
+    assert!(put.contains(r#""revision":"2""#), "{put}");
+    let range = curl("/v3/kv/range", Some(r#"{"key": "Zm9v"}"#));
+    assert!(
+        range.contains(r#""key":"Zm9v""#) && range.contains(r#""value":"YmFy""#),
+        "{range}"
+    );
+    assert_eq!(curl("/health", None), r#"{"health":"true","reason":""}"#);
+    let bad = curl("/v3/kv/put", Some(r#"{"key": "!!"}"#));
+    assert!(bad.contains(r#""code":3"#), "{bad}");
+    assert!(curl("/metrics", None).contains("etcd_server_has_leader 1"));
+}
