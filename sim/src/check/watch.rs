@@ -419,7 +419,10 @@ fn check_watch_against(
                 let _ = r;
             }
             (Some(want), got) => {
-                let resumable = i == 0 && req.start_revision > 0;
+                let same_event = got.is_some_and(|&(_, g)| {
+                    g.revision() == want.revision() && g.kv.key == want.kv.key
+                });
+                let resumable = i == 0 && req.start_revision > 0 && !same_event;
                 let g = if resumable {
                     Guarantee::Resumable
                 } else {
