@@ -137,6 +137,13 @@ impl KvModel {
         self.leases.iter().copied()
     }
 
+    /// Whether a live key is attached to the lease.
+    pub fn lease_in_use(&self, id: i64) -> bool {
+        self.keys
+            .values()
+            .any(|h| latest_live(h).is_some_and(|v| v.lease == id))
+    }
+
     /// The key's live version at `revision` (no compaction check: the model keeps all).
     pub fn get(&self, key: &[u8], revision: i64) -> Option<KeyValue> {
         let (key, history) = self.keys.get_key_value(key)?;

@@ -232,13 +232,15 @@ fn seen(member: MemberId, time: Time, revision: i64, compact: Option<i64>) -> Me
 
 #[test]
 fn member_revision_never_decreases() {
-    let mut h = History::default();
-    h.member_revisions = vec![
-        seen(1, 10, 5, Some(1)),
-        seen(2, 11, 3, None),
-        seen(1, 20, 7, Some(4)),
-        seen(2, 21, 9, None),
-    ];
+    let mut h = History {
+        member_revisions: vec![
+            seen(1, 10, 5, Some(1)),
+            seen(2, 11, 3, None),
+            seen(1, 20, 7, Some(4)),
+            seen(2, 21, 9, None),
+        ],
+        ..History::default()
+    };
     cluster::check_member_revisions(&h).expect("monotonic");
 
     h.member_revisions.push(seen(1, 30, 6, Some(4)));

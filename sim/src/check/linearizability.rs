@@ -554,6 +554,8 @@ struct WatchConstraint {
     by_rev: BTreeMap<i64, Vec<(EventKind, KeyValue)>>,
     /// Revision → the response that carried its events.
     sources: BTreeMap<i64, Source>,
+    /// The `prev_kv`s the events carried, with their responses.
+    prev_kvs: Vec<(KeyValue, Source)>,
 }
 
 fn watch_constraints(history: &History) -> Vec<WatchConstraint> {
@@ -564,9 +566,19 @@ fn watch_constraints(history: &History) -> Vec<WatchConstraint> {
         };
         let mut by_rev: BTreeMap<i64, Vec<(EventKind, KeyValue)>> = BTreeMap::new();
         let mut sources = BTreeMap::new();
+        let mut prev_kvs = Vec::new();
         for (r, resp) in watch.responses.iter().enumerate() {
             if let WatchResponseKind::Events(events) = &resp.kind {
                 for e in events {
+                    if let Some(prev) = &e.prev_kv {
+                        prev_kvs.push((
+                            prev.clone(),
+                            Source::WatchResponse {
+                                watch: w,
+                                response: r,
+                            },
+                        ));
+                    }
                     by_rev
                         .entry(e.revision())
                         .or_default()
@@ -588,6 +600,7 @@ fn watch_constraints(history: &History) -> Vec<WatchConstraint> {
             last,
             by_rev,
             sources,
+            prev_kvs,
         });
     }
     out
@@ -608,6 +621,17 @@ struct Prepared<'a> {
     /// Per item: the revision it must make if it takes effect (weakened writes, and
     /// indeterminate writes whose value a response shows).
     pins: Vec<Option<i64>>,
+    /// Key → the versions responses show for it, by revision.
+    key_hints: BTreeMap<Bytes, Vec<(i64, Option<KeyValue>)>>,
+    /// Key → revisions at which an acknowledged write certainly put it.
+    known_puts: BTreeMap<Bytes, Vec<i64>>,
+    /// Lease → indeterminate writes that attach it.
+    indet_lease_refs: BTreeMap<i64, Vec<usize>>,
+    /// Per item: its class among interchangeable indeterminate writes (same request but
+    /// for values no response shows), if it has one.
+    classes: Vec<Option<usize>>,
+    /// Unclaimed revisions up to each revision (index = revision).
+    gaps_upto: Vec<i64>,
     lease_refs: BTreeMap<i64, Vec<usize>>,
     compact_refs: Vec<usize>,
 }
@@ -801,6 +825,9 @@ fn prepare<'a>(
                 hint(&kv.key, *rev, version, source)?;
             }
         }
+        for (prev, source) in &c.prev_kvs {
+            hint(&prev.key, prev.mod_revision, Some(prev.clone()), *source)?;
+        }
     }
     let max_possible = 1 + may_write;
     if max_observed > max_possible {
@@ -834,7 +861,7 @@ fn prepare<'a>(
             }
         }
     }
-    let pins = items
+    let pins: Vec<Option<i64>> = items
         .iter()
         .map(|item| {
             if item.pin.is_some() || item.class != Class::IndetKv {
@@ -850,8 +877,61 @@ fn prepare<'a>(
         })
         .collect();
     let mut by_rev: BTreeMap<i64, Vec<(Bytes, Option<KeyValue>)>> = BTreeMap::new();
+    let mut key_hints: BTreeMap<Bytes, Vec<(i64, Option<KeyValue>)>> = BTreeMap::new();
     for ((rev, key), (kv, _)) in hints {
+        key_hints
+            .entry(key.clone())
+            .or_default()
+            .push((rev, kv.clone()));
         by_rev.entry(rev).or_default().push((key, kv));
+    }
+    let mut known_puts: BTreeMap<Bytes, Vec<i64>> = BTreeMap::new();
+    let mut indet_lease_refs: BTreeMap<i64, Vec<usize>> = BTreeMap::new();
+    for (i, item) in items.iter().enumerate() {
+        if let (
+            Class::Write {
+                claims: Some(r), ..
+            },
+            Body::Request { request, expect },
+        ) = (item.class, &item.body)
+        {
+            for key in certain_puts(request, expect) {
+                known_puts.entry(key).or_default().push(r);
+            }
+        }
+        if let (Class::IndetKv, Some(request)) = (item.class, item.request()) {
+            for lease in leases_of(request) {
+                indet_lease_refs.entry(lease).or_default().push(i);
+            }
+        }
+    }
+    for revs in known_puts.values_mut() {
+        revs.sort_unstable();
+    }
+    // Unobserved writes that differ only in their values are interchangeable: swapping
+    // two of them changes nothing a response shows. (Unless a txn compares values.)
+    let compares_values = items.iter().any(|item| {
+        matches!(item.request(), Some(Request::Txn(t))
+            if t.compare.iter().any(|c| matches!(c.target, crate::history::CompareTarget::Value(_))))
+    });
+    let mut class_ids: BTreeMap<String, usize> = BTreeMap::new();
+    let classes = items
+        .iter()
+        .zip(&pins)
+        .map(|(item, pin)| {
+            let request = item.request()?;
+            if item.class != Class::IndetKv || pin.is_some() || compares_values {
+                return None;
+            }
+            let shape = format!("{:?}", without_values(request));
+            let next = class_ids.len();
+            Some(*class_ids.entry(shape).or_insert(next))
+        })
+        .collect();
+    let mut gaps_upto = vec![0i64; max_observed as usize + 2];
+    for r in 1..gaps_upto.len() {
+        let gap = r >= 2 && !reserved.contains_key(&(r as i64));
+        gaps_upto[r] = gaps_upto[r - 1] + i64::from(gap);
     }
     Ok(Prepared {
         items,
@@ -860,9 +940,56 @@ fn prepare<'a>(
         max_observed,
         hints: by_rev,
         pins,
+        key_hints,
+        known_puts,
+        indet_lease_refs,
+        classes,
+        gaps_upto,
         lease_refs,
         compact_refs,
     })
+}
+
+/// The request with the values it puts left out.
+fn without_values(request: &Request) -> Request {
+    let blank = |op: &TxnOp| match op {
+        TxnOp::Put(p) => TxnOp::Put(crate::history::Put {
+            value: Bytes::new(),
+            prev_kv: false,
+            ..p.clone()
+        }),
+        other => other.clone(),
+    };
+    match request {
+        Request::Put(p) => Request::Put(crate::history::Put {
+            value: Bytes::new(),
+            prev_kv: false,
+            ..p.clone()
+        }),
+        Request::Txn(t) => Request::Txn(crate::history::Txn {
+            compare: t.compare.clone(),
+            success: t.success.iter().map(blank).collect(),
+            failure: t.failure.iter().map(blank).collect(),
+        }),
+        other => other.clone(),
+    }
+}
+
+/// Keys an acknowledged write certainly put (its request and response say which branch).
+fn certain_puts(request: &Request, expect: &Expect) -> Vec<Bytes> {
+    match (request, expect) {
+        (Request::Put(p), _) => vec![p.key.clone()],
+        (Request::Txn(t), Expect::Ok(Response::Txn { succeeded, .. })) => {
+            let ops = if *succeeded { &t.success } else { &t.failure };
+            ops.iter()
+                .filter_map(|op| match op {
+                    TxnOp::Put(p) => Some(p.key.clone()),
+                    _ => None,
+                })
+                .collect()
+        }
+        _ => Vec::new(),
+    }
 }
 
 /// Where an item sits in revision order, if its response says: a write that made revision
@@ -1202,7 +1329,31 @@ impl<'p> Search<'p> {
                     .map(|&(_, i)| i)
                     .filter(|&i| p.items[i].invoke <= bound),
             );
-            candidates.extend(self.indet_kv.range(..=(bound, usize::MAX)).map(|&(_, i)| i));
+            let Some(must_put) = self.must_put(rev + 1) else {
+                return Some(empty);
+            };
+            let mut seen_classes = BTreeSet::new();
+            let mut free: Vec<(usize, usize)> = Vec::new();
+            for &(_, i) in self.indet_kv.range(..=(bound, usize::MAX)) {
+                // The earliest-invoked write of each interchangeable class stands for all.
+                if let Some(class) = p.classes[i] {
+                    if !seen_classes.insert(class) {
+                        continue;
+                    }
+                }
+                if !must_put.is_empty() {
+                    let puts: BTreeSet<Bytes> = p.items[i]
+                        .request()
+                        .map(|r| written(r).into_iter().map(|(k, _)| k).collect())
+                        .unwrap_or_default();
+                    if !must_put.iter().all(|k| puts.contains(k)) {
+                        continue;
+                    }
+                }
+                free.push((usize::MAX - self.demand(i), i));
+            }
+            free.sort();
+            candidates.extend(free.into_iter().map(|(_, i)| i));
         }
         for &(_, i) in self.indet_other.range(..=(bound, usize::MAX)) {
             if self.relevant(i, bound, gap) {
@@ -1223,12 +1374,15 @@ impl<'p> Search<'p> {
         };
         match self.p.items[i].request() {
             Some(Request::Compact { .. }) => waiting(&self.p.compact_refs),
+            // At a gap, a revoke that deletes keys may make the revision.
             Some(Request::LeaseRevoke { id }) => {
-                gap || self.p.lease_refs.get(id).is_some_and(|l| waiting(l))
+                (gap && self.model.lease_in_use(*id))
+                    || self.p.lease_refs.get(id).is_some_and(|l| waiting(l))
             }
             // At a gap, an indeterminate put with this lease may need it.
             Some(Request::LeaseGrant { id, .. }) => {
-                gap || self.p.lease_refs.get(id).is_some_and(|l| waiting(l))
+                (gap && self.p.indet_lease_refs.get(id).is_some_and(|l| waiting(l)))
+                    || self.p.lease_refs.get(id).is_some_and(|l| waiting(l))
             }
             _ => false,
         }
@@ -1324,6 +1478,9 @@ impl<'p> Search<'p> {
                 }
             }
         }
+        if !self.versions_fit(rev) {
+            return false;
+        }
         for c in self.p.constraints {
             if c.first <= rev && rev <= c.last {
                 let produced: Vec<(EventKind, KeyValue)> = self
@@ -1344,6 +1501,120 @@ impl<'p> Search<'p> {
             }
         }
         true
+    }
+
+    /// The next version a response shows for `key` after revision `rev`, if it belongs to
+    /// an incarnation of the key that already existed at `rev`.
+    fn next_shown(&self, key: &[u8], rev: i64) -> Option<(i64, &KeyValue)> {
+        self.next_put_shown(key, rev)
+            .filter(|(_, kv)| kv.create_revision <= rev)
+    }
+
+    /// The next version of `key` a response shows after revision `rev`, if it is a put.
+    fn next_put_shown(&self, key: &[u8], rev: i64) -> Option<(i64, &KeyValue)> {
+        let shown = self.p.key_hints.get(key)?;
+        let next = shown.partition_point(|(r, _)| *r <= rev);
+        match shown.get(next) {
+            Some((m, Some(kv))) => Some((*m, kv)),
+            _ => None,
+        }
+    }
+
+    /// Puts of `key` certain in `(rev, m]` given that a response shows its version written
+    /// at `m`: the acknowledged ones before `m`, and the one at `m`.
+    fn certain_puts_until(&self, key: &[u8], rev: i64, m: i64) -> i64 {
+        self.known_puts_between(key, rev, m - 1) + 1
+    }
+
+    /// Acknowledged puts of `key` in revisions `(after, until]`.
+    fn known_puts_between(&self, key: &[u8], after: i64, until: i64) -> i64 {
+        self.p.known_puts.get(key).map_or(0, |revs| {
+            (revs.partition_point(|r| *r <= until) - revs.partition_point(|r| *r <= after)) as i64
+        })
+    }
+
+    /// Version accounting against what responses show later: if key k is later shown at
+    /// (create c, version n) with c at or before this revision, then k lives on from here
+    /// in the same incarnation (so it cannot be deleted now, and a put now keeps create c),
+    /// and a put now plus the acknowledged puts until then cannot exceed version n.
+    fn versions_fit(&self, rev: i64) -> bool {
+        for e in self.model.events(rev) {
+            let Some((m, shown)) = self.next_shown(&e.kv.key, rev) else {
+                continue;
+            };
+            match e.kind {
+                EventKind::Delete => return false,
+                EventKind::Put => {
+                    if e.kv.create_revision != shown.create_revision
+                        || e.kv.version + self.certain_puts_until(&e.kv.key, rev, m) > shown.version
+                    {
+                        return false;
+                    }
+                }
+            }
+        }
+        true
+    }
+
+    /// The keys the write at gap revision `g` must put, or `None` if some key needs more
+    /// puts before its next shown version than there are unclaimed revisions left (each
+    /// revision puts a key at most once, as etcd refuses duplicate keys in a txn).
+    fn must_put(&self, g: i64) -> Option<Vec<Bytes>> {
+        let rev = g - 1;
+        let mut out = Vec::new();
+        for key in self.p.key_hints.keys() {
+            let Some((m, shown)) = self.next_put_shown(key, rev) else {
+                continue;
+            };
+            if m == g {
+                continue;
+            }
+            if shown.create_revision == g {
+                out.push(key.clone());
+                continue;
+            }
+            if shown.create_revision > g {
+                continue;
+            }
+            let now = self
+                .model
+                .get(key, rev)
+                .filter(|kv| kv.create_revision == shown.create_revision)
+                .map_or(0, |kv| kv.version);
+            let need = shown.version - now - self.certain_puts_until(key, rev, m);
+            let gaps = &self.p.gaps_upto;
+            let avail = gaps[(m - 1) as usize] - gaps[rev as usize];
+            if need > avail {
+                return None;
+            }
+            if need > 0 && need == avail {
+                out.push(key.clone());
+            }
+        }
+        Some(out)
+    }
+
+    /// How many of the keys an indeterminate write puts still need puts before their next
+    /// shown version (a heuristic order for the writes tried at a gap).
+    fn demand(&self, i: usize) -> usize {
+        let rev = self.model.revision();
+        let Some(request) = self.p.items[i].request() else {
+            return 0;
+        };
+        written(request)
+            .iter()
+            .filter(|(key, _)| {
+                let Some((m, shown)) = self.next_shown(key, rev + 1) else {
+                    return false;
+                };
+                let now = self
+                    .model
+                    .get(key, rev)
+                    .filter(|kv| kv.create_revision == shown.create_revision)
+                    .map_or(0, |kv| kv.version);
+                now + self.certain_puts_until(key, rev, m) < shown.version
+            })
+            .count()
     }
 
     fn success(self, stack: &[Frame]) -> Outcome2 {

@@ -123,6 +123,7 @@ pub fn check_all(history: &History, options: &CheckOptions) -> Result<Report, Vi
     let (linearization, with_observations) =
         match linearizability::check_with_observations(history, lin_options) {
             Ok(l) => (l, true),
+            Err(inconclusive @ Violation::Inconclusive { .. }) => return Err(inconclusive),
             Err(observed) => {
                 let plain = linearizability::check(history, lin_options)?;
                 serializable::check(history, &plain.truth)?;

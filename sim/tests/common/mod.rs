@@ -180,6 +180,8 @@ pub struct GenConfig {
     pub serializable: bool,
     /// Whole-keyspace watches opened at random revisions, fed from the truth.
     pub watches: usize,
+    /// End with a linearizable read of every key, recorded as the final read-back too.
+    pub final_read: bool,
 }
 
 impl Default for GenConfig {
@@ -194,6 +196,7 @@ impl Default for GenConfig {
             compaction: true,
             serializable: true,
             watches: 2,
+            final_read: true,
         }
     }
 }
@@ -205,6 +208,8 @@ pub struct Generated {
     pub revision_time: BTreeMap<i64, Time>,
     /// For each op: its linearization time, if it took effect.
     pub lin_time: Vec<Option<Time>>,
+    /// Set by a test that moved one read's revision.
+    pub shifted: Option<usize>,
 }
 
 enum Ev {
@@ -346,11 +351,44 @@ pub fn generate(seed: u64, cfg: &GenConfig) -> Generated {
             }
         }
     }
+    if cfg.final_read {
+        let end = history
+            .operations
+            .iter()
+            .filter_map(|o| o.complete)
+            .chain(revision_time.values().copied())
+            .max()
+            .unwrap_or(0)
+            + 1_000;
+        let all = Range {
+            key: b("k"),
+            range_end: b("l"),
+            ..Range::default()
+        };
+        let result = model.range(&all.key, &all.range_end, model.revision(), 0);
+        let id = history.invoke(99, Some(1), end, Request::Range(all));
+        history.complete(
+            id,
+            end + 10,
+            Outcome::Ok(Response::Range {
+                revision: model.revision(),
+                result: result.clone(),
+            }),
+        );
+        lin_time.push(Some(end + 5));
+        history.final_reads.push(FinalRead {
+            member: Some(1),
+            time: end + 10,
+            revision: model.revision(),
+            kvs: result.kvs,
+        });
+    }
     let mut g = Generated {
         history,
         truth: model,
         revision_time,
         lin_time,
+        shifted: None,
     };
     for w in 0..cfg.watches {
         add_truth_watch(&mut g, &mut rng, w as u64);
@@ -404,6 +442,12 @@ fn random_request(rng: &mut ChaCha8Rng, cfg: &GenConfig, c: u64, st: &mut Client
 pub fn add_truth_watch(g: &mut Generated, rng: &mut ChaCha8Rng, client: u64) {
     let last = g.truth.revision();
     let start = rng.gen_range(1..=last.max(1));
+    add_truth_watch_from(g, rng, client, start);
+}
+
+/// [`add_truth_watch`] from a given revision.
+pub fn add_truth_watch_from(g: &mut Generated, rng: &mut ChaCha8Rng, client: u64, start: i64) {
+    let last = g.truth.revision();
     let created = g.revision_time.get(&start).copied().unwrap_or(0);
     let w = g.history.open_watch(
         100 + client,
