@@ -579,3 +579,81 @@ fn the_failing_sub_history_is_small() {
     assert!(text.contains(&format!("op #{writer}:")), "{text}");
     assert!(text.contains(&format!("op #{}:", writer + 1)), "{text}");
 }
+
+#[test]
+fn lost_writes_to_one_key_counted_by_its_version() {
+    // Three lost puts to "a"; a read shows version 3 made at revision 4 by an unobserved
+    // mix of them: two of the three happened, in revisions 2 and 3, the last one at 4.
+    passes(&history(vec![
+        op(1, 0, 10, put("a", "x"), unknown()),
+        op(2, 0, 10, put("a", "y"), unknown()),
+        op(3, 0, 10, put("a", "z"), unknown()),
+        op(4, 0, 10, put("a", "w"), unknown()),
+        op(5, 20, 30, get("a"), ok_get(4, vec![kv("a", "w", 2, 4, 3)])),
+    ]));
+    // Version 5 cannot be made by four puts starting from nothing with one at revision 4.
+    fails(&history(vec![
+        op(1, 0, 10, put("a", "x"), unknown()),
+        op(2, 0, 10, put("a", "y"), unknown()),
+        op(4, 0, 10, put("a", "w"), unknown()),
+        op(5, 20, 30, get("a"), ok_get(4, vec![kv("a", "w", 2, 4, 5)])),
+    ]));
+}
+
+#[test]
+fn unobserved_revision_filled_by_the_write_a_later_version_needs() {
+    // Revision 3 is seen by nobody; "b" at version 2 by revision 4 needs it to be a put of
+    // "b" (not the lost put of "a", whose value nobody saw either).
+    passes(&history(vec![
+        op(1, 0, 10, put("b", "1"), ok_put(2)),
+        op(2, 11, 20, put("a", "lost"), unknown()),
+        op(3, 11, 20, put("b", "lost"), unknown()),
+        op(1, 21, 30, put("c", "1"), ok_put(4)),
+        op(
+            4,
+            31,
+            40,
+            get("b"),
+            ok_get(4, vec![kv("b", "lost", 2, 3, 2)]),
+        ),
+        op(4, 41, 50, get("a"), ok_get(4, vec![])),
+    ]));
+    // "a" was put (version 1) but the only revision left for it is taken.
+    fails(&history(vec![
+        op(1, 0, 10, put("b", "1"), ok_put(2)),
+        op(2, 11, 20, put("a", "lost"), unknown()),
+        op(3, 11, 20, put("b", "lost"), unknown()),
+        op(1, 21, 30, put("c", "1"), ok_put(4)),
+        op(
+            4,
+            31,
+            40,
+            get("b"),
+            ok_get(4, vec![kv("b", "lost", 2, 3, 2)]),
+        ),
+        op(
+            4,
+            41,
+            50,
+            get("a"),
+            ok_get(4, vec![kv("a", "lost", 3, 3, 1)]),
+        ),
+    ]));
+}
+
+#[test]
+fn lost_delete_and_recreate_counted_by_create_revision() {
+    passes(&history(vec![
+        op(1, 0, 10, put("a", "1"), ok_put(2)),
+        op(2, 11, 20, delete("a"), unknown()),
+        op(3, 11, 20, put("a", "2"), unknown()),
+        op(4, 30, 40, get("a"), ok_get(4, vec![kv("a", "2", 4, 4, 1)])),
+    ]));
+    // Recreated at 4 means it was deleted before: without the delete, impossible.
+    fails(&history(vec![
+        op(1, 0, 10, put("a", "1"), ok_put(2)),
+        op(3, 11, 20, put("a", "2"), unknown()),
+        op(3, 21, 25, put("b", "2"), ok_put(3)),
+        op(4, 30, 40, get("a"), ok_get(4, vec![kv("a", "2", 4, 4, 1)])),
+    ]));
+}

@@ -48,6 +48,25 @@ fn generated_histories_with_many_lost_responses_pass() {
     }
 }
 
+#[test]
+fn few_keys_and_heavy_loss_pass_without_watches() {
+    // Few keys: many lost writes to the same key, unobserved revisions, version counting.
+    for seed in 200..260u64 {
+        let cfg = GenConfig {
+            clients: 4 + seed % 5,
+            ops: 200,
+            keys: 1 + (seed % 3) as usize,
+            p_indeterminate: 0.3,
+            watches: 0,
+            ..GenConfig::default()
+        };
+        let g = generate(seed, &cfg);
+        if let Err(v) = check_all(&g.history, &CheckOptions::default()) {
+            panic!("seed {seed}: a generated (correct) history failed:\n{v}");
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Mutation {
     /// A read returns a key's previous version (header unchanged).

@@ -617,7 +617,7 @@ struct Prepared<'a> {
     max_observed: i64,
     /// Revision → (key, its version written at that revision; `None` = deleted), as
     /// responses show them.
-    hints: BTreeMap<i64, Vec<(Bytes, Option<KeyValue>)>>,
+    hints: BTreeMap<i64, Vec<(Bytes, Option<KeyValue>, Source)>>,
     /// Per item: the revision it must make if it takes effect (weakened writes, and
     /// indeterminate writes whose value a response shows).
     pins: Vec<Option<i64>>,
@@ -876,14 +876,14 @@ fn prepare<'a>(
             })
         })
         .collect();
-    let mut by_rev: BTreeMap<i64, Vec<(Bytes, Option<KeyValue>)>> = BTreeMap::new();
+    let mut by_rev: BTreeMap<i64, Vec<(Bytes, Option<KeyValue>, Source)>> = BTreeMap::new();
     let mut key_hints: BTreeMap<Bytes, Vec<(i64, Option<KeyValue>)>> = BTreeMap::new();
-    for ((rev, key), (kv, _)) in hints {
+    for ((rev, key), (kv, source)) in hints {
         key_hints
             .entry(key.clone())
             .or_default()
             .push((rev, kv.clone()));
-        by_rev.entry(rev).or_default().push((key, kv));
+        by_rev.entry(rev).or_default().push((key, kv, source));
     }
     let mut known_puts: BTreeMap<Bytes, Vec<i64>> = BTreeMap::new();
     let mut indet_lease_refs: BTreeMap<i64, Vec<usize>> = BTreeMap::new();
@@ -921,6 +921,10 @@ fn prepare<'a>(
         .map(|(item, pin)| {
             let request = item.request()?;
             if item.class != Class::IndetKv || pin.is_some() || compares_values {
+                return None;
+            }
+            // Only writes whose values no response shows.
+            if written(request).iter().any(|kv| shown.contains_key(kv)) {
                 return None;
             }
             let shape = format!("{:?}", without_values(request));
@@ -1472,7 +1476,7 @@ impl<'p> Search<'p> {
             return false;
         }
         if let Some(hints) = self.p.hints.get(&rev) {
-            for (key, want) in hints {
+            for (key, want, _) in hints {
                 if self.model.written_at(key, rev).as_ref() != Some(want) {
                     return false;
                 }
@@ -1665,7 +1669,16 @@ impl<'p> Search<'p> {
             .first()
             .filter(|&&(h, _)| h < rev)
             .map(|&(_, i)| i);
-        let blocking = dead.unwrap_or_else(|| self.pending.first().map_or(0, |&(_, i)| i));
+        // The write that made the next revision, if known, is the one that could not go on.
+        let next_writer = self
+            .p
+            .reserved
+            .get(&(rev + 1))
+            .copied()
+            .filter(|&j| !self.done[j] && self.p.items[j].invoke <= bound);
+        let blocking = dead
+            .or(next_writer)
+            .unwrap_or_else(|| self.pending.first().map_or(0, |&(_, i)| i));
         let reason = self.explain(blocking, bound);
         self.deepest = Some(Stuck {
             placed: self.placed,
@@ -1817,11 +1830,11 @@ impl<'p> Search<'p> {
             return format!("revision {rev} is {}'s write", self.p.items[j].source);
         }
         if let Some(hints) = self.p.hints.get(&rev) {
-            for (key, want) in hints {
+            for (key, want, source) in hints {
                 let got = self.model.written_at(key, rev);
                 if got.as_ref() != Some(want) {
                     return format!(
-                        "a response shows key {} at revision {rev} as {}, but this write makes \
+                        "{source} shows key {} at revision {rev} as {}, while this write makes \
                          it {}",
                         crate::history::fmt_bytes(key),
                         describe_version(want.as_ref()),
