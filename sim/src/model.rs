@@ -17,7 +17,8 @@
 //! - Reads: `revision > current` is `ErrFutureRev` (checked first); `revision <
 //!   compact_revision` is `ErrCompacted`. The header always carries the current revision.
 //! - Compaction: `revision <= compact_revision` is `ErrCompacted`, `revision > current`
-//!   is `ErrFutureRev`.
+//!   is `ErrFutureRev`. etcd's reply carries the revision at reply time, so a recorded
+//!   compaction header only bounds from above the revision it applied at.
 //! - Txn compares follow etcd's `applyCompare`: over a range, every live key must satisfy
 //!   the compare; with no live key, a value compare is false and the others compare
 //!   against a zero key. A put with a missing lease fails the whole txn with
@@ -568,9 +569,13 @@ pub(crate) fn resolve(request: &Request, outcome: &Outcome) -> Request {
 }
 
 /// Whether the model's response is the recorded one (a lease grant's TTL may be adjusted
-/// by the server and is not compared).
+/// by the server and is not compared; a compaction's header is the revision when the
+/// server replied, so it may be later than the one the compaction applied at).
 pub(crate) fn same_response(model: &Response, recorded: &Response) -> bool {
     match (model, recorded) {
+        (Response::Compact { revision: applied }, Response::Compact { revision: replied }) => {
+            applied <= replied
+        }
         (
             Response::LeaseGrant {
                 revision: a, id: x, ..

@@ -657,3 +657,39 @@ fn lost_delete_and_recreate_counted_by_create_revision() {
         op(4, 30, 40, get("a"), ok_get(4, vec![kv("a", "2", 4, 4, 1)])),
     ]));
 }
+
+#[test]
+fn compaction_header_is_the_revision_at_reply_time() {
+    // Applied at revision 3 (reads at 2 before it succeed), answered when the store was at 4.
+    passes(&history(vec![
+        op(1, 0, 10, put("a", "1"), ok_put(2)),
+        op(1, 11, 20, put("a", "2"), ok_put(3)),
+        op(
+            2,
+            21,
+            60,
+            Request::Compact { revision: 3 },
+            Outcome::Ok(Response::Compact { revision: 4 }),
+        ),
+        op(3, 30, 40, put("b", "1"), ok_put(4)),
+        op(
+            4,
+            61,
+            70,
+            get_at("a", 2),
+            Outcome::Error(StoreError::Compacted),
+        ),
+    ]));
+    // But not with a header below the revision it compacted.
+    fails(&history(vec![
+        op(1, 0, 10, put("a", "1"), ok_put(2)),
+        op(1, 11, 20, put("a", "2"), ok_put(3)),
+        op(
+            2,
+            21,
+            60,
+            Request::Compact { revision: 3 },
+            Outcome::Ok(Response::Compact { revision: 2 }),
+        ),
+    ]));
+}

@@ -535,8 +535,12 @@ fn classify(request: &Request, response: &Response) -> Option<Class> {
                 Some(Class::Pure(Some(h)))
             }
         }
-        (Request::LeaseGrant { .. }, Response::LeaseGrant { .. })
-        | (Request::Compact { .. }, Response::Compact { .. }) => write(h, h, None),
+        (Request::LeaseGrant { .. }, Response::LeaseGrant { .. }) => write(h, h, None),
+        // etcd answers a compaction with the revision at reply time, which may be later
+        // than the one it applied at (at least the revision it compacts).
+        (Request::Compact { revision }, Response::Compact { .. }) => {
+            write((*revision).clamp(1, h), h, None)
+        }
         (Request::LeaseRevoke { .. }, Response::LeaseRevoke { .. }) => write(h - 1, h, None),
         _ => None,
     }
@@ -1171,11 +1175,8 @@ impl<'p> Search<'p> {
             match item.class {
                 Class::Pure(Some(h)) => s.buckets[h as usize].push(i),
                 Class::Write { lo, hi, .. } => {
-                    for rev in [lo, hi] {
-                        let b = &mut s.buckets[rev as usize];
-                        if b.last() != Some(&i) {
-                            b.push(i);
-                        }
+                    for rev in lo.max(0)..=hi {
+                        s.buckets[rev as usize].push(i);
                     }
                 }
                 Class::Pure(None) | Class::IndetKv | Class::IndetOther => {}
