@@ -20,9 +20,15 @@
 //! - Values written by the workload should be unique per key (as etcd's robustness tests
 //!   do): the checker then pins each indeterminate write to the revision where a read or a
 //!   watch saw its value. Duplicates are allowed but make the search slower.
-//! - A lease that may expire should be recorded as an indeterminate
-//!   [`Request::LeaseRevoke`] (from a pseudo-client) invoked when the lease is granted:
-//!   the deletes of an expiry are then explained by the history.
+//! - A lease that may expire must be recorded with [`History::may_expire`] (an
+//!   indeterminate `LeaseRevoke` from a pseudo-client): the deletes of an expiry are then
+//!   explained by the history.
+//! - Run a watch of the whole keyspace from revision 1 (re-created from the revision after
+//!   its last one when it breaks): its events pin the content of every revision, which keeps the
+//!   linearizability search fast whatever the share of lost responses, and checks the
+//!   watch path at the same time.
+//! - End the run with a linearizable read of every key, recorded both as an operation and
+//!   as a [`FinalRead`] (for durability), and `HashKV` at a common revision on every member.
 
 use std::fmt;
 
@@ -416,6 +422,9 @@ pub struct History {
 /// The outcome an operation has until it completes.
 pub const NO_RESPONSE: &str = "no response";
 
+/// The pseudo-client [`History::may_expire`] records lease expiries as.
+pub const EXPIRY_CLIENT: ClientId = ClientId::MAX;
+
 impl History {
     pub fn new() -> Self {
         History::default()
@@ -451,6 +460,21 @@ impl History {
         );
         op.complete = Some(time);
         op.outcome = outcome;
+    }
+
+    /// Records that a lease may expire from `time` on: the leader's revoke of an expired
+    /// lease is a write no client asked for, so it is recorded as an indeterminate
+    /// `LeaseRevoke` from [`EXPIRY_CLIENT`]. Call it when the lease is granted (or when its
+    /// last keep-alive was sent, if the simulator tracks that).
+    pub fn may_expire(&mut self, lease: i64, time: Time) -> OpId {
+        let id = self.invoke(
+            EXPIRY_CLIENT,
+            None,
+            time,
+            Request::LeaseRevoke { id: lease },
+        );
+        self.operations[id].outcome = Outcome::Indeterminate("lease expiry".to_string());
+        id
     }
 
     /// Records a new watch.

@@ -693,3 +693,26 @@ fn compaction_header_is_the_revision_at_reply_time() {
         ),
     ]));
 }
+
+#[test]
+fn lease_expiry_is_explained_by_may_expire() {
+    let mut h = history(vec![
+        op(
+            1,
+            0,
+            10,
+            Request::LeaseGrant { ttl: 2, id: 5 },
+            Outcome::Ok(Response::LeaseGrant {
+                revision: 1,
+                id: 5,
+                ttl: 2,
+            }),
+        ),
+        op(1, 11, 20, lease_put("a", "1", 5), ok_put(2)),
+        // Nobody revoked the lease; it expired.
+        op(2, 5_000, 5_010, get("a"), ok_get(3, vec![])),
+    ]);
+    fails(&h);
+    h.may_expire(5, 0);
+    passes(&h);
+}
