@@ -75,6 +75,10 @@ type Disks = Arc<Mutex<BTreeMap<usize, SimDisk>>>;
 pub struct World {
     pub config: WorldConfig,
     pub servers: Vec<Server>,
+    /// A machine for the harness's own requests (finding the leader, final checks).
+    pub control: NodeHandle,
+    /// Servers crashed and not restarted yet.
+    pub crashed: std::collections::BTreeSet<usize>,
     disks: Disks,
     handle: Handle,
     next_client_ip: u8,
@@ -162,9 +166,16 @@ impl World {
                 config: server_config,
             });
         }
+        let control = handle
+            .create_node()
+            .name("control")
+            .ip(IpAddr::V4(Ipv4Addr::new(10, 0, 2, 1)))
+            .build();
         World {
             config,
             servers,
+            control,
+            crashed: std::collections::BTreeSet::new(),
             disks,
             handle,
             next_client_ip: 1,
@@ -181,6 +192,7 @@ impl World {
     /// Power loss: the process dies and the disk keeps only what was synced (or torn, as
     /// the fault settings say).
     pub fn crash(&mut self, index: usize) {
+        self.crashed.insert(index);
         self.handle.kill(self.servers[index].node.id());
         let mut disks = self.disks.lock().expect("disks");
         if let Some(disk) = disks.get(&index) {
@@ -191,7 +203,30 @@ impl World {
 
     /// Boots a crashed server again from its disk.
     pub fn restart(&mut self, index: usize) {
+        self.crashed.remove(&index);
         self.handle.restart(self.servers[index].node.id());
+    }
+
+    /// Ends every fault: network healed, paused nodes resumed, crashed ones restarted,
+    /// disks healthy again.
+    pub fn heal(&mut self) {
+        let net = madsim::net::NetSim::current();
+        let ids: Vec<madsim::task::NodeId> = self.servers.iter().map(|s| s.node.id()).collect();
+        net.update_config(|c| c.packet_loss_rate = 0.0);
+        for &a in &ids {
+            net.unclog_node(a);
+            self.handle.resume(a);
+            for &b in &ids {
+                net.unclog_link(a, b);
+            }
+        }
+        for index in 0..self.servers.len() {
+            self.set_disk_faults(index, self.config.faults);
+        }
+        let crashed: Vec<usize> = self.crashed.iter().copied().collect();
+        for index in crashed {
+            self.restart(index);
+        }
     }
 
     pub fn disk(&self, index: usize) -> Option<SimDisk> {
