@@ -67,6 +67,79 @@ fn few_keys_and_heavy_loss_pass_without_watches() {
     }
 }
 
+#[test]
+fn failures_in_generated_histories_are_explained() {
+    let cfg = GenConfig {
+        clients: 6,
+        ops: 600,
+        watches: 0,
+        compaction: false,
+        ..GenConfig::default()
+    };
+    let fresh = |seed| {
+        let mut g = generate(seed, &cfg);
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        add_truth_watch_from(&mut g, &mut rng, 0, 1);
+        g
+    };
+    // A stale read: the previous version of a key, at an unchanged header revision.
+    let mut g = fresh(11);
+    let i = (0..g.history.operations.len())
+        .rev()
+        .find(|&i| {
+            let o = &g.history.operations[i];
+            linearizable_read(o)
+                && matches!(&o.outcome, Outcome::Ok(Response::Range { result, .. })
+                    if result.kvs.len() == 1 && result.kvs[0].version > 1)
+        })
+        .expect("a read of a key written twice");
+    let missed =
+        if let Outcome::Ok(Response::Range { result, .. }) = &mut g.history.operations[i].outcome {
+            let kv = result.kvs[0].clone();
+            result.kvs[0] = g.truth.get(&kv.key, kv.mod_revision - 1).expect("previous");
+            kv.mod_revision
+        } else {
+            unreachable!("picked a range")
+        };
+    let text = match check_all(&g.history, &CheckOptions::default()) {
+        Err(v @ Violation::Linearizability(_)) => v.to_string(),
+        other => panic!("expected a linearizability violation, got {other:?}"),
+    };
+    let listed: Vec<&str> = text.lines().filter(|l| l.starts_with("    op #")).collect();
+    assert!(listed.len() <= 6, "sub-history too long:\n{text}");
+    assert!(
+        text.contains(&format!("op #{i}:")),
+        "the read is listed:\n{text}"
+    );
+    assert!(
+        listed
+            .iter()
+            .any(|l| l.contains(&format!("ok rev {missed}"))),
+        "the write it missed is listed:\n{text}"
+    );
+
+    // A watch that skips a revision.
+    let mut g = fresh(12);
+    let w = &mut g.history.watches[0];
+    let r = w.responses.len() / 2;
+    let dropped = w.responses.remove(r);
+    let WatchResponseKind::Events(events) = dropped.kind else {
+        panic!("the truth watch sends events")
+    };
+    match check_all(&g.history, &CheckOptions::default()) {
+        Err(Violation::Watch(f)) => {
+            assert_eq!(f.guarantee, keel_sim::check::Guarantee::Reliable);
+            assert!(
+                f.detail
+                    .contains(&format!("at rev {}", events[0].revision()))
+                    || f.detail.contains(&format!("mod {}", events[0].revision())),
+                "names the missing revision: {f}"
+            );
+        }
+        other => panic!("expected a watch violation, got {other:?}"),
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Mutation {
     /// A read returns a key's previous version (header unchanged).

@@ -175,8 +175,7 @@ fn passes(h: &History) {
 #[test]
 fn valid_stream_passes() {
     let h = with_watch(watch_request(2), valid_responses());
-    let report = check_all(&h, &CheckOptions::default()).expect("valid");
-    assert!(report.with_observations);
+    check_all(&h, &CheckOptions::default()).expect("valid");
     passes(&with_watch(
         WatchRequest {
             start_revision: 0,

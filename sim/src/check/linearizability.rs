@@ -144,11 +144,18 @@ pub struct LinearizabilityFailure {
     pub dropped: usize,
     /// Steps the search took to fail.
     pub steps: u64,
+    /// What else is known (e.g. whether the operations alone are linearizable).
+    pub note: Option<String>,
+    /// The sub-history's operations fail even without the observations.
+    pub(crate) fails_without_observations: bool,
 }
 
 impl fmt::Display for LinearizabilityFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "not linearizable: {}", self.reason)?;
+        if let Some(note) = &self.note {
+            write!(f, "\n  ({note})")?;
+        }
         if self.steps > 0 {
             write!(
                 f,
@@ -176,20 +183,93 @@ impl fmt::Display for LinearizabilityFailure {
 /// Checks the linearizable operations of `history` (serializable reads and watches left
 /// out); on failure, shrinks to a minimal failing sub-history.
 pub fn check(history: &History, options: &Options) -> Result<Linearization, Violation> {
-    let items = items(history, false)?;
+    let items = items(history, None)?;
     run(history, items, Vec::new(), options, options.shrink)
 }
 
 /// Like [`check`], with serializable reads and watch responses as observations the
-/// linearization must agree with (no shrinking: when this fails and [`check`] passes, the
-/// observations are at fault, and the serializable-read and watch checks say which).
+/// linearization must agree with. Watch events pin what each revision wrote, so this
+/// search, and the shrinking of its failures, stay fast whatever the share of lost
+/// responses. When this fails and [`check`] passes, the observations are at fault (the
+/// serializable-read and watch checks say which).
 pub fn check_with_observations(
     history: &History,
     options: &Options,
 ) -> Result<Linearization, Violation> {
-    let items = items(history, true)?;
+    let items = items(history, Some(Time::MAX))?;
     let constraints = watch_constraints(history);
-    run(history, items, constraints, options, false)
+    run(history, items, constraints, options, options.shrink)
+}
+
+/// For operations that are linearizable on their own but not together with the
+/// observations: the earliest time T at which the observations made by then (serializable
+/// reads completed, watch responses received) stop agreeing with every linearization, a
+/// linearization that agrees with all observations made before T, and the (shrunk) failure
+/// at T. Adding observations only removes linearizations, so this is a binary search.
+pub fn first_disagreement(
+    history: &History,
+    options: &Options,
+) -> Result<(Time, Linearization, Box<LinearizabilityFailure>), Violation> {
+    let constraints = watch_constraints(history);
+    let mut times: Vec<Time> = history
+        .operations
+        .iter()
+        .filter(|op| op.request.is_serializable() && matches!(op.outcome, Outcome::Ok(_)))
+        .filter_map(|op| op.complete)
+        .chain(
+            history
+                .watches
+                .iter()
+                .flat_map(|w| w.responses.iter().map(|r| r.received)),
+        )
+        .collect();
+    times.sort_unstable();
+    times.dedup();
+    let at = |t: Option<Time>| -> Result<Outcome2, Violation> {
+        let items = items(history, t)?;
+        let cs = t.map_or_else(Vec::new, |t| cut_all(&constraints, t));
+        Ok(search(&items, &cs, options.max_steps))
+    };
+    let inconclusive = |steps| Violation::Inconclusive {
+        checker: "linearizability (observations)",
+        steps,
+    };
+    let (mut lo, mut hi) = (0usize, times.len());
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        match at(Some(times[mid]))? {
+            Outcome2::Linearizable(_) => lo = mid + 1,
+            Outcome2::Failed(_) => hi = mid,
+            Outcome2::Inconclusive(steps) => return Err(inconclusive(steps)),
+        }
+    }
+    let Some(&t) = times.get(hi) else {
+        return Err(Violation::InvalidHistory {
+            reason: "the observations agree with the operations after all".to_string(),
+        });
+    };
+    let before = if hi == 0 { None } else { Some(times[hi - 1]) };
+    let truth = match at(before)? {
+        Outcome2::Linearizable(l) => l,
+        Outcome2::Failed(f) => return Err(Violation::Linearizability(f)),
+        Outcome2::Inconclusive(steps) => return Err(inconclusive(steps)),
+    };
+    let failure = match run(
+        history,
+        items(history, Some(t))?,
+        cut_all(&constraints, t),
+        options,
+        options.shrink,
+    ) {
+        Err(Violation::Linearizability(f)) => f,
+        Err(other) => return Err(other),
+        Ok(_) => {
+            return Err(Violation::InvalidHistory {
+                reason: "the observations agree with the operations after all".to_string(),
+            })
+        }
+    };
+    Ok((t, truth, failure))
 }
 
 fn run(
@@ -214,7 +294,8 @@ fn run(
                 // one that searches much longer is treated as passing.
                 let budget = options
                     .shrink_step_budget
-                    .min(failure.steps.saturating_mul(8).saturating_add(10_000));
+                    .min(failure.steps.saturating_mul(8).saturating_add(10_000))
+                    .max(failure.steps.saturating_mul(2).saturating_add(10_000));
                 // A failure found before the search names only the items involved: keep
                 // them, and the explanation. A search failure is explained again on the
                 // sub-history shown.
@@ -223,16 +304,33 @@ fn run(
                 } else {
                     BTreeSet::new()
                 };
-                let kept = shrink_items(&items, options, budget, &anchored);
+                let (kept, kept_constraints) =
+                    shrink_items(&items, &constraints, options, budget, &anchored);
                 if anchored.is_empty() {
                     let small_items = kept.items(&items);
-                    if let Outcome2::Failed(small) = search(&small_items, &[], budget) {
+                    if let Outcome2::Failed(small) = search(&small_items, &kept_constraints, budget)
+                    {
                         failure.reason = small.reason;
                         failure.involved = small.involved;
                         failure.placed = small.placed;
                         failure.revision = small.revision;
                         failure.total = small_items.len();
                     }
+                }
+                // The sub-history weakens the operations: if its operations alone fail, so
+                // do the history's.
+                if !constraints.is_empty()
+                    || items
+                        .iter()
+                        .any(|i| !matches!(i.source, Source::Operation(_)))
+                {
+                    let ops_only: Vec<Item> = kept
+                        .items(&items)
+                        .into_iter()
+                        .filter(|i| matches!(i.source, Source::Operation(_)))
+                        .collect();
+                    failure.fails_without_observations =
+                        matches!(search(&ops_only, &[], budget), Outcome2::Failed(_));
                 }
                 let (lines, unknown) = kept.describe(history, &items);
                 failure.dropped = kept.dropped();
@@ -371,7 +469,11 @@ fn invalid(id: OpId, why: &str) -> Violation {
     }
 }
 
-fn items(history: &History, observations: bool) -> Result<Vec<Item>, Violation> {
+/// The search's items: the operations, and with `observe_until`, the observations
+/// (serializable reads, watch responses) made by then.
+fn items(history: &History, observe_until: Option<Time>) -> Result<Vec<Item>, Violation> {
+    let observations = observe_until.is_some();
+    let until = observe_until.unwrap_or(0);
     let mut items = Vec::new();
     for (id, op) in history.operations.iter().enumerate() {
         if let (Some(c), true) = (
@@ -392,6 +494,9 @@ fn items(history: &History, observations: bool) -> Result<Vec<Item>, Violation> 
                 let ret = op
                     .complete
                     .ok_or_else(|| invalid(id, "ok without completion"))?;
+                if ret > until {
+                    continue;
+                }
                 items.push(Item {
                     source: Source::SerializableRead(id),
                     invoke: 0,
@@ -466,6 +571,9 @@ fn items(history: &History, observations: bool) -> Result<Vec<Item>, Violation> 
         let mut reached: BTreeMap<i64, (Time, Source)> = BTreeMap::new();
         for (w, watch) in history.watches.iter().enumerate() {
             for (r, resp) in watch.responses.iter().enumerate() {
+                if resp.received > until {
+                    continue;
+                }
                 let mut revs = vec![resp.header_revision];
                 if let WatchResponseKind::Events(events) = &resp.kind {
                     revs.extend(events.iter().map(|e| e.revision()));
@@ -558,8 +666,55 @@ struct WatchConstraint {
     by_rev: BTreeMap<i64, Vec<(EventKind, KeyValue)>>,
     /// Revision → the response that carried its events.
     sources: BTreeMap<i64, Source>,
-    /// The `prev_kv`s the events carried, with their responses.
-    prev_kvs: Vec<(KeyValue, Source)>,
+    /// The `prev_kv`s the events carried: (event revision, prev_kv, response).
+    prev_kvs: Vec<(i64, KeyValue, Source)>,
+    /// Per response, in stream order: when it was received, and the last revision the
+    /// watch was complete up to after it.
+    marks: Vec<(Time, i64)>,
+}
+
+impl WatchConstraint {
+    /// What the watch had said by time `t` (responses received later are left out).
+    fn cut(&self, t: Time) -> Option<WatchConstraint> {
+        let last = self
+            .marks
+            .iter()
+            .filter(|(received, _)| *received <= t)
+            .map(|(_, last)| *last)
+            .max()?;
+        if last < self.first {
+            return None;
+        }
+        Some(WatchConstraint {
+            key: self.key.clone(),
+            range_end: self.range_end.clone(),
+            filters: self.filters,
+            first: self.first,
+            last,
+            by_rev: self
+                .by_rev
+                .range(..=last)
+                .map(|(r, e)| (*r, e.clone()))
+                .collect(),
+            sources: self.sources.range(..=last).map(|(r, s)| (*r, *s)).collect(),
+            prev_kvs: self
+                .prev_kvs
+                .iter()
+                .filter(|(rev, _, _)| *rev <= last)
+                .cloned()
+                .collect(),
+            marks: self
+                .marks
+                .iter()
+                .filter(|(received, _)| *received <= t)
+                .copied()
+                .collect(),
+        })
+    }
+}
+
+fn cut_all(constraints: &[WatchConstraint], t: Time) -> Vec<WatchConstraint> {
+    constraints.iter().filter_map(|c| c.cut(t)).collect()
 }
 
 fn watch_constraints(history: &History) -> Vec<WatchConstraint> {
@@ -571,30 +726,33 @@ fn watch_constraints(history: &History) -> Vec<WatchConstraint> {
         let mut by_rev: BTreeMap<i64, Vec<(EventKind, KeyValue)>> = BTreeMap::new();
         let mut sources = BTreeMap::new();
         let mut prev_kvs = Vec::new();
+        let mut marks = Vec::new();
+        let mut complete_up_to = 0;
         for (r, resp) in watch.responses.iter().enumerate() {
-            if let WatchResponseKind::Events(events) = &resp.kind {
-                for e in events {
-                    if let Some(prev) = &e.prev_kv {
-                        prev_kvs.push((
-                            prev.clone(),
-                            Source::WatchResponse {
-                                watch: w,
-                                response: r,
-                            },
-                        ));
+            let source = Source::WatchResponse {
+                watch: w,
+                response: r,
+            };
+            match &resp.kind {
+                WatchResponseKind::Events(events) => {
+                    for e in events {
+                        if let Some(prev) = &e.prev_kv {
+                            prev_kvs.push((e.revision(), prev.clone(), source));
+                        }
+                        by_rev
+                            .entry(e.revision())
+                            .or_default()
+                            .push((e.kind, e.kv.clone()));
+                        sources.entry(e.revision()).or_insert(source);
+                        complete_up_to = complete_up_to.max(e.revision());
                     }
-                    by_rev
-                        .entry(e.revision())
-                        .or_default()
-                        .push((e.kind, e.kv.clone()));
-                    sources
-                        .entry(e.revision())
-                        .or_insert(Source::WatchResponse {
-                            watch: w,
-                            response: r,
-                        });
                 }
+                WatchResponseKind::Progress => {
+                    complete_up_to = complete_up_to.max(resp.header_revision);
+                }
+                WatchResponseKind::Created | WatchResponseKind::Canceled { .. } => {}
             }
+            marks.push((resp.received, complete_up_to));
         }
         out.push(WatchConstraint {
             key: watch.request.key.clone(),
@@ -605,6 +763,7 @@ fn watch_constraints(history: &History) -> Vec<WatchConstraint> {
             by_rev,
             sources,
             prev_kvs,
+            marks,
         });
     }
     out
@@ -706,6 +865,8 @@ fn prepare<'a>(
             writes_not_listed: 0,
             dropped: 0,
             steps: 0,
+            note: None,
+            fails_without_observations: false,
         })
     };
     let mut reserved: BTreeMap<i64, usize> = BTreeMap::new();
@@ -827,10 +988,15 @@ fn prepare<'a>(
                 let version = (*kind == EventKind::Put).then(|| kv.clone());
                 let source = c.sources.get(rev).copied().unwrap_or(Source::Operation(0));
                 hint(&kv.key, *rev, version, source)?;
+                observe(*rev, source, &mut max_observed);
             }
         }
-        for (prev, source) in &c.prev_kvs {
+        for (_, prev, source) in &c.prev_kvs {
             hint(&prev.key, prev.mod_revision, Some(prev.clone()), *source)?;
+            observe(prev.mod_revision, *source, &mut max_observed);
+        }
+        if let Some(&source) = c.sources.values().next() {
+            observe(c.last, source, &mut max_observed);
         }
     }
     let max_possible = 1 + may_write;
@@ -1079,6 +1245,8 @@ fn revision_order(items: &[Item]) -> Result<(), Box<LinearizabilityFailure>> {
             writes_not_listed: 0,
             dropped: 0,
             steps: 0,
+            note: None,
+            fails_without_observations: false,
         }));
     }
     Ok(())
@@ -1322,9 +1490,20 @@ impl<'p> Search<'p> {
                 applied: None,
             });
         }
+        let first_due = self.pending.first().map(|&(_, i)| i);
         let mut candidates: Vec<usize> = bucket
             .into_iter()
-            .filter(|&i| matches!(p.items[i].class, Class::Write { .. }))
+            .filter(|&i| match p.items[i].class {
+                // An acknowledged compaction waits until it must happen: nothing but
+                // compaction-dependent answers can tell when it did.
+                Class::Write { hi, .. }
+                    if matches!(p.items[i].request(), Some(Request::Compact { .. })) =>
+                {
+                    hi == rev || first_due == Some(i) || self.compaction_needed(bound)
+                }
+                Class::Write { .. } => true,
+                _ => false,
+            })
             .collect();
         let gap = self.is_gap(rev + 1);
         if gap {
@@ -1371,26 +1550,70 @@ impl<'p> Search<'p> {
         })
     }
 
-    /// Whether an indeterminate compaction or lease operation could matter now.
+    /// Whether an indeterminate compaction or lease operation could matter now: only right
+    /// before an operation whose answer needs its effect (delaying an effect nobody
+    /// depends on is always allowed), or, for lease operations, at a gap.
     fn relevant(&self, i: usize, bound: Time, gap: bool) -> bool {
         let waiting = |list: &[usize]| {
             list.iter()
                 .any(|&j| !self.done[j] && self.p.items[j].invoke <= bound)
         };
         match self.p.items[i].request() {
-            Some(Request::Compact { .. }) => waiting(&self.p.compact_refs),
+            Some(Request::Compact { .. }) => self.compaction_needed(bound),
             // At a gap, a revoke that deletes keys may make the revision.
             Some(Request::LeaseRevoke { id }) => {
-                (gap && self.model.lease_in_use(*id))
-                    || self.p.lease_refs.get(id).is_some_and(|l| waiting(l))
+                (gap && self.model.lease_in_use(*id)) || self.lease_needed(*id, bound, false)
             }
             // At a gap, an indeterminate put with this lease may need it.
             Some(Request::LeaseGrant { id, .. }) => {
                 (gap && self.p.indet_lease_refs.get(id).is_some_and(|l| waiting(l)))
-                    || self.p.lease_refs.get(id).is_some_and(|l| waiting(l))
+                    || self.lease_needed(*id, bound, true)
             }
             _ => false,
         }
+    }
+
+    /// A pending operation needs a compaction first: another compaction (their order
+    /// decides which one fails), or an answer `ErrCompacted`.
+    fn compaction_needed(&self, bound: Time) -> bool {
+        self.p.compact_refs.iter().any(|&j| {
+            let item = &self.p.items[j];
+            !self.done[j]
+                && item.invoke <= bound
+                && matches!(
+                    &item.body,
+                    Body::Request {
+                        request: Request::Compact { .. },
+                        ..
+                    } | Body::Request {
+                        expect: Expect::Err(StoreError::Compacted),
+                        ..
+                    }
+                )
+        })
+    }
+
+    /// A pending operation's answer needs lease `id` to exist (`exists`) or to be gone.
+    fn lease_needed(&self, id: i64, bound: Time, exists: bool) -> bool {
+        let Some(refs) = self.p.lease_refs.get(&id) else {
+            return false;
+        };
+        refs.iter().any(|&j| {
+            let item = &self.p.items[j];
+            if self.done[j] || item.invoke > bound {
+                return false;
+            }
+            let Body::Request { request, expect } = &item.body else {
+                return false;
+            };
+            let grant = matches!(request, Request::LeaseGrant { .. });
+            match expect {
+                Expect::Ok(_) => exists != grant,
+                Expect::Err(StoreError::LeaseExists) => exists,
+                Expect::Err(StoreError::LeaseNotFound) => !exists,
+                _ => false,
+            }
+        })
     }
 
     /// A pure item's answer matches the current state (which it leaves unchanged).
@@ -1588,7 +1811,8 @@ impl<'p> Search<'p> {
                 .map_or(0, |kv| kv.version);
             let need = shown.version - now - self.certain_puts_until(key, rev, m);
             let gaps = &self.p.gaps_upto;
-            let avail = gaps[(m - 1) as usize] - gaps[rev as usize];
+            let upto = |r: i64| gaps.get(r as usize).or(gaps.last()).copied().unwrap_or(0);
+            let avail = upto(m - 1) - upto(rev);
             if need > avail {
                 return None;
             }
@@ -1651,6 +1875,8 @@ impl<'p> Search<'p> {
             writes_not_listed: 0,
             dropped: 0,
             steps: self.steps,
+            note: None,
+            fails_without_observations: false,
         }))
     }
 
@@ -1700,6 +1926,9 @@ impl<'p> Search<'p> {
             _ => (rev, rev, rev),
         };
         if hi < rev {
+            if let Some(why) = self.read_mismatch_at(i, h) {
+                return why;
+            }
             return format!(
                 "{who} reports revision {h}, but the store must already be at revision {rev} \
                  before it can take effect (writes that completed before it was invoked, or \
@@ -1743,6 +1972,64 @@ impl<'p> Search<'p> {
                 )
             }
             Body::RevisionReached => format!("{who} shows revision {h}"),
+        }
+    }
+
+    /// For a read passed over at its revision `h`: what the store had then, from the
+    /// model's history, if that differs from what it returned.
+    fn read_mismatch_at(&self, i: usize, h: i64) -> Option<String> {
+        let item = &self.p.items[i];
+        let who = item.source;
+        let at = |r: &Range| if r.revision > 0 { r.revision } else { h };
+        let range_at = |r: &Range| self.model.range(&r.key, &r.range_end, at(r), r.limit);
+        match &item.body {
+            Body::Request {
+                request: Request::Range(r),
+                expect: Expect::Ok(Response::Range { result, .. }),
+            }
+            | Body::ReadAt { range: r, result } => {
+                let had = range_at(r);
+                (had != *result).then(|| {
+                    format!(
+                        "{who} ({r}) returned {result} at revision {}, but the store had {had} \
+                         then",
+                        at(r)
+                    )
+                })
+            }
+            Body::Request {
+                request: Request::Txn(t),
+                expect:
+                    Expect::Ok(Response::Txn {
+                        succeeded, results, ..
+                    }),
+            } if t.is_read_only() => {
+                let holds = t.compare.iter().all(|c| self.model.compare_at(c, h));
+                if holds != *succeeded {
+                    return Some(format!(
+                        "{who} ({}) reports its compares {} at revision {h}, but they {} then",
+                        item.request()?,
+                        if *succeeded { "held" } else { "failed" },
+                        if holds { "held" } else { "failed" }
+                    ));
+                }
+                let ops = if holds { &t.success } else { &t.failure };
+                ops.iter()
+                    .zip(results)
+                    .find_map(|(op, result)| match (op, result) {
+                        (TxnOp::Range(r), TxnOpResult::Range(got)) if range_at(r) != *got => {
+                            Some(format!(
+                                "{who} ({}) returned {got} for {r} at revision {}, but the store \
+                             had {} then",
+                                item.request()?,
+                                at(r),
+                                range_at(r)
+                            ))
+                        }
+                        _ => None,
+                    })
+            }
+            _ => None,
         }
     }
 
@@ -1891,6 +2178,7 @@ impl Kept {
     fn describe(&self, history: &History, all: &[Item]) -> (Vec<String>, usize) {
         let mut values: BTreeSet<(Bytes, Bytes)> = BTreeSet::new();
         let mut revisions: BTreeSet<i64> = BTreeSet::new();
+        let mut reads: Vec<(Range, i64, BTreeMap<Bytes, i64>)> = Vec::new();
         let listed = |item: &Item, fate: Fate| match fate {
             Fate::Keep => item.determinate(),
             Fate::Relax => matches!(item.class, Class::Pure(_)),
@@ -1908,14 +2196,51 @@ impl Kept {
                 Body::ReadAt { result, .. } => result.kvs.iter().collect(),
                 _ => Vec::new(),
             };
-            for kv in kvs {
+            for kv in &kvs {
                 values.insert((kv.key.clone(), kv.value.clone()));
                 revisions.insert(kv.mod_revision);
             }
             if let Class::Pure(Some(h)) = item.class {
                 revisions.insert(h);
             }
+            // A read: the writes it should have seen are evidence too.
+            let range = match &item.body {
+                Body::Request {
+                    request: Request::Range(r),
+                    ..
+                }
+                | Body::ReadAt { range: r, .. } => Some(r),
+                _ => None,
+            };
+            if let (Some(r), Class::Pure(Some(h))) = (range, item.class) {
+                let at = if r.revision > 0 { r.revision } else { h };
+                let seen: BTreeMap<Bytes, i64> = kvs
+                    .iter()
+                    .map(|kv| (kv.key.clone(), kv.mod_revision))
+                    .collect();
+                reads.push((r.clone(), at, seen));
+            }
         }
+        // Writes of a key a listed read covers, after the version it showed and no later
+        // than the revision it read at.
+        let should_have_seen = |item: &Item| {
+            let (
+                Some(request),
+                Class::Write {
+                    claims: Some(w), ..
+                },
+            ) = (item.request(), item.class)
+            else {
+                return false;
+            };
+            written(request).iter().any(|(key, _)| {
+                reads.iter().any(|(r, at, seen)| {
+                    in_range(key, &r.key, &r.range_end)
+                        && w <= *at
+                        && w > seen.get(key).copied().unwrap_or(0)
+                })
+            })
+        };
         let mut shown: Vec<(Time, String)> = Vec::new();
         let mut hidden = 0;
         for (item, fate) in all.iter().zip(&self.fates) {
@@ -1931,7 +2256,7 @@ impl Kept {
                         _ => None,
                     };
                     (
-                        claims.is_some_and(|r| revisions.contains(&r)),
+                        claims.is_some_and(|r| revisions.contains(&r)) || should_have_seen(item),
                         "   [timing not needed]",
                     )
                 }
@@ -1996,11 +2321,21 @@ pub(crate) fn describe_source(history: &History, source: Source) -> String {
     }
 }
 
-fn shrink_items(all: &[Item], options: &Options, budget: u64, anchored: &BTreeSet<Source>) -> Kept {
+fn shrink_items(
+    all: &[Item],
+    constraints: &[WatchConstraint],
+    options: &Options,
+    budget: u64,
+    anchored: &BTreeSet<Source>,
+) -> (Kept, Vec<WatchConstraint>) {
     let mut checks = 0usize;
-    let total_budget = budget.saturating_mul(40);
+    // Bounded effort: a few seconds at most, whatever the history.
+    let total_budget = options
+        .shrink_step_budget
+        .saturating_mul(20)
+        .max(budget.saturating_mul(5));
     let mut total_steps = 0u64;
-    let mut fails = |fates: &[Fate], checks: &mut usize| -> bool {
+    let mut fails = |fates: &[Fate], constraints: &[WatchConstraint], checks: &mut usize| -> bool {
         *checks = checks.saturating_add(1);
         if total_steps > total_budget {
             *checks = usize::MAX;
@@ -2009,7 +2344,7 @@ fn shrink_items(all: &[Item], options: &Options, budget: u64, anchored: &BTreeSe
         let kept = Kept {
             fates: fates.to_vec(),
         };
-        let (failed, steps) = match search(&kept.items(all), &[], budget) {
+        let (failed, steps) = match search(&kept.items(all), constraints, budget) {
             Outcome2::Failed(f) => (true, f.steps),
             Outcome2::Linearizable(l) => (false, l.steps),
             Outcome2::Inconclusive(steps) => (false, steps),
@@ -2052,14 +2387,22 @@ fn shrink_items(all: &[Item], options: &Options, budget: u64, anchored: &BTreeSe
     let (mut lo, mut hi) = (times.partition_point(|&t| t < anchor_end), times.len());
     while lo < hi && checks < options.max_shrink_checks {
         let mid = (lo + hi) / 2;
-        if fails(&prefix(times[mid]), &mut checks) {
+        if fails(
+            &prefix(times[mid]),
+            &cut_all(constraints, times[mid]),
+            &mut checks,
+        ) {
             hi = mid;
         } else {
             lo = mid + 1;
         }
     }
+    // Watch responses received after T only speak about revisions made after it: cut them
+    // with the operations.
+    let mut constraints = constraints.to_vec();
     if hi < times.len() {
         fates = prefix(times[hi]);
+        constraints = cut_all(&constraints, times[hi]);
     }
 
     // 2. Drop items that never change the state, then 3. drop the deadline of the rest,
@@ -2086,7 +2429,7 @@ fn shrink_items(all: &[Item], options: &Options, budget: u64, anchored: &BTreeSe
                 for &i in &ids[start..end] {
                     trial[i] = pass;
                 }
-                if fails(&trial, &mut checks) {
+                if fails(&trial, &constraints, &mut checks) {
                     fates = trial;
                     ids.drain(start..end);
                     progressed = true;
@@ -2104,5 +2447,5 @@ fn shrink_items(all: &[Item], options: &Options, budget: u64, anchored: &BTreeSe
             }
         }
     }
-    Kept { fates }
+    (Kept { fates }, constraints)
 }

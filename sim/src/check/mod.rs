@@ -5,10 +5,11 @@
 //! 1. watch streams on their own ([`watch::check_streams`]): ordered, unique, atomic,
 //!    bookmarkable, filters, start revision, `prev_kv` only when asked, nothing after a
 //!    cancel;
-//! 2. linearizability of the KV operations ([`linearizability`]), first together with the
+//! 2. linearizability of the KV operations ([`linearizability`]) together with the
 //!    serializable reads and watch responses as observations, so that the linearization
-//!    found agrees with them; if that fails, without them: failing again is a
-//!    linearizability violation, passing means an observation is at fault;
+//!    found agrees with them (and failures shrink fast); if that fails, the operations
+//!    alone decide the blame: failing again is a linearizability violation, passing means
+//!    an observation is at fault;
 //! 3. against that linearization as ground truth: serializable reads
 //!    ([`serializable::check`]) and watches ([`watch::check_against`]: reliable,
 //!    resumable, `prev_kv`, compaction cancels, agreement with the history);
@@ -110,30 +111,82 @@ pub struct Report {
     pub steps: u64,
     /// The ground truth's last revision.
     pub revision: i64,
-    /// The linearization agreed with serializable reads and watches as well.
-    pub with_observations: bool,
     /// The ground truth: every revision's state and events.
     pub truth: crate::model::KvModel,
+}
+
+/// The history as observed until `t`: watch responses received later, and serializable
+/// reads completed later, are left out (the operation numbers stay the same).
+fn observed_until(history: &History, t: crate::history::Time) -> History {
+    let mut h = history.clone();
+    for watch in &mut h.watches {
+        watch.responses.retain(|r| r.received <= t);
+    }
+    for op in &mut h.operations {
+        if op.request.is_serializable() && op.complete.is_some_and(|c| c > t) {
+            op.outcome = crate::history::Outcome::Failed("observed later".to_string());
+        }
+    }
+    h
 }
 
 /// Runs every checker (see the module docs).
 pub fn check_all(history: &History, options: &CheckOptions) -> Result<Report, Violation> {
     watch::check_streams(history)?;
     let lin_options = &options.linearizability;
-    let (linearization, with_observations) =
-        match linearizability::check_with_observations(history, lin_options) {
-            Ok(l) => (l, true),
-            Err(inconclusive @ Violation::Inconclusive { .. }) => return Err(inconclusive),
-            Err(observed) => {
-                let plain = linearizability::check(history, lin_options)?;
-                serializable::check(history, &plain.truth)?;
-                watch::check_against(history, &plain.truth)?;
-                return Err(match observed {
-                    Violation::Linearizability(l) => Violation::Observations(l),
-                    other => other,
-                });
+    let linearization = match linearizability::check_with_observations(history, lin_options) {
+        Ok(l) => l,
+        Err(Violation::Linearizability(mut observed)) if observed.fails_without_observations => {
+            observed.note = Some(
+                "the operations alone, without the watch events and serializable reads, are not \
+                 linearizable either"
+                    .to_string(),
+            );
+            return Err(Violation::Linearizability(observed));
+        }
+        Err(Violation::Linearizability(mut observed)) => {
+            // Who is at fault: the operations, or the watch events and serializable reads?
+            // The operations alone take a bounded search (a failing one must exhaust every
+            // choice for the revisions nobody observed).
+            let plain_options = linearizability::Options {
+                max_steps: lin_options
+                    .max_steps
+                    .min(observed.steps.saturating_mul(20).saturating_add(200_000)),
+                shrink: false,
+                ..lin_options.clone()
+            };
+            match linearizability::check(history, &plain_options) {
+                Ok(_) => {
+                    // Find the first observation no linearization agrees with, and judge the
+                    // observations made until then against a linearization that agrees
+                    // with all earlier ones: the specific check then names the culprit.
+                    let (t, truth, failure) =
+                        linearizability::first_disagreement(history, lin_options)?;
+                    let until = observed_until(history, t);
+                    serializable::check(&until, &truth.truth)?;
+                    watch::check_against(&until, &truth.truth)?;
+                    return Err(Violation::Observations(failure));
+                }
+                Err(Violation::Linearizability(_)) => {
+                    observed.note = Some(
+                        "the operations alone, without the watch events and serializable reads, \
+                         are not linearizable either"
+                            .to_string(),
+                    );
+                }
+                Err(Violation::Inconclusive { steps, .. }) => {
+                    observed.note = Some(format!(
+                        "with watch events and serializable reads as evidence; the operations \
+                         alone could not be checked within {steps} steps, so that evidence may \
+                         be at fault instead"
+                    ));
+                }
+                Err(other) => return Err(other),
             }
-        };
+            return Err(Violation::Linearizability(observed));
+        }
+        Err(other) => return Err(other),
+    };
     let truth = linearization.truth;
     serializable::check(history, &truth)?;
     watch::check_against(history, &truth)?;
@@ -145,7 +198,6 @@ pub fn check_all(history: &History, options: &CheckOptions) -> Result<Report, Vi
         watches: history.watches.len(),
         steps: linearization.steps,
         revision: truth.revision(),
-        with_observations,
         truth,
     })
 }
