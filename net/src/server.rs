@@ -136,6 +136,17 @@ pub async fn start<D: Disk + Send + 'static>(
     client_listener: TcpListener,
     peer_listener: TcpListener,
 ) -> anyhow::Result<RunningServer> {
+    start_inspected(config, disk, client_listener, peer_listener, None).await
+}
+
+/// `start`, with an inspector that sees the node after every batch (the simulator's).
+pub async fn start_inspected<D: Disk + Send + 'static>(
+    config: &ServerConfig,
+    disk: D,
+    client_listener: TcpListener,
+    peer_listener: TcpListener,
+    inspector: Option<Arc<dyn crate::server_loop::Inspector>>,
+) -> anyhow::Result<RunningServer> {
     let (node, storage) = open_node(config, disk)?;
     // A joining member learns the cluster id from the first peer that dials it.
     let cluster_id = transport::ClusterId::new(node.cluster_id());
@@ -185,6 +196,7 @@ pub async fn start<D: Disk + Send + 'static>(
         },
         snapshot_retain_entries: node_config(config).snapshot_catch_up_entries,
         compactor: Compactor::new(config.auto_compaction),
+        inspector,
     };
     let first_request_id = wall_clock_nanos() / 1000;
     let server_loop = ServerLoop::new(

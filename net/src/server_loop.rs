@@ -35,13 +35,20 @@ const PUBLISH_RETRY_TICKS: u64 = 20;
 const SLOW_FSYNC: Duration = Duration::from_secs(1);
 
 /// Everything the loop needs besides the node and its storage.
-#[derive(Debug)]
 pub struct LoopSettings {
     pub tick: Duration,
     pub attributes: MemberAttributes,
     /// Entries kept before a snapshot for slow followers (matches the node's setting).
     pub snapshot_retain_entries: u64,
     pub compactor: Compactor,
+    /// Sees the node after every batch; the simulator checks Raft's invariants with it.
+    pub inspector: Option<Arc<dyn Inspector>>,
+}
+
+/// A read-only look at the node after each batch of work. The simulator implements it to
+/// check Raft's safety properties across all servers of a run; the binary has none.
+pub trait Inspector: Send + Sync {
+    fn observe(&self, node: &Node);
 }
 
 /// What the loop listens to.
@@ -82,6 +89,16 @@ pub struct ServerLoop<D: Disk> {
     start: Instant,
     ticks: u64,
     leader: Option<u64>,
+}
+
+impl std::fmt::Debug for LoopSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoopSettings")
+            .field("tick", &self.tick)
+            .field("attributes", &self.attributes)
+            .field("inspected", &self.inspector.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl<D: Disk> std::fmt::Debug for ServerLoop<D> {
@@ -358,6 +375,9 @@ impl<D: Disk> ServerLoop<D> {
             }
         }
         self.metrics.observe_node(&self.node);
+        if let Some(inspector) = &self.settings.inspector {
+            inspector.observe(&self.node);
+        }
         Ok(())
     }
 

@@ -1,1 +1,52 @@
-//! Named fault scenarios run as `cargo test` under `--cfg madsim` (arrive with the simulator issue).
+//! keel's named fault scenarios, run as `cargo test` in madsim mode:
+//!
+//! `RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target/sim cargo test -p keel-scenarios`
+//!
+//! Each scenario is a fixed fault schedule (`keel_sim::nemesis::Step`s) run over a few seeds
+//! on the real server code, with every checker of the simulator plus the scenario's own
+//! assertions. `KEEL_SIM_SEEDS=N` runs N seeds per scenario; `KEEL_SIM_SEED=S` exactly S.
+
+#[cfg(madsim)]
+mod driver {
+    use keel_sim::run::{run, RunConfig, RunReport};
+
+    /// Seeds per scenario unless `KEEL_SIM_SEEDS`/`KEEL_SIM_SEED` say otherwise.
+    pub const DEFAULT_SEEDS: u64 = 2;
+
+    pub fn seeds() -> Vec<u64> {
+        if let Some(seed) = std::env::var("KEEL_SIM_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+        {
+            return vec![seed];
+        }
+        let count = std::env::var("KEEL_SIM_SEEDS")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(DEFAULT_SEEDS);
+        (0..count).collect()
+    }
+
+    /// Runs scenario `test` (in test file `file`) over the seeds; panics with the seed, the
+    /// schedule, the verdict and the replay command if a run fails. Returns the reports for
+    /// the scenario's own assertions.
+    pub fn scenario(file: &str, test: &str, config: impl Fn(u64) -> RunConfig) -> Vec<RunReport> {
+        seeds()
+            .into_iter()
+            .map(|seed| {
+                let runtime =
+                    madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
+                let report = runtime.block_on(run(config(seed)));
+                let replay = format!(
+                    "KEEL_SIM_SEED={seed} RUSTFLAGS=\"--cfg madsim\" CARGO_TARGET_DIR=target/sim \
+                     cargo test -p keel-scenarios --test {file} {test}"
+                );
+                assert!(report.passed(), "{}", report.failure_report(&replay));
+                report
+            })
+            .collect()
+    }
+}
+
+#[cfg(madsim)]
+pub use driver::{scenario, seeds, DEFAULT_SEEDS};

@@ -39,6 +39,10 @@ pub mod workload;
 #[cfg(madsim)]
 pub mod client;
 #[cfg(madsim)]
+pub mod invariants;
+#[cfg(madsim)]
+pub mod lease_holder;
+#[cfg(madsim)]
 pub mod nemesis;
 #[cfg(madsim)]
 pub mod run;

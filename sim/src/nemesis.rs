@@ -36,6 +36,11 @@ pub enum FaultKind {
     Pause,
     /// A server's fsyncs fail: it must stop; it is restarted with a healthy disk.
     SyncErrors,
+    /// The leader is asked to hand leadership to a follower (etcd's MoveLeader).
+    TransferLeader,
+    /// A bit flips in a crashed server's WAL: on restart it must refuse to start, or start
+    /// with correct data. Not in the random mix: such a member needs an operator.
+    CorruptDisk,
 }
 
 pub const ALL_FAULTS: [FaultKind; 10] = [
@@ -62,7 +67,10 @@ pub struct NemesisConfig {
 impl NemesisConfig {
     /// Swarm testing: each kind is on with probability one half; a calm seed has none.
     pub fn swarm(rng: &mut impl Rng) -> NemesisConfig {
-        let kinds = ALL_FAULTS.into_iter().filter(|_| rng.gen_bool(0.5)).collect();
+        let kinds = ALL_FAULTS
+            .into_iter()
+            .filter(|_| rng.gen_bool(0.5))
+            .collect();
         NemesisConfig {
             kinds,
             max_hold: Duration::from_secs(rng.gen_range(1..6)),
@@ -77,6 +85,48 @@ impl NemesisConfig {
     }
 }
 
+/// Whom a scripted fault hits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// Chosen at random (from the run's seed).
+    Any,
+    /// The server that leads when the fault starts.
+    Leader,
+    /// A server that does not lead when the fault starts.
+    Follower,
+    Server(usize),
+}
+
+/// One step of a scripted schedule: wait `after`, inject `fault` on `target`, hold it for
+/// `hold`, heal it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Step {
+    pub after: Duration,
+    pub fault: FaultKind,
+    pub target: Target,
+    pub hold: Duration,
+}
+
+impl Step {
+    pub fn new(after_ms: u64, fault: FaultKind, target: Target, hold_ms: u64) -> Step {
+        Step {
+            after: Duration::from_millis(after_ms),
+            fault,
+            target,
+            hold: Duration::from_millis(hold_ms),
+        }
+    }
+}
+
+/// What the nemesis does during the safety phase.
+#[derive(Clone, Debug)]
+pub enum Schedule {
+    /// Faults drawn at random from a mix (swarm testing).
+    Random(NemesisConfig),
+    /// A fixed sequence (the named scenarios).
+    Script(Vec<Step>),
+}
+
 /// One line of the fault log.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FaultRecord {
@@ -84,17 +134,43 @@ pub struct FaultRecord {
     pub what: String,
 }
 
-/// Injects faults until `until` (simulated time since `start`), logging each.
+/// Runs `schedule` until `until` (a script runs to its end, however long), logging each
+/// fault with its simulated time since the nemesis started.
 pub async fn run(
     world: &mut World,
-    config: &NemesisConfig,
+    schedule: &Schedule,
     rng: &mut impl Rng,
     until: tokio::time::Instant,
     log: &mut Vec<FaultRecord>,
 ) {
     let start = tokio::time::Instant::now();
+    match schedule {
+        Schedule::Random(config) => run_random(world, config, rng, until, start, log).await,
+        Schedule::Script(steps) => {
+            for step in steps {
+                tokio::time::sleep(step.after).await;
+                let what = inject(world, step.fault, step.target, rng, step.hold).await;
+                log.push(FaultRecord {
+                    at: start.elapsed(),
+                    what,
+                });
+            }
+        }
+    }
+}
+
+async fn run_random(
+    world: &mut World,
+    config: &NemesisConfig,
+    rng: &mut impl Rng,
+    until: tokio::time::Instant,
+    start: tokio::time::Instant,
+    log: &mut Vec<FaultRecord>,
+) {
     let kinds: Vec<FaultKind> = config.kinds.iter().copied().collect();
-    let hold_ms = u64::try_from(config.max_hold.as_millis()).unwrap_or(1000).max(200);
+    let hold_ms = u64::try_from(config.max_hold.as_millis())
+        .unwrap_or(1000)
+        .max(200);
     while tokio::time::Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(rng.gen_range(100..hold_ms))).await;
         if kinds.is_empty() || tokio::time::Instant::now() >= until {
@@ -102,7 +178,7 @@ pub async fn run(
         }
         let kind = kinds[rng.gen_range(0..kinds.len())];
         let hold = Duration::from_millis(rng.gen_range(100..hold_ms));
-        let what = inject(world, kind, rng, hold).await;
+        let what = inject(world, kind, Target::Any, rng, hold).await;
         log.push(FaultRecord {
             at: start.elapsed(),
             what,
@@ -110,8 +186,29 @@ pub async fn run(
     }
 }
 
+/// The server `target` names now (`None`: it asked for the leader and there is none).
+async fn resolve(world: &World, target: Target, rng: &mut impl Rng) -> Option<usize> {
+    let n = world.servers.len();
+    match target {
+        Target::Any => Some(rng.gen_range(0..n)),
+        Target::Server(i) => Some(i % n),
+        Target::Leader => find_leader(world).await,
+        Target::Follower => {
+            let leader = find_leader(world).await;
+            let followers: Vec<usize> = (0..n).filter(|&i| Some(i) != leader).collect();
+            Some(followers[rng.gen_range(0..followers.len())])
+        }
+    }
+}
+
 /// Injects one fault, holds it for `hold`, heals it; returns its description.
-async fn inject(world: &mut World, kind: FaultKind, rng: &mut impl Rng, hold: Duration) -> String {
+async fn inject(
+    world: &mut World,
+    kind: FaultKind,
+    target: Target,
+    rng: &mut impl Rng,
+    hold: Duration,
+) -> String {
     let n = world.servers.len();
     let net = NetSim::current();
     let ids: Vec<madsim::task::NodeId> = world.servers.iter().map(|s| s.node.id()).collect();
@@ -140,7 +237,12 @@ async fn inject(world: &mut World, kind: FaultKind, rng: &mut impl Rng, hold: Du
             format!("partition [{}] | [{}] for {hold:?}", names(a), names(b))
         }
         FaultKind::IsolateLeader => {
-            let Some(leader) = find_leader(world).await else {
+            let target = if target == Target::Any {
+                Target::Leader
+            } else {
+                target
+            };
+            let Some(leader) = resolve(world, target, rng).await else {
                 return "isolate leader: none".into();
             };
             for (i, &id) in ids.iter().enumerate() {
@@ -159,7 +261,9 @@ async fn inject(world: &mut World, kind: FaultKind, rng: &mut impl Rng, hold: Du
             format!("isolate leader {} for {hold:?}", name(leader))
         }
         FaultKind::OneWayLoss => {
-            let from = rng.gen_range(0..n);
+            let Some(from) = resolve(world, target, rng).await else {
+                return "one-way loss: no such server".into();
+            };
             let to = (from + rng.gen_range(1..n)) % n;
             net.clog_link(ids[from], ids[to]);
             tokio::time::sleep(hold).await;
@@ -189,12 +293,14 @@ async fn inject(world: &mut World, kind: FaultKind, rng: &mut impl Rng, hold: Du
             format!("packet loss {rate} for {hold:?}")
         }
         FaultKind::Crash => {
-            let i = rng.gen_range(0..n);
+            let Some(i) = resolve(world, target, rng).await else {
+                return "crash: no such server".into();
+            };
             crash_for(world, &[i], hold).await;
             format!("crash {} for {hold:?}", name(i))
         }
         FaultKind::CrashLeader => {
-            let Some(leader) = find_leader(world).await else {
+            let Some(leader) = resolve(world, Target::Leader, rng).await else {
                 return "crash leader: none".into();
             };
             crash_for(world, &[leader], hold).await;
@@ -206,15 +312,69 @@ async fn inject(world: &mut World, kind: FaultKind, rng: &mut impl Rng, hold: Du
             format!("crash all for {hold:?}")
         }
         FaultKind::Pause => {
-            let i = rng.gen_range(0..n);
+            let Some(i) = resolve(world, target, rng).await else {
+                return "pause: no such server".into();
+            };
             let handle = madsim::runtime::Handle::current();
             handle.pause(ids[i]);
             tokio::time::sleep(hold).await;
             handle.resume(ids[i]);
             format!("pause {} for {hold:?}", name(i))
         }
+        FaultKind::TransferLeader => {
+            let (Some(leader), Some(to)) = (
+                resolve(world, Target::Leader, rng).await,
+                resolve(world, Target::Follower, rng).await,
+            ) else {
+                return "transfer leader: no leader".into();
+            };
+            let (url, member) = (
+                world.servers[leader].client_url(),
+                world.servers[to].config.member_id,
+            );
+            let moved = world
+                .control
+                .spawn(async move {
+                    let request = pb::MoveLeaderRequest { target_id: member };
+                    let call = async {
+                        MaintenanceClient::connect(url)
+                            .await
+                            .ok()?
+                            .move_leader(request)
+                            .await
+                            .ok()
+                    };
+                    tokio::time::timeout(Duration::from_secs(5), call)
+                        .await
+                        .ok()
+                        .flatten()
+                        .is_some()
+                })
+                .await
+                .unwrap_or(false);
+            tokio::time::sleep(hold).await;
+            format!(
+                "transfer leader {} -> {} ({})",
+                name(leader),
+                name(to),
+                if moved { "done" } else { "failed" }
+            )
+        }
+        FaultKind::CorruptDisk => {
+            let Some(i) = resolve(world, target, rng).await else {
+                return "corrupt disk: no such server".into();
+            };
+            world.crash(i);
+            let flipped = flip_a_wal_bit(world, i, rng);
+            tokio::time::sleep(hold).await;
+            world.damaged.insert(i);
+            world.restart(i);
+            format!("bit flip in {}'s WAL ({flipped}), then reboot", name(i))
+        }
         FaultKind::SyncErrors => {
-            let i = rng.gen_range(0..n);
+            let Some(i) = resolve(world, target, rng).await else {
+                return "fsync errors: no such server".into();
+            };
             world.set_disk_faults(
                 i,
                 Faults {
@@ -230,6 +390,37 @@ async fn inject(world: &mut World, kind: FaultKind, rng: &mut impl Rng, hold: Du
             format!("fsync errors on {} for {hold:?}, then reboot", name(i))
         }
     }
+}
+
+/// Flips one bit in the first half of the server's largest WAL segment (synced data, not
+/// the tail a crash may tear); says where.
+fn flip_a_wal_bit(world: &World, server: usize, rng: &mut impl Rng) -> String {
+    use keel_storage::Disk;
+    let Some(mut disk) = world.disk(server) else {
+        return "no disk".into();
+    };
+    let Ok(names) = disk.list() else {
+        return "unlistable disk".into();
+    };
+    let largest = names
+        .iter()
+        .filter(|n| n.ends_with(".wal"))
+        .filter_map(|n| disk.contents(n).map(|c| (used_bytes(&c), n.clone())))
+        .max();
+    let Some((used, name)) = largest.filter(|(used, _)| *used > 64) else {
+        return "no WAL data".into();
+    };
+    let offset = rng.gen_range(0..used / 2) as u64;
+    let bit = rng.gen_range(0..8u8);
+    match disk.flip_bit(&name, offset, bit) {
+        Ok(()) => format!("{name} byte {offset} bit {bit}"),
+        Err(error) => format!("flip failed: {error}"),
+    }
+}
+
+/// Bytes up to the last non-zero one (segments are preallocated with zeros).
+fn used_bytes(contents: &[u8]) -> usize {
+    contents.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1)
 }
 
 async fn crash_for(world: &mut World, servers: &[usize], hold: Duration) {
@@ -248,8 +439,8 @@ fn shuffle(items: &mut [usize], rng: &mut impl Rng) {
     }
 }
 
-/// The server that says it leads, asked over the simulated network from the control node.
-pub async fn find_leader(world: &World) -> Option<usize> {
+/// The server that says it leads, with its term, asked from the control node.
+pub async fn leader_and_term(world: &World) -> Option<(usize, u64)> {
     let urls: Vec<String> = world.servers.iter().map(|s| s.client_url()).collect();
     world
         .control
@@ -257,14 +448,19 @@ pub async fn find_leader(world: &World) -> Option<usize> {
             for (i, url) in urls.into_iter().enumerate() {
                 let status = async {
                     let mut client = MaintenanceClient::connect(url).await.ok()?;
-                    client.status(pb::StatusRequest {}).await.ok().map(|r| r.into_inner())
+                    client
+                        .status(pb::StatusRequest {})
+                        .await
+                        .ok()
+                        .map(|r| r.into_inner())
                 };
-                let Ok(Some(status)) = tokio::time::timeout(Duration::from_millis(500), status).await
+                let Ok(Some(status)) =
+                    tokio::time::timeout(Duration::from_millis(500), status).await
                 else {
                     continue;
                 };
                 if status.header.is_some_and(|h| h.member_id == status.leader) {
-                    return Some(i);
+                    return Some((i, status.raft_term));
                 }
             }
             None
@@ -272,4 +468,9 @@ pub async fn find_leader(world: &World) -> Option<usize> {
         .await
         .ok()
         .flatten()
+}
+
+/// The server that says it leads, asked over the simulated network from the control node.
+pub async fn find_leader(world: &World) -> Option<usize> {
+    leader_and_term(world).await.map(|(leader, _)| leader)
 }

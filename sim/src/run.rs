@@ -21,7 +21,7 @@ use crate::client::{key_value, Endpoint, Recorder, SimClient};
 use crate::history::{
     ClientId, FinalRead, History, MemberHash, MemberRevision, Outcome, Request, Response,
 };
-use crate::nemesis::{self, FaultRecord, NemesisConfig};
+use crate::nemesis::{self, FaultRecord, NemesisConfig, Schedule, Step};
 use crate::watcher::watch_loop;
 use crate::workload::{prefix_end, Workload, WorkloadConfig, KEY_PREFIX};
 use crate::world::{World, WorldConfig, CLIENT_TIMEOUT};
@@ -36,10 +36,14 @@ pub struct RunConfig {
     pub safety: Duration,
     /// After healing, how long the cluster has to serve again.
     pub recovery: Duration,
-    pub nemesis: NemesisConfig,
+    pub schedule: Schedule,
     pub workload: WorkloadConfig,
     /// What a crash does to unsynced writes (lost, torn).
     pub disk_faults: Faults,
+    /// `--snapshot-count` of every server.
+    pub snapshot_count: u64,
+    /// Run a client that keeps a lease alive and checks it never expires early.
+    pub lease_holder: bool,
 }
 
 impl RunConfig {
@@ -53,13 +57,34 @@ impl RunConfig {
             watchers: rng.gen_range(0..3),
             safety: Duration::from_secs(rng.gen_range(5..15)),
             recovery: Duration::from_secs(30),
-            nemesis: NemesisConfig::swarm(&mut rng),
+            schedule: Schedule::Random(NemesisConfig::swarm(&mut rng)),
             workload: WorkloadConfig::default(),
             disk_faults: if rng.gen_bool(0.5) {
                 Faults::crashes()
             } else {
                 Faults::none()
             },
+            snapshot_count: [100, 1000][rng.gen_range(0..2)],
+            lease_holder: rng.gen_bool(0.3),
+        }
+    }
+
+    /// A named scenario's run: a fixed schedule on `servers` servers.
+    pub fn scripted(seed: u64, servers: usize, steps: Vec<Step>) -> RunConfig {
+        let safety =
+            steps.iter().map(|s| s.after + s.hold).sum::<Duration>() + Duration::from_secs(1);
+        RunConfig {
+            seed,
+            servers,
+            clients: 3,
+            watchers: 2,
+            safety,
+            recovery: Duration::from_secs(30),
+            schedule: Schedule::Script(steps),
+            workload: WorkloadConfig::default(),
+            disk_faults: Faults::crashes(),
+            snapshot_count: 1000,
+            lease_holder: false,
         }
     }
 }
@@ -73,22 +98,41 @@ pub struct RunReport {
     /// Ok, or why the cluster did not recover in time.
     pub liveness: Result<(), String>,
     pub check: Result<Report, Violation>,
+    /// Raft invariants broken on the servers' own state (see `invariants`).
+    pub raft_violations: Vec<String>,
+    /// The leader (server index) and its term before the faults and after recovery.
+    pub leader_before: Option<(usize, u64)>,
+    pub leader_after: Option<(usize, u64)>,
+    /// The lease holder's verdict, when it ran.
+    pub lease_holder: Option<Result<(), String>>,
     /// A hash of everything recorded: equal for equal seeds.
     pub trace_hash: u64,
 }
 
 impl RunReport {
     pub fn passed(&self) -> bool {
-        self.liveness.is_ok() && self.check.is_ok()
+        self.liveness.is_ok()
+            && self.check.is_ok()
+            && self.raft_violations.is_empty()
+            && self.lease_holder.as_ref().is_none_or(Result::is_ok)
     }
 
-    /// What a failing run prints: the seed, the fault schedule, the checker's verdict, and
-    /// the command that replays it.
+    /// What a failing run of the random sweep prints (see `failure_report`).
     pub fn failure_message(&self, test: &str) -> String {
+        let seed = self.config.seed;
+        self.failure_report(&format!(
+            "RUSTFLAGS=\"--cfg madsim\" CARGO_TARGET_DIR=target/sim cargo run -p keel-sim --release -- replay --seed {seed}\n\
+             or:     KEEL_SIM_SEED={seed} RUSTFLAGS=\"--cfg madsim\" CARGO_TARGET_DIR=target/sim cargo test -p keel-sim --test simulation {test}"
+        ))
+    }
+
+    /// What a failing run prints: the seed, the fault schedule, the checkers' verdicts, and
+    /// `replay`, the command that re-runs it bit for bit.
+    pub fn failure_report(&self, replay: &str) -> String {
         let mut out = format!("simulation failed, seed {}\n", self.config.seed);
         out.push_str(&format!(
-            "  {} servers, {} clients, {} watchers, faults {:?}\n",
-            self.config.servers, self.config.clients, self.config.watchers, self.config.nemesis.kinds
+            "  {} servers, {} clients, {} watchers, schedule {:?}\n",
+            self.config.servers, self.config.clients, self.config.watchers, self.config.schedule
         ));
         for fault in &self.faults {
             out.push_str(&format!("  at {:?}: {}\n", fault.at, fault.what));
@@ -99,11 +143,13 @@ impl RunReport {
         if let Err(violation) = &self.check {
             out.push_str(&format!("{violation}\n"));
         }
-        out.push_str(&format!(
-            "replay: RUSTFLAGS=\"--cfg madsim\" CARGO_TARGET_DIR=target/sim cargo run -p keel-sim --release -- replay --seed {}\n\
-             or:     KEEL_SIM_SEED={} RUSTFLAGS=\"--cfg madsim\" CARGO_TARGET_DIR=target/sim cargo test -p keel-sim --test simulation {test}\n",
-            self.config.seed, self.config.seed
-        ));
+        for violation in &self.raft_violations {
+            out.push_str(&format!("raft: {violation}\n"));
+        }
+        if let Some(Err(why)) = &self.lease_holder {
+            out.push_str(&format!("lease: {why}\n"));
+        }
+        out.push_str(&format!("replay: {replay}\n"));
         out
     }
 }
@@ -113,6 +159,7 @@ pub async fn run(config: RunConfig) -> RunReport {
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
     let mut world = World::start(WorldConfig {
         faults: config.disk_faults,
+        snapshot_count: config.snapshot_count,
         ..WorldConfig::new(config.servers, config.seed)
     });
     let endpoints: Vec<Endpoint> = world
@@ -150,31 +197,74 @@ pub async fn run(config: RunConfig) -> RunReport {
         );
         tasks.push(node.spawn(task));
     }
+    let lease_verdict = Arc::new(std::sync::Mutex::new(None));
+    if config.lease_holder {
+        let node = world.client_node("lease-holder");
+        let task = crate::lease_holder::hold(
+            2000,
+            endpoints.clone(),
+            recorder.clone(),
+            stop.clone(),
+            lease_verdict.clone(),
+        );
+        tasks.push(node.spawn(task));
+    }
+    let leader_before = nemesis::leader_and_term(&world).await;
     let mut faults = Vec::new();
     let safety_end = tokio::time::Instant::now() + config.safety;
-    nemesis::run(&mut world, &config.nemesis, &mut rng, safety_end, &mut faults).await;
+    nemesis::run(
+        &mut world,
+        &config.schedule,
+        &mut rng,
+        safety_end,
+        &mut faults,
+    )
+    .await;
     world.heal();
+    // A server whose disk was damaged on purpose may rightly refuse to start; the rest
+    // must serve, and must agree with it if it does serve.
+    let healthy: Vec<Endpoint> = endpoints
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !world.damaged.contains(i))
+        .map(|(_, e)| e.clone())
+        .collect();
     if liveness.is_ok() {
-        liveness = wait_until_serving(&world, &endpoints, config.recovery).await;
+        liveness = wait_until_serving(&world, &healthy, config.recovery).await;
     }
     // Liveness: with everything healed, clients keep going a while and must succeed.
     tokio::time::sleep(Duration::from_secs(3)).await;
+    let leader_after = nemesis::leader_and_term(&world).await;
     stop.store(true, Ordering::Relaxed);
     for task in tasks {
         let _ = task.await;
     }
     if liveness.is_ok() {
-        liveness = final_reads(&world, &endpoints, &recorder, config.recovery).await;
+        liveness = final_reads(&world, &healthy, &recorder, config.recovery).await;
+    }
+    let damaged_serving = damaged_members_agree(&world, &endpoints, &recorder).await;
+    if let (Ok(()), Err(why)) = (&liveness, damaged_serving) {
+        liveness = Err(why);
     }
     let history = recorder.take();
+    let raft_violations = world.invariants.violations();
     let check = check_all(&history, &CheckOptions::default());
     let trace_hash = trace_hash(&history, &faults);
+    let lease_holder = if config.lease_holder {
+        lease_verdict.lock().ok().and_then(|v| v.clone())
+    } else {
+        None
+    };
     RunReport {
         config,
         history,
         faults,
         liveness,
         check,
+        raft_violations,
+        leader_before,
+        leader_after,
+        lease_holder,
         trace_hash,
     }
 }
@@ -193,7 +283,9 @@ async fn client_loop(
         let request = workload.next(&mut rng);
         let server = rng.gen_range(0..client.endpoints().len());
         let outcome = client.execute(server, request.clone()).await;
-        if let (Request::LeaseGrant { .. }, Outcome::Ok(Response::LeaseGrant { id, .. })) = (&request, &outcome) {
+        if let (Request::LeaseGrant { .. }, Outcome::Ok(Response::LeaseGrant { id, .. })) =
+            (&request, &outcome)
+        {
             // The lease may expire: its expiry is a revoke nobody sees complete.
             let time = recorder.now();
             recorder.with(|h| h.may_expire(*id, time));
@@ -204,7 +296,11 @@ async fn client_loop(
 }
 
 /// Waits until every server answers a linearizable read, or `within` passes.
-async fn wait_until_serving(world: &World, endpoints: &[Endpoint], within: Duration) -> Result<(), String> {
+async fn wait_until_serving(
+    world: &World,
+    endpoints: &[Endpoint],
+    within: Duration,
+) -> Result<(), String> {
     let endpoints = endpoints.to_vec();
     let probe = world.control.spawn(async move {
         let deadline = tokio::time::Instant::now() + within;
@@ -214,26 +310,36 @@ async fn wait_until_serving(world: &World, endpoints: &[Endpoint], within: Durat
                     break;
                 }
                 if tokio::time::Instant::now() >= deadline {
-                    return Err(format!("{} did not serve a linearizable read within {within:?}", endpoint.url));
+                    return Err(format!(
+                        "{} did not serve a linearizable read within {within:?}",
+                        endpoint.url
+                    ));
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
         Ok(())
     });
-    probe.await.unwrap_or_else(|e| Err(format!("probe task failed: {e}")))
+    probe
+        .await
+        .unwrap_or_else(|e| Err(format!("probe task failed: {e}")))
 }
 
 async fn range(url: &str, serializable: bool) -> Result<pb::RangeResponse, String> {
     let attempt = async {
-        let mut kv = KvClient::connect(url.to_string()).await.map_err(|e| e.to_string())?;
+        let mut kv = KvClient::connect(url.to_string())
+            .await
+            .map_err(|e| e.to_string())?;
         let request = pb::RangeRequest {
             key: Bytes::from(KEY_PREFIX),
             range_end: prefix_end(),
             serializable,
             ..Default::default()
         };
-        kv.range(request).await.map(|r| r.into_inner()).map_err(|e| e.to_string())
+        kv.range(request)
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|e| e.to_string())
     };
     tokio::time::timeout(Duration::from_secs(2), attempt)
         .await
@@ -276,7 +382,10 @@ async fn final_reads(
                 match hash_kv(&endpoint.url, target).await {
                     Ok(hash) => break hash,
                     Err(why) if tokio::time::Instant::now() >= deadline => {
-                        return Err(format!("{} never reached revision {target}: {why}", endpoint.url));
+                        return Err(format!(
+                            "{} never reached revision {target}: {why}",
+                            endpoint.url
+                        ));
                     }
                     Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
                 }
@@ -298,14 +407,62 @@ async fn final_reads(
         }
         Ok(())
     });
-    task.await.unwrap_or_else(|e| Err(format!("final read task failed: {e}")))
+    task.await
+        .unwrap_or_else(|e| Err(format!("final read task failed: {e}")))
+}
+
+/// A damaged member that did start must hold the same data as the others (its `HashKV`
+/// at the final revision joins the cross-member check); one that refused is fine.
+async fn damaged_members_agree(
+    world: &World,
+    endpoints: &[Endpoint],
+    recorder: &Recorder,
+) -> Result<(), String> {
+    let Some(target) = recorder.with(|h| h.final_reads.first().map(|r| r.revision)) else {
+        return Ok(());
+    };
+    for &index in &world.damaged {
+        let endpoint = endpoints[index].clone();
+        let url = endpoint.url.clone();
+        let answer = world
+            .control
+            .spawn(async move {
+                for _ in 0..50 {
+                    if let Ok(hash) = hash_kv(&url, target).await {
+                        return Some(hash);
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                None
+            })
+            .await
+            .ok()
+            .flatten();
+        if let Some(hash) = answer {
+            recorder.with(|h| {
+                h.hashes.push(MemberHash {
+                    member: endpoint.member,
+                    revision: hash.hash_revision,
+                    compact_revision: hash.compact_revision,
+                    hash: hash.hash,
+                })
+            });
+        }
+    }
+    Ok(())
 }
 
 /// `HashKV(revision)` once the member has applied it.
 async fn hash_kv(url: &str, revision: i64) -> Result<pb::HashKvResponse, String> {
     let attempt = async {
-        let mut client = MaintenanceClient::connect(url.to_string()).await.map_err(|e| e.to_string())?;
-        let status = client.status(pb::StatusRequest {}).await.map_err(|e| e.to_string())?.into_inner();
+        let mut client = MaintenanceClient::connect(url.to_string())
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = client
+            .status(pb::StatusRequest {})
+            .await
+            .map_err(|e| e.to_string())?
+            .into_inner();
         let current = status.header.as_ref().map_or(0, |h| h.revision);
         if current < revision {
             return Err(format!("at revision {current}"));

@@ -79,6 +79,10 @@ pub struct World {
     pub control: NodeHandle,
     /// Servers crashed and not restarted yet.
     pub crashed: std::collections::BTreeSet<usize>,
+    /// Servers whose disk was damaged on purpose: they may refuse to start.
+    pub damaged: std::collections::BTreeSet<usize>,
+    /// Raft's invariants, checked across every server of the world.
+    pub invariants: Arc<crate::invariants::RaftInvariants>,
     disks: Disks,
     handle: Handle,
     next_client_ip: u8,
@@ -144,6 +148,7 @@ impl World {
     pub fn start(config: WorldConfig) -> World {
         let handle = Handle::current();
         let disks: Disks = Arc::new(Mutex::new(BTreeMap::new()));
+        let invariants = Arc::new(crate::invariants::RaftInvariants::default());
         let mut servers = Vec::new();
         for index in 0..config.servers {
             let disk_seed = config.seed.wrapping_mul(31).wrapping_add(index as u64);
@@ -153,11 +158,19 @@ impl World {
             let ip = server_ip(index);
             let init_disks = disks.clone();
             let init_config = server_config.clone();
+            let init_invariants = invariants.clone();
             let node = handle
                 .create_node()
                 .name(format!("s{}", index + 1))
                 .ip(ip)
-                .init(move || run_server(init_config.clone(), init_disks.clone(), index))
+                .init(move || {
+                    run_server(
+                        init_config.clone(),
+                        init_disks.clone(),
+                        index,
+                        init_invariants.clone(),
+                    )
+                })
                 .build();
             servers.push(Server {
                 name: format!("s{}", index + 1),
@@ -176,6 +189,8 @@ impl World {
             servers,
             control,
             crashed: std::collections::BTreeSet::new(),
+            damaged: std::collections::BTreeSet::new(),
+            invariants,
             disks,
             handle,
             next_client_ip: 1,
@@ -242,7 +257,12 @@ impl World {
 
 /// What a server node runs: the keel server on its disk, until it stops. A fatal storage
 /// error ends the server as it ends the real process (the node then idles until restarted).
-async fn run_server(config: ServerConfig, disks: Disks, index: usize) {
+async fn run_server(
+    config: ServerConfig,
+    disks: Disks,
+    index: usize,
+    invariants: Arc<crate::invariants::RaftInvariants>,
+) {
     let Some(disk) = disks.lock().expect("disks").get(&index).cloned() else {
         return;
     };
@@ -261,7 +281,8 @@ async fn run_server(config: ServerConfig, disks: Disks, index: usize) {
             return;
         }
     };
-    match keel_net::server::start(&config, disk, client, peer).await {
+    let inspector: Arc<dyn keel_net::server_loop::Inspector> = invariants;
+    match keel_net::server::start_inspected(&config, disk, client, peer, Some(inspector)).await {
         Ok(running) => {
             if let Err(error) = running.wait().await {
                 tracing::error!(server = config.name, "server stopped: {error:#}");
