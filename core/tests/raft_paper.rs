@@ -1596,3 +1596,41 @@ mod ready_contract {
         cluster.check_converged().unwrap();
     }
 }
+
+mod applied_state_survives_crashes {
+    use super::*;
+
+    /// A follower that learns a commit index from a heartbeat, with no new entries, applies
+    /// the entries it covers only after syncing it: restarting behind what it had applied
+    /// would make the member's reads go back in time (the class of etcd issue 17780).
+    #[test]
+    fn applying_entries_syncs_the_commit_index_that_covers_them() {
+        let mut raft = plain_raft(1, &[1, 2, 3], &[2, 2], 2);
+        drain(&mut raft);
+        let heartbeat = |commit_index| {
+            message(
+                2,
+                1,
+                2,
+                MessageBody::Heartbeat(Heartbeat {
+                    commit_index,
+                    read_round: 0,
+                }),
+            )
+        };
+        raft.step(heartbeat(3)).unwrap();
+        let ready = raft.ready().unwrap();
+        assert!(ready.entries.is_empty(), "no new entries");
+        assert_eq!(ready.committed_entries.len(), 2);
+        assert!(
+            ready.must_sync(),
+            "applying needs the covering commit index on disk"
+        );
+        raft.advance(&ready);
+        // The same commit again brings nothing to apply and nothing to sync.
+        raft.step(heartbeat(3)).unwrap();
+        let ready = raft.ready().unwrap();
+        assert!(ready.committed_entries.is_empty() && !ready.must_sync());
+        raft.advance(&ready);
+    }
+}

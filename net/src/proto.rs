@@ -1,7 +1,12 @@
 //! etcd's v3 API types and gRPC service traits, generated from `proto/` by `build.rs`; in real
 //! mode also their serde impls (protobuf's JSON mapping) for the JSON gateway.
 
-#![allow(clippy::all, missing_debug_implementations, unreachable_pub)]
+#![allow(
+    clippy::all,
+    clippy::unwrap_used,
+    missing_debug_implementations,
+    unreachable_pub
+)]
 
 pub mod mvccpb {
     tonic::include_proto!("mvccpb");

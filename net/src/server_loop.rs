@@ -145,34 +145,47 @@ impl<D: Disk> ServerLoop<D> {
         let mut ticker = tokio::time::interval(self.settings.tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            // `biased`: the branch order is fixed, never drawn at random, so a simulated run
+            // replays bit for bit. Fairness comes from draining every input below, whichever
+            // one woke the loop.
             tokio::select! {
-                _ = ticker.tick() => self.on_tick(),
-                request = inputs.requests.recv() => {
-                    let Some(request) = request else { break };
-                    self.handle(request);
-                    for _ in 1..MAX_REQUESTS_PER_BATCH {
-                        match inputs.requests.try_recv() {
-                            Ok(request) => self.handle(request),
-                            Err(_) => break,
-                        }
-                    }
-                }
-                Some(open) = inputs.watch_opens.recv() => self.open_watch_stream(open),
-                message = inputs.peer_inbox.recv() => {
-                    let Some(message) = message else { break };
-                    self.step(message);
-                    while let Ok(message) = inputs.peer_inbox.try_recv() {
-                        self.step(message);
-                    }
-                }
-                Some(report) = inputs.peer_reports.recv() => self.on_peer_report(report),
+                biased;
                 _ = inputs.shutdown.changed() => break,
+                _ = ticker.tick() => self.on_tick(),
+                Some(message) = inputs.peer_inbox.recv() => self.step(message),
+                Some(report) = inputs.peer_reports.recv() => self.on_peer_report(report),
+                Some(open) = inputs.watch_opens.recv() => self.open_watch_stream(open),
+                request = inputs.requests.recv() => match request {
+                    Some(request) => self.handle(request),
+                    None => break,
+                },
             }
+            self.drain_inputs(&mut inputs);
             self.process_ready()?;
             self.flush_watches();
         }
         info!("server loop stopped");
         Ok(())
+    }
+
+    /// Takes what else is already waiting, peers first (they unblock everyone), then a
+    /// bounded batch of clients' requests: all of it shares the next sync.
+    fn drain_inputs(&mut self, inputs: &mut LoopInputs) {
+        while let Ok(message) = inputs.peer_inbox.try_recv() {
+            self.step(message);
+        }
+        while let Ok(report) = inputs.peer_reports.try_recv() {
+            self.on_peer_report(report);
+        }
+        while let Ok(open) = inputs.watch_opens.try_recv() {
+            self.open_watch_stream(open);
+        }
+        for _ in 0..MAX_REQUESTS_PER_BATCH {
+            match inputs.requests.try_recv() {
+                Ok(request) => self.handle(request),
+                Err(_) => break,
+            }
+        }
     }
 
     fn next_id(&mut self) -> u64 {

@@ -8,7 +8,7 @@
 
 #[cfg(madsim)]
 mod driver {
-    use keel_sim::run::{run, RunConfig, RunReport};
+    use keel_sim::run::{simulate, RunConfig, RunReport};
 
     /// Seeds per scenario unless `KEEL_SIM_SEEDS`/`KEEL_SIM_SEED` say otherwise.
     pub const DEFAULT_SEEDS: u64 = 2;
@@ -34,9 +34,7 @@ mod driver {
         seeds()
             .into_iter()
             .map(|seed| {
-                let runtime =
-                    madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
-                let report = runtime.block_on(run(config(seed)));
+                let report = simulate(config(seed));
                 let replay = format!(
                     "KEEL_SIM_SEED={seed} RUSTFLAGS=\"--cfg madsim\" CARGO_TARGET_DIR=target/sim \
                      cargo test -p keel-scenarios --test {file} {test}"

@@ -40,7 +40,13 @@ fn main() -> std::process::ExitCode {
             .try_init();
     }
     let runtime = madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
-    let report = runtime.block_on(run(RunConfig::from_seed(seed)));
+    let wall = std::time::Instant::now();
+    let (report, simulated) = runtime.block_on(async {
+        let start = madsim::time::Instant::now();
+        let report = run(RunConfig::from_seed(seed)).await;
+        (report, start.elapsed())
+    });
+    let wall = wall.elapsed();
     println!("seed {seed}: {:?}", report.config);
     for fault in &report.faults {
         println!("at {:?}: {}", fault.at, fault.what);
@@ -55,6 +61,10 @@ fn main() -> std::process::ExitCode {
         report.history.operations.len(),
         report.history.watches.len(),
         report.trace_hash
+    );
+    println!(
+        "simulated {simulated:?} in {wall:?} of wall time ({:.0}x real time)",
+        simulated.as_secs_f64() / wall.as_secs_f64().max(1e-9)
     );
     if report.passed() {
         println!("passed");

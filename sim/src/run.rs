@@ -154,6 +154,26 @@ impl RunReport {
     }
 }
 
+/// Runs one simulation to its end on a thread of its own, in a madsim runtime seeded with
+/// `config.seed`. A fresh thread matters: madsim seeds std's `HashMap` order once per
+/// thread, so a second run on the same thread would iterate maps (in tonic, hyper, madsim)
+/// differently than a replay of its seed does, and would not replay.
+pub fn simulate(config: RunConfig) -> RunReport {
+    let seed = config.seed;
+    let run = std::thread::Builder::new()
+        .name(format!("sim-seed-{seed}"))
+        .spawn(move || {
+            let runtime =
+                madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
+            runtime.block_on(run(config))
+        })
+        .expect("a thread for the run");
+    match run.join() {
+        Ok(report) => report,
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
+
 /// Runs one simulation (inside a madsim runtime seeded with `config.seed`).
 pub async fn run(config: RunConfig) -> RunReport {
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
@@ -232,12 +252,17 @@ pub async fn run(config: RunConfig) -> RunReport {
     if liveness.is_ok() {
         liveness = wait_until_serving(&world, &healthy, config.recovery).await;
     }
-    // Liveness: with everything healed, clients keep going a while and must succeed.
+    // Liveness: with everything healed and serving, clients keep going a while and every
+    // request they start from now on must succeed.
+    let serving_since = recorder.now();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let leader_after = nemesis::leader_and_term(&world).await;
     stop.store(true, Ordering::Relaxed);
     for task in tasks {
         let _ = task.await;
+    }
+    if liveness.is_ok() {
+        liveness = requests_after_recovery_succeeded(&recorder, serving_since);
     }
     if liveness.is_ok() {
         liveness = final_reads(&world, &healthy, &recorder, config.recovery).await;
@@ -293,6 +318,32 @@ async fn client_loop(
         workload.observe(&request, &outcome);
         tokio::time::sleep(Duration::from_millis(rng.gen_range(0..20))).await;
     }
+}
+
+/// Every request invoked once the healed cluster served again got a definite answer.
+fn requests_after_recovery_succeeded(
+    recorder: &Recorder,
+    since: crate::history::Time,
+) -> Result<(), String> {
+    recorder.with(|history| {
+        let failed: Vec<String> = history
+            .operations
+            .iter()
+            .enumerate()
+            .filter(|(_, op)| op.invoke >= since && op.client != crate::history::EXPIRY_CLIENT)
+            .filter(|(_, op)| matches!(op.outcome, Outcome::Indeterminate(_)))
+            .map(|(i, op)| format!("op #{i} {:?}: {:?}", op.request, op.outcome))
+            .take(5)
+            .collect();
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "requests failed after recovery: {}",
+                failed.join("; ")
+            ))
+        }
+    })
 }
 
 /// Waits until every server answers a linearizable read, or `within` passes.

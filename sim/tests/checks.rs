@@ -175,6 +175,22 @@ fn durability_allows_later_overwrites_and_deletes() {
 }
 
 #[test]
+fn durability_allows_a_later_leased_put_to_take_the_key_away() {
+    // Found by simulation seed 1179: a key written without a lease was later put again
+    // with a lease; the lease's expiry (not in the history) deleted it.
+    let mut ops = writes();
+    let mut leased = put("b", "2");
+    if let Request::Put(p) = &mut leased {
+        p.lease = 7;
+    }
+    ops.push(op(2, 40, 50, leased, ok_put(5)));
+    let mut h = history(ops);
+    h.final_reads
+        .push(final_read(6, vec![kv("a", "2", 2, 3, 2)]));
+    durability::check(&h).expect("the lease could have expired");
+}
+
+#[test]
 fn durability_of_acknowledged_deletes() {
     let mut ops = writes();
     ops.push(op(2, 40, 50, delete("a"), ok_delete(5, 1)));

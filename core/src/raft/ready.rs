@@ -7,7 +7,8 @@
 //!    or vote changed, every message waits in `persisted_messages` instead, since each one
 //!    carries the new term.
 //! 2. Persist `snapshot` (if any), then `entries`, then `hard_state`, and sync if
-//!    [`Ready::must_sync`]. `entries[0]` may be at or below the last index persisted before:
+//!    [`Ready::must_sync`] (new entries, a new term or vote, or a commit index that covers
+//!    entries applied in this `Ready`). `entries[0]` may be at or below the last index persisted before:
 //!    everything from that index on is replaced.
 //! 3. Send `persisted_messages`. They are votes and acknowledgements that promise the
 //!    persisted state; sending one before the sync completes can elect two leaders or lose a
@@ -50,6 +51,8 @@ pub struct Ready {
     /// Linearizable reads that are ready to be served.
     pub read_states: Vec<ReadState>,
     pub(crate) must_sync: bool,
+    /// The commit index this `Ready` persists (with its hard state).
+    pub(crate) commit_index: Index,
     pub(crate) persisted_through: Option<(Index, Term)>,
     pub(crate) snapshot_index: Option<Index>,
     pub(crate) applied_through: Option<Index>,
@@ -57,8 +60,8 @@ pub struct Ready {
 
 impl Ready {
     /// Whether the persisted state must be synced (fsync) before `persisted_messages` are
-    /// sent. A commit index change alone does not need a sync: a lost commit index is learned
-    /// again from the leader.
+    /// sent and `committed_entries` applied. A commit index change alone needs no sync, unless
+    /// entries up to it are applied now: a node must never restart behind what it applied.
     pub fn must_sync(&self) -> bool {
         self.must_sync
     }

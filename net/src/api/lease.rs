@@ -148,6 +148,7 @@ impl Lease for LeaseService {
         tokio::spawn(async move {
             loop {
                 let next = tokio::select! {
+                    biased;
                     next = requests.message() => next,
                     () = answers.closed() => break,
                 };

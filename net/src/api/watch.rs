@@ -123,6 +123,7 @@ impl RequestReader {
     async fn run(self, mut requests: Streaming<pb::WatchRequest>) {
         loop {
             let next = tokio::select! {
+                biased;
                 next = requests.message() => next,
                 () = self.responses.closed() => return,
             };
@@ -219,6 +220,7 @@ impl ResponseSender {
     async fn run(mut self) {
         loop {
             let next = tokio::select! {
+                biased;
                 next = self.outbox.recv() => next,
                 () = self.responses.closed() => return,
             };

@@ -110,10 +110,13 @@ fn effects(op: &Operation) -> Option<(i64, Vec<Effect>)> {
     (!out.is_empty()).then(|| (response.revision(), out))
 }
 
-/// Whether anything in the history could have deleted `key` (a delete or txn covering it,
-/// whatever its outcome, or a revoke of `lease`).
+/// Whether anything in the history could have deleted `key`, whatever its outcome: a
+/// delete or txn covering it, the end of `lease`, or the end of a lease that a later put
+/// attached to the key (the expiry or revoke of that lease deletes the key, and neither
+/// needs to appear in the history).
 fn could_delete(history: &History, key: &[u8], lease: i64) -> bool {
     let covers = |k: &Bytes, end: &Bytes| in_range(key, k, end);
+    let leased_put = |p: &crate::history::Put| p.lease != 0 && p.key == key;
     lease != 0
         || history.operations.iter().any(|op| {
             if matches!(op.outcome, Outcome::Failed(_)) {
@@ -121,11 +124,12 @@ fn could_delete(history: &History, key: &[u8], lease: i64) -> bool {
             }
             match &op.request {
                 Request::DeleteRange(d) => covers(&d.key, &d.range_end),
-                Request::Txn(t) => t
-                    .success
-                    .iter()
-                    .chain(&t.failure)
-                    .any(|o| matches!(o, TxnOp::DeleteRange(d) if covers(&d.key, &d.range_end))),
+                Request::Put(p) => leased_put(p),
+                Request::Txn(t) => t.success.iter().chain(&t.failure).any(|o| match o {
+                    TxnOp::DeleteRange(d) => covers(&d.key, &d.range_end),
+                    TxnOp::Put(p) => leased_put(p),
+                    _ => false,
+                }),
                 _ => false,
             }
         })
