@@ -130,6 +130,7 @@ pub enum Schedule {
 /// One line of the fault log.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FaultRecord {
+    /// When the fault began (simulated time since the nemesis started).
     pub at: Duration,
     pub what: String,
 }
@@ -149,11 +150,9 @@ pub async fn run(
         Schedule::Script(steps) => {
             for step in steps {
                 tokio::time::sleep(step.after).await;
+                let at = start.elapsed();
                 let what = inject(world, step.fault, step.target, rng, step.hold).await;
-                log.push(FaultRecord {
-                    at: start.elapsed(),
-                    what,
-                });
+                log.push(FaultRecord { at, what });
             }
         }
     }
@@ -178,11 +177,9 @@ async fn run_random(
         }
         let kind = kinds[rng.gen_range(0..kinds.len())];
         let hold = Duration::from_millis(rng.gen_range(100..hold_ms));
+        let at = start.elapsed();
         let what = inject(world, kind, Target::Any, rng, hold).await;
-        log.push(FaultRecord {
-            at: start.elapsed(),
-            what,
-        });
+        log.push(FaultRecord { at, what });
     }
 }
 

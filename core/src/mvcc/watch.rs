@@ -374,7 +374,10 @@ impl WatchHub {
         let Ok(caught_up) = store.events_since(next_rev, &w.filter, room, max_revisions) else {
             return;
         };
+        // A watch from a revision still in the future (a restored member behind the one
+        // the client saw) stays waiting for that revision, never for an earlier one.
         let done = caught_up.next_revision > current;
+        let resume_rev = caught_up.next_revision.max(next_rev);
         if let Some(last) = caught_up.events.last() {
             let header_rev = if done { current } else { last.kv.mod_revision };
             push_events(s, key.1, header_rev, caught_up.events);
@@ -384,11 +387,11 @@ impl WatchHub {
         };
         w.state = if done {
             State::Synced {
-                min_rev: current + 1,
+                min_rev: resume_rev.max(current + 1),
             }
         } else {
             State::Unsynced {
-                next_rev: caught_up.next_revision,
+                next_rev: resume_rev,
             }
         };
         if done {

@@ -395,6 +395,32 @@ fn after_a_snapshot_restore_watchers_catch_up_from_the_restored_history() {
     );
 }
 
+#[test]
+fn a_watch_from_the_future_still_waits_for_its_revision_after_a_snapshot_restore() {
+    // Found by simulation seed 1297 (with unbiased select): a client resumed a watch from
+    // revision 91 on a member that had restarted at 75; a snapshot then brought the member
+    // to 77, and the watch was sent every event from 78 on.
+    let mut w = World::new();
+    let s = w.hub.open_stream();
+    w.hub.create_watch(s, &watch("a", "", 6)).unwrap();
+    w.drain(s);
+    let mut leader = Harness::new();
+    leader.put("a", "1");
+    leader.put("a", "2");
+    let restored = Store::restore(&leader.store.snapshot(), StoreConfig::default()).unwrap();
+    w.h.store = restored;
+    w.h.index = leader.index;
+    w.hub.on_restore(&w.h.store);
+    w.hub.sync(&w.h.store);
+    for value in ["3", "4", "5", "6"] {
+        w.put("a", value);
+    }
+    assert_eq!(
+        flat(&w.drain(s)).iter().map(|e| e.0).collect::<Vec<_>>(),
+        [6, 7]
+    );
+}
+
 mod slow_consumers {
     use super::*;
     use proptest::prelude::*;
