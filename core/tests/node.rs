@@ -363,6 +363,35 @@ fn a_new_leader_extends_leases_instead_of_expiring_them() {
 }
 
 #[test]
+fn a_leap_of_the_monotonic_clock_expires_no_lease_early() {
+    let mut cluster = NodeCluster::new(3, default_node_config);
+    cluster.elect(1);
+    cluster.propose(1, Command::LeaseGrant(LeaseGrantRequest { ttl: 3, id: 5 }));
+    cluster.propose(
+        1,
+        Command::Put(PutRequest {
+            key: Bytes::from_static(b"lock"),
+            value: Bytes::from_static(b"held"),
+            lease: 5,
+            ..Default::default()
+        }),
+    );
+    cluster.run();
+    // The monotonic clock leaps an hour (a suspended host, a migrated virtual machine).
+    cluster.now_ms += 3_600_000;
+    cluster.tick(1);
+    assert!(
+        cluster.get(1, "lock").is_some(),
+        "a clock leap is not three seconds of lease time"
+    );
+    cluster.tick(25);
+    assert!(cluster.get(1, "lock").is_some(), "2.6 s into a 3 s lease");
+    cluster.tick(15);
+    assert!(cluster.get(1, "lock").is_none(), "expired in its time");
+    cluster.assert_converged();
+}
+
+#[test]
 fn snapshots_are_taken_and_a_restarted_member_recovers_from_one() {
     let mut cluster = NodeCluster::new(3, frequent_snapshots);
     cluster.elect(1);

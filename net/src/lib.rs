@@ -4,6 +4,7 @@
 pub mod api;
 #[cfg(not(madsim))]
 pub mod bench;
+pub mod clock;
 pub mod compactor;
 pub mod config;
 pub mod frame;

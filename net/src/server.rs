@@ -28,7 +28,7 @@ use crate::proto::etcdserverpb::kv_server::KvServer;
 use crate::proto::etcdserverpb::lease_server::LeaseServer;
 use crate::proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use crate::proto::etcdserverpb::watch_server::WatchServer;
-use crate::server_loop::{LoopError, LoopInputs, LoopSettings, ServerLoop, WatchOpen};
+use crate::server_loop::{Hooks, LoopError, LoopInputs, LoopSettings, ServerLoop, WatchOpen};
 use crate::transport::{self, Transport, TransportStats};
 
 /// gRPC adds framing to a request; etcd allows this much on top of `--max-request-bytes`.
@@ -68,7 +68,7 @@ pub fn node_config(config: &ServerConfig) -> NodeConfig {
     let mut node = NodeConfig::new(config.member_id);
     node.raft.election_ticks = config.election_ticks;
     node.raft.heartbeat_ticks = 1;
-    node.raft.seed = config.member_id ^ wall_clock_nanos();
+    node.raft.seed = config.member_id ^ random_u64();
     node.snapshot_count = config.snapshot_count;
     node.tick_ms = u64::try_from(config.heartbeat_interval.as_millis()).unwrap_or(100);
     node.store = StoreConfig {
@@ -86,12 +86,17 @@ pub fn node_config(config: &ServerConfig) -> NodeConfig {
     node
 }
 
-/// Seeds what must differ between runs (election timeouts, request ids). Simulated under
-/// madsim, so a seed still decides everything there.
-fn wall_clock_nanos() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(0))
+/// Random bits that must differ between runs (election timeouts, request ids): the OS's,
+/// or in simulation the seed's (on Linux madsim cannot intercept `rand`'s own source).
+fn random_u64() -> u64 {
+    #[cfg(madsim)]
+    {
+        madsim::rand::random()
+    }
+    #[cfg(not(madsim))]
+    {
+        rand::random()
+    }
 }
 
 /// Opens `disk` and what it holds, bootstrapping a new cluster or joining one when empty.
@@ -136,16 +141,24 @@ pub async fn start<D: Disk + Send + 'static>(
     client_listener: TcpListener,
     peer_listener: TcpListener,
 ) -> anyhow::Result<RunningServer> {
-    start_inspected(config, disk, client_listener, peer_listener, None).await
+    start_hooked(
+        config,
+        disk,
+        client_listener,
+        peer_listener,
+        Hooks::default(),
+    )
+    .await
 }
 
-/// `start`, with an inspector that sees the node after every batch (the simulator's).
-pub async fn start_inspected<D: Disk + Send + 'static>(
+/// `start`, with the simulator's hooks: an inspector that sees the node after every batch,
+/// a handle that skews the server's clock.
+pub async fn start_hooked<D: Disk + Send + 'static>(
     config: &ServerConfig,
     disk: D,
     client_listener: TcpListener,
     peer_listener: TcpListener,
-    inspector: Option<Arc<dyn crate::server_loop::Inspector>>,
+    hooks: Hooks,
 ) -> anyhow::Result<RunningServer> {
     let (node, storage) = open_node(config, disk)?;
     // A joining member learns the cluster id from the first peer that dials it.
@@ -196,9 +209,10 @@ pub async fn start_inspected<D: Disk + Send + 'static>(
         },
         snapshot_retain_entries: node_config(config).snapshot_catch_up_entries,
         compactor: Compactor::new(config.auto_compaction),
-        inspector,
+        hooks,
     };
-    let first_request_id = wall_clock_nanos() / 1000;
+    // Random, not from the wall clock, which may have gone back since the last run.
+    let first_request_id = random_u64() >> 2;
     let server_loop = ServerLoop::new(
         node,
         storage,

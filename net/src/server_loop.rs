@@ -16,6 +16,8 @@ use keel_core::raft::{Message, ProposeError, ReadIndexError, Role};
 use keel_storage::{Disk, Storage, StorageError};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
+
+use crate::clock::{ClockSkew, LocalClock};
 use tracing::{debug, error, info, warn};
 
 use crate::compactor::Compactor;
@@ -41,8 +43,25 @@ pub struct LoopSettings {
     /// Entries kept before a snapshot for slow followers (matches the node's setting).
     pub snapshot_retain_entries: u64,
     pub compactor: Compactor,
+    pub hooks: Hooks,
+}
+
+/// What the simulator attaches to a server; the binary attaches nothing.
+#[derive(Clone, Default)]
+pub struct Hooks {
     /// Sees the node after every batch; the simulator checks Raft's invariants with it.
     pub inspector: Option<Arc<dyn Inspector>>,
+    /// Skews this server's clock.
+    pub clock: ClockSkew,
+}
+
+impl std::fmt::Debug for Hooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hooks")
+            .field("inspected", &self.inspector.is_some())
+            .field("clock", &self.clock)
+            .finish()
+    }
 }
 
 /// A read-only look at the node after each batch of work. The simulator implements it to
@@ -86,7 +105,7 @@ pub struct ServerLoop<D: Disk> {
     /// Request ids must not repeat across restarts (a late answer to an old id must not
     /// match a new one): they start from the time of start-up.
     next_request_id: u64,
-    start: Instant,
+    clock: LocalClock,
     ticks: u64,
     leader: Option<u64>,
 }
@@ -96,7 +115,7 @@ impl std::fmt::Debug for LoopSettings {
         f.debug_struct("LoopSettings")
             .field("tick", &self.tick)
             .field("attributes", &self.attributes)
-            .field("inspected", &self.inspector.is_some())
+            .field("hooks", &self.hooks)
             .finish_non_exhaustive()
     }
 }
@@ -120,6 +139,7 @@ impl<D: Disk> ServerLoop<D> {
         metrics: Arc<Metrics>,
         first_request_id: u64,
     ) -> ServerLoop<D> {
+        let clock = LocalClock::new(settings.hooks.clock.clone());
         ServerLoop {
             node,
             storage,
@@ -130,20 +150,22 @@ impl<D: Disk> ServerLoop<D> {
             pending_reads: BTreeMap::new(),
             watch_outboxes: BTreeMap::new(),
             next_request_id: first_request_id.max(1),
-            start: Instant::now(),
+            clock,
             ticks: 0,
             leader: None,
         }
     }
 
-    fn now_ms(&self) -> u64 {
-        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
+    fn now_ms(&mut self) -> u64 {
+        self.clock.now_ms()
     }
 
     /// Runs until shutdown or a fatal storage error.
     pub async fn run(mut self, mut inputs: LoopInputs) -> Result<(), LoopError> {
-        let mut ticker = tokio::time::interval(self.settings.tick);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Ticks come `tick` apart on this server's clock (in real time, further apart on a
+        // slow clock); a late tick is not made up for.
+        let ticker = tokio::time::sleep(self.clock.real_duration(self.settings.tick));
+        tokio::pin!(ticker);
         loop {
             // `biased`: the branch order is fixed, never drawn at random, so a simulated run
             // replays bit for bit. Fairness comes from draining every input below, whichever
@@ -151,7 +173,11 @@ impl<D: Disk> ServerLoop<D> {
             tokio::select! {
                 biased;
                 _ = inputs.shutdown.changed() => break,
-                _ = ticker.tick() => self.on_tick(),
+                () = &mut ticker => {
+                    self.on_tick();
+                    let period = self.clock.real_duration(self.settings.tick);
+                    ticker.as_mut().reset(Instant::now() + period);
+                }
                 Some(message) = inputs.peer_inbox.recv() => self.step(message),
                 Some(report) = inputs.peer_reports.recv() => self.on_peer_report(report),
                 Some(open) = inputs.watch_opens.recv() => self.open_watch_stream(open),
@@ -358,7 +384,8 @@ impl<D: Disk> ServerLoop<D> {
                 self.transport.send(message);
             }
             let committed = ready.committed_entries.len() as u64;
-            let output = self.node.apply(&mut ready, self.now_ms());
+            let now_ms = self.now_ms();
+            let output = self.node.apply(&mut ready, now_ms);
             self.metrics
                 .proposals_committed
                 .fetch_add(committed, Ordering::Relaxed);
@@ -388,7 +415,7 @@ impl<D: Disk> ServerLoop<D> {
             }
         }
         self.metrics.observe_node(&self.node);
-        if let Some(inspector) = &self.settings.inspector {
+        if let Some(inspector) = &self.settings.hooks.inspector {
             inspector.observe(&self.node);
         }
         Ok(())

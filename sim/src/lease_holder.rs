@@ -74,6 +74,9 @@ pub async fn hold(
         )),
         _ => Ok(()),
     };
+    // Keep-alives stop here, so the lease will expire (while the watchers still listen).
+    let time = recorder.now();
+    recorder.with(|h| h.may_expire(lease, time));
     set(verdict);
 }
 

@@ -55,6 +55,9 @@ fn main() -> std::process::ExitCode {
         for (i, op) in report.history.operations.iter().enumerate() {
             println!("op {i}: {op:?}");
         }
+        for (i, watch) in report.history.watches.iter().enumerate() {
+            println!("watch {i}: {watch:?}");
+        }
     }
     println!(
         "{} operations, {} watches, trace hash {:x}",

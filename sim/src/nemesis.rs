@@ -39,11 +39,29 @@ pub enum FaultKind {
     /// The leader is asked to hand leadership to a follower (etcd's MoveLeader).
     TransferLeader,
     /// A bit flips in a crashed server's WAL: on restart it must refuse to start, or start
-    /// with correct data. Not in the random mix: such a member needs an operator.
+    /// with correct data. Such a member needs an operator, so damage strikes one server per
+    /// run (see [`damage_target`]) and the checks after healing leave it out.
     CorruptDisk,
+    /// Two groups that cannot talk to each other, and one server that talks to both.
+    Bridge,
+    /// Every message takes 10 to 150 ms instead of 1 to 10.
+    SlowNetwork,
+    /// A server's clock runs up to 20% fast or slow (its timers fire that much sooner or
+    /// later, its lease time moves that much faster or slower).
+    ClockDrift,
+    /// A server's monotonic clock leaps 1 to 60 s ahead (a suspended virtual machine): no
+    /// lease may expire early for it.
+    ClockLeap,
+    /// A crashed server restarts on a disk that develops unreadable sectors (latent sector
+    /// errors, which stay until rewritten): it must refuse to start or start with correct
+    /// data, never mistake an unreadable record for a torn tail. Damage, like `CorruptDisk`.
+    ReadErrors,
+    /// A server's disk fills up: its writes fail with "no space" and it must stop; it is
+    /// restarted with room again.
+    DiskFull,
 }
 
-pub const ALL_FAULTS: [FaultKind; 10] = [
+pub const ALL_FAULTS: [FaultKind; 17] = [
     FaultKind::Partition,
     FaultKind::IsolateLeader,
     FaultKind::OneWayLoss,
@@ -54,6 +72,13 @@ pub const ALL_FAULTS: [FaultKind; 10] = [
     FaultKind::CrashAll,
     FaultKind::Pause,
     FaultKind::SyncErrors,
+    FaultKind::Bridge,
+    FaultKind::SlowNetwork,
+    FaultKind::ClockDrift,
+    FaultKind::ClockLeap,
+    FaultKind::ReadErrors,
+    FaultKind::CorruptDisk,
+    FaultKind::DiskFull,
 ];
 
 /// The fault mix of one run.
@@ -197,6 +222,10 @@ async fn resolve(world: &World, target: Target, rng: &mut impl Rng) -> Option<us
         }
     }
 }
+
+/// madsim's own latency for a message, restored after a slow spell.
+pub const NORMAL_LATENCY: std::ops::Range<Duration> =
+    Duration::from_millis(1)..Duration::from_millis(10);
 
 /// Injects one fault, holds it for `hold`, heals it; returns its description.
 async fn inject(
@@ -358,7 +387,7 @@ async fn inject(
             )
         }
         FaultKind::CorruptDisk => {
-            let Some(i) = resolve(world, target, rng).await else {
+            let Some(i) = damage_target(world, target, rng).await else {
                 return "corrupt disk: no such server".into();
             };
             world.crash(i);
@@ -367,6 +396,106 @@ async fn inject(
             world.damaged.insert(i);
             world.restart(i);
             format!("bit flip in {}'s WAL ({flipped}), then reboot", name(i))
+        }
+        FaultKind::Bridge => {
+            let mut order: Vec<usize> = (0..n).collect();
+            shuffle(&mut order, rng);
+            let (bridge, rest) = order.split_at(1);
+            let (a, b) = rest.split_at(rest.len() / 2);
+            for &x in a {
+                for &y in b {
+                    net.clog_link(ids[x], ids[y]);
+                    net.clog_link(ids[y], ids[x]);
+                }
+            }
+            tokio::time::sleep(hold).await;
+            for &x in a {
+                for &y in b {
+                    net.unclog_link(ids[x], ids[y]);
+                    net.unclog_link(ids[y], ids[x]);
+                }
+            }
+            let names = |g: &[usize]| g.iter().map(|&i| name(i)).collect::<Vec<_>>().join(" ");
+            format!(
+                "bridge [{}] - {} - [{}] for {hold:?}",
+                names(a),
+                name(bridge[0]),
+                names(b)
+            )
+        }
+        FaultKind::SlowNetwork => {
+            net.update_config(|c| {
+                c.send_latency = Duration::from_millis(10)..Duration::from_millis(150);
+            });
+            tokio::time::sleep(hold).await;
+            net.update_config(|c| c.send_latency = NORMAL_LATENCY);
+            format!("slow network for {hold:?}")
+        }
+        FaultKind::ClockDrift => {
+            let Some(i) = resolve(world, target, rng).await else {
+                return "clock drift: no such server".into();
+            };
+            let rate_ppm = rng.gen_range(-200_000..=200_000);
+            world.servers[i].clock.set_rate_ppm(rate_ppm);
+            tokio::time::sleep(hold).await;
+            world.servers[i].clock.set_rate_ppm(0);
+            format!("clock of {} runs {rate_ppm:+} ppm for {hold:?}", name(i))
+        }
+        FaultKind::ClockLeap => {
+            let target = if target == Target::Any && rng.gen_bool(0.5) {
+                Target::Leader
+            } else {
+                target
+            };
+            let Some(i) = resolve(world, target, rng).await else {
+                return "clock leap: no such server".into();
+            };
+            let leap = Duration::from_millis(rng.gen_range(1_000..60_000));
+            world.servers[i].clock.leap(leap);
+            tokio::time::sleep(hold).await;
+            format!("clock of {} leaps {leap:?}", name(i))
+        }
+        FaultKind::ReadErrors => {
+            let Some(i) = damage_target(world, target, rng).await else {
+                return "read errors: no such server".into();
+            };
+            world.crash(i);
+            world.damaged.insert(i);
+            world.set_disk_faults(
+                i,
+                Faults {
+                    read_error_probability: 0.05,
+                    ..world.config.faults
+                },
+            );
+            world.restart(i);
+            tokio::time::sleep(hold).await;
+            // New reads succeed again; the sectors that failed stay bad.
+            world.set_disk_faults(i, world.config.faults);
+            format!("read errors on {} for {hold:?}", name(i))
+        }
+        FaultKind::DiskFull => {
+            let Some(i) = resolve(world, target, rng).await else {
+                return "disk full: no such server".into();
+            };
+            let used = world.disk(i).map_or(0, |d| d.used_bytes());
+            let room = rng.gen_range(0..2 * 1024 * 1024);
+            world.set_disk_faults(
+                i,
+                Faults {
+                    quota_bytes: Some(used + room),
+                    ..world.config.faults
+                },
+            );
+            tokio::time::sleep(hold).await;
+            // A server that hit the quota has stopped; reboot it with room again.
+            world.crash(i);
+            world.set_disk_faults(i, world.config.faults);
+            world.restart(i);
+            format!(
+                "disk of {} full after {room} more bytes for {hold:?}, then reboot",
+                name(i)
+            )
         }
         FaultKind::SyncErrors => {
             let Some(i) = resolve(world, target, rng).await else {
@@ -386,6 +515,15 @@ async fn inject(
             world.restart(i);
             format!("fsync errors on {} for {hold:?}, then reboot", name(i))
         }
+    }
+}
+
+/// The server a damage fault strikes: the one already damaged if there is one, so that a
+/// majority of disks always stays intact (what durability may assume).
+async fn damage_target(world: &World, target: Target, rng: &mut impl Rng) -> Option<usize> {
+    match world.damaged.iter().next() {
+        Some(&damaged) => Some(damaged),
+        None => resolve(world, target, rng).await,
     }
 }
 

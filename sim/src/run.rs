@@ -19,7 +19,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::check::{check_all, CheckOptions, Report, Violation};
 use crate::client::{key_value, Endpoint, Recorder, SimClient};
 use crate::history::{
-    ClientId, FinalRead, History, MemberHash, MemberRevision, Outcome, Request, Response,
+    ClientId, FinalRead, History, MemberHash, MemberId, MemberRevision, Outcome, Request, Response,
 };
 use crate::nemesis::{self, FaultRecord, NemesisConfig, Schedule, Step};
 use crate::watcher::watch_loop;
@@ -262,7 +262,8 @@ pub async fn run(config: RunConfig) -> RunReport {
         let _ = task.await;
     }
     if liveness.is_ok() {
-        liveness = requests_after_recovery_succeeded(&recorder, serving_since);
+        let healthy_members: Vec<MemberId> = healthy.iter().map(|e| e.member).collect();
+        liveness = requests_after_recovery_succeeded(&recorder, serving_since, &healthy_members);
     }
     if liveness.is_ok() {
         liveness = final_reads(&world, &healthy, &recorder, config.recovery).await;
@@ -320,10 +321,12 @@ async fn client_loop(
     }
 }
 
-/// Every request invoked once the healed cluster served again got a definite answer.
+/// Every request invoked once the healed cluster served again got a definite answer from
+/// a healthy member (a member with a damaged disk may rightly refuse to start).
 fn requests_after_recovery_succeeded(
     recorder: &Recorder,
     since: crate::history::Time,
+    healthy_members: &[MemberId],
 ) -> Result<(), String> {
     recorder.with(|history| {
         let failed: Vec<String> = history
@@ -331,6 +334,7 @@ fn requests_after_recovery_succeeded(
             .iter()
             .enumerate()
             .filter(|(_, op)| op.invoke >= since && op.client != crate::history::EXPIRY_CLIENT)
+            .filter(|(_, op)| op.member.is_none_or(|m| healthy_members.contains(&m)))
             .filter(|(_, op)| matches!(op.outcome, Outcome::Indeterminate(_)))
             .map(|(i, op)| format!("op #{i} {:?}: {:?}", op.request, op.outcome))
             .take(5)

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::Parser;
+use keel_net::clock::ClockSkew;
 use keel_net::config::{ServeArgs, ServerConfig};
 use keel_storage::{Faults, SimDisk, SimDiskConfig, StorageOptions};
 use madsim::runtime::{Handle, NodeHandle};
@@ -49,6 +50,9 @@ pub struct Server {
     pub ip: IpAddr,
     pub node: NodeHandle,
     pub config: ServerConfig,
+    /// The machine's clock: the nemesis makes it run fast or slow, or leap. It belongs to
+    /// the machine, so it stays skewed across a restart of the server.
+    pub clock: ClockSkew,
 }
 
 impl std::fmt::Debug for Server {
@@ -159,6 +163,8 @@ impl World {
             let init_disks = disks.clone();
             let init_config = server_config.clone();
             let init_invariants = invariants.clone();
+            let clock = ClockSkew::default();
+            let init_clock = clock.clone();
             let node = handle
                 .create_node()
                 .name(format!("s{}", index + 1))
@@ -168,7 +174,10 @@ impl World {
                         init_config.clone(),
                         init_disks.clone(),
                         index,
-                        init_invariants.clone(),
+                        keel_net::server_loop::Hooks {
+                            inspector: Some(init_invariants.clone()),
+                            clock: init_clock.clone(),
+                        },
                     )
                 })
                 .build();
@@ -177,6 +186,7 @@ impl World {
                 ip,
                 node,
                 config: server_config,
+                clock,
             });
         }
         let control = handle
@@ -223,11 +233,14 @@ impl World {
     }
 
     /// Ends every fault: network healed, paused nodes resumed, crashed ones restarted,
-    /// disks healthy again.
+    /// disks healthy, clocks at the right rate again.
     pub fn heal(&mut self) {
         let net = madsim::net::NetSim::current();
         let ids: Vec<madsim::task::NodeId> = self.servers.iter().map(|s| s.node.id()).collect();
-        net.update_config(|c| c.packet_loss_rate = 0.0);
+        net.update_config(|c| {
+            c.packet_loss_rate = 0.0;
+            c.send_latency = crate::nemesis::NORMAL_LATENCY;
+        });
         for &a in &ids {
             net.unclog_node(a);
             self.handle.resume(a);
@@ -237,6 +250,7 @@ impl World {
         }
         for index in 0..self.servers.len() {
             self.set_disk_faults(index, self.config.faults);
+            self.servers[index].clock.set_rate_ppm(0);
         }
         let crashed: Vec<usize> = self.crashed.iter().copied().collect();
         for index in crashed {
@@ -261,7 +275,7 @@ async fn run_server(
     config: ServerConfig,
     disks: Disks,
     index: usize,
-    invariants: Arc<crate::invariants::RaftInvariants>,
+    hooks: keel_net::server_loop::Hooks,
 ) {
     let Some(disk) = disks.lock().expect("disks").get(&index).cloned() else {
         return;
@@ -281,8 +295,7 @@ async fn run_server(
             return;
         }
     };
-    let inspector: Arc<dyn keel_net::server_loop::Inspector> = invariants;
-    match keel_net::server::start_inspected(&config, disk, client, peer, Some(inspector)).await {
+    match keel_net::server::start_hooked(&config, disk, client, peer, hooks).await {
         Ok(running) => {
             if let Err(error) = running.wait().await {
                 tracing::error!(server = config.name, "server stopped: {error:#}");

@@ -167,6 +167,11 @@ impl SimDisk {
         self.lock().stats
     }
 
+    /// The bytes all files take now (what an out-of-space quota counts).
+    pub fn used_bytes(&self) -> u64 {
+        self.lock().total_size_bytes()
+    }
+
     /// Flips `bit` (0..8) of the byte at `offset_bytes`, on the platter and in the cache.
     pub fn flip_bit(&self, name: &str, offset_bytes: u64, bit: u8) -> io::Result<()> {
         let mut machine = self.lock();

@@ -13,6 +13,7 @@
 //! }
 //! ```
 
+pub mod lease_clock;
 pub mod members;
 pub mod proposal;
 
@@ -21,6 +22,8 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
+
+use lease_clock::LeaseClock;
 
 use crate::mvcc::{
     self, Command, LeaseKeepAliveRequest, LeaseRevokeRequest, LeaseTimeToLiveRequest, Response,
@@ -74,6 +77,12 @@ impl NodeConfig {
     /// expire en masse because the old leader's keep-alives could not reach anyone.
     fn lease_extend_ms(&self) -> u64 {
         u64::from(self.raft.election_ticks) * self.tick_ms
+    }
+
+    /// How far the lease clock may move between two readings: two ticks, so a loop a bit
+    /// late keeps time and a clock that leaps does not (see [`LeaseClock`]).
+    fn max_clock_step_ms(&self) -> u64 {
+        self.tick_ms.saturating_mul(2).max(1)
     }
 }
 
@@ -151,7 +160,7 @@ pub struct Node {
     /// A leader's snapshot checked when it arrived, kept decoded for the apply.
     prepared_snapshot: Option<(Index, Store, Members)>,
     role: Role,
-    now_ms: u64,
+    lease_clock: LeaseClock,
     ticks: u64,
 }
 
@@ -194,7 +203,7 @@ impl Node {
             last_snapshot_index: snapshot_index,
             prepared_snapshot: None,
             role: Role::Follower,
-            now_ms: 0,
+            lease_clock: LeaseClock::new(config.max_clock_step_ms()),
             ticks: 0,
             config,
         })
@@ -250,9 +259,10 @@ impl Node {
         self.raft.role() == Role::Leader
     }
 
-    /// One tick of logical time at `now_ms` (monotonic milliseconds).
+    /// One tick of logical time at `now_ms` (monotonic milliseconds; leases follow it at
+    /// most two ticks per reading, see [`LeaseClock`]).
     pub fn tick(&mut self, now_ms: u64) {
-        self.now_ms = self.now_ms.max(now_ms);
+        self.lease_clock.observe(now_ms);
         self.ticks += 1;
         self.raft.tick();
         if self.is_leader() {
@@ -264,9 +274,10 @@ impl Node {
     /// Only the leader decides that a lease expired, and says so through the log, so every
     /// member deletes the same keys at the same revision.
     fn propose_lease_expiries(&mut self) {
-        let expired = self
-            .store
-            .expired_leases(self.now_ms, self.config.max_lease_revokes_per_tick);
+        let expired = self.store.expired_leases(
+            self.lease_clock.now_ms(),
+            self.config.max_lease_revokes_per_tick,
+        );
         for id in expired {
             let revoke = Command::LeaseRevoke(LeaseRevokeRequest { id });
             // Refused only if leadership is moving; the lease is offered again later.
@@ -279,9 +290,10 @@ impl Node {
         if interval == 0 || self.ticks % interval != 0 {
             return;
         }
-        let checkpoints = self
-            .store
-            .lease_checkpoints(self.now_ms, self.config.max_lease_checkpoints_per_tick);
+        let checkpoints = self.store.lease_checkpoints(
+            self.lease_clock.now_ms(),
+            self.config.max_lease_checkpoints_per_tick,
+        );
         if let Some(request) = checkpoints {
             let _ = self.propose(
                 NO_CLIENT,
@@ -366,7 +378,9 @@ impl Node {
         &mut self,
         request: &LeaseKeepAliveRequest,
     ) -> Result<mvcc::LeaseKeepAliveResponse, mvcc::Error> {
-        let outcome = self.store.lease_keep_alive(request, self.now_ms)?;
+        let outcome = self
+            .store
+            .lease_keep_alive(request, self.lease_clock.now_ms())?;
         if let Some(request) = outcome.checkpoint.clone() {
             let _ = self.propose(
                 NO_CLIENT,
@@ -381,7 +395,8 @@ impl Node {
         &self,
         request: &LeaseTimeToLiveRequest,
     ) -> Result<mvcc::LeaseTimeToLiveResponse, mvcc::Error> {
-        self.store.lease_time_to_live(request, self.now_ms)
+        self.store
+            .lease_time_to_live(request, self.lease_clock.now_ms())
     }
 
     pub fn ready(&mut self) -> Option<Ready> {
@@ -398,7 +413,7 @@ impl Node {
         match (was_leader, role == Role::Leader) {
             (false, true) => self
                 .store
-                .promote(self.now_ms, self.config.lease_extend_ms()),
+                .promote(self.lease_clock.now_ms(), self.config.lease_extend_ms()),
             (true, false) => {
                 self.store.demote();
                 // Entries this node appended may still commit under the next leader; if
@@ -411,7 +426,7 @@ impl Node {
     /// Applies what `ready` holds for the state machine — the snapshot, then the committed
     /// entries — and releases reads. Call after persisting, before `advance`.
     pub fn apply(&mut self, ready: &mut Ready, now_ms: u64) -> ApplyOutput {
-        self.now_ms = self.now_ms.max(now_ms);
+        self.lease_clock.observe(now_ms);
         let mut output = ApplyOutput::default();
         if let Some(snapshot) = &ready.snapshot {
             self.restore_snapshot(snapshot);
@@ -447,7 +462,7 @@ impl Node {
         self.appended.retain(|&at, _| at > index);
         if self.role == Role::Leader {
             self.store
-                .promote(self.now_ms, self.config.lease_extend_ms());
+                .promote(self.lease_clock.now_ms(), self.config.lease_extend_ms());
         }
     }
 
@@ -486,7 +501,7 @@ impl Node {
     fn apply_proposal(&mut self, index: Index, proposal: Proposal, output: &mut ApplyOutput) {
         let outcome = match proposal.body {
             ProposalBody::Store(command) => {
-                let applied = self.store.apply(index, self.now_ms, &command);
+                let applied = self.store.apply(index, self.lease_clock.now_ms(), &command);
                 // Only writes that changed something create a revision (and events).
                 if applied.revision > self.watches.current_revision() {
                     self.watches.on_apply(applied.revision, &applied.events);
