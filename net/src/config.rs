@@ -323,14 +323,12 @@ impl ServeArgs {
             )?,
             log_level: log_level(&self.log_level)?,
             log_format: self.log_format,
-            client_tls: self.security.client_tls(
-                &self.listen_client_urls,
-                &self.advertise_client_urls,
-            )?,
-            peer_tls: self.security.peer_tls(
-                &self.listen_peer_urls,
-                &self.initial_advertise_peer_urls,
-            )?,
+            client_tls: self
+                .security
+                .client_tls(&self.listen_client_urls, &self.advertise_client_urls)?,
+            peer_tls: self
+                .security
+                .peer_tls(&self.listen_peer_urls, &self.initial_advertise_peer_urls)?,
             auth: self.security.auth()?,
             storage: keel_storage::StorageOptions::default(),
         })
@@ -422,7 +420,11 @@ impl SecurityArgs {
         advertise: &str,
     ) -> Result<Option<TlsSettings>, ConfigError> {
         let https = listen.split(',').any(|u| u.trim().starts_with("https://"));
-        let cert_flag = if flags.side.is_empty() { "cert-file" } else { "peer-cert-file" };
+        let cert_flag = if flags.side.is_empty() {
+            "cert-file"
+        } else {
+            "peer-cert-file"
+        };
         if !https {
             return Ok(None);
         }
@@ -432,20 +434,33 @@ impl SecurityArgs {
                 key_file: key_file.clone(),
             },
             (Some(_), None, _) | (None, Some(_), _) => {
-                return Err(invalid(cert_flag, "a certificate needs its key, and a key its certificate"))
+                return Err(invalid(
+                    cert_flag,
+                    "a certificate needs its key, and a key its certificate",
+                ))
             }
             (None, None, true) => Identity::self_signed(&tls_hosts(listen, advertise))
                 .map_err(|e| invalid(cert_flag, e.to_string()))?,
             (None, None, false) => {
                 return Err(invalid(
                     listen_flag,
-                    format!("https:// needs --{cert_flag} and its key, or --{}auto-tls", flags.side),
+                    format!(
+                        "https:// needs --{cert_flag} and its key, or --{}auto-tls",
+                        flags.side
+                    ),
                 ))
             }
         };
         if flags.client_cert_auth && flags.trusted_ca_file.is_none() {
-            let flag = if flags.side.is_empty() { "client-cert-auth" } else { "peer-client-cert-auth" };
-            return Err(invalid(flag, format!("needs --{}trusted-ca-file", flags.side)));
+            let flag = if flags.side.is_empty() {
+                "client-cert-auth"
+            } else {
+                "peer-client-cert-auth"
+            };
+            return Err(invalid(
+                flag,
+                format!("needs --{}trusted-ca-file", flags.side),
+            ));
         }
         Ok(Some(TlsSettings {
             identity,
@@ -476,7 +491,10 @@ impl SecurityArgs {
 fn tls_hosts(listen: &str, advertise: &str) -> Vec<String> {
     let mut hosts = vec!["localhost".to_string(), "127.0.0.1".to_string()];
     for raw in listen.split(',').chain(advertise.split(',')) {
-        if let Some(host) = Url::parse(raw.trim()).ok().and_then(|u| u.host_str().map(str::to_string)) {
+        if let Some(host) = Url::parse(raw.trim())
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_string))
+        {
             let host = host.trim_matches(['[', ']']).to_string();
             if !hosts.contains(&host) {
                 hosts.push(host);

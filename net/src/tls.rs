@@ -133,7 +133,10 @@ fn suite_name(suite: &rustls::SupportedCipherSuite) -> String {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Identity {
     /// Certificate chain and key files (PEM), re-read when they change.
-    Files { cert_file: PathBuf, key_file: PathBuf },
+    Files {
+        cert_file: PathBuf,
+        key_file: PathBuf,
+    },
     /// A self-signed certificate made at start-up (`--auto-tls`), kept in memory.
     Generated { cert_pem: String, key_pem: String },
 }
@@ -522,7 +525,8 @@ pub fn grpc_channel(
     let host = host_of(&authority);
     // tonic refuses https:// with a connector of its own: the connector does the TLS, and
     // the channel sees a plain URL.
-    let endpoint = Endpoint::from_shared(format!("http://{authority}")).map_err(|e| e.to_string())?;
+    let endpoint =
+        Endpoint::from_shared(format!("http://{authority}")).map_err(|e| e.to_string())?;
     let connector = TlsConnector {
         tls: tls.clone(),
         host,

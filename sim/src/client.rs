@@ -40,7 +40,10 @@ impl Recorder {
     }
 
     pub fn with<T>(&self, f: impl FnOnce(&mut History) -> T) -> T {
-        f(&mut self.history.lock().expect("the history lock is never poisoned"))
+        f(&mut self
+            .history
+            .lock()
+            .expect("the history lock is never poisoned"))
     }
 
     pub fn invoke(&self, client: ClientId, member: Option<MemberId>, request: Request) -> OpId {
@@ -82,7 +85,12 @@ pub struct SimClient {
 }
 
 impl SimClient {
-    pub fn new(id: ClientId, endpoints: Vec<Endpoint>, recorder: Recorder, timeout: Duration) -> SimClient {
+    pub fn new(
+        id: ClientId,
+        endpoints: Vec<Endpoint>,
+        recorder: Recorder,
+        timeout: Duration,
+    ) -> SimClient {
         SimClient {
             id,
             endpoints,
@@ -119,7 +127,10 @@ impl SimClient {
         let outcome = match sent {
             Ok(Ok(response)) => Outcome::Ok(response),
             Ok(Err(status)) => {
-                if matches!(status.code(), Code::Unavailable | Code::Unknown | Code::Internal) {
+                if matches!(
+                    status.code(),
+                    Code::Unavailable | Code::Unknown | Code::Internal
+                ) {
                     // The connection may be stale; dial again next time.
                     self.channels.remove(&server);
                 }

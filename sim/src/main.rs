@@ -34,7 +34,9 @@ fn main() -> std::process::ExitCode {
     let Cli::Replay { seed, trace } = Cli::parse();
     if trace {
         let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new("keel_net=trace,keel_sim=debug"))
+            .with_env_filter(tracing_subscriber::EnvFilter::new(
+                "keel_net=trace,keel_sim=debug",
+            ))
             .try_init();
     }
     let runtime = madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
@@ -58,7 +60,10 @@ fn main() -> std::process::ExitCode {
         println!("passed");
         std::process::ExitCode::SUCCESS
     } else {
-        println!("{}", report.failure_message("random_faults_keep_keel_safe_and_live"));
+        println!(
+            "{}",
+            report.failure_message("random_faults_keep_keel_safe_and_live")
+        );
         std::process::ExitCode::FAILURE
     }
 }

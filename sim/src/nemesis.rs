@@ -62,7 +62,10 @@ pub struct NemesisConfig {
 impl NemesisConfig {
     /// Swarm testing: each kind is on with probability one half; a calm seed has none.
     pub fn swarm(rng: &mut impl Rng) -> NemesisConfig {
-        let kinds = ALL_FAULTS.into_iter().filter(|_| rng.gen_bool(0.5)).collect();
+        let kinds = ALL_FAULTS
+            .into_iter()
+            .filter(|_| rng.gen_bool(0.5))
+            .collect();
         NemesisConfig {
             kinds,
             max_hold: Duration::from_secs(rng.gen_range(1..6)),
@@ -94,7 +97,9 @@ pub async fn run(
 ) {
     let start = tokio::time::Instant::now();
     let kinds: Vec<FaultKind> = config.kinds.iter().copied().collect();
-    let hold_ms = u64::try_from(config.max_hold.as_millis()).unwrap_or(1000).max(200);
+    let hold_ms = u64::try_from(config.max_hold.as_millis())
+        .unwrap_or(1000)
+        .max(200);
     while tokio::time::Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(rng.gen_range(100..hold_ms))).await;
         if kinds.is_empty() || tokio::time::Instant::now() >= until {
@@ -257,9 +262,14 @@ pub async fn find_leader(world: &World) -> Option<usize> {
             for (i, url) in urls.into_iter().enumerate() {
                 let status = async {
                     let mut client = MaintenanceClient::connect(url).await.ok()?;
-                    client.status(pb::StatusRequest {}).await.ok().map(|r| r.into_inner())
+                    client
+                        .status(pb::StatusRequest {})
+                        .await
+                        .ok()
+                        .map(|r| r.into_inner())
                 };
-                let Ok(Some(status)) = tokio::time::timeout(Duration::from_millis(500), status).await
+                let Ok(Some(status)) =
+                    tokio::time::timeout(Duration::from_millis(500), status).await
                 else {
                     continue;
                 };

@@ -88,7 +88,10 @@ impl RunReport {
         let mut out = format!("simulation failed, seed {}\n", self.config.seed);
         out.push_str(&format!(
             "  {} servers, {} clients, {} watchers, faults {:?}\n",
-            self.config.servers, self.config.clients, self.config.watchers, self.config.nemesis.kinds
+            self.config.servers,
+            self.config.clients,
+            self.config.watchers,
+            self.config.nemesis.kinds
         ));
         for fault in &self.faults {
             out.push_str(&format!("  at {:?}: {}\n", fault.at, fault.what));
@@ -152,7 +155,14 @@ pub async fn run(config: RunConfig) -> RunReport {
     }
     let mut faults = Vec::new();
     let safety_end = tokio::time::Instant::now() + config.safety;
-    nemesis::run(&mut world, &config.nemesis, &mut rng, safety_end, &mut faults).await;
+    nemesis::run(
+        &mut world,
+        &config.nemesis,
+        &mut rng,
+        safety_end,
+        &mut faults,
+    )
+    .await;
     world.heal();
     if liveness.is_ok() {
         liveness = wait_until_serving(&world, &endpoints, config.recovery).await;
@@ -193,7 +203,9 @@ async fn client_loop(
         let request = workload.next(&mut rng);
         let server = rng.gen_range(0..client.endpoints().len());
         let outcome = client.execute(server, request.clone()).await;
-        if let (Request::LeaseGrant { .. }, Outcome::Ok(Response::LeaseGrant { id, .. })) = (&request, &outcome) {
+        if let (Request::LeaseGrant { .. }, Outcome::Ok(Response::LeaseGrant { id, .. })) =
+            (&request, &outcome)
+        {
             // The lease may expire: its expiry is a revoke nobody sees complete.
             let time = recorder.now();
             recorder.with(|h| h.may_expire(*id, time));
@@ -204,7 +216,11 @@ async fn client_loop(
 }
 
 /// Waits until every server answers a linearizable read, or `within` passes.
-async fn wait_until_serving(world: &World, endpoints: &[Endpoint], within: Duration) -> Result<(), String> {
+async fn wait_until_serving(
+    world: &World,
+    endpoints: &[Endpoint],
+    within: Duration,
+) -> Result<(), String> {
     let endpoints = endpoints.to_vec();
     let probe = world.control.spawn(async move {
         let deadline = tokio::time::Instant::now() + within;
@@ -214,26 +230,36 @@ async fn wait_until_serving(world: &World, endpoints: &[Endpoint], within: Durat
                     break;
                 }
                 if tokio::time::Instant::now() >= deadline {
-                    return Err(format!("{} did not serve a linearizable read within {within:?}", endpoint.url));
+                    return Err(format!(
+                        "{} did not serve a linearizable read within {within:?}",
+                        endpoint.url
+                    ));
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
         Ok(())
     });
-    probe.await.unwrap_or_else(|e| Err(format!("probe task failed: {e}")))
+    probe
+        .await
+        .unwrap_or_else(|e| Err(format!("probe task failed: {e}")))
 }
 
 async fn range(url: &str, serializable: bool) -> Result<pb::RangeResponse, String> {
     let attempt = async {
-        let mut kv = KvClient::connect(url.to_string()).await.map_err(|e| e.to_string())?;
+        let mut kv = KvClient::connect(url.to_string())
+            .await
+            .map_err(|e| e.to_string())?;
         let request = pb::RangeRequest {
             key: Bytes::from(KEY_PREFIX),
             range_end: prefix_end(),
             serializable,
             ..Default::default()
         };
-        kv.range(request).await.map(|r| r.into_inner()).map_err(|e| e.to_string())
+        kv.range(request)
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|e| e.to_string())
     };
     tokio::time::timeout(Duration::from_secs(2), attempt)
         .await
@@ -276,7 +302,10 @@ async fn final_reads(
                 match hash_kv(&endpoint.url, target).await {
                     Ok(hash) => break hash,
                     Err(why) if tokio::time::Instant::now() >= deadline => {
-                        return Err(format!("{} never reached revision {target}: {why}", endpoint.url));
+                        return Err(format!(
+                            "{} never reached revision {target}: {why}",
+                            endpoint.url
+                        ));
                     }
                     Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
                 }
@@ -298,14 +327,21 @@ async fn final_reads(
         }
         Ok(())
     });
-    task.await.unwrap_or_else(|e| Err(format!("final read task failed: {e}")))
+    task.await
+        .unwrap_or_else(|e| Err(format!("final read task failed: {e}")))
 }
 
 /// `HashKV(revision)` once the member has applied it.
 async fn hash_kv(url: &str, revision: i64) -> Result<pb::HashKvResponse, String> {
     let attempt = async {
-        let mut client = MaintenanceClient::connect(url.to_string()).await.map_err(|e| e.to_string())?;
-        let status = client.status(pb::StatusRequest {}).await.map_err(|e| e.to_string())?.into_inner();
+        let mut client = MaintenanceClient::connect(url.to_string())
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = client
+            .status(pb::StatusRequest {})
+            .await
+            .map_err(|e| e.to_string())?
+            .into_inner();
         let current = status.header.as_ref().map_or(0, |h| h.revision);
         if current < revision {
             return Err(format!("at revision {current}"));

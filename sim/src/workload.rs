@@ -106,7 +106,10 @@ impl Workload {
             70..=84 => self.compare_and_swap(key),
             85..=88 => Request::Txn(Txn {
                 compare: vec![],
-                success: vec![TxnOp::Range(single(key, false)), TxnOp::Range(single(self.any_key(rng), false))],
+                success: vec![
+                    TxnOp::Range(single(key, false)),
+                    TxnOp::Range(single(self.any_key(rng), false)),
+                ],
                 failure: vec![],
             }),
             89..=91 if self.config.leases => Request::LeaseGrant {
@@ -168,7 +171,14 @@ impl Workload {
             (Request::DeleteRange(delete), Response::DeleteRange { .. }) => {
                 self.last_mod.insert(delete.key.clone(), 0);
             }
-            (Request::Txn(txn), Response::Txn { revision, succeeded, results }) => {
+            (
+                Request::Txn(txn),
+                Response::Txn {
+                    revision,
+                    succeeded,
+                    results,
+                },
+            ) => {
                 self.observe_txn(txn, *revision, *succeeded, results);
             }
             (Request::LeaseGrant { .. }, Response::LeaseGrant { id, .. }) => self.leases.push(*id),
@@ -177,7 +187,11 @@ impl Workload {
     }
 
     fn observe_txn(&mut self, txn: &Txn, revision: i64, succeeded: bool, results: &[TxnOpResult]) {
-        let ops = if succeeded { &txn.success } else { &txn.failure };
+        let ops = if succeeded {
+            &txn.success
+        } else {
+            &txn.failure
+        };
         for op in ops {
             if let TxnOp::Put(put) = op {
                 self.last_mod.insert(put.key.clone(), revision);

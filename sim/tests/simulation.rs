@@ -10,7 +10,10 @@ use keel_sim::run::{run, RunConfig, RunReport};
 const DEFAULT_SEEDS: u64 = 6;
 
 fn seeds() -> Vec<u64> {
-    if let Some(seed) = std::env::var("KEEL_SIM_SEED").ok().and_then(|s| s.parse().ok()) {
+    if let Some(seed) = std::env::var("KEEL_SIM_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
         return vec![seed];
     }
     let count = std::env::var("KEEL_SIM_SEEDS")
@@ -45,7 +48,8 @@ fn the_same_seed_gives_the_same_trace() {
     let first = simulate(seed);
     let second = simulate(seed);
     assert_eq!(
-        first.trace_hash, second.trace_hash,
+        first.trace_hash,
+        second.trace_hash,
         "seed {seed} is not deterministic: {} vs {} operations",
         first.history.operations.len(),
         second.history.operations.len()

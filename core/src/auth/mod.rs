@@ -505,7 +505,9 @@ impl AuthStore {
                 .user_revoke_role(name, role)
                 .and_then(|()| done(TokenEffect::None)),
             RoleAdd { name } => self.role_add(name).and_then(|()| done(TokenEffect::None)),
-            RoleDelete { name } => self.role_delete(name).and_then(|()| done(TokenEffect::None)),
+            RoleDelete { name } => self
+                .role_delete(name)
+                .and_then(|()| done(TokenEffect::None)),
             RoleGrantPermission { name, permission } => self
                 .role_grant_permission(name, permission.as_ref())
                 .and_then(|()| done(TokenEffect::None)),
@@ -670,9 +672,8 @@ impl AuthStore {
             return Err(AuthError::InvalidAuthMgmt);
         }
         let role = self.roles.get_mut(name).ok_or(AuthError::RoleNotFound)?;
-        let same_range = |p: &&mut Permission| {
-            p.key == permission.key && p.range_end == permission.range_end
-        };
+        let same_range =
+            |p: &&mut Permission| p.key == permission.key && p.range_end == permission.range_end;
         match role.permissions.iter_mut().find(same_range) {
             Some(held) => held.kind = permission.kind,
             None => {

@@ -1,7 +1,5 @@
 use super::*;
-use crate::mvcc::{
-    Compare, DeleteRangeRequest, PutRequest, RangeRequest, StoreConfig, TxnRequest,
-};
+use crate::mvcc::{Compare, DeleteRangeRequest, PutRequest, RangeRequest, StoreConfig, TxnRequest};
 
 fn client(user: &str, revision: u64) -> Caller {
     Caller::Client(Some(AuthInfo {
@@ -53,7 +51,13 @@ fn enabled_store() -> AuthStore {
         apply(&mut store, AuthCommand::RoleAdd { name: role.into() }).unwrap();
     }
     grant(&mut store, "reader", PermissionType::Read, "app/", "app0");
-    grant(&mut store, "writer", PermissionType::Write, "jobs/", "jobs0");
+    grant(
+        &mut store,
+        "writer",
+        PermissionType::Write,
+        "jobs/",
+        "jobs0",
+    );
     grant_role(&mut store, "root", ROOT_ROLE);
     grant_role(&mut store, "alice", "reader");
     grant_role(&mut store, "bob", "writer");
@@ -86,10 +90,16 @@ fn auth_cannot_be_enabled_without_a_root_user_with_the_root_role() {
         Err(AuthError::RootRoleNotExist)
     );
     grant_role(&mut store, "root", ROOT_ROLE);
-    assert_eq!(apply(&mut store, AuthCommand::Enable), Ok(AuthResponse::Done));
+    assert_eq!(
+        apply(&mut store, AuthCommand::Enable),
+        Ok(AuthResponse::Done)
+    );
     assert!(store.is_enabled());
     // Enabling again is not an error.
-    assert_eq!(apply(&mut store, AuthCommand::Enable), Ok(AuthResponse::Done));
+    assert_eq!(
+        apply(&mut store, AuthCommand::Enable),
+        Ok(AuthResponse::Done)
+    );
 }
 
 #[test]
@@ -109,7 +119,10 @@ fn every_change_moves_the_revision_and_refusals_change_nothing() {
         user: "alice".into(),
         role: "nope".into(),
     };
-    assert_eq!(apply(&mut store, unknown_role), Err(AuthError::RoleNotFound));
+    assert_eq!(
+        apply(&mut store, unknown_role),
+        Err(AuthError::RoleNotFound)
+    );
     assert_eq!(store, before);
 }
 
@@ -124,14 +137,26 @@ fn users_and_roles_are_managed_as_etcd_manages_them() {
     let delete_root = AuthCommand::UserDelete {
         name: "root".into(),
     };
-    assert_eq!(apply(&mut store, delete_root), Err(AuthError::InvalidAuthMgmt));
+    assert_eq!(
+        apply(&mut store, delete_root),
+        Err(AuthError::InvalidAuthMgmt)
+    );
     let revoke_root = AuthCommand::UserRevokeRole {
         name: "root".into(),
         role: "root".into(),
     };
-    assert_eq!(apply(&mut store, revoke_root), Err(AuthError::InvalidAuthMgmt));
+    assert_eq!(
+        apply(&mut store, revoke_root),
+        Err(AuthError::InvalidAuthMgmt)
+    );
     // Deleting a role takes it from its users.
-    apply(&mut store, AuthCommand::RoleDelete { name: "reader".into() }).unwrap();
+    apply(
+        &mut store,
+        AuthCommand::RoleDelete {
+            name: "reader".into(),
+        },
+    )
+    .unwrap();
     assert!(store.user_get("alice").unwrap().is_empty());
     let revoke = AuthCommand::UserRevokeRole {
         name: "bob".into(),
@@ -143,7 +168,13 @@ fn users_and_roles_are_managed_as_etcd_manages_them() {
 #[test]
 fn permissions_are_granted_updated_and_revoked_by_exact_range() {
     let mut store = enabled_store();
-    grant(&mut store, "reader", PermissionType::ReadWrite, "app/", "app0");
+    grant(
+        &mut store,
+        "reader",
+        PermissionType::ReadWrite,
+        "app/",
+        "app0",
+    );
     let perms = store.role_get("reader").unwrap();
     assert_eq!(perms.len(), 1);
     assert_eq!(perms[0].kind, PermissionType::ReadWrite);
@@ -176,13 +207,22 @@ fn permissions_are_granted_updated_and_revoked_by_exact_range() {
         name: "reader".into(),
         permission: None,
     };
-    assert_eq!(apply(&mut store, missing), Err(AuthError::PermissionNotGiven));
+    assert_eq!(
+        apply(&mut store, missing),
+        Err(AuthError::PermissionNotGiven)
+    );
 }
 
 #[test]
 fn the_root_role_shows_read_write_on_every_key() {
     let mut store = enabled_store();
-    apply(&mut store, AuthCommand::RoleAdd { name: "root".into() }).unwrap();
+    apply(
+        &mut store,
+        AuthCommand::RoleAdd {
+            name: "root".into(),
+        },
+    )
+    .unwrap();
     let perms = store.role_get("root").unwrap();
     assert_eq!(perms[0].kind, PermissionType::ReadWrite);
     assert_eq!(perms[0].range_end, vec![0]);
@@ -193,8 +233,14 @@ fn writes_are_checked_against_the_callers_roles() {
     let store = enabled_store();
     let rev = store.revision();
     let kv = kv();
-    assert_eq!(store.check_command(&client("root", rev), &kv, &put("any")), Ok(()));
-    assert_eq!(store.check_command(&client("bob", rev), &kv, &put("jobs/1")), Ok(()));
+    assert_eq!(
+        store.check_command(&client("root", rev), &kv, &put("any")),
+        Ok(())
+    );
+    assert_eq!(
+        store.check_command(&client("bob", rev), &kv, &put("jobs/1")),
+        Ok(())
+    );
     assert_eq!(
         store.check_command(&client("bob", rev), &kv, &put("app/1")),
         Err(AuthError::PermissionDenied)
@@ -219,7 +265,13 @@ fn writes_are_checked_against_the_callers_roles() {
 fn credentials_checked_at_an_older_revision_are_refused() {
     let mut store = enabled_store();
     let old = store.revision();
-    grant(&mut store, "writer", PermissionType::Write, "more/", "more0");
+    grant(
+        &mut store,
+        "writer",
+        PermissionType::Write,
+        "more/",
+        "more0",
+    );
     assert_eq!(
         store.check_command(&client("bob", old), &kv(), &put("jobs/1")),
         Err(AuthError::AuthOldRevision)
@@ -241,24 +293,36 @@ fn a_txn_is_checked_on_every_key_it_touches_compares_included() {
             failure: Vec::new(),
         })
     };
-    let put_op = |key: &str| RequestOp::Put(PutRequest {
-        key: key.as_bytes().to_vec().into(),
-        ..PutRequest::default()
-    });
-    let range_op = |key: &str| RequestOp::Range(RangeRequest {
-        key: key.as_bytes().to_vec().into(),
-        ..RangeRequest::default()
-    });
+    let put_op = |key: &str| {
+        RequestOp::Put(PutRequest {
+            key: key.as_bytes().to_vec().into(),
+            ..PutRequest::default()
+        })
+    };
+    let range_op = |key: &str| {
+        RequestOp::Range(RangeRequest {
+            key: key.as_bytes().to_vec().into(),
+            ..RangeRequest::default()
+        })
+    };
     // bob may write jobs/ but not read it: a compare on jobs/ is a read.
     assert_eq!(
-        store.check_command(&client("bob", rev), &kv, &txn("jobs/a", vec![put_op("jobs/b")])),
+        store.check_command(
+            &client("bob", rev),
+            &kv,
+            &txn("jobs/a", vec![put_op("jobs/b")])
+        ),
         Err(AuthError::PermissionDenied)
     );
     let mut both = enabled_store();
     grant_role(&mut both, "bob", "reader");
     let rev = both.revision();
     assert_eq!(
-        both.check_command(&client("bob", rev), &kv, &txn("app/a", vec![put_op("jobs/b")])),
+        both.check_command(
+            &client("bob", rev),
+            &kv,
+            &txn("app/a", vec![put_op("jobs/b")])
+        ),
         Ok(())
     );
     assert_eq!(
@@ -292,7 +356,10 @@ fn deletes_need_write_and_prev_kv_needs_read() {
             prev_kv,
         })
     };
-    assert_eq!(store.check_command(&client("bob", rev), &kv(), &delete(false)), Ok(()));
+    assert_eq!(
+        store.check_command(&client("bob", rev), &kv(), &delete(false)),
+        Ok(())
+    );
     assert_eq!(
         store.check_command(&client("bob", rev), &kv(), &delete(true)),
         Err(AuthError::PermissionDenied)
@@ -365,7 +432,11 @@ fn tokens_resolve_to_their_user_and_a_common_name_is_used_without_one() {
         common_name: Some("bob".into()),
     };
     assert_eq!(
-        store.resolve(&by_name, &mut tokens, 10).unwrap().unwrap().user,
+        store
+            .resolve(&by_name, &mut tokens, 10)
+            .unwrap()
+            .unwrap()
+            .user,
         "bob"
     );
     let bad = Credentials {
@@ -377,7 +448,10 @@ fn tokens_resolve_to_their_user_and_a_common_name_is_used_without_one() {
         Err(AuthError::InvalidAuthToken)
     );
     // With auth off, credentials are ignored.
-    assert_eq!(AuthStore::default().resolve(&bad, &mut tokens, 10), Ok(None));
+    assert_eq!(
+        AuthStore::default().resolve(&bad, &mut tokens, 10),
+        Ok(None)
+    );
 }
 
 #[test]
@@ -400,12 +474,36 @@ fn passwords_are_looked_up_only_for_users_who_have_one() {
 fn error_messages_and_codes_are_etcds() {
     use crate::mvcc::GrpcCode;
     let cases = [
-        (AuthError::PermissionDenied, GrpcCode::PermissionDenied, "etcdserver: permission denied"),
-        (AuthError::InvalidAuthToken, GrpcCode::Unauthenticated, "etcdserver: invalid auth token"),
-        (AuthError::AuthOldRevision, GrpcCode::InvalidArgument, "etcdserver: revision of auth store is old"),
-        (AuthError::UserNotFound, GrpcCode::FailedPrecondition, "etcdserver: user name not found"),
-        (AuthError::AuthFailed, GrpcCode::InvalidArgument, "etcdserver: authentication failed, invalid user ID or password"),
-        (AuthError::RootUserNotExist, GrpcCode::FailedPrecondition, "etcdserver: root user does not exist"),
+        (
+            AuthError::PermissionDenied,
+            GrpcCode::PermissionDenied,
+            "etcdserver: permission denied",
+        ),
+        (
+            AuthError::InvalidAuthToken,
+            GrpcCode::Unauthenticated,
+            "etcdserver: invalid auth token",
+        ),
+        (
+            AuthError::AuthOldRevision,
+            GrpcCode::InvalidArgument,
+            "etcdserver: revision of auth store is old",
+        ),
+        (
+            AuthError::UserNotFound,
+            GrpcCode::FailedPrecondition,
+            "etcdserver: user name not found",
+        ),
+        (
+            AuthError::AuthFailed,
+            GrpcCode::InvalidArgument,
+            "etcdserver: authentication failed, invalid user ID or password",
+        ),
+        (
+            AuthError::RootUserNotExist,
+            GrpcCode::FailedPrecondition,
+            "etcdserver: root user does not exist",
+        ),
     ];
     for (error, code, message) in cases {
         assert_eq!(error.grpc_code(), code);

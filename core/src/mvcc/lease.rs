@@ -351,7 +351,10 @@ impl Store {
 
     /// The keys attached to any lease.
     pub fn all_lease_keys(&self) -> impl Iterator<Item = &Bytes> {
-        self.lessor.leases.values().flat_map(|lease| lease.keys.iter())
+        self.lessor
+            .leases
+            .values()
+            .flat_map(|lease| lease.keys.iter())
     }
 
     /// Every lease id, ascending (replicated state: any member answers).

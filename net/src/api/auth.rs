@@ -133,7 +133,11 @@ impl AuthService {
         Ok(revision)
     }
 
-    async fn new_hash(&self, password: String, no_password: bool) -> Result<Option<String>, Status> {
+    async fn new_hash(
+        &self,
+        password: String,
+        no_password: bool,
+    ) -> Result<Option<String>, Status> {
         if no_password {
             return Ok(None);
         }
@@ -188,7 +192,9 @@ impl Auth for AuthService {
         request: Request<pb::AuthEnableRequest>,
     ) -> Result<Response<pb::AuthEnableResponse>, Status> {
         let credentials = self.api.credentials(&request);
-        let header = self.change_header(AuthCommand::Enable, &credentials).await?;
+        let header = self
+            .change_header(AuthCommand::Enable, &credentials)
+            .await?;
         info!("authentication enabled");
         Ok(Response::new(pb::AuthEnableResponse { header }))
     }
@@ -198,7 +204,9 @@ impl Auth for AuthService {
         request: Request<pb::AuthDisableRequest>,
     ) -> Result<Response<pb::AuthDisableResponse>, Status> {
         let credentials = self.api.credentials(&request);
-        let header = self.change_header(AuthCommand::Disable, &credentials).await?;
+        let header = self
+            .change_header(AuthCommand::Disable, &credentials)
+            .await?;
         info!("authentication disabled");
         Ok(Response::new(pb::AuthDisableResponse { header }))
     }
@@ -444,7 +452,9 @@ impl Auth for AuthService {
             permission,
         };
         let header = self.change_header(grant, &credentials).await?;
-        Ok(Response::new(pb::AuthRoleGrantPermissionResponse { header }))
+        Ok(Response::new(pb::AuthRoleGrantPermissionResponse {
+            header,
+        }))
     }
 
     async fn role_revoke_permission(
@@ -459,7 +469,9 @@ impl Auth for AuthService {
             range_end: wire.range_end.to_vec(),
         };
         let header = self.change_header(revoke, &credentials).await?;
-        Ok(Response::new(pb::AuthRoleRevokePermissionResponse { header }))
+        Ok(Response::new(pb::AuthRoleRevokePermissionResponse {
+            header,
+        }))
     }
 }
 

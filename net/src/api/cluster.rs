@@ -9,7 +9,7 @@ use tonic::{Request, Response, Status};
 
 use super::convert::{self, HeaderSource};
 use super::errors::EtcdError;
-use super::forward::{pass_token, is_forwarded, mark_forwarded, Forwarder};
+use super::forward::{is_forwarded, mark_forwarded, pass_token, Forwarder};
 use super::{api_status, Api, Header};
 use crate::handle::{ApiError, Written};
 use crate::proto::etcdserverpb as pb;

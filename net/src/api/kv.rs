@@ -139,9 +139,8 @@ impl Kv for KvService {
             // Like etcd: a txn that only reads is served as a (linearizable) read, checked on
             // every key it reads, compares included.
             let checked = txn.clone();
-            let check: Check = Arc::new(move |auth, caller, node| {
-                auth.check_txn(caller, node.store(), &checked)
-            });
+            let check: Check =
+                Arc::new(move |auth, caller, node| auth.check_txn(caller, node.store(), &checked));
             let (response, header) = self
                 .read(false, &credentials, check, move |store| {
                     // Checked against this server's limits (ops per txn, request size).

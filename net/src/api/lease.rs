@@ -135,7 +135,11 @@ impl Lease for LeaseService {
     ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
         let credentials = self.api.credentials(&request);
         let grant = convert::lease_grant_request(request.into_inner());
-        match self.api.propose(Command::LeaseGrant(grant), &credentials).await? {
+        match self
+            .api
+            .propose(Command::LeaseGrant(grant), &credentials)
+            .await?
+        {
             (mvcc::Response::LeaseGrant(response), header) => Ok(Response::new(
                 convert::lease_grant_response(response, &header),
             )),
@@ -212,7 +216,8 @@ impl Lease for LeaseService {
         let (answer, term) = self
             .api
             .with_token_retry(&credentials, || {
-                let (check, credentials, asked) = (check.clone(), credentials.clone(), asked.clone());
+                let (check, credentials, asked) =
+                    (check.clone(), credentials.clone(), asked.clone());
                 async move {
                     self.api
                         .handle

@@ -153,7 +153,11 @@ impl Maintenance for MaintenanceService {
     ) -> Result<Response<pb::AlarmResponse>, Status> {
         let credentials = self.api.credentials(&request);
         let alarm = convert::alarm_request(request.into_inner())?;
-        match self.api.propose(Command::Alarm(alarm), &credentials).await? {
+        match self
+            .api
+            .propose(Command::Alarm(alarm), &credentials)
+            .await?
+        {
             (mvcc::Response::Alarm(response), header) => {
                 Ok(Response::new(convert::alarm_response(response, &header)))
             }

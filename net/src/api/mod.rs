@@ -190,7 +190,8 @@ pub fn authorize_on(
 }
 
 fn is_invalid_token(status: &Status) -> bool {
-    status.code() == Code::Unauthenticated && status.message() == AuthError::InvalidAuthToken.to_string()
+    status.code() == Code::Unauthenticated
+        && status.message() == AuthError::InvalidAuthToken.to_string()
 }
 
 /// A store answer of another kind than the request's: a bug, not the client's doing.
