@@ -330,7 +330,7 @@ async fn the_etcd_client_crate_logs_in_and_is_held_to_its_permissions() {
     let cluster = cluster_with_users();
     let endpoints: Vec<String> = cluster.members.iter().map(|m| m.client_url()).collect();
     // Log in through the first member, then talk to the last: the token is known there.
-    let mut login = Client::connect(&endpoints[..1], None).await.unwrap();
+    let login = Client::connect(&endpoints[..1], None).await.unwrap();
     let token = login
         .auth_client()
         .authenticate("bob".into(), "bobpw".into())
