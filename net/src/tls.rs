@@ -139,6 +139,8 @@ pub enum Identity {
     },
     /// A self-signed certificate made at start-up (`--auto-tls`), kept in memory.
     Generated { cert_pem: String, key_pem: String },
+    /// No certificate: for a client that presents none (`keel bench` without `--cert`).
+    Anonymous,
 }
 
 impl Identity {
@@ -166,6 +168,9 @@ impl Identity {
                     .map_err(|e| TlsError::AutoTls(e.to_string()))?;
                 Ok((certs, key))
             }
+            Identity::Anonymous => Err(TlsError::Invalid(
+                "a TLS server needs a certificate and key".into(),
+            )),
         }
     }
 
@@ -175,7 +180,7 @@ impl Identity {
                 cert_file,
                 key_file,
             } => vec![cert_file.clone(), key_file.clone()],
-            Identity::Generated { .. } => Vec::new(),
+            Identity::Generated { .. } | Identity::Anonymous => Vec::new(),
         }
     }
 }
@@ -250,8 +255,13 @@ impl TlsSettings {
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(AnyServerCert::new(&provider))),
         };
-        let (certs, key) = self.identity.load()?;
-        let mut config = builder.with_client_auth_cert(certs, key)?;
+        let mut config = match self.identity {
+            Identity::Anonymous => builder.with_no_client_auth(),
+            _ => {
+                let (certs, key) = self.identity.load()?;
+                builder.with_client_auth_cert(certs, key)?
+            }
+        };
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         Ok(config)
     }
