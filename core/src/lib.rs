@@ -2,6 +2,7 @@
 //! are calls, outputs are values, and the same inputs give the same outputs bit for bit.
 //! `clippy.toml` in this crate forbids the ways out.
 
+pub mod auth;
 pub mod mvcc;
 pub mod node;
 pub mod raft;

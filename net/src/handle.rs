@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use keel_core::auth::{AuthError, Credentials};
 use keel_core::node::{Member, Node, Outcome, ProposalBody};
 use keel_core::raft::ConfChangeKind;
 use thiserror::Error;
@@ -29,6 +30,9 @@ pub enum ApiError {
     Store(#[from] keel_core::mvcc::Error),
     #[error("{0}")]
     InvalidConfChange(String),
+    /// Refused by auth before proposing (an unknown token).
+    #[error(transparent)]
+    Auth(#[from] AuthError),
 }
 
 /// The answer to a write, with the term to put in the response header.
@@ -38,14 +42,17 @@ pub struct Written {
     pub raft_term: u64,
 }
 
-/// A read runs on the loop against the node, once it may (see [`NodeHandle::read`]).
-pub type ReadFn = Box<dyn FnOnce(&Node) + Send>;
+/// A read runs on the loop against the node, once it may (see [`NodeHandle::read`]). It
+/// gets the node mutably only so that using an auth token can start the token's TTL again.
+pub type ReadFn = Box<dyn FnOnce(&mut Node) + Send>;
 /// Anything else that needs the node for a moment (leases, watches, status).
 pub type CallFn = Box<dyn FnOnce(&mut Node) + Send>;
 
 pub enum Request {
     Write {
         body: ProposalBody,
+        /// The client's, checked by the node (see `Node::propose_as`).
+        credentials: Credentials,
         reply: oneshot::Sender<Result<Written, ApiError>>,
     },
     ConfChange {
@@ -111,10 +118,19 @@ impl NodeHandle {
         }
     }
 
-    /// Proposes a write and waits until it is applied (or lost, or timed out).
-    pub async fn write(&self, body: ProposalBody) -> Result<Written, ApiError> {
+    /// Proposes a client's write and waits until it is applied (or lost, or timed out).
+    pub async fn write(
+        &self,
+        body: ProposalBody,
+        credentials: Credentials,
+    ) -> Result<Written, ApiError> {
         let (reply, answer) = oneshot::channel();
-        self.send(Request::Write { body, reply }).await?;
+        self.send(Request::Write {
+            body,
+            credentials,
+            reply,
+        })
+        .await?;
         self.wait(answer).await?
     }
 
@@ -138,7 +154,7 @@ impl NodeHandle {
     pub async fn read<T: Send + 'static>(
         &self,
         linearizable: bool,
-        read: impl FnOnce(&Node) -> T + Send + 'static,
+        read: impl FnOnce(&mut Node) -> T + Send + 'static,
     ) -> Result<T, ApiError> {
         let (reply, answer) = oneshot::channel();
         let (failed, failure) = oneshot::channel();

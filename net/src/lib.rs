@@ -11,8 +11,10 @@ pub mod frame;
 pub mod handle;
 pub mod metrics;
 pub mod proto;
+pub mod random;
 pub mod server;
 pub mod server_loop;
+pub mod tls;
 pub mod transport;
 
 // HTTP on the client port: simulated tonic serves gRPC only.

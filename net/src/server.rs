@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
+use crate::api::auth::AuthService;
 use crate::api::cluster::ClusterService;
 use crate::api::lease::LeaseService;
 use crate::api::maintenance::MaintenanceService;
@@ -23,12 +24,14 @@ use crate::compactor::Compactor;
 use crate::config::{ClusterState, ServerConfig};
 use crate::handle::{NodeHandle, REQUEST_QUEUE};
 use crate::metrics::Metrics;
+use crate::proto::etcdserverpb::auth_server::AuthServer;
 use crate::proto::etcdserverpb::cluster_server::ClusterServer;
 use crate::proto::etcdserverpb::kv_server::KvServer;
 use crate::proto::etcdserverpb::lease_server::LeaseServer;
 use crate::proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use crate::proto::etcdserverpb::watch_server::WatchServer;
 use crate::server_loop::{Hooks, LoopError, LoopInputs, LoopSettings, ServerLoop, WatchOpen};
+use crate::tls::{ClientTls, ServerTls, TlsSettings, CLIENT_ALPN, GRPC_ALPN, PEER_ALPN};
 use crate::transport::{self, Transport, TransportStats};
 
 /// gRPC adds framing to a request; etcd allows this much on top of `--max-request-bytes`.
@@ -68,9 +71,10 @@ pub fn node_config(config: &ServerConfig) -> NodeConfig {
     let mut node = NodeConfig::new(config.member_id);
     node.raft.election_ticks = config.election_ticks;
     node.raft.heartbeat_ticks = 1;
-    node.raft.seed = config.member_id ^ random_u64();
+    node.raft.seed = config.member_id ^ crate::random::u64();
     node.snapshot_count = config.snapshot_count;
     node.tick_ms = u64::try_from(config.heartbeat_interval.as_millis()).unwrap_or(100);
+    node.auth_token_ttl_ms = u64::try_from(config.auth.token_ttl.as_millis()).unwrap_or(u64::MAX);
     node.store = StoreConfig {
         quota_bytes: if config.quota_bytes == 0 {
             DEFAULT_QUOTA_BYTES
@@ -84,19 +88,6 @@ pub fn node_config(config: &ServerConfig) -> NodeConfig {
         ..StoreConfig::default()
     };
     node
-}
-
-/// Random bits that must differ between runs (election timeouts, request ids): the OS's,
-/// or in simulation the seed's (on Linux madsim cannot intercept `rand`'s own source).
-fn random_u64() -> u64 {
-    #[cfg(madsim)]
-    {
-        madsim::rand::random()
-    }
-    #[cfg(not(madsim))]
-    {
-        rand::random()
-    }
 }
 
 /// Opens `disk` and what it holds, bootstrapping a new cluster or joining one when empty.
@@ -160,6 +151,7 @@ pub async fn start_hooked<D: Disk + Send + 'static>(
     peer_listener: TcpListener,
     hooks: Hooks,
 ) -> anyhow::Result<RunningServer> {
+    let tls = Tls::load(config)?;
     let (node, storage) = open_node(config, disk)?;
     // A joining member learns the cluster id from the first peer that dials it.
     let cluster_id = transport::ClusterId::new(node.cluster_id());
@@ -171,6 +163,7 @@ pub async fn start_hooked<D: Disk + Send + 'static>(
         cluster_id.clone(),
         report_tx,
         stats.clone(),
+        tls.peer_client,
     );
     let known: Vec<(u64, Vec<String>)> = if node.members().is_empty() {
         config
@@ -193,6 +186,7 @@ pub async fn start_hooked<D: Disk + Send + 'static>(
         MAX_PEER_MESSAGE_BYTES,
         peer_tx,
         stats,
+        tls.peer_server,
     ));
 
     let (request_tx, requests) = mpsc::channel(REQUEST_QUEUE);
@@ -212,7 +206,7 @@ pub async fn start_hooked<D: Disk + Send + 'static>(
         hooks,
     };
     // Random, not from the wall clock, which may have gone back since the last run.
-    let first_request_id = random_u64() >> 2;
+    let first_request_id = crate::random::u64() >> 2;
     let server_loop = ServerLoop::new(
         node,
         storage,
@@ -235,6 +229,11 @@ pub async fn start_hooked<D: Disk + Send + 'static>(
         cluster_id: cluster_id.clone(),
         member_id: config.member_id,
         cluster_token: config.cluster_token.clone(),
+        client_cert_auth: config
+            .client_tls
+            .as_ref()
+            .is_some_and(|t| t.client_cert_auth),
+        client_tls: tls.client_client,
     };
     let max_message_bytes =
         usize::try_from(config.max_request_bytes + GRPC_OVERHEAD_BYTES).unwrap_or(usize::MAX);
@@ -254,15 +253,18 @@ pub async fn start_hooked<D: Disk + Send + 'static>(
     let cluster = ClusterServer::new(ClusterService::new(api.clone()));
     let maintenance = MaintenanceServer::new(MaintenanceService::new(api.clone()))
         .max_encoding_message_size(usize::MAX);
+    let auth = AuthServer::new(AuthService::new(api.clone(), config.auth.bcrypt_cost));
     tokio::spawn(keep_watchers_moving(handle.clone()));
     let router = client_server(&handle, &metrics, max_message_bytes)
         .add_service(kv)
         .add_service(watch)
         .add_service(lease)
         .add_service(cluster)
-        .add_service(maintenance);
+        .add_service(maintenance)
+        .add_service(auth);
+    let client_tls = tls.client_server;
     tokio::spawn(async move {
-        if let Err(error) = serve_clients(router, client_listener).await {
+        if let Err(error) = serve_clients(router, client_listener, client_tls).await {
             warn!(%error, "client listener stopped");
         }
     });
@@ -279,6 +281,40 @@ pub async fn start_hooked<D: Disk + Send + 'static>(
         shutdown,
         server_loop,
     })
+}
+
+/// A member's TLS ends, loaded (so a bad certificate file stops start-up).
+struct Tls {
+    client_server: Option<ServerTls>,
+    /// For requests forwarded to other members' client URLs.
+    client_client: Option<ClientTls>,
+    peer_server: Option<ServerTls>,
+    peer_client: Option<ClientTls>,
+}
+
+impl Tls {
+    fn load(config: &ServerConfig) -> anyhow::Result<Tls> {
+        let server = |settings: &Option<TlsSettings>, alpn, what| {
+            settings
+                .clone()
+                .map(|s| ServerTls::new(s, alpn, what))
+                .transpose()
+                .with_context(|| format!("cannot set up TLS for the {what}"))
+        };
+        let client = |settings: &Option<TlsSettings>, alpn, what| {
+            settings
+                .clone()
+                .map(|s| ClientTls::new(s, alpn, what))
+                .transpose()
+                .with_context(|| format!("cannot set up TLS for the {what}"))
+        };
+        Ok(Tls {
+            client_server: server(&config.client_tls, CLIENT_ALPN, "client listener")?,
+            client_client: client(&config.client_tls, GRPC_ALPN, "client connections")?,
+            peer_server: server(&config.peer_tls, PEER_ALPN, "peer listener")?,
+            peer_client: client(&config.peer_tls, PEER_ALPN, "peer connections")?,
+        })
+    }
 }
 
 /// The client port's gRPC server. In real mode its [`ClientHttp`](crate::http::ClientHttp)
@@ -313,16 +349,23 @@ fn client_server(_: &NodeHandle, _: &Arc<Metrics>, _: usize) -> tonic::transport
 async fn serve_clients(
     router: tonic::transport::server::Router<ClientLayers>,
     listener: TcpListener,
+    tls: Option<ServerTls>,
 ) -> anyhow::Result<()> {
+    if let Some(tls) = tls {
+        let incoming = crate::tls::incoming(listener, tls);
+        return Ok(router.serve_with_incoming(incoming).await?);
+    }
     // Without TCP_NODELAY a small response waits for the client's delayed ACK (40 ms).
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     Ok(router.serve_with_incoming(incoming).await?)
 }
 
+/// The simulator runs no TLS (its members are configured without).
 #[cfg(madsim)]
 async fn serve_clients(
     router: tonic::transport::server::Router,
     listener: TcpListener,
+    _tls: Option<ServerTls>,
 ) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     drop(listener);

@@ -270,9 +270,13 @@ impl<D: Disk> ServerLoop<D> {
 
     fn handle(&mut self, request: Request) {
         match request {
-            Request::Write { body, reply } => {
+            Request::Write {
+                body,
+                credentials,
+                reply,
+            } => {
                 let id = self.next_id();
-                match self.node.propose(id, body) {
+                match self.node.propose_as(id, body, &credentials) {
                     Ok(()) => {
                         self.pending_writes.insert(id, reply);
                     }
@@ -300,7 +304,7 @@ impl<D: Disk> ServerLoop<D> {
                 linearizable: false,
                 read,
                 ..
-            } => read(&self.node),
+            } => read(&mut self.node),
             Request::Read {
                 linearizable: true,
                 read,
@@ -394,7 +398,7 @@ impl<D: Disk> ServerLoop<D> {
             }
             for id in output.reads {
                 if let Some((read, _)) = self.pending_reads.remove(&id) {
-                    read(&self.node);
+                    read(&mut self.node);
                 }
             }
             if output.membership_changed {
@@ -479,6 +483,7 @@ impl<D: Disk> ServerLoop<D> {
 fn propose_error(error: NodeProposeError) -> ApiError {
     match error {
         NodeProposeError::Store(error) => ApiError::Store(error),
+        NodeProposeError::Auth(error) => ApiError::Auth(error),
         NodeProposeError::Raft(error) => match error {
             ProposeError::NotLeader { .. } | ProposeError::NotMember => ApiError::NoLeader,
             ProposeError::LeaderTransferInProgress { .. } => ApiError::LeaderChanged,

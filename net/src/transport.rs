@@ -6,6 +6,10 @@
 //! leader stops pipelining to it. Connections are re-dialled with backoff. A frame that fails
 //! to decode, or a hello from another cluster or for another member, closes that connection
 //! with a log line and harms nothing else.
+//!
+//! With `https://` peer URLs the connection is TLS first (the hello and every frame inside
+//! it); with `--peer-client-cert-auth` a peer without a certificate from the trusted CA is
+//! refused at the handshake, before it can say anything.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,12 +18,18 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use keel_core::raft::{Message, MessageBody, NodeId};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::frame::{self, Decoded, Decoder, Hello};
+use crate::tls::{ClientTls, ServerTls};
+
+/// A peer connection: plain TCP or TLS over it.
+pub trait PeerIo: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> PeerIo for T {}
+type PeerStream = Box<dyn PeerIo>;
 
 /// Messages queued for one peer before new ones are dropped.
 pub const PEER_QUEUE_MESSAGES: usize = 4096;
@@ -53,6 +63,8 @@ pub struct Transport {
     peers: BTreeMap<NodeId, Peer>,
     reports: mpsc::UnboundedSender<PeerReport>,
     stats: Arc<TransportStats>,
+    /// For dialling `https://` peer URLs.
+    tls: Option<ClientTls>,
 }
 
 #[derive(Debug)]
@@ -67,6 +79,7 @@ impl Transport {
         cluster_id: ClusterId,
         reports: mpsc::UnboundedSender<PeerReport>,
         stats: Arc<TransportStats>,
+        tls: Option<ClientTls>,
     ) -> Transport {
         Transport {
             local_id,
@@ -74,6 +87,7 @@ impl Transport {
             peers: BTreeMap::new(),
             reports,
             stats,
+            tls,
         }
     }
 
@@ -97,6 +111,7 @@ impl Transport {
                 urls: urls.clone(),
                 reports: self.reports.clone(),
                 stats: self.stats.clone(),
+                tls: self.tls.clone(),
             };
             tokio::spawn(sender.run(rx));
             self.peers.insert(
@@ -164,6 +179,7 @@ struct Sender {
     urls: Vec<String>,
     reports: mpsc::UnboundedSender<PeerReport>,
     stats: Arc<TransportStats>,
+    tls: Option<ClientTls>,
 }
 
 impl Sender {
@@ -173,7 +189,7 @@ impl Sender {
         loop {
             let url = &self.urls[attempt % self.urls.len()];
             attempt += 1;
-            match connect(url).await {
+            match connect(url, self.tls.as_ref()).await {
                 Ok(stream) => {
                     backoff = MIN_BACKOFF;
                     info!(peer = self.to, url, "connected to peer");
@@ -204,7 +220,7 @@ impl Sender {
 
     async fn stream(
         &self,
-        mut stream: TcpStream,
+        mut stream: PeerStream,
         queue: &mut mpsc::Receiver<Message>,
     ) -> std::io::Result<()> {
         let mut out = BytesMut::new();
@@ -254,20 +270,25 @@ impl Sender {
     }
 }
 
-async fn write_flush(stream: &mut TcpStream, bytes: &[u8]) -> std::io::Result<()> {
+async fn write_flush(stream: &mut PeerStream, bytes: &[u8]) -> std::io::Result<()> {
     stream.write_all(bytes).await?;
     // A simulated stream delivers on flush; a real one wants it too (no Nagle delay).
     stream.flush().await
 }
 
-async fn connect(url: &str) -> std::io::Result<TcpStream> {
-    let authority = url
-        .split_once("://")
-        .map_or(url, |(_, rest)| rest)
-        .trim_end_matches('/');
+async fn connect(url: &str, tls: Option<&ClientTls>) -> std::io::Result<PeerStream> {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("http", url));
+    let authority = rest.trim_end_matches('/');
     let stream = TcpStream::connect(authority).await?;
     let _ = stream.set_nodelay(true);
-    Ok(stream)
+    if scheme != "https" {
+        return Ok(Box::new(stream));
+    }
+    let tls = tls.ok_or_else(|| {
+        std::io::Error::other("an https:// peer URL, but this member has no peer TLS settings")
+    })?;
+    let host = crate::tls::host_of(authority);
+    Ok(Box::new(tls.connect(&host, stream).await?))
 }
 
 /// Accepts peers' connections on `listener` and hands their messages to `inbox`.
@@ -278,6 +299,7 @@ pub async fn serve_peers(
     max_message_bytes: usize,
     inbox: mpsc::Sender<Message>,
     stats: Arc<TransportStats>,
+    tls: Option<ServerTls>,
 ) {
     loop {
         let (stream, addr) = match listener.accept().await {
@@ -294,7 +316,18 @@ pub async fn serve_peers(
             inbox: inbox.clone(),
             stats: stats.clone(),
         };
+        let tls = tls.clone();
         tokio::spawn(async move {
+            let stream: PeerStream = match tls {
+                None => Box::new(stream),
+                Some(tls) => match tls.accept(stream).await {
+                    Ok(stream) => Box::new(stream),
+                    Err(error) => {
+                        warn!(%addr, %error, "refused a peer connection: TLS handshake failed");
+                        return;
+                    }
+                },
+            };
             if let Err(error) = receiver.run(stream, max_message_bytes).await {
                 warn!(%addr, %error, "closing peer connection");
             }
@@ -329,7 +362,7 @@ enum ReceiveError {
 impl Receiver {
     async fn run(
         self,
-        mut stream: TcpStream,
+        mut stream: PeerStream,
         max_message_bytes: usize,
     ) -> Result<(), ReceiveError> {
         let mut decoder = Decoder::new(max_message_bytes);

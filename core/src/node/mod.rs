@@ -25,6 +25,10 @@ use thiserror::Error;
 
 use lease_clock::LeaseClock;
 
+use crate::auth::{
+    AuthCommand, AuthError, AuthInfo, AuthResponse, AuthStore, Caller, Credentials, TokenEffect,
+    Tokens,
+};
 use crate::mvcc::{
     self, Command, LeaseKeepAliveRequest, LeaseRevokeRequest, LeaseTimeToLiveRequest, Response,
     Store, StoreConfig, WatchConfig, WatchHub,
@@ -56,6 +60,8 @@ pub struct NodeConfig {
     /// How often the leader checkpoints remaining lease TTLs, in ticks (0: never).
     pub lease_checkpoint_interval_ticks: u64,
     pub max_lease_checkpoints_per_tick: usize,
+    /// How long an auth token lives without use (etcd's `--auth-token-ttl`).
+    pub auth_token_ttl_ms: u64,
 }
 
 impl NodeConfig {
@@ -70,6 +76,7 @@ impl NodeConfig {
             max_lease_revokes_per_tick: 1_000,
             lease_checkpoint_interval_ticks: 3_000,
             max_lease_checkpoints_per_tick: 1_000,
+            auth_token_ttl_ms: 300_000,
         }
     }
 
@@ -86,12 +93,25 @@ impl NodeConfig {
     }
 }
 
-/// A snapshot's state-machine image: members and store.
+/// A snapshot's state-machine image: members, store and auth (users, roles, permissions;
+/// tokens are not part of it).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct Image {
     members: Members,
     store: Vec<u8>,
+    auth: AuthStore,
 }
+
+/// What a snapshot image restores.
+#[derive(Debug)]
+struct Restored {
+    store: Store,
+    members: Members,
+    auth: AuthStore,
+}
+
+/// Ticks between sweeps of expired auth tokens.
+const TOKEN_SWEEP_TICKS: u64 = 10;
 
 #[derive(Debug, Error)]
 pub enum NodeError {
@@ -109,12 +129,17 @@ pub enum NodeProposeError {
     Store(#[from] mvcc::Error),
     #[error(transparent)]
     Raft(#[from] ProposeError),
+    /// The client's credentials are not valid (an unknown or expired token).
+    #[error(transparent)]
+    Auth(#[from] AuthError),
 }
 
 /// The outcome of a client's proposal, once applied (or known lost).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
     Store(Result<Response, mvcc::Error>),
+    /// The answer to an auth command, or why a store write was refused by auth.
+    Auth(Result<AuthResponse, AuthError>),
     MemberPublished,
     MembershipChanged {
         members: Vec<Member>,
@@ -150,6 +175,9 @@ pub struct Node {
     store: Store,
     watches: WatchHub,
     members: Members,
+    auth: AuthStore,
+    /// Simple auth tokens handed out here (not replicated, not in snapshots).
+    tokens: Tokens,
     /// This leader's local proposals by index, to notice one being overwritten.
     appended: BTreeMap<Index, (Term, u64)>,
     /// Read requests with a known read index, waiting for the apply to reach it.
@@ -158,7 +186,7 @@ pub struct Node {
     applied_index: Index,
     last_snapshot_index: Index,
     /// A leader's snapshot checked when it arrived, kept decoded for the apply.
-    prepared_snapshot: Option<(Index, Store, Members)>,
+    prepared_snapshot: Option<(Index, Restored)>,
     role: Role,
     lease_clock: LeaseClock,
     ticks: u64,
@@ -180,6 +208,7 @@ impl Node {
         let image = Image {
             members: Members::new(members.iter().cloned()),
             store: Store::new(store).snapshot(),
+            auth: AuthStore::default(),
         };
         Bytes::from(proposal::encode(&image))
     }
@@ -188,7 +217,11 @@ impl Node {
     /// snapshot and the entries after it are applied as they come out of `ready`.
     pub fn new(config: NodeConfig, initial: InitialState) -> Result<Node, NodeError> {
         let snapshot_index = initial.snapshot.meta.index;
-        let (store, members) = restore_image(&initial.snapshot, config.store)?;
+        let Restored {
+            store,
+            members,
+            auth,
+        } = restore_image(&initial.snapshot, config.store)?;
         let raft = Raft::new(config.raft.clone(), initial)?;
         let watches = WatchHub::new(config.watch, &store);
         Ok(Node {
@@ -197,6 +230,8 @@ impl Node {
             store,
             watches,
             members,
+            auth,
+            tokens: Tokens::new(config.auth_token_ttl_ms),
             appended: BTreeMap::new(),
             waiting_reads: BTreeMap::new(),
             applied_index: snapshot_index,
@@ -246,6 +281,18 @@ impl Node {
         &self.members
     }
 
+    /// Users, roles and permissions, as applied here.
+    pub fn auth(&self) -> &AuthStore {
+        &self.auth
+    }
+
+    /// Who `credentials` name (see [`AuthStore::resolve`]); using a token starts its TTL
+    /// again.
+    pub fn resolve(&mut self, credentials: &Credentials) -> Result<Option<AuthInfo>, AuthError> {
+        self.auth
+            .resolve(credentials, &mut self.tokens, self.lease_clock.now_ms())
+    }
+
     /// 0 until known (a joining node learns it from the leader's snapshot).
     pub fn cluster_id(&self) -> u64 {
         self.members.cluster_id()
@@ -265,6 +312,9 @@ impl Node {
         self.lease_clock.observe(now_ms);
         self.ticks += 1;
         self.raft.tick();
+        if self.ticks % TOKEN_SWEEP_TICKS == 0 {
+            self.tokens.expire(self.lease_clock.now_ms());
+        }
         if self.is_leader() {
             self.propose_lease_expiries();
             self.propose_lease_checkpoints();
@@ -307,14 +357,13 @@ impl Node {
     pub fn step(&mut self, message: Message) -> Result<(), MessageError> {
         if let raft::MessageBody::InstallSnapshot(snapshot) = &message.body {
             if snapshot.meta.index > self.applied_index {
-                let (store, members) =
-                    restore_image(snapshot, self.config.store).map_err(|_| {
-                        MessageError::Malformed {
-                            kind: "InstallSnapshot",
-                            reason: "the state-machine image does not decode",
-                        }
-                    })?;
-                self.prepared_snapshot = Some((snapshot.meta.index, store, members));
+                let restored = restore_image(snapshot, self.config.store).map_err(|_| {
+                    MessageError::Malformed {
+                        kind: "InstallSnapshot",
+                        reason: "the state-machine image does not decode",
+                    }
+                })?;
+                self.prepared_snapshot = Some((snapshot.meta.index, restored));
             }
         }
         self.raft.step(message)
@@ -322,13 +371,41 @@ impl Node {
 
     /// Proposes a write on behalf of this node's client `request_id` (unique on this node;
     /// [`NO_CLIENT`] if nobody waits). The outcome comes back as a [`Completion`].
+    /// The server's own proposals (lease expiry, compaction, member attributes): auth never
+    /// refuses them. Clients' go through [`Node::propose_as`].
     pub fn propose(&mut self, request_id: u64, body: ProposalBody) -> Result<(), NodeProposeError> {
+        self.propose_from(request_id, Caller::Server, body)
+    }
+
+    /// Proposes a client's write; `credentials` are resolved now (refused if the token is
+    /// unknown) and the entry is checked against the caller's permissions when it applies.
+    pub fn propose_as(
+        &mut self,
+        request_id: u64,
+        body: ProposalBody,
+        credentials: &Credentials,
+    ) -> Result<(), NodeProposeError> {
+        // A login carries no credentials: its password was checked by the proposer.
+        let info = match &body {
+            ProposalBody::Auth(AuthCommand::Authenticate { .. }) => None,
+            _ => self.resolve(credentials)?,
+        };
+        self.propose_from(request_id, Caller::Client(info), body)
+    }
+
+    fn propose_from(
+        &mut self,
+        request_id: u64,
+        caller: Caller,
+        body: ProposalBody,
+    ) -> Result<(), NodeProposeError> {
         if let ProposalBody::Store(command) = &body {
             self.store.check_command(command)?;
         }
         let proposal = Proposal {
             proposer: self.id,
             request_id,
+            caller,
             body,
         };
         let proposed = self.raft.propose(Bytes::from(proposal.encode()))?;
@@ -446,14 +523,18 @@ impl Node {
 
     fn restore_snapshot(&mut self, snapshot: &Snapshot) {
         let index = snapshot.meta.index;
-        let (store, members) = match self.prepared_snapshot.take() {
-            Some((prepared, store, members)) if prepared == index => (store, members),
+        let restored = match self.prepared_snapshot.take() {
+            Some((prepared, restored)) if prepared == index => restored,
             // Raft only hands out snapshots that came through `step`, which prepared them.
             _ => restore_image(snapshot, self.config.store)
                 .unwrap_or_else(|e| panic!("node {}: snapshot {index} not prepared: {e}", self.id)),
         };
-        self.store = store;
-        self.members = members;
+        self.store = restored.store;
+        self.members = restored.members;
+        self.auth = restored.auth;
+        // Tokens handed out in the entries the snapshot skips are unknown here; forget them
+        // all so none outlives a change of password it did not see. Clients log in again.
+        self.tokens.clear();
         self.applied_index = index;
         self.last_snapshot_index = index;
         self.watches.on_restore(&self.store);
@@ -499,14 +580,21 @@ impl Node {
     }
 
     fn apply_proposal(&mut self, index: Index, proposal: Proposal, output: &mut ApplyOutput) {
-        let outcome = match proposal.body {
+        let Proposal {
+            proposer,
+            request_id,
+            caller,
+            body,
+        } = proposal;
+        let outcome = match body {
             ProposalBody::Store(command) => {
-                let applied = self.store.apply(index, self.lease_clock.now_ms(), &command);
-                // Only writes that changed something create a revision (and events).
-                if applied.revision > self.watches.current_revision() {
-                    self.watches.on_apply(applied.revision, &applied.events);
+                match self.auth.check_command(&caller, &self.store, &command) {
+                    Ok(()) => self.apply_store(index, &command),
+                    Err(error) => {
+                        self.store.apply_empty(index);
+                        Outcome::Auth(Err(error))
+                    }
                 }
-                Outcome::Store(applied.result)
             }
             ProposalBody::PublishMember(attributes) => {
                 self.members.publish(&attributes);
@@ -521,9 +609,35 @@ impl Node {
                     members: self.members.iter().cloned().collect(),
                 }
             }
+            ProposalBody::Auth(command) => {
+                let (result, effect) = self.auth.apply(&caller, index, &command);
+                self.apply_token_effect(effect);
+                self.store.apply_empty(index);
+                Outcome::Auth(result)
+            }
         };
-        if proposal.proposer == self.id {
-            self.complete(proposal.request_id, outcome, output);
+        if proposer == self.id {
+            self.complete(request_id, outcome, output);
+        }
+    }
+
+    fn apply_store(&mut self, index: Index, command: &Command) -> Outcome {
+        let applied = self.store.apply(index, self.lease_clock.now_ms(), command);
+        // Only writes that changed something create a revision (and events).
+        if applied.revision > self.watches.current_revision() {
+            self.watches.on_apply(applied.revision, &applied.events);
+        }
+        Outcome::Store(applied.result)
+    }
+
+    fn apply_token_effect(&mut self, effect: TokenEffect) {
+        match effect {
+            TokenEffect::None => {}
+            TokenEffect::Assign { token, user } => {
+                self.tokens.assign(token, &user, self.lease_clock.now_ms())
+            }
+            TokenEffect::InvalidateUser(user) => self.tokens.invalidate_user(&user),
+            TokenEffect::Clear => self.tokens.clear(),
         }
     }
 
@@ -586,6 +700,7 @@ impl Node {
         let image = Image {
             members: self.members.clone(),
             store: self.store.snapshot(),
+            auth: self.auth.clone(),
         };
         Some(Snapshot {
             meta: SnapshotMeta {
@@ -598,10 +713,15 @@ impl Node {
     }
 }
 
-/// The store and members a snapshot holds; an empty snapshot (a joining node) is empty.
-fn restore_image(snapshot: &Snapshot, config: StoreConfig) -> Result<(Store, Members), NodeError> {
+/// The store, members and auth a snapshot holds; an empty snapshot (a joining node) is
+/// empty.
+fn restore_image(snapshot: &Snapshot, config: StoreConfig) -> Result<Restored, NodeError> {
     if snapshot.data.is_empty() {
-        return Ok((Store::new(config), Members::default()));
+        return Ok(Restored {
+            store: Store::new(config),
+            members: Members::default(),
+            auth: AuthStore::default(),
+        });
     }
     let index = snapshot.meta.index;
     let image: Image =
@@ -613,5 +733,9 @@ fn restore_image(snapshot: &Snapshot, config: StoreConfig) -> Result<(Store, Mem
         index,
         reason: e.to_string(),
     })?;
-    Ok((store, image.members))
+    Ok(Restored {
+        store,
+        members: image.members,
+        auth: image.auth,
+    })
 }

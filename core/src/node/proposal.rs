@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::auth::{AuthCommand, Caller};
 use crate::mvcc::Command;
 use crate::raft::NodeId;
 
@@ -20,6 +21,8 @@ pub const NO_CLIENT: u64 = 0;
 pub struct Proposal {
     pub proposer: NodeId,
     pub request_id: u64,
+    /// Who asked: permissions are checked against it when the entry applies.
+    pub caller: Caller,
     pub body: ProposalBody,
 }
 
@@ -32,6 +35,8 @@ pub enum ProposalBody {
     /// New peer URLs for a member (etcd's MemberUpdate). Not a Raft configuration change:
     /// the voter set stays the same, only where to reach the member changes.
     UpdatePeerUrls { id: NodeId, peer_urls: Vec<String> },
+    /// A change to users, roles or permissions, or a login (etcd's Auth service).
+    Auth(AuthCommand),
 }
 
 /// A membership change entry's context: the member record and who asked.

@@ -2,13 +2,14 @@
 //! checks before proposing (`ValidateConfigurationChange` and the strict reconfiguration
 //! checks: a change must not leave fewer started voters than a quorum).
 
+use keel_core::auth::Credentials;
 use keel_core::node::{member_id, Member, Members, Node, Outcome, ProposalBody};
 use keel_core::raft::ConfChangeKind;
 use tonic::{Request, Response, Status};
 
 use super::convert::{self, HeaderSource};
 use super::errors::EtcdError;
-use super::forward::{is_forwarded, mark_forwarded, Forwarder};
+use super::forward::{is_forwarded, mark_forwarded, pass_token, Forwarder};
 use super::{api_status, Api, Header};
 use crate::handle::{ApiError, Written};
 use crate::proto::etcdserverpb as pb;
@@ -26,7 +27,7 @@ pub struct ClusterService {
 
 impl ClusterService {
     pub fn new(api: Api) -> ClusterService {
-        let forwarder = Forwarder::new(api.handle.clone());
+        let forwarder = Forwarder::new(api.handle.clone(), api.client_tls.clone());
         ClusterService { api, forwarder }
     }
 
@@ -56,11 +57,16 @@ impl ClusterService {
         }
     }
 
-    async fn forward_promote(&self, id: u64) -> Result<pb::MemberPromoteResponse, Status> {
+    async fn forward_promote(
+        &self,
+        id: u64,
+        credentials: &Credentials,
+    ) -> Result<pb::MemberPromoteResponse, Status> {
         self.forwarder
             .to_leader(move |channel| async move {
                 let mut request = Request::new(pb::MemberPromoteRequest { id });
                 mark_forwarded(&mut request);
+                pass_token(&mut request, credentials);
                 let answer = ClusterClient::new(channel).member_promote(request).await?;
                 Ok(answer.into_inner())
             })
@@ -79,6 +85,8 @@ impl Cluster for ClusterService {
         &self,
         request: Request<pb::MemberAddRequest>,
     ) -> Result<Response<pb::MemberAddResponse>, Status> {
+        let credentials = self.api.credentials(&request);
+        self.api.require_admin(&credentials).await?;
         let request = request.into_inner();
         let peer_urls = peer_urls(request.peer_ur_ls)?;
         // The id the new member computes for itself from the same inputs when it starts.
@@ -116,6 +124,8 @@ impl Cluster for ClusterService {
         &self,
         request: Request<pb::MemberRemoveRequest>,
     ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
+        let credentials = self.api.credentials(&request);
+        self.api.require_admin(&credentials).await?;
         let id = request.into_inner().id;
         let member = self
             .check(move |node| check_remove(node.members(), id))
@@ -137,6 +147,8 @@ impl Cluster for ClusterService {
         &self,
         request: Request<pb::MemberUpdateRequest>,
     ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
+        let credentials = self.api.credentials(&request);
+        self.api.require_admin(&credentials).await?;
         let request = request.into_inner();
         let id = request.id;
         let peer_urls = peer_urls(request.peer_ur_ls)?;
@@ -146,7 +158,7 @@ impl Cluster for ClusterService {
         let written = self
             .api
             .handle
-            .write(ProposalBody::UpdatePeerUrls { id, peer_urls })
+            .write(ProposalBody::UpdatePeerUrls { id, peer_urls }, credentials)
             .await
             .map_err(api_status)?;
         let (members, header) = self.changed(written)?;
@@ -160,6 +172,8 @@ impl Cluster for ClusterService {
         &self,
         request: Request<pb::MemberListRequest>,
     ) -> Result<Response<pb::MemberListResponse>, Status> {
+        let credentials = self.api.credentials(&request);
+        self.api.require_user(&credentials).await?;
         // As etcd: served from this member's state unless the client asks otherwise.
         let linearizable = request.into_inner().linearizable;
         let (members, term) = self
@@ -181,6 +195,8 @@ impl Cluster for ClusterService {
         &self,
         request: Request<pb::MemberPromoteRequest>,
     ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
+        let credentials = self.api.credentials(&request);
+        self.api.require_admin(&credentials).await?;
         let forwarded = is_forwarded(&request);
         let id = request.into_inner().id;
         let checked = self
@@ -193,7 +209,7 @@ impl Cluster for ClusterService {
             Ok(member) => member,
             // Only the leader knows how far the learner's log is: ask it, as etcd does.
             Err(EtcdError::NotLeader) if !forwarded => {
-                let mut response = self.forward_promote(id).await?;
+                let mut response = self.forward_promote(id, &credentials).await?;
                 let term = self.api.current_header().await?.raft_term;
                 response.header = cluster_header(&self.api.header_at(term));
                 return Ok(Response::new(response));

@@ -10,12 +10,15 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 use tonic::metadata::MetadataValue;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
+
+use keel_core::auth::Credentials;
 
 use super::api_status;
 use super::errors::EtcdError;
 use crate::handle::NodeHandle;
+use crate::tls::ClientTls;
 
 /// The metadata key that marks a request one member forwarded to another.
 pub const FORWARDED_METADATA: &str = "keel-forwarded";
@@ -33,6 +36,18 @@ pub fn mark_forwarded<T>(request: &mut Request<T>) {
         .insert(FORWARDED_METADATA, MetadataValue::from_static("1"));
 }
 
+/// Sends the client's token along, so the leader checks the same user's permissions (tokens
+/// are handed out through the log: every member knows them).
+pub fn pass_token<T>(request: &mut Request<T>, credentials: &Credentials) {
+    let value = credentials
+        .token
+        .as_ref()
+        .and_then(|token| MetadataValue::try_from(token.as_str()).ok());
+    if let Some(value) = value {
+        request.metadata_mut().insert("token", value);
+    }
+}
+
 /// Where the leader serves clients.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Leader {
@@ -44,13 +59,16 @@ pub struct Leader {
 #[derive(Clone, Debug)]
 pub struct Forwarder {
     handle: NodeHandle,
+    /// For `https://` client URLs: this member's client-side TLS.
+    tls: Option<ClientTls>,
     channels: Arc<Mutex<BTreeMap<String, Channel>>>,
 }
 
 impl Forwarder {
-    pub fn new(handle: NodeHandle) -> Forwarder {
+    pub fn new(handle: NodeHandle, tls: Option<ClientTls>) -> Forwarder {
         Forwarder {
             handle,
+            tls,
             channels: Arc::default(),
         }
     }
@@ -86,10 +104,9 @@ impl Forwarder {
         if let Some(channel) = channels.get(url) {
             return Ok(channel.clone());
         }
-        let endpoint = Endpoint::from_shared(url.to_string()).map_err(|e| {
+        let channel = crate::tls::grpc_channel(url, self.tls.as_ref()).map_err(|e| {
             Status::unavailable(format!("the leader's client URL {url:?} is unusable: {e}"))
         })?;
-        let channel = endpoint.connect_lazy();
         channels.insert(url.to_string(), channel.clone());
         Ok(channel)
     }

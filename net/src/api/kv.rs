@@ -1,10 +1,13 @@
 //! The KV service: Range, Put, DeleteRange, Txn, Compact.
 
+use std::sync::Arc;
+
+use keel_core::auth::{Access, Credentials};
 use keel_core::mvcc::{self, Command};
 use tonic::{Request, Response, Status};
 
 use super::convert;
-use super::{api_status, store_status, Api, Header};
+use super::{api_status, authorize_on, store_status, Api, Check, Header};
 use crate::proto::etcdserverpb as pb;
 use crate::proto::etcdserverpb::kv_server::Kv;
 
@@ -18,29 +21,50 @@ impl KvService {
         KvService { api }
     }
 
-    /// Proposes a store write and waits for its answer.
-    async fn write(&self, command: Command) -> Result<(mvcc::Response, Header), Status> {
-        self.api.propose(command).await
+    /// Proposes a store write as the caller and waits for its answer.
+    async fn write(
+        &self,
+        command: Command,
+        credentials: &Credentials,
+    ) -> Result<(mvcc::Response, Header), Status> {
+        self.api.propose(command, credentials).await
     }
 
-    /// Runs a read against the store (linearizable unless `serializable`), with the header.
+    /// Runs a read against the store (linearizable unless `serializable`), with the header,
+    /// once `check` allows the caller: checked and read in one step on the loop, so no auth
+    /// change falls between them.
     async fn read<T: Send + 'static>(
         &self,
         serializable: bool,
-        read: impl FnOnce(&mvcc::Store) -> Result<T, mvcc::Error> + Send + 'static,
+        credentials: &Credentials,
+        check: Check,
+        read: impl Fn(&mvcc::Store) -> Result<T, mvcc::Error> + Clone + Send + 'static,
     ) -> Result<(T, Header), Status> {
-        let api = self.api.clone();
-        let (result, term) = self
+        let (value, term) = self
             .api
-            .handle
-            .read(!serializable, move |node| {
-                (read(node.store()), node.raft().term())
+            .with_token_retry(credentials, || {
+                let (check, read, credentials) = (check.clone(), read.clone(), credentials.clone());
+                async move {
+                    self.api
+                        .handle
+                        .read(!serializable, move |node| {
+                            authorize_on(node, &credentials, check)?;
+                            let value = read(node.store()).map_err(|e| store_status(&e))?;
+                            Ok((value, node.raft().term()))
+                        })
+                        .await
+                        .map_err(api_status)?
+                }
             })
-            .await
-            .map_err(api_status)?;
-        let value = result.map_err(|e| store_status(&e))?;
-        Ok((value, api.header_at(term)))
+            .await?;
+        Ok((value, self.api.header_at(term)))
     }
+}
+
+/// Read access to `[key, range_end)`.
+fn read_check(key: &[u8], range_end: &[u8]) -> Check {
+    let (key, range_end) = (key.to_vec(), range_end.to_vec());
+    Arc::new(move |auth, caller, _| auth.check_access(caller, Access::Read, &key, &range_end))
 }
 
 fn unexpected(what: &str) -> Status {
@@ -53,11 +77,15 @@ impl Kv for KvService {
         &self,
         request: Request<pb::RangeRequest>,
     ) -> Result<Response<pb::RangeResponse>, Status> {
+        let credentials = self.api.credentials(&request);
         let request = convert::range_request(request.into_inner())?;
         mvcc::check_range(&request).map_err(|e| store_status(&e))?;
         let serializable = request.serializable;
+        let check = read_check(&request.key, &request.range_end);
         let (response, header) = self
-            .read(serializable, move |store| store.range(&request))
+            .read(serializable, &credentials, check, move |store| {
+                store.range(&request)
+            })
             .await?;
         Ok(Response::new(convert::range_response(response, &header)))
     }
@@ -77,8 +105,9 @@ impl Kv for KvService {
         &self,
         request: Request<pb::PutRequest>,
     ) -> Result<Response<pb::PutResponse>, Status> {
+        let credentials = self.api.credentials(&request);
         let command = Command::Put(convert::put_request(request.into_inner()));
-        match self.write(command).await? {
+        match self.write(command, &credentials).await? {
             (mvcc::Response::Put(response), header) => {
                 Ok(Response::new(convert::put_response(response, &header)))
             }
@@ -90,8 +119,9 @@ impl Kv for KvService {
         &self,
         request: Request<pb::DeleteRangeRequest>,
     ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
+        let credentials = self.api.credentials(&request);
         let command = Command::DeleteRange(convert::delete_range_request(request.into_inner()));
-        match self.write(command).await? {
+        match self.write(command, &credentials).await? {
             (mvcc::Response::DeleteRange(response), header) => Ok(Response::new(
                 convert::delete_range_response(response, &header),
             )),
@@ -103,11 +133,16 @@ impl Kv for KvService {
         &self,
         request: Request<pb::TxnRequest>,
     ) -> Result<Response<pb::TxnResponse>, Status> {
+        let credentials = self.api.credentials(&request);
         let txn = convert::txn_request(request.into_inner())?;
         if txn.is_read_only() {
-            // Like etcd: a txn that only reads is served as a (linearizable) read.
+            // Like etcd: a txn that only reads is served as a (linearizable) read, checked on
+            // every key it reads, compares included.
+            let checked = txn.clone();
+            let check: Check =
+                Arc::new(move |auth, caller, node| auth.check_txn(caller, node.store(), &checked));
             let (response, header) = self
-                .read(false, move |store| {
+                .read(false, &credentials, check, move |store| {
                     // Checked against this server's limits (ops per txn, request size).
                     mvcc::check_command(&Command::Txn(txn.clone()), &store.config().limits)?;
                     store.read_txn(&txn)
@@ -115,7 +150,7 @@ impl Kv for KvService {
                 .await?;
             return Ok(Response::new(convert::txn_response(response, &header)));
         }
-        match self.write(Command::Txn(txn)).await? {
+        match self.write(Command::Txn(txn), &credentials).await? {
             (mvcc::Response::Txn(response), header) => {
                 Ok(Response::new(convert::txn_response(response, &header)))
             }
@@ -127,8 +162,9 @@ impl Kv for KvService {
         &self,
         request: Request<pb::CompactionRequest>,
     ) -> Result<Response<pb::CompactionResponse>, Status> {
+        let credentials = self.api.credentials(&request);
         let command = Command::Compaction(convert::compaction_request(request.into_inner()));
-        match self.write(command).await? {
+        match self.write(command, &credentials).await? {
             (mvcc::Response::Compaction(response), header) => Ok(Response::new(
                 convert::compaction_response(response, &header),
             )),

@@ -2,6 +2,9 @@
 //! leader's to answer (only its lessor keeps time), so a follower forwards them to the
 //! leader as etcd does; Leases lists the replicated lease set.
 
+use std::sync::Arc;
+
+use keel_core::auth::{Access, Credentials};
 use keel_core::mvcc::{self, Command};
 use tonic::codegen::tokio_stream;
 use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
@@ -9,8 +12,8 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::convert::{self, HeaderSource};
 use super::errors::EtcdError;
-use super::forward::{is_forwarded, mark_forwarded, Forwarder};
-use super::{api_status, store_status, unexpected_response, Api};
+use super::forward::{is_forwarded, mark_forwarded, pass_token, Forwarder};
+use super::{api_status, authorize_on, store_status, unexpected_response, Api, Check};
 use crate::proto::etcdserverpb as pb;
 use crate::proto::etcdserverpb::lease_client::LeaseClient;
 use crate::proto::etcdserverpb::lease_server::Lease;
@@ -26,7 +29,7 @@ pub struct LeaseService {
 
 impl LeaseService {
     pub fn new(api: Api) -> LeaseService {
-        let forwarder = Forwarder::new(api.handle.clone());
+        let forwarder = Forwarder::new(api.handle.clone(), api.client_tls.clone());
         LeaseService { api, forwarder }
     }
 
@@ -36,17 +39,32 @@ impl LeaseService {
         &self,
         id: i64,
         forwarded: bool,
+        credentials: &Credentials,
     ) -> Result<pb::LeaseKeepAliveResponse, Status> {
         let request = mvcc::LeaseKeepAliveRequest { id };
+        // etcd's `checkLeaseRenew`: write access to every key on the lease (or admin).
+        let check: Check = Arc::new(move |auth, caller, node| {
+            auth.check_user(caller)?;
+            auth.check_lease_keys(caller, node.store(), id, Access::Write)
+        });
         let (renewed, revision, term) = self
             .api
-            .handle
-            .call(move |node| {
-                let renewed = node.lease_keep_alive(&request);
-                (renewed, node.store().current_revision(), node.raft().term())
+            .with_token_retry(credentials, || {
+                let (check, credentials) = (check.clone(), credentials.clone());
+                let request = request.clone();
+                async move {
+                    self.api
+                        .handle
+                        .call(move |node| {
+                            authorize_on(node, &credentials, check)?;
+                            let renewed = node.lease_keep_alive(&request);
+                            Ok((renewed, node.store().current_revision(), node.raft().term()))
+                        })
+                        .await
+                        .map_err(api_status)?
+                }
             })
-            .await
-            .map_err(api_status)?;
+            .await?;
         // Like etcd, the header is taken before the renewal is forwarded: its revision is
         // never later than the renewal.
         let header = self.api.header_at(term);
@@ -60,19 +78,20 @@ impl LeaseService {
             Err(mvcc::Error::LeaseNotFound) => Ok(expired),
             Err(mvcc::Error::NotPrimary) if forwarded => Err(EtcdError::NotLeader.status()),
             Err(mvcc::Error::NotPrimary) => {
-                let ttl = self.forward_keep_alive(id).await?;
+                let ttl = self.forward_keep_alive(id, credentials).await?;
                 Ok(pb::LeaseKeepAliveResponse { ttl, ..expired })
             }
             Err(error) => Err(store_status(&error)),
         }
     }
 
-    async fn forward_keep_alive(&self, id: i64) -> Result<i64, Status> {
+    async fn forward_keep_alive(&self, id: i64, credentials: &Credentials) -> Result<i64, Status> {
         self.forwarder
             .to_leader(move |channel| async move {
                 let once = tokio_stream::once(pb::LeaseKeepAliveRequest { id });
                 let mut request = Request::new(once);
                 mark_forwarded(&mut request);
+                pass_token(&mut request, credentials);
                 let mut answers = LeaseClient::new(channel)
                     .lease_keep_alive(request)
                     .await?
@@ -90,11 +109,13 @@ impl LeaseService {
     async fn forward_time_to_live(
         &self,
         request: pb::LeaseTimeToLiveRequest,
+        credentials: &Credentials,
     ) -> Result<pb::LeaseTimeToLiveResponse, Status> {
         self.forwarder
             .to_leader(move |channel| {
                 let mut request = Request::new(request);
                 mark_forwarded(&mut request);
+                pass_token(&mut request, credentials);
                 async move {
                     let answer = LeaseClient::new(channel)
                         .lease_time_to_live(request)
@@ -112,8 +133,13 @@ impl Lease for LeaseService {
         &self,
         request: Request<pb::LeaseGrantRequest>,
     ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
+        let credentials = self.api.credentials(&request);
         let grant = convert::lease_grant_request(request.into_inner());
-        match self.api.propose(Command::LeaseGrant(grant)).await? {
+        match self
+            .api
+            .propose(Command::LeaseGrant(grant), &credentials)
+            .await?
+        {
             (mvcc::Response::LeaseGrant(response), header) => Ok(Response::new(
                 convert::lease_grant_response(response, &header),
             )),
@@ -125,9 +151,10 @@ impl Lease for LeaseService {
         &self,
         request: Request<pb::LeaseRevokeRequest>,
     ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
+        let credentials = self.api.credentials(&request);
         let id = request.into_inner().id;
         let revoke = Command::LeaseRevoke(mvcc::LeaseRevokeRequest { id });
-        match self.api.propose(revoke).await? {
+        match self.api.propose(revoke, &credentials).await? {
             (mvcc::Response::LeaseRevoke(response), header) => Ok(Response::new(
                 convert::lease_revoke_response(response, &header),
             )),
@@ -142,6 +169,7 @@ impl Lease for LeaseService {
         request: Request<Streaming<pb::LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
         let forwarded = is_forwarded(&request);
+        let credentials = self.api.credentials(&request);
         let mut requests = request.into_inner();
         let (answers, stream) = tokio::sync::mpsc::channel(KEEP_ALIVE_QUEUE);
         let service = self.clone();
@@ -154,7 +182,9 @@ impl Lease for LeaseService {
                 };
                 // The client closed its side, or went away.
                 let Ok(Some(request)) = next else { break };
-                let answer = service.keep_alive_once(request.id, forwarded).await;
+                let answer = service
+                    .keep_alive_once(request.id, forwarded, &credentials)
+                    .await;
                 let failed = answer.is_err();
                 // etcd ends the stream with the first error (the client opens a new one).
                 if answers.send(answer).await.is_err() || failed {
@@ -170,18 +200,37 @@ impl Lease for LeaseService {
         request: Request<pb::LeaseTimeToLiveRequest>,
     ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
         let forwarded = is_forwarded(&request);
+        let credentials = self.api.credentials(&request);
         let wire = request.into_inner();
         let asked = convert::lease_time_to_live_request(wire);
+        // etcd's `checkLeaseTimeToLive`: listing the keys needs read access to each of them.
+        let (id, keys) = (asked.id, asked.keys);
+        let check: Check = Arc::new(move |auth, caller, node| {
+            auth.check_user(caller)?;
+            if keys {
+                auth.check_lease_keys(caller, node.store(), id, Access::Read)?;
+            }
+            Ok(())
+        });
         // Linearizable, so a lease granted through any member is seen (etcd waits for the
         // applied index the same way).
         let (answer, term) = self
             .api
-            .handle
-            .read(true, move |node| {
-                (node.lease_time_to_live(&asked), node.raft().term())
+            .with_token_retry(&credentials, || {
+                let (check, credentials, asked) =
+                    (check.clone(), credentials.clone(), asked.clone());
+                async move {
+                    self.api
+                        .handle
+                        .read(true, move |node| {
+                            authorize_on(node, &credentials, check)?;
+                            Ok((node.lease_time_to_live(&asked), node.raft().term()))
+                        })
+                        .await
+                        .map_err(api_status)?
+                }
             })
-            .await
-            .map_err(api_status)?;
+            .await?;
         let header = self.api.header_at(term);
         match answer {
             Ok(response) => Ok(Response::new(convert::lease_time_to_live_response(
@@ -189,7 +238,7 @@ impl Lease for LeaseService {
             ))),
             Err(mvcc::Error::NotPrimary) if forwarded => Err(EtcdError::NotLeader.status()),
             Err(mvcc::Error::NotPrimary) => {
-                let mut response = self.forward_time_to_live(wire).await?;
+                let mut response = self.forward_time_to_live(wire, &credentials).await?;
                 // As etcd: the answer is the leader's, the header this member's.
                 let revision = response.header.map_or(0, |h| h.revision);
                 response.header = Some(header.header(revision));
@@ -201,16 +250,35 @@ impl Lease for LeaseService {
 
     async fn lease_leases(
         &self,
-        _request: Request<pb::LeaseLeasesRequest>,
+        request: Request<pb::LeaseLeasesRequest>,
     ) -> Result<Response<pb::LeaseLeasesResponse>, Status> {
+        let credentials = self.api.credentials(&request);
+        // etcd's `checkLeaseLeases`: an admin, or read access to every key on any lease.
+        let check: Check = Arc::new(|auth, caller, node| {
+            auth.check_user(caller)?;
+            if auth.check_admin(caller).is_ok() {
+                return Ok(());
+            }
+            node.store()
+                .all_lease_keys()
+                .try_for_each(|key| auth.check_access(caller, Access::Read, key, b""))
+        });
         let (leases, term) = self
             .api
-            .handle
-            .read(true, |node| {
-                (node.store().lease_leases(), node.raft().term())
+            .with_token_retry(&credentials, || {
+                let (check, credentials) = (check.clone(), credentials.clone());
+                async move {
+                    self.api
+                        .handle
+                        .read(true, move |node| {
+                            authorize_on(node, &credentials, check)?;
+                            Ok((node.store().lease_leases(), node.raft().term()))
+                        })
+                        .await
+                        .map_err(api_status)?
+                }
             })
-            .await
-            .map_err(api_status)?;
+            .await?;
         let header = self.api.header_at(term);
         Ok(Response::new(convert::lease_leases_response(
             leases, &header,

@@ -151,8 +151,13 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<pb::AlarmRequest>,
     ) -> Result<Response<pb::AlarmResponse>, Status> {
+        let credentials = self.api.credentials(&request);
         let alarm = convert::alarm_request(request.into_inner())?;
-        match self.api.propose(Command::Alarm(alarm)).await? {
+        match self
+            .api
+            .propose(Command::Alarm(alarm), &credentials)
+            .await?
+        {
             (mvcc::Response::Alarm(response), header) => {
                 Ok(Response::new(convert::alarm_response(response, &header)))
             }
@@ -162,8 +167,11 @@ impl Maintenance for MaintenanceService {
 
     async fn status(
         &self,
-        _request: Request<pb::StatusRequest>,
+        request: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
+        self.api
+            .require_user(&self.api.credentials(&request))
+            .await?;
         let (mut status, term, revision) = self
             .api
             .handle
@@ -178,8 +186,11 @@ impl Maintenance for MaintenanceService {
     /// is no file to defragment, so this succeeds at once, as etcd does on a compact file.
     async fn defragment(
         &self,
-        _request: Request<pb::DefragmentRequest>,
+        request: Request<pb::DefragmentRequest>,
     ) -> Result<Response<pb::DefragmentResponse>, Status> {
+        self.api
+            .require_admin(&self.api.credentials(&request))
+            .await?;
         let header = self.api.current_header().await?;
         Ok(Response::new(pb::DefragmentResponse {
             header: Some(header),
@@ -190,8 +201,11 @@ impl Maintenance for MaintenanceService {
     /// the store is the key space; leases and members are compared by other means).
     async fn hash(
         &self,
-        _request: Request<pb::HashRequest>,
+        request: Request<pb::HashRequest>,
     ) -> Result<Response<pb::HashResponse>, Status> {
+        self.api
+            .require_admin(&self.api.credentials(&request))
+            .await?;
         let (hashed, term) = self
             .api
             .handle
@@ -209,6 +223,9 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<pb::HashKvRequest>,
     ) -> Result<Response<pb::HashKvResponse>, Status> {
+        self.api
+            .require_admin(&self.api.credentials(&request))
+            .await?;
         let revision = request.into_inner().revision;
         let (hashed, term) = self
             .api
@@ -229,8 +246,11 @@ impl Maintenance for MaintenanceService {
     /// for the format).
     async fn snapshot(
         &self,
-        _request: Request<pb::SnapshotRequest>,
+        request: Request<pb::SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
+        self.api
+            .require_admin(&self.api.credentials(&request))
+            .await?;
         let (snapshot, term, revision) = self
             .api
             .handle
@@ -259,6 +279,9 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<pb::MoveLeaderRequest>,
     ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
+        self.api
+            .require_admin(&self.api.credentials(&request))
+            .await?;
         let target = request.into_inner().target_id;
         let started = self
             .api
@@ -276,8 +299,11 @@ impl Maintenance for MaintenanceService {
 
     async fn downgrade(
         &self,
-        _request: Request<pb::DowngradeRequest>,
+        request: Request<pb::DowngradeRequest>,
     ) -> Result<Response<pb::DowngradeResponse>, Status> {
+        self.api
+            .require_admin(&self.api.credentials(&request))
+            .await?;
         Err(Status::unimplemented(
             "etcdserver: keel does not support cluster downgrades",
         ))

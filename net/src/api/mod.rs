@@ -2,6 +2,7 @@
 //! request, asks the server loop, converts the answer; errors carry etcd's gRPC codes and
 //! messages (`api/v3rpc/rpctypes`), so `etcdctl` prints what it prints against etcd.
 
+pub mod auth;
 pub mod cluster;
 pub mod convert;
 pub mod errors;
@@ -11,9 +12,13 @@ pub mod lease;
 pub mod maintenance;
 pub mod watch;
 
+use std::future::Future;
+use std::sync::Arc;
+
+use keel_core::auth::{AuthError, AuthInfo, AuthStore, Credentials};
 use keel_core::mvcc::{self, GrpcCode};
-use keel_core::node::{Outcome, ProposalBody};
-use tonic::{Code, Status};
+use keel_core::node::{Node, Outcome, ProposalBody};
+use tonic::{Code, Request, Status};
 
 use crate::handle::{ApiError, NodeHandle};
 use crate::proto::etcdserverpb as pb;
@@ -28,7 +33,16 @@ pub struct Api {
     pub member_id: u64,
     /// `--initial-cluster-token`: new members' ids derive from it and their peer URLs.
     pub cluster_token: String,
+    /// `--client-cert-auth`: a client certificate's common name names its user (when the
+    /// request carries no token), as in etcd.
+    pub client_cert_auth: bool,
+    /// This member's client-side TLS, for `https://` client URLs of other members.
+    pub client_tls: Option<crate::tls::ClientTls>,
 }
+
+/// A permission check run on the loop against the auth store, the caller and the node.
+pub type Check =
+    Arc<dyn Fn(&AuthStore, Option<&AuthInfo>, &Node) -> Result<(), AuthError> + Send + Sync>;
 
 /// The server's part of a response header, for one answer.
 #[derive(Clone, Copy, Debug)]
@@ -69,19 +83,115 @@ impl Api {
         Ok(self.header_at(term).header(revision))
     }
 
-    /// Proposes a store write and waits for the store's answer.
+    /// What the client of `request` presented: a token in the `token` or `authorization`
+    /// metadata (a `Bearer ` prefix is dropped), and with `--client-cert-auth` the common name
+    /// of its TLS certificate (verified by the handshake).
+    pub fn credentials<T>(&self, request: &Request<T>) -> Credentials {
+        let metadata = request.metadata();
+        let token = ["token", "authorization"]
+            .into_iter()
+            .find_map(|key| metadata.get(key))
+            .and_then(|value| value.to_str().ok())
+            .map(|value| value.trim_start_matches("Bearer ").to_string());
+        let common_name = if self.client_cert_auth {
+            crate::tls::peer_common_name(request)
+        } else {
+            None
+        };
+        Credentials { token, common_name }
+    }
+
+    /// Proposes a client's store write and waits for the store's answer; auth checks it
+    /// when it applies.
     pub async fn propose(
         &self,
         command: mvcc::Command,
+        credentials: &Credentials,
     ) -> Result<(mvcc::Response, Header), Status> {
+        let body = ProposalBody::Store(command);
         let written = self
-            .handle
-            .write(ProposalBody::Store(command))
-            .await
-            .map_err(api_status)?;
+            .with_token_retry(credentials, || {
+                let body = body.clone();
+                async move {
+                    self.handle
+                        .write(body, credentials.clone())
+                        .await
+                        .map_err(api_status)
+                }
+            })
+            .await?;
         let header = self.header_at(written.raft_term);
         Ok((store_outcome(written.outcome)?, header))
     }
+
+    /// Runs `check` for the caller on the loop: `Ok` when it allows the request.
+    pub async fn authorize(&self, credentials: &Credentials, check: Check) -> Result<(), Status> {
+        self.with_token_retry(credentials, || {
+            let check = check.clone();
+            let credentials = credentials.clone();
+            async move {
+                self.handle
+                    .call(move |node| authorize_on(node, &credentials, check))
+                    .await
+                    .map_err(api_status)?
+            }
+        })
+        .await
+    }
+
+    /// The caller must be an admin (etcd's `isPermitted`).
+    pub async fn require_admin(&self, credentials: &Credentials) -> Result<(), Status> {
+        self.authorize(
+            credentials,
+            Arc::new(|auth, caller, _| auth.check_admin(caller)),
+        )
+        .await
+    }
+
+    /// With auth on, the caller must name a user (etcd's `requireAuthInfo`).
+    pub async fn require_user(&self, credentials: &Credentials) -> Result<(), Status> {
+        self.authorize(
+            credentials,
+            Arc::new(|auth, caller, _| auth.check_user(caller)),
+        )
+        .await
+    }
+
+    /// Runs `op`, and once more after waiting for this member to apply everything committed
+    /// if its token was unknown: a token handed out through another member works here once
+    /// this one has applied the login (etcd waits for the token's index the same way).
+    pub async fn with_token_retry<T, F, Fut>(
+        &self,
+        credentials: &Credentials,
+        mut op: F,
+    ) -> Result<T, Status>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        match op().await {
+            Err(status) if credentials.token.is_some() && is_invalid_token(&status) => {
+                self.handle.read(true, |_| ()).await.map_err(api_status)?;
+                op().await
+            }
+            other => other,
+        }
+    }
+}
+
+/// Resolves the caller's credentials on the loop and runs `check`.
+pub fn authorize_on(
+    node: &mut Node,
+    credentials: &Credentials,
+    check: Check,
+) -> Result<(), Status> {
+    let caller = node.resolve(credentials).map_err(|e| auth_status(&e))?;
+    check(node.auth(), caller.as_ref(), node).map_err(|e| auth_status(&e))
+}
+
+fn is_invalid_token(status: &Status) -> bool {
+    status.code() == Code::Unauthenticated
+        && status.message() == AuthError::InvalidAuthToken.to_string()
 }
 
 /// A store answer of another kind than the request's: a bug, not the client's doing.
@@ -89,15 +199,26 @@ pub fn unexpected_response(what: &str) -> Status {
     Status::internal(format!("the store answered a {what} with another response"))
 }
 
-pub fn store_status(error: &mvcc::Error) -> Status {
-    let code = match error.grpc_code() {
+fn grpc_code(code: GrpcCode) -> Code {
+    match code {
         GrpcCode::InvalidArgument => Code::InvalidArgument,
         GrpcCode::OutOfRange => Code::OutOfRange,
         GrpcCode::NotFound => Code::NotFound,
         GrpcCode::FailedPrecondition => Code::FailedPrecondition,
         GrpcCode::ResourceExhausted => Code::ResourceExhausted,
-    };
-    Status::new(code, error.to_string())
+        GrpcCode::PermissionDenied => Code::PermissionDenied,
+        GrpcCode::Unauthenticated => Code::Unauthenticated,
+        GrpcCode::Unknown => Code::Unknown,
+    }
+}
+
+pub fn store_status(error: &mvcc::Error) -> Status {
+    Status::new(grpc_code(error.grpc_code()), error.to_string())
+}
+
+/// etcd's status for an auth error (`rpctypes.ErrGRPC…`).
+pub fn auth_status(error: &AuthError) -> Status {
+    Status::new(grpc_code(error.grpc_code()), error.to_string())
 }
 
 pub fn api_status(error: ApiError) -> Status {
@@ -108,6 +229,7 @@ pub fn api_status(error: ApiError) -> Status {
         }
         ApiError::TooManyRequests => Status::resource_exhausted(error.to_string()),
         ApiError::InvalidConfChange(message) => Status::failed_precondition(message.clone()),
+        ApiError::Auth(e) => auth_status(e),
     }
 }
 
@@ -116,6 +238,10 @@ pub fn store_outcome(outcome: Outcome) -> Result<mvcc::Response, Status> {
     match outcome {
         Outcome::Store(Ok(response)) => Ok(response),
         Outcome::Store(Err(error)) => Err(store_status(&error)),
+        Outcome::Auth(Err(error)) => Err(auth_status(&error)),
+        Outcome::Auth(Ok(_)) => Err(Status::internal(
+            "a store write was answered as an auth command",
+        )),
         // Another leader's entry took its place: it did not happen; the client may retry.
         Outcome::Lost => Err(api_status(ApiError::LeaderChanged)),
         Outcome::MemberPublished | Outcome::MembershipChanged { .. } => Err(Status::internal(

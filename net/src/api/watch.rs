@@ -9,6 +9,7 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use keel_core::auth::{Access, AuthError, Credentials};
 use keel_core::mvcc::{StreamId, WatchId, WatchResponse, PROGRESS_WATCH_ID};
 use prost::Message;
 use tokio::sync::{mpsc, oneshot};
@@ -35,6 +36,8 @@ pub const WATCH_SYNC_INTERVAL: Duration = Duration::from_millis(100);
 /// How often watchers created with `progress_notify` hear of progress when idle (etcd's
 /// default `--experimental-watch-progress-notify-interval`).
 pub const PROGRESS_NOTIFY_INTERVAL: Duration = Duration::from_secs(10 * 60);
+/// clientv3's `InvalidWatchID`: the id of a watch refused before it existed.
+const INVALID_WATCH_ID: i64 = -1;
 /// etcd's answer to a create with a negative start revision.
 const COMPACTED_REASON: &str = "etcdserver: mvcc: required revision has been compacted";
 
@@ -86,11 +89,14 @@ impl Watch for WatchService {
         &self,
         request: Request<Streaming<pb::WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        // Permissions are checked when each watch is created, with the stream's credentials.
+        let credentials = self.api.credentials(&request);
         let (stream, outbox) = self.open_stream().await?;
         let (responses, to_client) = mpsc::channel(SEND_QUEUE);
         let fragmenting = Fragmenting::default();
         let reader = RequestReader {
             api: self.api.clone(),
+            credentials,
             stream,
             fragmenting: fragmenting.clone(),
             responses: responses.clone(),
@@ -114,6 +120,7 @@ type Responses = mpsc::Sender<Result<pb::WatchResponse, Status>>;
 /// Turns the client's requests into calls on the hub.
 struct RequestReader {
     api: Api,
+    credentials: Credentials,
     stream: StreamId,
     fragmenting: Fragmenting,
     responses: Responses,
@@ -164,24 +171,60 @@ impl RequestReader {
         }
         let stream = self.stream;
         let fragmenting = self.fragmenting.clone();
+        // etcd checks the key as sent, with the empty key meaning the smallest one.
+        let key = if create.key.is_empty() {
+            vec![0]
+        } else {
+            create.key.to_vec()
+        };
+        let range_end = create.range_end.to_vec();
+        let credentials = self.credentials.clone();
         let request = convert::watch_create_request(create);
-        self.call(move |node| {
-            // A refused create was answered in the stream by the hub (created + canceled).
-            let Ok(id) = node.watches_mut().create_watch(stream, &request) else {
-                return;
-            };
-            let mut fragmenting = lock(&fragmenting);
-            if request.fragment {
-                fragmenting.insert(id);
-            } else {
-                fragmenting.remove(&id);
+        let refused = self
+            .api
+            .handle
+            .call(move |node| {
+                let allowed = node.resolve(&credentials).and_then(|caller| {
+                    let auth = node.auth();
+                    auth.check_access(caller.as_ref(), Access::Read, &key, &range_end)
+                });
+                if let Err(error) = allowed {
+                    return Some(error);
+                }
+                create_on(node, stream, &request, &fragmenting);
+                None
+            })
+            .await
+            .map_err(api_status)?;
+        match refused {
+            Some(error) => self.refuse(&error).await,
+            None => Ok(()),
+        }
+    }
+
+    /// etcd's answer to a watch the caller may not make: created and canceled at once,
+    /// with the gRPC error as the reason.
+    async fn refuse(&self, error: &AuthError) -> Result<(), Status> {
+        let reason = match error {
+            AuthError::InvalidAuthToken | AuthError::AuthOldRevision | AuthError::UserEmpty => {
+                error.clone()
             }
-            if node.watches().is_unsynced(stream, id) {
-                // Start catching up now rather than at the next timer.
-                node.sync_watches();
-            }
-        })
-        .await
+            _ => AuthError::PermissionDenied,
+        };
+        let header = self.api.current_header().await?;
+        let refusal = pb::WatchResponse {
+            header: Some(header),
+            watch_id: INVALID_WATCH_ID,
+            created: true,
+            canceled: true,
+            cancel_reason: format!(
+                "rpc error: code = {} desc = {reason}",
+                reason.grpc_code().name()
+            ),
+            ..pb::WatchResponse::default()
+        };
+        let _ = self.responses.send(Ok(refusal)).await;
+        Ok(())
     }
 
     async fn refuse_negative_start(&self) -> Result<(), Status> {
@@ -203,6 +246,30 @@ impl RequestReader {
         call: impl FnOnce(&mut keel_core::node::Node) + Send + 'static,
     ) -> Result<(), Status> {
         self.api.handle.call(call).await.map_err(api_status)
+    }
+}
+
+/// Creates a watch the caller may make, on the loop.
+fn create_on(
+    node: &mut keel_core::node::Node,
+    stream: StreamId,
+    request: &keel_core::mvcc::WatchCreateRequest,
+    fragmenting: &Fragmenting,
+) {
+    // A refused create was answered in the stream by the hub (created + canceled).
+    let Ok(id) = node.watches_mut().create_watch(stream, request) else {
+        return;
+    };
+    let mut fragmenting = lock(fragmenting);
+    if request.fragment {
+        fragmenting.insert(id);
+    } else {
+        fragmenting.remove(&id);
+    }
+    drop(fragmenting);
+    if node.watches().is_unsynced(stream, id) {
+        // Start catching up now rather than at the next timer.
+        node.sync_watches();
     }
 }
 

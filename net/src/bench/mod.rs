@@ -21,6 +21,8 @@ use serde::Serialize;
 use tokio::time::Instant;
 use tonic::transport::Channel;
 
+use crate::tls::{ClientTls, Identity, TlsOptions, TlsSettings, GRPC_ALPN};
+
 use crate::proto::etcdserverpb as pb;
 use crate::proto::etcdserverpb::kv_client::KvClient;
 use crate::proto::etcdserverpb::lease_client::LeaseClient;
@@ -99,6 +101,53 @@ pub struct BenchArgs {
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Verify the servers' certificates with this CA bundle (for https:// endpoints).
+    #[arg(long)]
+    pub cacert: Option<std::path::PathBuf>,
+    /// Present this client certificate (servers with --client-cert-auth ask for one).
+    #[arg(long, requires = "key")]
+    pub cert: Option<std::path::PathBuf>,
+    /// The client certificate's key.
+    #[arg(long, requires = "cert")]
+    pub key: Option<std::path::PathBuf>,
+}
+
+impl BenchArgs {
+    /// Client TLS when the endpoints are `https://` or TLS files are given.
+    fn tls(&self) -> anyhow::Result<Option<ClientTls>> {
+        let wanted =
+            self.endpoints.contains("https://") || self.cacert.is_some() || self.cert.is_some();
+        if !wanted {
+            return Ok(None);
+        }
+        let identity = match (&self.cert, &self.key) {
+            (Some(cert_file), Some(key_file)) => Identity::Files {
+                cert_file: cert_file.clone(),
+                key_file: key_file.clone(),
+            },
+            _ => Identity::Anonymous,
+        };
+        let settings = TlsSettings {
+            identity,
+            trusted_ca_file: self.cacert.clone(),
+            client_cert_auth: false,
+            options: TlsOptions::default(),
+        };
+        Ok(Some(ClientTls::new(
+            settings,
+            GRPC_ALPN,
+            "bench connections",
+        )?))
+    }
+}
+
+/// `host:port` as a URL: `https://` when TLS is on.
+fn endpoint_url(endpoint: &str, tls: bool) -> String {
+    if endpoint.contains("://") {
+        return endpoint.to_string();
+    }
+    let scheme = if tls { "https" } else { "http" };
+    format!("{scheme}://{endpoint}")
 }
 
 /// Latencies in microseconds and failures by kind.
@@ -203,29 +252,28 @@ async fn channels(args: &BenchArgs) -> anyhow::Result<Vec<Channel>> {
         .map(|e| e.trim().to_string())
         .filter(|e| !e.is_empty())
         .collect();
+    let tls = args.tls()?;
     if args.target_leader {
-        endpoints = vec![find_leader(&endpoints).await?];
+        endpoints = vec![find_leader(&endpoints, tls.as_ref()).await?];
     }
     let mut channels = Vec::new();
     for i in 0..args.conns.max(1) {
         let endpoint = &endpoints[i % endpoints.len()];
-        let uri = if endpoint.contains("://") {
-            endpoint.clone()
-        } else {
-            format!("http://{endpoint}")
-        };
-        channels.push(Channel::from_shared(uri)?.connect().await?);
+        let uri = endpoint_url(endpoint, tls.is_some());
+        let channel = crate::tls::grpc_channel(&uri, tls.as_ref()).map_err(anyhow::Error::msg)?;
+        channels.push(channel);
     }
     Ok(channels)
 }
 
 /// The endpoint whose status says it is the leader.
-async fn find_leader(endpoints: &[String]) -> anyhow::Result<String> {
+async fn find_leader(endpoints: &[String], tls: Option<&ClientTls>) -> anyhow::Result<String> {
     for endpoint in endpoints {
-        let uri = format!("http://{endpoint}");
-        let Ok(mut client) = MaintenanceClient::connect(uri).await else {
+        let uri = endpoint_url(endpoint, tls.is_some());
+        let Ok(channel) = crate::tls::grpc_channel(&uri, tls) else {
             continue;
         };
+        let mut client = MaintenanceClient::new(channel);
         if let Ok(status) = client.status(pb::StatusRequest {}).await {
             let status = status.into_inner();
             let member = status.header.map_or(0, |h| h.member_id);

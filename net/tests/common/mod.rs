@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod pki;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -34,6 +36,9 @@ pub fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
 #[derive(Debug)]
 pub struct Member {
     pub name: String,
+    /// `http` or `https`.
+    pub client_scheme: &'static str,
+    pub peer_scheme: &'static str,
     pub client_port: u16,
     pub peer_port: u16,
     pub data_dir: PathBuf,
@@ -43,11 +48,11 @@ pub struct Member {
 
 impl Member {
     pub fn client_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        format!("{}://127.0.0.1:{}", self.client_scheme, self.client_port)
     }
 
     pub fn peer_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.peer_port)
+        format!("{}://127.0.0.1:{}", self.peer_scheme, self.peer_port)
     }
 
     pub fn endpoint(&self) -> String {
@@ -96,6 +101,44 @@ pub struct Cluster {
     pub initial_cluster: String,
     /// Flags every member gets on top of the cluster's own.
     pub extra_flags: Vec<String>,
+    /// Flags `etcdctl` needs to reach the members (TLS files).
+    pub etcdctl_flags: Vec<String>,
+}
+
+/// How a cluster is started.
+#[derive(Clone, Debug)]
+pub struct Spec {
+    pub size: usize,
+    pub extra_flags: Vec<String>,
+    pub client_scheme: &'static str,
+    pub peer_scheme: &'static str,
+    pub etcdctl_flags: Vec<String>,
+}
+
+impl Spec {
+    pub fn new(size: usize) -> Spec {
+        Spec {
+            size,
+            extra_flags: Vec::new(),
+            client_scheme: "http",
+            peer_scheme: "http",
+            etcdctl_flags: Vec::new(),
+        }
+    }
+}
+
+/// A member, not started, with fresh ports.
+pub fn new_member(dir: &Path, name: &str, spec: &Spec) -> Member {
+    Member {
+        data_dir: dir.join(format!("{name}.keel")),
+        log: dir.join(format!("{name}.log")),
+        name: name.to_string(),
+        client_scheme: spec.client_scheme,
+        peer_scheme: spec.peer_scheme,
+        client_port: free_port(),
+        peer_port: free_port(),
+        child: None,
+    }
 }
 
 impl Cluster {
@@ -106,20 +149,16 @@ impl Cluster {
 
     /// Like `start`, with extra flags for every member.
     pub fn start_with(size: usize, extra_flags: &[&str]) -> Cluster {
-        let extra_flags: Vec<String> = extra_flags.iter().map(|f| f.to_string()).collect();
-        let dir = tempfile::tempdir().expect("a temp dir");
-        let mut members: Vec<Member> = (1..=size)
-            .map(|i| {
-                let name = format!("n{i}");
-                Member {
-                    data_dir: dir.path().join(format!("{name}.keel")),
-                    log: dir.path().join(format!("{name}.log")),
-                    name,
-                    client_port: free_port(),
-                    peer_port: free_port(),
-                    child: None,
-                }
-            })
+        let mut spec = Spec::new(size);
+        spec.extra_flags = extra_flags.iter().map(|f| f.to_string()).collect();
+        Cluster::start_spec(spec, tempfile::tempdir().expect("a temp dir"))
+    }
+
+    /// Starts the cluster `spec` describes, in `dir`.
+    pub fn start_spec(spec: Spec, dir: tempfile::TempDir) -> Cluster {
+        let extra_flags = spec.extra_flags.clone();
+        let mut members: Vec<Member> = (1..=spec.size)
+            .map(|i| new_member(dir.path(), &format!("n{i}"), &spec))
             .collect();
         let initial_cluster = members
             .iter()
@@ -134,6 +173,7 @@ impl Cluster {
             members,
             initial_cluster,
             extra_flags,
+            etcdctl_flags: spec.etcdctl_flags,
         };
         cluster.wait_ready();
         cluster
@@ -166,11 +206,10 @@ impl Cluster {
                 continue;
             }
             let endpoint = member.endpoint();
+            let mut args: Vec<&str> = self.etcdctl_flags.iter().map(String::as_str).collect();
+            args.extend(["get", "readiness-probe"]);
             wait_for(&format!("{} to serve", member.name), || {
-                etcdctl(&endpoint, &["get", "readiness-probe"])
-                    .status
-                    .success()
-                    .then_some(())
+                etcdctl(&endpoint, &args).status.success().then_some(())
             });
         }
     }
@@ -180,7 +219,7 @@ impl Cluster {
     }
 }
 
-fn spawn(member: &mut Member, initial_cluster: &str, state: &str, extra_flags: &[String]) {
+pub fn spawn(member: &mut Member, initial_cluster: &str, state: &str, extra_flags: &[String]) {
     let log = std::fs::File::create(&member.log).expect("a log file");
     let child = Command::new(env!("CARGO_BIN_EXE_keel"))
         .args([
