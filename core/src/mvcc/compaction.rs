@@ -14,9 +14,10 @@ use super::store::Store;
 /// Bytes that become unreachable once the compact revision reaches a revision.
 ///
 /// A version becomes garbage when compaction reaches the revision that replaced it, and a
-/// tombstone when compaction reaches the tombstone itself; both are known when that
-/// revision is written, and revisions are written in order, so this is an append-only
-/// queue of `(revision, bytes)` consumed from the front.
+/// tombstone when compaction passes it (revision + 1); both are known when that revision is
+/// written, and revisions are written in order, so this is a queue of `(revision, bytes)`
+/// appended at the back (a write at revision `r` adds at `r` or `r + 1`) and consumed from
+/// the front.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct GarbageLedger {
     by_revision: VecDeque<(i64, u64)>,
@@ -24,12 +25,22 @@ pub(crate) struct GarbageLedger {
 
 impl GarbageLedger {
     pub fn add(&mut self, revision: i64, bytes: u64) {
-        match self.by_revision.back_mut() {
-            Some((last, total)) if *last == revision => *total += bytes,
-            Some((last, _)) if *last > revision => {
-                unreachable!("garbage recorded out of revision order ({revision} after {last})")
-            }
-            _ => self.by_revision.push_back((revision, bytes)),
+        // Within one write, a replaced version (at `r`) may follow a tombstone (at `r + 1`).
+        let at = self
+            .by_revision
+            .iter()
+            .rev()
+            .take(2)
+            .take_while(|(r, _)| *r >= revision)
+            .count();
+        let index = self.by_revision.len() - at;
+        assert!(
+            at < 2 || self.by_revision[index].0 == revision,
+            "garbage recorded out of revision order ({revision})"
+        );
+        match self.by_revision.get_mut(index) {
+            Some((r, total)) if *r == revision => *total += bytes,
+            _ => self.by_revision.insert(index, (revision, bytes)),
         }
     }
 

@@ -13,6 +13,10 @@ pub enum GrpcCode {
     NotFound,
     FailedPrecondition,
     ResourceExhausted,
+    /// Auth errors (`keel_core::auth`) use these three as well.
+    PermissionDenied,
+    Unauthenticated,
+    Unknown,
 }
 
 impl GrpcCode {
@@ -24,6 +28,9 @@ impl GrpcCode {
             GrpcCode::NotFound => "NotFound",
             GrpcCode::FailedPrecondition => "FailedPrecondition",
             GrpcCode::ResourceExhausted => "ResourceExhausted",
+            GrpcCode::PermissionDenied => "PermissionDenied",
+            GrpcCode::Unauthenticated => "Unauthenticated",
+            GrpcCode::Unknown => "Unknown",
         }
     }
 }

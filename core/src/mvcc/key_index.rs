@@ -116,18 +116,12 @@ impl KeyHistory {
     }
 
     /// Drops what compaction at `compact_rev` makes unreachable: every entry at or before
-    /// it except the latest, and that one too if it is a tombstone. Returns true when
-    /// nothing is left (the key can go).
+    /// it except the latest, and that one too if it is a tombstone from before
+    /// `compact_rev`. A tombstone written at `compact_rev` itself stays: a watch may start
+    /// at the compact revision and must see that delete (etcd lost it: etcd#18089).
+    /// Returns true when nothing is left (the key can go).
     pub fn compact(&mut self, compact_rev: i64) -> bool {
-        let at_or_before = self.entries.partition_point(|e| e.rev.main <= compact_rev);
-        if at_or_before == 0 {
-            return false;
-        }
-        let keep_from = if self.entries[at_or_before - 1].is_tombstone() {
-            at_or_before
-        } else {
-            at_or_before - 1
-        };
+        let keep_from = self.first_logical(compact_rev);
         if keep_from > 0 {
             self.entries.drain(..keep_from);
             if self.entries.capacity() > 2 * self.entries.len() {
@@ -140,14 +134,19 @@ impl KeyHistory {
     /// The entries still visible after compaction at `compact_rev`, without changing
     /// anything: what a snapshot or a hash covers.
     pub fn logical_entries(&self, compact_rev: i64) -> &[Entry] {
+        &self.entries[self.first_logical(compact_rev)..]
+    }
+
+    /// The index of the first entry compaction at `compact_rev` keeps (see [`Self::compact`]).
+    fn first_logical(&self, compact_rev: i64) -> usize {
         let at_or_before = self.entries.partition_point(|e| e.rev.main <= compact_rev);
-        if at_or_before == 0 {
-            return &self.entries;
-        }
-        if self.entries[at_or_before - 1].is_tombstone() {
-            &self.entries[at_or_before..]
+        let Some(latest) = at_or_before.checked_sub(1).map(|i| &self.entries[i]) else {
+            return 0;
+        };
+        if latest.is_tombstone() && latest.rev.main < compact_rev {
+            at_or_before
         } else {
-            &self.entries[at_or_before - 1..]
+            at_or_before - 1
         }
     }
 
@@ -194,7 +193,13 @@ mod tests {
         assert_eq!(h.entries().len(), 2);
         assert_eq!(h.entries()[0].rev.main, 4);
         h.push(Entry::tombstone(Revision::new(7, 0)));
-        assert!(h.compact(7));
+        assert!(
+            !h.compact(7),
+            "a delete at the compact revision stays for watches"
+        );
+        assert_eq!(h.entries().len(), 1);
+        assert!(h.entries()[0].is_tombstone());
+        assert!(h.compact(8));
     }
 
     #[test]

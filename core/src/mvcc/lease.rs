@@ -339,6 +339,24 @@ impl Store {
         })
     }
 
+    /// The keys attached to lease `id` (none for an unknown lease); replicated state, for
+    /// permission checks on any member.
+    pub fn lease_keys(&self, id: i64) -> impl Iterator<Item = &Bytes> {
+        self.lessor
+            .leases
+            .get(&id)
+            .into_iter()
+            .flat_map(|lease| lease.keys.iter())
+    }
+
+    /// The keys attached to any lease.
+    pub fn all_lease_keys(&self) -> impl Iterator<Item = &Bytes> {
+        self.lessor
+            .leases
+            .values()
+            .flat_map(|lease| lease.keys.iter())
+    }
+
     /// Every lease id, ascending (replicated state: any member answers).
     pub fn lease_leases(&self) -> LeaseLeasesResponse {
         LeaseLeasesResponse {

@@ -264,7 +264,8 @@ fn validate_history(
             if s.create_revision != 0
                 || s.lease != 0
                 || !s.value.is_empty()
-                || prev.is_none_or(Entry::is_tombstone)
+                || prev.is_some_and(Entry::is_tombstone)
+                || (prev.is_none() && s.main != compact_rev)
             {
                 return Err(bad("malformed tombstone"));
             }
@@ -294,7 +295,7 @@ fn validate_history(
             value: s.value.clone(),
         });
     }
-    if entries.is_empty() || (entries[0].rev.main <= compact_rev && entries[0].is_tombstone()) {
+    if entries.is_empty() || (entries[0].rev.main < compact_rev && entries[0].is_tombstone()) {
         return Err(bad("empty history or compacted tombstone"));
     }
     Ok(entries)
@@ -315,7 +316,7 @@ fn account_history(
             log.push((entry.rev, key.clone()));
         }
         if entry.is_tombstone() {
-            garbage.push((entry.rev.main, bytes));
+            garbage.push((entry.rev.main + 1, bytes));
         }
         if let Some(next) = entries.get(i + 1) {
             if !entry.is_tombstone() {

@@ -140,9 +140,10 @@ impl<'a> Writer<'a> {
             history.push(tombstone);
         }
         store.size_bytes += tombstone_bytes;
-        store
-            .garbage
-            .add(main, prev.size_bytes(key.len()) + tombstone_bytes);
+        // The replaced version is garbage once compaction reaches this revision; the
+        // tombstone only once it passes it (see `KeyHistory::compact`).
+        store.garbage.add(main, prev.size_bytes(key.len()));
+        store.garbage.add(main + 1, tombstone_bytes);
         store.lessor.detach(prev.lease, key);
         store.history_log.push_back((rev, key.clone()));
         self.events.push(Event {

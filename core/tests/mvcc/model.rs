@@ -331,9 +331,11 @@ impl Model {
         for rev in from.max(1)..=self.rev() {
             let changes = &self.changes[rev as usize];
             for (i, c) in changes.iter().enumerate() {
+                // At the compact revision only each key's last change survives, a delete
+                // included (etcd#18089: a watch from there must see it).
                 if rev == self.compact {
                     let last_for_key = !changes[i + 1..].iter().any(|later| later.key == c.key);
-                    if !last_for_key || c.kind == EventType::Delete {
+                    if !last_for_key {
                         continue;
                     }
                 }
