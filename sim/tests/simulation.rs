@@ -7,7 +7,7 @@
 
 use keel_sim::run::{simulate as run_on_its_thread, RunConfig, RunReport};
 
-const DEFAULT_SEEDS: u64 = 6;
+const DEFAULT_SEEDS: u64 = 24;
 
 fn seeds() -> Vec<u64> {
     if let Some(seed) = std::env::var("KEEL_SIM_SEED")
