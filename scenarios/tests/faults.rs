@@ -227,6 +227,51 @@ fn a_paused_leader_with_leases_active_expires_none_early() {
     );
 }
 
+/// The leader's monotonic clock leaps ahead (a virtual machine suspended and resumed, a
+/// clock source that jumps) while a client keeps a lease alive, twice: the lease clock
+/// follows the monotonic clock at most two ticks per reading, so no lease expires early.
+#[test]
+fn a_clock_leap_on_the_leader_with_leases_active_expires_none_early() {
+    scenario(
+        FILE,
+        "a_clock_leap_on_the_leader_with_leases_active_expires_none_early",
+        |seed| RunConfig {
+            lease_holder: true,
+            ..script(
+                seed,
+                3,
+                vec![
+                    Step::new(2000, ClockLeap, Target::Leader, 2000),
+                    Step::new(1000, ClockLeap, Target::Leader, 2000),
+                ],
+            )
+        },
+    );
+}
+
+/// The leader's clock, then a follower's, drifts (up to 20% fast or slow: timers fire
+/// sooner or later, lease time moves faster or slower) while a client keeps a lease alive,
+/// then the leader crashes: elections still settle and no lease expires early.
+#[test]
+fn clock_drift_with_leases_active_and_a_failover() {
+    scenario(
+        FILE,
+        "clock_drift_with_leases_active_and_a_failover",
+        |seed| RunConfig {
+            lease_holder: true,
+            ..script(
+                seed,
+                3,
+                vec![
+                    Step::new(1000, ClockDrift, Target::Leader, 4000),
+                    Step::new(200, ClockDrift, Target::Any, 3000),
+                    Step::new(500, CrashLeader, Target::Leader, 1000),
+                ],
+            )
+        },
+    );
+}
+
 /// Leases granted without keep-alives expire across a failover (the new leader takes over
 /// their expiry, extended by an election timeout, not forgotten).
 #[test]
