@@ -110,10 +110,24 @@ pub fn server_ip(index: usize) -> IpAddr {
     ))
 }
 
+/// Server `index` of a world's first members (`--initial-cluster-state new`).
 fn server_config(config: &WorldConfig, index: usize) -> ServerConfig {
+    let members: Vec<usize> = (0..config.servers).collect();
+    member_config(config, index, &members, "new")
+}
+
+/// Server `index` whose `--initial-cluster` lists `members` (indexes), in `state` (`new`,
+/// or `existing` for one added to a running cluster).
+fn member_config(
+    config: &WorldConfig,
+    index: usize,
+    members: &[usize],
+    state: &str,
+) -> ServerConfig {
     let url = |i: usize, port: u16| format!("http://{}:{port}", server_ip(i));
-    let initial_cluster = (0..config.servers)
-        .map(|i| format!("s{}={}", i + 1, url(i, PEER_PORT)))
+    let initial_cluster = members
+        .iter()
+        .map(|&i| format!("s{}={}", i + 1, url(i, PEER_PORT)))
         .collect::<Vec<_>>()
         .join(",");
     let args = [
@@ -125,6 +139,7 @@ fn server_config(config: &WorldConfig, index: usize) -> ServerConfig {
         format!("--listen-peer-urls={}", url(index, PEER_PORT)),
         format!("--initial-advertise-peer-urls={}", url(index, PEER_PORT)),
         format!("--initial-cluster={initial_cluster}"),
+        format!("--initial-cluster-state={state}"),
         format!("--heartbeat-interval={}", config.heartbeat_ms),
         format!("--election-timeout={}", config.election_ms),
         format!("--snapshot-count={}", config.snapshot_count),
@@ -147,7 +162,72 @@ fn server_config(config: &WorldConfig, index: usize) -> ServerConfig {
     server
 }
 
+/// A new machine with a fresh disk that runs server `index` at once.
+fn spawn_server(
+    handle: &Handle,
+    config: &WorldConfig,
+    disks: &Disks,
+    invariants: &Arc<crate::invariants::RaftInvariants>,
+    index: usize,
+    server_config: ServerConfig,
+) -> Server {
+    let disk_seed = config.seed.wrapping_mul(31).wrapping_add(index as u64);
+    let disk = SimDisk::new(SimDiskConfig::new(disk_seed, config.faults));
+    disks.lock().expect("disks").insert(index, disk);
+    let ip = server_ip(index);
+    let init_disks = disks.clone();
+    let init_config = server_config.clone();
+    let init_invariants = invariants.clone();
+    let clock = ClockSkew::default();
+    let init_clock = clock.clone();
+    let node = handle
+        .create_node()
+        .name(format!("s{}", index + 1))
+        .ip(ip)
+        .init(move || {
+            run_server(
+                init_config.clone(),
+                init_disks.clone(),
+                index,
+                keel_net::server_loop::Hooks {
+                    inspector: Some(init_invariants.clone()),
+                    clock: init_clock.clone(),
+                },
+            )
+        })
+        .build();
+    Server {
+        name: format!("s{}", index + 1),
+        ip,
+        node,
+        config: server_config,
+        clock,
+    }
+}
+
 impl World {
+    /// Starts a new server on a new machine to join the running cluster, as an operator
+    /// does after `MemberAdd`: `--initial-cluster` lists `members` (indexes, the new one
+    /// included) and `--initial-cluster-state existing`. Returns its index.
+    pub fn add_server(&mut self, members: &[usize]) -> usize {
+        let index = self.servers.len();
+        assert!(
+            members.contains(&index),
+            "the new server is one of the members"
+        );
+        let server_config = member_config(&self.config, index, members, "existing");
+        let server = spawn_server(
+            &self.handle,
+            &self.config,
+            &self.disks,
+            &self.invariants,
+            index,
+            server_config,
+        );
+        self.servers.push(server);
+        index
+    }
+
     /// Creates the servers (they start at once) with fresh disks.
     pub fn start(config: WorldConfig) -> World {
         let handle = Handle::current();
@@ -155,39 +235,15 @@ impl World {
         let invariants = Arc::new(crate::invariants::RaftInvariants::default());
         let mut servers = Vec::new();
         for index in 0..config.servers {
-            let disk_seed = config.seed.wrapping_mul(31).wrapping_add(index as u64);
-            let disk = SimDisk::new(SimDiskConfig::new(disk_seed, config.faults));
-            disks.lock().expect("disks").insert(index, disk);
             let server_config = server_config(&config, index);
-            let ip = server_ip(index);
-            let init_disks = disks.clone();
-            let init_config = server_config.clone();
-            let init_invariants = invariants.clone();
-            let clock = ClockSkew::default();
-            let init_clock = clock.clone();
-            let node = handle
-                .create_node()
-                .name(format!("s{}", index + 1))
-                .ip(ip)
-                .init(move || {
-                    run_server(
-                        init_config.clone(),
-                        init_disks.clone(),
-                        index,
-                        keel_net::server_loop::Hooks {
-                            inspector: Some(init_invariants.clone()),
-                            clock: init_clock.clone(),
-                        },
-                    )
-                })
-                .build();
-            servers.push(Server {
-                name: format!("s{}", index + 1),
-                ip,
-                node,
-                config: server_config,
-                clock,
-            });
+            servers.push(spawn_server(
+                &handle,
+                &config,
+                &disks,
+                &invariants,
+                index,
+                server_config,
+            ));
         }
         let control = handle
             .create_node()
