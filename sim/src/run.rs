@@ -22,11 +22,11 @@ use crate::history::{
     ClientId, FinalRead, History, MemberHash, MemberId, MemberRevision, Outcome, Request, Response,
 };
 use crate::nemesis::{self, FaultRecord, NemesisConfig, Schedule, Step};
-use crate::watcher::watch_loop;
-use crate::workload::{prefix_end, Workload, WorkloadConfig, KEY_PREFIX};
+use crate::watcher::{watch_loop_with, WatcherConfig};
+use crate::workload::{prefix_end, Workload, WorkloadConfig, WorkloadMix, KEY_PREFIX};
 use crate::world::{World, WorldConfig, CLIENT_TIMEOUT};
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct RunConfig {
     pub seed: u64,
     pub servers: usize,
@@ -44,6 +44,47 @@ pub struct RunConfig {
     pub snapshot_count: u64,
     /// Run a client that keeps a lease alive and checks it never expires early.
     pub lease_holder: bool,
+    /// The named scenarios' extra knobs; the default changes nothing (and draws nothing
+    /// from the seed, so the random sweep's runs stay what they were).
+    pub extras: Extras,
+}
+
+/// Knobs the random mix never turns (see [`RunConfig::extras`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Extras {
+    /// How the watchers watch (start revision, one server, progress requests, a slow
+    /// reader, churn, bursts of creates).
+    pub watch: WatcherConfig,
+    /// Extra request kinds in every client's mix.
+    pub mix: WorkloadMix,
+    /// Ask every member its revision and compact revision this often (`HashKV` at the
+    /// current revision), for the check that neither ever goes down.
+    pub member_probe: Option<Duration>,
+    /// A client that deletes a key, compacts at exactly that revision and opens watches
+    /// from the revision before, at and after it (etcd #18089 / #19179), over and over.
+    pub compaction_watches: bool,
+}
+
+impl std::fmt::Debug for RunConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut d = f.debug_struct("RunConfig");
+        d.field("seed", &self.seed)
+            .field("servers", &self.servers)
+            .field("clients", &self.clients)
+            .field("watchers", &self.watchers)
+            .field("safety", &self.safety)
+            .field("recovery", &self.recovery)
+            .field("schedule", &self.schedule)
+            .field("workload", &self.workload)
+            .field("disk_faults", &self.disk_faults)
+            .field("snapshot_count", &self.snapshot_count)
+            .field("lease_holder", &self.lease_holder);
+        // Left out when unused, so the random mix's plans print as they always did.
+        if self.extras != Extras::default() {
+            d.field("extras", &self.extras);
+        }
+        d.finish()
+    }
 }
 
 impl RunConfig {
@@ -66,6 +107,7 @@ impl RunConfig {
             },
             snapshot_count: [100, 1000][rng.gen_range(0..2)],
             lease_holder: rng.gen_bool(0.3),
+            extras: Extras::default(),
         }
     }
 
@@ -85,6 +127,7 @@ impl RunConfig {
             disk_faults: Faults::crashes(),
             snapshot_count: 1000,
             lease_holder: false,
+            extras: Extras::default(),
         }
     }
 }
@@ -202,17 +245,20 @@ pub async fn run(config: RunConfig) -> RunReport {
             recorder.clone(),
             stop.clone(),
             config.workload,
+            config.extras.mix,
             ChaCha8Rng::seed_from_u64(rng.gen()),
         );
         tasks.push(node.spawn(task));
     }
     for watcher in 0..config.watchers as ClientId {
         let node = world.client_node(&format!("watcher{watcher}"));
-        let task = watch_loop(
+        let task = watch_loop_with(
             1000 + watcher,
             endpoints.clone(),
             recorder.clone(),
             stop.clone(),
+            watcher as usize,
+            config.extras.watch,
             ChaCha8Rng::seed_from_u64(rng.gen()),
         );
         tasks.push(node.spawn(task));
@@ -226,6 +272,22 @@ pub async fn run(config: RunConfig) -> RunReport {
             recorder.clone(),
             stop.clone(),
             lease_verdict.clone(),
+        );
+        tasks.push(node.spawn(task));
+    }
+    if let Some(every) = config.extras.member_probe {
+        let node = world.client_node("member-probe");
+        let task = probe_members(endpoints.clone(), recorder.clone(), stop.clone(), every);
+        tasks.push(node.spawn(task));
+    }
+    if config.extras.compaction_watches {
+        let node = world.client_node("compaction-watcher");
+        let task = crate::watcher::compaction_watches(
+            3000,
+            endpoints.clone(),
+            recorder.clone(),
+            stop.clone(),
+            ChaCha8Rng::seed_from_u64(config.seed ^ 0x18089),
         );
         tasks.push(node.spawn(task));
     }
@@ -301,10 +363,11 @@ async fn client_loop(
     recorder: Recorder,
     stop: Arc<AtomicBool>,
     workload: WorkloadConfig,
+    mix: WorkloadMix,
     mut rng: ChaCha8Rng,
 ) {
     let mut client = SimClient::new(id, endpoints, recorder.clone(), CLIENT_TIMEOUT);
-    let mut workload = Workload::new(id, workload);
+    let mut workload = Workload::with_mix(id, workload, mix);
     while !stop.load(Ordering::Relaxed) {
         let request = workload.next(&mut rng);
         let server = rng.gen_range(0..client.endpoints().len());
@@ -318,6 +381,42 @@ async fn client_loop(
         }
         workload.observe(&request, &outcome);
         tokio::time::sleep(Duration::from_millis(rng.gen_range(0..20))).await;
+    }
+}
+
+/// Asks every member, one after another, for its revision and compact revision (`HashKV`
+/// at its current revision answers both) until `stop`; records what each says.
+async fn probe_members(
+    endpoints: Vec<Endpoint>,
+    recorder: Recorder,
+    stop: Arc<AtomicBool>,
+    every: Duration,
+) {
+    while !stop.load(Ordering::Relaxed) {
+        for endpoint in &endpoints {
+            let url = endpoint.url.clone();
+            let attempt = async {
+                let mut client = MaintenanceClient::connect(url).await.ok()?;
+                client
+                    .hash_kv(pb::HashKvRequest { revision: 0 })
+                    .await
+                    .ok()
+                    .map(|r| r.into_inner())
+            };
+            let Ok(Some(hash)) = tokio::time::timeout(Duration::from_secs(1), attempt).await else {
+                continue;
+            };
+            let time = recorder.now();
+            recorder.with(|h| {
+                h.member_revisions.push(MemberRevision {
+                    member: endpoint.member,
+                    time,
+                    revision: hash.header.as_ref().map_or(0, |h| h.revision),
+                    compact_revision: Some(hash.compact_revision),
+                })
+            });
+        }
+        tokio::time::sleep(every).await;
     }
 }
 

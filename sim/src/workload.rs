@@ -35,10 +35,24 @@ impl Default for WorkloadConfig {
     }
 }
 
+/// Extra request kinds for the named scenarios, as percentages of all requests (the rest
+/// is the usual mix). All zero (the default) draws exactly what the usual mix draws.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WorkloadMix {
+    /// A txn that puts (and maybe deletes) several keys at once: one revision, many events.
+    pub multi_key_txns: u32,
+    /// A txn that reads at a recent past revision (maybe compacted by now) and writes:
+    /// all or nothing.
+    pub past_revision_txns: u32,
+    /// A compaction close behind the current revision.
+    pub compactions: u32,
+}
+
 /// One client's request generator, learning from the answers it gets.
 #[derive(Debug)]
 pub struct Workload {
     config: WorkloadConfig,
+    mix: WorkloadMix,
     client: ClientId,
     counter: u64,
     /// The last mod revision this client saw per key (0: absent), for compare-and-swap.
@@ -58,8 +72,14 @@ pub fn prefix_end() -> Bytes {
 
 impl Workload {
     pub fn new(client: ClientId, config: WorkloadConfig) -> Workload {
+        Workload::with_mix(client, config, WorkloadMix::default())
+    }
+
+    /// A generator that mixes in `mix`'s extra requests.
+    pub fn with_mix(client: ClientId, config: WorkloadConfig, mix: WorkloadMix) -> Workload {
         Workload {
             config,
+            mix,
             client,
             counter: 0,
             last_mod: BTreeMap::new(),
@@ -79,6 +99,11 @@ impl Workload {
 
     /// The next request to send.
     pub fn next(&mut self, rng: &mut impl Rng) -> Request {
+        if self.mix != WorkloadMix::default() {
+            if let Some(request) = self.extra(rng) {
+                return request;
+            }
+        }
         let key = self.any_key(rng);
         match rng.gen_range(0..100) {
             0..=29 => Request::Put(Put {
@@ -131,6 +156,75 @@ impl Workload {
             },
             _ => Request::Range(single(key, false)),
         }
+    }
+
+    /// One of `mix`'s extra requests, or `None` for the usual mix.
+    fn extra(&mut self, rng: &mut impl Rng) -> Option<Request> {
+        let roll = rng.gen_range(0..100u32);
+        let mix = self.mix;
+        if roll < mix.multi_key_txns {
+            let keys = self.config.keys.max(1);
+            let first = rng.gen_range(0..keys);
+            let count = rng.gen_range(2..=keys.clamp(2, 6));
+            let mut success = Vec::new();
+            for i in 0..count {
+                let key = key((first + i) % keys);
+                if i > 0 && rng.gen_bool(0.2) {
+                    success.push(TxnOp::DeleteRange(DeleteRange {
+                        key,
+                        range_end: Bytes::new(),
+                        prev_kv: false,
+                    }));
+                } else {
+                    success.push(TxnOp::Put(Put {
+                        key,
+                        value: self.value(),
+                        lease: 0,
+                        prev_kv: false,
+                    }));
+                }
+            }
+            return Some(Request::Txn(Txn {
+                compare: vec![],
+                success,
+                failure: vec![],
+            }));
+        }
+        let roll = roll - mix.multi_key_txns;
+        if roll < mix.past_revision_txns && self.last_revision > 1 {
+            let revision = (self.last_revision - rng.gen_range(0..6)).max(1);
+            let read = self.any_key(rng);
+            let write = self.any_key(rng);
+            return Some(Request::Txn(Txn {
+                compare: vec![],
+                success: vec![
+                    TxnOp::Range(Range {
+                        revision,
+                        ..single(read, false)
+                    }),
+                    TxnOp::Put(Put {
+                        key: write,
+                        value: self.value(),
+                        lease: 0,
+                        prev_kv: false,
+                    }),
+                    TxnOp::Range(Range {
+                        key: Bytes::from(KEY_PREFIX),
+                        range_end: prefix_end(),
+                        revision,
+                        ..Range::default()
+                    }),
+                ],
+                failure: vec![],
+            }));
+        }
+        let roll = roll.saturating_sub(mix.past_revision_txns);
+        if roll < mix.compactions && self.last_revision > 3 {
+            return Some(Request::Compact {
+                revision: self.last_revision - rng.gen_range(0..3),
+            });
+        }
+        None
     }
 
     /// A compare-and-swap on the key's mod revision as this client last saw it.
