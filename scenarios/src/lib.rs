@@ -4,7 +4,8 @@
 //!
 //! Each scenario is a fixed fault schedule (`keel_sim::nemesis::Step`s) run over a few seeds
 //! on the real server code, with every checker of the simulator plus the scenario's own
-//! assertions. `KEEL_SIM_SEEDS=N` runs N seeds per scenario; `KEEL_SIM_SEED=S` exactly S.
+//! assertions. `KEEL_SIM_SEEDS=N` runs N seeds per scenario (from `KEEL_SIM_FIRST_SEED`);
+//! `KEEL_SIM_SEED=S` exactly S.
 
 #[cfg(madsim)]
 mod driver {
@@ -14,17 +15,7 @@ mod driver {
     pub const DEFAULT_SEEDS: u64 = 2;
 
     pub fn seeds() -> Vec<u64> {
-        if let Some(seed) = std::env::var("KEEL_SIM_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-        {
-            return vec![seed];
-        }
-        let count = std::env::var("KEEL_SIM_SEEDS")
-            .ok()
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(DEFAULT_SEEDS);
-        (0..count).collect()
+        keel_sim::seeds::seeds(DEFAULT_SEEDS)
     }
 
     /// Runs scenario `test` (in test file `file`) over the seeds; panics with the seed, the

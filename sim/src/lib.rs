@@ -30,6 +30,7 @@
 pub mod check;
 pub mod history;
 pub mod model;
+pub mod seeds;
 
 pub use check::{check_all, CheckOptions, Report, Violation};
 pub use history::History;

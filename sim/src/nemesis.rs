@@ -246,19 +246,7 @@ async fn inject(
             shuffle(&mut order, rng);
             let split = rng.gen_range(1..n);
             let (a, b) = order.split_at(split);
-            for &x in a {
-                for &y in b {
-                    net.clog_link(ids[x], ids[y]);
-                    net.clog_link(ids[y], ids[x]);
-                }
-            }
-            tokio::time::sleep(hold).await;
-            for &x in a {
-                for &y in b {
-                    net.unclog_link(ids[x], ids[y]);
-                    net.unclog_link(ids[y], ids[x]);
-                }
-            }
+            cut_between(&net, &ids, a, b, hold).await;
             let names = |g: &[usize]| g.iter().map(|&i| name(i)).collect::<Vec<_>>().join(" ");
             format!("partition [{}] | [{}] for {hold:?}", names(a), names(b))
         }
@@ -402,19 +390,7 @@ async fn inject(
             shuffle(&mut order, rng);
             let (bridge, rest) = order.split_at(1);
             let (a, b) = rest.split_at(rest.len() / 2);
-            for &x in a {
-                for &y in b {
-                    net.clog_link(ids[x], ids[y]);
-                    net.clog_link(ids[y], ids[x]);
-                }
-            }
-            tokio::time::sleep(hold).await;
-            for &x in a {
-                for &y in b {
-                    net.unclog_link(ids[x], ids[y]);
-                    net.unclog_link(ids[y], ids[x]);
-                }
-            }
+            cut_between(&net, &ids, a, b, hold).await;
             let names = |g: &[usize]| g.iter().map(|&i| name(i)).collect::<Vec<_>>().join(" ");
             format!(
                 "bridge [{}] - {} - [{}] for {hold:?}",
@@ -571,6 +547,29 @@ async fn crash_for(world: &mut World, servers: &[usize], hold: Duration) {
 fn shuffle(items: &mut [usize], rng: &mut impl Rng) {
     for i in (1..items.len()).rev() {
         items.swap(i, rng.gen_range(0..=i));
+    }
+}
+
+/// No message passes between a server of `a` and one of `b` for `hold`.
+async fn cut_between(
+    net: &NetSim,
+    ids: &[madsim::task::NodeId],
+    a: &[usize],
+    b: &[usize],
+    hold: Duration,
+) {
+    let pairs = || {
+        a.iter()
+            .flat_map(|&x| b.iter().map(move |&y| (ids[x], ids[y])))
+    };
+    for (x, y) in pairs() {
+        net.clog_link(x, y);
+        net.clog_link(y, x);
+    }
+    tokio::time::sleep(hold).await;
+    for (x, y) in pairs() {
+        net.unclog_link(x, y);
+        net.unclog_link(y, x);
     }
 }
 

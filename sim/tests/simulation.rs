@@ -1,8 +1,9 @@
 //! The simulator's main test: random fault schedules over many seeds, every history judged
 //! by every checker, and a liveness phase after the faults stop.
 //!
-//! `KEEL_SIM_SEEDS=N` runs seeds 0..N (default: a small set that fits CI);
-//! `KEEL_SIM_SEED=S` runs exactly seed S (a failure prints it, with the replay command).
+//! `KEEL_SIM_SEEDS=N` runs seeds 0..N (default: a small set that fits CI), from
+//! `KEEL_SIM_FIRST_SEED`; `KEEL_SIM_SEED=S` runs exactly seed S (a failure prints it, with
+//! the replay command).
 #![cfg(madsim)]
 
 use keel_sim::run::{simulate as run_on_its_thread, RunConfig, RunReport};
@@ -10,21 +11,7 @@ use keel_sim::run::{simulate as run_on_its_thread, RunConfig, RunReport};
 const DEFAULT_SEEDS: u64 = 24;
 
 fn seeds() -> Vec<u64> {
-    if let Some(seed) = std::env::var("KEEL_SIM_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-    {
-        return vec![seed];
-    }
-    let count = std::env::var("KEEL_SIM_SEEDS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(DEFAULT_SEEDS);
-    let first: u64 = std::env::var("KEEL_SIM_FIRST_SEED")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
-    (first..first + count).collect()
+    keel_sim::seeds::seeds(DEFAULT_SEEDS)
 }
 
 fn simulate(seed: u64) -> RunReport {

@@ -43,6 +43,15 @@ impl World {
         }));
     }
 
+    /// Compacts at `revision` and runs physical compaction to the end.
+    fn compact_fully(&mut self, revision: i64) {
+        self.apply(Command::Compaction(CompactionRequest {
+            revision,
+            physical: true,
+        }));
+        while self.h.store.compaction_step(1) {}
+    }
+
     fn drain(&mut self, stream: StreamId) -> Vec<WatchResponse> {
         std::iter::from_fn(|| self.hub.poll(stream)).collect()
     }
@@ -387,11 +396,7 @@ fn a_watch_at_the_compact_revision_sees_the_delete_made_at_it() {
     }
     w.delete("k"); // revision 5
     w.put("k", "6");
-    w.apply(Command::Compaction(CompactionRequest {
-        revision: 5,
-        physical: true,
-    }));
-    while w.h.store.compaction_step(1) {}
+    w.compact_fully(5);
     let expected = [
         (5, EventType::Delete, "k".into()),
         (6, EventType::Put, "k".into()),
@@ -421,11 +426,7 @@ fn a_watch_at_the_compact_revision_sees_the_delete_made_at_it() {
     assert_eq!(flat(&other.drain(s)), expected);
 
     // Once compaction passes the delete, the tombstone goes.
-    w.apply(Command::Compaction(CompactionRequest {
-        revision: 6,
-        physical: true,
-    }));
-    while w.h.store.compaction_step(1) {}
+    w.compact_fully(6);
     let s = w.hub.open_stream();
     w.hub.create_watch(s, &watch("k", "", 6)).unwrap();
     w.hub.sync(&w.h.store);
