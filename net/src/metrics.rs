@@ -158,10 +158,11 @@ impl Metrics {
             .set(clamp(raft.commit_index()));
         self.proposals_applied_total
             .set(clamp(node.applied_index()));
-        let stats = node.store().stats();
-        self.db_total_size.set(clamp(stats.size_bytes));
+        // O(1) figures only: this runs after every batch.
+        let store = node.store();
+        self.db_total_size.set(clamp(store.size_bytes()));
         self.keys_total
-            .set(i64::try_from(stats.keys).unwrap_or(i64::MAX));
+            .set(i64::try_from(store.key_count()).unwrap_or(i64::MAX));
         self.current_revision.set(node.store().current_revision());
         self.compact_revision.set(node.store().compact_revision());
     }

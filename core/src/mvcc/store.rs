@@ -141,6 +141,18 @@ impl Store {
         self.alarms.iter().copied().collect()
     }
 
+    /// The store's size estimate (what the quota and etcd's `db_total_size` count), O(1).
+    pub fn size_bytes(&self) -> u64 {
+        self.size_bytes
+    }
+
+    /// How many keys have a history (live, or deleted but not yet compacted away), O(1).
+    pub fn key_count(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Every figure about the store. It walks every key (to count history entries): for
+    /// tests, benchmarks and occasional reports, not for a hot path.
     pub fn stats(&self) -> StoreStats {
         let backlog = self
             .history_log

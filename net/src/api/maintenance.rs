@@ -74,7 +74,7 @@ impl MaintenanceService {
 fn status_of(node: &Node) -> (pb::StatusResponse, u64, i64) {
     let raft = node.raft();
     let store = node.store();
-    let size_bytes = i64::try_from(store.stats().size_bytes).unwrap_or(i64::MAX);
+    let size_bytes = i64::try_from(store.size_bytes()).unwrap_or(i64::MAX);
     let mut errors = Vec::new();
     if raft.leader().is_none() {
         errors.push(EtcdError::NoLeader.message().to_string());
