@@ -355,3 +355,118 @@ fn txn_op_result(op: pb::ResponseOp) -> Option<TxnOpResult> {
         R::ResponseTxn(_) => None,
     }
 }
+
+/// etcd #14571: turns authentication on and off, again and again, while clients write
+/// (their requests carry no token, so they are refused while it is on), until `until`; it
+/// ends with authentication off. Returns how many times it was turned on, or why setting
+/// up a root user or turning authentication off failed.
+pub async fn toggle_auth(
+    endpoints: Vec<Endpoint>,
+    until: tokio::time::Instant,
+    mut rng: impl rand::Rng,
+) -> Result<usize, String> {
+    for op in [AuthOp::RoleAdd, AuthOp::UserAdd, AuthOp::GrantRoot] {
+        auth_until_ok(&endpoints, op).await?;
+    }
+    let mut enabled = 0;
+    loop {
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(100..600))).await;
+        if tokio::time::Instant::now() >= until {
+            break;
+        }
+        let url = &endpoints[rng.gen_range(0..endpoints.len())].url;
+        if auth_op(url, AuthOp::Enable).await.is_ok() {
+            enabled += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(100..600))).await;
+        auth_until_ok(&endpoints, AuthOp::Disable).await?;
+    }
+    auth_until_ok(&endpoints, AuthOp::Disable).await?;
+    Ok(enabled)
+}
+
+#[derive(Clone, Copy, Debug)]
+enum AuthOp {
+    RoleAdd,
+    UserAdd,
+    GrantRoot,
+    Enable,
+    /// Authenticates as root, then turns authentication off with the token.
+    Disable,
+}
+
+/// The user (and role) [`toggle_auth`] creates; its password is its name.
+const AUTH_ROOT: &str = "root";
+
+/// `op` on any member in turn until it succeeds or says it needs doing no more.
+async fn auth_until_ok(endpoints: &[Endpoint], op: AuthOp) -> Result<(), String> {
+    let mut last = String::new();
+    for attempt in 0..100 {
+        match auth_op(&endpoints[attempt % endpoints.len()].url, op).await {
+            Ok(()) => return Ok(()),
+            Err(e) if e.contains("already exist") || e.contains("not enabled") => return Ok(()),
+            Err(e) => last = e,
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(format!("{op:?} never succeeded: {last}"))
+}
+
+async fn auth_op(url: &str, op: AuthOp) -> Result<(), String> {
+    use keel_net::proto::etcdserverpb::auth_client::AuthClient;
+    let attempt = async {
+        let channel = tonic::transport::Endpoint::from_shared(url.to_string())
+            .map_err(|e| Status::invalid_argument(e.to_string()))?
+            .connect()
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let mut auth = AuthClient::new(channel);
+        let root = || AUTH_ROOT.to_string();
+        match op {
+            AuthOp::RoleAdd => {
+                auth.role_add(pb::AuthRoleAddRequest { name: root() })
+                    .await?;
+            }
+            AuthOp::UserAdd => {
+                auth.user_add(pb::AuthUserAddRequest {
+                    name: root(),
+                    password: root(),
+                    ..Default::default()
+                })
+                .await?;
+            }
+            AuthOp::GrantRoot => {
+                auth.user_grant_role(pb::AuthUserGrantRoleRequest {
+                    user: root(),
+                    role: root(),
+                })
+                .await?;
+            }
+            AuthOp::Enable => {
+                auth.auth_enable(pb::AuthEnableRequest {}).await?;
+            }
+            AuthOp::Disable => {
+                let token = auth
+                    .authenticate(pb::AuthenticateRequest {
+                        name: root(),
+                        password: root(),
+                    })
+                    .await?
+                    .into_inner()
+                    .token;
+                let mut request = tonic::Request::new(pb::AuthDisableRequest {});
+                let value = token
+                    .parse()
+                    .map_err(|_| Status::internal("a token that is no header value"))?;
+                request.metadata_mut().insert("token", value);
+                auth.auth_disable(request).await?;
+            }
+        }
+        Ok::<(), Status>(())
+    };
+    match tokio::time::timeout(Duration::from_secs(2), attempt).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(status)) => Err(format!("{:?}: {}", status.code(), status.message())),
+        Err(_) => Err("timed out".to_string()),
+    }
+}

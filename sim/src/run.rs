@@ -63,6 +63,9 @@ pub struct Extras {
     /// A client that deletes a key, compacts at exactly that revision and opens watches
     /// from the revision before, at and after it (etcd #18089 / #19179), over and over.
     pub compaction_watches: bool,
+    /// Turn authentication on and off again and again during the safety phase (etcd
+    /// #14571); clients carry no token, so their requests are refused while it is on.
+    pub auth_toggling: bool,
 }
 
 impl std::fmt::Debug for RunConfig {
@@ -150,6 +153,8 @@ pub struct RunReport {
     pub lease_holder: Option<Result<(), String>>,
     /// A hash of everything recorded: equal for equal seeds.
     pub trace_hash: u64,
+    /// How often authentication was turned on, when the run toggled it.
+    pub auth_enabled: Option<usize>,
 }
 
 impl RunReport {
@@ -291,6 +296,21 @@ pub async fn run(config: RunConfig) -> RunReport {
         );
         tasks.push(node.spawn(task));
     }
+    let auth_verdict = Arc::new(std::sync::Mutex::new(None));
+    if config.extras.auth_toggling {
+        let node = world.client_node("auth-toggler");
+        let until =
+            tokio::time::Instant::now() + config.safety.saturating_sub(Duration::from_secs(1));
+        let endpoints = endpoints.clone();
+        let verdict = auth_verdict.clone();
+        let rng = ChaCha8Rng::seed_from_u64(config.seed ^ 0x14571);
+        tasks.push(node.spawn(async move {
+            let result = crate::client::toggle_auth(endpoints, until, rng).await;
+            if let Ok(mut slot) = verdict.lock() {
+                *slot = Some(result);
+            }
+        }));
+    }
     let leader_before = nemesis::leader_and_term(&world).await;
     let mut faults = Vec::new();
     let safety_end = tokio::time::Instant::now() + config.safety;
@@ -338,6 +358,16 @@ pub async fn run(config: RunConfig) -> RunReport {
     let raft_violations = world.invariants.violations();
     let check = check_all(&history, &CheckOptions::default());
     let trace_hash = trace_hash(&history, &faults);
+    let verdict = auth_verdict.lock().ok().and_then(|v| v.clone());
+    let auth_enabled = verdict.clone().and_then(Result::ok);
+    if config.extras.auth_toggling {
+        match verdict {
+            Some(Ok(_)) => {}
+            Some(Err(why)) if liveness.is_ok() => liveness = Err(format!("auth toggling: {why}")),
+            None if liveness.is_ok() => liveness = Err("auth toggling never ended".to_string()),
+            _ => {}
+        }
+    }
     let lease_holder = if config.lease_holder {
         lease_verdict.lock().ok().and_then(|v| v.clone())
     } else {
@@ -354,6 +384,7 @@ pub async fn run(config: RunConfig) -> RunReport {
         leader_after,
         lease_holder,
         trace_hash,
+        auth_enabled,
     }
 }
 

@@ -209,7 +209,7 @@ pub async fn watch_once(
         .await
         .ok()?
         .ok()?;
-    let (tx, rx) = tokio::sync::mpsc::channel(4 + options.burst);
+    let (tx, rx) = tokio::sync::mpsc::channel(3 + options.burst.max(1));
     let requests: Vec<WatchRequest> = (0..options.burst.max(1))
         .map(|i| WatchRequest {
             start_revision: if request.start_revision > 0 {
@@ -268,8 +268,11 @@ pub async fn watch_once(
         let recorded = convert(&response, recorder.now());
         let targets: Vec<usize> = if response.created {
             let k = ids.len();
-            if k < watches.len() {
+            if k < watches.len() && !response.canceled {
                 ids.insert(response.watch_id, k);
+            } else if k < watches.len() {
+                // Refused at once: the k-th watch has no id.
+                ids.insert(i64::MIN + k as i64, k);
             }
             vec![k]
         } else if watches.len() == 1 {
@@ -280,16 +283,30 @@ pub async fn watch_once(
         } else {
             ids.get(&response.watch_id).copied().into_iter().collect()
         };
-        let canceled = matches!(recorded.kind, WatchResponseKind::Canceled { .. });
-        for &k in targets.iter().filter(|&&k| k < watches.len()) {
-            if k == 0 {
-                if let WatchResponseKind::Events(events) = &recorded.kind {
-                    last_revision = events.last().map(Event::revision).or(last_revision);
+        // A create refused at once is `created` and `canceled` in one response: recorded
+        // as both, so the checkers see the cancel.
+        let mut kinds = vec![recorded];
+        if response.created && response.canceled {
+            kinds.push(WatchResponse {
+                kind: WatchResponseKind::Canceled {
+                    compact_revision: response.compact_revision,
+                    reason: response.cancel_reason.clone(),
+                },
+                ..kinds[0].clone()
+            });
+        }
+        for recorded in kinds {
+            let canceled = matches!(recorded.kind, WatchResponseKind::Canceled { .. });
+            for &k in targets.iter().filter(|&&k| k < watches.len()) {
+                if k == 0 {
+                    if let WatchResponseKind::Events(events) = &recorded.kind {
+                        last_revision = events.last().map(Event::revision).or(last_revision);
+                    }
                 }
-            }
-            recorder.with(|h| h.watch_response(watches[k], recorded.clone()));
-            if canceled {
-                done[k] = true;
+                recorder.with(|h| h.watch_response(watches[k], recorded.clone()));
+                if canceled {
+                    done[k] = true;
+                }
             }
         }
         if let Some(pause) = options.slow {
