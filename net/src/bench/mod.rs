@@ -381,6 +381,15 @@ impl Summary {
     }
 }
 
+/// Waits for `due` unless it has come: a closed loop's requests are due at once, and a
+/// tokio timer rounds its deadline up to the next millisecond, which would add up to 1 ms
+/// to every request.
+async fn wait_until(due: Instant) {
+    if due > Instant::now() {
+        tokio::time::sleep_until(due).await;
+    }
+}
+
 /// One closed- or open-loop client of the request/response workloads.
 struct Worker {
     args: Arc<BenchArgs>,
@@ -405,7 +414,7 @@ impl Worker {
         };
         let mut keepalive = None;
         while let Some((i, due)) = self.schedule.take() {
-            tokio::time::sleep_until(due).await;
+            wait_until(due).await;
             let key = key(&self.args, i, self.salt);
             let outcome = match self.args.workload {
                 Workload::Put => self.put(&mut kv, key, value.clone()).await,

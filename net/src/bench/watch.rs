@@ -12,7 +12,7 @@ use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
 use super::progress::Progress;
-use super::{key, status_kind, BenchArgs, Recorder, Schedule, Workload};
+use super::{key, status_kind, wait_until, BenchArgs, Recorder, Schedule, Workload};
 use crate::proto::etcdserverpb as pb;
 use crate::proto::etcdserverpb::kv_client::KvClient;
 use crate::proto::etcdserverpb::watch_client::WatchClient;
@@ -141,7 +141,7 @@ async fn write(
 ) -> anyhow::Result<()> {
     let value = Bytes::from(vec![b'v'; args.val_size]);
     while let Some((i, due)) = schedule.take() {
-        tokio::time::sleep_until(due).await;
+        wait_until(due).await;
         let request = pb::PutRequest {
             key: key(&args, i, salt),
             value: value.clone(),
