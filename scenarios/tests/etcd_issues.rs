@@ -666,3 +666,89 @@ fn turning_auth_on_and_off_during_writes_keeps_members_identical() {
         );
     }
 }
+
+/// Jepsen's etcd 3.4.3 analysis: locks built on leases are unsafe when their holder
+/// pauses. Three clients take a lock with a 2 s lease and sometimes stall 3 to 4 s while
+/// holding it (their lease expires, another takes the lock), then write once fenced (a
+/// txn guarded by the lock key's create revision) and once plainly, while the leader
+/// pauses and crashes. Every fenced write must land while its writer held the lock; the
+/// plain writes of stalled holders do land under someone else's lock, which is why
+/// locks need fencing (as etcd's documentation and keel's README say).
+#[test]
+fn a_paused_lock_holder_is_stopped_by_fencing_with_the_lock_revision() {
+    use keel_sim::client::{FENCED_KEY, LOCK_KEY, UNFENCED_KEY};
+    use keel_sim::history::{Outcome, Request, Response, TxnOp};
+    let reports = scenario(
+        FILE,
+        "a_paused_lock_holder_is_stopped_by_fencing_with_the_lock_revision",
+        |seed| RunConfig {
+            clients: 2,
+            extras: Extras {
+                lock_holders: 3,
+                ..Extras::default()
+            },
+            ..script(
+                seed,
+                3,
+                vec![
+                    Step::new(2000, Pause, Target::Leader, 1500),
+                    Step::new(2000, CrashLeader, Target::Leader, 500),
+                    Step::new(2000, Pause, Target::Follower, 1000),
+                ],
+            )
+        },
+    );
+    let (mut refused, mut unsafe_plain) = (0, 0);
+    for report in &reports {
+        let Ok(check) = &report.check else {
+            unreachable!("the scenario driver only returns passing runs")
+        };
+        let truth = &check.truth;
+        let holder_at = |revision: i64| truth.get(LOCK_KEY.as_bytes(), revision).map(|kv| kv.value);
+        for op in &report.history.operations {
+            match (&op.request, &op.outcome) {
+                (
+                    Request::Txn(txn),
+                    Outcome::Ok(Response::Txn {
+                        revision,
+                        succeeded,
+                        ..
+                    }),
+                ) => {
+                    let Some(TxnOp::Put(put)) = txn.success.first() else {
+                        continue;
+                    };
+                    if put.key != FENCED_KEY.as_bytes() {
+                        continue;
+                    }
+                    if !succeeded {
+                        refused += 1;
+                        continue;
+                    }
+                    // "fenced<id>-<round>" was written under "holder<id>-<round>".
+                    let holder = String::from_utf8_lossy(&put.value).replace("fenced", "holder");
+                    assert_eq!(
+                        holder_at(*revision).as_deref(),
+                        Some(holder.as_bytes()),
+                        "seed {}: a fenced write at revision {revision} landed while {holder} did not hold the lock",
+                        report.config.seed
+                    );
+                }
+                (Request::Put(put), Outcome::Ok(Response::Put { revision, .. }))
+                    if put.key == UNFENCED_KEY.as_bytes() =>
+                {
+                    let holder = String::from_utf8_lossy(&put.value).replace("unfenced", "holder");
+                    if holder_at(*revision).as_deref() != Some(holder.as_bytes()) {
+                        unsafe_plain += 1;
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    assert!(
+        refused >= 1 && unsafe_plain >= 1,
+        "the stalls never cost a holder its lock: {refused} fenced writes refused, {unsafe_plain} \
+         plain writes outside the lock"
+    );
+}

@@ -470,3 +470,115 @@ async fn auth_op(url: &str, op: AuthOp) -> Result<(), String> {
         Err(_) => Err("timed out".to_string()),
     }
 }
+
+/// The lock key [`hold_locks`] takes, the key its holders write fenced (a txn that checks
+/// the lock is still theirs), and the key they write unfenced (a plain put).
+pub const LOCK_KEY: &str = "klock";
+pub const FENCED_KEY: &str = "kfenced";
+pub const UNFENCED_KEY: &str = "kunfenced";
+
+/// Jepsen's etcd 3.4.3 analysis: a lock held through a lease is not safe by itself: a
+/// holder that stalls (a GC pause, a stopped process) past its lease's TTL loses the lock
+/// without knowing, another takes it, and the first one, resuming, still acts as the
+/// holder. Fencing with the lock key's revision makes that safe: a write guarded by
+/// `create_revision(lock) == my revision` fails once the lock is someone else's.
+///
+/// A holder takes the lock (a txn creating the key with a 2 s lease if absent), sometimes
+/// stalls for 3 to 4 s without keep-alives, then writes [`FENCED_KEY`] fenced and
+/// [`UNFENCED_KEY`] plain, and releases the lock (fenced). Every request is recorded, so
+/// the linearizability checker verifies each fence as the store evaluated it.
+pub async fn hold_locks(
+    id: ClientId,
+    endpoints: Vec<Endpoint>,
+    recorder: Recorder,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    mut rng: impl rand::Rng,
+) {
+    use std::sync::atomic::Ordering;
+    let mut client = SimClient::new(
+        id,
+        endpoints.clone(),
+        recorder.clone(),
+        Duration::from_secs(5),
+    );
+    let lock = bytes::Bytes::from_static(LOCK_KEY.as_bytes());
+    let mut round = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        round += 1;
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(20..200))).await;
+        let server = rng.gen_range(0..endpoints.len());
+        let Outcome::Ok(Response::LeaseGrant { id: lease, .. }) = client
+            .execute(server, Request::LeaseGrant { ttl: 2, id: 0 })
+            .await
+        else {
+            continue;
+        };
+        let time = recorder.now();
+        recorder.with(|h| h.may_expire(lease, time));
+        let value = |what: &str| bytes::Bytes::from(format!("{what}{id}-{round}"));
+        let acquire = Request::Txn(Txn {
+            compare: vec![Compare {
+                key: lock.clone(),
+                range_end: bytes::Bytes::new(),
+                result: CompareResult::Equal,
+                target: CompareTarget::CreateRevision(0),
+            }],
+            success: vec![TxnOp::Put(Put {
+                key: lock.clone(),
+                value: value("holder"),
+                lease,
+                prev_kv: false,
+            })],
+            failure: vec![],
+        });
+        let Outcome::Ok(Response::Txn {
+            revision: held_at,
+            succeeded: true,
+            ..
+        }) = client.execute(server, acquire).await
+        else {
+            continue;
+        };
+        if rng.gen_bool(0.4) {
+            // Stalls past the lease's TTL, not knowing it.
+            tokio::time::sleep(Duration::from_millis(rng.gen_range(3000..4000))).await;
+        } else {
+            tokio::time::sleep(Duration::from_millis(rng.gen_range(10..300))).await;
+        }
+        let fence = || Compare {
+            key: lock.clone(),
+            range_end: bytes::Bytes::new(),
+            result: CompareResult::Equal,
+            target: CompareTarget::CreateRevision(held_at),
+        };
+        let server = rng.gen_range(0..endpoints.len());
+        let fenced = Request::Txn(Txn {
+            compare: vec![fence()],
+            success: vec![TxnOp::Put(Put {
+                key: bytes::Bytes::from_static(FENCED_KEY.as_bytes()),
+                value: value("fenced"),
+                lease: 0,
+                prev_kv: false,
+            })],
+            failure: vec![],
+        });
+        client.execute(server, fenced).await;
+        let unfenced = Request::Put(Put {
+            key: bytes::Bytes::from_static(UNFENCED_KEY.as_bytes()),
+            value: value("unfenced"),
+            lease: 0,
+            prev_kv: false,
+        });
+        client.execute(server, unfenced).await;
+        let release = Request::Txn(Txn {
+            compare: vec![fence()],
+            success: vec![TxnOp::DeleteRange(DeleteRange {
+                key: lock.clone(),
+                range_end: bytes::Bytes::new(),
+                prev_kv: false,
+            })],
+            failure: vec![],
+        });
+        client.execute(server, release).await;
+    }
+}

@@ -66,6 +66,9 @@ pub struct Extras {
     /// Turn authentication on and off again and again during the safety phase (etcd
     /// #14571); clients carry no token, so their requests are refused while it is on.
     pub auth_toggling: bool,
+    /// Clients that take a lease-based lock, sometimes stall past the lease's TTL while
+    /// holding it, then write fenced and unfenced (Jepsen's etcd 3.4.3 analysis).
+    pub lock_holders: usize,
 }
 
 impl std::fmt::Debug for RunConfig {
@@ -293,6 +296,17 @@ pub async fn run(config: RunConfig) -> RunReport {
             recorder.clone(),
             stop.clone(),
             ChaCha8Rng::seed_from_u64(config.seed ^ 0x18089),
+        );
+        tasks.push(node.spawn(task));
+    }
+    for holder in 0..config.extras.lock_holders as ClientId {
+        let node = world.client_node(&format!("lock-holder{holder}"));
+        let task = crate::client::hold_locks(
+            4000 + holder,
+            endpoints.clone(),
+            recorder.clone(),
+            stop.clone(),
+            ChaCha8Rng::seed_from_u64(config.seed ^ (0x3430 + holder)),
         );
         tasks.push(node.spawn(task));
     }
