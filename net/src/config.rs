@@ -96,6 +96,15 @@ pub struct ServeArgs {
     #[arg(long, env = "KEEL_SNAPSHOT_COUNT", default_value_t = 100_000)]
     pub snapshot_count: u64,
 
+    /// Entries kept in the log after a snapshot, so a follower slightly behind catches up
+    /// from the log; one further behind is sent the snapshot.
+    #[arg(
+        long,
+        env = "KEEL_EXPERIMENTAL_SNAPSHOT_CATCHUP_ENTRIES",
+        default_value_t = 5_000
+    )]
+    pub experimental_snapshot_catchup_entries: u64,
+
     /// Raise alarms when the store exceeds this size (0 means the default, 2 GiB).
     #[arg(long, env = "KEEL_QUOTA_BACKEND_BYTES", default_value_t = 0)]
     pub quota_backend_bytes: u64,
@@ -240,6 +249,7 @@ pub struct ServerConfig {
     pub heartbeat_interval: Duration,
     pub election_ticks: u32,
     pub snapshot_count: u64,
+    pub snapshot_catchup_entries: u64,
     pub quota_bytes: u64,
     pub max_request_bytes: u64,
     pub max_txn_ops: usize,
@@ -313,6 +323,7 @@ impl ServeArgs {
             heartbeat_interval,
             election_ticks,
             snapshot_count: positive("snapshot-count", self.snapshot_count)?,
+            snapshot_catchup_entries: self.experimental_snapshot_catchup_entries,
             quota_bytes: self.quota_backend_bytes,
             max_request_bytes: positive("max-request-bytes", self.max_request_bytes)?,
             max_txn_ops: usize::try_from(positive("max-txn-ops", self.max_txn_ops)?)
@@ -697,6 +708,17 @@ mod tests {
         assert_eq!(config.listen_peer, vec!["127.0.0.1:2380".parse().unwrap()]);
         assert_eq!(config.initial_members.len(), 1);
         assert_eq!(config.election_ticks, 10);
+        assert_eq!(config.snapshot_catchup_entries, 5_000, "etcd's default");
+    }
+
+    #[test]
+    fn snapshot_catchup_entries_reach_the_node() {
+        let config = resolve(&["--experimental-snapshot-catchup-entries", "20"]).unwrap();
+        assert_eq!(config.snapshot_catchup_entries, 20);
+        assert_eq!(
+            crate::server::node_config(&config).snapshot_catch_up_entries,
+            20
+        );
     }
 
     #[test]

@@ -73,6 +73,7 @@ pub fn node_config(config: &ServerConfig) -> NodeConfig {
     node.raft.heartbeat_ticks = 1;
     node.raft.seed = config.member_id ^ crate::random::u64();
     node.snapshot_count = config.snapshot_count;
+    node.snapshot_catch_up_entries = config.snapshot_catchup_entries;
     node.tick_ms = u64::try_from(config.heartbeat_interval.as_millis()).unwrap_or(100);
     node.auth_token_ttl_ms = u64::try_from(config.auth.token_ttl.as_millis()).unwrap_or(u64::MAX);
     node.store = StoreConfig {

@@ -372,6 +372,13 @@ impl<D: Disk> ServerLoop<D> {
             for message in ready.messages.drain(..) {
                 self.transport.send(message);
             }
+            if let Some(snapshot) = &ready.snapshot {
+                info!(
+                    index = snapshot.meta.index,
+                    size_bytes = snapshot.data.len(),
+                    "installing the leader's snapshot"
+                );
+            }
             let started = Instant::now();
             let synced = ready.must_sync();
             self.storage

@@ -24,6 +24,9 @@ pub struct WorldConfig {
     pub heartbeat_ms: u64,
     pub election_ms: u64,
     pub snapshot_count: u64,
+    /// Log entries kept after a snapshot (`--experimental-snapshot-catchup-entries`): a
+    /// follower further behind is sent the snapshot.
+    pub snapshot_catchup_entries: u64,
     pub faults: Faults,
 }
 
@@ -35,6 +38,7 @@ impl WorldConfig {
             heartbeat_ms: 50,
             election_ms: 500,
             snapshot_count: 1_000,
+            snapshot_catchup_entries: 500,
             faults: Faults::none(),
         }
     }
@@ -143,6 +147,10 @@ fn member_config(
         format!("--heartbeat-interval={}", config.heartbeat_ms),
         format!("--election-timeout={}", config.election_ms),
         format!("--snapshot-count={}", config.snapshot_count),
+        format!(
+            "--experimental-snapshot-catchup-entries={}",
+            config.snapshot_catchup_entries
+        ),
     ];
     #[derive(Parser)]
     struct Cli {
