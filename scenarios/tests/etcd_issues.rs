@@ -177,18 +177,21 @@ fn crashes_while_snapshots_are_written_keep_members_identical() {
 /// etcd #15271: a watch went back in time when its member, partitioned, caught up by a
 /// snapshot. Every watcher watches on server 3 (some from revision 1, some from now,
 /// with progress requests), which is cut off long enough for the leader to compact its
-/// log past it (snapshots every 50 entries), then heals: the watches must stay ordered,
-/// unique and gapless (Ordered, Unique, Reliable, Bookmarkable).
+/// log past it (snapshots every 10 entries, 1 entry kept after each; 15 s, as clients
+/// whose requests went to server 3 stall until they time out), then heals: the watches
+/// must stay ordered, unique and gapless (Ordered, Unique, Reliable, Bookmarkable). Every
+/// seed must really send a snapshot.
 #[test]
 fn a_watch_on_a_member_that_catches_up_by_snapshot_never_goes_back() {
-    scenario(
+    let reports = scenario(
         FILE,
         "a_watch_on_a_member_that_catches_up_by_snapshot_never_goes_back",
         |seed| RunConfig {
             clients: 5,
             watchers: 3,
-            snapshot_count: 50,
+            snapshot_count: 10,
             extras: Extras {
+                snapshot_catchup_entries: Some(1),
                 watch: WatcherConfig {
                     server: Some(2),
                     progress_every: Some(Duration::from_millis(300)),
@@ -199,10 +202,11 @@ fn a_watch_on_a_member_that_catches_up_by_snapshot_never_goes_back() {
             ..script(
                 seed,
                 3,
-                vec![Step::new(1000, IsolateLeader, Target::Server(2), 6000)],
+                vec![Step::new(1000, IsolateLeader, Target::Server(2), 15_000)],
             )
         },
     );
+    assert_snapshots_were_sent(&reports);
 }
 
 /// etcd #18089 and #19179: a watch dropped the delete event when compaction happened on
@@ -561,23 +565,27 @@ fn a_leader_stuck_for_seconds_revokes_no_lease_and_steps_down() {
 }
 
 /// etcd #18055: a follower panicked when two snapshots arrived close together. Snapshots
-/// every 20 entries; server 3 is down long enough to need one, is cut off again while it
-/// catches up, and crashes once more, so snapshots reach it back to back and half
-/// applied: no panic, and it converges (`HashKV` equal, revisions never go down).
+/// every 10 entries, 1 entry kept after each; server 3 is down long enough to need one
+/// (8 s), is cut off again while it catches up, and crashes once more, so snapshots reach
+/// it back to back and half applied: no panic, and it converges (`HashKV` equal, revisions
+/// never go down). Every seed must really send a snapshot.
 #[test]
 fn a_follower_receiving_snapshots_back_to_back_converges() {
-    scenario(
+    let reports = scenario(
         FILE,
         "a_follower_receiving_snapshots_back_to_back_converges",
         |seed| RunConfig {
             clients: 5,
-            snapshot_count: 20,
-            extras: probed(),
+            snapshot_count: 10,
+            extras: Extras {
+                snapshot_catchup_entries: Some(1),
+                ..probed()
+            },
             ..script(
                 seed,
                 3,
                 vec![
-                    Step::new(500, Crash, Target::Server(2), 2500),
+                    Step::new(500, Crash, Target::Server(2), 8000),
                     Step::new(100, IsolateLeader, Target::Server(2), 1500),
                     Step::new(50, Crash, Target::Server(2), 100),
                     Step::new(50, SlowNetwork, Target::Any, 1000),
@@ -585,6 +593,7 @@ fn a_follower_receiving_snapshots_back_to_back_converges() {
             )
         },
     );
+    assert_snapshots_were_sent(&reports);
 }
 
 /// Jepsen's etcd 3.4.3 analysis: a watch from revision 0 is an edge case. A watch with
@@ -751,4 +760,15 @@ fn a_paused_lock_holder_is_stopped_by_fencing_with_the_lock_revision() {
         "the stalls never cost a holder its lock: {refused} fenced writes refused, {unsafe_plain} \
          plain writes outside the lock"
     );
+}
+
+/// The run really made a lagging member catch up from a leader's snapshot.
+fn assert_snapshots_were_sent(reports: &[keel_sim::run::RunReport]) {
+    for report in reports {
+        assert!(
+            report.leader_snapshots_restored > 0,
+            "seed {}: no member was sent a snapshot",
+            report.config.seed
+        );
+    }
 }

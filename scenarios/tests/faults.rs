@@ -137,7 +137,7 @@ fn crash_of_all_nodes_and_restart() {
 /// leader's snapshot (the cross-member HashKV check proves it holds the same data).
 #[test]
 fn a_follower_far_behind_catches_up_by_snapshot() {
-    scenario(
+    let reports = scenario(
         FILE,
         "a_follower_far_behind_catches_up_by_snapshot",
         |seed| RunConfig {
@@ -150,6 +150,13 @@ fn a_follower_far_behind_catches_up_by_snapshot() {
             )
         },
     );
+    for report in reports {
+        assert!(
+            report.leader_snapshots_restored > 0,
+            "seed {}: the follower caught up without a snapshot",
+            report.config.seed
+        );
+    }
 }
 
 /// A bit flip in a follower's synced WAL: on restart it must refuse to start (or start

@@ -25,7 +25,15 @@ struct State {
     /// Per member: the last index whose log entry / applied entry was recorded.
     logged_to: BTreeMap<NodeId, Index>,
     applied_to: BTreeMap<NodeId, Index>,
+    snapshots_restored: BTreeMap<NodeId, SnapshotCounts>,
     violations: Vec<String>,
+}
+
+/// A member's count of leader snapshots restored, across its processes.
+#[derive(Debug, Default)]
+struct SnapshotCounts {
+    earlier_processes: u64,
+    current_process: u64,
 }
 
 impl State {
@@ -51,6 +59,20 @@ fn fingerprint(entry: &Entry) -> u64 {
 
 impl RaftInvariants {
     /// What was violated, in the order it was seen.
+    /// At least how many snapshots sent by a leader members restored (a restart is noticed
+    /// when a process's count drops): proof that a run exercised catching up by snapshot.
+    pub fn leader_snapshots_restored(&self) -> u64 {
+        self.state
+            .lock()
+            .map(|s| {
+                s.snapshots_restored
+                    .values()
+                    .map(|c| c.earlier_processes + c.current_process)
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+
     pub fn violations(&self) -> Vec<String> {
         self.state
             .lock()
@@ -81,6 +103,13 @@ impl Inspector for RaftInvariants {
         }
         check_log(&mut state, node);
         check_applied(&mut state, node);
+        let restored = node.leader_snapshots_restored();
+        let counts = state.snapshots_restored.entry(id).or_default();
+        if restored < counts.current_process {
+            // A restarted process counts from zero again.
+            counts.earlier_processes += counts.current_process;
+        }
+        counts.current_process = restored;
     }
 }
 

@@ -69,6 +69,9 @@ pub struct Extras {
     /// Clients that take a lease-based lock, sometimes stall past the lease's TTL while
     /// holding it, then write fenced and unfenced (Jepsen's etcd 3.4.3 analysis).
     pub lock_holders: usize,
+    /// Log entries kept after a snapshot (default: half of `snapshot_count`): small, and a
+    /// member only a little behind is sent the leader's snapshot.
+    pub snapshot_catchup_entries: Option<u64>,
 }
 
 impl std::fmt::Debug for RunConfig {
@@ -149,6 +152,8 @@ pub struct RunReport {
     pub check: Result<Report, Violation>,
     /// Raft invariants broken on the servers' own state (see `invariants`).
     pub raft_violations: Vec<String>,
+    /// Snapshots sent by a leader that members restored (at least this many).
+    pub leader_snapshots_restored: u64,
     /// The leader (server index) and its term before the faults and after recovery.
     pub leader_before: Option<(usize, u64)>,
     pub leader_after: Option<(usize, u64)>,
@@ -234,7 +239,10 @@ pub async fn run(config: RunConfig) -> RunReport {
         // Half of what a snapshot covers stays in the log: a follower further behind (a
         // partition, a crash) is sent the snapshot, so runs exercise both ways of catching
         // up.
-        snapshot_catchup_entries: config.snapshot_count / 2,
+        snapshot_catchup_entries: config
+            .extras
+            .snapshot_catchup_entries
+            .unwrap_or(config.snapshot_count / 2),
         ..WorldConfig::new(config.servers, config.seed)
     });
     let endpoints: Vec<Endpoint> = world
@@ -398,6 +406,7 @@ pub async fn run(config: RunConfig) -> RunReport {
         liveness,
         check,
         raft_violations,
+        leader_snapshots_restored: world.invariants.leader_snapshots_restored(),
         leader_before,
         leader_after,
         lease_holder,

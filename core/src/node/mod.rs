@@ -190,6 +190,8 @@ pub struct Node {
     role: Role,
     lease_clock: LeaseClock,
     ticks: u64,
+    /// Snapshots from a leader this process restored (observability and tests).
+    leader_snapshots_restored: u64,
 }
 
 impl std::fmt::Debug for Node {
@@ -237,6 +239,7 @@ impl Node {
             applied_index: snapshot_index,
             last_snapshot_index: snapshot_index,
             prepared_snapshot: None,
+            leader_snapshots_restored: 0,
             role: Role::Follower,
             lease_clock: LeaseClock::new(config.max_clock_step_ms()),
             ticks: 0,
@@ -300,6 +303,11 @@ impl Node {
 
     pub fn applied_index(&self) -> Index {
         self.applied_index
+    }
+
+    /// How many snapshots sent by a leader this node restored since it started.
+    pub fn leader_snapshots_restored(&self) -> u64 {
+        self.leader_snapshots_restored
     }
 
     pub fn is_leader(&self) -> bool {
@@ -529,6 +537,7 @@ impl Node {
             _ => restore_image(snapshot, self.config.store)
                 .unwrap_or_else(|e| panic!("node {}: snapshot {index} not prepared: {e}", self.id)),
         };
+        self.leader_snapshots_restored += 1;
         self.store = restored.store;
         self.members = restored.members;
         self.auth = restored.auth;
