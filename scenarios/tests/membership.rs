@@ -2,7 +2,8 @@
 //! started, promoted while a voter is cut off, the cut-off voter is removed, and the
 //! partition heals, all while clients write. Afterwards the remaining members agree on the
 //! member list and on their data (`HashKV` at one revision), and every acknowledged write is
-//! there. A failure prints madsim's seed; `MADSIM_TEST_SEED=<seed>` on the test command
+//! there (once more with auth turned on in the middle, etcd#14571). A failure prints
+//! madsim's seed; `MADSIM_TEST_SEED=<seed>` on the test command
 //! replays it, `MADSIM_TEST_NUM=<n>` runs more seeds.
 #![cfg(madsim)]
 #![allow(clippy::unwrap_used)]
@@ -12,6 +13,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use keel_net::proto::etcdserverpb as pb;
+use keel_net::proto::etcdserverpb::auth_client::AuthClient;
 use keel_net::proto::etcdserverpb::cluster_client::ClusterClient;
 use keel_net::proto::etcdserverpb::kv_client::KvClient;
 use keel_net::proto::etcdserverpb::maintenance_client::MaintenanceClient;
@@ -103,6 +105,68 @@ fn isolate(world: &World, index: usize) {
 
 #[madsim::test]
 async fn add_promote_and_remove_members_under_a_partition() {
+    membership_changes_under_a_partition(false).await;
+}
+
+/// etcd#14571: enabling auth while members changed made members' data diverge. Auth is
+/// turned on after the learner is added and a voter cut off (the promotion and the removal then need root's
+/// token, and the writers, which carry none, are refused), and off again at the end; the
+/// members must still agree (`HashKV`) and hold every acknowledged write.
+#[madsim::test]
+async fn enabling_auth_during_membership_changes_keeps_members_identical() {
+    membership_changes_under_a_partition(true).await;
+}
+
+/// `message` with root's token when there is one.
+fn authorized<T>(message: T, token: &Option<String>) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Some(token) = token.as_ref().and_then(|t| t.parse().ok()) {
+        request.metadata_mut().insert("token", token);
+    }
+    request
+}
+
+/// Adds root, turns auth on and returns root's token.
+async fn enable_auth(urls: &[String]) -> String {
+    until_ok("add root", urls, |channel| async move {
+        let request = pb::AuthUserAddRequest {
+            name: "root".into(),
+            password: "rootpw".into(),
+            ..Default::default()
+        };
+        match AuthClient::new(channel).user_add(request).await {
+            // An earlier try that timed out may have added it.
+            Err(status) if !status.message().contains("already exists") => Err(status),
+            _ => Ok(()),
+        }
+    })
+    .await;
+    until_ok("grant root", urls, |channel| async move {
+        let request = pb::AuthUserGrantRoleRequest {
+            user: "root".into(),
+            role: "root".into(),
+        };
+        AuthClient::new(channel).user_grant_role(request).await
+    })
+    .await;
+    until_ok("enable auth", urls, |channel| async move {
+        AuthClient::new(channel)
+            .auth_enable(pb::AuthEnableRequest {})
+            .await
+    })
+    .await;
+    until_ok("log in as root", urls, |channel| async move {
+        let request = pb::AuthenticateRequest {
+            name: "root".into(),
+            password: "rootpw".into(),
+        };
+        let answer = AuthClient::new(channel).authenticate(request).await?;
+        Ok(answer.into_inner().token)
+    })
+    .await
+}
+
+async fn membership_changes_under_a_partition(with_auth: bool) {
     let seed = madsim::runtime::Handle::current().seed();
     let mut world = World::start(WorldConfig::new(3, seed));
     let client = world.client_node("client");
@@ -135,12 +199,15 @@ async fn add_promote_and_remove_members_under_a_partition() {
 
     // A voter that is not the leader is cut off; the learner is promoted meanwhile (3 of
     // 4 voters remain connected, a quorum).
-    let leader = loop {
-        if let Some(leader) = find_leader(&world).await {
-            break leader;
+    let mut leader = None;
+    for _ in 0..MAX_TRIES {
+        leader = find_leader(&world).await;
+        if leader.is_some() {
+            break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    }
+    let leader = leader.expect("the cluster elects a leader");
     let cut_off = (0..3).find(|&i| i != leader).unwrap();
     isolate(&world, cut_off);
     let connected: Vec<String> = (0..3)
@@ -148,14 +215,24 @@ async fn add_promote_and_remove_members_under_a_partition() {
         .map(|i| urls[i].clone())
         .collect();
     *live_urls.lock().unwrap() = connected.clone();
+    // With auth: on from here (after the leader was found: Status needs a token then).
+    let auth_urls = connected.clone();
+    let token = if with_auth {
+        let enabled = client.spawn(async move { enable_auth(&auth_urls).await });
+        Some(enabled.await.unwrap())
+    } else {
+        None
+    };
     let promote_urls = connected.clone();
+    let promote_token = token.clone();
     client
         .spawn(async move {
             // Refused ("can only promote a learner member which is in sync with leader")
             // until the learner has caught up.
-            until_ok("promote the learner", &promote_urls, |channel| async move {
-                let request = pb::MemberPromoteRequest { id: learner_id };
-                ClusterClient::new(channel).member_promote(request).await
+            until_ok("promote the learner", &promote_urls, |channel| {
+                let request =
+                    authorized(pb::MemberPromoteRequest { id: learner_id }, &promote_token);
+                async move { ClusterClient::new(channel).member_promote(request).await }
             })
             .await
         })
@@ -163,22 +240,32 @@ async fn add_promote_and_remove_members_under_a_partition() {
         .unwrap();
 
     // Still cut off, the voter is removed.
-    let cut_off_id = member_id(&client, &connected, cut_off).await;
+    let cut_off_id = member_id(&client, &connected, cut_off, &token).await;
     let remove_urls = connected.clone();
+    let remove_token = token.clone();
     client
         .spawn(async move {
-            until_ok(
-                "remove the cut-off member",
-                &remove_urls,
-                |channel| async move {
-                    let request = pb::MemberRemoveRequest { id: cut_off_id };
-                    ClusterClient::new(channel).member_remove(request).await
-                },
-            )
+            until_ok("remove the cut-off member", &remove_urls, |channel| {
+                let request = authorized(pb::MemberRemoveRequest { id: cut_off_id }, &remove_token);
+                async move { ClusterClient::new(channel).member_remove(request).await }
+            })
             .await
         })
         .await
         .unwrap();
+    if token.is_some() {
+        let disable_urls = connected.clone();
+        client
+            .spawn(async move {
+                until_ok("disable auth", &disable_urls, |channel| {
+                    let request = authorized(pb::AuthDisableRequest {}, &token);
+                    async move { AuthClient::new(channel).auth_disable(request).await }
+                })
+                .await
+            })
+            .await
+            .unwrap();
+    }
     let mut remaining = connected.clone();
     remaining.push(world.servers[learner].client_url());
     *live_urls.lock().unwrap() = remaining.clone();
@@ -200,14 +287,20 @@ async fn add_promote_and_remove_members_under_a_partition() {
 }
 
 /// The id of server `index`, from a member list.
-async fn member_id(client: &madsim::runtime::NodeHandle, urls: &[String], index: usize) -> u64 {
+async fn member_id(
+    client: &madsim::runtime::NodeHandle,
+    urls: &[String],
+    index: usize,
+    token: &Option<String>,
+) -> u64 {
     let peer = peer_url(index);
     let urls = urls.to_vec();
+    let token = token.clone();
     client
         .spawn(async move {
-            let list = until_ok("list members", &urls, |channel| async move {
-                let request = pb::MemberListRequest { linearizable: true };
-                ClusterClient::new(channel).member_list(request).await
+            let list = until_ok("list members", &urls, |channel| {
+                let request = authorized(pb::MemberListRequest { linearizable: true }, &token);
+                async move { ClusterClient::new(channel).member_list(request).await }
             })
             .await
             .into_inner();
