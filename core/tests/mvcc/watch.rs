@@ -43,6 +43,21 @@ impl World {
         }));
     }
 
+    /// Replaces the store with one restored from `source`'s snapshot, as a member that
+    /// receives a leader's snapshot does.
+    fn restore_from(&mut self, source: &Store) {
+        self.h.store = Store::restore(&source.snapshot(), StoreConfig::default()).unwrap();
+        self.hub.on_restore(&self.h.store);
+    }
+
+    /// What a new stream watching `request` receives at once (history catch-up included).
+    fn watch_now(&mut self, request: &WatchCreateRequest) -> Vec<WatchResponse> {
+        let s = self.hub.open_stream();
+        self.hub.create_watch(s, request).unwrap();
+        self.hub.sync(&self.h.store);
+        self.drain(s)
+    }
+
     /// Compacts at `revision` and runs physical compaction to the end.
     fn compact_fully(&mut self, revision: i64) {
         self.apply(Command::Compaction(CompactionRequest {
@@ -403,10 +418,7 @@ fn a_watch_at_the_compact_revision_sees_the_delete_made_at_it() {
     ];
     let mut prev_kv = watch("k", "", 5);
     prev_kv.prev_kv = true;
-    let s = w.hub.open_stream();
-    w.hub.create_watch(s, &prev_kv).unwrap();
-    w.hub.sync(&w.h.store);
-    let got = w.drain(s);
+    let got = w.watch_now(&prev_kv);
     assert_eq!(flat(&got), expected);
     assert!(
         got.iter()
@@ -416,21 +428,16 @@ fn a_watch_at_the_compact_revision_sees_the_delete_made_at_it() {
     );
 
     // A member restored from this store's snapshot answers the same.
-    let restored = Store::restore(&w.h.store.snapshot(), StoreConfig::default()).unwrap();
     let mut other = World::new();
-    other.h.store = restored;
-    other.hub.on_restore(&other.h.store);
-    let s = other.hub.open_stream();
-    other.hub.create_watch(s, &watch("k", "", 5)).unwrap();
-    other.hub.sync(&other.h.store);
-    assert_eq!(flat(&other.drain(s)), expected);
+    other.restore_from(&w.h.store);
+    assert_eq!(flat(&other.watch_now(&watch("k", "", 5))), expected);
 
     // Once compaction passes the delete, the tombstone goes.
     w.compact_fully(6);
-    let s = w.hub.open_stream();
-    w.hub.create_watch(s, &watch("k", "", 6)).unwrap();
-    w.hub.sync(&w.h.store);
-    assert_eq!(flat(&w.drain(s)), [(6, EventType::Put, "k".into())]);
+    assert_eq!(
+        flat(&w.watch_now(&watch("k", "", 6))),
+        [(6, EventType::Put, "k".into())]
+    );
 }
 
 #[test]
@@ -443,9 +450,7 @@ fn after_a_snapshot_restore_watchers_catch_up_from_the_restored_history() {
     let mut leader = Harness::new();
     leader.put("a", "1");
     leader.put("a", "2");
-    let restored = Store::restore(&leader.store.snapshot(), StoreConfig::default()).unwrap();
-    w.h.store = restored;
-    w.hub.on_restore(&w.h.store);
+    w.restore_from(&leader.store);
     w.hub.sync(&w.h.store);
     assert_eq!(
         flat(&w.drain(s)).iter().map(|e| e.0).collect::<Vec<_>>(),
@@ -465,10 +470,8 @@ fn a_watch_from_the_future_still_waits_for_its_revision_after_a_snapshot_restore
     let mut leader = Harness::new();
     leader.put("a", "1");
     leader.put("a", "2");
-    let restored = Store::restore(&leader.store.snapshot(), StoreConfig::default()).unwrap();
-    w.h.store = restored;
+    w.restore_from(&leader.store);
     w.h.index = leader.index;
-    w.hub.on_restore(&w.h.store);
     w.hub.sync(&w.h.store);
     for value in ["3", "4", "5", "6"] {
         w.put("a", value);
