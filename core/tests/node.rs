@@ -407,6 +407,80 @@ fn snapshots_are_taken_and_a_restarted_member_recovers_from_one() {
     cluster.assert_converged();
 }
 
+/// The commit index is not synced on its own, so a member that crashes may restart behind
+/// what it had applied. It must not serve from that older state (its revision would go back,
+/// etcd #17780's class) until it has caught up again, which takes a leader.
+#[test]
+fn a_member_restarted_behind_what_it_applied_serves_nothing_until_caught_up() {
+    let mut cluster = NodeCluster::new(3, default_node_config);
+    cluster.elect(1);
+    for i in 0..3 {
+        cluster.put(1, &format!("k{i}"), "v");
+        cluster.run();
+    }
+    assert_eq!(cluster.get(2, "k2").as_deref(), Some(&b"v"[..]));
+    assert!(cluster.node(2).serves_local_reads());
+    let revision_before_crash = cluster.node(2).store().current_revision();
+
+    cluster.crash(2);
+    cluster.nodes.get_mut(&2).unwrap().storage.lose_unsynced();
+    cluster.restart(2);
+    cluster.process(2);
+    assert!(
+        cluster.node(2).store().current_revision() < revision_before_crash,
+        "the restart really is behind what was applied"
+    );
+    assert!(!cluster.node(2).serves_local_reads());
+
+    // Without a leader it stays fenced, however long it waits.
+    cluster.isolated.insert(2);
+    cluster.tick(30);
+    assert!(!cluster.node(2).serves_local_reads());
+
+    cluster.isolated.clear();
+    cluster.tick(3);
+    assert!(cluster.node(2).serves_local_reads());
+    assert!(cluster.node(2).store().current_revision() >= revision_before_crash);
+    assert_eq!(cluster.get(2, "k2").as_deref(), Some(&b"v"[..]));
+    cluster.assert_converged();
+}
+
+/// Entries past the commit index at a crash may be replaced by another leader, so the log's
+/// end at start-up may not be reached again while the cluster is idle; the fence's read
+/// index lifts it then.
+#[test]
+fn a_restarted_member_whose_uncommitted_tail_is_replaced_is_unfenced_by_a_read_index() {
+    let mut cluster = NodeCluster::new(3, default_node_config);
+    cluster.elect(2);
+    cluster.put(2, "a", "1");
+    cluster.run();
+    // Leader 2, cut off, appends three entries only it will ever have, then crashes.
+    cluster.isolated.insert(2);
+    for i in 0..3 {
+        cluster.put(2, &format!("lost{i}"), "x");
+    }
+    cluster.run();
+    let last_index_at_crash = cluster.node(2).raft().status().last_index;
+    cluster.crash(2);
+    cluster.nodes.get_mut(&2).unwrap().storage.lose_unsynced();
+    // Members 1 and 3 go on in a new term with a shorter log.
+    cluster.isolated.clear();
+    cluster.tick(25);
+    assert!(matches!(cluster.leader(), Some(1 | 3)));
+    cluster.restart(2);
+    cluster.process(2);
+    assert!(!cluster.node(2).serves_local_reads());
+    cluster.tick(25);
+    assert!(
+        cluster.node(2).raft().status().last_index < last_index_at_crash,
+        "the tail was replaced and the log is shorter than at the crash"
+    );
+    assert!(cluster.node(2).serves_local_reads());
+    assert_eq!(cluster.get(2, "a").as_deref(), Some(&b"1"[..]));
+    assert_eq!(cluster.get(2, "lost0"), None);
+    cluster.assert_converged();
+}
+
 #[test]
 fn a_lagging_member_catches_up_from_the_leaders_snapshot() {
     let mut cluster = NodeCluster::new(3, frequent_snapshots);

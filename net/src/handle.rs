@@ -70,6 +70,21 @@ pub enum Request {
     Call(CallFn),
 }
 
+impl Request {
+    /// Whether it answers from this member's own state (a serializable read, or a call that
+    /// reads the node), which a member restarted behind what it served must hold back (see
+    /// `Node::serves_local_reads`).
+    pub fn reads_local_state(&self) -> bool {
+        matches!(
+            self,
+            Request::Read {
+                linearizable: false,
+                ..
+            } | Request::Call(_)
+        )
+    }
+}
+
 impl std::fmt::Debug for Request {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

@@ -3,7 +3,7 @@
 //! what may go early, persist (one sync for everything gathered: group commit), send what had
 //! to wait, apply, answer clients, advance. No consensus decision is made here.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,6 +31,9 @@ const WATCH_OUTBOX: usize = 256;
 /// Requests handled per wake-up before the `Ready` is processed: bounds latency under load
 /// while letting many requests share one sync.
 const MAX_REQUESTS_PER_BATCH: usize = 4096;
+/// Requests held while the node is fenced after a restart; past it, reads are refused
+/// (`too many requests`) and calls dropped.
+const MAX_PARKED_REQUESTS: usize = 4096;
 /// Re-announce this member's name and client URLs this often until they are applied.
 const PUBLISH_RETRY_TICKS: u64 = 20;
 /// etcd warns about an fdatasync slower than this.
@@ -102,11 +105,16 @@ pub struct ServerLoop<D: Disk> {
     pending_writes: BTreeMap<u64, oneshot::Sender<Result<Written, ApiError>>>,
     pending_reads: BTreeMap<u64, (ReadFn, oneshot::Sender<ApiError>)>,
     watch_outboxes: BTreeMap<StreamId, mpsc::Sender<WatchResponse>>,
+    /// Serializable reads and calls that came while the node did not serve from its own
+    /// state (after a restart, until it caught up: `Node::serves_local_reads`), in order.
+    parked: VecDeque<Request>,
     /// Request ids must not repeat across restarts (a late answer to an old id must not
     /// match a new one): they start from the time of start-up.
     next_request_id: u64,
     clock: LocalClock,
     ticks: u64,
+    /// Ticks since this node last knew a leader.
+    leaderless_ticks: u64,
     leader: Option<u64>,
 }
 
@@ -149,9 +157,11 @@ impl<D: Disk> ServerLoop<D> {
             pending_writes: BTreeMap::new(),
             pending_reads: BTreeMap::new(),
             watch_outboxes: BTreeMap::new(),
+            parked: VecDeque::new(),
             next_request_id: first_request_id.max(1),
             clock,
             ticks: 0,
+            leaderless_ticks: 0,
             leader: None,
         }
     }
@@ -188,7 +198,13 @@ impl<D: Disk> ServerLoop<D> {
             }
             self.drain_inputs(&mut inputs);
             self.process_ready()?;
+            self.unpark();
             self.flush_watches();
+        }
+        // A commit index learned alone is written but not synced; syncing it now lets a
+        // clean restart serve at once instead of waiting to catch up with the leader.
+        if let Err(error) = self.storage.sync() {
+            warn!(%error, "cannot sync at shutdown");
         }
         info!("server loop stopped");
         Ok(())
@@ -228,6 +244,7 @@ impl<D: Disk> ServerLoop<D> {
         self.pending_writes.retain(|_, reply| !reply.is_closed());
         self.pending_reads
             .retain(|_, (_, failed)| !failed.is_closed());
+        self.fail_parked_reads_without_leader();
         if self.ticks % PUBLISH_RETRY_TICKS == 1 {
             self.publish_attributes();
         }
@@ -269,6 +286,10 @@ impl<D: Disk> ServerLoop<D> {
     }
 
     fn handle(&mut self, request: Request) {
+        if !self.node.serves_local_reads() && request.reads_local_state() {
+            self.park(request);
+            return;
+        }
         match request {
             Request::Write {
                 body,
@@ -325,6 +346,56 @@ impl<D: Disk> ServerLoop<D> {
             }
             Request::Call(call) => call(&mut self.node),
         }
+    }
+
+    fn park(&mut self, request: Request) {
+        if self.parked.len() < MAX_PARKED_REQUESTS {
+            self.parked.push_back(request);
+            return;
+        }
+        // A dropped call's caller hears that the server stopped serving it.
+        if let Request::Read { failed, .. } = request {
+            let _ = failed.send(ApiError::TooManyRequests);
+        }
+    }
+
+    /// Serves what was parked once the node has caught up since its restart.
+    fn unpark(&mut self) {
+        if self.parked.is_empty() || !self.node.serves_local_reads() {
+            return;
+        }
+        info!(
+            requests = self.parked.len(),
+            "caught up since the restart: serving held reads"
+        );
+        for request in std::mem::take(&mut self.parked) {
+            self.handle(request);
+        }
+    }
+
+    /// Without a leader a fenced node cannot catch up: once it has had none for an election
+    /// timeout, its held reads fail, as reads that need a leader do, instead of waiting for
+    /// their clients to give up.
+    fn fail_parked_reads_without_leader(&mut self) {
+        if self.node.raft().leader().is_some() {
+            self.leaderless_ticks = 0;
+            return;
+        }
+        self.leaderless_ticks += 1;
+        let election_ticks = u64::from(self.node.raft().config().election_ticks);
+        if self.parked.is_empty() || self.leaderless_ticks < election_ticks {
+            return;
+        }
+        let mut kept = VecDeque::new();
+        for request in std::mem::take(&mut self.parked) {
+            match request {
+                Request::Read { failed, .. } => {
+                    let _ = failed.send(ApiError::NoLeader);
+                }
+                other => kept.push_back(other),
+            }
+        }
+        self.parked = kept;
     }
 
     fn open_watch_stream(&mut self, open: WatchOpen) {

@@ -1,6 +1,8 @@
 //! Writes: the [`Writer`] that puts and deletes at one new revision (a whole txn or a lease
 //! revoke shares one), and the Put and DeleteRange commands built on it.
 
+use std::collections::btree_map::Entry as MapEntry;
+
 use bytes::Bytes;
 
 use super::error::Error;
@@ -62,49 +64,57 @@ impl<'a> Writer<'a> {
     pub fn put(&mut self, key: &Bytes, value: Bytes, lease: i64) -> Option<KeyValue> {
         let rev = self.next_rev();
         let main = self.main;
-        let stored = self.store.keys.get_key_value(key.as_ref());
-        // Keep the map's own copy of the key in the log and lease sets, so they never pin
-        // a request buffer the key may be a slice of.
-        let stored_key = stored.map(|(k, _)| k.clone());
-        let history = stored.map(|(_, h)| h);
-        let prev = history
-            .map(|h| h.latest())
-            .filter(|e| !e.is_tombstone())
-            .cloned();
-        let (create_revision, version) = match &prev {
-            Some(p) => (p.create_revision, p.version + 1),
-            None => (main, 1),
-        };
-        // etcd's watch reports the state before the revision, except for a creation.
-        let prev_at_start = match history {
-            Some(h) if version > 1 => h.live_before(Revision::new(main, 0)).map(|e| e.to_kv(key)),
-            _ => None,
-        };
-        let entry = Entry {
-            rev,
-            create_revision,
-            version,
-            lease,
-            value,
-        };
-        let entry_bytes = entry.size_bytes(key.len());
-        let kv = entry.to_kv(key);
         let store = &mut *self.store;
-        let new_key = match store.keys.get_mut(key.as_ref()) {
-            Some(history) => {
+        // One search of the key map for a key that exists (the common case), two for a new
+        // one. The map's own copy of the key goes into the log and lease sets, so they never
+        // pin a request buffer the key may be a slice of.
+        let (key, prev, prev_at_start, kv, entry_bytes) = match store.keys.entry(key.clone()) {
+            MapEntry::Occupied(mut occupied) => {
+                let key = occupied.key().clone();
+                let history = occupied.get_mut();
+                let prev = Some(history.latest())
+                    .filter(|e| !e.is_tombstone())
+                    .cloned();
+                let (create_revision, version) = match &prev {
+                    Some(p) => (p.create_revision, p.version + 1),
+                    None => (main, 1),
+                };
+                // etcd's watch reports the state before the revision, except for a creation.
+                let prev_at_start = if version > 1 {
+                    history
+                        .live_before(Revision::new(main, 0))
+                        .map(|e| e.to_kv(&key))
+                } else {
+                    None
+                };
+                let entry = Entry {
+                    rev,
+                    create_revision,
+                    version,
+                    lease,
+                    value,
+                };
+                let entry_bytes = entry.size_bytes(key.len());
+                let kv = entry.to_kv(&key);
                 history.push(entry);
-                None
+                (key, prev, prev_at_start, kv, entry_bytes)
             }
-            None => Some(entry),
-        };
-        let key = match new_key {
-            Some(entry) => {
+            MapEntry::Vacant(vacant) => {
+                let key = vacant.into_key();
+                let entry = Entry {
+                    rev,
+                    create_revision: main,
+                    version: 1,
+                    lease,
+                    value,
+                };
+                let entry_bytes = entry.size_bytes(key.len());
                 // Own the key's bytes so the map never pins a larger request buffer.
-                let owned = Bytes::copy_from_slice(key);
+                let owned = Bytes::copy_from_slice(&key);
+                let kv = entry.to_kv(&owned);
                 store.keys.insert(owned.clone(), KeyHistory::new(entry));
-                owned
+                (owned, None, None, kv, entry_bytes)
             }
-            None => stored_key.unwrap_or_else(|| key.clone()),
         };
         store.size_bytes += entry_bytes;
         if let Some(p) = &prev {

@@ -16,6 +16,7 @@
 pub mod lease_clock;
 pub mod members;
 pub mod proposal;
+mod start_fence;
 
 use std::collections::BTreeMap;
 
@@ -24,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use lease_clock::LeaseClock;
+use start_fence::{StartFence, START_FENCE_READ_ID};
 
 use crate::auth::{
     AuthCommand, AuthError, AuthInfo, AuthResponse, AuthStore, Caller, Credentials, TokenEffect,
@@ -192,6 +194,9 @@ pub struct Node {
     ticks: u64,
     /// Snapshots from a leader this process restored (observability and tests).
     leader_snapshots_restored: u64,
+    /// Set after a restart until this node has applied as far as before it (see
+    /// `start_fence`); while set, the node must not serve reads from its own state.
+    start_fence: Option<StartFence>,
 }
 
 impl std::fmt::Debug for Node {
@@ -219,6 +224,10 @@ impl Node {
     /// snapshot and the entries after it are applied as they come out of `ready`.
     pub fn new(config: NodeConfig, initial: InitialState) -> Result<Node, NodeError> {
         let snapshot_index = initial.snapshot.meta.index;
+        let start_fence = StartFence::at_start(
+            initial.last_index(),
+            initial.hard_state.commit_index.max(snapshot_index),
+        );
         let Restored {
             store,
             members,
@@ -240,6 +249,7 @@ impl Node {
             last_snapshot_index: snapshot_index,
             prepared_snapshot: None,
             leader_snapshots_restored: 0,
+            start_fence,
             role: Role::Follower,
             lease_clock: LeaseClock::new(config.max_clock_step_ms()),
             ticks: 0,
@@ -305,6 +315,14 @@ impl Node {
         self.applied_index
     }
 
+    /// Whether this node may serve from its own state (serializable reads, watches,
+    /// hashes): false after a restart until it has applied at least as far as before it,
+    /// which takes a leader (see `start_fence`). Linearizable reads and writes are safe
+    /// regardless: their read index or entry lies past anything applied before the restart.
+    pub fn serves_local_reads(&self) -> bool {
+        self.start_fence.is_none()
+    }
+
     /// How many snapshots sent by a leader this node restored since it started.
     pub fn leader_snapshots_restored(&self) -> u64 {
         self.leader_snapshots_restored
@@ -320,12 +338,36 @@ impl Node {
         self.lease_clock.observe(now_ms);
         self.ticks += 1;
         self.raft.tick();
+        self.ask_start_fence_read();
         if self.ticks % TOKEN_SWEEP_TICKS == 0 {
             self.tokens.expire(self.lease_clock.now_ms());
         }
         if self.is_leader() {
             self.propose_lease_expiries();
             self.propose_lease_checkpoints();
+        }
+    }
+
+    /// While fenced, asks for a read index (again every election timeout, as a leader change
+    /// may drop it); applying up to it lifts the fence.
+    fn ask_start_fence_read(&mut self) {
+        let retry_ticks = u64::from(self.config.raft.election_ticks);
+        let Some(fence) = &mut self.start_fence else {
+            return;
+        };
+        if self.raft.leader().is_some() && fence.should_ask(self.ticks, retry_ticks) {
+            // Refused without a leader or with too many reads pending: asked again later.
+            let _ = self.raft.read_index(START_FENCE_READ_ID);
+        }
+    }
+
+    /// Lifts the fence once the applied index reaches the log's end at start-up.
+    fn check_start_fence(&mut self) {
+        if self
+            .start_fence
+            .is_some_and(|fence| fence.is_passed_at(self.applied_index))
+        {
+            self.start_fence = None;
         }
     }
 
@@ -521,6 +563,7 @@ impl Node {
             self.apply_entry(entry, &mut output);
         }
         self.watches.sync(&self.store);
+        self.check_start_fence();
         for read in std::mem::take(&mut ready.read_states) {
             self.waiting_reads
                 .insert((read.read_index, read.request_id), ());
@@ -679,7 +722,11 @@ impl Node {
                 break;
             }
             self.waiting_reads.pop_first();
-            output.reads.push(request_id);
+            if request_id == START_FENCE_READ_ID {
+                self.start_fence = None;
+            } else {
+                output.reads.push(request_id);
+            }
         }
     }
 

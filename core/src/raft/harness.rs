@@ -79,8 +79,8 @@ impl MemStorage {
     }
 
     /// A crash: what was written without a sync is gone. Entries, term and vote are always
-    /// synced (`must_sync`), and so is a commit index that covers applied entries; a commit
-    /// index alone otherwise is not.
+    /// synced (`must_sync`); a commit index alone is not, so a restarted node may start
+    /// behind what it had applied.
     pub fn lose_unsynced(&mut self) {
         let floor = self.snapshot.meta.index;
         self.hard_state.commit_index = self.synced_commit_index.max(floor);

@@ -126,11 +126,6 @@ pub struct Raft {
     read_states: Vec<ReadState>,
     /// What the previous `Ready` reported, to report only changes.
     reported_hard_state: HardState,
-    /// The commit index as of the last synced `Ready`. Entries beyond it are applied only
-    /// after a sync puts the commit index that covers them on disk: otherwise a crash could
-    /// bring the node back behind what it had applied and served (a member's revision going
-    /// back, etcd issue 17780's class).
-    synced_commit_index: Index,
     reported_soft_state: SoftState,
     ready_outstanding: bool,
     /// Membership changes in the outstanding `Ready`'s committed entries, applied on `advance`.
@@ -192,7 +187,6 @@ impl Raft {
                 leader: None,
                 role: Role::Follower,
             },
-            synced_commit_index: commit_index,
             ready_outstanding: false,
             ready_conf_changes: Vec::new(),
             leader_seen: None,
@@ -238,6 +232,10 @@ impl Raft {
 
     pub fn conf_state(&self) -> &ConfState {
         &self.conf
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
     }
 
     pub fn commit_index(&self) -> Index {
@@ -516,15 +514,9 @@ impl Raft {
             )
         };
         let ready = Ready {
-            commit_index: hard_state.commit_index,
             soft_state: (soft_state != self.reported_soft_state).then_some(soft_state),
             hard_state: (hard_state != self.reported_hard_state).then_some(hard_state),
-            must_sync: term_or_vote_changed
-                || snapshot.is_some()
-                || !entries.is_empty()
-                || committed_entries
-                    .last()
-                    .is_some_and(|e| e.index > self.synced_commit_index),
+            must_sync: term_or_vote_changed || snapshot.is_some() || !entries.is_empty(),
             persisted_through: entries.last().map(|e| (e.index, e.term)),
             snapshot_index: snapshot.as_ref().map(|s| s.meta.index),
             applied_through: committed_entries.last().map(|e| e.index),
@@ -548,9 +540,6 @@ impl Raft {
             "advance() without an outstanding Ready"
         );
         self.ready_outstanding = false;
-        if ready.must_sync {
-            self.synced_commit_index = self.synced_commit_index.max(ready.commit_index);
-        }
         if let Some(index) = ready.snapshot_index {
             self.log.snapshot_persisted(index);
             if index > self.log.applied_index() {

@@ -7,9 +7,11 @@
 //!    or vote changed, every message waits in `persisted_messages` instead, since each one
 //!    carries the new term.
 //! 2. Persist `snapshot` (if any), then `entries`, then `hard_state`, and sync if
-//!    [`Ready::must_sync`] (new entries, a new term or vote, or a commit index that covers
-//!    entries applied in this `Ready`). `entries[0]` may be at or below the last index persisted before:
-//!    everything from that index on is replaced.
+//!    [`Ready::must_sync`] (new entries, a new term or a new vote). `entries[0]` may be at or
+//!    below the last index persisted before: everything from that index on is replaced. A
+//!    commit index alone is written but not synced: a crash may lose it, and a restarted
+//!    node learns it again from the leader (the state machine must then not serve from
+//!    before its crash; `keel_core::node::Node` fences itself until it has caught up).
 //! 3. Send `persisted_messages`. They are votes and acknowledgements that promise the
 //!    persisted state; sending one before the sync completes can elect two leaders or lose a
 //!    committed entry after a crash.
@@ -51,8 +53,6 @@ pub struct Ready {
     /// Linearizable reads that are ready to be served.
     pub read_states: Vec<ReadState>,
     pub(crate) must_sync: bool,
-    /// The commit index this `Ready` persists (with its hard state).
-    pub(crate) commit_index: Index,
     pub(crate) persisted_through: Option<(Index, Term)>,
     pub(crate) snapshot_index: Option<Index>,
     pub(crate) applied_through: Option<Index>,
@@ -60,8 +60,8 @@ pub struct Ready {
 
 impl Ready {
     /// Whether the persisted state must be synced (fsync) before `persisted_messages` are
-    /// sent and `committed_entries` applied. A commit index change alone needs no sync, unless
-    /// entries up to it are applied now: a node must never restart behind what it applied.
+    /// sent. A commit index change alone needs no sync: applying entries does not wait for a
+    /// sync of the commit index that covers them (an fsync on the path of every write).
     pub fn must_sync(&self) -> bool {
         self.must_sync
     }
