@@ -1,6 +1,7 @@
 //! MVCC store benchmarks on 100,000 keys with 256-byte values: put, point get, a prefix
-//! range of 100 keys, a txn compare-and-swap; and the store's memory per key, both its
-//! own size accounting and the heap growth measured by a counting allocator.
+//! range of 100 keys, a txn compare-and-swap, a snapshot image of the whole store and its
+//! restore; and the store's memory per key, both its own size accounting and the heap
+//! growth measured by a counting allocator.
 //!
 //! `cargo bench -p keel-core --bench mvcc`
 
@@ -198,6 +199,22 @@ fn benches(c: &mut Criterion) {
             debug_assert!(matches!(&response, Response::Txn(t) if t.succeeded));
             black_box(response);
             loaded.maybe_compact();
+        })
+    });
+    group.finish();
+
+    // The whole store as a snapshot image: what a member builds on its apply loop every
+    // `--snapshot-count` entries, and restores from at start-up.
+    let mut group = c.benchmark_group("mvcc_100k_keys_256b_snapshot");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(KEYS));
+    group.bench_function("snapshot", |b| {
+        b.iter(|| black_box(loaded.store.snapshot().len()))
+    });
+    let image = loaded.store.snapshot();
+    group.bench_function("restore", |b| {
+        b.iter(|| {
+            black_box(Store::restore(&image, StoreConfig::default()).map(|s| s.current_revision()))
         })
     });
     group.finish();

@@ -481,6 +481,30 @@ fn a_restarted_member_whose_uncommitted_tail_is_replaced_is_unfenced_by_a_read_i
     cluster.assert_converged();
 }
 
+/// A snapshot is as large as the store: more than a proposal may be (64 MiB).
+#[test]
+fn a_store_larger_than_a_proposal_is_snapshotted_and_restored() {
+    fn one_snapshot(id: NodeId) -> NodeConfig {
+        let mut config = default_node_config(id);
+        config.snapshot_count = 290;
+        config
+    }
+    let mut cluster = NodeCluster::new(3, one_snapshot);
+    cluster.elect(1);
+    let value = "v".repeat(256 * 1024);
+    for i in 0..290 {
+        cluster.put(1, &format!("k{i:03}"), &value);
+        cluster.run();
+    }
+    assert!(cluster.node(1).store().size_bytes() > 70 << 20);
+    assert_eq!(cluster.nodes[&2].snapshots_taken, 1);
+    cluster.crash(2);
+    cluster.restart(2);
+    cluster.tick(3);
+    assert_eq!(cluster.get(2, "k289").map(|v| v.len()), Some(value.len()));
+    cluster.assert_converged();
+}
+
 #[test]
 fn a_lagging_member_catches_up_from_the_leaders_snapshot() {
     let mut cluster = NodeCluster::new(3, frequent_snapshots);

@@ -489,11 +489,19 @@ impl<D: Disk> ServerLoop<D> {
                 );
             }
             self.node.advance(&ready);
+            let build_started = Instant::now();
             if let Some(snapshot) = self.node.maybe_snapshot() {
+                let save_started = Instant::now();
                 let index = snapshot.meta.index;
                 self.storage
                     .save_snapshot(&snapshot, self.settings.snapshot_retain_entries)?;
-                info!(index, size_bytes = snapshot.data.len(), "saved a snapshot");
+                info!(
+                    index,
+                    size_bytes = snapshot.data.len(),
+                    build_ms = (save_started - build_started).as_millis() as u64,
+                    save_ms = save_started.elapsed().as_millis() as u64,
+                    "saved a snapshot"
+                );
             }
         }
         self.metrics.observe_node(&self.node);

@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use bincode::Options;
 use bytes::Bytes;
+use serde::ser::{SerializeSeq, SerializeStruct, Serializer};
 use serde::{Deserialize, Serialize};
 
 use super::compaction::GarbageLedger;
@@ -54,6 +55,84 @@ struct SnapEntry {
     value: Bytes,
 }
 
+/// What [`Store::snapshot`] writes: [`Body`]'s encoding, serialized straight from the store
+/// rather than from a copy of it (a copy of every key's history is as large as the store).
+#[derive(Serialize)]
+struct BodyRef<'a> {
+    applied_index: u64,
+    current_rev: i64,
+    compact_rev: i64,
+    keys: KeysRef<'a>,
+    leases: Vec<SnapLease>,
+    alarms: Vec<AlarmMember>,
+}
+
+/// Encoded as `Vec<SnapKey>`: the keys with a version compaction keeps.
+struct KeysRef<'a> {
+    keys: &'a BTreeMap<Bytes, KeyHistory>,
+    compact_rev: i64,
+}
+
+impl Serialize for KeysRef<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let kept = |history: &KeyHistory| !history.logical_entries(self.compact_rev).is_empty();
+        let len = self.keys.values().filter(|h| kept(h)).count();
+        let mut seq = serializer.serialize_seq(Some(len))?;
+        for (key, history) in self.keys {
+            let entries = history.logical_entries(self.compact_rev);
+            if !entries.is_empty() {
+                seq.serialize_element(&KeyRef { key, entries })?;
+            }
+        }
+        seq.end()
+    }
+}
+
+/// Encoded as `SnapKey`.
+struct KeyRef<'a> {
+    key: &'a Bytes,
+    entries: &'a [Entry],
+}
+
+impl Serialize for KeyRef<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut key = serializer.serialize_struct("SnapKey", 2)?;
+        key.serialize_field("key", self.key)?;
+        key.serialize_field("entries", &EntriesRef(self.entries))?;
+        key.end()
+    }
+}
+
+/// Encoded as `Vec<SnapEntry>`.
+struct EntriesRef<'a>(&'a [Entry]);
+
+impl Serialize for EntriesRef<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut seq = serializer.serialize_seq(Some(self.0.len()))?;
+        for entry in self.0 {
+            seq.serialize_element(&EntryRef(entry))?;
+        }
+        seq.end()
+    }
+}
+
+/// Encoded as `SnapEntry`.
+struct EntryRef<'a>(&'a Entry);
+
+impl Serialize for EntryRef<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let e = self.0;
+        let mut entry = serializer.serialize_struct("SnapEntry", 6)?;
+        entry.serialize_field("main", &e.rev.main)?;
+        entry.serialize_field("sub", &e.rev.sub)?;
+        entry.serialize_field("create_revision", &e.create_revision)?;
+        entry.serialize_field("version", &e.version)?;
+        entry.serialize_field("lease", &e.lease)?;
+        entry.serialize_field("value", &e.value)?;
+        entry.end()
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 struct SnapLease {
     id: i64,
@@ -74,15 +153,14 @@ fn invalid(reason: impl Into<String>) -> SnapshotError {
 impl Store {
     /// The replicated state as bytes (see the module docs for the format).
     pub fn snapshot(&self) -> Vec<u8> {
-        let body = Body {
+        let body = BodyRef {
             applied_index: self.applied_index,
             current_rev: self.current_rev,
             compact_rev: self.compact_rev,
-            keys: self
-                .keys
-                .iter()
-                .filter_map(|(key, history)| snap_key(key, history, self.compact_rev))
-                .collect(),
+            keys: KeysRef {
+                keys: &self.keys,
+                compact_rev: self.compact_rev,
+            },
             leases: self
                 .lessor
                 .leases
@@ -95,16 +173,23 @@ impl Store {
                 .collect(),
             alarms: self.alarms.iter().copied().collect(),
         };
-        let encoded = match options().serialize(&body) {
-            Ok(bytes) => bytes,
-            Err(e) => panic!("encoding an mvcc snapshot failed: {e}"),
+        // Sized first and written once, header included: a snapshot is as large as the
+        // store, and growing (then copying) a buffer that size stalls the apply loop.
+        let body_bytes = match options().serialized_size(&body) {
+            Ok(size) => size,
+            Err(e) => panic!("sizing an mvcc snapshot failed: {e}"),
         };
-        let mut out = Vec::with_capacity(HEADER_BYTES + encoded.len());
+        let mut out = Vec::with_capacity(HEADER_BYTES + usize::try_from(body_bytes).unwrap_or(0));
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-        out.extend_from_slice(&(encoded.len() as u64).to_le_bytes());
-        out.extend_from_slice(&crc32c::crc32c(&encoded).to_le_bytes());
-        out.extend_from_slice(&encoded);
+        out.extend_from_slice(&body_bytes.to_le_bytes());
+        out.extend_from_slice(&[0; 4]); // the checksum, once the body is there
+        if let Err(e) = options().serialize_into(&mut out, &body) {
+            panic!("encoding an mvcc snapshot failed: {e}");
+        }
+        debug_assert_eq!(out.len() as u64, HEADER_BYTES as u64 + body_bytes);
+        let checksum = crc32c::crc32c(&out[HEADER_BYTES..]);
+        out[HEADER_BYTES - 4..HEADER_BYTES].copy_from_slice(&checksum.to_le_bytes());
         out
     }
 
@@ -114,25 +199,6 @@ impl Store {
         let body = decode(bytes)?;
         build(body, config)
     }
-}
-
-fn snap_key(key: &Bytes, history: &KeyHistory, compact_rev: i64) -> Option<SnapKey> {
-    let entries: Vec<SnapEntry> = history
-        .logical_entries(compact_rev)
-        .iter()
-        .map(|e| SnapEntry {
-            main: e.rev.main,
-            sub: e.rev.sub,
-            create_revision: e.create_revision,
-            version: e.version,
-            lease: e.lease,
-            value: e.value.clone(),
-        })
-        .collect();
-    (!entries.is_empty()).then(|| SnapKey {
-        key: key.clone(),
-        entries,
-    })
 }
 
 fn read_array<const N: usize>(bytes: &[u8], at: usize) -> [u8; N] {

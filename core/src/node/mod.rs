@@ -100,7 +100,9 @@ impl NodeConfig {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct Image {
     members: Members,
-    store: Vec<u8>,
+    /// As bytes (one length and a copy), not a sequence of `u8` (a call per byte); bincode
+    /// writes both the same way.
+    store: Bytes,
     auth: AuthStore,
 }
 
@@ -214,10 +216,10 @@ impl Node {
     pub fn bootstrap_image(members: &[Member], store: StoreConfig) -> Bytes {
         let image = Image {
             members: Members::new(members.iter().cloned()),
-            store: Store::new(store).snapshot(),
+            store: Bytes::from(Store::new(store).snapshot()),
             auth: AuthStore::default(),
         };
-        Bytes::from(proposal::encode(&image))
+        Bytes::from(proposal::encode_large(&image))
     }
 
     /// Starts from `initial` (see [`InitialState`]); the store is restored from its
@@ -755,7 +757,7 @@ impl Node {
         let term = self.raft.log_term(index)?;
         let image = Image {
             members: self.members.clone(),
-            store: self.store.snapshot(),
+            store: Bytes::from(self.store.snapshot()),
             auth: self.auth.clone(),
         };
         Some(Snapshot {
@@ -764,7 +766,7 @@ impl Node {
                 term,
                 conf_state: self.raft.conf_state().clone(),
             },
-            data: Bytes::from(proposal::encode(&image)),
+            data: Bytes::from(proposal::encode_large(&image)),
         })
     }
 }
@@ -781,7 +783,7 @@ fn restore_image(snapshot: &Snapshot, config: StoreConfig) -> Result<Restored, N
     }
     let index = snapshot.meta.index;
     let image: Image =
-        proposal::decode(&snapshot.data).ok_or_else(|| NodeError::CorruptSnapshot {
+        proposal::decode_large(&snapshot.data).ok_or_else(|| NodeError::CorruptSnapshot {
             index,
             reason: "the image does not decode".into(),
         })?;

@@ -67,6 +67,33 @@ pub(crate) fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Option<T> {
     options().deserialize(bytes).ok()
 }
 
+/// Encodes a snapshot image, as large as the store (no proposal limit), sized first so the
+/// buffer is allocated once.
+pub(crate) fn encode_large<T: Serialize>(value: &T) -> Vec<u8> {
+    use bincode::Options;
+    let options = bincode::DefaultOptions::new().with_fixint_encoding();
+    // Serializing plain data structures without a limit cannot fail.
+    let size_bytes = options
+        .serialized_size(value)
+        .expect("images are plain data and always serialize");
+    let mut out = Vec::with_capacity(usize::try_from(size_bytes).unwrap_or(0));
+    options
+        .serialize_into(&mut out, value)
+        .expect("images are plain data and always serialize");
+    out
+}
+
+/// Decodes a snapshot image: the lengths it declares may not add up to more than `bytes`
+/// holds, so a damaged one cannot make the decoder allocate more than the input's size.
+pub(crate) fn decode_large<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Option<T> {
+    use bincode::Options;
+    bincode::DefaultOptions::new()
+        .with_fixint_encoding()
+        .with_limit(bytes.len() as u64)
+        .deserialize(bytes)
+        .ok()
+}
+
 impl Proposal {
     pub fn encode(&self) -> Vec<u8> {
         encode(self)
