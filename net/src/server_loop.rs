@@ -13,7 +13,7 @@ use keel_core::node::{
     Completion, MemberAttributes, Node, NodeProposeError, ProposalBody, NO_CLIENT,
 };
 use keel_core::raft::{Message, ProposeError, ReadIndexError, Role};
-use keel_storage::{Disk, Storage, StorageError};
+use keel_storage::{Disk, Storage, StorageError, WrittenSnapshot};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
@@ -113,6 +113,10 @@ pub struct ServerLoop<D: Disk> {
     next_request_id: u64,
     clock: LocalClock,
     ticks: u64,
+    /// Results of snapshot files written off the loop (at most one at a time).
+    snapshots_written: mpsc::UnboundedSender<Result<WrittenSnapshot, StorageError>>,
+    snapshot_results: Option<mpsc::UnboundedReceiver<Result<WrittenSnapshot, StorageError>>>,
+    snapshot_in_flight: Option<u64>,
     /// Ticks since this node last knew a leader.
     leaderless_ticks: u64,
     leader: Option<u64>,
@@ -138,7 +142,7 @@ impl<D: Disk> std::fmt::Debug for ServerLoop<D> {
     }
 }
 
-impl<D: Disk> ServerLoop<D> {
+impl<D: Disk + Send + 'static> ServerLoop<D> {
     pub fn new(
         node: Node,
         storage: Storage<D>,
@@ -148,6 +152,7 @@ impl<D: Disk> ServerLoop<D> {
         first_request_id: u64,
     ) -> ServerLoop<D> {
         let clock = LocalClock::new(settings.hooks.clock.clone());
+        let (snapshots_written, snapshot_results) = mpsc::unbounded_channel();
         ServerLoop {
             node,
             storage,
@@ -161,6 +166,9 @@ impl<D: Disk> ServerLoop<D> {
             next_request_id: first_request_id.max(1),
             clock,
             ticks: 0,
+            snapshots_written,
+            snapshot_results: Some(snapshot_results),
+            snapshot_in_flight: None,
             leaderless_ticks: 0,
             leader: None,
         }
@@ -176,6 +184,9 @@ impl<D: Disk> ServerLoop<D> {
         // slow clock); a late tick is not made up for.
         let ticker = tokio::time::sleep(self.clock.real_duration(self.settings.tick));
         tokio::pin!(ticker);
+        let Some(mut snapshot_results) = self.snapshot_results.take() else {
+            return Ok(());
+        };
         loop {
             // `biased`: the branch order is fixed, never drawn at random, so a simulated run
             // replays bit for bit. Fairness comes from draining every input below, whichever
@@ -188,6 +199,7 @@ impl<D: Disk> ServerLoop<D> {
                     let period = self.clock.real_duration(self.settings.tick);
                     ticker.as_mut().reset(Instant::now() + period);
                 }
+                Some(written) = snapshot_results.recv() => self.on_snapshot_written(written)?,
                 Some(message) = inputs.peer_inbox.recv() => self.step(message),
                 Some(report) = inputs.peer_reports.recv() => self.on_peer_report(report),
                 Some(open) = inputs.watch_opens.recv() => self.open_watch_stream(open),
@@ -489,25 +501,51 @@ impl<D: Disk> ServerLoop<D> {
                 );
             }
             self.node.advance(&ready);
-            let build_started = Instant::now();
-            if let Some(snapshot) = self.node.maybe_snapshot() {
-                let save_started = Instant::now();
-                let index = snapshot.meta.index;
-                self.storage
-                    .save_snapshot(&snapshot, self.settings.snapshot_retain_entries)?;
-                info!(
-                    index,
-                    size_bytes = snapshot.data.len(),
-                    build_ms = (save_started - build_started).as_millis() as u64,
-                    save_ms = save_started.elapsed().as_millis() as u64,
-                    "saved a snapshot"
-                );
+            if self.snapshot_in_flight.is_none() {
+                self.maybe_snapshot()?;
             }
         }
         self.metrics.observe_node(&self.node);
         if let Some(inspector) = &self.settings.hooks.inspector {
             inspector.observe(&self.node);
         }
+        Ok(())
+    }
+
+    /// Takes a snapshot when one is due and has its file written off the loop: writing and
+    /// syncing a file as large as the store would stall everything else (heartbeats
+    /// included). The WAL is released once the file is durable (`on_snapshot_written`).
+    fn maybe_snapshot(&mut self) -> Result<(), LoopError> {
+        let build_started = Instant::now();
+        let Some(snapshot) = self.node.maybe_snapshot() else {
+            return Ok(());
+        };
+        let index = snapshot.meta.index;
+        info!(
+            index,
+            size_bytes = snapshot.data.len(),
+            build_ms = build_started.elapsed().as_millis() as u64,
+            "took a snapshot; writing it"
+        );
+        let mut writer = self.storage.snapshot_writer()?;
+        let written = self.snapshots_written.clone();
+        self.snapshot_in_flight = Some(index);
+        spawn_file_work(move || {
+            // The loop is gone if this fails; nothing is left to tell.
+            let _ = written.send(writer.write(&snapshot));
+        });
+        Ok(())
+    }
+
+    fn on_snapshot_written(
+        &mut self,
+        written: Result<WrittenSnapshot, StorageError>,
+    ) -> Result<(), LoopError> {
+        let index = self.snapshot_in_flight.take();
+        self.storage
+            .adopt_snapshot(written, self.settings.snapshot_retain_entries)
+            .inspect_err(|e| error!(%e, "saving a snapshot failed"))?;
+        info!(index, "saved a snapshot");
         Ok(())
     }
 
@@ -564,6 +602,16 @@ impl<D: Disk> ServerLoop<D> {
             self.transport.set_peers(&peers);
         }
     }
+}
+
+/// Runs file work that may take long (a snapshot as large as the store) away from the loop:
+/// on tokio's blocking threads, or as a task in the simulator, which has no threads (the
+/// work then happens at one instant of simulated time, deterministically).
+fn spawn_file_work(work: impl FnOnce() + Send + 'static) {
+    #[cfg(not(madsim))]
+    drop(tokio::task::spawn_blocking(work));
+    #[cfg(madsim)]
+    drop(tokio::spawn(async move { work() }));
 }
 
 fn propose_error(error: NodeProposeError) -> ApiError {

@@ -28,6 +28,12 @@ struct CountingDisk {
 }
 
 impl Disk for CountingDisk {
+    fn share(&self) -> io::Result<CountingDisk> {
+        Ok(CountingDisk {
+            inner: self.inner.share()?,
+            syncs: 0,
+        })
+    }
     fn list(&mut self) -> io::Result<Vec<String>> {
         self.inner.list()
     }

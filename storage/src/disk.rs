@@ -54,6 +54,12 @@ pub trait Disk {
 
     /// Where `name` lives, for messages an operator reads (a full path for real files).
     fn location(&self, name: &str) -> String;
+
+    /// Another handle on the same directory, for work on other files from another thread
+    /// (a snapshot file is written while the WAL goes on; see `SnapshotWriter`).
+    fn share(&self) -> io::Result<Self>
+    where
+        Self: Sized;
 }
 
 /// Rejects names that would escape the directory or be hidden special entries.

@@ -60,6 +60,13 @@ impl FsDisk {
 }
 
 impl Disk for FsDisk {
+    fn share(&self) -> io::Result<FsDisk> {
+        Ok(FsDisk {
+            dir: self.dir.clone(),
+            open_files: BTreeMap::new(),
+        })
+    }
+
     fn list(&mut self) -> io::Result<Vec<String>> {
         let mut names = Vec::new();
         for dir_entry in fs::read_dir(&self.dir)? {

@@ -214,6 +214,10 @@ impl SimDisk {
 }
 
 impl Disk for SimDisk {
+    fn share(&self) -> io::Result<SimDisk> {
+        Ok(self.clone())
+    }
+
     fn list(&mut self) -> io::Result<Vec<String>> {
         Ok(self.live()?.names.keys().cloned().collect())
     }

@@ -488,14 +488,69 @@ impl<D: Disk> Storage<D> {
 
     fn save_snapshot_unchecked(&mut self, snapshot: &Snapshot, retain_entries: u64) -> Result<()> {
         self.write_snapshot(snapshot)?;
+        self.release_wal_for(snapshot.meta.index, retain_entries)
+    }
+
+    /// Releases the WAL before a saved snapshot at `index`, keeping `retain_entries` before
+    /// it and everything after the older kept snapshot.
+    fn release_wal_for(&mut self, index: Index, retain_entries: u64) -> Result<()> {
         let older = self.snapshots.iter().rev().nth(1).map_or(0, |(i, _)| *i);
-        let first_kept = snapshot
-            .meta
-            .index
-            .saturating_sub(retain_entries)
-            .min(older)
-            + 1;
+        let first_kept = index.saturating_sub(retain_entries).min(older) + 1;
         self.wal.release_before(&mut self.disk, first_kept)
+    }
+
+    /// A writer of this directory's snapshot files that works apart from the storage (on
+    /// another thread), so that writing and syncing a snapshot as large as the store does
+    /// not hold up the log. Its result goes back through [`Storage::adopt_snapshot`].
+    pub fn snapshot_writer(&self) -> Result<SnapshotWriter<D>> {
+        self.check_running()?;
+        let disk = self.disk.share().map_err(|e| {
+            StorageError::write("open another handle on", self.disk.location("."), 0, e)
+        })?;
+        Ok(SnapshotWriter {
+            disk,
+            max_bytes: self.options.max_snapshot_size_bytes,
+        })
+    }
+
+    /// Takes a snapshot a [`SnapshotWriter`] wrote (the application's own, as in
+    /// [`Storage::save_snapshot`]) and releases the WAL before it. A failed write stops the
+    /// storage as if it had failed here. A snapshot no newer than the saved one (the leader's
+    /// arrived meanwhile) is removed instead.
+    pub fn adopt_snapshot(
+        &mut self,
+        written: Result<WrittenSnapshot>,
+        retain_entries: u64,
+    ) -> Result<()> {
+        self.check_running()?;
+        let written = self.note(written)?;
+        if written.index <= self.snapshot_index {
+            let result = self.remove_stale_snapshot(&written.name);
+            return self.note(result);
+        }
+        if written.index > self.wal.last_index() {
+            return Err(StorageError::InvalidRequest {
+                reason: format!(
+                    "snapshot {} is beyond the last log index {}",
+                    written.index,
+                    self.wal.last_index()
+                ),
+            });
+        }
+        let result = self
+            .register_snapshot(written.index, written.name)
+            .and_then(|()| self.release_wal_for(written.index, retain_entries));
+        self.note(result)
+    }
+
+    fn remove_stale_snapshot(&mut self, name: &str) -> Result<()> {
+        if self.snapshots.iter().any(|(_, n)| n == name) {
+            return Ok(());
+        }
+        self.disk
+            .remove(name)
+            .map_err(|e| StorageError::write("remove", self.disk.location(name), 0, e))?;
+        sync_dir(&mut self.disk)
     }
 
     /// Writes the snapshot file, then deletes all but the newest [`KEPT_SNAPSHOTS`].
@@ -505,9 +560,14 @@ impl<D: Disk> Storage<D> {
             snapshot,
             self.options.max_snapshot_size_bytes,
         )?;
+        self.register_snapshot(snapshot.meta.index, name)
+    }
+
+    /// Counts a written snapshot file in, then deletes all but the newest [`KEPT_SNAPSHOTS`].
+    fn register_snapshot(&mut self, index: Index, name: String) -> Result<()> {
         self.snapshots.retain(|(_, n)| *n != name);
-        self.snapshots.push((snapshot.meta.index, name));
-        self.snapshot_index = snapshot.meta.index;
+        self.snapshots.push((index, name));
+        self.snapshot_index = index;
         let excess = self.snapshots.len().saturating_sub(KEPT_SNAPSHOTS);
         for (_, old) in self.snapshots.drain(..excess).collect::<Vec<_>>() {
             self.disk
@@ -664,4 +724,31 @@ fn load_newest_snapshot<D: Disk>(
         }
     }
     Ok((None, kept))
+}
+
+/// Writes snapshot files for a [`Storage`], from wherever it is moved to (see
+/// [`Storage::snapshot_writer`]). It only writes: the storage counts the file in when it
+/// adopts the result.
+#[derive(Debug)]
+pub struct SnapshotWriter<D: Disk> {
+    disk: D,
+    max_bytes: u64,
+}
+
+/// A snapshot file written durably by a [`SnapshotWriter`], not yet adopted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WrittenSnapshot {
+    pub index: Index,
+    pub name: String,
+}
+
+impl<D: Disk> SnapshotWriter<D> {
+    /// Writes `snapshot` (temp file, sync, rename, directory sync).
+    pub fn write(&mut self, snapshot: &Snapshot) -> Result<WrittenSnapshot> {
+        let name = snapshot_file::write(&mut self.disk, snapshot, self.max_bytes)?;
+        Ok(WrittenSnapshot {
+            index: snapshot.meta.index,
+            name,
+        })
+    }
 }

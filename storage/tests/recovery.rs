@@ -175,6 +175,90 @@ fn snapshots_keep_the_newest_two_and_the_wal_behind_the_older<E: TestEnv>() {
     assert!(env.files().contains(&format!("{newest}.broken")));
 }
 
+/// A snapshot written by a `SnapshotWriter` (on another thread, while the log goes on) is
+/// the same as one saved in place once adopted; until then the WAL keeps everything.
+fn a_snapshot_written_apart_and_adopted_is_saved<E: TestEnv>()
+where
+    E::D: Send + 'static,
+{
+    let mut env = E::new();
+    let options = small_segments();
+    let mut storage = bootstrapped(&mut env, &options);
+    let written = entries(2, 200, 2, 150);
+    storage.append(&written[..150]).unwrap();
+    storage.sync().unwrap();
+    storage
+        .save_snapshot(&snapshot(100, 2, b"at 100"), 10)
+        .unwrap();
+    let mut writer = storage.snapshot_writer().unwrap();
+    let at_150 = std::thread::spawn(move || writer.write(&snapshot(150, 2, b"at 150")))
+        .join()
+        .unwrap();
+    // The log went on meanwhile; nothing was released for the written snapshot yet.
+    storage.append(&written[150..]).unwrap();
+    storage.sync().unwrap();
+    let all_segments = segment_files(&mut env).len();
+    assert_eq!(storage.snapshot_files().len(), 2, "bootstrap and 100");
+    storage.adopt_snapshot(at_150, 10).unwrap();
+    assert!(
+        segment_files(&mut env).len() < all_segments,
+        "released behind 100"
+    );
+    let snaps = snapshot_files(&mut env);
+    assert_eq!(storage.snapshot_files(), snaps);
+    assert_eq!(snaps.len(), 2, "100 and 150");
+    drop(storage);
+    let (_, recovered) = reopen(&mut env, &options);
+    assert_eq!(recovered.snapshot.as_ref().unwrap().data, &b"at 150"[..]);
+    assert_eq!(recovered.entries, written[149..].to_vec());
+}
+
+/// A leader's snapshot that arrives while the storage's own is being written makes that one
+/// stale: adopting it removes its file and changes nothing else.
+fn a_snapshot_overtaken_by_the_leaders_is_removed_when_adopted<E: TestEnv>() {
+    let mut env = E::new();
+    let options = small_segments();
+    let mut storage = bootstrapped(&mut env, &options);
+    storage.append(&entries(2, 60, 1, 150)).unwrap();
+    storage.sync().unwrap();
+    let mut writer = storage.snapshot_writer().unwrap();
+    let own = writer.write(&snapshot(40, 1, b"own"));
+    storage
+        .install_snapshot(&snapshot(80, 3, b"leader's"))
+        .unwrap();
+    let before = snapshot_files(&mut env);
+    assert_eq!(
+        before.len(),
+        3,
+        "bootstrap, own (written, not adopted), leader's"
+    );
+    storage.adopt_snapshot(own, 10).unwrap();
+    let after = snapshot_files(&mut env);
+    assert_eq!(after, storage.snapshot_files());
+    assert_eq!(after.len(), 2);
+    drop(storage);
+    let (_, recovered) = reopen(&mut env, &options);
+    assert_eq!(recovered.snapshot.as_ref().unwrap().data, &b"leader's"[..]);
+}
+
+/// A snapshot write that failed stops the storage, as a failure in place would.
+fn a_failed_snapshot_write_stops_the_storage<E: TestEnv>() {
+    let mut env = E::new();
+    let options = small_segments();
+    let mut storage = bootstrapped(&mut env, &options);
+    let failed = Err(StorageError::InvalidRequest {
+        reason: "injected".into(),
+    });
+    assert!(storage.adopt_snapshot(failed, 10).is_err());
+    let failed = Err(StorageError::SyncFailed {
+        file: "snap.tmp".into(),
+        source: std::io::Error::other("injected"),
+    });
+    assert!(storage.adopt_snapshot(failed, 10).is_err());
+    assert!(storage.is_stopped());
+    assert!(storage.append(&entries(2, 2, 1, 10)).is_err());
+}
+
 fn a_leaders_snapshot_replaces_the_log<E: TestEnv>() {
     let mut env = E::new();
     let options = small_segments();
@@ -408,6 +492,9 @@ on_both_disks!(
     segments_rotate_and_each_carries_the_hard_state,
     snapshots_keep_the_newest_two_and_the_wal_behind_the_older,
     a_leaders_snapshot_replaces_the_log,
+    a_snapshot_written_apart_and_adopted_is_saved,
+    a_snapshot_overtaken_by_the_leaders_is_removed_when_adopted,
+    a_failed_snapshot_write_stops_the_storage,
     a_torn_tail_is_cut_off,
     a_flipped_bit_in_the_middle_is_reported_with_file_offset_and_remedy,
     a_flipped_bit_in_the_last_record_is_reported_not_truncated,
