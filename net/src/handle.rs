@@ -67,7 +67,11 @@ pub enum Request {
         /// Told when the read cannot be served (no leader, too many pending).
         failed: oneshot::Sender<ApiError>,
     },
-    Call(CallFn),
+    Call {
+        call: CallFn,
+        /// Told when the call cannot be made (see `Request::fail`).
+        failed: oneshot::Sender<ApiError>,
+    },
 }
 
 impl Request {
@@ -80,8 +84,20 @@ impl Request {
             Request::Read {
                 linearizable: false,
                 ..
-            } | Request::Call(_)
+            } | Request::Call { .. }
         )
+    }
+
+    /// Answers the request with `error` instead of carrying it out.
+    pub fn fail(self, error: ApiError) {
+        match self {
+            Request::Write { reply, .. } | Request::ConfChange { reply, .. } => {
+                let _ = reply.send(Err(error));
+            }
+            Request::Read { failed, .. } | Request::Call { failed, .. } => {
+                let _ = failed.send(error);
+            }
+        }
     }
 }
 
@@ -98,7 +114,7 @@ impl std::fmt::Debug for Request {
                 .debug_struct("Read")
                 .field("linearizable", linearizable)
                 .finish(),
-            Request::Call(_) => f.write_str("Call"),
+            Request::Call { .. } => f.write_str("Call"),
         }
     }
 }
@@ -191,16 +207,26 @@ impl NodeHandle {
         }
     }
 
-    /// Runs `call` on the loop with the node, right away.
+    /// Runs `call` on the loop with the node, right away (or, on a member restarted behind
+    /// what it had served, once it has caught up).
     pub async fn call<T: Send + 'static>(
         &self,
         call: impl FnOnce(&mut Node) -> T + Send + 'static,
     ) -> Result<T, ApiError> {
         let (reply, answer) = oneshot::channel();
-        self.send(Request::Call(Box::new(move |node| {
-            let _ = reply.send(call(node));
-        })))
+        let (failed, failure) = oneshot::channel();
+        self.send(Request::Call {
+            call: Box::new(move |node| {
+                let _ = reply.send(call(node));
+            }),
+            failed,
+        })
         .await?;
-        self.wait(answer).await
+        // As for reads: a refused call drops its reply, so the failure is looked at first.
+        tokio::select! {
+            biased;
+            Ok(error) = failure => Err(error),
+            value = self.wait(answer) => value,
+        }
     }
 }

@@ -256,7 +256,7 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
         self.pending_writes.retain(|_, reply| !reply.is_closed());
         self.pending_reads
             .retain(|_, (_, failed)| !failed.is_closed());
-        self.fail_parked_reads_without_leader();
+        self.fail_parked_without_leader();
         if self.ticks % PUBLISH_RETRY_TICKS == 1 {
             self.publish_attributes();
         }
@@ -356,18 +356,15 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
                     }
                 }
             }
-            Request::Call(call) => call(&mut self.node),
+            Request::Call { call, .. } => call(&mut self.node),
         }
     }
 
     fn park(&mut self, request: Request) {
         if self.parked.len() < MAX_PARKED_REQUESTS {
             self.parked.push_back(request);
-            return;
-        }
-        // A dropped call's caller hears that the server stopped serving it.
-        if let Request::Read { failed, .. } = request {
-            let _ = failed.send(ApiError::TooManyRequests);
+        } else {
+            request.fail(ApiError::TooManyRequests);
         }
     }
 
@@ -386,9 +383,9 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
     }
 
     /// Without a leader a fenced node cannot catch up: once it has had none for an election
-    /// timeout, its held reads fail, as reads that need a leader do, instead of waiting for
-    /// their clients to give up.
-    fn fail_parked_reads_without_leader(&mut self) {
+    /// timeout, what it holds fails, as requests that need a leader do, instead of waiting
+    /// for their clients to give up.
+    fn fail_parked_without_leader(&mut self) {
         if self.node.raft().leader().is_some() {
             self.leaderless_ticks = 0;
             return;
@@ -398,16 +395,9 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
         if self.parked.is_empty() || self.leaderless_ticks < election_ticks {
             return;
         }
-        let mut kept = VecDeque::new();
         for request in std::mem::take(&mut self.parked) {
-            match request {
-                Request::Read { failed, .. } => {
-                    let _ = failed.send(ApiError::NoLeader);
-                }
-                other => kept.push_back(other),
-            }
+            request.fail(ApiError::NoLeader);
         }
-        self.parked = kept;
     }
 
     fn open_watch_stream(&mut self, open: WatchOpen) {

@@ -94,3 +94,100 @@ async fn three_servers_serve_a_client_and_survive_a_crash() {
         .await
         .unwrap();
 }
+
+async fn serializable_get(url: &str, key: &str) -> Result<Option<Vec<u8>>, tonic::Status> {
+    let mut client = KvClient::connect(url.to_string())
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let response = client
+        .range(RangeRequest {
+            key: key.as_bytes().to_vec().into(),
+            serializable: true,
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    Ok(response.kvs.first().map(|kv| kv.value.to_vec()))
+}
+
+/// A follower applies a commit index learned alone without syncing it, so after a crash it
+/// restarts behind what it served. Cut off from the others it must not serve its older
+/// state: its serializable reads fail with "no leader" (after an election timeout, not at
+/// the client's deadline); once it reaches the leader again it catches up and serves.
+#[madsim::test]
+async fn a_follower_restarted_behind_what_it_served_answers_only_after_catching_up() {
+    let mut world = World::start(WorldConfig::new(3, 7));
+    let urls: Vec<String> = world.servers.iter().map(|s| s.client_url()).collect();
+    let client = world.client_node("client");
+    let all = urls.clone();
+    client
+        .spawn(async move {
+            eventually("first put", || put(&all[1], "k", "v1")).await;
+            for url in &all {
+                // Served by every member from its own state: each has applied it.
+                let value = eventually("read", || async {
+                    match serializable_get(url, "k").await? {
+                        Some(v) => Ok(v),
+                        None => Err(tonic::Status::unavailable("not applied yet")),
+                    }
+                })
+                .await;
+                assert_eq!(value, b"v1");
+            }
+        })
+        .await
+        .unwrap();
+    // Server 0 loses the unsynced commit index with the crash, and comes back alone.
+    let net = madsim::net::NetSim::current();
+    let ids: Vec<_> = world.servers.iter().map(|s| s.node.id()).collect();
+    world.crash(0);
+    for &other in &ids[1..] {
+        net.clog_link(ids[0], other);
+        net.clog_link(other, ids[0]);
+    }
+    world.restart(0);
+    let first = urls[0].clone();
+    client
+        .spawn(async move {
+            let started = tokio::time::Instant::now();
+            let answer = tokio::time::timeout(Duration::from_secs(5), async {
+                loop {
+                    match serializable_get(&first, "k").await {
+                        Err(status)
+                            if status.code() == tonic::Code::Unavailable
+                                && !status.message().contains("no leader") =>
+                        {
+                            // Not listening yet after the restart.
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                        other => return other,
+                    }
+                }
+            })
+            .await
+            .expect("an answer before the client's deadline");
+            match answer {
+                Err(status) => assert!(
+                    status.message().contains("no leader"),
+                    "unexpected failure: {status:?}"
+                ),
+                Ok(value) => panic!("served {value:?} while behind and cut off"),
+            }
+            assert!(started.elapsed() < Duration::from_secs(3));
+        })
+        .await
+        .unwrap();
+    for &other in &ids[1..] {
+        net.unclog_link(ids[0], other);
+        net.unclog_link(other, ids[0]);
+    }
+    let first = urls[0].clone();
+    client
+        .spawn(async move {
+            let value =
+                eventually("read after catching up", || serializable_get(&first, "k")).await;
+            assert_eq!(value.as_deref(), Some(&b"v1"[..]));
+        })
+        .await
+        .unwrap();
+}
