@@ -24,12 +24,22 @@ async fn put(url: &str, key: &str, value: &str) -> Result<(), tonic::Status> {
 }
 
 async fn get(url: &str, key: &str) -> Result<Option<Vec<u8>>, tonic::Status> {
+    range(url, key, false).await
+}
+
+/// Served by the member from its own state, without a ReadIndex round.
+async fn serializable_get(url: &str, key: &str) -> Result<Option<Vec<u8>>, tonic::Status> {
+    range(url, key, true).await
+}
+
+async fn range(url: &str, key: &str, serializable: bool) -> Result<Option<Vec<u8>>, tonic::Status> {
     let mut client = KvClient::connect(url.to_string())
         .await
         .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
     let response = client
         .range(RangeRequest {
             key: key.as_bytes().to_vec().into(),
+            serializable,
             ..Default::default()
         })
         .await?
@@ -93,21 +103,6 @@ async fn three_servers_serve_a_client_and_survive_a_crash() {
         })
         .await
         .unwrap();
-}
-
-async fn serializable_get(url: &str, key: &str) -> Result<Option<Vec<u8>>, tonic::Status> {
-    let mut client = KvClient::connect(url.to_string())
-        .await
-        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-    let response = client
-        .range(RangeRequest {
-            key: key.as_bytes().to_vec().into(),
-            serializable: true,
-            ..Default::default()
-        })
-        .await?
-        .into_inner();
-    Ok(response.kvs.first().map(|kv| kv.value.to_vec()))
 }
 
 /// A follower applies a commit index learned alone without syncing it, so after a crash it
