@@ -116,7 +116,7 @@ pub struct ServerLoop<D: Disk> {
     /// Results of snapshot files written off the loop (at most one at a time).
     snapshots_written: mpsc::UnboundedSender<Result<WrittenSnapshot, StorageError>>,
     snapshot_results: Option<mpsc::UnboundedReceiver<Result<WrittenSnapshot, StorageError>>>,
-    snapshot_in_flight: Option<u64>,
+    snapshot_in_flight: bool,
     /// Ticks since this node last knew a leader.
     leaderless_ticks: u64,
     leader: Option<u64>,
@@ -168,7 +168,7 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
             ticks: 0,
             snapshots_written,
             snapshot_results: Some(snapshot_results),
-            snapshot_in_flight: None,
+            snapshot_in_flight: false,
             leaderless_ticks: 0,
             leader: None,
         }
@@ -491,7 +491,7 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
                 );
             }
             self.node.advance(&ready);
-            if self.snapshot_in_flight.is_none() {
+            if !self.snapshot_in_flight {
                 self.maybe_snapshot()?;
             }
         }
@@ -519,7 +519,7 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
         );
         let mut writer = self.storage.snapshot_writer()?;
         let written = self.snapshots_written.clone();
-        self.snapshot_in_flight = Some(index);
+        self.snapshot_in_flight = true;
         spawn_file_work(move || {
             // The loop is gone if this fails; nothing is left to tell.
             let _ = written.send(writer.write(&snapshot));
@@ -531,11 +531,12 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
         &mut self,
         written: Result<WrittenSnapshot, StorageError>,
     ) -> Result<(), LoopError> {
-        let index = self.snapshot_in_flight.take();
+        let written_index = written.as_ref().map_or(0, |w| w.index);
+        self.snapshot_in_flight = false;
         self.storage
             .adopt_snapshot(written, self.settings.snapshot_retain_entries)
             .inspect_err(|e| error!(%e, "saving a snapshot failed"))?;
-        info!(index, "saved a snapshot");
+        info!(index = written_index, "saved a snapshot");
         Ok(())
     }
 

@@ -47,11 +47,15 @@ pub struct ConfChangeContext {
     pub member: Member,
 }
 
+/// The encoding of proposals and images: bincode with fixed-width integers.
+fn encoding() -> impl bincode::Options + Copy {
+    use bincode::Options;
+    bincode::DefaultOptions::new().with_fixint_encoding()
+}
+
 fn options() -> impl bincode::Options {
     use bincode::Options;
-    bincode::DefaultOptions::new()
-        .with_fixint_encoding()
-        .with_limit(MAX_PROPOSAL_BYTES)
+    encoding().with_limit(MAX_PROPOSAL_BYTES)
 }
 
 pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
@@ -71,7 +75,7 @@ pub(crate) fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Option<T> {
 /// buffer is allocated once.
 pub(crate) fn encode_large<T: Serialize>(value: &T) -> Vec<u8> {
     use bincode::Options;
-    let options = bincode::DefaultOptions::new().with_fixint_encoding();
+    let options = encoding();
     // Serializing plain data structures without a limit cannot fail.
     let size_bytes = options
         .serialized_size(value)
@@ -87,8 +91,7 @@ pub(crate) fn encode_large<T: Serialize>(value: &T) -> Vec<u8> {
 /// holds, so a damaged one cannot make the decoder allocate more than the input's size.
 pub(crate) fn decode_large<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Option<T> {
     use bincode::Options;
-    bincode::DefaultOptions::new()
-        .with_fixint_encoding()
+    encoding()
         .with_limit(bytes.len() as u64)
         .deserialize(bytes)
         .ok()
