@@ -71,12 +71,15 @@ pub enum Request {
         call: CallFn,
         /// Told when the call cannot be made (see `Request::fail`).
         failed: oneshot::Sender<ApiError>,
+        /// Held while this member is fenced after a restart (see
+        /// `Node::serves_local_reads`): it reads the store, auth or watches.
+        fenced: bool,
     },
 }
 
 impl Request {
     /// Whether it answers from this member's own state (a serializable read, or a call that
-    /// reads the node), which a member restarted behind what it served must hold back (see
+    /// reads the store), which a member restarted behind what it served must hold back (see
     /// `Node::serves_local_reads`).
     pub fn reads_local_state(&self) -> bool {
         matches!(
@@ -84,7 +87,7 @@ impl Request {
             Request::Read {
                 linearizable: false,
                 ..
-            } | Request::Call { .. }
+            } | Request::Call { fenced: true, .. }
         )
     }
 
@@ -213,6 +216,24 @@ impl NodeHandle {
         &self,
         call: impl FnOnce(&mut Node) -> T + Send + 'static,
     ) -> Result<T, ApiError> {
+        self.call_fenced(true, call).await
+    }
+
+    /// Runs `call` on the loop right away, even on a member fenced after a restart: for
+    /// what Raft knows (leader, term, indexes) and this member's status, which etcd answers
+    /// from a member cut off from its cluster too (`etcdctl endpoint status`).
+    pub async fn call_unfenced<T: Send + 'static>(
+        &self,
+        call: impl FnOnce(&mut Node) -> T + Send + 'static,
+    ) -> Result<T, ApiError> {
+        self.call_fenced(false, call).await
+    }
+
+    async fn call_fenced<T: Send + 'static>(
+        &self,
+        fenced: bool,
+        call: impl FnOnce(&mut Node) -> T + Send + 'static,
+    ) -> Result<T, ApiError> {
         let (reply, answer) = oneshot::channel();
         let (failed, failure) = oneshot::channel();
         self.send(Request::Call {
@@ -220,6 +241,7 @@ impl NodeHandle {
                 let _ = reply.send(call(node));
             }),
             failed,
+            fenced,
         })
         .await?;
         // As for reads: a refused call drops its reply, so the failure is looked at first.

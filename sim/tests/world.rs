@@ -6,7 +6,8 @@
 use std::time::Duration;
 
 use keel_net::proto::etcdserverpb::kv_client::KvClient;
-use keel_net::proto::etcdserverpb::{PutRequest, RangeRequest};
+use keel_net::proto::etcdserverpb::maintenance_client::MaintenanceClient;
+use keel_net::proto::etcdserverpb::{PutRequest, RangeRequest, StatusRequest, StatusResponse};
 use keel_sim::world::{World, WorldConfig};
 
 async fn put(url: &str, key: &str, value: &str) -> Result<(), tonic::Status> {
@@ -45,6 +46,13 @@ async fn range(url: &str, key: &str, serializable: bool) -> Result<Option<Vec<u8
         .await?
         .into_inner();
     Ok(response.kvs.first().map(|kv| kv.value.to_vec()))
+}
+
+async fn status(url: &str) -> Result<StatusResponse, tonic::Status> {
+    let mut client = MaintenanceClient::connect(url.to_string())
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    Ok(client.status(StatusRequest {}).await?.into_inner())
 }
 
 /// Retries `op` until it succeeds (servers elect a leader after start and after crashes).
@@ -169,6 +177,14 @@ async fn a_follower_restarted_behind_what_it_served_answers_only_after_catching_
                 Ok(value) => panic!("served {value:?} while behind and cut off"),
             }
             assert!(started.elapsed() < Duration::from_secs(3));
+            // Still fenced, it answers its status all the same (as etcd answers
+            // `endpoint status` from a member cut off): that is how an operator finds out.
+            let status = tokio::time::timeout(Duration::from_millis(500), status(&first))
+                .await
+                .expect("status answered at once")
+                .expect("status answered while fenced");
+            assert_eq!(status.leader, 0);
+            assert!(status.errors.iter().any(|e| e.contains("no leader")));
         })
         .await
         .unwrap();

@@ -79,7 +79,7 @@ impl Forwarder {
         loop {
             let leader = self
                 .handle
-                .call(|node| {
+                .call_unfenced(|node| {
                     let id = node.raft().leader()?;
                     let member = node.members().get(id)?;
                     (!member.client_urls.is_empty()).then(|| Leader {

@@ -29,7 +29,7 @@ use tonic::{Request, Response, Status};
 
 use super::convert::{self, HeaderSource};
 use super::errors::EtcdError;
-use super::{api_status, store_status, unexpected_response, Api};
+use super::{api_status, authorize_on, store_status, unexpected_response, user_check, Api};
 use crate::proto::etcdserverpb as pb;
 use crate::proto::etcdserverpb::maintenance_server::Maintenance;
 use crate::ETCD_VERSION;
@@ -56,7 +56,7 @@ impl MaintenanceService {
             let (leader, term) = self
                 .api
                 .handle
-                .call(|node| (node.raft().leader(), node.raft().term()))
+                .call_unfenced(|node| (node.raft().leader(), node.raft().term()))
                 .await
                 .map_err(api_status)?;
             if leader == Some(target) {
@@ -169,15 +169,26 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
-        self.api
-            .require_user(&self.api.credentials(&request))
-            .await?;
+        // Answered even by a member fenced after a restart, as etcd answers a member cut
+        // off from its cluster: status is how an operator finds out. The user check reads
+        // this member's auth state as it is; a stale one shows no more than this status.
+        let credentials = self.api.credentials(&request);
         let (mut status, term, revision) = self
             .api
-            .handle
-            .call(|node| status_of(node))
-            .await
-            .map_err(api_status)?;
+            .with_token_retry(&credentials, || {
+                let credentials = credentials.clone();
+                async move {
+                    self.api
+                        .handle
+                        .call_unfenced(move |node| {
+                            authorize_on(node, &credentials, user_check())?;
+                            Ok(status_of(node))
+                        })
+                        .await
+                        .map_err(api_status)?
+                }
+            })
+            .await?;
         status.header = Some(self.api.header_at(term).header(revision));
         Ok(Response::new(status))
     }

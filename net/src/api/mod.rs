@@ -150,11 +150,7 @@ impl Api {
 
     /// With auth on, the caller must name a user (etcd's `requireAuthInfo`).
     pub async fn require_user(&self, credentials: &Credentials) -> Result<(), Status> {
-        self.authorize(
-            credentials,
-            Arc::new(|auth, caller, _| auth.check_user(caller)),
-        )
-        .await
+        self.authorize(credentials, user_check()).await
     }
 
     /// Runs `op`, and once more after waiting for this member to apply everything committed
@@ -177,6 +173,11 @@ impl Api {
             other => other,
         }
     }
+}
+
+/// Allows any authenticated user (anyone at all while auth is off).
+pub fn user_check() -> Check {
+    Arc::new(|auth, caller, _| auth.check_user(caller))
 }
 
 /// Resolves the caller's credentials on the loop and runs `check`.
