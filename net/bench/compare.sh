@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Runs the same `keel bench` loads against a 3-member etcd cluster and a 3-member keel
 # cluster on loopback, one after the other with the same settings, and prints one table:
-# throughput, p99 latency, their ratios, and each server's resident memory.
+# throughput, p99 latency, their ratios, each server's resident memory, and the CPU time the
+# three servers spent per request (user + system, from /proc): on a machine that runs the load
+# generator beside the servers, throughput is bounded by CPU, and the CPU per request shows the
+# servers' own cost apart from the generator's.
 #
 #   net/bench/compare.sh            # needs `etcd` (Debian: etcd-server) and a release build
 #   TOTAL=50000 net/bench/compare.sh
@@ -52,6 +55,16 @@ rss_mib() { # largest resident set of the cluster's processes
   echo $((max / 1024))
 }
 
+CLK_TCK="$(getconf CLK_TCK)"
+cpu_ticks() { # user + system CPU of the cluster's processes so far, in clock ticks
+  local sum=0
+  for pid in "${PIDS[@]}"; do
+    local ticks; ticks=$(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0)
+    sum=$((sum + ticks))
+  done
+  echo "$sum"
+}
+
 LOADS=(
   "put 8 64 --key-size 8 --val-size 256 --key-space-size 100000"
   "put 16 256 --key-size 8 --val-size 256 --key-space-size 100000"
@@ -61,17 +74,20 @@ LOADS=(
   "put 1 1 --key-size 8 --val-size 256 --key-space-size 100000"
 )
 
-run_loads() { # $1 = keel|etcd; writes "$WORK/$1.results" as "load|throughput|p99|rss"
+run_loads() { # $1 = keel|etcd; writes "$WORK/$1.results" as "load|throughput|p99|rss|cpu µs per request"
   start_cluster "$1"
   : >"$WORK/$1.results"
   for load in "${LOADS[@]}"; do
     read -r workload conns clients rest <<<"$load"
+    before=$(cpu_ticks)
     # shellcheck disable=SC2086
     json=$("$KEEL" bench "$workload" --endpoints "$ENDPOINTS" --conns "$conns" --clients "$clients" \
       --total "$TOTAL" $rest --json)
     tput=$(echo "$json" | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["throughput_per_sec"]))')
     p99=$(echo "$json" | python3 -c 'import json,sys; print(json.load(sys.stdin)["latency_ms"]["p99"])')
-    echo "$workload $conns/$clients ${rest// --/ }|$tput|$p99|$(rss_mib)" >>"$WORK/$1.results"
+    requests=$(echo "$json" | python3 -c 'import json,sys; print(json.load(sys.stdin)["requests"])')
+    cpu_us=$(python3 -c "print(round(($(cpu_ticks) - $before) / $CLK_TCK * 1e6 / max($requests, 1)))")
+    echo "$workload $conns/$clients ${rest// --/ }|$tput|$p99|$(rss_mib)|$cpu_us" >>"$WORK/$1.results"
   done
   stop_cluster
 }
@@ -79,8 +95,10 @@ run_loads() { # $1 = keel|etcd; writes "$WORK/$1.results" as "load|throughput|p9
 run_loads etcd
 run_loads keel
 
-printf '%-58s %10s %10s %7s %9s %9s %7s %8s %8s\n' load etcd/s keel/s ratio "etcd p99" "keel p99" ratio "etcd MiB" "keel MiB"
-paste -d'|' "$WORK/etcd.results" "$WORK/keel.results" | while IFS='|' read -r load et ep er _ kt kp kr; do
-  printf '%-58s %10s %10s %7.2f %9.2f %9.2f %7.2f %8s %8s\n' "${load:0:58}" "$et" "$kt" \
-    "$(python3 -c "print($kt/max($et,1))")" "$ep" "$kp" "$(python3 -c "print($kp/max($ep,1e-9))")" "$er" "$kr"
+printf '%-58s %10s %10s %7s %9s %9s %7s %8s %8s %9s %9s %7s\n' load etcd/s keel/s ratio "etcd p99" "keel p99" ratio \
+  "etcd MiB" "keel MiB" "etcd µs/op" "keel µs/op" ratio
+paste -d'|' "$WORK/etcd.results" "$WORK/keel.results" | while IFS='|' read -r load et ep er ec _ kt kp kr kc; do
+  printf '%-58s %10s %10s %7.2f %9.2f %9.2f %7.2f %8s %8s %9s %9s %7.2f\n' "${load:0:58}" "$et" "$kt" \
+    "$(python3 -c "print($kt/max($et,1))")" "$ep" "$kp" "$(python3 -c "print($kp/max($ep,1e-9))")" "$er" "$kr" \
+    "$ec" "$kc" "$(python3 -c "print($kc/max($ec,1))")"
 done
