@@ -54,10 +54,7 @@ mod real {
             }
         };
         init_logging(&config);
-        let runtime = match tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-        {
+        let runtime = match runtime() {
             Ok(runtime) => runtime,
             Err(error) => {
                 eprintln!("keel: cannot start the runtime: {error}");
@@ -74,11 +71,23 @@ mod real {
         }
     }
 
+    /// tokio's multi-threaded runtime without its LIFO slot. With the slot, a task woken by
+    /// the running task runs next: when the server loop answers a batch of writes, each
+    /// answered gRPC stream wakes its connection, which then runs at once and writes that one
+    /// response: a syscall, a loopback packet and a client wake-up per response. Without it
+    /// the connection runs after the batch's streams and writes their responses together.
+    /// Measured with `keel bench put` at 8 connections / 64 clients against 3 members on a
+    /// 2-core VM (six interleaved pairs): 14,900 → 17,000 puts/s, the three servers' CPU per
+    /// put 83 → 73 µs. The setting needs `--cfg tokio_unstable` (`.cargo/config.toml`).
+    fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        #[cfg(tokio_unstable)]
+        builder.disable_lifo_slot();
+        builder.enable_all().build()
+    }
+
     fn bench(args: keel_net::bench::BenchArgs) -> ExitCode {
-        let runtime = match tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-        {
+        let runtime = match runtime() {
             Ok(runtime) => runtime,
             Err(error) => {
                 eprintln!("keel bench: cannot start the runtime: {error}");
