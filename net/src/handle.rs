@@ -1,6 +1,8 @@
 //! How the gRPC services talk to the server loop: a cloneable [`NodeHandle`] that sends
 //! requests over a channel and awaits their answers. Nothing here decides anything.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use keel_core::auth::{AuthError, Credentials};
@@ -127,6 +129,23 @@ pub struct NodeHandle {
     requests: mpsc::Sender<Request>,
     /// How long a client request may wait (etcd: 5 s plus two election timeouts).
     pub request_timeout: Duration,
+    learner: LearnerFlag,
+}
+
+/// Whether this member is a learner, as of the membership the loop last applied. Every
+/// client request reads it (a learner refuses most of them, as etcd's does), so it is an
+/// atomic the loop sets rather than a question sent to the loop.
+#[derive(Clone, Debug, Default)]
+pub struct LearnerFlag(Arc<AtomicBool>);
+
+impl LearnerFlag {
+    pub fn get(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    pub fn set(&self, is_learner: bool) {
+        self.0.store(is_learner, Ordering::Relaxed);
+    }
 }
 
 impl NodeHandle {
@@ -134,7 +153,17 @@ impl NodeHandle {
         NodeHandle {
             requests,
             request_timeout,
+            learner: LearnerFlag::default(),
         }
+    }
+
+    /// The flag the loop keeps up to date.
+    pub fn learner_flag(&self) -> LearnerFlag {
+        self.learner.clone()
+    }
+
+    pub fn is_learner(&self) -> bool {
+        self.learner.get()
     }
 
     async fn send(&self, request: Request) -> Result<(), ApiError> {

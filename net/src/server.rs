@@ -205,6 +205,7 @@ pub async fn start_hooked<D: Disk + Send + 'static>(
         snapshot_retain_entries: node_config(config).snapshot_catch_up_entries,
         compactor: Compactor::new(config.auto_compaction),
         hooks,
+        learner: handle.learner_flag(),
     };
     // Random, not from the wall clock, which may have gone back since the last run.
     let first_request_id = crate::random::u64() >> 2;

@@ -21,7 +21,7 @@ use crate::clock::{ClockSkew, LocalClock};
 use tracing::{debug, error, info, warn};
 
 use crate::compactor::Compactor;
-use crate::handle::{ApiError, ReadFn, Request, Written};
+use crate::handle::{ApiError, LearnerFlag, ReadFn, Request, Written};
 use crate::metrics::Metrics;
 use crate::transport::{PeerReport, Transport};
 
@@ -47,6 +47,8 @@ pub struct LoopSettings {
     pub snapshot_retain_entries: u64,
     pub compactor: Compactor,
     pub hooks: Hooks,
+    /// Set whenever the membership changes (see `NodeHandle::is_learner`).
+    pub learner: LearnerFlag,
 }
 
 /// What the simulator attaches to a server; the binary attaches nothing.
@@ -174,6 +176,16 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
         }
     }
 
+    fn note_learner(&self) {
+        let is_learner = self
+            .node
+            .raft()
+            .conf_state()
+            .learners
+            .contains(&self.node.id());
+        self.settings.learner.set(is_learner);
+    }
+
     fn now_ms(&mut self) -> u64 {
         self.clock.now_ms()
     }
@@ -187,6 +199,7 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
         let Some(mut snapshot_results) = self.snapshot_results.take() else {
             return Ok(());
         };
+        self.note_learner();
         loop {
             // `biased`: the branch order is fixed, never drawn at random, so a simulated run
             // replays bit for bit. Fairness comes from draining every input below, whichever
@@ -495,6 +508,9 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
                 self.maybe_snapshot()?;
             }
         }
+        // After every batch: a leader's snapshot changes the membership without a
+        // membership change being applied.
+        self.note_learner();
         self.metrics.observe_node(&self.node);
         if let Some(inspector) = &self.settings.hooks.inspector {
             inspector.observe(&self.node);

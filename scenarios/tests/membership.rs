@@ -57,6 +57,51 @@ where
     panic!("{what} never succeeded; last answer {last}");
 }
 
+/// As etcd's, a learner answers status and serializable ranges and refuses the rest with
+/// "rpc not supported for learner" (on which etcd's clients try another member).
+async fn a_learner_serves_only_status_and_serializable_reads(url: String) {
+    let urls = [url];
+    until_ok("the learner knows it is one", &urls, |channel| async move {
+        let status = MaintenanceClient::new(channel)
+            .status(pb::StatusRequest {})
+            .await?
+            .into_inner();
+        if status.is_learner {
+            Ok(())
+        } else {
+            Err(Status::unavailable("has not applied its own addition yet"))
+        }
+    })
+    .await;
+    let channel = channel(&urls[0]).await.unwrap();
+    let mut kv = KvClient::new(channel.clone());
+    let range = |serializable| pb::RangeRequest {
+        key: Bytes::from_static(b"m/"),
+        range_end: Bytes::from_static(b"m0"),
+        serializable,
+        ..Default::default()
+    };
+    kv.range(range(true)).await.expect("a serializable range");
+    let refused = [
+        kv.range(range(false)).await.map(drop),
+        kv.put(pb::PutRequest {
+            key: Bytes::from_static(b"learner"),
+            ..Default::default()
+        })
+        .await
+        .map(drop),
+        ClusterClient::new(channel)
+            .member_list(pb::MemberListRequest::default())
+            .await
+            .map(drop),
+    ];
+    for answer in refused {
+        let status = answer.expect_err("refused on a learner");
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        assert_eq!(status.message(), "etcdserver: rpc not supported for learner");
+    }
+}
+
 fn peer_url(index: usize) -> String {
     format!("http://{}:{PEER_PORT}", server_ip(index))
 }
@@ -196,6 +241,11 @@ async fn membership_changes_under_a_partition(with_auth: bool) {
         .unwrap();
     assert_ne!(learner_id, 0, "MemberAdd answers with the new member");
     let learner = world.add_server(&[0, 1, 2, 3]);
+    let learner_url = world.servers[learner].client_url();
+    client
+        .spawn(a_learner_serves_only_status_and_serializable_reads(learner_url))
+        .await
+        .unwrap();
 
     // A voter that is not the leader is cut off; the learner is promoted meanwhile (3 of
     // 4 voters remain connected, a quorum).

@@ -191,6 +191,7 @@ impl Auth for AuthService {
         &self,
         request: Request<pb::AuthEnableRequest>,
     ) -> Result<Response<pb::AuthEnableResponse>, Status> {
+        self.api.refuse_on_learner()?;
         let credentials = self.api.credentials(&request);
         let header = self
             .change_header(AuthCommand::Enable, &credentials)
@@ -203,6 +204,7 @@ impl Auth for AuthService {
         &self,
         request: Request<pb::AuthDisableRequest>,
     ) -> Result<Response<pb::AuthDisableResponse>, Status> {
+        self.api.refuse_on_learner()?;
         let credentials = self.api.credentials(&request);
         let header = self
             .change_header(AuthCommand::Disable, &credentials)
@@ -215,6 +217,7 @@ impl Auth for AuthService {
         &self,
         request: Request<pb::AuthStatusRequest>,
     ) -> Result<Response<pb::AuthStatusResponse>, Status> {
+        self.api.refuse_on_learner()?;
         let credentials = self.api.credentials(&request);
         let anyone: Check = Arc::new(|_, _, _| Ok(()));
         let (status, header) = self
@@ -231,6 +234,7 @@ impl Auth for AuthService {
         &self,
         request: Request<pb::AuthenticateRequest>,
     ) -> Result<Response<pb::AuthenticateResponse>, Status> {
+        self.api.refuse_on_learner()?;
         let pb::AuthenticateRequest { name, password } = request.into_inner();
         let mut attempts = 0;
         loop {
@@ -262,6 +266,7 @@ impl Auth for AuthService {
         &self,
         request: Request<pb::AuthUserAddRequest>,
     ) -> Result<Response<pb::AuthUserAddResponse>, Status> {
+        self.api.refuse_on_learner()?;
         let credentials = self.api.credentials(&request);
         let wire = request.into_inner();
         let no_password = wire.options.is_some_and(|o| o.no_password);
@@ -279,6 +284,7 @@ impl Auth for AuthService {
         &self,
         request: Request<pb::AuthUserGetRequest>,
     ) -> Result<Response<pb::AuthUserGetResponse>, Status> {
+        self.api.refuse_on_learner()?;
         let credentials = self.api.credentials(&request);
         let name = request.into_inner().name;
         // An admin, or a user asking about themselves (etcd's rule).
@@ -303,6 +309,7 @@ impl Auth for AuthService {
         &self,
         request: Request<pb::AuthUserListRequest>,
     ) -> Result<Response<pb::AuthUserListResponse>, Status> {
+        self.api.refuse_on_learner()?;
         let credentials = self.api.credentials(&request);
         let (users, header) = self
             .read(&credentials, admin_check(), |node| {
@@ -319,6 +326,7 @@ impl Auth for AuthService {
         &self,
         request: Request<pb::AuthUserDeleteRequest>,
     ) -> Result<Response<pb::AuthUserDeleteResponse>, Status> {
+        self.api.refuse_on_learner()?;
         let credentials = self.api.credentials(&request);
         let name = request.into_inner().name;
         let header = self
@@ -331,6 +339,7 @@ impl Auth for AuthService {
         &self,
         request: Request<pb::AuthUserChangePasswordRequest>,
     ) -> Result<Response<pb::AuthUserChangePasswordResponse>, Status> {
+        self.api.refuse_on_learner()?;
         let credentials = self.api.credentials(&request);
         let wire = request.into_inner();
         let password_hash = Some(self.hash(wire.password).await?);
@@ -346,6 +355,7 @@ impl Auth for AuthService {
         &self,
         request: Request<pb::AuthUserGrantRoleRequest>,
     ) -> Result<Response<pb::AuthUserGrantRoleResponse>, Status> {
+        self.api.refuse_on_learner()?;
         let credentials = self.api.credentials(&request);
         let wire = request.into_inner();
         let grant = AuthCommand::UserGrantRole {
@@ -360,6 +370,7 @@ impl Auth for AuthService {
         &self,
         request: Request<pb::AuthUserRevokeRoleRequest>,
     ) -> Result<Response<pb::AuthUserRevokeRoleResponse>, Status> {
+        self.api.refuse_on_learner()?;
         let credentials = self.api.credentials(&request);
         let wire = request.into_inner();
         let revoke = AuthCommand::UserRevokeRole {
@@ -374,6 +385,7 @@ impl Auth for AuthService {
         &self,
         request: Request<pb::AuthRoleAddRequest>,
     ) -> Result<Response<pb::AuthRoleAddResponse>, Status> {
+        self.api.refuse_on_learner()?;
         let credentials = self.api.credentials(&request);
         let name = request.into_inner().name;
         let header = self
@@ -386,6 +398,7 @@ impl Auth for AuthService {
         &self,
         request: Request<pb::AuthRoleGetRequest>,
     ) -> Result<Response<pb::AuthRoleGetResponse>, Status> {
+        self.api.refuse_on_learner()?;
         let credentials = self.api.credentials(&request);
         let role = request.into_inner().role;
         // An admin, or a user holding the role (etcd's rule).
@@ -412,6 +425,7 @@ impl Auth for AuthService {
         &self,
         request: Request<pb::AuthRoleListRequest>,
     ) -> Result<Response<pb::AuthRoleListResponse>, Status> {
+        self.api.refuse_on_learner()?;
         let credentials = self.api.credentials(&request);
         let (roles, header) = self
             .read(&credentials, admin_check(), |node| {
@@ -428,6 +442,7 @@ impl Auth for AuthService {
         &self,
         request: Request<pb::AuthRoleDeleteRequest>,
     ) -> Result<Response<pb::AuthRoleDeleteResponse>, Status> {
+        self.api.refuse_on_learner()?;
         let credentials = self.api.credentials(&request);
         let name = request.into_inner().role;
         let header = self
@@ -440,6 +455,7 @@ impl Auth for AuthService {
         &self,
         request: Request<pb::AuthRoleGrantPermissionRequest>,
     ) -> Result<Response<pb::AuthRoleGrantPermissionResponse>, Status> {
+        self.api.refuse_on_learner()?;
         let credentials = self.api.credentials(&request);
         let wire = request.into_inner();
         let permission = wire.perm.map(|perm| Permission {
@@ -461,6 +477,7 @@ impl Auth for AuthService {
         &self,
         request: Request<pb::AuthRoleRevokePermissionRequest>,
     ) -> Result<Response<pb::AuthRoleRevokePermissionResponse>, Status> {
+        self.api.refuse_on_learner()?;
         let credentials = self.api.credentials(&request);
         let wire = request.into_inner();
         let revoke = AuthCommand::RoleRevokePermission {

@@ -24,13 +24,15 @@ pub enum EtcdError {
     /// URLs would reuse its id, which Raft must never see again. etcd (whose added ids
     /// include the time) has no such case; keel says plainly why.
     IdRemoved,
+    /// A learner serves only serializable ranges and status (etcd 3.4 and later).
+    NotSupportedForLearner,
 }
 
 impl EtcdError {
     pub fn code(self) -> Code {
         use EtcdError::*;
         match self {
-            NoLeader | Timeout => Code::Unavailable,
+            NoLeader | Timeout | NotSupportedForLearner => Code::Unavailable,
             MemberBadUrls => Code::InvalidArgument,
             MemberNotFound => Code::NotFound,
             TimeoutLeaderTransfer => Code::Unknown,
@@ -67,6 +69,7 @@ impl EtcdError {
             }
             TooManyLearners => "etcdserver: too many learner members in cluster",
             IdRemoved => "etcdserver: ID removed",
+            NotSupportedForLearner => "etcdserver: rpc not supported for learner",
         }
     }
 
@@ -92,6 +95,7 @@ impl EtcdError {
             LearnerNotReady,
             TooManyLearners,
             IdRemoved,
+            NotSupportedForLearner,
         ]
         .into_iter()
         .find(|e| e.code() == status.code() && e.message() == status.message())
@@ -120,6 +124,11 @@ mod tests {
                 EtcdError::NoLeader,
                 Code::Unavailable,
                 "etcdserver: no leader",
+            ),
+            (
+                EtcdError::NotSupportedForLearner,
+                Code::Unavailable,
+                "etcdserver: rpc not supported for learner",
             ),
             (
                 EtcdError::PeerUrlExists,

@@ -81,6 +81,10 @@ impl Kv for KvService {
         let request = convert::range_request(request.into_inner())?;
         mvcc::check_range(&request).map_err(|e| store_status(&e))?;
         let serializable = request.serializable;
+        // A learner serves serializable ranges only, as in etcd.
+        if !serializable {
+            self.api.refuse_on_learner()?;
+        }
         let check = read_check(&request.key, &request.range_end);
         let (response, header) = self
             .read(serializable, &credentials, check, move |store| {
@@ -105,6 +109,7 @@ impl Kv for KvService {
         &self,
         request: Request<pb::PutRequest>,
     ) -> Result<Response<pb::PutResponse>, Status> {
+        self.api.refuse_on_learner()?;
         let credentials = self.api.credentials(&request);
         let command = Command::Put(convert::put_request(request.into_inner()));
         match self.write(command, &credentials).await? {
@@ -119,6 +124,7 @@ impl Kv for KvService {
         &self,
         request: Request<pb::DeleteRangeRequest>,
     ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
+        self.api.refuse_on_learner()?;
         let credentials = self.api.credentials(&request);
         let command = Command::DeleteRange(convert::delete_range_request(request.into_inner()));
         match self.write(command, &credentials).await? {
@@ -133,6 +139,7 @@ impl Kv for KvService {
         &self,
         request: Request<pb::TxnRequest>,
     ) -> Result<Response<pb::TxnResponse>, Status> {
+        self.api.refuse_on_learner()?;
         let credentials = self.api.credentials(&request);
         let txn = convert::txn_request(request.into_inner())?;
         if txn.is_read_only() {
@@ -162,6 +169,7 @@ impl Kv for KvService {
         &self,
         request: Request<pb::CompactionRequest>,
     ) -> Result<Response<pb::CompactionResponse>, Status> {
+        self.api.refuse_on_learner()?;
         let credentials = self.api.credentials(&request);
         let command = Command::Compaction(convert::compaction_request(request.into_inner()));
         match self.write(command, &credentials).await? {

@@ -151,6 +151,7 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<pb::AlarmRequest>,
     ) -> Result<Response<pb::AlarmResponse>, Status> {
+        self.api.refuse_on_learner()?;
         let credentials = self.api.credentials(&request);
         let alarm = convert::alarm_request(request.into_inner())?;
         match self
@@ -199,6 +200,7 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<pb::DefragmentRequest>,
     ) -> Result<Response<pb::DefragmentResponse>, Status> {
+        self.api.refuse_on_learner()?;
         self.api
             .require_admin(&self.api.credentials(&request))
             .await?;
@@ -214,6 +216,7 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<pb::HashRequest>,
     ) -> Result<Response<pb::HashResponse>, Status> {
+        self.api.refuse_on_learner()?;
         self.api
             .require_admin(&self.api.credentials(&request))
             .await?;
@@ -234,6 +237,7 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<pb::HashKvRequest>,
     ) -> Result<Response<pb::HashKvResponse>, Status> {
+        self.api.refuse_on_learner()?;
         self.api
             .require_admin(&self.api.credentials(&request))
             .await?;
@@ -259,6 +263,7 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<pb::SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
+        self.api.refuse_on_learner()?;
         self.api
             .require_admin(&self.api.credentials(&request))
             .await?;
@@ -290,6 +295,7 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<pb::MoveLeaderRequest>,
     ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
+        self.api.refuse_on_learner()?;
         self.api
             .require_admin(&self.api.credentials(&request))
             .await?;
@@ -312,6 +318,7 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<pb::DowngradeRequest>,
     ) -> Result<Response<pb::DowngradeResponse>, Status> {
+        self.api.refuse_on_learner()?;
         self.api
             .require_admin(&self.api.credentials(&request))
             .await?;

@@ -21,6 +21,7 @@ use keel_core::node::{Node, Outcome, ProposalBody};
 use tonic::{Code, Request, Status};
 
 use crate::handle::{ApiError, NodeHandle};
+use errors::EtcdError;
 use crate::proto::etcdserverpb as pb;
 use crate::transport::ClusterId;
 
@@ -99,6 +100,16 @@ impl Api {
             None
         };
         Credentials { token, common_name }
+    }
+
+    /// A learner answers only status and serializable ranges, as etcd's does: anything else
+    /// is refused with `etcdserver: rpc not supported for learner`, on which etcd's clients
+    /// try another member.
+    pub fn refuse_on_learner(&self) -> Result<(), Status> {
+        if self.handle.is_learner() {
+            return Err(EtcdError::NotSupportedForLearner.status());
+        }
+        Ok(())
     }
 
     /// Proposes a client's store write and waits for the store's answer; auth checks it

@@ -89,6 +89,7 @@ impl Watch for WatchService {
         &self,
         request: Request<Streaming<pb::WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        self.api.refuse_on_learner()?;
         // Permissions are checked when each watch is created, with the stream's credentials.
         let credentials = self.api.credentials(&request);
         let (stream, outbox) = self.open_stream().await?;
