@@ -245,7 +245,7 @@ impl NodeHandle {
         &self,
         call: impl FnOnce(&mut Node) -> T + Send + 'static,
     ) -> Result<T, ApiError> {
-        self.call_fenced(true, call).await
+        self.send_call(true, call).await
     }
 
     /// Runs `call` on the loop right away, even on a member fenced after a restart: for
@@ -255,10 +255,10 @@ impl NodeHandle {
         &self,
         call: impl FnOnce(&mut Node) -> T + Send + 'static,
     ) -> Result<T, ApiError> {
-        self.call_fenced(false, call).await
+        self.send_call(false, call).await
     }
 
-    async fn call_fenced<T: Send + 'static>(
+    async fn send_call<T: Send + 'static>(
         &self,
         fenced: bool,
         call: impl FnOnce(&mut Node) -> T + Send + 'static,

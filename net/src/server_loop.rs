@@ -47,7 +47,7 @@ pub struct LoopSettings {
     pub snapshot_retain_entries: u64,
     pub compactor: Compactor,
     pub hooks: Hooks,
-    /// Set whenever the membership changes (see `NodeHandle::is_learner`).
+    /// Kept up to date after every batch (see `NodeHandle::is_learner`).
     pub learner: LearnerFlag,
 }
 

@@ -98,7 +98,10 @@ async fn a_learner_serves_only_status_and_serializable_reads(url: String) {
     for answer in refused {
         let status = answer.expect_err("refused on a learner");
         assert_eq!(status.code(), tonic::Code::Unavailable);
-        assert_eq!(status.message(), "etcdserver: rpc not supported for learner");
+        assert_eq!(
+            status.message(),
+            "etcdserver: rpc not supported for learner"
+        );
     }
 }
 
@@ -243,7 +246,9 @@ async fn membership_changes_under_a_partition(with_auth: bool) {
     let learner = world.add_server(&[0, 1, 2, 3]);
     let learner_url = world.servers[learner].client_url();
     client
-        .spawn(a_learner_serves_only_status_and_serializable_reads(learner_url))
+        .spawn(a_learner_serves_only_status_and_serializable_reads(
+            learner_url,
+        ))
         .await
         .unwrap();
 

@@ -21,9 +21,9 @@ use keel_core::node::{Node, Outcome, ProposalBody};
 use tonic::{Code, Request, Status};
 
 use crate::handle::{ApiError, NodeHandle};
-use errors::EtcdError;
 use crate::proto::etcdserverpb as pb;
 use crate::transport::ClusterId;
+use errors::EtcdError;
 
 /// What every service needs: the way to the loop and the ids for response headers.
 #[derive(Clone, Debug)]
