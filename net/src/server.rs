@@ -251,11 +251,19 @@ pub async fn start_hooked<D: Disk + Send + 'static>(
     let watch = WatchServer::new(watch_service)
         .max_decoding_message_size(max_message_bytes)
         .max_encoding_message_size(usize::MAX);
-    let lease = LeaseServer::new(LeaseService::new(api.clone()));
-    let cluster = ClusterServer::new(ClusterService::new(api.clone()));
+    let refuse_on_learner = crate::api::refuse_on_learner(handle.learner_flag());
+    let lease =
+        LeaseServer::with_interceptor(LeaseService::new(api.clone()), refuse_on_learner.clone());
+    let cluster = ClusterServer::with_interceptor(
+        ClusterService::new(api.clone()),
+        refuse_on_learner.clone(),
+    );
     let maintenance = MaintenanceServer::new(MaintenanceService::new(api.clone()))
         .max_encoding_message_size(usize::MAX);
-    let auth = AuthServer::new(AuthService::new(api.clone(), config.auth.bcrypt_cost));
+    let auth = AuthServer::with_interceptor(
+        AuthService::new(api.clone(), config.auth.bcrypt_cost),
+        refuse_on_learner,
+    );
     tokio::spawn(keep_watchers_moving(handle.clone()));
     let router = client_server(&handle, &metrics, max_message_bytes)
         .add_service(kv)

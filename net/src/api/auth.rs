@@ -191,7 +191,6 @@ impl Auth for AuthService {
         &self,
         request: Request<pb::AuthEnableRequest>,
     ) -> Result<Response<pb::AuthEnableResponse>, Status> {
-        self.api.refuse_on_learner()?;
         let credentials = self.api.credentials(&request);
         let header = self
             .change_header(AuthCommand::Enable, &credentials)
@@ -204,7 +203,6 @@ impl Auth for AuthService {
         &self,
         request: Request<pb::AuthDisableRequest>,
     ) -> Result<Response<pb::AuthDisableResponse>, Status> {
-        self.api.refuse_on_learner()?;
         let credentials = self.api.credentials(&request);
         let header = self
             .change_header(AuthCommand::Disable, &credentials)
@@ -217,7 +215,6 @@ impl Auth for AuthService {
         &self,
         request: Request<pb::AuthStatusRequest>,
     ) -> Result<Response<pb::AuthStatusResponse>, Status> {
-        self.api.refuse_on_learner()?;
         let credentials = self.api.credentials(&request);
         let anyone: Check = Arc::new(|_, _, _| Ok(()));
         let (status, header) = self
@@ -234,7 +231,6 @@ impl Auth for AuthService {
         &self,
         request: Request<pb::AuthenticateRequest>,
     ) -> Result<Response<pb::AuthenticateResponse>, Status> {
-        self.api.refuse_on_learner()?;
         let pb::AuthenticateRequest { name, password } = request.into_inner();
         let mut attempts = 0;
         loop {
@@ -266,7 +262,6 @@ impl Auth for AuthService {
         &self,
         request: Request<pb::AuthUserAddRequest>,
     ) -> Result<Response<pb::AuthUserAddResponse>, Status> {
-        self.api.refuse_on_learner()?;
         let credentials = self.api.credentials(&request);
         let wire = request.into_inner();
         let no_password = wire.options.is_some_and(|o| o.no_password);
@@ -284,7 +279,6 @@ impl Auth for AuthService {
         &self,
         request: Request<pb::AuthUserGetRequest>,
     ) -> Result<Response<pb::AuthUserGetResponse>, Status> {
-        self.api.refuse_on_learner()?;
         let credentials = self.api.credentials(&request);
         let name = request.into_inner().name;
         // An admin, or a user asking about themselves (etcd's rule).
@@ -309,7 +303,6 @@ impl Auth for AuthService {
         &self,
         request: Request<pb::AuthUserListRequest>,
     ) -> Result<Response<pb::AuthUserListResponse>, Status> {
-        self.api.refuse_on_learner()?;
         let credentials = self.api.credentials(&request);
         let (users, header) = self
             .read(&credentials, admin_check(), |node| {
@@ -326,7 +319,6 @@ impl Auth for AuthService {
         &self,
         request: Request<pb::AuthUserDeleteRequest>,
     ) -> Result<Response<pb::AuthUserDeleteResponse>, Status> {
-        self.api.refuse_on_learner()?;
         let credentials = self.api.credentials(&request);
         let name = request.into_inner().name;
         let header = self
@@ -339,7 +331,6 @@ impl Auth for AuthService {
         &self,
         request: Request<pb::AuthUserChangePasswordRequest>,
     ) -> Result<Response<pb::AuthUserChangePasswordResponse>, Status> {
-        self.api.refuse_on_learner()?;
         let credentials = self.api.credentials(&request);
         let wire = request.into_inner();
         let password_hash = Some(self.hash(wire.password).await?);
@@ -355,7 +346,6 @@ impl Auth for AuthService {
         &self,
         request: Request<pb::AuthUserGrantRoleRequest>,
     ) -> Result<Response<pb::AuthUserGrantRoleResponse>, Status> {
-        self.api.refuse_on_learner()?;
         let credentials = self.api.credentials(&request);
         let wire = request.into_inner();
         let grant = AuthCommand::UserGrantRole {
@@ -370,7 +360,6 @@ impl Auth for AuthService {
         &self,
         request: Request<pb::AuthUserRevokeRoleRequest>,
     ) -> Result<Response<pb::AuthUserRevokeRoleResponse>, Status> {
-        self.api.refuse_on_learner()?;
         let credentials = self.api.credentials(&request);
         let wire = request.into_inner();
         let revoke = AuthCommand::UserRevokeRole {
@@ -385,7 +374,6 @@ impl Auth for AuthService {
         &self,
         request: Request<pb::AuthRoleAddRequest>,
     ) -> Result<Response<pb::AuthRoleAddResponse>, Status> {
-        self.api.refuse_on_learner()?;
         let credentials = self.api.credentials(&request);
         let name = request.into_inner().name;
         let header = self
@@ -398,7 +386,6 @@ impl Auth for AuthService {
         &self,
         request: Request<pb::AuthRoleGetRequest>,
     ) -> Result<Response<pb::AuthRoleGetResponse>, Status> {
-        self.api.refuse_on_learner()?;
         let credentials = self.api.credentials(&request);
         let role = request.into_inner().role;
         // An admin, or a user holding the role (etcd's rule).
@@ -425,7 +412,6 @@ impl Auth for AuthService {
         &self,
         request: Request<pb::AuthRoleListRequest>,
     ) -> Result<Response<pb::AuthRoleListResponse>, Status> {
-        self.api.refuse_on_learner()?;
         let credentials = self.api.credentials(&request);
         let (roles, header) = self
             .read(&credentials, admin_check(), |node| {
@@ -442,7 +428,6 @@ impl Auth for AuthService {
         &self,
         request: Request<pb::AuthRoleDeleteRequest>,
     ) -> Result<Response<pb::AuthRoleDeleteResponse>, Status> {
-        self.api.refuse_on_learner()?;
         let credentials = self.api.credentials(&request);
         let name = request.into_inner().role;
         let header = self
@@ -455,7 +440,6 @@ impl Auth for AuthService {
         &self,
         request: Request<pb::AuthRoleGrantPermissionRequest>,
     ) -> Result<Response<pb::AuthRoleGrantPermissionResponse>, Status> {
-        self.api.refuse_on_learner()?;
         let credentials = self.api.credentials(&request);
         let wire = request.into_inner();
         let permission = wire.perm.map(|perm| Permission {
@@ -477,7 +461,6 @@ impl Auth for AuthService {
         &self,
         request: Request<pb::AuthRoleRevokePermissionRequest>,
     ) -> Result<Response<pb::AuthRoleRevokePermissionResponse>, Status> {
-        self.api.refuse_on_learner()?;
         let credentials = self.api.credentials(&request);
         let wire = request.into_inner();
         let revoke = AuthCommand::RoleRevokePermission {

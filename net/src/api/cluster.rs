@@ -85,7 +85,6 @@ impl Cluster for ClusterService {
         &self,
         request: Request<pb::MemberAddRequest>,
     ) -> Result<Response<pb::MemberAddResponse>, Status> {
-        self.api.refuse_on_learner()?;
         let credentials = self.api.credentials(&request);
         self.api.require_admin(&credentials).await?;
         let request = request.into_inner();
@@ -125,7 +124,6 @@ impl Cluster for ClusterService {
         &self,
         request: Request<pb::MemberRemoveRequest>,
     ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
-        self.api.refuse_on_learner()?;
         let credentials = self.api.credentials(&request);
         self.api.require_admin(&credentials).await?;
         let id = request.into_inner().id;
@@ -149,7 +147,6 @@ impl Cluster for ClusterService {
         &self,
         request: Request<pb::MemberUpdateRequest>,
     ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
-        self.api.refuse_on_learner()?;
         let credentials = self.api.credentials(&request);
         self.api.require_admin(&credentials).await?;
         let request = request.into_inner();
@@ -175,7 +172,6 @@ impl Cluster for ClusterService {
         &self,
         request: Request<pb::MemberListRequest>,
     ) -> Result<Response<pb::MemberListResponse>, Status> {
-        self.api.refuse_on_learner()?;
         let credentials = self.api.credentials(&request);
         self.api.require_user(&credentials).await?;
         // As etcd: served from this member's state unless the client asks otherwise.
@@ -199,7 +195,6 @@ impl Cluster for ClusterService {
         &self,
         request: Request<pb::MemberPromoteRequest>,
     ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
-        self.api.refuse_on_learner()?;
         let credentials = self.api.credentials(&request);
         self.api.require_admin(&credentials).await?;
         let forwarded = is_forwarded(&request);

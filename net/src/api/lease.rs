@@ -133,7 +133,6 @@ impl Lease for LeaseService {
         &self,
         request: Request<pb::LeaseGrantRequest>,
     ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
-        self.api.refuse_on_learner()?;
         let credentials = self.api.credentials(&request);
         let grant = convert::lease_grant_request(request.into_inner());
         match self
@@ -152,7 +151,6 @@ impl Lease for LeaseService {
         &self,
         request: Request<pb::LeaseRevokeRequest>,
     ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
-        self.api.refuse_on_learner()?;
         let credentials = self.api.credentials(&request);
         let id = request.into_inner().id;
         let revoke = Command::LeaseRevoke(mvcc::LeaseRevokeRequest { id });
@@ -170,7 +168,6 @@ impl Lease for LeaseService {
         &self,
         request: Request<Streaming<pb::LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
-        self.api.refuse_on_learner()?;
         let forwarded = is_forwarded(&request);
         let credentials = self.api.credentials(&request);
         let mut requests = request.into_inner();
@@ -202,7 +199,6 @@ impl Lease for LeaseService {
         &self,
         request: Request<pb::LeaseTimeToLiveRequest>,
     ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
-        self.api.refuse_on_learner()?;
         let forwarded = is_forwarded(&request);
         let credentials = self.api.credentials(&request);
         let wire = request.into_inner();
@@ -256,7 +252,6 @@ impl Lease for LeaseService {
         &self,
         request: Request<pb::LeaseLeasesRequest>,
     ) -> Result<Response<pb::LeaseLeasesResponse>, Status> {
-        self.api.refuse_on_learner()?;
         let credentials = self.api.credentials(&request);
         // etcd's `checkLeaseLeases`: an admin, or read access to every key on any lease.
         let check: Check = Arc::new(|auth, caller, node| {

@@ -20,7 +20,7 @@ use keel_core::mvcc::{self, GrpcCode};
 use keel_core::node::{Node, Outcome, ProposalBody};
 use tonic::{Code, Request, Status};
 
-use crate::handle::{ApiError, NodeHandle};
+use crate::handle::{ApiError, LearnerFlag, NodeHandle};
 use crate::proto::etcdserverpb as pb;
 use crate::transport::ClusterId;
 use errors::EtcdError;
@@ -104,12 +104,9 @@ impl Api {
 
     /// A learner answers only status and serializable ranges, as etcd's does: anything else
     /// is refused with `etcdserver: rpc not supported for learner`, on which etcd's clients
-    /// try another member.
+    /// try another member. Services refused whole use [`refuse_on_learner`] instead.
     pub fn refuse_on_learner(&self) -> Result<(), Status> {
-        if self.handle.is_learner() {
-            return Err(EtcdError::NotSupportedForLearner.status());
-        }
-        Ok(())
+        refuse_if(self.handle.is_learner())
     }
 
     /// Proposes a client's store write and waits for the store's answer; auth checks it
@@ -184,6 +181,21 @@ impl Api {
             other => other,
         }
     }
+}
+
+/// An interceptor for the services a learner refuses whole (Lease, Cluster, Auth): see
+/// [`Api::refuse_on_learner`].
+pub fn refuse_on_learner(
+    learner: LearnerFlag,
+) -> impl FnMut(Request<()>) -> Result<Request<()>, Status> + Clone {
+    move |request| refuse_if(learner.get()).map(|()| request)
+}
+
+fn refuse_if(is_learner: bool) -> Result<(), Status> {
+    if is_learner {
+        return Err(EtcdError::NotSupportedForLearner.status());
+    }
+    Ok(())
 }
 
 /// Allows any authenticated user (anyone at all while auth is off).
