@@ -1629,3 +1629,102 @@ mod applied_state_survives_crashes {
         assert_eq!(raft.applied_index(), 3);
     }
 }
+
+/// §5.2 and §5.4 assume a voter never forgets a vote or an entry it acknowledged. A member
+/// whose data dir went back (wiped, an older copy, synced writes lost) breaks that; the
+/// leader's match index for it is the evidence (see `raft::lost_state`).
+mod lost_durable_state {
+    use super::*;
+
+    /// Node 3 acknowledged five entries, then comes back from a copy of its disk taken
+    /// before them, while node 1 still leads.
+    fn rolled_back_follower_3() -> Cluster {
+        let mut cluster = Cluster::new(3, 11);
+        cluster.elect(1);
+        let old_disk = cluster.nodes[&3].storage.clone();
+        for i in 0..5 {
+            cluster.propose(1, format!("e{i}")).unwrap();
+        }
+        cluster.stabilize();
+        cluster.crash(3);
+        cluster.nodes.get_mut(&3).expect("node 3").storage = old_disk;
+        cluster.restart(3);
+        cluster
+    }
+
+    #[test]
+    fn a_follower_learns_from_a_heartbeat_that_its_log_lost_acknowledged_entries() {
+        let mut cluster = rolled_back_follower_3();
+        cluster.run_ticks(2);
+        let lost = cluster
+            .raft(3)
+            .lost_state()
+            .expect("node 3 learns it lost state");
+        assert_eq!(lost.leader, 1);
+        assert!(
+            lost.acknowledged_index > lost.last_index,
+            "{lost}: the leader holds more than the log"
+        );
+    }
+
+    #[test]
+    fn a_member_that_lost_state_neither_votes_nor_acknowledges() {
+        let mut cluster = rolled_back_follower_3();
+        cluster.run_ticks(2);
+        assert!(cluster.raft(3).lost_state().is_some());
+        // Without node 3's vote, node 2 cannot win once the leader is gone.
+        cluster.crash(1);
+        cluster.raft_mut(2).campaign();
+        cluster.stabilize();
+        cluster.run_ticks(40);
+        assert_ne!(cluster.raft(2).role(), Role::Leader);
+        assert_ne!(cluster.raft(3).role(), Role::Leader);
+        assert_eq!(cluster.raft(3).term(), cluster.raft(3).hard_state().term);
+    }
+
+    /// The leader must not answer each rejection with another Append at once: the follower
+    /// can never accept one, and the exchange would run at network speed (measured before
+    /// this rule: ~170 MB/s from a leader to a wiped member).
+    #[test]
+    fn the_leader_sends_a_member_that_lost_state_at_most_one_append_per_heartbeat() {
+        let mut cluster = rolled_back_follower_3();
+        // Keep node 3 from stopping itself: drop the heartbeats that would tell it.
+        let mut appends_to_3 = 0;
+        for i in 0..20 {
+            cluster.propose(1, format!("more{i}")).unwrap();
+            cluster.tick_all();
+            for _ in 0..50 {
+                cluster.process_all_ready();
+                let heartbeats = cluster
+                    .take_messages(|m| m.to == 3 && matches!(m.body, MessageBody::Heartbeat(_)));
+                for heartbeat in heartbeats {
+                    // The answer a node 3 that ignored the proof would give.
+                    cluster.deliver(message(
+                        3,
+                        1,
+                        heartbeat.term,
+                        MessageBody::HeartbeatResponse(HeartbeatResponse { read_round: 0 }),
+                    ));
+                }
+                appends_to_3 += cluster
+                    .take_messages(|m| m.to == 3 && matches!(m.body, MessageBody::Append(_)))
+                    .into_iter()
+                    .map(|m| cluster.deliver(m))
+                    .count();
+                if !cluster.deliver_one() {
+                    break;
+                }
+            }
+        }
+        assert!(
+            appends_to_3 <= 2 * 20,
+            "{appends_to_3} Appends to node 3 in 20 heartbeats"
+        );
+        assert!(cluster.raft(3).lost_state().is_none());
+        let notices = cluster.raft_mut(1).take_notices();
+        assert!(
+            matches!(notices[..], [Notice::FollowerLostState { follower: 3, .. }]),
+            "the leader reports it, once per term: {notices:?}"
+        );
+    }
+}

@@ -226,10 +226,18 @@ impl Node {
     /// snapshot and the entries after it are applied as they come out of `ready`.
     pub fn new(config: NodeConfig, initial: InitialState) -> Result<Node, NodeError> {
         let snapshot_index = initial.snapshot.meta.index;
-        let start_fence = StartFence::at_start(
-            initial.last_index(),
-            initial.hard_state.commit_index.max(snapshot_index),
-        );
+        let is_fresh = snapshot_index <= raft::BOOTSTRAP_INDEX
+            && initial.entries.is_empty()
+            && initial.hard_state.vote.is_none();
+        let voters = initial.snapshot.meta.conf_state.voters.len();
+        let start_fence = if is_fresh && voters != 1 {
+            Some(StartFence::fresh())
+        } else {
+            StartFence::at_start(
+                initial.last_index(),
+                initial.hard_state.commit_index.max(snapshot_index),
+            )
+        };
         let Restored {
             store,
             members,
@@ -325,6 +333,18 @@ impl Node {
         self.start_fence.is_none()
     }
 
+    /// Set once this node learned that its durable state went back (its data dir was
+    /// wiped or rolled back): it takes part in nothing any more and must be stopped and
+    /// replaced (see `raft::lost_state`).
+    pub fn lost_state(&self) -> Option<raft::LostState> {
+        self.raft.lost_state()
+    }
+
+    /// What the protocol noticed since the last call, for the operator's log.
+    pub fn take_notices(&mut self) -> Vec<raft::Notice> {
+        self.raft.take_notices()
+    }
+
     /// How many snapshots sent by a leader this node restored since it started.
     pub fn leader_snapshots_restored(&self) -> u64 {
         self.leader_snapshots_restored
@@ -418,7 +438,10 @@ impl Node {
                 self.prepared_snapshot = Some((snapshot.meta.index, restored));
             }
         }
-        self.raft.step(message)
+        self.raft.step(message)?;
+        // A fenced node asks as soon as it knows a leader, not only on its next tick.
+        self.ask_start_fence_read();
+        Ok(())
     }
 
     /// Proposes a write on behalf of this node's client `request_id` (unique on this node;

@@ -276,6 +276,7 @@ impl Raft {
         self.reset_timers();
         self.reads.reset();
         self.uncommitted_bytes = 0;
+        self.lost_state_reported.clear();
         let next_index = self.log.last_index() + 1;
         let max_inflight = self.config.max_inflight_appends;
         let members: Vec<(NodeId, bool)> = self

@@ -710,9 +710,23 @@ impl Cluster {
             )));
         }
         self.check_election_safety()?;
+        self.check_no_lost_state()?;
         self.check_node_monotonicity()?;
         self.check_leader_completeness()?;
         self.check_log_matching()
+    }
+
+    /// The harness's disks never lose what was synced, so no node may conclude that it lost
+    /// state (a false alarm would stop a healthy member).
+    fn check_no_lost_state(&self) -> Result<(), Violation> {
+        for (id, node) in &self.nodes {
+            if let Some(lost) = node.raft.as_ref().and_then(Raft::lost_state) {
+                return Err(Violation(format!(
+                    "node {id} thinks it lost state on an intact disk: {lost}"
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// At most one leader per term (§5.2). A leadership counts once its term and self-vote

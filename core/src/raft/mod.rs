@@ -14,6 +14,7 @@ mod error;
 pub mod harness;
 mod initial_state;
 mod log;
+mod lost_state;
 mod membership;
 mod message;
 mod progress;
@@ -25,7 +26,7 @@ mod state;
 mod status;
 mod transfer;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 use rand::SeedableRng;
@@ -38,6 +39,7 @@ pub use entry::{
 };
 pub use error::{ConfigError, MessageError, ProposeError, ReadIndexError, TransferError};
 pub use initial_state::{InitialState, BOOTSTRAP_INDEX, BOOTSTRAP_TERM};
+pub use lost_state::{LostState, Notice};
 pub use message::{
     Append, AppendResponse, Heartbeat, HeartbeatResponse, Message, MessageBody, MessageLimits,
     Propose, ReadIndexRequest, ReadIndexResponse, RequestVote, RequestVoteResponse,
@@ -135,6 +137,13 @@ pub struct Raft {
     leader_seen: Option<(Term, NodeId)>,
     /// Reused for quorum arithmetic.
     scratch: Vec<Index>,
+    /// Set once this follower learned that its log lost entries it had acknowledged (see
+    /// `lost_state`); from then on it takes part in nothing.
+    lost_state: Option<LostState>,
+    /// Leader only: followers already reported as having lost state in this term.
+    lost_state_reported: BTreeSet<NodeId>,
+    /// What an operator should hear of, until the application takes it.
+    notices: Vec<Notice>,
 }
 
 impl Raft {
@@ -191,6 +200,9 @@ impl Raft {
             ready_conf_changes: Vec::new(),
             leader_seen: None,
             scratch: Vec::new(),
+            lost_state: None,
+            lost_state_reported: BTreeSet::new(),
+            notices: Vec::new(),
         };
         // Membership changes already applied (between the snapshot and `applied_index`) are
         // part of the configuration in force.
@@ -293,8 +305,22 @@ impl Raft {
         !self.conf.learners.contains(&self.id) && !self.conf.voters.is_empty()
     }
 
+    /// Set once this node learned that its durable state went back: it must not vote,
+    /// acknowledge or serve any more, and the application should stop it (see `lost_state`).
+    pub fn lost_state(&self) -> Option<LostState> {
+        self.lost_state
+    }
+
+    /// What the protocol noticed since the last call, for the operator's log.
+    pub fn take_notices(&mut self) -> Vec<Notice> {
+        std::mem::take(&mut self.notices)
+    }
+
     /// Advances logical time by one tick.
     pub fn tick(&mut self) {
+        if self.lost_state.is_some() {
+            return;
+        }
         self.ticks += 1;
         self.expire_forwarded_reads();
         match self.role {
@@ -307,6 +333,10 @@ impl Raft {
     /// Raft safety property if accepted, is refused with an error and changes nothing.
     pub fn step(&mut self, message: Message) -> Result<(), MessageError> {
         message.validate(self.id, &self.config.message_limits)?;
+        if self.lost_state.is_some() {
+            // Neither a vote nor an acknowledgement may come from a lost state.
+            return Ok(());
+        }
         if !message.body.is_termless() && !self.step_term(&message) {
             return Ok(());
         }
@@ -369,6 +399,9 @@ impl Raft {
     }
 
     fn propose_payload(&mut self, payload: EntryPayload) -> Result<Proposed, ProposeError> {
+        if self.lost_state.is_some() {
+            return Err(ProposeError::NotLeader { leader_hint: None });
+        }
         if self.role == Role::Leader {
             return self.append_proposal(payload);
         }
@@ -394,6 +427,9 @@ impl Raft {
     /// [`ReadState`] with the same `request_id` in a later `Ready`. If leadership changes
     /// before it is confirmed, no answer comes: the caller times out and retries.
     pub fn read_index(&mut self, request_id: u64) -> Result<(), ReadIndexError> {
+        if self.lost_state.is_some() {
+            return Err(ReadIndexError::NoLeader);
+        }
         let pending = self.reads.len() + self.forwarded_reads.len();
         if pending >= self.config.max_pending_reads {
             return Err(ReadIndexError::TooManyPending {
@@ -422,7 +458,7 @@ impl Raft {
     /// Starts an election now (with a pre-vote if configured), as if the election timeout
     /// had elapsed.
     pub fn campaign(&mut self) {
-        if self.role != Role::Leader {
+        if self.role != Role::Leader && self.lost_state.is_none() {
             self.start_election(false);
         }
     }

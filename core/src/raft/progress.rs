@@ -18,6 +18,17 @@ pub enum ReplicationState {
     Snapshot { pending_index: Index },
 }
 
+/// What a rejected Append means for replication to its member.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Rejection {
+    /// An answer to an older Append: nothing changes.
+    Stale,
+    /// Send again from the new `next_index`.
+    Retry,
+    /// The member's log ends below what it acknowledged: it lost state (see `lost_state`).
+    BelowAcknowledged,
+}
+
 #[derive(Clone, Debug)]
 pub(crate) struct Progress {
     pub(crate) match_index: Index,
@@ -115,25 +126,37 @@ impl Progress {
         advanced
     }
 
-    /// The member rejected an Append whose previous entry was `rejected_index`; `probe_from`
-    /// is where the leader's log and the member's hint may agree. Returns false for stale
-    /// rejections.
-    pub(crate) fn rejected(&mut self, rejected_index: Index, probe_from: Index) -> bool {
+    /// The member rejected an Append whose previous entry was `rejected_index`; its log
+    /// agrees with the leader's at most up to `hint_index`, and `probe_from` is where the
+    /// leader's log and that hint may agree.
+    pub(crate) fn rejected(
+        &mut self,
+        rejected_index: Index,
+        probe_from: Index,
+        hint_index: Index,
+    ) -> Rejection {
         match self.state {
             ReplicationState::Replicate => {
                 if rejected_index <= self.match_index {
-                    return false;
+                    return Rejection::Stale;
                 }
                 self.become_probe();
-                true
+                Rejection::Retry
             }
             _ => {
                 if self.next_index.checked_sub(1) != Some(rejected_index) {
-                    return false;
+                    return Rejection::Stale;
+                }
+                if hint_index < self.match_index {
+                    // Probing lower would be pointless (entries up to `match_index` were
+                    // acknowledged) and probing again at once is a loop at network speed:
+                    // wait for the next heartbeat's answer.
+                    self.probe_sent = true;
+                    return Rejection::BelowAcknowledged;
                 }
                 self.next_index = probe_from.min(rejected_index).max(self.match_index + 1);
                 self.probe_sent = false;
-                true
+                Rejection::Retry
             }
         }
     }
@@ -218,9 +241,9 @@ mod tests {
         let mut progress = Progress::new(11, 4, false);
         progress.update_match(10);
         progress.become_replicate();
-        assert!(!progress.rejected(9, 5));
+        assert_eq!(progress.rejected(9, 5, 9), Rejection::Stale);
         assert_eq!(progress.state, ReplicationState::Replicate);
-        assert!(progress.rejected(12, 11));
+        assert_eq!(progress.rejected(12, 11, 12), Rejection::Retry);
         assert_eq!(progress.state, ReplicationState::Probe);
         assert_eq!(progress.next_index, 11);
     }
@@ -230,15 +253,28 @@ mod tests {
         let mut progress = Progress::new(20, 4, false);
         progress.update_match(3);
         progress.next_index = 20;
-        assert!(
-            !progress.rejected(10, 5),
+        assert_eq!(
+            progress.rejected(10, 5, 5),
+            Rejection::Stale,
             "rejection of an older probe is stale"
         );
-        assert!(progress.rejected(19, 8));
+        assert_eq!(progress.rejected(19, 8, 8), Rejection::Retry);
         assert_eq!(progress.next_index, 8);
         progress.next_index = 5;
-        assert!(progress.rejected(4, 1));
+        assert_eq!(progress.rejected(4, 1, 3), Rejection::Retry);
         assert_eq!(progress.next_index, 4, "next never drops to or below match");
+    }
+
+    #[test]
+    fn a_probe_rejected_below_the_match_waits_for_a_heartbeat() {
+        let mut progress = Progress::new(11, 4, false);
+        progress.update_match(10);
+        assert_eq!(progress.rejected(10, 2, 1), Rejection::BelowAcknowledged);
+        assert!(
+            progress.is_paused(),
+            "no resend until a heartbeat is answered"
+        );
+        assert_eq!(progress.next_index, 11);
     }
 
     #[test]

@@ -3,8 +3,9 @@
 use super::entry::{Entry, EntryPayload, Index, NodeId, Snapshot};
 use super::error::{MessageError, ProposeError};
 use super::log::AppendOutcome;
+use super::lost_state::{LostState, Notice};
 use super::message::{Append, AppendResponse, Heartbeat, HeartbeatResponse, MessageBody};
-use super::progress::ReplicationState;
+use super::progress::{Rejection, ReplicationState};
 use super::quorum;
 use super::state::Role;
 use super::{Proposed, Raft};
@@ -253,12 +254,29 @@ impl Raft {
                     None => hint_index + 1,
                 };
                 let progress = self.progress.get_mut(&from).expect("checked above");
-                if progress.rejected(rejected_index, probe_from) {
-                    self.send_appends(from, true);
+                let match_index = progress.match_index;
+                match progress.rejected(rejected_index, probe_from, hint_index) {
+                    Rejection::Stale => {}
+                    Rejection::Retry => self.send_appends(from, true),
+                    Rejection::BelowAcknowledged => {
+                        self.report_lost_state(from, match_index, hint_index)
+                    }
                 }
             }
         }
         Ok(())
+    }
+
+    /// A follower's log ends below what it acknowledged in this term: tell the operator,
+    /// once per term. Heartbeats carry the proof to the follower, which stops itself.
+    fn report_lost_state(&mut self, follower: NodeId, acknowledged_index: Index, hint: Index) {
+        if self.lost_state_reported.insert(follower) {
+            self.notices.push(Notice::FollowerLostState {
+                follower,
+                acknowledged_index,
+                log_end_index: hint,
+            });
+        }
     }
 
     /// The leader's last index at or below `index` whose term is at most `term`.
@@ -420,9 +438,20 @@ impl Raft {
                 reason: "a second leader in this leader's term",
             });
         }
+        let last_index = self.log.last_index();
+        if heartbeat.commit_index > last_index {
+            // The leader sends at most what this node acknowledged in this term (see
+            // `broadcast_heartbeat`), and an acknowledged entry is on disk: it was lost.
+            self.lost_state = Some(LostState {
+                leader: from,
+                term: self.term,
+                acknowledged_index: heartbeat.commit_index,
+                last_index,
+            });
+            return Ok(());
+        }
         self.follow(from);
-        self.log
-            .commit_to(heartbeat.commit_index.min(self.log.last_index()));
+        self.log.commit_to(heartbeat.commit_index);
         self.send(
             from,
             MessageBody::HeartbeatResponse(HeartbeatResponse {
