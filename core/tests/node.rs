@@ -9,7 +9,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use bytes::Bytes;
 use keel_core::mvcc::{
-    Command, LeaseGrantRequest, PutRequest, RangeRequest, Response, StoreConfig, WatchCreateRequest,
+    self, Command, LeaseGrantRequest, PutRequest, RangeRequest, Response, StoreConfig,
+    WatchCreateRequest,
 };
 use keel_core::node::{Completion, Member, Node, NodeConfig, Outcome, ProposalBody};
 use keel_core::raft::harness::MemStorage;
@@ -868,4 +869,68 @@ fn a_freshly_bootstrapped_member_serves_nothing_until_it_has_heard_from_a_leader
     cluster.tick(3);
     assert!(cluster.node(3).serves_local_reads());
     assert_eq!(cluster.get(3, "k").as_deref(), Some(&b"v"[..]));
+}
+
+fn small_quota(id: NodeId) -> NodeConfig {
+    let mut config = default_node_config(id);
+    config.store.quota_bytes = 4_000;
+    config
+}
+
+/// etcd's quota: a write that does not fit raises the NOSPACE alarm through the log, so
+/// every member refuses writes that add data, small ones included, until it is disarmed.
+#[test]
+fn a_write_over_the_quota_raises_nospace_on_every_member_until_disarmed() {
+    let mut cluster = NodeCluster::new(3, small_quota);
+    cluster.elect(1);
+    cluster.put(1, "small", "v");
+    cluster.run();
+    let big = "x".repeat(5_000);
+    let refused = cluster.node_mut(2).propose(
+        99,
+        ProposalBody::Store(Command::Put(PutRequest {
+            key: Bytes::from_static(b"big"),
+            value: Bytes::from(big),
+            ..Default::default()
+        })),
+    );
+    assert!(refused.is_err(), "the big put does not fit");
+    cluster.run();
+    for id in 1..=3 {
+        let alarms = cluster.node(id).store().alarms();
+        assert!(
+            matches!(
+                alarms[..],
+                [mvcc::AlarmMember {
+                    member_id: 2,
+                    alarm: mvcc::AlarmType::NoSpace
+                }]
+            ),
+            "member {id} sees the alarm raised by member 2: {alarms:?}"
+        );
+    }
+    let small = cluster.node_mut(3).propose(
+        100,
+        ProposalBody::Store(Command::Put(PutRequest {
+            key: Bytes::from_static(b"tiny"),
+            value: Bytes::from_static(b"1"),
+            ..Default::default()
+        })),
+    );
+    assert!(
+        small.is_err(),
+        "a small put is refused too while the alarm is on"
+    );
+    cluster.propose(
+        1,
+        Command::Alarm(mvcc::AlarmRequest {
+            action: mvcc::AlarmAction::Deactivate,
+            member_id: 2,
+            alarm: mvcc::AlarmType::NoSpace,
+        }),
+    );
+    cluster.run();
+    let id = cluster.put(3, "tiny", "1");
+    cluster.run();
+    assert!(put_ok(cluster.outcome(3, id)), "disarmed");
 }

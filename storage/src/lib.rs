@@ -13,6 +13,7 @@ mod codec;
 mod disk;
 mod error;
 mod fs_disk;
+mod identity;
 mod record;
 mod segment;
 mod sim_disk;
@@ -23,6 +24,7 @@ mod wal;
 pub use disk::Disk;
 pub use error::{Result, StorageError, CORRUPTION_REMEDY};
 pub use fs_disk::FsDisk;
+pub use identity::Identity;
 pub use sim_disk::{Faults, SimDisk, SimDiskConfig, SimDiskStats, DEFAULT_SECTOR_SIZE_BYTES};
 pub use storage::{
     Recovered, Repair, SnapshotWriter, Storage, StorageOptions, WrittenSnapshot,

@@ -7,6 +7,7 @@ use keel_core::raft::{Entry, HardState, Index, InitialState, Ready, Snapshot, Te
 
 use crate::disk::Disk;
 use crate::error::{Result, StorageError};
+use crate::identity::{self, Identity};
 use crate::segment::SegmentName;
 use crate::snapshot_file::{self, sync_dir, BROKEN_SUFFIX, TEMP_SUFFIX};
 use crate::wal::{Wal, WalOptions};
@@ -164,6 +165,9 @@ pub struct Recovered {
     pub entries: Vec<Entry>,
     /// What recovery fixed; log each.
     pub repairs: Vec<Repair>,
+    /// Who this data dir belongs to; `None` for a new one, or one written before keel kept
+    /// identities (the caller then saves one with [`Storage::save_identity`]).
+    pub identity: Option<Identity>,
 }
 
 impl Recovered {
@@ -244,6 +248,7 @@ impl<D: Disk> Storage<D> {
         let (snapshot, snapshots) =
             load_newest_snapshot(&mut disk, &listing.snapshots, &options, &mut repairs)?;
         let had_snapshot_files = !listing.snapshots.is_empty();
+        let identity = identity::read(&mut disk)?;
         let (wal, replayed) = if listing.segments.is_empty() {
             if let Some((_, _, name)) = listing.snapshots.last() {
                 return Err(StorageError::Corrupt {
@@ -269,6 +274,7 @@ impl<D: Disk> Storage<D> {
         };
         let mut recovered = storage.combine(snapshot, replayed, repairs)?;
         recovered.is_new &= !had_snapshot_files;
+        recovered.identity = identity;
         Ok((storage, recovered))
     }
 
@@ -317,6 +323,7 @@ impl<D: Disk> Storage<D> {
             hard_state,
             entries,
             repairs,
+            identity: None,
         })
     }
 
@@ -347,6 +354,14 @@ impl<D: Disk> Storage<D> {
 
     fn wal_first_file(&self) -> String {
         self.wal.first_segment_file()
+    }
+
+    /// Records durably who this data dir belongs to (see [`Identity`]); done once, before
+    /// the member first takes part in its cluster.
+    pub fn save_identity(&mut self, identity: Identity) -> Result<()> {
+        self.check_running()?;
+        let result = identity::write(&mut self.disk, identity);
+        self.note(result)
     }
 
     /// Persists a founding member's or a joining member's [`InitialState`] into a new data

@@ -8,7 +8,7 @@ mod common;
 
 use bytes::Bytes;
 use keel_core::raft::{ConfState, Snapshot, SnapshotMeta};
-use keel_storage::{Repair, StorageError, StorageOptions};
+use keel_storage::{Identity, Repair, StorageError, StorageOptions};
 
 use common::*;
 
@@ -485,7 +485,52 @@ fn limits_and_misuse_are_refused_without_harm<E: TestEnv>() {
     .is_err());
 }
 
+fn the_identity_survives_restarts_and_damage_to_it_is_reported<E: TestEnv>() {
+    let mut env = E::new();
+    let options = roomy_segments();
+    let (mut storage, recovered) = reopen(&mut env, &options);
+    assert_eq!(recovered.identity, None, "a new data dir belongs to nobody");
+    let identity = Identity {
+        member_id: 0x1234,
+        cluster_id: 0xabcd,
+    };
+    storage.save_identity(identity).unwrap();
+    storage.bootstrap(&founding_state()).unwrap();
+    drop(storage);
+    let (mut storage, recovered) = reopen(&mut env, &options);
+    assert_eq!(recovered.identity, Some(identity));
+    // Saved again (a cluster id learned later): the new one replaces it whole.
+    let learned = Identity {
+        cluster_id: 0xef,
+        ..identity
+    };
+    storage.save_identity(learned).unwrap();
+    drop(storage);
+    let (_, recovered) = reopen(&mut env, &options);
+    assert_eq!(recovered.identity, Some(learned));
+    assert!(
+        storage_refuses_member_id_0(&mut env, &options),
+        "0 is no member id"
+    );
+    env.poke("member.id", 14, &[0x77]);
+    let (file, offset, problem) = expect_corrupt(open(&mut env, &options));
+    assert!(file.ends_with("member.id"), "{file}");
+    assert_eq!(offset, 28, "{problem}");
+}
+
+fn storage_refuses_member_id_0<E: TestEnv>(env: &mut E, options: &StorageOptions) -> bool {
+    let (mut storage, _) = reopen(env, options);
+    matches!(
+        storage.save_identity(Identity {
+            member_id: 0,
+            cluster_id: 1
+        }),
+        Err(StorageError::InvalidRequest { .. })
+    )
+}
+
 on_both_disks!(
+    the_identity_survives_restarts_and_damage_to_it_is_reported,
     a_new_data_dir_reads_as_new_until_bootstrapped,
     entries_and_hard_state_survive_a_restart,
     a_replaced_suffix_is_recovered_not_the_old_one,

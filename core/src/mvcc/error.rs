@@ -16,6 +16,8 @@ pub enum GrpcCode {
     /// Auth errors (`keel_core::auth`) use these three as well.
     PermissionDenied,
     Unauthenticated,
+    /// The CORRUPT alarm.
+    DataLoss,
     Unknown,
 }
 
@@ -30,6 +32,7 @@ impl GrpcCode {
             GrpcCode::ResourceExhausted => "ResourceExhausted",
             GrpcCode::PermissionDenied => "PermissionDenied",
             GrpcCode::Unauthenticated => "Unauthenticated",
+            GrpcCode::DataLoss => "DataLoss",
             GrpcCode::Unknown => "Unknown",
         }
     }
@@ -61,6 +64,10 @@ pub enum Error {
     FutureRev,
     #[error("etcdserver: mvcc: database space exceeded")]
     NoSpace,
+    /// A CORRUPT alarm is active: a member's data differs from the others'. Every write is
+    /// refused until an operator has replaced that member and disarmed the alarm.
+    #[error("etcdserver: corrupt cluster")]
+    Corrupt,
     #[error("etcdserver: requested lease not found")]
     LeaseNotFound,
     #[error("etcdserver: lease already exists")]
@@ -89,6 +96,7 @@ impl Error {
             | Error::RequestTooLarge => GrpcCode::InvalidArgument,
             Error::Compacted | Error::FutureRev | Error::LeaseTtlTooLarge => GrpcCode::OutOfRange,
             Error::NoSpace => GrpcCode::ResourceExhausted,
+            Error::Corrupt => GrpcCode::DataLoss,
             Error::LeaseNotFound => GrpcCode::NotFound,
             Error::LeaseExists | Error::NotPrimary => GrpcCode::FailedPrecondition,
         }

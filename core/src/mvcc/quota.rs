@@ -52,9 +52,28 @@ pub(crate) fn cost(command: &Command) -> u64 {
     }
 }
 
+/// Whether a CORRUPT alarm stops `command`: every write does, as etcd's corrupt applier
+/// refuses them; alarms themselves (an operator must be able to disarm it) and lease
+/// checkpoints (the leader's bookkeeping) go on.
+fn stopped_by_corrupt_alarm(command: &Command) -> bool {
+    !matches!(command, Command::Alarm(_) | Command::LeaseCheckpoint(_))
+}
+
 impl Store {
     pub fn no_space_alarm_active(&self) -> bool {
         self.alarms.iter().any(|a| a.alarm == AlarmType::NoSpace)
+    }
+
+    pub fn corrupt_alarm_active(&self) -> bool {
+        self.alarms.iter().any(|a| a.alarm == AlarmType::Corrupt)
+    }
+
+    /// Refuses every write while a CORRUPT alarm is active.
+    pub(crate) fn check_corrupt_alarm(&self, command: &Command) -> Result<(), Error> {
+        if self.corrupt_alarm_active() && stopped_by_corrupt_alarm(command) {
+            return Err(Error::Corrupt);
+        }
+        Ok(())
     }
 
     pub(crate) fn check_quota_read_only(&self, cost: u64) -> Result<(), Error> {

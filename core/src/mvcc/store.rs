@@ -172,6 +172,7 @@ impl Store {
     /// here without raising the alarm (applying it would).
     pub fn check_command(&self, command: &Command) -> Result<(), Error> {
         super::validate::check_command(command, &self.config.limits)?;
+        self.check_corrupt_alarm(command)?;
         self.check_quota_read_only(super::quota::cost(command))
     }
 
@@ -187,8 +188,9 @@ impl Store {
             self.applied_index
         );
         self.applied_index = index;
-        let outcome =
-            check_structure(command).and_then(|()| self.apply_command(index, now_ms, command));
+        let outcome = check_structure(command)
+            .and_then(|()| self.check_corrupt_alarm(command))
+            .and_then(|()| self.apply_command(index, now_ms, command));
         let (result, events) = match outcome {
             Ok((response, events)) => (Ok(response), events),
             Err(e) => (Err(e), Vec::new()),

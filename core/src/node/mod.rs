@@ -199,6 +199,8 @@ pub struct Node {
     /// Set after a restart until this node has applied as far as before it (see
     /// `start_fence`); while set, the node must not serve reads from its own state.
     start_fence: Option<StartFence>,
+    /// The tick at which this node last proposed the NOSPACE alarm.
+    no_space_alarm_asked_tick: Option<u64>,
 }
 
 impl std::fmt::Debug for Node {
@@ -260,6 +262,7 @@ impl Node {
             prepared_snapshot: None,
             leader_snapshots_restored: 0,
             start_fence,
+            no_space_alarm_asked_tick: None,
             role: Role::Follower,
             lease_clock: LeaseClock::new(config.max_clock_step_ms()),
             ticks: 0,
@@ -475,7 +478,12 @@ impl Node {
         body: ProposalBody,
     ) -> Result<(), NodeProposeError> {
         if let ProposalBody::Store(command) = &body {
-            self.store.check_command(command)?;
+            if let Err(error) = self.store.check_command(command) {
+                if error == mvcc::Error::NoSpace {
+                    self.raise_no_space_alarm();
+                }
+                return Err(error.into());
+            }
         }
         let proposal = Proposal {
             proposer: self.id,
@@ -486,6 +494,25 @@ impl Node {
         let proposed = self.raft.propose(Bytes::from(proposal.encode()))?;
         self.note_appended(proposed, request_id);
         Ok(())
+    }
+
+    /// A write did not fit the quota: raise the NOSPACE alarm through the log, under this
+    /// member's id, as etcd's quota does, so every member refuses writes that add data until
+    /// an operator disarms it (after freeing space). Once per tick at most while it is not
+    /// applied yet.
+    fn raise_no_space_alarm(&mut self) {
+        if self.store.no_space_alarm_active() || self.no_space_alarm_asked_tick == Some(self.ticks)
+        {
+            return;
+        }
+        self.no_space_alarm_asked_tick = Some(self.ticks);
+        let alarm = Command::Alarm(mvcc::AlarmRequest {
+            action: mvcc::AlarmAction::Activate,
+            member_id: self.id,
+            alarm: mvcc::AlarmType::NoSpace,
+        });
+        // Refused only without a leader; the next refused write asks again.
+        let _ = self.propose(NO_CLIENT, ProposalBody::Store(alarm));
     }
 
     /// Proposes a membership change for `member` (adding it as a voter or learner,

@@ -110,5 +110,58 @@ fn alarms_can_be_listed_activated_and_deactivated() {
             alarm: AlarmType::Corrupt
         }]
     );
-    h.put("a", "corrupt alarms do not block writes here");
+}
+
+/// etcd's corrupt applier: while a CORRUPT alarm is active every write fails with
+/// "etcdserver: corrupt cluster" (DataLoss) and changes nothing; reads go on; the operator
+/// disarms it once the member whose data differed is replaced.
+#[test]
+fn a_corrupt_alarm_refuses_every_write_until_disarmed() {
+    let mut h = Harness::new();
+    h.put("a", "1");
+    h.grant(1, 10).unwrap();
+    let corrupt = AlarmRequest {
+        action: AlarmAction::Activate,
+        member_id: 3,
+        alarm: AlarmType::Corrupt,
+    };
+    h.apply(Command::Alarm(corrupt.clone()));
+    assert!(h.store.corrupt_alarm_active());
+    let rev = h.rev();
+    let put = PutRequest {
+        key: b("a"),
+        value: b("2"),
+        ..Default::default()
+    };
+    assert_eq!(h.put_req(put.clone()).unwrap_err(), Error::Corrupt);
+    assert_eq!(
+        h.delete_req(DeleteRangeRequest {
+            key: b("a"),
+            ..Default::default()
+        })
+        .unwrap_err(),
+        Error::Corrupt
+    );
+    let txn = TxnRequest {
+        success: vec![delete_op("a", "")],
+        ..Default::default()
+    };
+    assert_eq!(h.txn(txn).unwrap_err(), Error::Corrupt);
+    assert_eq!(h.compact(rev).unwrap_err(), Error::Corrupt);
+    assert_eq!(h.grant(2, 10).unwrap_err(), Error::Corrupt);
+    assert_eq!(h.revoke(1).unwrap_err(), Error::Corrupt);
+    assert_eq!(
+        h.store.check_command(&Command::Put(put)),
+        Err(Error::Corrupt),
+        "refused before proposing too"
+    );
+    assert_eq!(Error::Corrupt.grpc_code(), GrpcCode::DataLoss);
+    assert_eq!(Error::Corrupt.to_string(), "etcdserver: corrupt cluster");
+    assert_eq!(h.rev(), rev, "refused writes change nothing");
+    assert_eq!(h.get("a").map(|kv| kv.value), Some(b("1")));
+    h.apply(Command::Alarm(AlarmRequest {
+        action: AlarmAction::Deactivate,
+        ..corrupt
+    }));
+    h.put("a", "writes again");
 }

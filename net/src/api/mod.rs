@@ -232,6 +232,7 @@ fn grpc_code(code: GrpcCode) -> Code {
         GrpcCode::ResourceExhausted => Code::ResourceExhausted,
         GrpcCode::PermissionDenied => Code::PermissionDenied,
         GrpcCode::Unauthenticated => Code::Unauthenticated,
+        GrpcCode::DataLoss => Code::DataLoss,
         GrpcCode::Unknown => Code::Unknown,
     }
 }
