@@ -21,7 +21,7 @@ fn busy_store() -> Harness {
     h.apply(Command::Alarm(AlarmRequest {
         action: AlarmAction::Activate,
         member_id: 2,
-        alarm: AlarmType::Corrupt,
+        alarm: AlarmType::NoSpace,
     }));
     h
 }
