@@ -849,28 +849,6 @@ mod auth {
     }
 }
 
-/// A fresh data dir holds nothing worth serving; if it is a wiped member's that nobody
-/// noticed, serving its empty store would take the member's revision back. So a member of a
-/// cluster of several starts fenced until a read index from a leader lifts it.
-#[test]
-fn a_freshly_bootstrapped_member_serves_nothing_until_it_has_heard_from_a_leader() {
-    let mut cluster = NodeCluster::new(3, default_node_config);
-    cluster.isolated.insert(3);
-    cluster.elect(1);
-    cluster.put(1, "k", "v");
-    cluster.run();
-    cluster.tick(30);
-    assert!(cluster.node(1).serves_local_reads());
-    assert!(
-        !cluster.node(3).serves_local_reads(),
-        "cut off since its bootstrap"
-    );
-    cluster.isolated.clear();
-    cluster.tick(3);
-    assert!(cluster.node(3).serves_local_reads());
-    assert_eq!(cluster.get(3, "k").as_deref(), Some(&b"v"[..]));
-}
-
 fn small_quota(id: NodeId) -> NodeConfig {
     let mut config = default_node_config(id);
     config.store.quota_bytes = 4_000;

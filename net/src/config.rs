@@ -50,13 +50,15 @@ pub struct ServeArgs {
     #[arg(long, env = "KEEL_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
 
-    /// List of URLs to listen on for client traffic (comma-separated).
-    #[arg(long, env = "KEEL_LISTEN_CLIENT_URLS", default_value = DEFAULT_CLIENT_URL)]
-    pub listen_client_urls: String,
+    /// List of URLs to listen on for client traffic (comma-separated; every one is bound)
+    /// [default: http://127.0.0.1:2379].
+    #[arg(long, env = "KEEL_LISTEN_CLIENT_URLS")]
+    pub listen_client_urls: Option<String>,
 
-    /// List of this member's client URLs to advertise to the rest of the cluster.
-    #[arg(long, env = "KEEL_ADVERTISE_CLIENT_URLS", default_value = DEFAULT_CLIENT_URL)]
-    pub advertise_client_urls: String,
+    /// List of this member's client URLs to advertise to the rest of the cluster; required
+    /// when --listen-client-urls is set [default: http://127.0.0.1:2379].
+    #[arg(long, env = "KEEL_ADVERTISE_CLIENT_URLS")]
+    pub advertise_client_urls: Option<String>,
 
     /// List of URLs to listen on for peer traffic.
     #[arg(long, env = "KEEL_LISTEN_PEER_URLS", default_value = DEFAULT_PEER_URL)]
@@ -209,7 +211,7 @@ pub struct SecurityArgs {
 }
 
 /// What went wrong with the flags, in one line for the operator.
-#[derive(Debug, Error, PartialEq, Eq)]
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
 pub enum ConfigError {
     #[error("--{flag}: {reason}")]
     Invalid { flag: &'static str, reason: String },
@@ -238,12 +240,17 @@ pub struct ServerConfig {
     pub name: String,
     pub member_id: NodeId,
     pub data_dir: PathBuf,
-    pub listen_client: Vec<SocketAddr>,
+    /// Every `--listen-client-urls` URL: each one is bound.
+    pub listen_client: Vec<ListenUrl>,
     pub advertise_client_urls: Vec<String>,
-    pub listen_peer: Vec<SocketAddr>,
+    /// Every `--listen-peer-urls` URL.
+    pub listen_peer: Vec<ListenUrl>,
     pub advertise_peer_urls: Vec<String>,
     /// The founding members (from `--initial-cluster`), this one included.
     pub initial_members: Vec<Member>,
+    /// What is wrong with `--initial-cluster` for starting on a new data dir, if anything
+    /// (see [`ServerConfig::check_bootstrap_flags`]).
+    pub bootstrap_problem: Option<ConfigError>,
     pub cluster_state: ClusterState,
     pub cluster_token: String,
     pub heartbeat_interval: Duration,
@@ -276,8 +283,9 @@ impl ServeArgs {
             .data_dir
             .clone()
             .unwrap_or_else(|| PathBuf::from(format!("{}.keel", self.name)));
-        let listen_client = socket_addrs("listen-client-urls", &self.listen_client_urls)?;
-        let advertise_client_urls = urls("advertise-client-urls", &self.advertise_client_urls)?;
+        let (listen_client_urls, advertise_client_urls_flag) = self.client_urls()?;
+        let listen_client = socket_addrs("listen-client-urls", &listen_client_urls)?;
+        let advertise_client_urls = urls("advertise-client-urls", &advertise_client_urls_flag)?;
         let listen_peer = socket_addrs("listen-peer-urls", &self.listen_peer_urls)?;
         let advertise_peer_urls = urls(
             "initial-advertise-peer-urls",
@@ -288,25 +296,15 @@ impl ServeArgs {
             .clone()
             .unwrap_or_else(|| format!("{}={}", self.name, advertise_peer_urls.join(",")));
         let initial_members = parse_initial_cluster(&initial_cluster, &self.initial_cluster_token)?;
-        let own = initial_members
-            .iter()
-            .find(|m| m.name == self.name)
-            .ok_or_else(|| {
-                invalid(
-                    "initial-cluster",
-                    format!("does not name this member ({:?})", self.name),
-                )
-            })?;
-        if sorted(&own.peer_urls) != sorted(&advertise_peer_urls) {
-            return Err(invalid(
-                "initial-cluster",
-                format!(
-                    "lists {:?} for {:?}, but --initial-advertise-peer-urls is {:?}",
-                    own.peer_urls, self.name, advertise_peer_urls
-                ),
-            ));
-        }
-        let member_id = own.id;
+        // Only a new data dir needs `--initial-cluster` to name this member: once data
+        // exists, it holds the member's identity and the flag is ignored (as in etcd).
+        let bootstrap_problem = initial_cluster_problem(
+            &initial_members,
+            &self.name,
+            &advertise_peer_urls,
+        )
+        .err();
+        let member_id = member_id(&advertise_peer_urls, &self.initial_cluster_token);
         let (heartbeat_interval, election_ticks) =
             timing(self.heartbeat_interval, self.election_timeout)?;
         Ok(ServerConfig {
@@ -318,6 +316,7 @@ impl ServeArgs {
             listen_peer,
             advertise_peer_urls,
             initial_members,
+            bootstrap_problem,
             cluster_state: self.initial_cluster_state,
             cluster_token: self.initial_cluster_token.clone(),
             heartbeat_interval,
@@ -336,7 +335,7 @@ impl ServeArgs {
             log_format: self.log_format,
             client_tls: self
                 .security
-                .client_tls(&self.listen_client_urls, &self.advertise_client_urls)?,
+                .client_tls(&listen_client_urls, &advertise_client_urls_flag)?,
             peer_tls: self
                 .security
                 .peer_tls(&self.listen_peer_urls, &self.initial_advertise_peer_urls)?,
@@ -344,6 +343,61 @@ impl ServeArgs {
             storage: keel_storage::StorageOptions::default(),
         })
     }
+}
+
+impl ServeArgs {
+    /// The client URL flags with their defaults. As etcd: a member that listens on chosen
+    /// addresses must say which URLs its clients reach it at.
+    fn client_urls(&self) -> Result<(String, String), ConfigError> {
+        match (&self.listen_client_urls, &self.advertise_client_urls) {
+            (Some(_), None) => Err(invalid(
+                "advertise-client-urls",
+                "is required when --listen-client-urls is set explicitly: a member that listens \
+                 on specific addresses must advertise URLs its clients can reach",
+            )),
+            (listen, advertise) => Ok((
+                listen.clone().unwrap_or_else(|| DEFAULT_CLIENT_URL.to_string()),
+                advertise
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_CLIENT_URL.to_string()),
+            )),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// `--initial-cluster` must name this member with its advertised peer URLs when the data
+    /// dir is new (bootstrapping or joining); on an existing one the flag is not used.
+    pub fn check_bootstrap_flags(&self) -> Result<(), ConfigError> {
+        match &self.bootstrap_problem {
+            Some(problem) => Err(problem.clone()),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Whether `--initial-cluster` names this member with its advertised peer URLs.
+fn initial_cluster_problem(
+    members: &[Member],
+    name: &str,
+    advertise_peer_urls: &[String],
+) -> Result<(), ConfigError> {
+    let own = members.iter().find(|m| m.name == name).ok_or_else(|| {
+        invalid(
+            "initial-cluster",
+            format!("does not name this member ({name:?})"),
+        )
+    })?;
+    if sorted(&own.peer_urls) != sorted(advertise_peer_urls) {
+        return Err(invalid(
+            "initial-cluster",
+            format!(
+                "lists {:?} for {name:?}, but --initial-advertise-peer-urls is {:?}",
+                own.peer_urls, advertise_peer_urls
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Authentication settings.
@@ -577,8 +631,15 @@ fn urls(flag: &'static str, list: &str) -> Result<Vec<String>, ConfigError> {
     Ok(urls)
 }
 
+/// One address to listen on, and whether it speaks TLS (an `https://` URL).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListenUrl {
+    pub addr: SocketAddr,
+    pub https: bool,
+}
+
 /// Listen URLs must name IP addresses (or `localhost`), as etcd requires.
-fn socket_addrs(flag: &'static str, list: &str) -> Result<Vec<SocketAddr>, ConfigError> {
+fn socket_addrs(flag: &'static str, list: &str) -> Result<Vec<ListenUrl>, ConfigError> {
     urls(flag, list)?
         .iter()
         .map(|raw| {
@@ -596,7 +657,10 @@ fn socket_addrs(flag: &'static str, list: &str) -> Result<Vec<SocketAddr>, Confi
                     format!("{raw:?}: listen URLs need an IP address, not a name"),
                 )
             })?;
-            Ok(SocketAddr::new(ip, port))
+            Ok(ListenUrl {
+                addr: SocketAddr::new(ip, port),
+                https: url.scheme() == "https",
+            })
         })
         .collect()
 }
@@ -701,11 +765,12 @@ mod tests {
         let config = resolve(&[]).unwrap();
         assert_eq!(config.name, "default");
         assert_eq!(config.data_dir, PathBuf::from("default.keel"));
-        assert_eq!(
-            config.listen_client,
-            vec!["127.0.0.1:2379".parse().unwrap()]
-        );
-        assert_eq!(config.listen_peer, vec!["127.0.0.1:2380".parse().unwrap()]);
+        let plain = |addr: &str| ListenUrl {
+            addr: addr.parse().unwrap(),
+            https: false,
+        };
+        assert_eq!(config.listen_client, vec![plain("127.0.0.1:2379")]);
+        assert_eq!(config.listen_peer, vec![plain("127.0.0.1:2380")]);
         assert_eq!(config.initial_members.len(), 1);
         assert_eq!(config.election_ticks, 10);
         assert_eq!(config.snapshot_catchup_entries, 5_000, "etcd's default");
@@ -716,7 +781,7 @@ mod tests {
         let config = resolve(&["--experimental-snapshot-catchup-entries", "20"]).unwrap();
         assert_eq!(config.snapshot_catchup_entries, 20);
         assert_eq!(
-            crate::server::node_config(&config).snapshot_catch_up_entries,
+            crate::server::node_config(&config, config.member_id).snapshot_catch_up_entries,
             20
         );
     }
@@ -755,7 +820,12 @@ mod tests {
                 "initial-cluster",
             ),
             (
-                &["--listen-client-urls", "http://example.com:2379"],
+                &[
+                    "--listen-client-urls",
+                    "http://example.com:2379",
+                    "--advertise-client-urls",
+                    "http://example.com:2379",
+                ],
                 "listen-client-urls",
             ),
             (
@@ -769,9 +839,16 @@ mod tests {
                 "auto-compaction-retention",
             ),
             (&["--log-level", "loud"], "log-level"),
+            (
+                &["--listen-client-urls", "http://127.0.0.1:12379"],
+                "advertise-client-urls",
+            ),
         ];
         for (args, flag) in cases {
-            let error = resolve(args).unwrap_err().to_string();
+            let error = resolve(args)
+                .and_then(|config| config.check_bootstrap_flags().map(|()| config))
+                .unwrap_err()
+                .to_string();
             assert!(
                 error.starts_with(&format!("--{flag}:")),
                 "{args:?}: {error}"

@@ -5,6 +5,7 @@
 //! panic, or step a message it failed to send whole.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use keel_core::node::Member;
 use keel_core::raft::{Message, NodeId};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -17,13 +18,53 @@ const KIND_HELLO: u8 = 1;
 const KIND_MESSAGE: u8 = 2;
 const KIND_PART: u8 = 3;
 const KIND_LAST_PART: u8 = 4;
+const KIND_REFUSAL: u8 = 5;
+const KIND_QUESTION: u8 = 6;
+const KIND_ANSWER: u8 = 7;
 
-/// Opens every connection: who is speaking to whom, in which cluster.
+/// Opens a connection that carries Raft messages: who is speaking to whom, in which cluster.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hello {
     pub cluster_id: u64,
     pub from: NodeId,
     pub to: NodeId,
+}
+
+/// The one frame a member sends back on a connection whose hello it refuses, before
+/// closing it, so the dialling member learns why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Refusal {
+    /// The dialling member was removed from the cluster: it must stop (etcd: "the member
+    /// has been permanently removed from the cluster").
+    Removed,
+    /// Another cluster, another member: the text says which.
+    Mismatch(String),
+}
+
+/// Opens a connection that asks one question outside Raft (see `crate::peer_query`); the
+/// answer comes back as one frame and the connection closes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Question {
+    /// The cluster's id and members as the asked member knows them.
+    Members,
+    /// The store's hash at `revision` (etcd's HashKV, for the corruption checks).
+    HashKv { cluster_id: u64, revision: i64 },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Answer {
+    Members {
+        cluster_id: u64,
+        members: Vec<Member>,
+        removed: Vec<NodeId>,
+    },
+    HashKv {
+        hash: u32,
+        revision: i64,
+        compact_revision: i64,
+    },
+    /// The question could not be answered now; the text says why.
+    Unanswered(String),
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -61,6 +102,36 @@ pub fn encode_hello(hello: &Hello, out: &mut BytesMut) {
     put_frame(KIND_HELLO, &body, out);
 }
 
+/// Encodes one frame of a small value (a refusal, a question, an answer).
+fn encode_small<T: Serialize>(kind: u8, value: &T, out: &mut BytesMut) -> Result<(), FrameError> {
+    use bincode::Options;
+    let body = codec()
+        .serialize(value)
+        .map_err(|e| FrameError::Undecodable {
+            what: "outgoing frame",
+            reason: e.to_string(),
+        })?;
+    if body.len() >= MAX_FRAME_BYTES {
+        return Err(FrameError::FrameTooLarge {
+            len_bytes: body.len(),
+        });
+    }
+    put_frame(kind, &body, out);
+    Ok(())
+}
+
+pub fn encode_refusal(refusal: &Refusal, out: &mut BytesMut) -> Result<(), FrameError> {
+    encode_small(KIND_REFUSAL, refusal, out)
+}
+
+pub fn encode_question(question: &Question, out: &mut BytesMut) -> Result<(), FrameError> {
+    encode_small(KIND_QUESTION, question, out)
+}
+
+pub fn encode_answer(answer: &Answer, out: &mut BytesMut) -> Result<(), FrameError> {
+    encode_small(KIND_ANSWER, answer, out)
+}
+
 /// Encodes `message` as one frame, or as parts when it is larger than a frame.
 pub fn encode_message(message: &Message, out: &mut BytesMut) {
     use bincode::Options;
@@ -96,6 +167,9 @@ fn put_frame(kind: u8, body: &[u8], out: &mut BytesMut) {
 pub enum Decoded {
     Hello(Hello),
     Message(Message),
+    Refusal(Refusal),
+    Question(Question),
+    Answer(Answer),
 }
 
 /// Turns the bytes of one connection into hellos and messages.
@@ -129,6 +203,13 @@ impl Decoder {
             };
             match kind {
                 KIND_HELLO => return decode("hello", &body).map(|h| Some(Decoded::Hello(h))),
+                KIND_REFUSAL => {
+                    return decode("refusal", &body).map(|r| Some(Decoded::Refusal(r)))
+                }
+                KIND_QUESTION => {
+                    return decode("question", &body).map(|q| Some(Decoded::Question(q)))
+                }
+                KIND_ANSWER => return decode("answer", &body).map(|a| Some(Decoded::Answer(a))),
                 KIND_MESSAGE => {
                     self.check_size(body.len())?;
                     return decode("message", &body).map(|m| Some(Decoded::Message(m)));
@@ -249,6 +330,44 @@ mod tests {
                 Decoded::Hello(hello),
                 Decoded::Message(small),
                 Decoded::Message(large)
+            ]
+        );
+    }
+
+    #[test]
+    fn refusals_questions_and_answers_round_trip() {
+        let mut out = BytesMut::new();
+        let answer = Answer::Members {
+            cluster_id: 7,
+            members: vec![Member {
+                id: 3,
+                name: "n3".into(),
+                peer_urls: vec!["http://10.0.0.3:2380".into()],
+                client_urls: vec![],
+                is_learner: true,
+            }],
+            removed: vec![9],
+        };
+        encode_refusal(&Refusal::Removed, &mut out).unwrap();
+        encode_question(
+            &Question::HashKv {
+                cluster_id: 7,
+                revision: 12,
+            },
+            &mut out,
+        )
+        .unwrap();
+        encode_answer(&answer, &mut out).unwrap();
+        let decoded = decode_all(&out, 1 << 20).unwrap();
+        assert_eq!(
+            decoded,
+            vec![
+                Decoded::Refusal(Refusal::Removed),
+                Decoded::Question(Question::HashKv {
+                    cluster_id: 7,
+                    revision: 12
+                }),
+                Decoded::Answer(answer)
             ]
         );
     }

@@ -4,6 +4,7 @@
 pub mod api;
 #[cfg(not(madsim))]
 pub mod bench;
+pub mod bootstrap;
 pub mod clock;
 pub mod compactor;
 pub mod config;
@@ -15,9 +16,12 @@ pub mod random;
 pub mod server;
 pub mod server_loop;
 pub mod tls;
+pub mod peer_query;
 pub mod transport;
 
 // HTTP on the client port: simulated tonic serves gRPC only.
+#[cfg(not(madsim))]
+pub mod authority;
 #[cfg(not(madsim))]
 pub mod gateway;
 #[cfg(not(madsim))]

@@ -15,8 +15,8 @@ mod real {
     use std::process::ExitCode;
 
     use anyhow::Context;
-    use clap::Parser;
-    use keel_net::config::{LogFormat, ServeArgs, ServerConfig};
+    use clap::{CommandFactory, FromArgMatches, Parser};
+    use keel_net::config::{ListenUrl, LogFormat, ServeArgs, ServerConfig};
     use keel_net::server;
     use keel_storage::FsDisk;
     use tracing::{error, info};
@@ -42,7 +42,11 @@ mod real {
     }
 
     pub fn main() -> ExitCode {
-        let cli = Cli::parse();
+        let (command, etcd_env) = with_etcd_env(Cli::command());
+        let cli = match Cli::from_arg_matches(&command.get_matches()) {
+            Ok(cli) => cli,
+            Err(error) => error.exit(),
+        };
         if let Some(Command::Bench(args)) = cli.command {
             return bench(args);
         }
@@ -53,7 +57,16 @@ mod real {
                 return ExitCode::from(2);
             }
         };
+        if is_new_data_dir(&config.data_dir) {
+            if let Err(error) = config.check_bootstrap_flags() {
+                eprintln!("keel: {error}");
+                return ExitCode::from(2);
+            }
+        }
         init_logging(&config);
+        for name in etcd_env {
+            info!(name, "recognized and used an etcd environment variable");
+        }
         let runtime = match runtime() {
             Ok(runtime) => runtime,
             Err(error) => {
@@ -62,13 +75,37 @@ mod real {
             }
         };
         match runtime.block_on(serve(config)) {
-            Ok(()) => ExitCode::SUCCESS,
+            Ok(Ended::Stopped | Ended::Removed) => ExitCode::SUCCESS,
             Err(error) => {
                 error!("{error:#}");
                 eprintln!("keel: {error:#}");
                 ExitCode::FAILURE
             }
         }
+    }
+
+    /// Each flag reads `KEEL_<FLAG>`, and etcd's `ETCD_<FLAG>` when that is not set, so an
+    /// etcd unit file or pod spec works unchanged (`KEEL_` wins when both are set). Returns
+    /// the etcd variables that will be read.
+    fn with_etcd_env(mut command: clap::Command) -> (clap::Command, Vec<String>) {
+        let fallbacks: Vec<(clap::Id, String)> = command
+            .get_arguments()
+            .filter_map(|arg| {
+                let keel = arg.get_env()?.to_str()?;
+                let etcd = format!("ETCD_{}", keel.strip_prefix("KEEL_")?);
+                let use_etcd = std::env::var_os(keel).is_none()
+                    && std::env::var_os(&etcd).is_some();
+                use_etcd.then(|| (arg.get_id().clone(), etcd))
+            })
+            .collect();
+        let mut used = Vec::new();
+        for (id, etcd) in fallbacks {
+            // clap takes names for the life of the program; these few bytes are that.
+            let name: &'static str = Box::leak(etcd.clone().into_boxed_str());
+            command = command.mut_arg(id, |arg| arg.env(name));
+            used.push(etcd);
+        }
+        (command, used)
     }
 
     /// tokio's multi-threaded runtime without its LIFO slot. With the slot, a task woken by
@@ -119,31 +156,81 @@ mod real {
         }
     }
 
-    async fn serve(config: ServerConfig) -> anyhow::Result<()> {
+    /// How the server ended, for the exit code.
+    enum Ended {
+        Stopped,
+        /// Removed from the cluster: exit 0, as etcd does, so a supervisor that restarts on
+        /// failure leaves it stopped.
+        Removed,
+    }
+
+    async fn serve(config: ServerConfig) -> anyhow::Result<Ended> {
+        refuse_an_etcd_data_dir(&config.data_dir)?;
         let disk = FsDisk::open(&config.data_dir)
             .with_context(|| format!("cannot open the data dir {}", config.data_dir.display()))?;
-        let client = bind(&config.listen_client)
+        let clients = bind_all(&config.listen_client)
             .await
             .context("cannot listen for clients")?;
-        let peer = bind(&config.listen_peer)
+        let peers = bind_all(&config.listen_peer)
             .await
             .context("cannot listen for peers")?;
-        let running = server::start(&config, disk, client, peer).await?;
+        let mut running = server::start(&config, disk, clients, peers).await?;
         let mut terminate =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
                 .context("cannot watch for SIGTERM")?;
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => info!("interrupted; stopping"),
-            _ = terminate.recv() => info!("terminated; stopping"),
-        }
-        running.stop().await
+        // The server may end by itself: a failed fsync, a full disk, a data dir found to
+        // have gone back in time, removal from the cluster. The process then exits too.
+        let stopped = tokio::select! {
+            _ = tokio::signal::ctrl_c() => {
+                info!("interrupted; stopping");
+                running.stop().await?
+            }
+            _ = terminate.recv() => {
+                info!("terminated; stopping");
+                running.stop().await?
+            }
+            ended = running.ended() => ended?,
+        };
+        Ok(match stopped {
+            server::Stopped::Shutdown => Ended::Stopped,
+            server::Stopped::Removed => Ended::Removed,
+        })
     }
 
-    /// Binds the first listen address (more than one listener arrives with TLS).
-    async fn bind(addrs: &[std::net::SocketAddr]) -> anyhow::Result<tokio::net::TcpListener> {
-        let addr = addrs.first().context("no listen address")?;
-        tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot bind {addr}"))
+    /// Whether `data_dir` holds nothing yet (then the bootstrap flags must be consistent).
+    fn is_new_data_dir(data_dir: &std::path::Path) -> bool {
+        std::fs::read_dir(data_dir).map_or(true, |mut entries| entries.next().is_none())
+    }
+
+    /// etcd's data dir is not keel's: starting on it would bootstrap a new, empty cluster
+    /// next to the data the operator meant to keep.
+    fn refuse_an_etcd_data_dir(data_dir: &std::path::Path) -> anyhow::Result<()> {
+        let etcd_files = [data_dir.join("member/wal"), data_dir.join("member/snap/db")];
+        if let Some(found) = etcd_files.iter().find(|path| path.exists()) {
+            anyhow::bail!(
+                "{} holds an etcd data dir ({} exists), which keel cannot read. To move its \
+                 data to keel, take a snapshot of the etcd cluster (`etcdctl snapshot save`) \
+                 and copy it over with `etcdctl make-mirror`, or start keel on another data dir \
+                 (see the README's operations section)",
+                data_dir.display(),
+                found.display()
+            );
+        }
+        Ok(())
+    }
+
+    /// Binds every listen URL (kubeadm passes two client URLs, loopback and the node's).
+    async fn bind_all(urls: &[ListenUrl]) -> anyhow::Result<Vec<server::Listener>> {
+        let mut listeners = Vec::new();
+        for url in urls {
+            let socket = tokio::net::TcpListener::bind(url.addr)
+                .await
+                .with_context(|| format!("cannot bind {}", url.addr))?;
+            listeners.push(server::Listener {
+                socket,
+                https: url.https,
+            });
+        }
+        Ok(listeners)
     }
 }

@@ -8,7 +8,6 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use keel_core::mvcc::{Limits, StoreConfig, DEFAULT_QUOTA_BYTES};
 use keel_core::node::{MemberAttributes, Node, NodeConfig};
-use keel_core::raft::InitialState;
 use keel_storage::{Disk, Storage};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
@@ -21,9 +20,10 @@ use crate::api::maintenance::MaintenanceService;
 use crate::api::watch::{keep_watchers_moving, WatchService};
 use crate::api::{kv::KvService, Api};
 use crate::compactor::Compactor;
-use crate::config::{ClusterState, ServerConfig};
+use crate::config::ServerConfig;
 use crate::handle::{NodeHandle, REQUEST_QUEUE};
 use crate::metrics::Metrics;
+use crate::peer_query::{AnswerDesk, MembersView};
 use crate::proto::etcdserverpb::auth_server::AuthServer;
 use crate::proto::etcdserverpb::cluster_server::ClusterServer;
 use crate::proto::etcdserverpb::kv_server::KvServer;
@@ -46,32 +46,49 @@ pub struct RunningServer {
     pub metrics: Arc<Metrics>,
     /// Opens watch streams on the loop (for the Watch service).
     pub watch_opens: mpsc::Sender<WatchOpen>,
+    /// Who this member is (from its data dir, or decided when it was bootstrapped or joined).
+    pub member_id: u64,
     shutdown: watch::Sender<bool>,
     server_loop: tokio::task::JoinHandle<Result<(), LoopError>>,
 }
 
+/// Why a server stopped without failing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stopped {
+    /// Asked to (`stop`, a signal).
+    Shutdown,
+    /// This member was removed from the cluster; it must not run again on its data dir.
+    Removed,
+}
+
 impl RunningServer {
     /// Stops taking requests, lets the loop finish what is in hand, and waits for it.
-    pub async fn stop(self) -> anyhow::Result<()> {
+    pub async fn stop(mut self) -> anyhow::Result<Stopped> {
         let _ = self.shutdown.send(true);
-        self.wait().await
+        self.ended().await
     }
 
-    /// Waits until the loop ends (a fatal storage error, or `stop`).
-    pub async fn wait(self) -> anyhow::Result<()> {
-        match self.server_loop.await {
-            Ok(Ok(())) => Ok(()),
+    /// Waits until the loop ends (a fatal error, removal, or `stop`).
+    pub async fn wait(mut self) -> anyhow::Result<Stopped> {
+        self.ended().await
+    }
+
+    /// The loop's end, without giving up the server (for `select!` next to signals).
+    pub async fn ended(&mut self) -> anyhow::Result<Stopped> {
+        match (&mut self.server_loop).await {
+            Ok(Ok(())) => Ok(Stopped::Shutdown),
+            Ok(Err(LoopError::Removed)) => Ok(Stopped::Removed),
             Ok(Err(error)) => Err(error.into()),
             Err(error) => bail!("the server loop panicked: {error}"),
         }
     }
 }
 
-pub fn node_config(config: &ServerConfig) -> NodeConfig {
-    let mut node = NodeConfig::new(config.member_id);
+pub fn node_config(config: &ServerConfig, member_id: u64) -> NodeConfig {
+    let mut node = NodeConfig::new(member_id);
     node.raft.election_ticks = config.election_ticks;
     node.raft.heartbeat_ticks = 1;
-    node.raft.seed = config.member_id ^ crate::random::u64();
+    node.raft.seed = member_id ^ crate::random::u64();
     node.snapshot_count = config.snapshot_count;
     node.snapshot_catch_up_entries = config.snapshot_catchup_entries;
     node.tick_ms = u64::try_from(config.heartbeat_interval.as_millis()).unwrap_or(100);
@@ -91,38 +108,38 @@ pub fn node_config(config: &ServerConfig) -> NodeConfig {
     node
 }
 
-/// Opens `disk` and what it holds, bootstrapping a new cluster or joining one when empty.
-fn open_node<D: Disk>(config: &ServerConfig, disk: D) -> anyhow::Result<(Node, Storage<D>)> {
-    let node_config = node_config(config);
+/// Opens `disk` and what it holds, bootstrapping a new cluster or joining one when empty
+/// (see `crate::bootstrap`).
+async fn open_node<D: Disk>(
+    config: &ServerConfig,
+    disk: D,
+    peer_tls: Option<&ClientTls>,
+) -> anyhow::Result<(Node, Storage<D>)> {
     let (mut storage, recovered) = Storage::open(disk, config.storage.clone())
         .with_context(|| format!("cannot open the data dir {}", config.data_dir.display()))?;
     for repair in &recovered.repairs {
         warn!(%repair, "repaired the data dir");
     }
-    let initial = if recovered.is_new {
-        match config.cluster_state {
-            ClusterState::New => {
-                let image = Node::bootstrap_image(&config.initial_members, node_config.store);
-                let ids = config.initial_members.iter().map(|m| m.id);
-                let initial = InitialState::bootstrap(ids, image);
-                storage
-                    .bootstrap(&initial)
-                    .context("cannot bootstrap the data dir")?;
-                info!(
-                    members = config.initial_members.len(),
-                    "bootstrapped a new cluster"
-                );
-                initial
-            }
-            ClusterState::Existing => {
-                info!("joining an existing cluster; waiting for the leader's snapshot");
-                InitialState::join()
-            }
+    let store = node_config(config, config.member_id).store;
+    let (initial, mut identity) =
+        crate::bootstrap::open_member(config, &mut storage, recovered, store, peer_tls).await?;
+    let node = Node::new(node_config(config, identity.member_id), initial)
+        .context("cannot start the node")?;
+    match (identity.cluster_id, node.cluster_id()) {
+        (0, 0) => {}
+        (0, known) => {
+            identity.cluster_id = known;
+            storage
+                .save_identity(identity)
+                .context("cannot record the cluster id in the data dir")?;
         }
-    } else {
-        recovered.into_initial_state()
-    };
-    let node = Node::new(node_config, initial).context("cannot start the node")?;
+        (kept, known) if known != 0 && kept != known => bail!(
+            "the data dir {} says this member belongs to cluster {kept:x}, but its data is              cluster {known:x}'s: {}",
+            config.data_dir.display(),
+            keel_storage::CORRUPTION_REMEDY
+        ),
+        _ => {}
+    }
     Ok((node, storage))
 }
 
@@ -130,17 +147,26 @@ fn open_node<D: Disk>(config: &ServerConfig, disk: D) -> anyhow::Result<(Node, S
 pub async fn start<D: Disk + Send + 'static>(
     config: &ServerConfig,
     disk: D,
-    client_listener: TcpListener,
-    peer_listener: TcpListener,
+    clients: Vec<Listener>,
+    peers: Vec<Listener>,
 ) -> anyhow::Result<RunningServer> {
-    start_hooked(
-        config,
-        disk,
-        client_listener,
-        peer_listener,
-        Hooks::default(),
-    )
-    .await
+    start_hooked(config, disk, clients, peers, Hooks::default()).await
+}
+
+/// A bound socket to serve on, and whether it speaks TLS (an `https://` listen URL).
+#[derive(Debug)]
+pub struct Listener {
+    pub socket: TcpListener,
+    pub https: bool,
+}
+
+impl Listener {
+    pub fn plain(socket: TcpListener) -> Listener {
+        Listener {
+            socket,
+            https: false,
+        }
+    }
 }
 
 /// `start`, with the simulator's hooks: an inspector that sees the node after every batch,
@@ -148,19 +174,20 @@ pub async fn start<D: Disk + Send + 'static>(
 pub async fn start_hooked<D: Disk + Send + 'static>(
     config: &ServerConfig,
     disk: D,
-    client_listener: TcpListener,
-    peer_listener: TcpListener,
+    clients: Vec<Listener>,
+    peers: Vec<Listener>,
     hooks: Hooks,
 ) -> anyhow::Result<RunningServer> {
     let tls = Tls::load(config)?;
-    let (node, storage) = open_node(config, disk)?;
+    let (node, storage) = open_node(config, disk, tls.peer_client.as_ref()).await?;
+    let member_id = node.id();
     // A joining member learns the cluster id from the first peer that dials it.
     let cluster_id = transport::ClusterId::new(node.cluster_id());
     let stats = Arc::new(TransportStats::default());
     let metrics = Metrics::new(stats.clone());
     let (report_tx, peer_reports) = mpsc::unbounded_channel();
     let mut transport = Transport::new(
-        config.member_id,
+        member_id,
         cluster_id.clone(),
         report_tx,
         stats.clone(),
@@ -179,33 +206,44 @@ pub async fn start_hooked<D: Disk + Send + 'static>(
             .collect()
     };
     transport.set_peers(&known);
-    let (peer_tx, peer_inbox) = mpsc::channel(transport::PEER_QUEUE_MESSAGES);
-    tokio::spawn(transport::serve_peers(
-        peer_listener,
-        config.member_id,
-        cluster_id.clone(),
-        MAX_PEER_MESSAGE_BYTES,
-        peer_tx,
-        stats,
-        tls.peer_server,
-    ));
-
     let (request_tx, requests) = mpsc::channel(REQUEST_QUEUE);
-    let (watch_tx, watch_opens) = mpsc::channel::<WatchOpen>(1024);
-    let (shutdown, shutdown_rx) = watch::channel(false);
     let election = config.heartbeat_interval * config.election_ticks;
     let handle = NodeHandle::new(request_tx, Duration::from_secs(5) + 2 * election);
+    let members_view = MembersView::default();
+    members_view.set(node.members());
+    let (peer_tx, peer_inbox) = mpsc::channel(transport::PEER_QUEUE_MESSAGES);
+    let desk = AnswerDesk {
+        members: members_view.clone(),
+        node: handle.clone(),
+    };
+    for listener in peers {
+        tokio::spawn(transport::serve_peers(
+            listener.socket,
+            member_id,
+            cluster_id.clone(),
+            MAX_PEER_MESSAGE_BYTES,
+            peer_tx.clone(),
+            stats.clone(),
+            tls.peer_server.clone().filter(|_| listener.https),
+            desk.clone(),
+        ));
+    }
+
+    let (watch_tx, watch_opens) = mpsc::channel::<WatchOpen>(1024);
+    let (shutdown, shutdown_rx) = watch::channel(false);
     let settings = LoopSettings {
         tick: config.heartbeat_interval,
         attributes: MemberAttributes {
-            id: config.member_id,
+            id: member_id,
             name: config.name.clone(),
             client_urls: config.advertise_client_urls.clone(),
         },
-        snapshot_retain_entries: node_config(config).snapshot_catch_up_entries,
+        advertise_peer_urls: config.advertise_peer_urls.clone(),
+        snapshot_retain_entries: config.snapshot_catchup_entries,
         compactor: Compactor::new(config.auto_compaction),
         hooks,
         learner: handle.learner_flag(),
+        members_view,
     };
     // Random, not from the wall clock, which may have gone back since the last run.
     let first_request_id = crate::random::u64() >> 2;
@@ -229,7 +267,7 @@ pub async fn start_hooked<D: Disk + Send + 'static>(
     let api = Api {
         handle: handle.clone(),
         cluster_id: cluster_id.clone(),
-        member_id: config.member_id,
+        member_id,
         cluster_token: config.cluster_token.clone(),
         client_cert_auth: config
             .client_tls
@@ -272,15 +310,18 @@ pub async fn start_hooked<D: Disk + Send + 'static>(
         .add_service(cluster)
         .add_service(maintenance)
         .add_service(auth);
-    let client_tls = tls.client_server;
-    tokio::spawn(async move {
-        if let Err(error) = serve_clients(router, client_listener, client_tls).await {
-            warn!(%error, "client listener stopped");
-        }
-    });
+    for listener in clients {
+        let client_tls = tls.client_server.clone().filter(|_| listener.https);
+        let router = router.clone();
+        tokio::spawn(async move {
+            if let Err(error) = serve_clients(router, listener.socket, client_tls).await {
+                warn!(%error, "client listener stopped");
+            }
+        });
+    }
     info!(
         name = config.name,
-        id = format!("{:x}", config.member_id),
+        id = format!("{member_id:x}"),
         cluster = format!("{:x}", cluster_id.get()),
         "serving"
     );
@@ -288,6 +329,7 @@ pub async fn start_hooked<D: Disk + Send + 'static>(
         handle,
         metrics,
         watch_opens: watch_tx,
+        member_id,
         shutdown,
         server_loop,
     })
@@ -361,12 +403,17 @@ async fn serve_clients(
     listener: TcpListener,
     tls: Option<ServerTls>,
 ) -> anyhow::Result<()> {
+    use futures_util::StreamExt;
+
+    use crate::authority::AuthorityFix;
     if let Some(tls) = tls {
-        let incoming = crate::tls::incoming(listener, tls);
+        let incoming = crate::tls::incoming(listener, tls).map(|c| c.map(AuthorityFix::new));
         return Ok(router.serve_with_incoming(incoming).await?);
     }
     // Without TCP_NODELAY a small response waits for the client's delayed ACK (40 ms).
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let incoming = tonic::transport::server::TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .map(|c| c.map(AuthorityFix::new));
     Ok(router.serve_with_incoming(incoming).await?)
 }
 

@@ -23,6 +23,7 @@ use tracing::{debug, error, info, warn};
 use crate::compactor::Compactor;
 use crate::handle::{ApiError, LearnerFlag, ReadFn, Request, Written};
 use crate::metrics::Metrics;
+use crate::peer_query::MembersView;
 use crate::transport::{PeerReport, Transport};
 
 /// Responses a watch stream may hold unsent; past it, the hub keeps them (and moves slow
@@ -43,12 +44,17 @@ const SLOW_FSYNC: Duration = Duration::from_secs(1);
 pub struct LoopSettings {
     pub tick: Duration,
     pub attributes: MemberAttributes,
+    /// For the recovery procedure the loop logs when this member must be replaced.
+    pub advertise_peer_urls: Vec<String>,
     /// Entries kept before a snapshot for slow followers (matches the node's setting).
     pub snapshot_retain_entries: u64,
     pub compactor: Compactor,
     pub hooks: Hooks,
     /// Kept up to date after every batch (see `NodeHandle::is_learner`).
     pub learner: LearnerFlag,
+    /// The members as applied here, for the peer port's answers; kept up to date on every
+    /// tick and membership change.
+    pub members_view: MembersView,
 }
 
 /// What the simulator attaches to a server; the binary attaches nothing.
@@ -96,6 +102,14 @@ pub struct WatchOpen {
 pub enum LoopError {
     #[error("storage failed, the node must stop: {0}")]
     Storage(#[from] StorageError),
+    /// This member's data dir lost state it had acknowledged (see
+    /// `keel_core::raft::LostState`): it must never vote or serve from it again.
+    #[error("this member's data dir went back in time and it must not run on it: {0}")]
+    StateLost(String),
+    /// This member was removed from the cluster (etcd: "the member has been permanently
+    /// removed from the cluster"): it stops, as etcd's does.
+    #[error("the member has been permanently removed from the cluster")]
+    Removed,
 }
 
 pub struct ServerLoop<D: Disk> {
@@ -122,6 +136,8 @@ pub struct ServerLoop<D: Disk> {
     /// Ticks since this node last knew a leader.
     leaderless_ticks: u64,
     leader: Option<u64>,
+    /// A peer refused this member's connection because it was removed from the cluster.
+    removed_by: Option<u64>,
 }
 
 impl std::fmt::Debug for LoopSettings {
@@ -173,6 +189,7 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
             snapshot_in_flight: false,
             leaderless_ticks: 0,
             leader: None,
+            removed_by: None,
         }
     }
 
@@ -223,6 +240,7 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
             }
             self.drain_inputs(&mut inputs);
             self.process_ready()?;
+            self.check_still_a_member()?;
             self.unpark();
             self.flush_watches();
         }
@@ -261,10 +279,39 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
         id
     }
 
+    /// Stops the loop when this member must not go on: its data dir lost state, or it was
+    /// removed from the cluster (once it no longer leads: a leader that removed itself hands
+    /// over first, see `keel_core::raft::membership`).
+    fn check_still_a_member(&mut self) -> Result<(), LoopError> {
+        for notice in self.node.take_notices() {
+            warn!(%notice, "replication");
+        }
+        if let Some(lost) = self.node.lost_state() {
+            let procedure = crate::bootstrap::recovery_procedure(
+                &self.settings.attributes.name,
+                &self.settings.advertise_peer_urls,
+            );
+            error!(
+                "this member's data dir lost state it had acknowledged: {lost}. It was wiped,                  replaced by an older copy, or its disk lost synced writes, and it will neither                  vote nor serve from it; {procedure}"
+            );
+            return Err(LoopError::StateLost(lost.to_string()));
+        }
+        let removed = self.removed_by.is_some() || self.node.members().is_removed(self.node.id());
+        if removed && !self.node.is_leader() {
+            error!(
+                told_by = self.removed_by.map(|id| format!("{id:x}")),
+                "the member has been permanently removed from the cluster; the data dir used by                  this member must be removed"
+            );
+            return Err(LoopError::Removed);
+        }
+        Ok(())
+    }
+
     fn on_tick(&mut self) {
         self.ticks += 1;
         let now_ms = self.now_ms();
         self.node.tick(now_ms);
+        self.settings.members_view.set(self.node.members());
         // Answers nobody waits for any more (the client timed out) are forgotten.
         self.pending_writes.retain(|_, reply| !reply.is_closed());
         self.pending_reads
@@ -307,6 +354,7 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
         match report {
             PeerReport::Unreachable(id) => self.node.raft_mut().report_unreachable(id),
             PeerReport::SnapshotFailed(id) => self.node.raft_mut().report_snapshot_failed(id),
+            PeerReport::RemovedBy(id) => self.removed_by = Some(id),
         }
     }
 
@@ -496,6 +544,7 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
             }
             if output.membership_changed {
                 self.update_peers();
+                self.settings.members_view.set(self.node.members());
             }
             if output.undecodable_entries > 0 {
                 error!(

@@ -23,13 +23,14 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use crate::frame::{self, Decoded, Decoder, Hello};
+use crate::frame::{self, Decoded, Decoder, Hello, Refusal};
+use crate::peer_query::AnswerDesk;
 use crate::tls::{ClientTls, ServerTls};
 
 /// A peer connection: plain TCP or TLS over it.
 pub trait PeerIo: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> PeerIo for T {}
-type PeerStream = Box<dyn PeerIo>;
+pub type PeerStream = Box<dyn PeerIo>;
 
 /// Messages queued for one peer before new ones are dropped.
 pub const PEER_QUEUE_MESSAGES: usize = 4096;
@@ -44,6 +45,8 @@ pub enum PeerReport {
     Unreachable(NodeId),
     /// A snapshot to this peer could not be sent whole.
     SnapshotFailed(NodeId),
+    /// This peer refused our connection because we were removed from the cluster.
+    RemovedBy(NodeId),
 }
 
 /// Counters for `/metrics` (etcd's `etcd_network_peer_*`).
@@ -220,9 +223,10 @@ impl Sender {
 
     async fn stream(
         &self,
-        mut stream: PeerStream,
+        stream: PeerStream,
         queue: &mut mpsc::Receiver<Message>,
     ) -> std::io::Result<()> {
+        let (reader, mut stream) = tokio::io::split(stream);
         let mut out = BytesMut::new();
         let hello = Hello {
             cluster_id: self.cluster_id.get(),
@@ -232,8 +236,24 @@ impl Sender {
         frame::encode_hello(&hello, &mut out);
         stream.write_all(&out).await?;
         stream.flush().await?;
+        // The peer says nothing on this connection, unless it refuses it.
+        let (refused, mut refusal) = tokio::sync::oneshot::channel();
+        tokio::spawn(read_refusal(reader, refused));
+        let mut may_refuse = true;
         loop {
-            let Some(first) = queue.recv().await else {
+            let first = tokio::select! {
+                biased;
+                said = &mut refusal, if may_refuse => match said {
+                    Ok(refusal) => return Err(self.refused(refusal)),
+                    // The peer said nothing and its side of the connection ended.
+                    Err(_) => {
+                        may_refuse = false;
+                        continue;
+                    }
+                },
+                first = queue.recv() => first,
+            };
+            let Some(first) = first else {
                 return Ok(());
             };
             out.clear();
@@ -260,6 +280,14 @@ impl Sender {
         }
     }
 
+    /// The peer refused this member's connection: a removed member learns it here.
+    fn refused(&self, refusal: Refusal) -> std::io::Error {
+        if refusal == Refusal::Removed {
+            let _ = self.reports.send(PeerReport::RemovedBy(self.to));
+        }
+        std::io::Error::other(format!("the peer refused the connection: {refusal:?}"))
+    }
+
     fn report_lost(&self, message: &Message) {
         let report = if matches!(message.body, MessageBody::InstallSnapshot(_)) {
             PeerReport::SnapshotFailed(message.to)
@@ -270,13 +298,51 @@ impl Sender {
     }
 }
 
-async fn write_flush(stream: &mut PeerStream, bytes: &[u8]) -> std::io::Result<()> {
+/// Reads what a peer sends back on a connection this member dialled: a refusal, or nothing
+/// until the connection closes.
+async fn read_refusal(
+    mut reader: tokio::io::ReadHalf<PeerStream>,
+    refused: tokio::sync::oneshot::Sender<Refusal>,
+) {
+    let mut decoder = Decoder::new(frame::MAX_FRAME_BYTES);
+    loop {
+        match decoder.decode_next() {
+            Ok(Some(Decoded::Refusal(refusal))) => {
+                let _ = refused.send(refusal);
+                return;
+            }
+            Ok(None) => {}
+            Ok(Some(_)) | Err(_) => return,
+        }
+        match reader.read_buf(decoder.buffer_mut()).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Tells the dialling member why its connection is refused, as far as it can be told.
+async fn refuse(stream: &mut PeerStream, error: &ReceiveError) {
+    let refusal = match error {
+        ReceiveError::Removed { .. } => Refusal::Removed,
+        other => Refusal::Mismatch(other.to_string()),
+    };
+    let mut out = BytesMut::new();
+    if frame::encode_refusal(&refusal, &mut out).is_ok() {
+        let _ = write_flush(stream, &out).await;
+    }
+}
+
+async fn write_flush(
+    stream: &mut (impl AsyncWrite + Unpin),
+    bytes: &[u8],
+) -> std::io::Result<()> {
     stream.write_all(bytes).await?;
     // A simulated stream delivers on flush; a real one wants it too (no Nagle delay).
     stream.flush().await
 }
 
-async fn connect(url: &str, tls: Option<&ClientTls>) -> std::io::Result<PeerStream> {
+pub(crate) async fn connect(url: &str, tls: Option<&ClientTls>) -> std::io::Result<PeerStream> {
     let (scheme, rest) = url.split_once("://").unwrap_or(("http", url));
     let authority = rest.trim_end_matches('/');
     let stream = TcpStream::connect(authority).await?;
@@ -300,6 +366,7 @@ pub async fn serve_peers(
     inbox: mpsc::Sender<Message>,
     stats: Arc<TransportStats>,
     tls: Option<ServerTls>,
+    desk: AnswerDesk,
 ) {
     loop {
         let (stream, addr) = match listener.accept().await {
@@ -315,6 +382,7 @@ pub async fn serve_peers(
             cluster_id: cluster_id.clone(),
             inbox: inbox.clone(),
             stats: stats.clone(),
+            desk: desk.clone(),
         };
         let tls = tls.clone();
         tokio::spawn(async move {
@@ -340,6 +408,7 @@ struct Receiver {
     cluster_id: ClusterId,
     inbox: mpsc::Sender<Message>,
     stats: Arc<TransportStats>,
+    desk: AnswerDesk,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -357,6 +426,8 @@ enum ReceiveError {
     },
     #[error("message claims to be from {claimed:x} on a connection from {peer:x}")]
     WrongSender { claimed: NodeId, peer: NodeId },
+    #[error("member {from:x} was removed from the cluster; refused its connection")]
+    Removed { from: NodeId },
 }
 
 impl Receiver {
@@ -371,8 +442,18 @@ impl Receiver {
             while let Some(decoded) = decoder.decode_next()? {
                 match (decoded, peer) {
                     (Decoded::Hello(hello), None) => {
-                        self.check_hello(&hello)?;
+                        if let Err(error) = self.check_hello(&hello) {
+                            refuse(&mut stream, &error).await;
+                            return Err(error);
+                        }
                         peer = Some(hello.from);
+                    }
+                    (Decoded::Question(question), None) => {
+                        let answer = self.desk.answer(question, self.cluster_id.get()).await;
+                        let mut out = BytesMut::new();
+                        frame::encode_answer(&answer, &mut out)?;
+                        write_flush(&mut stream, &out).await?;
+                        return Ok(());
                     }
                     (Decoded::Message(message), Some(from)) => {
                         if message.from != from {
@@ -401,6 +482,9 @@ impl Receiver {
     }
 
     fn check_hello(&self, hello: &Hello) -> Result<(), ReceiveError> {
+        if self.desk.members.is_removed(hello.from) {
+            return Err(ReceiveError::Removed { from: hello.from });
+        }
         if hello.to != self.local_id || !self.cluster_id.accept(hello.cluster_id) {
             return Err(ReceiveError::WrongHello {
                 cluster_id: hello.cluster_id,

@@ -75,7 +75,14 @@ impl Server {
         args.extend(extra_args(&peer_url));
         let config = Cli::try_parse_from(args).unwrap().serve.resolve().unwrap();
         let disk = FsDisk::open(data.path()).unwrap();
-        let running = server::start(&config, disk, client, peer).await.unwrap();
+        let running = server::start(
+            &config,
+            disk,
+            vec![server::Listener::plain(client)],
+            vec![server::Listener::plain(peer)],
+        )
+        .await
+        .unwrap();
         Server {
             addr,
             running: Some(running),

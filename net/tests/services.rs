@@ -126,18 +126,23 @@ impl TestServer {
         ];
         let config = Cli::try_parse_from(argv).unwrap().serve.resolve().unwrap();
         let disk = FsDisk::open(&data_dir).unwrap();
-        let running = server::start(&config, disk, listeners.client, listeners.peer)
-            .await
-            .unwrap();
+        let running = server::start(
+            &config,
+            disk,
+            vec![server::Listener::plain(listeners.client)],
+            vec![server::Listener::plain(listeners.peer)],
+        )
+        .await
+        .unwrap();
         let channel = Channel::from_shared(client_url.clone())
             .unwrap()
             .connect()
             .await
             .unwrap();
         TestServer {
+            member_id: running.member_id,
             running: Some(running),
             channel,
-            member_id: config.member_id,
             peer_url,
             client_url,
             _dir: dir,
@@ -600,16 +605,18 @@ async fn members_are_listed_added_as_learners_refused_promotion_and_removed() {
     let refused = cluster.member_remove(remove).await.unwrap_err();
     assert_eq!(refused.code(), Code::NotFound);
     assert_eq!(refused.message(), "etcdserver: member not found");
-    // keel derives ids from peer URLs: the removed learner's URLs give its removed id.
+    // As in etcd, a member added again on the same URLs is a new member with a new id.
     let again = pb::MemberAddRequest {
         peer_ur_ls: vec![learner_url.clone()],
         is_learner: true,
     };
-    let refused = cluster.member_add(again).await.unwrap_err();
-    assert_eq!(refused.message(), "etcdserver: ID removed");
+    let added = cluster.member_add(again).await.unwrap().into_inner();
+    let readded = added.member.unwrap();
+    assert_ne!(readded.id, learner.id, "a removed id never comes back");
+    assert_eq!(readded.peer_ur_ls, vec![learner_url.clone()]);
     let list = pb::MemberListRequest { linearizable: true };
     let listed = cluster.member_list(list).await.unwrap().into_inner();
-    assert_eq!(listed.members.len(), 1);
+    assert_eq!(listed.members.len(), 2);
     server.stop().await;
 }
 

@@ -359,7 +359,11 @@ async fn run_server(
             return;
         }
     };
-    match keel_net::server::start_hooked(&config, disk, client, peer, hooks).await {
+    let (clients, peers) = (
+        vec![keel_net::server::Listener::plain(client)],
+        vec![keel_net::server::Listener::plain(peer)],
+    );
+    match keel_net::server::start_hooked(&config, disk, clients, peers, hooks).await {
         Ok(running) => {
             if let Err(error) = running.wait().await {
                 tracing::error!(server = config.name, "server stopped: {error:#}");

@@ -61,6 +61,11 @@ impl Members {
         self.removed.contains(&id)
     }
 
+    /// Ids removed from the cluster, which may never come back.
+    pub fn removed_ids(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.removed.iter().copied()
+    }
+
     pub fn len(&self) -> usize {
         self.members.len()
     }
@@ -124,6 +129,14 @@ pub fn member_id(peer_urls: &[String], cluster_token: &str) -> NodeId {
     let mut hash = fnv1a(0xcbf2_9ce4_8422_2325, urls.join(",").as_bytes());
     hash = fnv1a(hash, cluster_token.as_bytes());
     hash.max(1)
+}
+
+/// The id of a member added to a running cluster (etcd's `member add`): from its peer URLs,
+/// the cluster token and `salt` (random, as etcd uses the time), so a member added again on
+/// the same URLs after a removal gets a new id. The added member learns it from the cluster
+/// when it starts (it cannot compute it).
+pub fn added_member_id(peer_urls: &[String], cluster_token: &str, salt: u64) -> NodeId {
+    fnv1a(member_id(peer_urls, cluster_token), &salt.to_be_bytes()).max(1)
 }
 
 /// The cluster id: derived from the founding members' ids.

@@ -41,7 +41,7 @@ use crate::raft::{
     Term,
 };
 
-pub use members::{cluster_id, member_id, Member, MemberAttributes, Members};
+pub use members::{added_member_id, cluster_id, member_id, Member, MemberAttributes, Members};
 pub use proposal::{ConfChangeContext, Proposal, ProposalBody, NO_CLIENT};
 
 #[derive(Clone, Debug)]
@@ -228,18 +228,10 @@ impl Node {
     /// snapshot and the entries after it are applied as they come out of `ready`.
     pub fn new(config: NodeConfig, initial: InitialState) -> Result<Node, NodeError> {
         let snapshot_index = initial.snapshot.meta.index;
-        let is_fresh = snapshot_index <= raft::BOOTSTRAP_INDEX
-            && initial.entries.is_empty()
-            && initial.hard_state.vote.is_none();
-        let voters = initial.snapshot.meta.conf_state.voters.len();
-        let start_fence = if is_fresh && voters != 1 {
-            Some(StartFence::fresh())
-        } else {
-            StartFence::at_start(
-                initial.last_index(),
-                initial.hard_state.commit_index.max(snapshot_index),
-            )
-        };
+        let start_fence = StartFence::at_start(
+            initial.last_index(),
+            initial.hard_state.commit_index.max(snapshot_index),
+        );
         let Restored {
             store,
             members,

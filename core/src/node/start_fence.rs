@@ -38,17 +38,6 @@ impl StartFence {
         })
     }
 
-    /// The fence for a member whose data dir is fresh (a bootstrap or a join) in a cluster of
-    /// several: only a read index lifts it. It holds nothing worth serving yet, and if its
-    /// data dir was wiped without anyone noticing, its empty state would take its revision
-    /// back below what it served before.
-    pub(crate) fn fresh() -> StartFence {
-        StartFence {
-            last_index: Index::MAX,
-            read_asked_tick: None,
-        }
-    }
-
     /// Whether applying through `applied_index` lifts the fence.
     pub(crate) fn is_passed_at(&self, applied_index: Index) -> bool {
         applied_index >= self.last_index

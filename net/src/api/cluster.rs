@@ -3,7 +3,7 @@
 //! checks: a change must not leave fewer started voters than a quorum).
 
 use keel_core::auth::Credentials;
-use keel_core::node::{member_id, Member, Members, Node, Outcome, ProposalBody};
+use keel_core::node::{added_member_id, Member, Members, Node, Outcome, ProposalBody};
 use keel_core::raft::ConfChangeKind;
 use tonic::{Request, Response, Status};
 
@@ -89,8 +89,9 @@ impl Cluster for ClusterService {
         self.api.require_admin(&credentials).await?;
         let request = request.into_inner();
         let peer_urls = peer_urls(request.peer_ur_ls)?;
-        // The id the new member computes for itself from the same inputs when it starts.
-        let id = member_id(&peer_urls, &self.api.cluster_token);
+        // A new id every time, as etcd's (which hash the time in): the same URLs may come
+        // back after a removal. The new member learns it from the cluster when it starts.
+        let id = added_member_id(&peer_urls, &self.api.cluster_token, crate::random::u64());
         let is_learner = request.is_learner;
         let urls = peer_urls.clone();
         self.check(move |node| check_add(node.members(), id, &urls, is_learner))

@@ -19,10 +19,8 @@ pub enum EtcdError {
     MemberNotLearner,
     LearnerNotReady,
     TooManyLearners,
-    /// keel derives a member's id from its peer URLs and the cluster token (the joining
-    /// member computes the same id itself), so re-adding a removed member on the same peer
-    /// URLs would reuse its id, which Raft must never see again. etcd (whose added ids
-    /// include the time) has no such case; keel says plainly why.
+    /// A removed member's id may never come back (Raft must not see it again); added
+    /// members get fresh random ids, so only a collision could ask for one.
     IdRemoved,
     /// A learner serves only serializable ranges and status (etcd 3.4 and later).
     NotSupportedForLearner,
