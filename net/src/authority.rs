@@ -145,9 +145,7 @@ impl<T> AuthorityFix<T> {
         let frame = self.raw.split_to(FRAME_HEADER_BYTES + length);
         let expecting_continuation = self.block.is_some();
         match kind {
-            FRAME_HEADERS if !expecting_continuation => {
-                self.start_block(stream_id, flags, frame)
-            }
+            FRAME_HEADERS if !expecting_continuation => self.start_block(stream_id, flags, frame),
             FRAME_CONTINUATION if expecting_continuation => self.continue_block(flags, frame),
             _ if expecting_continuation => self.give_up(frame),
             _ => self.out.extend_from_slice(&frame),
@@ -445,7 +443,8 @@ mod tests {
         let mut rest = &bytes[PREFACE.len()..];
         let mut blocks = Vec::new();
         while rest.len() >= FRAME_HEADER_BYTES {
-            let length = usize::from(rest[0]) << 16 | usize::from(rest[1]) << 8 | usize::from(rest[2]);
+            let length =
+                usize::from(rest[0]) << 16 | usize::from(rest[1]) << 8 | usize::from(rest[2]);
             let payload = &rest[FRAME_HEADER_BYTES..FRAME_HEADER_BYTES + length];
             if rest[3] == FRAME_HEADERS {
                 blocks.push(decoder.decode(payload).unwrap());

@@ -134,13 +134,8 @@ async fn refuse_if_bootstrapped_before(
     peer_tls: Option<&ClientTls>,
 ) -> anyhow::Result<()> {
     for url in others {
-        let answer = peer_query::ask(
-            url,
-            peer_tls,
-            &crate::frame::Question::Members,
-            ASK_TIMEOUT,
-        )
-        .await;
+        let answer =
+            peer_query::ask(url, peer_tls, &crate::frame::Question::Members, ASK_TIMEOUT).await;
         let Ok(crate::frame::Answer::Members {
             cluster_id,
             members,

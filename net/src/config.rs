@@ -141,6 +141,46 @@ pub struct ServeArgs {
     #[arg(long, env = "KEEL_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
 
+    /// Compare this member's data with its peers' before serving clients; stop if it
+    /// differs.
+    #[arg(
+        long,
+        env = "KEEL_EXPERIMENTAL_INITIAL_CORRUPT_CHECK",
+        num_args = 0..=1,
+        default_value = "false",
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
+    pub experimental_initial_corrupt_check: bool,
+
+    /// How often the leader compares every member's data at its current revision (0s:
+    /// never); a member that differs gets a CORRUPT alarm.
+    #[arg(
+        long,
+        env = "KEEL_EXPERIMENTAL_CORRUPT_CHECK_TIME",
+        default_value = "0s"
+    )]
+    pub experimental_corrupt_check_time: String,
+
+    /// Have the leader compare every member's data at the latest compaction's revision.
+    #[arg(
+        long,
+        env = "KEEL_EXPERIMENTAL_COMPACT_HASH_CHECK_ENABLED",
+        num_args = 0..=1,
+        default_value = "false",
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
+    pub experimental_compact_hash_check_enabled: bool,
+
+    /// How often the compaction hash check runs.
+    #[arg(
+        long,
+        env = "KEEL_EXPERIMENTAL_COMPACT_HASH_CHECK_TIME",
+        default_value = "1m"
+    )]
+    pub experimental_compact_hash_check_time: String,
+
     #[command(flatten)]
     pub security: SecurityArgs,
 }
@@ -263,6 +303,8 @@ pub struct ServerConfig {
     pub auto_compaction: AutoCompaction,
     pub log_level: String,
     pub log_format: LogFormat,
+    /// etcd's corruption checks (see `crate::corruption`).
+    pub corruption: crate::corruption::CorruptionChecks,
     /// TLS on the client port (`https://` listen URLs), and for connections made to other
     /// members' client URLs.
     pub client_tls: Option<TlsSettings>,
@@ -298,12 +340,8 @@ impl ServeArgs {
         let initial_members = parse_initial_cluster(&initial_cluster, &self.initial_cluster_token)?;
         // Only a new data dir needs `--initial-cluster` to name this member: once data
         // exists, it holds the member's identity and the flag is ignored (as in etcd).
-        let bootstrap_problem = initial_cluster_problem(
-            &initial_members,
-            &self.name,
-            &advertise_peer_urls,
-        )
-        .err();
+        let bootstrap_problem =
+            initial_cluster_problem(&initial_members, &self.name, &advertise_peer_urls).err();
         let member_id = member_id(&advertise_peer_urls, &self.initial_cluster_token);
         let (heartbeat_interval, election_ticks) =
             timing(self.heartbeat_interval, self.election_timeout)?;
@@ -333,6 +371,7 @@ impl ServeArgs {
             )?,
             log_level: log_level(&self.log_level)?,
             log_format: self.log_format,
+            corruption: self.corruption_checks()?,
             client_tls: self
                 .security
                 .client_tls(&listen_client_urls, &advertise_client_urls_flag)?,
@@ -346,6 +385,30 @@ impl ServeArgs {
 }
 
 impl ServeArgs {
+    fn corruption_checks(&self) -> Result<crate::corruption::CorruptionChecks, ConfigError> {
+        let periodic = go_duration(
+            "experimental-corrupt-check-time",
+            &self.experimental_corrupt_check_time,
+        )?;
+        let compact_hash = go_duration(
+            "experimental-compact-hash-check-time",
+            &self.experimental_compact_hash_check_time,
+        )?;
+        if self.experimental_compact_hash_check_enabled && compact_hash.is_zero() {
+            return Err(invalid(
+                "experimental-compact-hash-check-time",
+                "must be positive when the check is enabled",
+            ));
+        }
+        Ok(crate::corruption::CorruptionChecks {
+            initial: self.experimental_initial_corrupt_check,
+            periodic: (!periodic.is_zero()).then_some(periodic),
+            compact_hash: self
+                .experimental_compact_hash_check_enabled
+                .then_some(compact_hash),
+        })
+    }
+
     /// The client URL flags with their defaults. As etcd: a member that listens on chosen
     /// addresses must say which URLs its clients reach it at.
     fn client_urls(&self) -> Result<(String, String), ConfigError> {
@@ -356,7 +419,9 @@ impl ServeArgs {
                  on specific addresses must advertise URLs its clients can reach",
             )),
             (listen, advertise) => Ok((
-                listen.clone().unwrap_or_else(|| DEFAULT_CLIENT_URL.to_string()),
+                listen
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_CLIENT_URL.to_string()),
                 advertise
                     .clone()
                     .unwrap_or_else(|| DEFAULT_CLIENT_URL.to_string()),
@@ -729,6 +794,15 @@ fn auto_compaction(mode: CompactionMode, retention: &str) -> Result<AutoCompacti
     }
 }
 
+/// A duration as etcd's flags write them (Go's: `10s`, `1m30s`, `500ms`; `0` or `0s`).
+fn go_duration(flag: &'static str, value: &str) -> Result<Duration, ConfigError> {
+    let value = value.trim();
+    if value == "0" {
+        return Ok(Duration::ZERO);
+    }
+    humantime::parse_duration(value).map_err(|e| invalid(flag, format!("{value:?}: {e}")))
+}
+
 fn log_level(level: &str) -> Result<String, ConfigError> {
     match level {
         "debug" | "info" | "warn" | "error" => Ok(level.to_string()),
@@ -855,6 +929,26 @@ mod tests {
             );
             assert!(!error.contains('\n'), "one line: {error}");
         }
+    }
+
+    #[test]
+    fn corruption_check_flags_take_etcds_forms() {
+        let config = resolve(&[
+            "--experimental-initial-corrupt-check=true",
+            "--experimental-corrupt-check-time",
+            "2m",
+            "--experimental-compact-hash-check-enabled",
+        ])
+        .unwrap();
+        assert!(config.corruption.initial);
+        assert_eq!(config.corruption.periodic, Some(Duration::from_secs(120)));
+        assert_eq!(
+            config.corruption.compact_hash,
+            Some(Duration::from_secs(60))
+        );
+        let off = resolve(&["--experimental-initial-corrupt-check=false"]).unwrap();
+        assert_eq!(off.corruption, Default::default());
+        assert!(resolve(&["--experimental-corrupt-check-time", "soon"]).is_err());
     }
 
     #[test]

@@ -203,9 +203,7 @@ impl Decoder {
             };
             match kind {
                 KIND_HELLO => return decode("hello", &body).map(|h| Some(Decoded::Hello(h))),
-                KIND_REFUSAL => {
-                    return decode("refusal", &body).map(|r| Some(Decoded::Refusal(r)))
-                }
+                KIND_REFUSAL => return decode("refusal", &body).map(|r| Some(Decoded::Refusal(r))),
                 KIND_QUESTION => {
                     return decode("question", &body).map(|q| Some(Decoded::Question(q)))
                 }

@@ -8,15 +8,16 @@ pub mod bootstrap;
 pub mod clock;
 pub mod compactor;
 pub mod config;
+pub mod corruption;
 pub mod frame;
 pub mod handle;
 pub mod metrics;
+pub mod peer_query;
 pub mod proto;
 pub mod random;
 pub mod server;
 pub mod server_loop;
 pub mod tls;
-pub mod peer_query;
 pub mod transport;
 
 // HTTP on the client port: simulated tonic serves gRPC only.

@@ -93,8 +93,8 @@ mod real {
             .filter_map(|arg| {
                 let keel = arg.get_env()?.to_str()?;
                 let etcd = format!("ETCD_{}", keel.strip_prefix("KEEL_")?);
-                let use_etcd = std::env::var_os(keel).is_none()
-                    && std::env::var_os(&etcd).is_some();
+                let use_etcd =
+                    std::env::var_os(keel).is_none() && std::env::var_os(&etcd).is_some();
                 use_etcd.then(|| (arg.get_id().clone(), etcd))
             })
             .collect();

@@ -191,7 +191,7 @@ pub async fn start_hooked<D: Disk + Send + 'static>(
         cluster_id.clone(),
         report_tx,
         stats.clone(),
-        tls.peer_client,
+        tls.peer_client.clone(),
     );
     let known: Vec<(u64, Vec<String>)> = if node.members().is_empty() {
         config
@@ -243,7 +243,7 @@ pub async fn start_hooked<D: Disk + Send + 'static>(
         compactor: Compactor::new(config.auto_compaction),
         hooks,
         learner: handle.learner_flag(),
-        members_view,
+        members_view: members_view.clone(),
     };
     // Random, not from the wall clock, which may have gone back since the last run.
     let first_request_id = crate::random::u64() >> 2;
@@ -310,15 +310,18 @@ pub async fn start_hooked<D: Disk + Send + 'static>(
         .add_service(cluster)
         .add_service(maintenance)
         .add_service(auth);
-    for listener in clients {
-        let client_tls = tls.client_server.clone().filter(|_| listener.https);
-        let router = router.clone();
-        tokio::spawn(async move {
-            if let Err(error) = serve_clients(router, listener.socket, client_tls).await {
-                warn!(%error, "client listener stopped");
-            }
-        });
+    let checker = crate::corruption::Checker {
+        node: handle.clone(),
+        members: members_view.clone(),
+        member_id,
+        cluster_id: cluster_id.clone(),
+        peer_tls: tls.peer_client.clone(),
+    };
+    if config.corruption.initial {
+        checker.initial_check().await?;
     }
+    tokio::spawn(checker.run_periodic(config.corruption));
+    serve_client_listeners(router, clients, tls.client_server);
     info!(
         name = config.name,
         id = format!("{member_id:x}"),
@@ -393,6 +396,42 @@ type ClientLayers =
 #[cfg(madsim)]
 fn client_server(_: &NodeHandle, _: &Arc<Metrics>, _: usize) -> tonic::transport::Server {
     tonic::transport::Server::builder()
+}
+
+/// Serves every client listener (`https://` ones with TLS), each with its own task.
+#[cfg(not(madsim))]
+fn serve_client_listeners(
+    router: tonic::transport::server::Router<ClientLayers>,
+    listeners: Vec<Listener>,
+    tls: Option<ServerTls>,
+) {
+    for listener in listeners {
+        let client_tls = tls.clone().filter(|_| listener.https);
+        let router = router.clone();
+        tokio::spawn(async move {
+            if let Err(error) = serve_clients(router, listener.socket, client_tls).await {
+                warn!(%error, "client listener stopped");
+            }
+        });
+    }
+}
+
+/// The simulator's members have one client address (and simulated tonic's router cannot be
+/// cloned for more).
+#[cfg(madsim)]
+fn serve_client_listeners(
+    router: tonic::transport::server::Router,
+    listeners: Vec<Listener>,
+    tls: Option<ServerTls>,
+) {
+    let Some(listener) = listeners.into_iter().next() else {
+        return;
+    };
+    tokio::spawn(async move {
+        if let Err(error) = serve_clients(router, listener.socket, tls).await {
+            warn!(%error, "client listener stopped");
+        }
+    });
 }
 
 /// Serves gRPC on the client listener. One of the few places where the simulator differs:

@@ -333,10 +333,7 @@ async fn refuse(stream: &mut PeerStream, error: &ReceiveError) {
     }
 }
 
-async fn write_flush(
-    stream: &mut (impl AsyncWrite + Unpin),
-    bytes: &[u8],
-) -> std::io::Result<()> {
+async fn write_flush(stream: &mut (impl AsyncWrite + Unpin), bytes: &[u8]) -> std::io::Result<()> {
     stream.write_all(bytes).await?;
     // A simulated stream delivers on flush; a real one wants it too (no Nagle delay).
     stream.flush().await
