@@ -1367,6 +1367,7 @@ mod peer_input_validation {
         let heartbeat = MessageBody::Heartbeat(Heartbeat {
             commit_index: 0,
             read_round: 0,
+            acknowledged_index: 0,
         });
         assert!(cluster
             .raft_mut(1)
@@ -1616,6 +1617,7 @@ mod applied_state_survives_crashes {
                 MessageBody::Heartbeat(Heartbeat {
                     commit_index,
                     read_round: 0,
+                    acknowledged_index: 0,
                 }),
             )
         };

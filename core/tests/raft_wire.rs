@@ -29,6 +29,7 @@ fn sample_messages() -> Vec<Message> {
         MessageBody::Heartbeat(Heartbeat {
             commit_index: 3,
             read_round: 11,
+            acknowledged_index: 0,
         }),
         MessageBody::RequestVote(RequestVote {
             pre_vote: true,

@@ -216,17 +216,17 @@ pub async fn start_hooked<D: Disk + Send + 'static>(
         members: members_view.clone(),
         node: handle.clone(),
     };
+    let peer_port = transport::PeerPort {
+        local_id: member_id,
+        cluster_id: cluster_id.clone(),
+        max_message_bytes: MAX_PEER_MESSAGE_BYTES,
+        inbox: peer_tx,
+        stats,
+        desk,
+    };
     for listener in peers {
-        tokio::spawn(transport::serve_peers(
-            listener.socket,
-            member_id,
-            cluster_id.clone(),
-            MAX_PEER_MESSAGE_BYTES,
-            peer_tx.clone(),
-            stats.clone(),
-            tls.peer_server.clone().filter(|_| listener.https),
-            desk.clone(),
-        ));
+        let tls = tls.peer_server.clone().filter(|_| listener.https);
+        tokio::spawn(peer_port.clone().serve(listener.socket, tls));
     }
 
     let (watch_tx, watch_opens) = mpsc::channel::<WatchOpen>(1024);

@@ -354,49 +354,54 @@ pub(crate) async fn connect(url: &str, tls: Option<&ClientTls>) -> std::io::Resu
     Ok(Box::new(tls.connect(&host, stream).await?))
 }
 
-/// Accepts peers' connections on `listener` and hands their messages to `inbox`.
-pub async fn serve_peers(
-    listener: TcpListener,
-    local_id: NodeId,
-    cluster_id: ClusterId,
-    max_message_bytes: usize,
-    inbox: mpsc::Sender<Message>,
-    stats: Arc<TransportStats>,
-    tls: Option<ServerTls>,
-    desk: AnswerDesk,
-) {
-    loop {
-        let (stream, addr) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                warn!(%error, "peer listener failed to accept");
-                tokio::time::sleep(MIN_BACKOFF).await;
-                continue;
-            }
-        };
-        let receiver = Receiver {
-            local_id,
-            cluster_id: cluster_id.clone(),
-            inbox: inbox.clone(),
-            stats: stats.clone(),
-            desk: desk.clone(),
-        };
-        let tls = tls.clone();
-        tokio::spawn(async move {
-            let stream: PeerStream = match tls {
-                None => Box::new(stream),
-                Some(tls) => match tls.accept(stream).await {
-                    Ok(stream) => Box::new(stream),
-                    Err(error) => {
-                        warn!(%addr, %error, "refused a peer connection: TLS handshake failed");
-                        return;
-                    }
-                },
+/// The receiving side of a member's peer port: Raft messages go to `inbox`, questions are
+/// answered from `desk`.
+#[derive(Clone, Debug)]
+pub struct PeerPort {
+    pub local_id: NodeId,
+    pub cluster_id: ClusterId,
+    pub max_message_bytes: usize,
+    pub inbox: mpsc::Sender<Message>,
+    pub stats: Arc<TransportStats>,
+    pub desk: AnswerDesk,
+}
+
+impl PeerPort {
+    /// Accepts peers' connections on `listener` (through TLS when `tls` is set).
+    pub async fn serve(self, listener: TcpListener, tls: Option<ServerTls>) {
+        loop {
+            let (stream, addr) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    warn!(%error, "peer listener failed to accept");
+                    tokio::time::sleep(MIN_BACKOFF).await;
+                    continue;
+                }
             };
-            if let Err(error) = receiver.run(stream, max_message_bytes).await {
-                warn!(%addr, %error, "closing peer connection");
-            }
-        });
+            let receiver = Receiver {
+                local_id: self.local_id,
+                cluster_id: self.cluster_id.clone(),
+                inbox: self.inbox.clone(),
+                stats: self.stats.clone(),
+                desk: self.desk.clone(),
+            };
+            let (tls, max_message_bytes) = (tls.clone(), self.max_message_bytes);
+            tokio::spawn(async move {
+                let stream: PeerStream = match tls {
+                    None => Box::new(stream),
+                    Some(tls) => match tls.accept(stream).await {
+                        Ok(stream) => Box::new(stream),
+                        Err(error) => {
+                            warn!(%addr, %error, "refused a peer connection: TLS handshake failed");
+                            return;
+                        }
+                    },
+                };
+                if let Err(error) = receiver.run(stream, max_message_bytes).await {
+                    warn!(%addr, %error, "closing peer connection");
+                }
+            });
+        }
     }
 }
 

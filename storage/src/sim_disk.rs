@@ -154,6 +154,19 @@ impl SimDisk {
         }
     }
 
+    /// A copy of this disk as a crash would leave it, on a machine of its own: what a virtual
+    /// machine snapshot or a disk backup holds. The original goes on unchanged. Restoring it
+    /// later puts the member back in time (the simulator's rolled-back data dir).
+    pub fn copy_as_crashed(&self) -> SimDisk {
+        let mut copy = self.lock().clone();
+        copy.crash();
+        let generation = copy.generation;
+        SimDisk {
+            machine: Arc::new(Mutex::new(copy)),
+            generation,
+        }
+    }
+
     pub fn faults(&self) -> Faults {
         self.lock().faults
     }
@@ -325,7 +338,7 @@ enum FileOp {
     SetSize { size_bytes: u64 },
 }
 
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct Inode {
     durable: Image,
     current: Image,
@@ -351,7 +364,7 @@ enum Fate {
     Lost,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Machine {
     rng: ChaCha8Rng,
     sector_size_bytes: u64,
@@ -768,6 +781,21 @@ mod tests {
         assert_eq!(read_all(&mut d, "f"), b"\0\0\0a\0\0");
         let err = d.read_at("f", 5, &mut [0u8; 2]).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+    }
+
+    #[test]
+    fn a_copy_holds_what_a_crash_would_and_the_original_goes_on() {
+        let mut d = disk(1, Faults::none());
+        d.create("f").unwrap();
+        d.write_at("f", 0, b"synced").unwrap();
+        d.sync("f").unwrap();
+        d.sync_dir().unwrap();
+        d.write_at("f", 6, b" not yet").unwrap();
+        let mut copy = d.copy_as_crashed();
+        d.write_at("f", 14, b"!").unwrap();
+        copy.write_at("f", 6, b" copy").unwrap();
+        assert_eq!(read_all(&mut copy, "f"), b"synced copy");
+        assert_eq!(read_all(&mut d, "f"), b"synced not yet!");
     }
 
     #[test]

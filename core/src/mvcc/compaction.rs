@@ -44,6 +44,22 @@ impl GarbageLedger {
         }
     }
 
+    /// `bytes` recorded as garbage at `from` become garbage at `to` (earlier) instead: a
+    /// tombstone written at `to` and overwritten in the same revision (a txn that deletes a
+    /// key, then puts it) is unreachable once compaction reaches `to`, not only once it
+    /// passes it.
+    pub fn move_earlier(&mut self, from: i64, to: i64, bytes: u64) {
+        debug_assert!(to < from);
+        if let Some(pos) = self.by_revision.iter().rposition(|(r, _)| *r == from) {
+            let (_, total) = &mut self.by_revision[pos];
+            *total = total.saturating_sub(bytes);
+            if *total == 0 {
+                self.by_revision.remove(pos);
+            }
+        }
+        self.add(to, bytes);
+    }
+
     /// Removes and sums everything that is garbage at `compact_rev`.
     pub fn drain_through(&mut self, compact_rev: i64) -> u64 {
         let mut freed = 0;

@@ -381,13 +381,19 @@ fn account_history(
         if entry.rev.main >= store.compact_rev {
             log.push((entry.rev, key.clone()));
         }
+        let next = entries.get(i + 1);
         if entry.is_tombstone() {
-            garbage.push((entry.rev.main + 1, bytes));
-        }
-        if let Some(next) = entries.get(i + 1) {
-            if !entry.is_tombstone() {
-                garbage.push((next.rev.main, bytes));
-            }
+            // Unreachable once compaction passes it, or reaches it when a put of the same
+            // revision (a txn's delete, then put) follows (see `KeyHistory::compact`).
+            let overwritten_at_once = next.is_some_and(|n| n.rev.main == entry.rev.main);
+            let at = if overwritten_at_once {
+                entry.rev.main
+            } else {
+                entry.rev.main + 1
+            };
+            garbage.push((at, bytes));
+        } else if let Some(next) = next {
+            garbage.push((next.rev.main, bytes));
         }
     }
     if let Some(latest) = entries.last().filter(|e| !e.is_tombstone() && e.lease != 0) {

@@ -68,13 +68,16 @@ impl<'a> Writer<'a> {
         // One search of the key map for a key that exists (the common case), two for a new
         // one. The map's own copy of the key goes into the log and lease sets, so they never
         // pin a request buffer the key may be a slice of.
+        let mut overwritten_tombstone_bytes = None;
         let (key, prev, prev_at_start, kv, entry_bytes) = match store.keys.entry(key.clone()) {
             MapEntry::Occupied(mut occupied) => {
                 let key = occupied.key().clone();
                 let history = occupied.get_mut();
-                let prev = Some(history.latest())
-                    .filter(|e| !e.is_tombstone())
-                    .cloned();
+                let latest = history.latest();
+                if latest.is_tombstone() && latest.rev.main == main {
+                    overwritten_tombstone_bytes = Some(latest.size_bytes(key.len()));
+                }
+                let prev = Some(latest).filter(|e| !e.is_tombstone()).cloned();
                 let (create_revision, version) = match &prev {
                     Some(p) => (p.create_revision, p.version + 1),
                     None => (main, 1),
@@ -120,6 +123,10 @@ impl<'a> Writer<'a> {
         if let Some(p) = &prev {
             store.garbage.add(main, p.size_bytes(key.len()));
             store.lessor.detach(p.lease, &key);
+        }
+        if let Some(bytes) = overwritten_tombstone_bytes {
+            // Deleted earlier in this txn: its tombstone is not the revision's last word.
+            store.garbage.move_earlier(main + 1, main, bytes);
         }
         store.lessor.attach(lease, &key);
         store.history_log.push_back((rev, key.clone()));

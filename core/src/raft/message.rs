@@ -65,6 +65,10 @@ pub struct Heartbeat {
     pub commit_index: Index,
     /// The ReadIndex round this heartbeat confirms leadership for; echoed back.
     pub read_round: u64,
+    /// How far this leader holds the follower's acknowledgement of its log (its match
+    /// index). A follower whose log ends below it lost state it had persisted (see
+    /// `lost_state`).
+    pub acknowledged_index: Index,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -227,7 +231,7 @@ impl Message {
                     hint_index,
                     hint_term,
                 }) => within(&[*rejected_index, *hint_index, *hint_term]),
-                MessageBody::Heartbeat(h) => within(&[h.commit_index]),
+                MessageBody::Heartbeat(h) => within(&[h.commit_index, h.acknowledged_index]),
                 MessageBody::RequestVote(v) => within(&[v.last_log_index, v.last_log_term]),
                 MessageBody::InstallSnapshot(s) => within(&[s.meta.index, s.meta.term]),
                 MessageBody::ReadIndexResponse(r) => within(&[r.read_index]),

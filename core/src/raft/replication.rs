@@ -173,6 +173,7 @@ impl Raft {
             let heartbeat = Heartbeat {
                 commit_index: commit_index.min(match_index),
                 read_round,
+                acknowledged_index: match_index,
             };
             self.send(id, MessageBody::Heartbeat(heartbeat));
         }
@@ -439,13 +440,14 @@ impl Raft {
             });
         }
         let last_index = self.log.last_index();
-        if heartbeat.commit_index > last_index {
-            // The leader sends at most what this node acknowledged in this term (see
-            // `broadcast_heartbeat`), and an acknowledged entry is on disk: it was lost.
+        let acknowledged_index = heartbeat.acknowledged_index.max(heartbeat.commit_index);
+        if acknowledged_index > last_index {
+            // This node acknowledged entries through that index to this leader, in this
+            // term, each after it was on disk: they were lost since.
             self.lost_state = Some(LostState {
                 leader: from,
                 term: self.term,
-                acknowledged_index: heartbeat.commit_index,
+                acknowledged_index,
                 last_index,
             });
             return Ok(());
