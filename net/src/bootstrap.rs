@@ -43,6 +43,16 @@ pub fn recovery_procedure(name: &str, peer_urls: &[String]) -> String {
     )
 }
 
+/// How a member starts: its state, who it is, and whom to talk to until its state says.
+#[derive(Debug)]
+pub struct Start {
+    pub initial: InitialState,
+    pub identity: Identity,
+    /// The members to dial before the node knows any (a new or joining member): the
+    /// founding members, or the member list a joining member fetched.
+    pub peers: Vec<Member>,
+}
+
 /// The member's starting state and identity, from its data dir or, for an empty one, by
 /// bootstrapping or joining (see the module docs).
 pub async fn open_member<D: Disk>(
@@ -51,13 +61,17 @@ pub async fn open_member<D: Disk>(
     recovered: Recovered,
     image_store: keel_core::mvcc::StoreConfig,
     peer_tls: Option<&ClientTls>,
-) -> anyhow::Result<(InitialState, Identity)> {
+) -> anyhow::Result<Start> {
     if !recovered.is_new {
         let identity = match recovered.identity {
             Some(identity) => identity,
             None => legacy_identity(config, storage)?,
         };
-        return Ok((recovered.into_initial_state(), identity));
+        return Ok(Start {
+            initial: recovered.into_initial_state(),
+            identity,
+            peers: config.initial_members.clone(),
+        });
     }
     config.check_bootstrap_flags()?;
     match config.cluster_state {
@@ -90,7 +104,7 @@ async fn bootstrap<D: Disk>(
     storage: &mut Storage<D>,
     image_store: keel_core::mvcc::StoreConfig,
     peer_tls: Option<&ClientTls>,
-) -> anyhow::Result<(InitialState, Identity)> {
+) -> anyhow::Result<Start> {
     let others = other_members_urls(config);
     if !others.is_empty() {
         refuse_if_bootstrapped_before(config, &others, peer_tls).await?;
@@ -112,7 +126,11 @@ async fn bootstrap<D: Disk>(
         cluster = format!("{:x}", identity.cluster_id),
         "bootstrapped a new cluster"
     );
-    Ok((initial, identity))
+    Ok(Start {
+        initial,
+        identity,
+        peers: config.initial_members.clone(),
+    })
 }
 
 /// Peer URLs of the founding members other than this one.
@@ -178,7 +196,7 @@ async fn join<D: Disk>(
     config: &ServerConfig,
     storage: &mut Storage<D>,
     peer_tls: Option<&ClientTls>,
-) -> anyhow::Result<(InitialState, Identity)> {
+) -> anyhow::Result<Start> {
     let others = other_members_urls(config);
     if others.is_empty() {
         bail!(
@@ -239,7 +257,11 @@ async fn join<D: Disk>(
         from = url,
         "joining an existing cluster; waiting for the leader's snapshot"
     );
-    Ok((InitialState::join(), identity))
+    Ok(Start {
+        initial: InitialState::join(),
+        identity,
+        peers: members,
+    })
 }
 
 fn sorted(urls: &[String]) -> Vec<String> {

@@ -114,16 +114,17 @@ async fn open_node<D: Disk>(
     config: &ServerConfig,
     disk: D,
     peer_tls: Option<&ClientTls>,
-) -> anyhow::Result<(Node, Storage<D>)> {
+) -> anyhow::Result<Opened<D>> {
     let (mut storage, recovered) = Storage::open(disk, config.storage.clone())
         .with_context(|| format!("cannot open the data dir {}", config.data_dir.display()))?;
     for repair in &recovered.repairs {
         warn!(%repair, "repaired the data dir");
     }
     let store = node_config(config, config.member_id).store;
-    let (initial, mut identity) =
+    let start =
         crate::bootstrap::open_member(config, &mut storage, recovered, store, peer_tls).await?;
-    let node = Node::new(node_config(config, identity.member_id), initial)
+    let mut identity = start.identity;
+    let node = Node::new(node_config(config, identity.member_id), start.initial)
         .context("cannot start the node")?;
     match (identity.cluster_id, node.cluster_id()) {
         (0, 0) => {}
@@ -140,7 +141,22 @@ async fn open_node<D: Disk>(
         ),
         _ => {}
     }
-    Ok((node, storage))
+    Ok(Opened {
+        node,
+        storage,
+        cluster_id: identity.cluster_id,
+        peers: start.peers,
+    })
+}
+
+/// What opening a data dir gives the server.
+struct Opened<D: Disk> {
+    node: Node,
+    storage: Storage<D>,
+    /// The cluster's id as the data dir knows it (0 while unknown).
+    cluster_id: u64,
+    /// Whom to dial until the node knows the members (see `bootstrap::Start::peers`).
+    peers: Vec<keel_core::node::Member>,
 }
 
 /// Starts a server on `disk` with the given listeners.
@@ -179,10 +195,17 @@ pub async fn start_hooked<D: Disk + Send + 'static>(
     hooks: Hooks,
 ) -> anyhow::Result<RunningServer> {
     let tls = Tls::load(config)?;
-    let (node, storage) = open_node(config, disk, tls.peer_client.as_ref()).await?;
+    let Opened {
+        node,
+        storage,
+        cluster_id,
+        peers: first_peers,
+    } = open_node(config, disk, tls.peer_client.as_ref()).await?;
     let member_id = node.id();
-    // A joining member learns the cluster id from the first peer that dials it.
-    let cluster_id = transport::ClusterId::new(node.cluster_id());
+    let cluster_id = transport::ClusterId::new(match node.cluster_id() {
+        0 => cluster_id,
+        known => known,
+    });
     let stats = Arc::new(TransportStats::default());
     let metrics = Metrics::new(stats.clone());
     let (report_tx, peer_reports) = mpsc::unbounded_channel();
@@ -194,8 +217,7 @@ pub async fn start_hooked<D: Disk + Send + 'static>(
         tls.peer_client.clone(),
     );
     let known: Vec<(u64, Vec<String>)> = if node.members().is_empty() {
-        config
-            .initial_members
+        first_peers
             .iter()
             .map(|m| (m.id, m.peer_urls.clone()))
             .collect()

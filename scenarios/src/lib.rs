@@ -18,10 +18,21 @@ mod driver {
         keel_sim::seeds::seeds(DEFAULT_SEEDS)
     }
 
+    /// `KEEL_SIM_LOG=<filter>` (e.g. `keel_net=info`) prints the servers' logs, to see why
+    /// a replayed seed fails.
+    pub fn log_if_asked() {
+        if let Ok(filter) = std::env::var("KEEL_SIM_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .try_init();
+        }
+    }
+
     /// Runs scenario `test` (in test file `file`) over the seeds; panics with the seed, the
     /// schedule, the verdict and the replay command if a run fails. Returns the reports for
     /// the scenario's own assertions.
     pub fn scenario(file: &str, test: &str, config: impl Fn(u64) -> RunConfig) -> Vec<RunReport> {
+        log_if_asked();
         seeds()
             .into_iter()
             .map(|seed| {
@@ -38,4 +49,4 @@ mod driver {
 }
 
 #[cfg(madsim)]
-pub use driver::{scenario, seeds, DEFAULT_SEEDS};
+pub use driver::{log_if_asked, scenario, seeds, DEFAULT_SEEDS};

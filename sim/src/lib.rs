@@ -46,6 +46,8 @@ pub mod lease_holder;
 #[cfg(madsim)]
 pub mod nemesis;
 #[cfg(madsim)]
+pub mod operator;
+#[cfg(madsim)]
 pub mod run;
 #[cfg(madsim)]
 pub mod watcher;

@@ -59,7 +59,27 @@ pub enum FaultKind {
     /// A server's disk fills up: its writes fail with "no space" and it must stop; it is
     /// restarted with room again.
     DiskFull,
+    /// An operator wipes a server's data dir and restarts it with its usual flags: it must
+    /// refuse to start (or stop once it learns it lost state); the operator then replaces
+    /// it (see `crate::operator`).
+    WipeDataDir,
+    /// A follower's data dir is put back to a copy taken while the same leader led: it
+    /// must stop at the first heartbeat if it lost entries it acknowledged, and is replaced.
+    RollbackDataDir,
+    /// `member update` moves a server to a new peer URL and it restarts there: same member.
+    MoveMember,
+    /// `member remove` of a running server (it must stop), then `member add` on its URL and
+    /// a fresh start: a new member.
+    RemoveAndAddAgain,
 }
+
+/// The operators' faults (see `crate::operator`); scripted scenarios use them.
+pub const OPERATOR_FAULTS: [FaultKind; 4] = [
+    FaultKind::WipeDataDir,
+    FaultKind::RollbackDataDir,
+    FaultKind::MoveMember,
+    FaultKind::RemoveAndAddAgain,
+];
 
 pub const ALL_FAULTS: [FaultKind; 17] = [
     FaultKind::Partition,
@@ -344,7 +364,9 @@ async fn inject(
             };
             let (url, member) = (
                 world.servers[leader].client_url(),
-                world.servers[to].config.member_id,
+                world
+                    .member_id(to)
+                    .unwrap_or(world.servers[to].config.member_id),
             );
             let moved = world
                 .control
@@ -472,6 +494,39 @@ async fn inject(
                 "disk of {} full after {room} more bytes for {hold:?}, then reboot",
                 name(i)
             )
+        }
+        FaultKind::WipeDataDir => {
+            let Some(i) = resolve(world, target, rng).await else {
+                return "wipe data dir: no such server".into();
+            };
+            let log = world.operator_log.clone();
+            crate::operator::wipe_data_dir(world, i, &log).await
+        }
+        FaultKind::RollbackDataDir => {
+            let target = if target == Target::Any {
+                Target::Follower
+            } else {
+                target
+            };
+            let Some(i) = resolve(world, target, rng).await else {
+                return "roll back data dir: no such server".into();
+            };
+            let log = world.operator_log.clone();
+            crate::operator::rollback_data_dir(world, i, hold, &log).await
+        }
+        FaultKind::MoveMember => {
+            let Some(i) = resolve(world, target, rng).await else {
+                return "move member: no such server".into();
+            };
+            let log = world.operator_log.clone();
+            crate::operator::move_member(world, i, &log).await
+        }
+        FaultKind::RemoveAndAddAgain => {
+            let Some(i) = resolve(world, target, rng).await else {
+                return "remove and add again: no such server".into();
+            };
+            let log = world.operator_log.clone();
+            crate::operator::remove_and_add_again(world, i, &log).await
         }
         FaultKind::SyncErrors => {
             let Some(i) = resolve(world, target, rng).await else {

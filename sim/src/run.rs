@@ -152,6 +152,8 @@ pub struct RunReport {
     pub check: Result<Report, Violation>,
     /// Raft invariants broken on the servers' own state (see `invariants`).
     pub raft_violations: Vec<String>,
+    /// What operators' faults broke that must hold (see `crate::operator`).
+    pub operator_violations: Vec<String>,
     /// Snapshots sent by a leader that members restored (at least this many).
     pub leader_snapshots_restored: u64,
     /// The leader (server index) and its term before the faults and after recovery.
@@ -170,6 +172,7 @@ impl RunReport {
         self.liveness.is_ok()
             && self.check.is_ok()
             && self.raft_violations.is_empty()
+            && self.operator_violations.is_empty()
             && self.lease_holder.as_ref().is_none_or(Result::is_ok)
     }
 
@@ -201,6 +204,9 @@ impl RunReport {
         }
         for violation in &self.raft_violations {
             out.push_str(&format!("raft: {violation}\n"));
+        }
+        for violation in &self.operator_violations {
+            out.push_str(&format!("operator fault: {violation}\n"));
         }
         if let Some(Err(why)) = &self.lease_holder {
             out.push_str(&format!("lease: {why}\n"));
@@ -382,6 +388,7 @@ pub async fn run(config: RunConfig) -> RunReport {
     }
     let history = recorder.take();
     let raft_violations = world.invariants.violations();
+    let operator_violations = world.operator_log.violations();
     let check = check_all(&history, &CheckOptions::default());
     let trace_hash = trace_hash(&history, &faults);
     let verdict = auth_verdict.lock().ok().and_then(|v| v.clone());
@@ -406,6 +413,7 @@ pub async fn run(config: RunConfig) -> RunReport {
         liveness,
         check,
         raft_violations,
+        operator_violations,
         leader_snapshots_restored: world.invariants.leader_snapshots_restored(),
         leader_before,
         leader_after,
@@ -465,9 +473,15 @@ async fn probe_members(
                 continue;
             };
             let time = recorder.now();
+            // The id that answered: a member replaced by an operator is a new member, whose
+            // revision starts over.
+            let member = hash
+                .header
+                .as_ref()
+                .map_or(endpoint.member, |h| h.member_id);
             recorder.with(|h| {
                 h.member_revisions.push(MemberRevision {
-                    member: endpoint.member,
+                    member,
                     time,
                     revision: hash.header.as_ref().map_or(0, |h| h.revision),
                     compact_revision: Some(hash.compact_revision),

@@ -53,10 +53,31 @@ pub struct Server {
     pub name: String,
     pub ip: IpAddr,
     pub node: NodeHandle,
+    /// The flags it was first started with (its founding identity).
     pub config: ServerConfig,
+    /// The flags its next start uses: an operator may change them (a new peer URL, joining
+    /// as `existing` after a replacement).
+    pub flags: Arc<Mutex<ServerConfig>>,
+    /// What the server process last did (see [`ServerState`]).
+    pub state: Arc<Mutex<ServerState>>,
     /// The machine's clock: the nemesis makes it run fast or slow, or leap. It belongs to
     /// the machine, so it stays skewed across a restart of the server.
     pub clock: ClockSkew,
+}
+
+/// Where a server's process stands, as the harness saw it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum ServerState {
+    /// Starting (or restarting) and not serving yet.
+    #[default]
+    Starting,
+    /// Serving as this member id.
+    Serving { member_id: u64 },
+    /// Refused to start (a damaged disk, a data dir that lost its state), with why.
+    Refused(String),
+    /// Stopped by itself after it served: removed from the cluster, a fatal error, its data
+    /// dir found to have gone back in time.
+    Stopped(String),
 }
 
 impl std::fmt::Debug for Server {
@@ -92,6 +113,10 @@ pub struct World {
     /// Raft's invariants, checked across every server of the world.
     pub invariants: Arc<crate::invariants::RaftInvariants>,
     disks: Disks,
+    /// Empty disks made for each server after its first (see [`World::empty_disk`]).
+    disks_made: BTreeMap<usize, u64>,
+    /// What operators' faults broke (see `crate::operator`).
+    pub operator_log: crate::operator::OperatorLog,
     handle: Handle,
     next_client_ip: u8,
 }
@@ -128,10 +153,28 @@ fn member_config(
     members: &[usize],
     state: &str,
 ) -> ServerConfig {
+    with_peer_port(config, index, members, state, PEER_PORT)
+}
+
+/// As [`member_config`], with this server's own peer URLs on `peer_port`.
+fn with_peer_port(
+    config: &WorldConfig,
+    index: usize,
+    members: &[usize],
+    state: &str,
+    peer_port: u16,
+) -> ServerConfig {
     let url = |i: usize, port: u16| format!("http://{}:{port}", server_ip(i));
     let initial_cluster = members
         .iter()
-        .map(|&i| format!("s{}={}", i + 1, url(i, PEER_PORT)))
+        .map(|&i| {
+            let port = if i == index && state == "existing" {
+                peer_port
+            } else {
+                PEER_PORT
+            };
+            format!("s{}={}", i + 1, url(i, port))
+        })
         .collect::<Vec<_>>()
         .join(",");
     let args = [
@@ -140,8 +183,8 @@ fn member_config(
         format!("--data-dir=s{}.keel", index + 1),
         format!("--listen-client-urls={}", url(index, CLIENT_PORT)),
         format!("--advertise-client-urls={}", url(index, CLIENT_PORT)),
-        format!("--listen-peer-urls={}", url(index, PEER_PORT)),
-        format!("--initial-advertise-peer-urls={}", url(index, PEER_PORT)),
+        format!("--listen-peer-urls={}", url(index, peer_port)),
+        format!("--initial-advertise-peer-urls={}", url(index, peer_port)),
         format!("--initial-cluster={initial_cluster}"),
         format!("--initial-cluster-state={state}"),
         format!("--heartbeat-interval={}", config.heartbeat_ms),
@@ -184,7 +227,9 @@ fn spawn_server(
     disks.lock().expect("disks").insert(index, disk);
     let ip = server_ip(index);
     let init_disks = disks.clone();
-    let init_config = server_config.clone();
+    let flags = Arc::new(Mutex::new(server_config.clone()));
+    let state = Arc::new(Mutex::new(ServerState::Starting));
+    let (init_flags, init_state) = (flags.clone(), state.clone());
     let init_invariants = invariants.clone();
     let clock = ClockSkew::default();
     let init_clock = clock.clone();
@@ -193,10 +238,12 @@ fn spawn_server(
         .name(format!("s{}", index + 1))
         .ip(ip)
         .init(move || {
+            let config = init_flags.lock().expect("flags").clone();
             run_server(
-                init_config.clone(),
+                config,
                 init_disks.clone(),
                 index,
+                init_state.clone(),
                 keel_net::server_loop::Hooks {
                     inspector: Some(init_invariants.clone()),
                     clock: init_clock.clone(),
@@ -209,6 +256,8 @@ fn spawn_server(
         ip,
         node,
         config: server_config,
+        flags,
+        state,
         clock,
     }
 }
@@ -266,6 +315,8 @@ impl World {
             damaged: std::collections::BTreeSet::new(),
             invariants,
             disks,
+            disks_made: BTreeMap::new(),
+            operator_log: Default::default(),
             handle,
             next_client_ip: 1,
         }
@@ -282,6 +333,7 @@ impl World {
     /// the fault settings say).
     pub fn crash(&mut self, index: usize) {
         self.crashed.insert(index);
+        *self.servers[index].state.lock().expect("state") = ServerState::Stopped("crashed".into());
         self.handle.kill(self.servers[index].node.id());
         let mut disks = self.disks.lock().expect("disks");
         if let Some(disk) = disks.get(&index) {
@@ -293,6 +345,7 @@ impl World {
     /// Boots a crashed server again from its disk.
     pub fn restart(&mut self, index: usize) {
         self.crashed.remove(&index);
+        *self.servers[index].state.lock().expect("state") = ServerState::Starting;
         self.handle.restart(self.servers[index].node.id());
     }
 
@@ -326,6 +379,61 @@ impl World {
         self.disks.lock().expect("disks").get(&index).cloned()
     }
 
+    /// Puts `disk` in place of a server's disk (the server is down: crashed or stopped).
+    pub fn replace_disk(&mut self, index: usize, disk: SimDisk) {
+        self.disks.lock().expect("disks").insert(index, disk);
+    }
+
+    /// A new, empty disk for a server (its data dir wiped, or a new machine's disk).
+    pub fn empty_disk(&mut self, index: usize) -> SimDisk {
+        let disks = self.disks_made.entry(index).or_insert(0);
+        *disks += 1;
+        let seed = self
+            .config
+            .seed
+            .wrapping_mul(31)
+            .wrapping_add(index as u64)
+            .wrapping_add(disks.wrapping_mul(0x9e37_79b9));
+        SimDisk::new(SimDiskConfig::new(seed, self.config.faults))
+    }
+
+    /// What server `index`'s process last did.
+    pub fn state(&self, index: usize) -> ServerState {
+        self.servers[index].state.lock().expect("state").clone()
+    }
+
+    /// The member id server `index` serves as, if it serves (it changes when an operator
+    /// replaces the member).
+    pub fn member_id(&self, index: usize) -> Option<u64> {
+        match self.state(index) {
+            ServerState::Serving { member_id } => Some(member_id),
+            _ => None,
+        }
+    }
+
+    /// The flags server `index` will start with next time.
+    pub fn flags(&self, index: usize) -> ServerConfig {
+        self.servers[index].flags.lock().expect("flags").clone()
+    }
+
+    pub fn set_flags(&mut self, index: usize, flags: ServerConfig) {
+        *self.servers[index].flags.lock().expect("flags") = flags;
+    }
+
+    /// The flags of a member of this world that joins the running cluster as `existing`,
+    /// with its peer URL on `peer_port` (the others keep theirs).
+    pub fn joining_flags(&self, index: usize, peer_port: u16) -> ServerConfig {
+        let members: Vec<usize> = (0..self.servers.len()).collect();
+        with_peer_port(&self.config, index, &members, "existing", peer_port)
+    }
+
+    /// The flags of server `index` moved to `peer_port` (after a `member update`), with
+    /// `--initial-cluster` as it was: once data exists it is not read.
+    pub fn moved_flags(&self, index: usize, peer_port: u16) -> ServerConfig {
+        let members: Vec<usize> = (0..self.servers.len()).collect();
+        with_peer_port(&self.config, index, &members, "new", peer_port)
+    }
+
     pub fn set_disk_faults(&self, index: usize, faults: Faults) {
         if let Some(disk) = self.disks.lock().expect("disks").get(&index) {
             disk.set_faults(faults);
@@ -339,20 +447,28 @@ async fn run_server(
     config: ServerConfig,
     disks: Disks,
     index: usize,
+    state: Arc<Mutex<ServerState>>,
     hooks: keel_net::server_loop::Hooks,
 ) {
+    let set = |new: ServerState| *state.lock().expect("state") = new;
+    set(ServerState::Starting);
     let Some(disk) = disks.lock().expect("disks").get(&index).cloned() else {
         return;
     };
-    let bind = |port| SocketAddr::new(server_ip(index), port);
-    let client = match tokio::net::TcpListener::bind(bind(CLIENT_PORT)).await {
+    let (Some(client), Some(peer)) = (
+        config.listen_client.first().map(|u| u.addr),
+        config.listen_peer.first().map(|u| u.addr),
+    ) else {
+        return;
+    };
+    let client = match tokio::net::TcpListener::bind(client).await {
         Ok(listener) => listener,
         Err(error) => {
             tracing::error!(%error, "cannot listen for clients");
             return;
         }
     };
-    let peer = match tokio::net::TcpListener::bind(bind(PEER_PORT)).await {
+    let peer = match tokio::net::TcpListener::bind(peer).await {
         Ok(listener) => listener,
         Err(error) => {
             tracing::error!(%error, "cannot listen for peers");
@@ -365,11 +481,22 @@ async fn run_server(
     );
     match keel_net::server::start_hooked(&config, disk, clients, peers, hooks).await {
         Ok(running) => {
-            if let Err(error) = running.wait().await {
-                tracing::error!(server = config.name, "server stopped: {error:#}");
-            }
+            set(ServerState::Serving {
+                member_id: running.member_id,
+            });
+            let why = match running.wait().await {
+                Ok(stopped) => format!("{stopped:?}"),
+                Err(error) => {
+                    tracing::error!(server = config.name, "server stopped: {error:#}");
+                    format!("{error:#}")
+                }
+            };
+            set(ServerState::Stopped(why));
         }
-        Err(error) => tracing::error!(server = config.name, "server failed to start: {error:#}"),
+        Err(error) => {
+            tracing::error!(server = config.name, "server failed to start: {error:#}");
+            set(ServerState::Refused(format!("{error:#}")));
+        }
     }
     // A stopped server's machine stays up but silent, like a crashed process.
     std::future::pending::<()>().await

@@ -228,10 +228,14 @@ impl Node {
     /// snapshot and the entries after it are applied as they come out of `ready`.
     pub fn new(config: NodeConfig, initial: InitialState) -> Result<Node, NodeError> {
         let snapshot_index = initial.snapshot.meta.index;
-        let start_fence = StartFence::at_start(
-            initial.last_index(),
-            initial.hard_state.commit_index.max(snapshot_index),
-        );
+        let start_fence = if initial.last_index() == 0 {
+            Some(StartFence::joining())
+        } else {
+            StartFence::at_start(
+                initial.last_index(),
+                initial.hard_state.commit_index.max(snapshot_index),
+            )
+        };
         let Restored {
             store,
             members,

@@ -38,6 +38,16 @@ impl StartFence {
         })
     }
 
+    /// The fence for a member that joins with an empty data dir: it holds nothing yet, and
+    /// serving its empty store would show its clients a state from the cluster's first
+    /// revision. Only a read index lifts it, once the leader's snapshot and log are applied.
+    pub(crate) fn joining() -> StartFence {
+        StartFence {
+            last_index: Index::MAX,
+            read_asked_tick: None,
+        }
+    }
+
     /// Whether applying through `applied_index` lifts the fence.
     pub(crate) fn is_passed_at(&self, applied_index: Index) -> bool {
         applied_index >= self.last_index

@@ -1,0 +1,147 @@
+//! Operators' faults (the operator-faults issue): a wiped or rolled-back data dir, a member
+//! moved to a new peer URL, a member removed while it runs and added again on its URL. Each
+//! is a fixed schedule on the real server code, judged by every checker (linearizability,
+//! watches, durability, Raft invariants, member revisions never going down) and by what
+//! the fault itself demands (`keel_sim::operator`): a member that lost its state refuses to
+//! start or stops, and is replaced by the operator's procedure; a removed member stops; a
+//! moved member keeps its id.
+#![cfg(madsim)]
+
+use std::time::Duration;
+
+use keel_scenarios::scenario;
+use keel_sim::nemesis::{FaultKind::*, Step, Target};
+use keel_sim::run::{Extras, RunConfig};
+
+const FILE: &str = "operator_faults";
+
+/// Every run of these scenarios watches every member's revision (it must never go down,
+/// which a member serving from a lost state would show).
+fn script(seed: u64, steps: Vec<Step>) -> RunConfig {
+    RunConfig {
+        extras: Extras {
+            member_probe: Some(Duration::from_millis(200)),
+            ..Extras::default()
+        },
+        ..RunConfig::scripted(seed, 3, steps)
+    }
+}
+
+fn fault_log(report: &keel_sim::run::RunReport) -> String {
+    report
+        .faults
+        .iter()
+        .map(|f| f.what.clone())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn a_wiped_member_refuses_to_start_and_is_replaced() {
+    let reports = scenario(
+        FILE,
+        "a_wiped_member_refuses_to_start_and_is_replaced",
+        |seed| {
+            script(
+                seed,
+                vec![
+                    Step::new(1500, WipeDataDir, Target::Follower, 0),
+                    Step::new(1500, WipeDataDir, Target::Leader, 0),
+                ],
+            )
+        },
+    );
+    for report in reports {
+        let log = fault_log(&report);
+        assert_eq!(
+            log.matches(": refused; replaced it as member").count(),
+            2,
+            "seed {}: {log}",
+            report.config.seed
+        );
+    }
+}
+
+#[test]
+fn a_rolled_back_member_stops_at_the_first_heartbeat_and_is_replaced() {
+    let reports = scenario(
+        FILE,
+        "a_rolled_back_member_stops_at_the_first_heartbeat_and_is_replaced",
+        |seed| {
+            script(
+                seed,
+                vec![
+                    Step::new(1500, RollbackDataDir, Target::Follower, 2000),
+                    Step::new(1500, RollbackDataDir, Target::Follower, 1500),
+                ],
+            )
+        },
+    );
+    for report in reports {
+        let log = fault_log(&report);
+        assert!(
+            log.contains(": stopped; replaced it as member"),
+            "seed {}: a rollback under writes must be caught: {log}",
+            report.config.seed
+        );
+    }
+}
+
+#[test]
+fn a_member_moved_to_a_new_peer_url_keeps_its_id() {
+    let reports = scenario(
+        FILE,
+        "a_member_moved_to_a_new_peer_url_keeps_its_id",
+        |seed| {
+            script(
+                seed,
+                vec![
+                    Step::new(1500, MoveMember, Target::Follower, 0),
+                    Step::new(1500, MoveMember, Target::Leader, 0),
+                    Step::new(1500, MoveMember, Target::Follower, 0),
+                ],
+            )
+        },
+    );
+    for report in reports {
+        let log = fault_log(&report);
+        assert_eq!(
+            log.matches("Serving").count(),
+            3,
+            "seed {}: {log}",
+            report.config.seed
+        );
+    }
+}
+
+#[test]
+fn a_removed_member_stops_and_one_added_on_its_url_joins_as_a_new_member() {
+    let reports = scenario(
+        FILE,
+        "a_removed_member_stops_and_one_added_on_its_url_joins_as_a_new_member",
+        |seed| {
+            script(
+                seed,
+                vec![
+                    Step::new(1500, RemoveAndAddAgain, Target::Follower, 0),
+                    Step::new(1500, RemoveAndAddAgain, Target::Leader, 0),
+                ],
+            )
+        },
+    );
+    for report in reports {
+        let log = fault_log(&report);
+        assert_eq!(
+            log.matches("Removed\")").count() + log.matches("Stopped(\"Removed\")").count(),
+            log.matches("Stopped(\"Removed\")").count() * 2,
+            "seed {}: {log}",
+            report.config.seed
+        );
+        assert_eq!(
+            log.matches("replaced it as member").count(),
+            2,
+            "seed {}: {log}",
+            report.config.seed
+        );
+    }
+}

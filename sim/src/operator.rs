@@ -1,0 +1,335 @@
+//! Faults made by operators' hands, and the procedures operators follow to repair them, as
+//! the nemesis injects them (see the README's operations section for the same procedures
+//! with `etcdctl`):
+//!
+//! - a member's data dir wiped and the member restarted with its usual flags: it must refuse
+//!   to start ("already been bootstrapped"), or stop once a leader shows it lost state;
+//! - a data dir replaced by an older copy of itself (a VM snapshot, a restored disk): it
+//!   must stop at the leader's first heartbeat if it lost entries it had acknowledged;
+//! - `member update` to a new peer URL, then a restart there: same member, same id;
+//! - `member remove` of a running member (it must stop), then `member add` on the same URL:
+//!   a new member with a new id joins with an empty data dir.
+//!
+//! A member that lost its state is replaced as the README says: remove it, add it again,
+//! start it with an empty data dir and `--initial-cluster-state existing`. What must hold
+//! and did not is recorded in [`OperatorLog`] and fails the run.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use keel_net::proto::etcdserverpb as pb;
+use keel_net::proto::etcdserverpb::cluster_client::ClusterClient;
+use tonic::transport::Channel;
+
+use crate::nemesis::leader_and_term;
+use crate::world::{ServerState, World, PEER_PORT};
+
+/// How long a server has to do what it must (refuse, stop, serve) after a step.
+const SETTLE: Duration = Duration::from_secs(5);
+/// How long an operator keeps retrying a member change.
+const CHANGE_DEADLINE: Duration = Duration::from_secs(20);
+/// The other peer port a moved member listens on.
+const MOVED_PEER_PORT: u16 = 2390;
+
+/// What operators' faults broke that must not break; shared with the run's report.
+#[derive(Clone, Debug, Default)]
+pub struct OperatorLog(Arc<Mutex<Vec<String>>>);
+
+impl OperatorLog {
+    pub fn violation(&self, what: String) {
+        if let Ok(mut log) = self.0.lock() {
+            log.push(what);
+        }
+    }
+
+    pub fn violations(&self) -> Vec<String> {
+        self.0.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+}
+
+fn peer_url_of(world: &World, index: usize) -> String {
+    world
+        .flags(index)
+        .advertise_peer_urls
+        .first()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Client URLs of the servers other than `index`.
+fn other_urls(world: &World, index: usize) -> Vec<String> {
+    (0..world.servers.len())
+        .filter(|&i| i != index)
+        .map(|i| world.servers[i].client_url())
+        .collect()
+}
+
+/// Runs a Cluster call on the control node against the members in `urls` in turn until one
+/// succeeds or `CHANGE_DEADLINE` passes.
+async fn cluster_call<T, F, Fut>(world: &World, urls: Vec<String>, call: F) -> Result<T, String>
+where
+    T: Send + 'static,
+    F: Fn(ClusterClient<Channel>) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<T, tonic::Status>> + Send,
+{
+    world
+        .control
+        .spawn(async move {
+            let deadline = tokio::time::Instant::now() + CHANGE_DEADLINE;
+            let mut last = String::from("no member answered");
+            for attempt in 0.. {
+                let url = urls[attempt % urls.len()].clone();
+                let answer = tokio::time::timeout(Duration::from_secs(2), async {
+                    let client = ClusterClient::connect(url.clone())
+                        .await
+                        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+                    call(client).await
+                })
+                .await;
+                match answer {
+                    Ok(Ok(value)) => return Ok(value),
+                    Ok(Err(status)) => last = format!("{url}: {}", status.message()),
+                    Err(_) => last = format!("{url}: timed out"),
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(last)
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("the control task failed: {e}")))
+}
+
+/// The id the cluster lists for peer URL `peer_url`.
+async fn listed_id(world: &World, index: usize, peer_url: &str) -> Result<u64, String> {
+    let peer_url = peer_url.to_string();
+    let list = cluster_call(world, other_urls(world, index), |mut client| async move {
+        let request = pb::MemberListRequest { linearizable: true };
+        Ok(client.member_list(request).await?.into_inner())
+    })
+    .await?;
+    list.members
+        .iter()
+        .find(|m| m.peer_ur_ls.contains(&peer_url))
+        .map(|m| m.id)
+        .ok_or_else(|| format!("no member has peer URL {peer_url}"))
+}
+
+async fn remove_member(world: &World, index: usize, id: u64) -> Result<(), String> {
+    cluster_call(
+        world,
+        other_urls(world, index),
+        move |mut client| async move {
+            match client.member_remove(pb::MemberRemoveRequest { id }).await {
+                Ok(_) => Ok(()),
+                // An earlier try that timed out may have done it.
+                Err(status) if status.message() == "etcdserver: member not found" => Ok(()),
+                Err(status) => Err(status),
+            }
+        },
+    )
+    .await
+}
+
+async fn add_member(world: &World, index: usize, peer_url: &str) -> Result<u64, String> {
+    let peer_url = peer_url.to_string();
+    cluster_call(world, other_urls(world, index), move |mut client| {
+        let request = pb::MemberAddRequest {
+            peer_ur_ls: vec![peer_url.clone()],
+            is_learner: false,
+        };
+        async move {
+            match client.member_add(request).await {
+                Ok(added) => Ok(added.into_inner().member.map_or(0, |m| m.id)),
+                Err(status) => Err(status),
+            }
+        }
+    })
+    .await
+}
+
+/// Polls server `index`'s state until `done` says yes or `SETTLE` passes; returns the last.
+async fn settle(world: &World, index: usize, done: impl Fn(&ServerState) -> bool) -> ServerState {
+    let deadline = tokio::time::Instant::now() + SETTLE;
+    loop {
+        let state = world.state(index);
+        if done(&state) || tokio::time::Instant::now() >= deadline {
+            return state;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The operator's repair of a member that lost its state: remove it, add it again on the
+/// same peer URL, start it on an empty data dir as `existing`. Returns the new id.
+pub async fn replace(world: &mut World, index: usize) -> Result<u64, String> {
+    let peer_url = peer_url_of(world, index);
+    match listed_id(world, index, &peer_url).await {
+        Ok(old) => remove_member(world, index, old).await?,
+        // Removed already (by an earlier step): nothing to remove.
+        Err(_) => {}
+    }
+    let id = add_member(world, index, &peer_url).await?;
+    world.crash(index);
+    let disk = world.empty_disk(index);
+    world.replace_disk(index, disk);
+    let port = peer_port(&peer_url);
+    let flags = world.joining_flags(index, port);
+    world.set_flags(index, flags);
+    world.restart(index);
+    let state = settle(world, index, |s| matches!(s, ServerState::Serving { .. })).await;
+    match state {
+        ServerState::Serving { member_id } if member_id == id => Ok(id),
+        other => Err(format!(
+            "the replacement did not start as member {id:x}: {other:?}"
+        )),
+    }
+}
+
+fn peer_port(url: &str) -> u16 {
+    url.rsplit(':')
+        .next()
+        .and_then(|p| p.trim_end_matches('/').parse().ok())
+        .unwrap_or(PEER_PORT)
+}
+
+/// Replaces server `index`, or marks it damaged (left out of the final checks) if the
+/// cluster would not take the change; says which.
+async fn replace_or_give_up(world: &mut World, index: usize) -> String {
+    match replace(world, index).await {
+        Ok(id) => format!("replaced it as member {id:x}"),
+        Err(why) => {
+            world.damaged.insert(index);
+            format!("could not replace it ({why}); left out")
+        }
+    }
+}
+
+/// A wiped data dir, the member restarted with its usual flags.
+pub async fn wipe_data_dir(world: &mut World, index: usize, log: &OperatorLog) -> String {
+    let name = world.servers[index].name.clone();
+    world.crash(index);
+    let disk = world.empty_disk(index);
+    world.replace_disk(index, disk);
+    world.restart(index);
+    let state = settle(world, index, |s| {
+        matches!(s, ServerState::Refused(_) | ServerState::Stopped(_))
+    })
+    .await;
+    let outcome = match &state {
+        ServerState::Refused(why) if why.contains("already been bootstrapped") => "refused",
+        ServerState::Stopped(why) if why.contains("went back in time") => "stopped",
+        other => {
+            log.violation(format!(
+                "{name} started on a wiped data dir and did not refuse or stop: {other:?}"
+            ));
+            "not caught"
+        }
+    };
+    let repaired = replace_or_give_up(world, index).await;
+    format!("wipe {name}'s data dir: {outcome}; {repaired}")
+}
+
+/// A data dir put back to a copy taken `hold` earlier, while the same leader led.
+pub async fn rollback_data_dir(
+    world: &mut World,
+    index: usize,
+    hold: Duration,
+    log: &OperatorLog,
+) -> String {
+    let name = world.servers[index].name.clone();
+    let before = leader_and_term(world).await;
+    let Some(copy) = world.disk(index).map(|d| d.copy_as_crashed()) else {
+        return format!("roll back {name}: no disk");
+    };
+    tokio::time::sleep(hold).await;
+    let after = leader_and_term(world).await;
+    if before.is_none() || before != after || before.is_some_and(|(leader, _)| leader == index) {
+        // Only a leader that kept leading knows what the member acknowledged: anything else
+        // is a fault Raft cannot detect (and would let the member vote twice in a term).
+        return format!("roll back {name}: skipped (leader {before:?} then {after:?})");
+    }
+    world.crash(index);
+    world.replace_disk(index, copy);
+    world.restart(index);
+    let state = settle(world, index, |s| matches!(s, ServerState::Stopped(_))).await;
+    match state {
+        ServerState::Stopped(why) if why.contains("went back in time") => {
+            let repaired = replace_or_give_up(world, index).await;
+            format!("roll {name}'s data dir back by {hold:?}: stopped; {repaired}")
+        }
+        ServerState::Stopped(why) => {
+            log.violation(format!(
+                "{name} rolled back stopped for another reason: {why}"
+            ));
+            world.damaged.insert(index);
+            format!("roll {name}'s data dir back by {hold:?}: stopped ({why})")
+        }
+        // Nothing it acknowledged was lost (no write reached it meanwhile): it goes on.
+        other => format!("roll {name}'s data dir back by {hold:?}: {other:?}"),
+    }
+}
+
+/// `member update` to a new peer URL, then the member restarted there with its data.
+pub async fn move_member(world: &mut World, index: usize, log: &OperatorLog) -> String {
+    let name = world.servers[index].name.clone();
+    let old_url = peer_url_of(world, index);
+    let port = if peer_port(&old_url) == PEER_PORT {
+        MOVED_PEER_PORT
+    } else {
+        PEER_PORT
+    };
+    let new_url = format!("http://{}:{port}", world.servers[index].ip);
+    let id = match listed_id(world, index, &old_url).await {
+        Ok(id) => id,
+        Err(why) => return format!("move {name}: {why}"),
+    };
+    let update_url = new_url.clone();
+    let updated = cluster_call(world, other_urls(world, index), move |mut client| {
+        let request = pb::MemberUpdateRequest {
+            id,
+            peer_ur_ls: vec![update_url.clone()],
+        };
+        async move { client.member_update(request).await.map(drop) }
+    })
+    .await;
+    if let Err(why) = updated {
+        return format!("move {name}: member update failed ({why})");
+    }
+    world.crash(index);
+    let flags = world.moved_flags(index, port);
+    world.set_flags(index, flags);
+    world.restart(index);
+    let state = settle(world, index, |s| matches!(s, ServerState::Serving { .. })).await;
+    if state != (ServerState::Serving { member_id: id }) {
+        log.violation(format!(
+            "{name} moved to {new_url} did not come back as member {id:x}: {state:?}"
+        ));
+    }
+    format!("move {name} ({id:x}) to {new_url}: {state:?}")
+}
+
+/// `member remove` of a running member, then `member add` on its URL and a new start.
+pub async fn remove_and_add_again(world: &mut World, index: usize, log: &OperatorLog) -> String {
+    let name = world.servers[index].name.clone();
+    let peer_url = peer_url_of(world, index);
+    let id = match listed_id(world, index, &peer_url).await {
+        Ok(id) => id,
+        Err(why) => return format!("remove and re-add {name}: {why}"),
+    };
+    if let Err(why) = remove_member(world, index, id).await {
+        return format!("remove {name}: failed ({why})");
+    }
+    let state = settle(world, index, |s| !matches!(s, ServerState::Serving { .. })).await;
+    let stopped = matches!(&state, ServerState::Stopped(why) if why.contains("Removed"));
+    let was_running = !world.crashed.contains(&index);
+    if was_running && !stopped {
+        log.violation(format!(
+            "{name} ({id:x}) removed from the cluster did not stop: {state:?}"
+        ));
+    }
+    let repaired = replace_or_give_up(world, index).await;
+    format!("remove {name} ({id:x}): {state:?}; {repaired}")
+}
