@@ -30,6 +30,8 @@ use crate::transport::ClusterId;
 
 /// How long a peer may take to answer with a hash.
 const HASH_TIMEOUT: Duration = Duration::from_secs(5);
+/// At start-up, where a peer that is itself starting may not answer at all.
+const INITIAL_HASH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Which checks run (the flags).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -77,7 +79,7 @@ impl Checker {
 
     /// Every other member's hash at `revision`; members that cannot say are left out, with
     /// a log line.
-    async fn peer_hashes(&self, revision: i64) -> BTreeMap<NodeId, Hashed> {
+    async fn peer_hashes(&self, revision: i64, timeout: Duration) -> BTreeMap<NodeId, Hashed> {
         let members = self.members.get();
         let question = Question::HashKv {
             cluster_id: self.cluster_id.get(),
@@ -87,7 +89,7 @@ impl Checker {
         for member in members.iter().filter(|m| m.id != self.member_id) {
             let mut said = None;
             for url in &member.peer_urls {
-                match peer_query::ask(url, self.peer_tls.as_ref(), &question, HASH_TIMEOUT).await {
+                match peer_query::ask(url, self.peer_tls.as_ref(), &question, timeout).await {
                     Ok(Answer::HashKv {
                         hash,
                         revision,
@@ -119,10 +121,30 @@ impl Checker {
         hashes
     }
 
+    /// This member's hash at its revision once it has applied its own log (the start fence
+    /// lifts then, see `keel_core::node`); without a leader to lift it, the hash of what it
+    /// applied so far.
+    async fn own_hash_caught_up(&self) -> anyhow::Result<Hashed> {
+        match self.node.call(|node| node.store().hash_kv(0)).await {
+            Ok(hashed) => {
+                let hashed = hashed?;
+                Ok(Hashed {
+                    hash: hashed.hash,
+                    revision: hashed.hash_revision,
+                    compact_revision: hashed.compact_revision,
+                })
+            }
+            Err(error) => {
+                warn!(%error, "initial corruption check: not caught up; hashing what is applied");
+                self.own_hash(0).await
+            }
+        }
+    }
+
     /// Before serving: this member's store against its peers' at its revision.
     pub async fn initial_check(&self) -> anyhow::Result<()> {
-        let own = self.own_hash(0).await?;
-        let peers = self.peer_hashes(own.revision).await;
+        let own = self.own_hash_caught_up().await?;
+        let peers = self.peer_hashes(own.revision, INITIAL_HASH_TIMEOUT).await;
         let mut differing = Vec::new();
         for (id, peer) in &peers {
             if peer.hash == own.hash {
@@ -202,7 +224,7 @@ impl Checker {
         let Ok(own) = self.own_hash(revision).await else {
             return;
         };
-        let mut hashes = self.peer_hashes(own.revision).await;
+        let mut hashes = self.peer_hashes(own.revision, HASH_TIMEOUT).await;
         hashes.retain(|_, h| h.compact_revision == own.compact_revision);
         hashes.insert(self.member_id, own);
         for id in odd_ones_out(&hashes, self.member_id) {

@@ -145,3 +145,72 @@ fn a_removed_member_stops_and_one_added_on_its_url_joins_as_a_new_member() {
         );
     }
 }
+
+/// The diverged write must stay visible to a hash (no compaction) and to no client of the
+/// diverged member (no reads at past revisions, no watchers): the member's history is wrong
+/// by construction until it is found, and what is under test is that it is found.
+fn diverging(mut config: RunConfig) -> RunConfig {
+    config.watchers = 0;
+    config.workload.compactions = false;
+    config.workload.past_reads = false;
+    config
+}
+
+/// etcd's `--experimental-initial-corrupt-check`: a member whose data differs from its
+/// peers' at its revision (a double fault, checksums intact) must not start.
+#[test]
+fn a_member_with_diverged_data_does_not_start_with_the_initial_check() {
+    let reports = scenario(
+        FILE,
+        "a_member_with_diverged_data_does_not_start_with_the_initial_check",
+        |seed| {
+            let mut config = diverging(script(
+                seed,
+                vec![Step::new(2500, DivergeCaughtAtStart, Target::Follower, 0)],
+            ));
+            config.extras.initial_corrupt_check = true;
+            config
+        },
+    );
+    for report in reports {
+        let log = fault_log(&report);
+        assert!(
+            log.contains(": refused; replaced it as member"),
+            "seed {}: {log}",
+            report.config.seed
+        );
+    }
+}
+
+/// etcd's periodic corruption check: the leader compares every member's `HashKV` and a
+/// CORRUPT alarm names the member whose data differs; while it is active every write is
+/// refused ("etcdserver: corrupt cluster"); the operator replaces the member and disarms
+/// the alarm, and writes go on.
+#[test]
+fn a_member_with_diverged_data_gets_a_corrupt_alarm_that_stops_writes() {
+    let reports = scenario(
+        FILE,
+        "a_member_with_diverged_data_gets_a_corrupt_alarm_that_stops_writes",
+        |seed| {
+            let mut config = diverging(script(
+                seed,
+                vec![Step::new(
+                    2500,
+                    DivergeCaughtByLeader,
+                    Target::Follower,
+                    5000,
+                )],
+            ));
+            config.extras.corrupt_check = Some(Duration::from_millis(500));
+            config
+        },
+    );
+    for report in reports {
+        let log = fault_log(&report);
+        assert!(
+            log.contains("CORRUPT alarm raised, writes refused; replaced it as member"),
+            "seed {}: {log}",
+            report.config.seed
+        );
+    }
+}

@@ -71,6 +71,13 @@ pub enum FaultKind {
     /// `member remove` of a running server (it must stop), then `member add` on its URL and
     /// a fresh start: a new member.
     RemoveAndAddAgain,
+    /// A server's data silently differs from the others' (one overwritten write changed,
+    /// checksums intact): `--experimental-initial-corrupt-check` must keep it from
+    /// starting; it is then replaced.
+    DivergeCaughtAtStart,
+    /// The same, caught by the leader's periodic check: a CORRUPT alarm must name it and
+    /// stop every write until it is replaced and the alarm disarmed.
+    DivergeCaughtByLeader,
 }
 
 /// The operators' faults (see `crate::operator`); scripted scenarios use them.
@@ -527,6 +534,18 @@ async fn inject(
             };
             let log = world.operator_log.clone();
             crate::operator::remove_and_add_again(world, i, &log).await
+        }
+        FaultKind::DivergeCaughtAtStart | FaultKind::DivergeCaughtByLeader => {
+            let Some(i) = resolve(world, target, rng).await else {
+                return "diverge: no such server".into();
+            };
+            let check = if kind == FaultKind::DivergeCaughtAtStart {
+                crate::operator::DivergenceCheck::AtStart
+            } else {
+                crate::operator::DivergenceCheck::Periodic { within: hold }
+            };
+            let log = world.operator_log.clone();
+            crate::operator::diverge(world, i, check, &log).await
         }
         FaultKind::SyncErrors => {
             let Some(i) = resolve(world, target, rng).await else {

@@ -333,3 +333,239 @@ pub async fn remove_and_add_again(world: &mut World, index: usize, log: &Operato
     let repaired = replace_or_give_up(world, index).await;
     format!("remove {name} ({id:x}): {state:?}; {repaired}")
 }
+
+/// What a diverged member must lead to, by the checks the cluster runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DivergenceCheck {
+    /// `--experimental-initial-corrupt-check`: it refuses to start.
+    AtStart,
+    /// `--experimental-corrupt-check-time`: the leader raises a CORRUPT alarm naming it,
+    /// which stops every write until an operator replaces it and disarms the alarm.
+    Periodic { within: Duration },
+}
+
+/// A double fault leaves a member's data silently different from the others': one write
+/// already overwritten in its log reads otherwise, every checksum intact (memory that
+/// flipped before the bytes were summed). The member restarts on it; the corruption checks
+/// must find it (see [`DivergenceCheck`]), and the operator replaces it.
+pub async fn diverge(
+    world: &mut World,
+    index: usize,
+    check: DivergenceCheck,
+    log: &OperatorLog,
+) -> String {
+    let name = world.servers[index].name.clone();
+    let old_id = match listed_id(world, index, &peer_url_of(world, index)).await {
+        Ok(id) => id,
+        Err(why) => return format!("diverge {name}: {why}"),
+    };
+    world.crash(index);
+    let diverged = match rewrite_one_overwritten_put(world, index) {
+        Ok(diverged) => diverged,
+        Err(why) => {
+            world.restart(index);
+            return format!("diverge {name}: nothing to change ({why})");
+        }
+    };
+    world.restart(index);
+    let outcome = match check {
+        DivergenceCheck::AtStart => {
+            let state = settle(world, index, |s| !matches!(s, ServerState::Starting)).await;
+            match state {
+                ServerState::Refused(why) if why.contains("data inconsistency") => "refused",
+                other => {
+                    log.violation(format!(
+                        "{name} with diverged data ({diverged}) did not refuse to start: {other:?}"
+                    ));
+                    "not caught"
+                }
+            }
+        }
+        DivergenceCheck::Periodic { within } => {
+            match corrupt_alarm_blocks_writes(world, index, old_id, within).await {
+                Ok(()) => "CORRUPT alarm raised, writes refused",
+                Err(why) => {
+                    log.violation(format!("{name} with diverged data ({diverged}): {why}"));
+                    "not caught"
+                }
+            }
+        }
+    };
+    let repaired = replace_or_give_up(world, index).await;
+    if matches!(check, DivergenceCheck::Periodic { .. }) {
+        if let Err(why) = disarm_corrupt(world, index, old_id).await {
+            log.violation(format!(
+                "the CORRUPT alarm for {name} could not be disarmed: {why}"
+            ));
+        }
+    }
+    format!("diverge {name} ({diverged}): {outcome}; {repaired}")
+}
+
+/// Changes the value of the newest committed plain put in server `index`'s log whose key a
+/// later committed entry writes again, and writes the data dir back with valid checksums.
+fn rewrite_one_overwritten_put(world: &mut World, index: usize) -> Result<String, String> {
+    use keel_core::mvcc::Command;
+    use keel_core::node::{Proposal, ProposalBody};
+    use keel_core::raft::EntryPayload;
+    use keel_storage::Storage;
+
+    let options = world.flags(index).storage;
+    let disk = world.disk(index).ok_or("no disk")?;
+    let (storage, recovered) = Storage::open(disk, options.clone()).map_err(|e| e.to_string())?;
+    drop(storage);
+    let commit_index = recovered.hard_state.commit_index;
+    let put_at = |entry: &keel_core::raft::Entry| match &entry.payload {
+        EntryPayload::Normal(data) => match Proposal::decode(data) {
+            // A put that cannot fail when applied (a lease may be gone by then).
+            Some(Proposal {
+                body: ProposalBody::Store(Command::Put(put)),
+                ..
+            }) if put.lease == 0 && !put.ignore_value && !put.ignore_lease => Some(put.key),
+            _ => None,
+        },
+        _ => None,
+    };
+    let mut entries = recovered.entries.clone();
+    let committed = entries.partition_point(|e| e.index <= commit_index);
+    let target = (0..committed).rev().find(|&i| {
+        put_at(&entries[i]).is_some_and(|key| {
+            entries[i + 1..committed]
+                .iter()
+                .any(|later| put_at(later).as_ref() == Some(&key))
+        })
+    });
+    let Some(target) = target else {
+        return Err("no committed put overwritten later in the log".into());
+    };
+    let EntryPayload::Normal(data) = &entries[target].payload else {
+        return Err("not a normal entry".into());
+    };
+    let Some(mut proposal) = Proposal::decode(data) else {
+        return Err("undecodable".into());
+    };
+    let ProposalBody::Store(Command::Put(put)) = &mut proposal.body else {
+        return Err("not a put".into());
+    };
+    let mut value = put.value.to_vec();
+    value.extend_from_slice(b"~diverged");
+    put.value = bytes::Bytes::from(value);
+    let what = format!(
+        "entry {} puts {:?} differently",
+        entries[target].index,
+        String::from_utf8_lossy(&put.key)
+    );
+    entries[target].payload = EntryPayload::Normal(bytes::Bytes::from(proposal.encode()));
+    let fresh = world.empty_disk(index);
+    let (mut rewritten, _) = Storage::open(fresh.clone(), options).map_err(|e| e.to_string())?;
+    let io = |e: keel_storage::StorageError| e.to_string();
+    if let Some(identity) = recovered.identity {
+        rewritten.save_identity(identity).map_err(io)?;
+    }
+    if let Some(snapshot) = &recovered.snapshot {
+        rewritten.install_snapshot(snapshot).map_err(io)?;
+    }
+    rewritten.append(&entries).map_err(io)?;
+    rewritten.set_hard_state(recovered.hard_state).map_err(io)?;
+    rewritten.sync().map_err(io)?;
+    drop(rewritten);
+    world.replace_disk(index, fresh);
+    Ok(what)
+}
+
+/// Within `within`, a CORRUPT alarm naming `member` is listed and a write is refused with
+/// etcd's "etcdserver: corrupt cluster".
+async fn corrupt_alarm_blocks_writes(
+    world: &World,
+    index: usize,
+    member: u64,
+    within: Duration,
+) -> Result<(), String> {
+    use keel_net::proto::etcdserverpb::kv_client::KvClient;
+    use keel_net::proto::etcdserverpb::maintenance_client::MaintenanceClient;
+
+    let urls = other_urls(world, index);
+    world
+        .control
+        .spawn(async move {
+            let deadline = tokio::time::Instant::now() + within;
+            loop {
+                for url in &urls {
+                    let listed = async {
+                        let mut client = MaintenanceClient::connect(url.clone()).await.ok()?;
+                        let request = pb::AlarmRequest::default();
+                        Some(client.alarm(request).await.ok()?.into_inner().alarms)
+                    };
+                    let alarms = tokio::time::timeout(Duration::from_secs(1), listed)
+                        .await
+                        .ok()
+                        .flatten()
+                        .unwrap_or_default();
+                    let corrupt = pb::AlarmType::Corrupt as i32;
+                    if alarms
+                        .iter()
+                        .any(|a| a.alarm == corrupt && a.member_id == member)
+                    {
+                        let put = async {
+                            let mut kv = KvClient::connect(url.clone()).await.ok()?;
+                            let request = pb::PutRequest {
+                                key: bytes::Bytes::from_static(b"corrupt-probe"),
+                                ..Default::default()
+                            };
+                            Some(kv.put(request).await)
+                        };
+                        return match tokio::time::timeout(Duration::from_secs(2), put).await {
+                            Ok(Some(Err(status)))
+                                if status.code() == tonic::Code::DataLoss
+                                    && status.message() == "etcdserver: corrupt cluster" =>
+                            {
+                                Ok(())
+                            }
+                            other => Err(format!("a put under the alarm answered {other:?}")),
+                        };
+                    }
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(format!("no CORRUPT alarm for {member:x} within {within:?}"));
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("the control task failed: {e}")))
+}
+
+async fn disarm_corrupt(world: &World, index: usize, member: u64) -> Result<(), String> {
+    use keel_net::proto::etcdserverpb::maintenance_client::MaintenanceClient;
+
+    let urls = other_urls(world, index);
+    world
+        .control
+        .spawn(async move {
+            let deadline = tokio::time::Instant::now() + CHANGE_DEADLINE;
+            loop {
+                for url in &urls {
+                    let disarmed = async {
+                        let mut client = MaintenanceClient::connect(url.clone()).await.ok()?;
+                        let request = pb::AlarmRequest {
+                            action: pb::alarm_request::AlarmAction::Deactivate as i32,
+                            member_id: member,
+                            alarm: pb::AlarmType::Corrupt as i32,
+                        };
+                        client.alarm(request).await.ok()
+                    };
+                    if let Ok(Some(_)) =
+                        tokio::time::timeout(Duration::from_secs(2), disarmed).await
+                    {
+                        return Ok(());
+                    }
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    return Err("no member disarmed it".to_string());
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("the control task failed: {e}")))
+}

@@ -72,6 +72,10 @@ pub struct Extras {
     /// Log entries kept after a snapshot (default: half of `snapshot_count`): small, and a
     /// member only a little behind is sent the leader's snapshot.
     pub snapshot_catchup_entries: Option<u64>,
+    /// `--experimental-initial-corrupt-check` on every server.
+    pub initial_corrupt_check: bool,
+    /// `--experimental-corrupt-check-time` of every server.
+    pub corrupt_check: Option<Duration>,
 }
 
 impl std::fmt::Debug for RunConfig {
@@ -249,6 +253,8 @@ pub async fn run(config: RunConfig) -> RunReport {
             .extras
             .snapshot_catchup_entries
             .unwrap_or(config.snapshot_count / 2),
+        initial_corrupt_check: config.extras.initial_corrupt_check,
+        corrupt_check: config.extras.corrupt_check,
         ..WorldConfig::new(config.servers, config.seed)
     });
     let endpoints: Vec<Endpoint> = world

@@ -22,6 +22,9 @@ pub struct WorkloadConfig {
     pub min_lease_ttl_s: i64,
     pub compactions: bool,
     pub leases: bool,
+    /// Reads at a recent past revision (off: read at the head instead; the draws are the
+    /// same either way).
+    pub past_reads: bool,
 }
 
 impl Default for WorkloadConfig {
@@ -31,6 +34,7 @@ impl Default for WorkloadConfig {
             min_lease_ttl_s: 2,
             compactions: true,
             leases: true,
+            past_reads: true,
         }
     }
 }
@@ -119,10 +123,18 @@ impl Workload {
                 range_end: prefix_end(),
                 ..Range::default()
             }),
-            60..=62 => Request::Range(Range {
-                revision: (self.last_revision - rng.gen_range(0..20)).max(1),
-                ..single(key, false)
-            }),
+            60..=62 => {
+                let back = rng.gen_range(0..20);
+                let revision = if self.config.past_reads {
+                    (self.last_revision - back).max(1)
+                } else {
+                    0
+                };
+                Request::Range(Range {
+                    revision,
+                    ..single(key, false)
+                })
+            }
             63..=69 => Request::DeleteRange(DeleteRange {
                 key,
                 range_end: Bytes::new(),

@@ -28,6 +28,10 @@ pub struct WorldConfig {
     /// follower further behind is sent the snapshot.
     pub snapshot_catchup_entries: u64,
     pub faults: Faults,
+    /// `--experimental-initial-corrupt-check`.
+    pub initial_corrupt_check: bool,
+    /// `--experimental-corrupt-check-time` (off when `None`).
+    pub corrupt_check: Option<Duration>,
 }
 
 impl WorldConfig {
@@ -40,6 +44,8 @@ impl WorldConfig {
             snapshot_count: 1_000,
             snapshot_catchup_entries: 500,
             faults: Faults::none(),
+            initial_corrupt_check: false,
+            corrupt_check: None,
         }
     }
 }
@@ -177,8 +183,14 @@ fn with_peer_port(
         })
         .collect::<Vec<_>>()
         .join(",");
+    let corrupt_check_ms = config.corrupt_check.map_or(0, |d| d.as_millis());
     let args = [
         "keel".to_string(),
+        format!(
+            "--experimental-initial-corrupt-check={}",
+            config.initial_corrupt_check
+        ),
+        format!("--experimental-corrupt-check-time={corrupt_check_ms}ms"),
         format!("--name=s{}", index + 1),
         format!("--data-dir=s{}.keel", index + 1),
         format!("--listen-client-urls={}", url(index, CLIENT_PORT)),
