@@ -195,25 +195,53 @@ pub async fn start_hooked<D: Disk + Send + 'static>(
     hooks: Hooks,
 ) -> anyhow::Result<RunningServer> {
     let tls = Tls::load(config)?;
+    // The peer port answers from the start: members bootstrapping together ask each other
+    // whether they ran before (see `crate::bootstrap`), and must not wait for each other.
+    // It takes Raft messages once this member knows who it is.
+    let (local_id, local_id_rx) = watch::channel(0);
+    let cluster_id = transport::ClusterId::new(0);
+    let stats = Arc::new(TransportStats::default());
+    let (request_tx, requests) = mpsc::channel(REQUEST_QUEUE);
+    let election = config.heartbeat_interval * config.election_ticks;
+    let handle = NodeHandle::new(request_tx, Duration::from_secs(5) + 2 * election);
+    let members_view = MembersView::default();
+    let (peer_tx, peer_inbox) = mpsc::channel(transport::PEER_QUEUE_MESSAGES);
+    let peer_port = transport::PeerPort {
+        local_id: local_id_rx,
+        cluster_id: cluster_id.clone(),
+        max_message_bytes: MAX_PEER_MESSAGE_BYTES,
+        inbox: peer_tx,
+        stats: stats.clone(),
+        desk: AnswerDesk {
+            members: members_view.clone(),
+            node: handle.clone(),
+        },
+    };
+    for listener in peers {
+        let tls = tls.peer_server.clone().filter(|_| listener.https);
+        tokio::spawn(peer_port.clone().serve(listener.socket, tls));
+    }
     let Opened {
         node,
         storage,
-        cluster_id,
+        cluster_id: kept_cluster_id,
         peers: first_peers,
     } = open_node(config, disk, tls.peer_client.as_ref()).await?;
     let member_id = node.id();
-    let cluster_id = transport::ClusterId::new(match node.cluster_id() {
-        0 => cluster_id,
+    // A joining member that does not know it yet learns it from the first peer that dials.
+    cluster_id.learn(match node.cluster_id() {
+        0 => kept_cluster_id,
         known => known,
     });
-    let stats = Arc::new(TransportStats::default());
+    members_view.set(node.members());
+    let _ = local_id.send(member_id);
     let metrics = Metrics::new(stats.clone());
     let (report_tx, peer_reports) = mpsc::unbounded_channel();
     let mut transport = Transport::new(
         member_id,
         cluster_id.clone(),
         report_tx,
-        stats.clone(),
+        stats,
         tls.peer_client.clone(),
     );
     let known: Vec<(u64, Vec<String>)> = if node.members().is_empty() {
@@ -228,28 +256,6 @@ pub async fn start_hooked<D: Disk + Send + 'static>(
             .collect()
     };
     transport.set_peers(&known);
-    let (request_tx, requests) = mpsc::channel(REQUEST_QUEUE);
-    let election = config.heartbeat_interval * config.election_ticks;
-    let handle = NodeHandle::new(request_tx, Duration::from_secs(5) + 2 * election);
-    let members_view = MembersView::default();
-    members_view.set(node.members());
-    let (peer_tx, peer_inbox) = mpsc::channel(transport::PEER_QUEUE_MESSAGES);
-    let desk = AnswerDesk {
-        members: members_view.clone(),
-        node: handle.clone(),
-    };
-    let peer_port = transport::PeerPort {
-        local_id: member_id,
-        cluster_id: cluster_id.clone(),
-        max_message_bytes: MAX_PEER_MESSAGE_BYTES,
-        inbox: peer_tx,
-        stats,
-        desk,
-    };
-    for listener in peers {
-        let tls = tls.peer_server.clone().filter(|_| listener.https);
-        tokio::spawn(peer_port.clone().serve(listener.socket, tls));
-    }
 
     let (watch_tx, watch_opens) = mpsc::channel::<WatchOpen>(1024);
     let (shutdown, shutdown_rx) = watch::channel(false);

@@ -138,6 +138,8 @@ pub struct ServerLoop<D: Disk> {
     leader: Option<u64>,
     /// A peer refused this member's connection because it was removed from the cluster.
     removed_by: Option<u64>,
+    /// A commit index was written and not synced yet (see `sync_idle_commit`).
+    commit_unsynced: bool,
 }
 
 impl std::fmt::Debug for LoopSettings {
@@ -190,6 +192,7 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
             leaderless_ticks: 0,
             leader: None,
             removed_by: None,
+            commit_unsynced: false,
         }
     }
 
@@ -216,6 +219,9 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
         let Some(mut snapshot_results) = self.snapshot_results.take() else {
             return Ok(());
         };
+        // What the log holds as committed is applied before any request is handled: a read
+        // served from the snapshot alone would show a state older than before the restart.
+        self.process_ready()?;
         self.note_learner();
         loop {
             // `biased`: the branch order is fixed, never drawn at random, so a simulated run
@@ -226,6 +232,7 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
                 _ = inputs.shutdown.changed() => break,
                 () = &mut ticker => {
                     self.on_tick();
+                    self.sync_idle_commit()?;
                     let period = self.clock.real_duration(self.settings.tick);
                     ticker.as_mut().reset(Instant::now() + period);
                 }
@@ -277,6 +284,20 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
         let id = self.next_request_id;
         self.next_request_id += 1;
         id
+    }
+
+    /// A commit index learned alone is written but not synced (no fsync on the path of a
+    /// write, see `keel_core::raft::ready`); when it stays so for a tick — the end of a burst,
+    /// an idle cluster — it is synced, so that what was applied here (member attributes
+    /// included) is what a restart after a crash applies at once, without a leader.
+    fn sync_idle_commit(&mut self) -> Result<(), LoopError> {
+        if !std::mem::take(&mut self.commit_unsynced) {
+            return Ok(());
+        }
+        self.storage
+            .sync()
+            .inspect_err(|e| error!(%e, "sync failed"))?;
+        Ok(())
     }
 
     /// Stops the loop when this member must not go on: its data dir lost state, or it was
@@ -518,6 +539,7 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
             self.storage
                 .persist(&ready)
                 .inspect_err(|e| error!(%e, "persist failed"))?;
+            self.commit_unsynced = !synced && (self.commit_unsynced || ready.hard_state.is_some());
             if synced {
                 let took = started.elapsed();
                 self.metrics.observe_fsync(took);

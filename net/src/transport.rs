@@ -162,6 +162,13 @@ impl ClusterId {
         self.0.load(Ordering::Acquire)
     }
 
+    /// Takes `id` as the cluster's if none is known yet (0 changes nothing).
+    pub fn learn(&self, id: u64) {
+        let _ = self
+            .0
+            .compare_exchange(0, id, Ordering::AcqRel, Ordering::Acquire);
+    }
+
     /// Accepts `offered` if it is the known id, or adopts it if none is known yet.
     fn accept(&self, offered: u64) -> bool {
         match self
@@ -358,7 +365,9 @@ pub(crate) async fn connect(url: &str, tls: Option<&ClientTls>) -> std::io::Resu
 /// answered from `desk`.
 #[derive(Clone, Debug)]
 pub struct PeerPort {
-    pub local_id: NodeId,
+    /// This member's id; 0 until it is known (while the data dir is being opened): Raft
+    /// messages are refused until then, questions answered.
+    pub local_id: tokio::sync::watch::Receiver<NodeId>,
     pub cluster_id: ClusterId,
     pub max_message_bytes: usize,
     pub inbox: mpsc::Sender<Message>,
@@ -379,7 +388,7 @@ impl PeerPort {
                 }
             };
             let receiver = Receiver {
-                local_id: self.local_id,
+                local_id: self.local_id.clone(),
                 cluster_id: self.cluster_id.clone(),
                 inbox: self.inbox.clone(),
                 stats: self.stats.clone(),
@@ -406,7 +415,7 @@ impl PeerPort {
 }
 
 struct Receiver {
-    local_id: NodeId,
+    local_id: tokio::sync::watch::Receiver<NodeId>,
     cluster_id: ClusterId,
     inbox: mpsc::Sender<Message>,
     stats: Arc<TransportStats>,
@@ -430,6 +439,8 @@ enum ReceiveError {
     WrongSender { claimed: NodeId, peer: NodeId },
     #[error("member {from:x} was removed from the cluster; refused its connection")]
     Removed { from: NodeId },
+    #[error("this member is still opening its data dir")]
+    Starting,
 }
 
 impl Receiver {
@@ -484,15 +495,19 @@ impl Receiver {
     }
 
     fn check_hello(&self, hello: &Hello) -> Result<(), ReceiveError> {
+        let local_id = *self.local_id.borrow();
+        if local_id == 0 {
+            return Err(ReceiveError::Starting);
+        }
         if self.desk.members.is_removed(hello.from) {
             return Err(ReceiveError::Removed { from: hello.from });
         }
-        if hello.to != self.local_id || !self.cluster_id.accept(hello.cluster_id) {
+        if hello.to != local_id || !self.cluster_id.accept(hello.cluster_id) {
             return Err(ReceiveError::WrongHello {
                 cluster_id: hello.cluster_id,
                 to: hello.to,
                 expected_cluster: self.cluster_id.get(),
-                expected_to: self.local_id,
+                expected_to: local_id,
             });
         }
         Ok(())

@@ -202,3 +202,68 @@ async fn a_follower_restarted_behind_what_it_served_answers_only_after_catching_
         .await
         .unwrap();
 }
+
+/// After a crash of the whole cluster at rest, a member restarted alone serves what it had
+/// applied at once, without a leader: a commit index that stays unsynced for a tick is
+/// synced, so the restart applies it. Its member list names every member with its client
+/// URLs (clients such as Patroni find the other members through the first one they reach).
+#[madsim::test]
+async fn a_member_restarted_alone_after_a_crash_at_rest_serves_its_data_and_members() {
+    let mut world = World::start(WorldConfig::new(3, 11));
+    let urls: Vec<String> = world.servers.iter().map(|s| s.client_url()).collect();
+    let client = world.client_node("client");
+    let all = urls.clone();
+    client
+        .spawn(async move {
+            eventually("put", || put(&all[1], "k", "v1")).await;
+            for url in &all {
+                eventually("applied everywhere", || async {
+                    match serializable_get(url, "k").await? {
+                        Some(_) => Ok(()),
+                        None => Err(tonic::Status::unavailable("not applied yet")),
+                    }
+                })
+                .await;
+            }
+        })
+        .await
+        .unwrap();
+    // At rest for a few ticks (50 ms each), then every server crashes; one comes back.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for i in 0..3 {
+        world.crash(i);
+    }
+    world.restart(0);
+    let first = urls[0].clone();
+    client
+        .spawn(async move {
+            let value = eventually("a serializable read alone", || {
+                serializable_get(&first, "k")
+            })
+            .await;
+            assert_eq!(value.as_deref(), Some(&b"v1"[..]));
+            let mut cluster =
+                keel_net::proto::etcdserverpb::cluster_client::ClusterClient::connect(
+                    first.clone(),
+                )
+                .await
+                .unwrap();
+            let list = cluster
+                .member_list(keel_net::proto::etcdserverpb::MemberListRequest {
+                    linearizable: false,
+                })
+                .await
+                .expect("answered without a leader")
+                .into_inner();
+            assert_eq!(list.members.len(), 3);
+            for member in &list.members {
+                assert!(
+                    !member.client_ur_ls.is_empty(),
+                    "{} lists no client URL",
+                    member.name
+                );
+            }
+        })
+        .await
+        .unwrap();
+}

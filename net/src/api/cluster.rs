@@ -175,17 +175,20 @@ impl Cluster for ClusterService {
     ) -> Result<Response<pb::MemberListResponse>, Status> {
         let credentials = self.api.credentials(&request);
         self.api.require_user(&credentials).await?;
-        // As etcd: served from this member's state unless the client asks otherwise.
+        // As etcd: served from this member's state unless the client asks otherwise, even
+        // when it has no leader (a member restarted alone lists every member, client URLs
+        // included: clients such as Patroni find the others through it).
         let linearizable = request.into_inner().linearizable;
-        let (members, term) = self
-            .api
-            .handle
-            .read(linearizable, |node| {
-                let members: Vec<Member> = node.members().iter().cloned().collect();
-                (members, node.raft().term())
-            })
-            .await
-            .map_err(api_status)?;
+        let list = |node: &mut Node| {
+            let members: Vec<Member> = node.members().iter().cloned().collect();
+            (members, node.raft().term())
+        };
+        let (members, term) = if linearizable {
+            self.api.handle.read(true, list).await
+        } else {
+            self.api.handle.call_unfenced(list).await
+        }
+        .map_err(api_status)?;
         Ok(Response::new(pb::MemberListResponse {
             header: cluster_header(&self.api.header_at(term)),
             members: convert::members(members),
