@@ -544,3 +544,52 @@ async fn lease_cluster_and_maintenance_routes_reach_their_services() {
     assert_eq!(status["version"], keel_net::ETCD_VERSION);
     server.stop().await;
 }
+
+/// A CORRUPT alarm (raised by the corruption checks) shows in `/health`, in `/readyz`'s
+/// `data_corruption` check and in `alarm list`, and refuses every write with etcd's
+/// "etcdserver: corrupt cluster" until disarmed.
+#[tokio::test]
+async fn a_corrupt_alarm_shows_in_health_and_readyz_and_refuses_writes() {
+    let server = Server::start().await;
+    let member = server.ok("/v3/maintenance/status", json!({})).await["header"]["member_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    server
+        .ok(
+            "/v3/maintenance/alarm",
+            json!({"action": "ACTIVATE", "memberID": member, "alarm": "CORRUPT"}),
+        )
+        .await;
+    let (status, health) = server.get("/health").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        health,
+        "{\"health\":\"false\",\"reason\":\"ALARM CORRUPT\"}\n"
+    );
+    let (status, ready) = server.get("/readyz?verbose").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        ready.contains("[-]data_corruption failed: alarm activated: CORRUPT"),
+        "{ready}"
+    );
+    let (status, refused) = server
+        .call("/v3/kv/put", json!({"key": b64("k"), "value": b64("v")}))
+        .await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{refused}");
+    assert_eq!(refused["message"], "etcdserver: corrupt cluster");
+    assert_eq!(refused["code"], 15, "DataLoss");
+    let listed = server.ok("/v3/maintenance/alarm", json!({})).await;
+    assert_eq!(listed["alarms"][0]["alarm"], "CORRUPT");
+    server
+        .ok(
+            "/v3/maintenance/alarm",
+            json!({"action": "DEACTIVATE", "memberID": member, "alarm": "CORRUPT"}),
+        )
+        .await;
+    server
+        .ok("/v3/kv/put", json!({"key": b64("k"), "value": b64("v")}))
+        .await;
+    assert_eq!(server.get("/health").await.0, StatusCode::OK);
+    server.stop().await;
+}

@@ -93,6 +93,14 @@ impl Member {
         wait_for("the process to exit", || child.try_wait().ok().flatten()).into()
     }
 
+    /// Waits (up to the deadline) for the process to end by itself; its exit status.
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("the member was started");
+        wait_for(&format!("{} to exit", self.name), || {
+            child.try_wait().ok().flatten()
+        })
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

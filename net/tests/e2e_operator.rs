@@ -1,0 +1,474 @@
+//! Operators' drills with real processes and Debian's `etcdctl`, as the README's operations
+//! section gives them: a wiped member, a member on an older copy of its data dir, a member
+//! moved to a new peer URL, a member removed while it runs and added again, the NOSPACE
+//! alarm, a full disk, and what etcd's own clients and unit files send (URLs as
+//! `:authority`, several listen URLs, `ETCD_*` variables, an etcd data dir).
+#![cfg(not(madsim))]
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::process::{Command, Stdio};
+
+use common::{etcdctl, etcdctl_ok, free_port, spawn, wait_for, Cluster};
+
+/// The id `etcdctl member list` shows for the member with peer URL `peer_url` (a member
+/// added but not started yet has no name).
+fn member_id(endpoints: &str, peer_url: &str) -> String {
+    let list = etcdctl_ok(endpoints, &["member", "list"]);
+    list.lines()
+        .map(|line| line.split(", ").collect::<Vec<_>>())
+        .find(|fields| fields.get(3) == Some(&peer_url))
+        .map(|fields| fields[0].to_string())
+        .unwrap_or_else(|| panic!("{peer_url} not in the member list: {list}"))
+}
+
+/// A serializable read of `key` on one member answers `value`.
+fn serves(endpoint: &str, key: &str, value: &str) -> Option<()> {
+    let output = etcdctl(
+        endpoint,
+        &["get", key, "--print-value-only", "--consistency=s"],
+    );
+    (String::from_utf8_lossy(&output.stdout) == format!("{value}\n")).then_some(())
+}
+
+/// The index of a member that does not lead.
+fn a_follower(cluster: &Cluster) -> usize {
+    wait_for("a leader", || {
+        (0..cluster.members.len()).find(|&i| {
+            let status = etcdctl(
+                &cluster.members[i].endpoint(),
+                &["endpoint", "status", "-w", "json"],
+            );
+            let text = String::from_utf8_lossy(&status.stdout);
+            let json: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+            let status = &json[0]["Status"];
+            let (member, leader) = (
+                status["header"]["member_id"].as_u64(),
+                status["leader"].as_u64(),
+            );
+            leader.is_some_and(|l| l != 0) && member != leader
+        })
+    })
+}
+
+/// The README's procedure for a member whose data is lost: remove it, add it again on its
+/// URL, start it on an empty data dir as `existing`. Returns the new id.
+fn replace_member(cluster: &mut Cluster, index: usize, through: &str) -> String {
+    let name = cluster.members[index].name.clone();
+    let peer_url = cluster.members[index].peer_url();
+    let id = member_id(through, &peer_url);
+    etcdctl_ok(through, &["member", "remove", &id]);
+    etcdctl_ok(
+        through,
+        &["member", "add", &name, &format!("--peer-urls={peer_url}")],
+    );
+    let data_dir = cluster.members[index].data_dir.clone();
+    let _ = std::fs::remove_dir_all(&data_dir);
+    let initial_cluster = cluster.initial_cluster.clone();
+    let extra_flags = cluster.extra_flags.clone();
+    spawn(
+        &mut cluster.members[index],
+        &initial_cluster,
+        "existing",
+        &extra_flags,
+    );
+    let new_id = member_id(through, &peer_url);
+    assert_ne!(new_id, id, "a member added again is a new member");
+    new_id
+}
+
+#[test]
+fn a_wiped_member_refuses_to_start_and_rejoins_after_remove_and_add() {
+    let mut cluster = Cluster::start(3);
+    let through = cluster.members[0].endpoint();
+    etcdctl_ok(&through, &["put", "before-wipe", "v"]);
+    wait_for("n3 to apply", || {
+        serves(&cluster.members[2].endpoint(), "before-wipe", "v")
+    });
+    cluster.members[2].kill();
+    std::fs::remove_dir_all(&cluster.members[2].data_dir).unwrap();
+    cluster.restart(2);
+    let status = cluster.members[2].wait_exit();
+    assert_eq!(status.code(), Some(1), "{}", cluster.members[2].log_text());
+    let log = cluster.members[2].log_text();
+    assert!(log.contains("has already been bootstrapped"), "{log}");
+    assert!(
+        log.contains("etcdctl member remove"),
+        "says what to do: {log}"
+    );
+    replace_member(&mut cluster, 2, &through);
+    wait_for("the replaced member to catch up", || {
+        serves(&cluster.members[2].endpoint(), "before-wipe", "v")
+    });
+}
+
+#[test]
+fn a_member_restarted_on_an_older_copy_of_its_data_dir_stops_and_says_why() {
+    let mut cluster = Cluster::start(3);
+    let follower = a_follower(&cluster);
+    let leader_side = (0..3).find(|&i| i != follower).unwrap();
+    let through = cluster.members[leader_side].endpoint();
+    let data_dir = cluster.members[follower].data_dir.clone();
+    let copy = cluster.path().join("older-copy");
+    cluster.members[follower].terminate();
+    let copied = Command::new("cp")
+        .args(["-a", &data_dir.to_string_lossy(), &copy.to_string_lossy()])
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    cluster.restart(follower);
+    for i in 0..30 {
+        etcdctl_ok(&through, &["put", &format!("after-copy{i}"), "v"]);
+    }
+    wait_for("the follower to apply", || {
+        serves(&cluster.members[follower].endpoint(), "after-copy29", "v")
+    });
+    cluster.members[follower].kill();
+    std::fs::remove_dir_all(&data_dir).unwrap();
+    std::fs::rename(&copy, &data_dir).unwrap();
+    cluster.restart(follower);
+    let status = cluster.members[follower].wait_exit();
+    let log = cluster.members[follower].log_text();
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(log.contains("lost state it had acknowledged"), "{log}");
+    replace_member(&mut cluster, follower, &through);
+    wait_for("the replaced member to catch up", || {
+        serves(&cluster.members[follower].endpoint(), "after-copy29", "v")
+    });
+}
+
+#[test]
+fn a_member_moved_to_a_new_peer_url_keeps_its_id_and_its_data() {
+    let mut cluster = Cluster::start(3);
+    let through = cluster.members[0].endpoint();
+    etcdctl_ok(&through, &["put", "before-move", "v"]);
+    let id = member_id(&through, &cluster.members[2].peer_url());
+    let new_port = free_port();
+    let new_url = format!("http://127.0.0.1:{new_port}");
+    etcdctl_ok(
+        &through,
+        &["member", "update", &id, &format!("--peer-urls={new_url}")],
+    );
+    cluster.members[2].terminate();
+    cluster.members[2].peer_port = new_port;
+    // --initial-cluster still names the old URL: once data exists it is not read.
+    let initial_cluster = cluster.initial_cluster.clone();
+    spawn(&mut cluster.members[2], &initial_cluster, "new", &[]);
+    let moved = cluster.members[2].endpoint();
+    wait_for("the moved member to serve", || {
+        etcdctl(&moved, &["get", "before-move"])
+            .status
+            .success()
+            .then_some(())
+    });
+    assert_eq!(member_id(&moved, &new_url), id, "same member");
+    let list = etcdctl_ok(&through, &["member", "list"]);
+    assert!(list.contains(&new_url), "{list}");
+    etcdctl_ok(&moved, &["put", "after-move", "v"]);
+}
+
+#[test]
+fn a_removed_member_exits_and_one_added_on_its_url_joins_as_a_new_member() {
+    let mut cluster = Cluster::start(3);
+    let through = cluster.members[0].endpoint();
+    etcdctl_ok(&through, &["put", "before-remove", "v"]);
+    let peer_url = cluster.members[2].peer_url();
+    let id = member_id(&through, &peer_url);
+    etcdctl_ok(&through, &["member", "remove", &id]);
+    let status = cluster.members[2].wait_exit();
+    let log = cluster.members[2].log_text();
+    assert_eq!(status.code(), Some(0), "stops as etcd's does: {log}");
+    assert!(log.contains("permanently removed"), "{log}");
+    etcdctl_ok(
+        &through,
+        &["member", "add", "n3", &format!("--peer-urls={peer_url}")],
+    );
+    let new_id = member_id(&through, &peer_url);
+    assert_ne!(new_id, id);
+    std::fs::remove_dir_all(&cluster.members[2].data_dir).unwrap();
+    let initial_cluster = cluster.initial_cluster.clone();
+    spawn(&mut cluster.members[2], &initial_cluster, "existing", &[]);
+    wait_for("the new member to catch up", || {
+        serves(&cluster.members[2].endpoint(), "before-remove", "v")
+    });
+    assert_eq!(member_id(&through, &peer_url), new_id);
+}
+
+#[test]
+fn etcdctl_given_urls_reaches_every_member_with_cluster_commands() {
+    let cluster = Cluster::start(3);
+    let url = cluster.members[0].client_url();
+    for args in [
+        &["endpoint", "status", "--cluster"][..],
+        &["endpoint", "hashkv", "--cluster"],
+        &["endpoint", "health", "--cluster"],
+        &["put", "via-url", "v"],
+    ] {
+        let output = etcdctl(&url, args);
+        assert!(
+            output.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let status = etcdctl_ok(&url, &["endpoint", "status", "--cluster"]);
+    assert_eq!(status.lines().count(), 3, "{status}");
+}
+
+#[test]
+fn the_nospace_alarm_is_raised_for_the_cluster_and_blocks_writes_until_disarmed() {
+    let cluster = Cluster::start_with(3, &["--quota-backend-bytes", "2000000"]);
+    let through = cluster.members[0].endpoint();
+    let big = "x".repeat(100_000);
+    let mut refused = None;
+    for i in 0..40 {
+        let output = etcdctl(&through, &["put", &format!("big{i}"), &big]);
+        if !output.status.success() {
+            refused = Some(String::from_utf8_lossy(&output.stderr).into_owned());
+            break;
+        }
+    }
+    let refused = refused.expect("the quota is reached");
+    assert!(refused.contains("database space exceeded"), "{refused}");
+    for member in &cluster.members {
+        let alarms = etcdctl_ok(&member.endpoint(), &["alarm", "list"]);
+        assert!(alarms.contains("alarm:NOSPACE"), "{alarms}");
+    }
+    let small = etcdctl(&through, &["put", "small", "1"]);
+    assert!(!small.status.success(), "a small put is refused too");
+    let health = http_get(&cluster.members[1].client_url(), "/health");
+    assert!(health.contains("ALARM NOSPACE"), "{health}");
+    // Free space, then disarm: writes go on.
+    etcdctl_ok(&through, &["del", "big", "--prefix"]);
+    let revision = revision_of(&through);
+    etcdctl_ok(&through, &["compact", &revision.to_string()]);
+    etcdctl_ok(&through, &["defrag"]);
+    etcdctl_ok(&through, &["alarm", "disarm"]);
+    etcdctl_ok(&through, &["put", "small", "1"]);
+    assert_eq!(etcdctl_ok(&through, &["alarm", "list"]), "");
+}
+
+fn revision_of(endpoint: &str) -> i64 {
+    let status = etcdctl_ok(endpoint, &["endpoint", "status", "-w", "json"]);
+    let json: serde_json::Value = serde_json::from_str(&status).unwrap();
+    json[0]["Status"]["header"]["revision"].as_i64().unwrap()
+}
+
+/// An HTTP/1.1 GET with `curl`, the body.
+fn http_get(base: &str, path: &str) -> String {
+    let output = Command::new("curl")
+        .args(["-s", &format!("{base}{path}")])
+        .output()
+        .expect("curl is installed");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// A single member started by hand with `args` and `envs`; its log file.
+fn keel(dir: &std::path::Path, args: &[String], envs: &[(&str, String)]) -> std::process::Child {
+    let log = std::fs::File::create(dir.join("keel.log")).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_keel"))
+        .args(args)
+        .envs(envs.iter().map(|(k, v)| (k, v)))
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
+fn log_of(dir: &std::path::Path) -> String {
+    std::fs::read_to_string(dir.join("keel.log")).unwrap_or_default()
+}
+
+#[test]
+fn every_listen_client_url_is_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, peer) = (free_port(), free_port(), free_port());
+    let mut child = keel(
+        dir.path(),
+        &[
+            "--data-dir".into(),
+            dir.path().join("two.keel").to_string_lossy().into_owned(),
+            "--listen-client-urls".into(),
+            format!("http://127.0.0.1:{a},http://127.0.0.1:{b}"),
+            "--advertise-client-urls".into(),
+            format!("http://127.0.0.1:{a}"),
+            "--listen-peer-urls".into(),
+            format!("http://127.0.0.1:{peer}"),
+            "--initial-advertise-peer-urls".into(),
+            format!("http://127.0.0.1:{peer}"),
+            "--initial-cluster".into(),
+            format!("default=http://127.0.0.1:{peer}"),
+        ],
+        &[],
+    );
+    for port in [a, b] {
+        let endpoint = format!("127.0.0.1:{port}");
+        wait_for(&format!("port {port} to serve"), || {
+            etcdctl(&endpoint, &["put", "k", "v"])
+                .status
+                .success()
+                .then_some(())
+        });
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn etcd_environment_variables_configure_keel_and_keel_ones_win() {
+    let dir = tempfile::tempdir().unwrap();
+    let (client, peer) = (free_port(), free_port());
+    let client_url = format!("http://127.0.0.1:{client}");
+    let peer_url = format!("http://127.0.0.1:{peer}");
+    let envs = [
+        ("ETCD_NAME", "from-etcd".to_string()),
+        ("KEEL_NAME", "from-keel".to_string()),
+        (
+            "ETCD_DATA_DIR",
+            dir.path().join("env.keel").to_string_lossy().into_owned(),
+        ),
+        ("ETCD_LISTEN_CLIENT_URLS", client_url.clone()),
+        ("ETCD_ADVERTISE_CLIENT_URLS", client_url.clone()),
+        ("ETCD_LISTEN_PEER_URLS", peer_url.clone()),
+        ("ETCD_INITIAL_ADVERTISE_PEER_URLS", peer_url.clone()),
+        ("ETCD_INITIAL_CLUSTER", format!("from-keel={peer_url}")),
+    ];
+    let mut child = keel(dir.path(), &[], &envs);
+    let endpoint = format!("127.0.0.1:{client}");
+    wait_for("the member to serve", || {
+        etcdctl(&endpoint, &["put", "k", "v"])
+            .status
+            .success()
+            .then_some(())
+    });
+    let list = etcdctl_ok(&endpoint, &["member", "list"]);
+    assert!(list.contains("from-keel"), "{list}");
+    assert!(dir.path().join("env.keel").exists(), "ETCD_DATA_DIR used");
+    assert!(
+        log_of(dir.path()).contains("ETCD_LISTEN_CLIENT_URLS"),
+        "the etcd variables used are logged"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn an_etcd_data_dir_is_refused_with_the_way_to_migrate() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("etcd-data");
+    std::fs::create_dir_all(data_dir.join("member/wal")).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_keel"))
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("holds an etcd data dir"), "{stderr}");
+    assert!(stderr.contains("etcdctl snapshot save"), "{stderr}");
+    let entries: Vec<_> = std::fs::read_dir(&data_dir).unwrap().collect();
+    assert_eq!(entries.len(), 1, "nothing written next to etcd's files");
+}
+
+/// A full disk stops the member with a non-zero exit (so `Restart=on-failure` restarts it
+/// once there is room again), as a failed fsync does. The disk is a small tmpfs: this test
+/// needs root (CI runs as root).
+#[test]
+fn a_member_whose_disk_fills_up_exits_non_zero() {
+    if !is_root() {
+        eprintln!("skipped: mounting a small file system needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mount = dir.path().join("small-disk");
+    std::fs::create_dir_all(&mount).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=150m", "tmpfs"])
+        .arg(&mount)
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "mount a tmpfs (root, CAP_SYS_ADMIN)");
+    let unmount = Unmount(mount.clone());
+    let (client, peer) = (free_port(), free_port());
+    let mut child = keel(
+        dir.path(),
+        &[
+            "--data-dir".into(),
+            mount.join("full.keel").to_string_lossy().into_owned(),
+            "--listen-client-urls".into(),
+            format!("http://127.0.0.1:{client}"),
+            "--advertise-client-urls".into(),
+            format!("http://127.0.0.1:{client}"),
+            "--listen-peer-urls".into(),
+            format!("http://127.0.0.1:{peer}"),
+            "--initial-advertise-peer-urls".into(),
+            format!("http://127.0.0.1:{peer}"),
+            "--initial-cluster".into(),
+            format!("default=http://127.0.0.1:{peer}"),
+        ],
+        &[],
+    );
+    let endpoint = format!("127.0.0.1:{client}");
+    let value = "x".repeat(1_000_000);
+    wait_for("the member to serve", || {
+        etcdctl(&endpoint, &["put", "k", "v"])
+            .status
+            .success()
+            .then_some(())
+    });
+    // WAL segments are 64 MiB, preallocated: the third one does not fit in 150 MiB.
+    for i in 0..400 {
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        put_from_stdin(&endpoint, &format!("big{i}"), &value);
+    }
+    let status = wait_for("keel to exit", || child.try_wait().ok().flatten());
+    let log = log_of(dir.path());
+    assert_ne!(status.code(), Some(0), "{log}");
+    assert!(
+        log.contains("No space left") || log.contains("disk full"),
+        "{log}"
+    );
+    drop(unmount);
+}
+
+/// `etcdctl put KEY` with the value on standard input (a 1 MB argument is too long for
+/// the kernel's argument limit).
+fn put_from_stdin(endpoint: &str, key: &str, value: &str) {
+    use std::io::Write;
+    let mut child = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args([
+            &format!("--endpoints={endpoint}"),
+            "--command-timeout=5s",
+            "put",
+            key,
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("etcdctl is installed");
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(value.as_bytes());
+    }
+    let _ = child.wait();
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// Unmounts the test's file system when dropped.
+struct Unmount(std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
