@@ -960,3 +960,42 @@ fn a_member_joining_on_an_empty_data_dir_serves_nothing_until_caught_up() {
     assert!(cluster.node(4).serves_local_reads());
     assert_eq!(cluster.get(4, "k").as_deref(), Some(&b"v"[..]));
 }
+
+/// etcd's `--force-new-cluster`: after losing its majority for good, a surviving member is
+/// restarted as the only member of its cluster, with every entry it held; then it serves
+/// and takes writes alone, and its membership (and any snapshot's) says so.
+#[test]
+fn a_member_forced_into_a_new_cluster_keeps_its_data_and_leads_alone() {
+    let mut cluster = NodeCluster::new(3, default_node_config);
+    cluster.elect(1);
+    for i in 0..5 {
+        cluster.put(1, &format!("k{i}"), "v");
+        cluster.run();
+    }
+    // Members 2 and 3 are lost for good; member 1 restarts forced into a new cluster.
+    for id in 1..=3 {
+        cluster.crash(id);
+    }
+    let mut survivor = cluster.nodes.remove(&1).unwrap();
+    cluster.nodes.clear();
+    let mut initial = survivor.storage.initial_state();
+    let appended = initial.force_new_cluster(1).unwrap();
+    assert_eq!(appended.len(), 2, "members 2 and 3 removed");
+    survivor.storage.entries.extend(appended);
+    survivor.storage.hard_state = initial.hard_state;
+    cluster.nodes.insert(1, survivor);
+    cluster.restart(1);
+    cluster.tick(30);
+    assert!(cluster.node(1).is_leader(), "a lone voter leads");
+    assert_eq!(cluster.get(1, "k4").as_deref(), Some(&b"v"[..]));
+    let members: Vec<NodeId> = cluster.node(1).members().iter().map(|m| m.id).collect();
+    assert_eq!(members, vec![1]);
+    let id = cluster.put(1, "after", "v");
+    cluster.run();
+    assert!(put_ok(cluster.outcome(1, id)));
+    let mut learner_of_nothing = MemStorage::default().initial_state();
+    assert!(
+        learner_of_nothing.force_new_cluster(1).is_err(),
+        "a member that is no voter cannot"
+    );
+}

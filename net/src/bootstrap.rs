@@ -67,17 +67,53 @@ pub async fn open_member<D: Disk>(
             Some(identity) => identity,
             None => legacy_identity(config, storage)?,
         };
+        let mut initial = recovered.into_initial_state();
+        if config.force_new_cluster {
+            force_new_cluster(storage, &mut initial, identity.member_id)?;
+        }
         return Ok(Start {
-            initial: recovered.into_initial_state(),
+            initial,
             identity,
-            peers: config.initial_members.clone(),
+            peers: Vec::new(),
         });
+    }
+    if config.force_new_cluster {
+        bail!(
+            "--force-new-cluster needs this member's data, and {} is empty",
+            config.data_dir.display()
+        );
     }
     config.check_bootstrap_flags()?;
     match config.cluster_state {
         ClusterState::New => bootstrap(config, storage, image_store, peer_tls).await,
         ClusterState::Existing => join(config, storage, peer_tls).await,
     }
+}
+
+/// etcd's `--force-new-cluster`: this member alone, with its data (see
+/// `InitialState::force_new_cluster`); written to the data dir before it starts, so a
+/// restart without the flag finds the same cluster.
+fn force_new_cluster<D: Disk>(
+    storage: &mut Storage<D>,
+    initial: &mut InitialState,
+    member_id: u64,
+) -> anyhow::Result<()> {
+    let removals = initial
+        .force_new_cluster(member_id)
+        .context("cannot force a new cluster")?;
+    storage
+        .append(&removals)
+        .and_then(|()| storage.set_hard_state(initial.hard_state))
+        .and_then(|()| storage.sync())
+        .context("cannot write the forced membership to the data dir")?;
+    warn!(
+        removed = removals.len(),
+        commit_index = initial.hard_state.commit_index,
+        "forced a new cluster: this member is now its only member, with its data. Restart it \
+         without --force-new-cluster, then add members back one at a time with `etcdctl \
+         member add` and start each on an empty data dir with --initial-cluster-state existing"
+    );
+    Ok(())
 }
 
 /// A data dir written before keel kept identities: the flags still say who it is.

@@ -141,6 +141,19 @@ pub struct ServeArgs {
     #[arg(long, env = "KEEL_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
 
+    /// Force to create a new one-member cluster from this member's data: every other member
+    /// is removed (for a cluster that lost its majority for good; see the README). Restart
+    /// without it afterwards.
+    #[arg(
+        long,
+        env = "KEEL_FORCE_NEW_CLUSTER",
+        num_args = 0..=1,
+        default_value = "false",
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
+    pub force_new_cluster: bool,
+
     /// Compare this member's data with its peers' before serving clients; stop if it
     /// differs.
     #[arg(
@@ -292,6 +305,8 @@ pub struct ServerConfig {
     /// (see [`ServerConfig::check_bootstrap_flags`]).
     pub bootstrap_problem: Option<ConfigError>,
     pub cluster_state: ClusterState,
+    /// `--force-new-cluster` (see `crate::bootstrap`).
+    pub force_new_cluster: bool,
     pub cluster_token: String,
     pub heartbeat_interval: Duration,
     pub election_ticks: u32,
@@ -356,6 +371,7 @@ impl ServeArgs {
             initial_members,
             bootstrap_problem,
             cluster_state: self.initial_cluster_state,
+            force_new_cluster: self.force_new_cluster,
             cluster_token: self.initial_cluster_token.clone(),
             heartbeat_interval,
             election_ticks,

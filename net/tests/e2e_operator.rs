@@ -472,3 +472,63 @@ impl Drop for Unmount {
         let _ = Command::new("umount").arg(&self.0).status();
     }
 }
+
+/// The README's quorum-loss procedure: two of three members are lost for good; the third
+/// is started with `--force-new-cluster` (a one-member cluster with all its data), then
+/// restarted without it, and the others are added back one at a time.
+#[test]
+fn a_cluster_that_lost_its_majority_is_rebuilt_from_the_survivor() {
+    let mut cluster = Cluster::start(3);
+    let through = cluster.members[0].endpoint();
+    for i in 0..10 {
+        etcdctl_ok(&through, &["put", &format!("kept{i}"), "v"]);
+    }
+    wait_for("n1 to apply", || serves(&through, "kept9", "v"));
+    for member in &mut cluster.members {
+        member.kill();
+    }
+    for lost in [1, 2] {
+        std::fs::remove_dir_all(&cluster.members[lost].data_dir).unwrap();
+    }
+    let initial_cluster = cluster.initial_cluster.clone();
+    spawn(
+        &mut cluster.members[0],
+        &initial_cluster,
+        "new",
+        &["--force-new-cluster".to_string()],
+    );
+    wait_for("the survivor to serve alone", || {
+        etcdctl(&through, &["get", "kept9"])
+            .status
+            .success()
+            .then_some(())
+    });
+    assert!(cluster.members[0]
+        .log_text()
+        .contains("forced a new cluster"));
+    let list = etcdctl_ok(&through, &["member", "list"]);
+    assert_eq!(list.lines().count(), 1, "{list}");
+    cluster.members[0].terminate();
+    spawn(&mut cluster.members[0], &initial_cluster, "new", &[]);
+    for lost in [1, 2] {
+        let peer_url = cluster.members[lost].peer_url();
+        let name = cluster.members[lost].name.clone();
+        etcdctl_ok(
+            &through,
+            &["member", "add", &name, &format!("--peer-urls={peer_url}")],
+        );
+        spawn(
+            &mut cluster.members[lost],
+            &initial_cluster,
+            "existing",
+            &[],
+        );
+        let endpoint = cluster.members[lost].endpoint();
+        wait_for(&format!("{name} to catch up"), || {
+            serves(&endpoint, "kept9", "v")
+        });
+    }
+    etcdctl_ok(&cluster.endpoints(), &["put", "after", "v"]);
+    let status = etcdctl_ok(&through, &["endpoint", "status", "--cluster"]);
+    assert_eq!(status.lines().count(), 3, "{status}");
+}

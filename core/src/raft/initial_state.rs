@@ -3,7 +3,10 @@
 
 use bytes::Bytes;
 
-use super::entry::{ConfState, Entry, Index, NodeId, Snapshot, SnapshotMeta, Term};
+use super::entry::{
+    ConfChange, ConfChangeKind, ConfState, Entry, EntryPayload, Index, NodeId, Snapshot,
+    SnapshotMeta, Term,
+};
 use super::error::ConfigError;
 use super::state::HardState;
 
@@ -52,6 +55,46 @@ impl InitialState {
     /// A node added to a running cluster: it knows nothing until the leader sends a snapshot.
     pub fn join() -> Self {
         InitialState::default()
+    }
+
+    /// etcd's `--force-new-cluster`, for a cluster that lost its majority for good: this
+    /// member, `keep`, becomes the only voter of its cluster, keeping its data. Every entry
+    /// in its log counts as committed, and entries removing every other member follow them
+    /// (in the current term), so the membership in force, and in any snapshot taken from
+    /// now on, is this member alone. Returns the entries appended, which the caller persists
+    /// with the new hard state before starting.
+    pub fn force_new_cluster(&mut self, keep: NodeId) -> Result<Vec<Entry>, ConfigError> {
+        let mut conf = self.snapshot.meta.conf_state.clone();
+        for entry in &self.entries {
+            if let EntryPayload::ConfChange(change) = &entry.payload {
+                conf = super::membership::apply_to_conf(&conf, change);
+            }
+        }
+        if !conf.voters.contains(&keep) {
+            return Err(ConfigError::InconsistentInitialState {
+                reason: "--force-new-cluster: this member is not a voter of its cluster",
+            });
+        }
+        let term = self.hard_state.term.max(1);
+        let mut index = self.last_index();
+        let others: Vec<NodeId> = conf.members().filter(|&id| id != keep).collect();
+        let mut appended = Vec::with_capacity(others.len());
+        for node_id in others {
+            index += 1;
+            appended.push(Entry {
+                index,
+                term,
+                payload: EntryPayload::ConfChange(ConfChange {
+                    kind: ConfChangeKind::RemoveNode,
+                    node_id,
+                    context: Bytes::new(),
+                }),
+            });
+        }
+        self.entries.extend(appended.iter().cloned());
+        self.hard_state.term = term;
+        self.hard_state.commit_index = self.last_index();
+        Ok(appended)
     }
 
     pub fn last_index(&self) -> Index {
