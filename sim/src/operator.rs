@@ -166,10 +166,9 @@ async fn settle(world: &World, index: usize, done: impl Fn(&ServerState) -> bool
 /// same peer URL, start it on an empty data dir as `existing`. Returns the new id.
 pub async fn replace(world: &mut World, index: usize) -> Result<u64, String> {
     let peer_url = peer_url_of(world, index);
-    match listed_id(world, index, &peer_url).await {
-        Ok(old) => remove_member(world, index, old).await?,
-        // Removed already (by an earlier step): nothing to remove.
-        Err(_) => {}
+    // Not listed: removed already (by an earlier step), nothing to remove.
+    if let Ok(old) = listed_id(world, index, &peer_url).await {
+        remove_member(world, index, old).await?;
     }
     let id = add_member(world, index, &peer_url).await?;
     world.crash(index);

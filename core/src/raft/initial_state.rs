@@ -76,12 +76,10 @@ impl InitialState {
             });
         }
         let term = self.hard_state.term.max(1);
-        let mut index = self.last_index();
-        let others: Vec<NodeId> = conf.members().filter(|&id| id != keep).collect();
-        let mut appended = Vec::with_capacity(others.len());
-        for node_id in others {
-            index += 1;
-            appended.push(Entry {
+        let others = conf.members().filter(|&id| id != keep);
+        let appended: Vec<Entry> = (self.last_index() + 1..)
+            .zip(others)
+            .map(|(index, node_id)| Entry {
                 index,
                 term,
                 payload: EntryPayload::ConfChange(ConfChange {
@@ -89,8 +87,8 @@ impl InitialState {
                     node_id,
                     context: Bytes::new(),
                 }),
-            });
-        }
+            })
+            .collect();
         self.entries.extend(appended.iter().cloned());
         self.hard_state.term = term;
         self.hard_state.commit_index = self.last_index();
