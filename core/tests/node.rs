@@ -546,20 +546,24 @@ fn a_damaged_snapshot_from_a_peer_is_refused_and_changes_nothing() {
     assert_eq!(cluster.node(3).raft().status(), before);
 }
 
-#[test]
-fn membership_change_updates_the_members_everywhere_and_answers_the_proposer() {
-    let mut cluster = NodeCluster::new(3, default_node_config);
-    cluster.elect(1);
-    let learner = Member {
+/// Member 4, to be added as a learner.
+fn learner_4() -> Member {
+    Member {
         id: 4,
         name: String::new(),
         peer_urls: vec!["http://10.0.0.4:2380".into()],
         client_urls: vec![],
         is_learner: true,
-    };
+    }
+}
+
+#[test]
+fn membership_change_updates_the_members_everywhere_and_answers_the_proposer() {
+    let mut cluster = NodeCluster::new(3, default_node_config);
+    cluster.elect(1);
     cluster
         .node_mut(2)
-        .propose_conf_change(500, ConfChangeKind::AddLearner, learner)
+        .propose_conf_change(500, ConfChangeKind::AddLearner, learner_4())
         .unwrap();
     cluster.run();
     let Some(Outcome::MembershipChanged { members }) = cluster.outcome(2, 500) else {
@@ -922,16 +926,9 @@ fn a_member_joining_on_an_empty_data_dir_serves_nothing_until_caught_up() {
     cluster.elect(1);
     cluster.put(1, "k", "v");
     cluster.run();
-    let learner = Member {
-        id: 4,
-        name: String::new(),
-        peer_urls: vec!["http://10.0.0.4:2380".into()],
-        client_urls: vec![],
-        is_learner: true,
-    };
     cluster
         .node_mut(1)
-        .propose_conf_change(501, ConfChangeKind::AddLearner, learner)
+        .propose_conf_change(501, ConfChangeKind::AddLearner, learner_4())
         .unwrap();
     cluster.run();
     cluster.nodes.insert(

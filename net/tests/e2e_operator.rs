@@ -276,6 +276,32 @@ fn keel(dir: &std::path::Path, args: &[String], envs: &[(&str, String)]) -> std:
         .unwrap()
 }
 
+/// The flags of a one-member cluster on `data_dir` listening on `client_urls`.
+fn single_member(
+    data_dir: &std::path::Path,
+    client_urls: &str,
+    advertise_client_urls: &str,
+    peer_port: u16,
+) -> Vec<String> {
+    let peer_url = format!("http://127.0.0.1:{peer_port}");
+    [
+        "--data-dir",
+        &data_dir.to_string_lossy(),
+        "--listen-client-urls",
+        client_urls,
+        "--advertise-client-urls",
+        advertise_client_urls,
+        "--listen-peer-urls",
+        &peer_url,
+        "--initial-advertise-peer-urls",
+        &peer_url,
+        "--initial-cluster",
+        &format!("default={peer_url}"),
+    ]
+    .map(String::from)
+    .into()
+}
+
 fn log_of(dir: &std::path::Path) -> String {
     std::fs::read_to_string(dir.join("keel.log")).unwrap_or_default()
 }
@@ -284,24 +310,13 @@ fn log_of(dir: &std::path::Path) -> String {
 fn every_listen_client_url_is_served() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b, peer) = (free_port(), free_port(), free_port());
-    let mut child = keel(
-        dir.path(),
-        &[
-            "--data-dir".into(),
-            dir.path().join("two.keel").to_string_lossy().into_owned(),
-            "--listen-client-urls".into(),
-            format!("http://127.0.0.1:{a},http://127.0.0.1:{b}"),
-            "--advertise-client-urls".into(),
-            format!("http://127.0.0.1:{a}"),
-            "--listen-peer-urls".into(),
-            format!("http://127.0.0.1:{peer}"),
-            "--initial-advertise-peer-urls".into(),
-            format!("http://127.0.0.1:{peer}"),
-            "--initial-cluster".into(),
-            format!("default=http://127.0.0.1:{peer}"),
-        ],
-        &[],
+    let flags = single_member(
+        &dir.path().join("two.keel"),
+        &format!("http://127.0.0.1:{a},http://127.0.0.1:{b}"),
+        &format!("http://127.0.0.1:{a}"),
+        peer,
     );
+    let mut child = keel(dir.path(), &flags, &[]);
     for port in [a, b] {
         let endpoint = format!("127.0.0.1:{port}");
         wait_for(&format!("port {port} to serve"), || {
@@ -391,24 +406,9 @@ fn a_member_whose_disk_fills_up_exits_non_zero() {
     assert!(mounted.success(), "mount a tmpfs (root, CAP_SYS_ADMIN)");
     let unmount = Unmount(mount.clone());
     let (client, peer) = (free_port(), free_port());
-    let mut child = keel(
-        dir.path(),
-        &[
-            "--data-dir".into(),
-            mount.join("full.keel").to_string_lossy().into_owned(),
-            "--listen-client-urls".into(),
-            format!("http://127.0.0.1:{client}"),
-            "--advertise-client-urls".into(),
-            format!("http://127.0.0.1:{client}"),
-            "--listen-peer-urls".into(),
-            format!("http://127.0.0.1:{peer}"),
-            "--initial-advertise-peer-urls".into(),
-            format!("http://127.0.0.1:{peer}"),
-            "--initial-cluster".into(),
-            format!("default=http://127.0.0.1:{peer}"),
-        ],
-        &[],
-    );
+    let client_url = format!("http://127.0.0.1:{client}");
+    let flags = single_member(&mount.join("full.keel"), &client_url, &client_url, peer);
+    let mut child = keel(dir.path(), &flags, &[]);
     let endpoint = format!("127.0.0.1:{client}");
     let value = "x".repeat(1_000_000);
     wait_for("the member to serve", || {

@@ -27,13 +27,17 @@ fn script(seed: u64, steps: Vec<Step>) -> RunConfig {
     }
 }
 
-fn fault_log(report: &keel_sim::run::RunReport) -> String {
-    report
-        .faults
-        .iter()
-        .map(|f| f.what.clone())
-        .collect::<Vec<_>>()
-        .join("\n")
+/// Asserts `holds` of each run's fault log (one line a fault, as the failure report prints).
+fn each_log(reports: Vec<keel_sim::run::RunReport>, what: &str, holds: impl Fn(&str) -> bool) {
+    for report in reports {
+        let log = report
+            .faults
+            .iter()
+            .map(|f| f.what.clone())
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(holds(&log), "seed {}: {what}:\n{log}", report.config.seed);
+    }
 }
 
 #[test]
@@ -51,15 +55,9 @@ fn a_wiped_member_refuses_to_start_and_is_replaced() {
             )
         },
     );
-    for report in reports {
-        let log = fault_log(&report);
-        assert_eq!(
-            log.matches(": refused; replaced it as member").count(),
-            2,
-            "seed {}: {log}",
-            report.config.seed
-        );
-    }
+    each_log(reports, "both refused and replaced", |log| {
+        log.matches(": refused; replaced it as member").count() == 2
+    });
 }
 
 #[test]
@@ -77,14 +75,9 @@ fn a_rolled_back_member_stops_at_the_first_heartbeat_and_is_replaced() {
             )
         },
     );
-    for report in reports {
-        let log = fault_log(&report);
-        assert!(
-            log.contains(": stopped; replaced it as member"),
-            "seed {}: a rollback under writes must be caught: {log}",
-            report.config.seed
-        );
-    }
+    each_log(reports, "a rollback under writes is caught", |log| {
+        log.contains(": stopped; replaced it as member")
+    });
 }
 
 #[test]
@@ -103,15 +96,9 @@ fn a_member_moved_to_a_new_peer_url_keeps_its_id() {
             )
         },
     );
-    for report in reports {
-        let log = fault_log(&report);
-        assert_eq!(
-            log.matches("Serving").count(),
-            3,
-            "seed {}: {log}",
-            report.config.seed
-        );
-    }
+    each_log(reports, "every moved member serves", |log| {
+        log.matches("Serving").count() == 3
+    });
 }
 
 #[test]
@@ -129,21 +116,14 @@ fn a_removed_member_stops_and_one_added_on_its_url_joins_as_a_new_member() {
             )
         },
     );
-    for report in reports {
-        let log = fault_log(&report);
-        assert_eq!(
-            log.matches("Removed\")").count() + log.matches("Stopped(\"Removed\")").count(),
-            log.matches("Stopped(\"Removed\")").count() * 2,
-            "seed {}: {log}",
-            report.config.seed
-        );
-        assert_eq!(
-            log.matches("replaced it as member").count(),
-            2,
-            "seed {}: {log}",
-            report.config.seed
-        );
-    }
+    each_log(
+        reports,
+        "both removed members stopped and were replaced",
+        |log| {
+            log.matches("Stopped(\"Removed\")").count() == 2
+                && log.matches("replaced it as member").count() == 2
+        },
+    );
 }
 
 /// The diverged write must stay visible to a hash (no compaction) and to no client of the
@@ -172,14 +152,9 @@ fn a_member_with_diverged_data_does_not_start_with_the_initial_check() {
             config
         },
     );
-    for report in reports {
-        let log = fault_log(&report);
-        assert!(
-            log.contains(": refused; replaced it as member"),
-            "seed {}: {log}",
-            report.config.seed
-        );
-    }
+    each_log(reports, "refused and replaced", |log| {
+        log.contains(": refused; replaced it as member")
+    });
 }
 
 /// etcd's periodic corruption check: the leader compares every member's `HashKV` and a
@@ -205,12 +180,7 @@ fn a_member_with_diverged_data_gets_a_corrupt_alarm_that_stops_writes() {
             config
         },
     );
-    for report in reports {
-        let log = fault_log(&report);
-        assert!(
-            log.contains("CORRUPT alarm raised, writes refused; replaced it as member"),
-            "seed {}: {log}",
-            report.config.seed
-        );
-    }
+    each_log(reports, "alarmed, writes refused, replaced", |log| {
+        log.contains("CORRUPT alarm raised, writes refused; replaced it as member")
+    });
 }

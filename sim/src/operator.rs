@@ -64,29 +64,27 @@ fn other_urls(world: &World, index: usize) -> Vec<String> {
         .collect()
 }
 
-/// Runs a Cluster call on the control node against the members in `urls` in turn until one
-/// succeeds or `CHANGE_DEADLINE` passes.
-async fn cluster_call<T, F, Fut>(world: &World, urls: Vec<String>, call: F) -> Result<T, String>
+/// Runs `call` on the control node against the members in `urls` in turn (each try within 2
+/// s) until one succeeds or `within` passes; the last failure otherwise.
+async fn until_answered<T, F, Fut>(
+    world: &World,
+    urls: Vec<String>,
+    within: Duration,
+    call: F,
+) -> Result<T, String>
 where
     T: Send + 'static,
-    F: Fn(ClusterClient<Channel>) -> Fut + Send + Sync + 'static,
+    F: Fn(String) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = Result<T, tonic::Status>> + Send,
 {
     world
         .control
         .spawn(async move {
-            let deadline = tokio::time::Instant::now() + CHANGE_DEADLINE;
+            let deadline = tokio::time::Instant::now() + within;
             let mut last = String::from("no member answered");
             for attempt in 0.. {
                 let url = urls[attempt % urls.len()].clone();
-                let answer = tokio::time::timeout(Duration::from_secs(2), async {
-                    let client = ClusterClient::connect(url.clone())
-                        .await
-                        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-                    call(client).await
-                })
-                .await;
-                match answer {
+                match tokio::time::timeout(Duration::from_secs(2), call(url.clone())).await {
                     Ok(Ok(value)) => return Ok(value),
                     Ok(Err(status)) => last = format!("{url}: {}", status.message()),
                     Err(_) => last = format!("{url}: timed out"),
@@ -100,6 +98,28 @@ where
         })
         .await
         .unwrap_or_else(|e| Err(format!("the control task failed: {e}")))
+}
+
+fn unavailable(error: impl std::fmt::Display) -> tonic::Status {
+    tonic::Status::unavailable(error.to_string())
+}
+
+/// A Cluster call, as [`until_answered`], within `CHANGE_DEADLINE`.
+async fn cluster_call<T, F, Fut>(world: &World, urls: Vec<String>, call: F) -> Result<T, String>
+where
+    T: Send + 'static,
+    F: Fn(ClusterClient<Channel>) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<T, tonic::Status>> + Send,
+{
+    let call = std::sync::Arc::new(call);
+    until_answered(world, urls, CHANGE_DEADLINE, move |url| {
+        let call = call.clone();
+        async move {
+            let client = ClusterClient::connect(url).await.map_err(unavailable)?;
+            call(client).await
+        }
+    })
+    .await
 }
 
 /// The id the cluster lists for peer URL `peer_url`.
@@ -484,87 +504,55 @@ async fn corrupt_alarm_blocks_writes(
     use keel_net::proto::etcdserverpb::maintenance_client::MaintenanceClient;
 
     let urls = other_urls(world, index);
-    world
-        .control
-        .spawn(async move {
-            let deadline = tokio::time::Instant::now() + within;
-            loop {
-                for url in &urls {
-                    let listed = async {
-                        let mut client = MaintenanceClient::connect(url.clone()).await.ok()?;
-                        let request = pb::AlarmRequest::default();
-                        Some(client.alarm(request).await.ok()?.into_inner().alarms)
-                    };
-                    let alarms = tokio::time::timeout(Duration::from_secs(1), listed)
-                        .await
-                        .ok()
-                        .flatten()
-                        .unwrap_or_default();
-                    let corrupt = pb::AlarmType::Corrupt as i32;
-                    if alarms
-                        .iter()
-                        .any(|a| a.alarm == corrupt && a.member_id == member)
-                    {
-                        let put = async {
-                            let mut kv = KvClient::connect(url.clone()).await.ok()?;
-                            let request = pb::PutRequest {
-                                key: bytes::Bytes::from_static(b"corrupt-probe"),
-                                ..Default::default()
-                            };
-                            Some(kv.put(request).await)
-                        };
-                        return match tokio::time::timeout(Duration::from_secs(2), put).await {
-                            Ok(Some(Err(status)))
-                                if status.code() == tonic::Code::DataLoss
-                                    && status.message() == "etcdserver: corrupt cluster" =>
-                            {
-                                Ok(())
-                            }
-                            other => Err(format!("a put under the alarm answered {other:?}")),
-                        };
-                    }
-                }
-                if tokio::time::Instant::now() >= deadline {
-                    return Err(format!("no CORRUPT alarm for {member:x} within {within:?}"));
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        })
-        .await
-        .unwrap_or_else(|e| Err(format!("the control task failed: {e}")))
+    let listed = until_answered(world, urls, within, move |url| async move {
+        let mut client = MaintenanceClient::connect(url.clone())
+            .await
+            .map_err(unavailable)?;
+        let alarms = client
+            .alarm(pb::AlarmRequest::default())
+            .await?
+            .into_inner()
+            .alarms;
+        let corrupt = pb::AlarmType::Corrupt as i32;
+        if !alarms
+            .iter()
+            .any(|a| a.alarm == corrupt && a.member_id == member)
+        {
+            return Err(tonic::Status::unavailable(format!(
+                "no CORRUPT alarm for {member:x} yet"
+            )));
+        }
+        let mut kv = KvClient::connect(url).await.map_err(unavailable)?;
+        let request = pb::PutRequest {
+            key: bytes::Bytes::from_static(b"corrupt-probe"),
+            ..Default::default()
+        };
+        Ok(kv.put(request).await.map(drop))
+    })
+    .await?;
+    match listed {
+        Err(status)
+            if status.code() == tonic::Code::DataLoss
+                && status.message() == "etcdserver: corrupt cluster" =>
+        {
+            Ok(())
+        }
+        other => Err(format!("a put under the alarm answered {other:?}")),
+    }
 }
 
 async fn disarm_corrupt(world: &World, index: usize, member: u64) -> Result<(), String> {
     use keel_net::proto::etcdserverpb::maintenance_client::MaintenanceClient;
 
     let urls = other_urls(world, index);
-    world
-        .control
-        .spawn(async move {
-            let deadline = tokio::time::Instant::now() + CHANGE_DEADLINE;
-            loop {
-                for url in &urls {
-                    let disarmed = async {
-                        let mut client = MaintenanceClient::connect(url.clone()).await.ok()?;
-                        let request = pb::AlarmRequest {
-                            action: pb::alarm_request::AlarmAction::Deactivate as i32,
-                            member_id: member,
-                            alarm: pb::AlarmType::Corrupt as i32,
-                        };
-                        client.alarm(request).await.ok()
-                    };
-                    if let Ok(Some(_)) =
-                        tokio::time::timeout(Duration::from_secs(2), disarmed).await
-                    {
-                        return Ok(());
-                    }
-                }
-                if tokio::time::Instant::now() >= deadline {
-                    return Err("no member disarmed it".to_string());
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        })
-        .await
-        .unwrap_or_else(|e| Err(format!("the control task failed: {e}")))
+    until_answered(world, urls, CHANGE_DEADLINE, move |url| async move {
+        let mut client = MaintenanceClient::connect(url).await.map_err(unavailable)?;
+        let request = pb::AlarmRequest {
+            action: pb::alarm_request::AlarmAction::Deactivate as i32,
+            member_id: member,
+            alarm: pb::AlarmType::Corrupt as i32,
+        };
+        client.alarm(request).await.map(drop)
+    })
+    .await
 }
