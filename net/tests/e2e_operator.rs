@@ -513,6 +513,12 @@ fn a_cluster_that_lost_its_majority_is_rebuilt_from_the_survivor() {
     assert_eq!(list.lines().count(), 1, "{list}");
     cluster.members[0].terminate();
     spawn(&mut cluster.members[0], &initial_cluster, "new", &[]);
+    wait_for("the survivor to lead again", || {
+        etcdctl(&through, &["get", "kept9"])
+            .status
+            .success()
+            .then_some(())
+    });
     for lost in [1, 2] {
         let peer_url = cluster.members[lost].peer_url();
         let name = cluster.members[lost].name.clone();
