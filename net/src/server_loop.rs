@@ -140,6 +140,8 @@ pub struct ServerLoop<D: Disk> {
     removed_by: Option<u64>,
     /// A commit index was written and not synced yet (see `sync_idle_commit`).
     commit_unsynced: bool,
+    /// Ticks it has stayed so.
+    commit_unsynced_ticks: u32,
 }
 
 impl std::fmt::Debug for LoopSettings {
@@ -193,6 +195,7 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
             leader: None,
             removed_by: None,
             commit_unsynced: false,
+            commit_unsynced_ticks: 0,
         }
     }
 
@@ -287,13 +290,21 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
     }
 
     /// A commit index learned alone is written but not synced (no fsync on the path of a
-    /// write, see `keel_core::raft::ready`); when it stays so for a tick — the end of a burst,
-    /// an idle cluster — it is synced, so that what was applied here (member attributes
-    /// included) is what a restart after a crash applies at once, without a leader.
+    /// write, see `keel_core::raft::ready`); when it stays so for a whole tick — the end of a
+    /// burst, an idle cluster — it is synced, so that what was applied here (member
+    /// attributes included) is what a restart after a crash applies at once, without a
+    /// leader.
     fn sync_idle_commit(&mut self) -> Result<(), LoopError> {
-        if !std::mem::take(&mut self.commit_unsynced) {
+        if !self.commit_unsynced {
+            self.commit_unsynced_ticks = 0;
             return Ok(());
         }
+        self.commit_unsynced_ticks += 1;
+        if self.commit_unsynced_ticks < 2 {
+            return Ok(());
+        }
+        self.commit_unsynced = false;
+        self.commit_unsynced_ticks = 0;
         self.storage
             .sync()
             .inspect_err(|e| error!(%e, "sync failed"))?;
