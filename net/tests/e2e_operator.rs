@@ -12,6 +12,26 @@ use std::process::{Command, Stdio};
 
 use common::{etcdctl, etcdctl_ok, free_port, spawn, wait_for, Cluster};
 
+/// The drills start clusters of three and restart members: run them one at a time, so that
+/// on a small machine elections are not starved by a dozen other clusters.
+static ONE_DRILL_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn drill() -> std::sync::MutexGuard<'static, ()> {
+    ONE_DRILL_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// `etcdctl` until it succeeds (a leader is being elected after a member stopped), or it
+/// says `done` (an earlier try that timed out did it); panics after the deadline.
+fn etcdctl_until(endpoints: &str, args: &[&str], done: &str) {
+    wait_for(&format!("etcdctl {args:?}"), || {
+        let output = etcdctl(endpoints, args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        (output.status.success() || stderr.contains(done)).then_some(())
+    });
+}
+
 /// The id `etcdctl member list` shows for the member with peer URL `peer_url` (a member
 /// added but not started yet has no name).
 fn member_id(endpoints: &str, peer_url: &str) -> String {
@@ -58,10 +78,11 @@ fn replace_member(cluster: &mut Cluster, index: usize, through: &str) -> String 
     let name = cluster.members[index].name.clone();
     let peer_url = cluster.members[index].peer_url();
     let id = member_id(through, &peer_url);
-    etcdctl_ok(through, &["member", "remove", &id]);
-    etcdctl_ok(
+    etcdctl_until(through, &["member", "remove", &id], "member not found");
+    etcdctl_until(
         through,
         &["member", "add", &name, &format!("--peer-urls={peer_url}")],
+        "Peer URLs already exists",
     );
     let data_dir = cluster.members[index].data_dir.clone();
     let _ = std::fs::remove_dir_all(&data_dir);
@@ -80,6 +101,7 @@ fn replace_member(cluster: &mut Cluster, index: usize, through: &str) -> String 
 
 #[test]
 fn a_wiped_member_refuses_to_start_and_rejoins_after_remove_and_add() {
+    let _drill = drill();
     let mut cluster = Cluster::start(3);
     let through = cluster.members[0].endpoint();
     etcdctl_ok(&through, &["put", "before-wipe", "v"]);
@@ -105,6 +127,7 @@ fn a_wiped_member_refuses_to_start_and_rejoins_after_remove_and_add() {
 
 #[test]
 fn a_member_restarted_on_an_older_copy_of_its_data_dir_stops_and_says_why() {
+    let _drill = drill();
     let mut cluster = Cluster::start(3);
     let follower = a_follower(&cluster);
     let leader_side = (0..3).find(|&i| i != follower).unwrap();
@@ -140,15 +163,17 @@ fn a_member_restarted_on_an_older_copy_of_its_data_dir_stops_and_says_why() {
 
 #[test]
 fn a_member_moved_to_a_new_peer_url_keeps_its_id_and_its_data() {
+    let _drill = drill();
     let mut cluster = Cluster::start(3);
     let through = cluster.members[0].endpoint();
     etcdctl_ok(&through, &["put", "before-move", "v"]);
     let id = member_id(&through, &cluster.members[2].peer_url());
     let new_port = free_port();
     let new_url = format!("http://127.0.0.1:{new_port}");
-    etcdctl_ok(
+    etcdctl_until(
         &through,
         &["member", "update", &id, &format!("--peer-urls={new_url}")],
+        "no such thing",
     );
     cluster.members[2].terminate();
     cluster.members[2].peer_port = new_port;
@@ -170,19 +195,21 @@ fn a_member_moved_to_a_new_peer_url_keeps_its_id_and_its_data() {
 
 #[test]
 fn a_removed_member_exits_and_one_added_on_its_url_joins_as_a_new_member() {
+    let _drill = drill();
     let mut cluster = Cluster::start(3);
     let through = cluster.members[0].endpoint();
     etcdctl_ok(&through, &["put", "before-remove", "v"]);
     let peer_url = cluster.members[2].peer_url();
     let id = member_id(&through, &peer_url);
-    etcdctl_ok(&through, &["member", "remove", &id]);
+    etcdctl_until(&through, &["member", "remove", &id], "member not found");
     let status = cluster.members[2].wait_exit();
     let log = cluster.members[2].log_text();
     assert_eq!(status.code(), Some(0), "stops as etcd's does: {log}");
     assert!(log.contains("permanently removed"), "{log}");
-    etcdctl_ok(
+    etcdctl_until(
         &through,
         &["member", "add", "n3", &format!("--peer-urls={peer_url}")],
+        "Peer URLs already exists",
     );
     let new_id = member_id(&through, &peer_url);
     assert_ne!(new_id, id);
@@ -197,6 +224,7 @@ fn a_removed_member_exits_and_one_added_on_its_url_joins_as_a_new_member() {
 
 #[test]
 fn etcdctl_given_urls_reaches_every_member_with_cluster_commands() {
+    let _drill = drill();
     let cluster = Cluster::start(3);
     let url = cluster.members[0].client_url();
     for args in [
@@ -218,6 +246,7 @@ fn etcdctl_given_urls_reaches_every_member_with_cluster_commands() {
 
 #[test]
 fn the_nospace_alarm_is_raised_for_the_cluster_and_blocks_writes_until_disarmed() {
+    let _drill = drill();
     let cluster = Cluster::start_with(3, &["--quota-backend-bytes", "2000000"]);
     let through = cluster.members[0].endpoint();
     let big = "x".repeat(100_000);
@@ -481,6 +510,7 @@ impl Drop for Unmount {
 /// restarted without it, and the others are added back one at a time.
 #[test]
 fn a_cluster_that_lost_its_majority_is_rebuilt_from_the_survivor() {
+    let _drill = drill();
     let mut cluster = Cluster::start(3);
     let through = cluster.members[0].endpoint();
     for i in 0..10 {
