@@ -344,7 +344,7 @@ impl AuthStore {
             return Ok(());
         }
         for key in store.lease_keys(id) {
-            self.check_access(caller, access, key, b"")?;
+            self.check_access(caller, access, &key, b"")?;
         }
         Ok(())
     }

@@ -1,78 +1,19 @@
 //! Compaction. Logically it completes at once: the compact revision moves, reads and
 //! watches below it get `ErrCompacted`, and the size estimate drops by what became
-//! unreachable (known exactly from the [`GarbageLedger`]). Physically, history is dropped
-//! in bounded steps ([`Store::compaction_step`]) that walk the history log from its oldest
-//! end, so a large compaction never stalls applying. Nothing observable depends on how
-//! far the physical steps got.
+//! unreachable (known exactly from the garbage rows, see `rows.rs`). Physically, history
+//! is dropped in bounded steps ([`Store::compaction_step`]) that walk the history log from
+//! its oldest end, so a large compaction never stalls applying. Nothing observable depends
+//! on how far the physical steps got.
 
-use std::collections::VecDeque;
+use std::collections::BTreeSet;
+use std::ops::Bound;
 
+use super::engine::Table;
 use super::error::Error;
 use super::request::{CompactionRequest, CompactionResponse, ResponseHeader};
+use super::revision::Revision;
+use super::rows::{corrupt_row, key_prefix, kv_key, revision_bytes};
 use super::store::Store;
-
-/// Bytes that become unreachable once the compact revision reaches a revision.
-///
-/// A version becomes garbage when compaction reaches the revision that replaced it, and a
-/// tombstone when compaction passes it (revision + 1); both are known when that revision is
-/// written, and revisions are written in order, so this is a queue of `(revision, bytes)`
-/// appended at the back (a write at revision `r` adds at `r` or `r + 1`) and consumed from
-/// the front.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct GarbageLedger {
-    by_revision: VecDeque<(i64, u64)>,
-}
-
-impl GarbageLedger {
-    pub fn add(&mut self, revision: i64, bytes: u64) {
-        // Within one write, a replaced version (at `r`) may follow a tombstone (at `r + 1`).
-        let at = self
-            .by_revision
-            .iter()
-            .rev()
-            .take(2)
-            .take_while(|(r, _)| *r >= revision)
-            .count();
-        let index = self.by_revision.len() - at;
-        assert!(
-            at < 2 || self.by_revision[index].0 == revision,
-            "garbage recorded out of revision order ({revision})"
-        );
-        match self.by_revision.get_mut(index) {
-            Some((r, total)) if *r == revision => *total += bytes,
-            _ => self.by_revision.insert(index, (revision, bytes)),
-        }
-    }
-
-    /// `bytes` recorded as garbage at `from` become garbage at `to` (earlier) instead: a
-    /// tombstone written at `to` and overwritten in the same revision (a txn that deletes a
-    /// key, then puts it) is unreachable once compaction reaches `to`, not only once it
-    /// passes it.
-    pub fn move_earlier(&mut self, from: i64, to: i64, bytes: u64) {
-        debug_assert!(to < from);
-        if let Some(pos) = self.by_revision.iter().rposition(|(r, _)| *r == from) {
-            let (_, total) = &mut self.by_revision[pos];
-            *total = total.saturating_sub(bytes);
-            if *total == 0 {
-                self.by_revision.remove(pos);
-            }
-        }
-        self.add(to, bytes);
-    }
-
-    /// Removes and sums everything that is garbage at `compact_rev`.
-    pub fn drain_through(&mut self, compact_rev: i64) -> u64 {
-        let mut freed = 0;
-        while let Some(&(revision, bytes)) = self.by_revision.front() {
-            if revision > compact_rev {
-                break;
-            }
-            freed += bytes;
-            self.by_revision.pop_front();
-        }
-        freed
-    }
-}
 
 impl Store {
     pub(crate) fn apply_compaction(
@@ -86,7 +27,7 @@ impl Store {
             return Err(Error::FutureRev);
         }
         self.compact_rev = request.revision;
-        let freed = self.garbage.drain_through(request.revision);
+        let freed = self.drain_garbage(request.revision);
         debug_assert!(freed <= self.size_bytes, "freed more than the store holds");
         self.size_bytes = self.size_bytes.saturating_sub(freed);
         Ok(CompactionResponse {
@@ -98,38 +39,86 @@ impl Store {
     /// Returns true while work remains. [`Store::apply`] calls it after every entry; a
     /// server may call it more when idle.
     pub fn compaction_step(&mut self, max_revisions: usize) -> bool {
-        for _ in 0..max_revisions {
-            let Some((rev, _)) = self.history_log.front() else {
-                self.release_spare_log_capacity();
-                return false;
-            };
-            // Entries at the compact revision stay: a watch may start there.
-            if rev.main >= self.compact_rev {
-                self.release_spare_log_capacity();
-                return false;
-            }
-            let Some((_, key)) = self.history_log.pop_front() else {
-                return false;
-            };
-            let emptied = self
-                .keys
-                .get_mut(key.as_ref())
-                .is_some_and(|history| history.compact(self.compact_rev));
-            if emptied {
-                self.keys.remove(key.as_ref());
-            }
+        if self.failure().is_some() {
+            return false;
         }
-        self.history_log
-            .front()
-            .is_some_and(|(rev, _)| rev.main < self.compact_rev)
+        let max_revisions = max_revisions.max(1);
+        // Entries at the compact revision stay: a watch may start there.
+        let mut batch = Vec::new();
+        let mut more = false;
+        self.scan_log(Revision::new(0, 0), &mut |rev, key| {
+            if rev.main >= self.compact_rev {
+                return false;
+            }
+            if batch.len() == max_revisions {
+                more = true;
+                return false;
+            }
+            batch.push((rev, key.to_vec()));
+            true
+        });
+        let mut keys = BTreeSet::new();
+        for (rev, key) in batch {
+            self.delete_row(Table::Log, &revision_bytes(rev));
+            keys.insert(key);
+        }
+        for key in keys {
+            self.compact_key(&key);
+        }
+        more
     }
 
-    /// A drained history log gives its memory back (it may have held every revision).
-    fn release_spare_log_capacity(&mut self) {
-        const MIN_CAPACITY: usize = 1024;
-        let len = self.history_log.len();
-        if self.history_log.capacity() > 4 * len.max(MIN_CAPACITY) {
-            self.history_log.shrink_to(2 * len.max(MIN_CAPACITY));
+    /// Deletes the versions of `key` that compaction at the compact revision makes
+    /// unreachable (see `key_index::logical_entries`); a key left with none is gone.
+    fn compact_key(&mut self, key: &[u8]) {
+        let from = key_prefix(key);
+        let through = kv_key(key, Revision::new(self.compact_rev, i64::MAX));
+        // (row, is a tombstone) of every version at or before the compact revision.
+        let mut rows: Vec<(Vec<u8>, bool)> = Vec::new();
+        self.scan_rows(
+            Table::Kv,
+            Bound::Included(&from),
+            Bound::Included(&through),
+            false,
+            &mut |row, value| {
+                rows.push((row.to_vec(), value.get(..8) == Some(&[0u8; 8][..])));
+                true
+            },
+        );
+        let Some((last_row, last_is_tombstone)) = rows.last().cloned() else {
+            return;
+        };
+        let last_main = super::rows::split_kv_key(&last_row).map(|(_, rev)| rev.main);
+        let Some(last_main) = last_main else {
+            self.failed(corrupt_row(Table::Kv, &last_row));
+            return;
+        };
+        let drop_last = last_is_tombstone && last_main < self.compact_rev;
+        let keep = usize::from(!drop_last);
+        let dropped = rows.len() - keep;
+        for (row, _) in rows.into_iter().take(dropped) {
+            self.delete_row(Table::Kv, &row);
         }
+        if drop_last && !self.has_version_after(key, &through) {
+            self.key_count = self.key_count.saturating_sub(1);
+        }
+    }
+
+    /// Whether `key` has a version after the row key `after`.
+    fn has_version_after(&self, key: &[u8], after: &[u8]) -> bool {
+        let mut end = key_prefix(key);
+        end.extend_from_slice(&[0xFF; 16]);
+        let mut found = false;
+        self.scan_rows(
+            Table::Kv,
+            Bound::Excluded(after),
+            Bound::Included(&end),
+            false,
+            &mut |_, _| {
+                found = true;
+                false
+            },
+        );
+        found
     }
 }

@@ -18,6 +18,8 @@ pub enum GrpcCode {
     Unauthenticated,
     /// The CORRUPT alarm.
     DataLoss,
+    /// The storage engine failed: this member stops and a client should try another.
+    Unavailable,
     Unknown,
 }
 
@@ -33,6 +35,7 @@ impl GrpcCode {
             GrpcCode::PermissionDenied => "PermissionDenied",
             GrpcCode::Unauthenticated => "Unauthenticated",
             GrpcCode::DataLoss => "DataLoss",
+            GrpcCode::Unavailable => "Unavailable",
             GrpcCode::Unknown => "Unknown",
         }
     }
@@ -80,6 +83,10 @@ pub enum Error {
     /// forwards the request to the leader, like etcd's `lease.ErrNotPrimary`.
     #[error("not a primary lessor")]
     NotPrimary,
+    /// The storage engine refused a read or write; this member stops serving (see
+    /// `Store::failure`).
+    #[error("etcdserver: storage engine failed: {reason}")]
+    Storage { reason: String },
 }
 
 impl Error {
@@ -99,6 +106,7 @@ impl Error {
             Error::Corrupt => GrpcCode::DataLoss,
             Error::LeaseNotFound => GrpcCode::NotFound,
             Error::LeaseExists | Error::NotPrimary => GrpcCode::FailedPrecondition,
+            Error::Storage { .. } => GrpcCode::Unavailable,
         }
     }
 }

@@ -3,17 +3,21 @@
 //! compaction point and each live key's version at it — so physical compaction progress
 //! never changes it. Not bit-compatible with etcd's hash (etcd hashes its bbolt layout).
 
+use std::ops::Bound;
+
 use super::error::Error;
+use super::key_index::logical_entries;
 use super::request::{HashKvResponse, ResponseHeader};
 use super::store::Store;
 
 impl Store {
     /// The hash of the store at `revision` (0 = current), with the compact revision.
     pub fn hash_kv(&self, revision: i64) -> Result<HashKvResponse, Error> {
+        self.healthy()?;
         let rev = self.read_revision(revision, self.current_rev)?;
         let mut crc = 0u32;
-        for (key, history) in &self.keys {
-            for entry in history.logical_entries(self.compact_rev) {
+        self.for_each_history(b"", Bound::Unbounded, &mut |key, entries| {
+            for entry in logical_entries(entries, self.compact_rev) {
                 if entry.rev.main > rev {
                     break;
                 }
@@ -31,7 +35,9 @@ impl Store {
                 }
                 crc = crc32c::crc32c_append(crc, &entry.value);
             }
-        }
+            true
+        });
+        self.healthy()?;
         Ok(HashKvResponse {
             header: ResponseHeader::at(self.current_rev),
             hash: crc,

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 
 use super::error::Error;
-use super::key_index::{Entry, KeyHistory};
+use super::key_index::Entry;
 use super::request::{Event, EventType, KeyValue};
 use super::revision::{KeyRange, Revision};
 use super::store::Store;
@@ -49,63 +49,65 @@ impl Store {
         max_events: usize,
         max_revisions: usize,
     ) -> Result<CatchUp, Error> {
+        self.healthy()?;
         if from_rev < self.compact_rev {
             return Err(Error::Compacted);
         }
-        let start = self
-            .history_log
-            .partition_point(|(rev, _)| rev.main < from_rev);
         let mut events = Vec::new();
         let mut revisions = 0usize;
         let mut last_main = None;
-        for (rev, key) in self.history_log.range(start..) {
+        let mut next_revision = self.current_rev + 1;
+        self.scan_log(Revision::new(from_rev.max(0), 0), &mut |rev, key| {
             if last_main != Some(rev.main) {
                 let full = events.len() >= max_events.max(1) || revisions >= max_revisions.max(1);
                 if full {
-                    return Ok(CatchUp {
-                        events,
-                        next_revision: rev.main,
-                    });
+                    next_revision = rev.main;
+                    return false;
                 }
                 revisions += 1;
                 last_main = Some(rev.main);
             }
             if !filter.range.contains(key) {
-                continue;
+                return true;
             }
-            if let Some(event) = self.event_at(key, *rev, filter.prev_kv) {
+            if let Some(event) = self.event_at(key, rev, filter.prev_kv) {
                 if filter.wants(&event) {
                     events.push(event);
                 }
             }
-        }
+            true
+        });
+        self.healthy()?;
         Ok(CatchUp {
             events,
-            next_revision: self.current_rev + 1,
+            next_revision,
         })
     }
 
     /// The event of `key` at `rev`, if that change is still visible.
-    fn event_at(&self, key: &Bytes, rev: Revision, with_prev: bool) -> Option<Event> {
-        let history = self.keys.get(key.as_ref())?;
-        if !history.is_logical(rev, self.compact_rev) {
-            return None;
+    fn event_at(&self, key: &[u8], rev: Revision, with_prev: bool) -> Option<Event> {
+        let entry = self.version_exactly_at(key, rev)?;
+        if rev.main <= self.compact_rev {
+            // Only the newest change at the compact revision stays visible.
+            let newest = self.version_at_or_before(key, Revision::new(self.compact_rev, i64::MAX));
+            if rev.main < self.compact_rev || newest.is_none_or(|n| n.rev != rev) {
+                return None;
+            }
         }
-        let entry = history.entry_at(rev)?;
+        let key = Bytes::copy_from_slice(key);
         let prev_kv = if with_prev {
-            self.prev_for_event(history, entry, key)
+            self.prev_for_event(&entry, &key)
         } else {
             None
         };
-        Some(event_of(key, entry, prev_kv))
+        Some(event_of(&key, &entry, prev_kv))
     }
 
-    fn prev_for_event(&self, history: &KeyHistory, entry: &Entry, key: &Bytes) -> Option<KeyValue> {
+    fn prev_for_event(&self, entry: &Entry, key: &Bytes) -> Option<KeyValue> {
         if entry.version == 1 || entry.rev.main - 1 < self.compact_rev {
             return None;
         }
-        history
-            .live_before(Revision::new(entry.rev.main, 0))
+        self.live_before(key, Revision::new(entry.rev.main, 0))
             .map(|e| e.to_kv(key))
     }
 }

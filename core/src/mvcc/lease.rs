@@ -1,5 +1,6 @@
 //! Leases. The lease table (id, granted TTL, checkpointed remaining TTL, attached keys) is
-//! replicated state. Expiry timers are not: only the primary lessor (on the leader) keeps
+//! replicated state: the leases are kept in memory and in the engine, the attached keys
+//! only in the engine (they may be most of the keys). Expiry timers are not: only the primary lessor (on the leader) keeps
 //! them, from the caller's monotonic clock, and only it decides that a lease expired — it
 //! offers the ids ([`Store::expired_leases`]) and the leader proposes a `LeaseRevoke` for
 //! each, so every member deletes the same keys at the same revision. KeepAlive and
@@ -33,7 +34,6 @@ pub(crate) struct Lease {
     pub ttl_s: i64,
     /// The last checkpointed remaining TTL; 0 when none (use `ttl_s`).
     pub remaining_ttl_s: i64,
-    pub keys: BTreeSet<Bytes>,
 }
 
 /// The leader's timers: each lease's expiry, and when it is next offered for revocation
@@ -78,18 +78,6 @@ impl Lessor {
         self.leases.contains_key(&id)
     }
 
-    pub fn attach(&mut self, id: i64, key: &Bytes) {
-        if let Some(lease) = self.leases.get_mut(&id) {
-            lease.keys.insert(key.clone());
-        }
-    }
-
-    pub fn detach(&mut self, id: i64, key: &Bytes) {
-        if let Some(lease) = self.leases.get_mut(&id) {
-            lease.keys.remove(key);
-        }
-    }
-
     pub fn insert_restored(&mut self, id: i64, lease: Lease) {
         self.leases.insert(id, lease);
     }
@@ -116,6 +104,20 @@ pub struct KeepAliveOutcome {
 }
 
 impl Store {
+    /// Attaches `key` to lease `id` (if the lease exists).
+    pub(crate) fn attach(&mut self, id: i64, key: &[u8]) {
+        if id != 0 && self.lessor.contains(id) {
+            self.attach_row(id, key);
+        }
+    }
+
+    /// Detaches `key` from lease `id`.
+    pub(crate) fn detach(&mut self, id: i64, key: &[u8]) {
+        if id != 0 && self.lessor.contains(id) {
+            self.detach_row(id, key);
+        }
+    }
+
     pub(crate) fn apply_lease_grant(
         &mut self,
         request: &LeaseGrantRequest,
@@ -135,13 +137,12 @@ impl Store {
             return Err(Error::LeaseExists);
         }
         let ttl_s = request.ttl.max(self.config.min_lease_ttl_s);
-        self.lessor.leases.insert(
-            id,
-            Lease {
-                ttl_s,
-                ..Lease::default()
-            },
-        );
+        let lease = Lease {
+            ttl_s,
+            ..Lease::default()
+        };
+        self.save_lease(id, &lease);
+        self.lessor.leases.insert(id, lease);
         self.size_bytes += LEASE_OVERHEAD_BYTES;
         if let Some(primary) = &mut self.lessor.primary {
             primary.set(id, expiry_after(now_ms, ttl_s));
@@ -171,16 +172,21 @@ impl Store {
         &mut self,
         request: &LeaseRevokeRequest,
     ) -> Result<(LeaseRevokeResponse, Vec<Event>), Error> {
-        let Some(lease) = self.lessor.leases.get(&request.id) else {
+        if !self.lessor.contains(request.id) {
             return Err(Error::LeaseNotFound);
-        };
-        let keys: Vec<Bytes> = lease.keys.iter().cloned().collect();
+        }
+        let keys = self.lease_keys(request.id);
         let mut writer = Writer::begin(self);
         for key in &keys {
             writer.delete(key);
         }
         let (revision, events) = writer.finish();
+        // Keys attached but deleted already (none, unless the rows disagree) go too.
+        for key in self.lease_keys(request.id) {
+            self.detach_row(request.id, &key);
+        }
         self.lessor.leases.remove(&request.id);
+        self.delete_lease_row(request.id);
         self.size_bytes = self.size_bytes.saturating_sub(LEASE_OVERHEAD_BYTES);
         if let Some(primary) = &mut self.lessor.primary {
             primary.remove(request.id);
@@ -200,6 +206,8 @@ impl Store {
         for checkpoint in &request.checkpoints {
             if let Some(lease) = self.lessor.leases.get_mut(&checkpoint.id) {
                 lease.remaining_ttl_s = checkpoint.remaining_ttl.max(0);
+                let lease = lease.clone();
+                self.save_lease(checkpoint.id, &lease);
             }
         }
         LeaseCheckpointResponse {
@@ -308,6 +316,7 @@ impl Store {
         request: &LeaseTimeToLiveRequest,
         now_ms: u64,
     ) -> Result<LeaseTimeToLiveResponse, Error> {
+        self.healthy()?;
         let header = ResponseHeader::at(self.current_rev);
         let Some(primary) = &self.lessor.primary else {
             return Err(Error::NotPrimary);
@@ -332,29 +341,35 @@ impl Store {
             ttl: i64::try_from(remaining_ms / i128::from(MS_PER_S)).unwrap_or(i64::MAX),
             granted_ttl: lease.ttl_s,
             keys: if request.keys {
-                lease.keys.iter().cloned().collect()
+                self.lease_keys(request.id)
             } else {
                 Vec::new()
             },
         })
     }
 
-    /// The keys attached to lease `id` (none for an unknown lease); replicated state, for
-    /// permission checks on any member.
-    pub fn lease_keys(&self, id: i64) -> impl Iterator<Item = &Bytes> {
-        self.lessor
-            .leases
-            .get(&id)
-            .into_iter()
-            .flat_map(|lease| lease.keys.iter())
+    /// The keys attached to lease `id` in key order (none for an unknown lease);
+    /// replicated state, for permission checks on any member.
+    pub fn lease_keys(&self, id: i64) -> Vec<Bytes> {
+        let mut keys = Vec::new();
+        self.scan_lease_keys(id, &mut |key| {
+            keys.push(Bytes::copy_from_slice(key));
+            true
+        });
+        keys
     }
 
-    /// The keys attached to any lease.
-    pub fn all_lease_keys(&self) -> impl Iterator<Item = &Bytes> {
-        self.lessor
-            .leases
-            .values()
-            .flat_map(|lease| lease.keys.iter())
+    /// Calls `check` with every key attached to any lease until it fails.
+    pub fn try_for_each_lease_key<E>(
+        &self,
+        mut check: impl FnMut(&[u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut outcome = Ok(());
+        self.scan_all_lease_keys(&mut |key| {
+            outcome = check(key);
+            outcome.is_ok()
+        });
+        outcome
     }
 
     /// Every lease id, ascending (replicated state: any member answers).

@@ -15,12 +15,13 @@
 //!
 //! Same inputs, same outputs: no clock (time is an argument), no randomness, no hash maps.
 //!
-//! Memory: keys are copied into the store once; values are kept as the `Bytes` given, so a
-//! caller should pass values that own their buffer (a bincode-decoded [`Command`] does), not
-//! slices of a larger frame that would stay alive with them.
+//! Storage: the store's data lies in an [`Engine`] (redb over the data dir's disk in the
+//! server, [`MemEngine`] in tests); see `rows.rs` for the layout. The store keeps in memory
+//! only its scalars (revisions, size, applied index), alarms and the lease table.
 
 mod codec;
 mod compaction;
+mod engine;
 mod error;
 mod hash;
 mod history;
@@ -30,6 +31,7 @@ mod quota;
 mod range;
 mod request;
 mod revision;
+mod rows;
 mod snapshot;
 mod store;
 mod txn;
@@ -37,6 +39,7 @@ mod validate;
 mod watch;
 mod write;
 
+pub use engine::{Engine, EngineError, EngineResult, MemEngine, MemView, Read, Table, View, Visit};
 pub use error::{DecodeError, Error, GrpcCode, SnapshotError, WatchError};
 pub use history::{CatchUp, EventFilter};
 pub use key_index::ENTRY_OVERHEAD_BYTES;

@@ -91,11 +91,12 @@ impl Store {
     /// Refuses a write of `cost` bytes that does not fit, raising the alarm.
     pub(crate) fn check_quota(&mut self, cost: u64) -> Result<(), Error> {
         let result = self.check_quota_read_only(cost);
-        if result.is_err() {
-            self.alarms.insert(AlarmMember {
-                member_id: CLUSTER_ALARM_MEMBER_ID,
-                alarm: AlarmType::NoSpace,
-            });
+        let alarm = AlarmMember {
+            member_id: CLUSTER_ALARM_MEMBER_ID,
+            alarm: AlarmType::NoSpace,
+        };
+        if result.is_err() && self.alarms.insert(alarm) {
+            self.save_alarms();
         }
         result
     }
@@ -113,10 +114,15 @@ impl Store {
                 .copied()
                 .collect(),
             AlarmAction::Activate if request.alarm != AlarmType::None => {
-                self.alarms.insert(member);
+                if self.alarms.insert(member) {
+                    self.save_alarms();
+                }
                 vec![member]
             }
-            AlarmAction::Deactivate if self.alarms.remove(&member) => vec![member],
+            AlarmAction::Deactivate if self.alarms.remove(&member) => {
+                self.save_alarms();
+                vec![member]
+            }
             AlarmAction::Activate | AlarmAction::Deactivate => Vec::new(),
         };
         AlarmResponse {

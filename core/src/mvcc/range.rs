@@ -16,9 +16,13 @@ use super::validate::check_range;
 impl Store {
     /// A Range at the current revision (or the request's `revision`).
     pub fn range(&self, request: &RangeRequest) -> Result<RangeResponse, Error> {
+        self.healthy()?;
         check_range(request)?;
         let rev = self.read_revision(request.revision, self.current_rev)?;
-        Ok(self.range_at(request, rev, self.current_rev))
+        let response = self.range_at(request, rev, self.current_rev);
+        // A read the engine failed part-way through is not an answer.
+        self.healthy()?;
+        Ok(response)
     }
 
     /// The revision a read asking for `requested` sees when the newest revision is
@@ -34,23 +38,18 @@ impl Store {
         Ok(rev)
     }
 
-    /// The live versions in `range` at `rev`, calling `visit` for each in key order.
+    /// The live versions in `range` at `rev`, calling `visit` for each in key order until
+    /// it returns false.
     pub(crate) fn for_each_live(
         &self,
         range: &KeyRange,
         rev: i64,
         mut visit: impl FnMut(&bytes::Bytes, &super::key_index::Entry) -> bool,
     ) {
-        let Some(bounds) = range.bounds() else {
+        let Some((_, end)) = range.bounds() else {
             return;
         };
-        for (key, history) in self.keys.range::<[u8], _>(bounds) {
-            if let Some(entry) = history.live_at(rev) {
-                if !visit(key, entry) {
-                    return;
-                }
-            }
-        }
+        self.for_each_live_at(&range.start, end, rev, &mut visit);
     }
 
     /// A Range at the already checked revision `rev`; the header carries `header_rev`

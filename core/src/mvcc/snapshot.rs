@@ -9,17 +9,17 @@
 //! breaks its invariants. Lease timers and compaction backlog are not part of it: a
 //! restored store is a follower with fully compacted history.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::BTreeSet;
+use std::ops::Bound;
 
 use bincode::Options;
 use bytes::Bytes;
 use serde::ser::{SerializeSeq, SerializeStruct, Serializer};
 use serde::{Deserialize, Serialize};
 
-use super::compaction::GarbageLedger;
 use super::error::SnapshotError;
-use super::key_index::{Entry, KeyHistory};
-use super::lease::{Lease, Lessor};
+use super::key_index::{logical_entries, Entry};
+use super::lease::Lease;
 use super::quota::LEASE_OVERHEAD_BYTES;
 use super::request::{AlarmMember, AlarmType};
 use super::revision::Revision;
@@ -67,22 +67,39 @@ struct BodyRef<'a> {
     alarms: Vec<AlarmMember>,
 }
 
-/// Encoded as `Vec<SnapKey>`: the keys with a version compaction keeps.
+/// Encoded as `Vec<SnapKey>`: the keys with a version compaction keeps. Two passes over
+/// the store: the count first, as the encoding needs it up front.
 struct KeysRef<'a> {
-    keys: &'a BTreeMap<Bytes, KeyHistory>,
-    compact_rev: i64,
+    store: &'a Store,
 }
 
 impl Serialize for KeysRef<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let kept = |history: &KeyHistory| !history.logical_entries(self.compact_rev).is_empty();
-        let len = self.keys.values().filter(|h| kept(h)).count();
+        let compact_rev = self.store.compact_rev;
+        let mut len = 0usize;
+        self.store
+            .for_each_history(b"", Bound::Unbounded, &mut |_, entries| {
+                len += usize::from(!logical_entries(entries, compact_rev).is_empty());
+                true
+            });
         let mut seq = serializer.serialize_seq(Some(len))?;
-        for (key, history) in self.keys {
-            let entries = history.logical_entries(self.compact_rev);
-            if !entries.is_empty() {
-                seq.serialize_element(&KeyRef { key, entries })?;
-            }
+        let mut failed = None;
+        self.store
+            .for_each_history(b"", Bound::Unbounded, &mut |key, entries| {
+                let entries = logical_entries(entries, compact_rev);
+                if entries.is_empty() {
+                    return true;
+                }
+                match seq.serialize_element(&KeyRef { key, entries }) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        failed = Some(e);
+                        false
+                    }
+                }
+            });
+        if let Some(e) = failed {
+            return Err(e);
         }
         seq.end()
     }
@@ -157,10 +174,7 @@ impl Store {
             applied_index: self.applied_index,
             current_rev: self.current_rev,
             compact_rev: self.compact_rev,
-            keys: KeysRef {
-                keys: &self.keys,
-                compact_rev: self.compact_rev,
-            },
+            keys: KeysRef { store: self },
             leases: self
                 .lessor
                 .leases
@@ -257,8 +271,6 @@ fn build(body: Body, config: StoreConfig) -> Result<Store, SnapshotError> {
     store.current_rev = body.current_rev;
     store.compact_rev = body.compact_rev;
     restore_leases(&mut store, &body.leases)?;
-    let mut log = Vec::new();
-    let mut garbage = Vec::new();
     let mut previous: Option<&Bytes> = None;
     for snap in &body.keys {
         if snap.key.is_empty() || previous.is_some_and(|p| p >= &snap.key) {
@@ -266,36 +278,28 @@ fn build(body: Body, config: StoreConfig) -> Result<Store, SnapshotError> {
         }
         previous = Some(&snap.key);
         let entries = validate_history(snap, body.current_rev, body.compact_rev)?;
-        account_history(&mut store, &snap.key, &entries, &mut log, &mut garbage)?;
-        store
-            .keys
-            .insert(snap.key.clone(), KeyHistory::from_entries(entries));
+        account_history(&mut store, &snap.key, &entries)?;
     }
-    log.sort_unstable();
-    store.history_log = log.into_iter().collect::<VecDeque<_>>();
-    store.garbage = GarbageLedger::from_unsorted(garbage);
     restore_alarms(&mut store, &body.alarms)?;
+    store.save_state();
+    store.commit(false).map_err(|e| invalid(e.to_string()))?;
     Ok(store)
 }
 
 fn restore_leases(store: &mut Store, leases: &[SnapLease]) -> Result<(), SnapshotError> {
-    let mut lessor = Lessor::default();
-    let mut seen = BTreeMap::new();
+    let mut seen = BTreeSet::new();
     for l in leases {
-        if l.id == 0 || l.ttl_s <= 0 || l.remaining_ttl_s < 0 || seen.insert(l.id, ()).is_some() {
+        if l.id == 0 || l.ttl_s <= 0 || l.remaining_ttl_s < 0 || !seen.insert(l.id) {
             return Err(invalid(format!("lease {} is malformed or repeated", l.id)));
         }
-        lessor.insert_restored(
-            l.id,
-            Lease {
-                ttl_s: l.ttl_s,
-                remaining_ttl_s: l.remaining_ttl_s,
-                keys: BTreeSet::new(),
-            },
-        );
+        let lease = Lease {
+            ttl_s: l.ttl_s,
+            remaining_ttl_s: l.remaining_ttl_s,
+        };
+        store.save_lease(l.id, &lease);
+        store.lessor.insert_restored(l.id, lease);
     }
     store.size_bytes += LEASE_OVERHEAD_BYTES * leases.len() as u64;
-    store.lessor = lessor;
     Ok(())
 }
 
@@ -305,6 +309,7 @@ fn restore_alarms(store: &mut Store, alarms: &[AlarmMember]) -> Result<(), Snaps
             return Err(invalid("alarm of type NONE or repeated"));
         }
     }
+    store.save_alarms();
     Ok(())
 }
 
@@ -367,35 +372,8 @@ fn validate_history(
     Ok(entries)
 }
 
-/// Rebuilds size, garbage ledger, history log and lease attachments for one key.
-fn account_history(
-    store: &mut Store,
-    key: &Bytes,
-    entries: &[Entry],
-    log: &mut Vec<(Revision, Bytes)>,
-    garbage: &mut Vec<(i64, u64)>,
-) -> Result<(), SnapshotError> {
-    for (i, entry) in entries.iter().enumerate() {
-        let bytes = entry.size_bytes(key.len());
-        store.size_bytes += bytes;
-        if entry.rev.main >= store.compact_rev {
-            log.push((entry.rev, key.clone()));
-        }
-        let next = entries.get(i + 1);
-        if entry.is_tombstone() {
-            // Unreachable once compaction passes it, or reaches it when a put of the same
-            // revision (a txn's delete, then put) follows (see `KeyHistory::compact`).
-            let overwritten_at_once = next.is_some_and(|n| n.rev.main == entry.rev.main);
-            let at = if overwritten_at_once {
-                entry.rev.main
-            } else {
-                entry.rev.main + 1
-            };
-            garbage.push((at, bytes));
-        } else if let Some(next) = next {
-            garbage.push((next.rev.main, bytes));
-        }
-    }
+/// Writes one key's versions with their size, garbage, history log and lease rows.
+fn account_history(store: &mut Store, key: &Bytes, entries: &[Entry]) -> Result<(), SnapshotError> {
     if let Some(latest) = entries.last().filter(|e| !e.is_tombstone() && e.lease != 0) {
         if !store.lessor.contains(latest.lease) {
             return Err(invalid(format!(
@@ -403,20 +381,32 @@ fn account_history(
                 latest.lease
             )));
         }
-        store.lessor.attach(latest.lease, key);
+        store.attach(latest.lease, key);
+    }
+    store.key_count += 1;
+    for (i, entry) in entries.iter().enumerate() {
+        let bytes = entry.size_bytes(key.len());
+        store.size_bytes += bytes;
+        store.put_version(key, entry);
+        if entry.rev.main >= store.compact_rev {
+            store.log_change(entry.rev, key);
+        }
+        let next = entries.get(i + 1);
+        if entry.is_tombstone() {
+            // Unreachable once compaction passes it, or reaches it when a put of the same
+            // revision (a txn's delete, then put) follows (see `key_index::first_logical`).
+            let overwritten_at_once = next.is_some_and(|n| n.rev.main == entry.rev.main);
+            let at = if overwritten_at_once {
+                entry.rev.main
+            } else {
+                entry.rev.main + 1
+            };
+            store.add_garbage(at, bytes);
+        } else if let Some(next) = next {
+            store.add_garbage(next.rev.main, bytes);
+        }
     }
     Ok(())
-}
-
-impl GarbageLedger {
-    pub(crate) fn from_unsorted(mut items: Vec<(i64, u64)>) -> Self {
-        items.sort_unstable();
-        let mut ledger = GarbageLedger::default();
-        for (revision, bytes) in items {
-            ledger.add(revision, bytes);
-        }
-        ledger
-    }
 }
 
 #[cfg(test)]

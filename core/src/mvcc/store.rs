@@ -7,13 +7,13 @@
 //! [`StoreConfig`] (which must be the same on every member). Physical compaction progress,
 //! lease timers and the primary/follower role affect no response and no hash.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::BTreeSet;
+use std::ops::Bound;
+use std::sync::{Arc, OnceLock};
 
-use bytes::Bytes;
-
-use super::compaction::GarbageLedger;
+use super::engine::Table;
+use super::engine::{Engine, EngineError, MemEngine, View};
 use super::error::Error;
-use super::key_index::KeyHistory;
 use super::lease::Lessor;
 use super::request::{AlarmMember, Command, Event, Response};
 use super::revision::Revision;
@@ -84,39 +84,100 @@ pub struct StoreStats {
     pub leases: usize,
 }
 
-/// The MVCC key-value store with leases (see the module docs).
+/// The MVCC key-value store with leases (see the module docs). Its data lies in an
+/// [`Engine`]; the scalars below and the lease table are also kept in memory and written to
+/// the engine with every apply (see `rows.rs`).
 #[derive(Debug)]
 pub struct Store {
     pub(crate) config: StoreConfig,
-    pub(crate) keys: BTreeMap<Bytes, KeyHistory>,
+    pub(crate) engine: Box<dyn Engine>,
+    /// The engine's first failure: from then on every public call fails (see
+    /// [`Store::failure`]).
+    pub(crate) failure: OnceLock<EngineError>,
     pub(crate) current_rev: i64,
     /// Logical compaction point; -1 before the first compaction, like etcd.
     pub(crate) compact_rev: i64,
-    /// Every change at or after the oldest revision physical compaction has not yet
-    /// processed, in revision order: what watch catch-up and compaction walk.
-    pub(crate) history_log: VecDeque<(Revision, Bytes)>,
-    pub(crate) garbage: GarbageLedger,
     /// Estimated bytes of everything visible (history after the compaction point included).
     pub(crate) size_bytes: u64,
+    /// Keys with any version in the engine (deleted keys count until compaction).
+    pub(crate) key_count: u64,
     pub(crate) lessor: Lessor,
     pub(crate) alarms: BTreeSet<AlarmMember>,
     pub(crate) applied_index: u64,
 }
 
 impl Store {
+    /// An empty store in memory.
     pub fn new(config: StoreConfig) -> Self {
+        Store::empty(Box::new(MemEngine::default()), config)
+    }
+
+    /// An empty store over `engine`, which must hold no store (see [`Store::open`]).
+    pub(crate) fn empty(engine: Box<dyn Engine>, config: StoreConfig) -> Self {
         Store {
             config,
-            keys: BTreeMap::new(),
+            engine,
+            failure: OnceLock::new(),
             current_rev: 1,
             compact_rev: -1,
-            history_log: VecDeque::new(),
-            garbage: GarbageLedger::default(),
             size_bytes: 0,
+            key_count: 0,
             lessor: Lessor::default(),
             alarms: BTreeSet::new(),
             applied_index: 0,
         }
+    }
+
+    /// The store `engine` holds (an empty one if it holds none), as a follower.
+    pub fn open(engine: Box<dyn Engine>, config: StoreConfig) -> Result<Self, Error> {
+        let mut store = Store::empty(engine, config);
+        store.load()?;
+        Ok(store)
+    }
+
+    /// The engine's first failure, if any. Once failed, the store's state may be partly
+    /// written; the node stops and, restarted, recovers from the last durable commit and
+    /// the Raft log.
+    pub fn failure(&self) -> Option<&EngineError> {
+        self.failure.get()
+    }
+
+    /// `Err` once the engine failed.
+    pub(crate) fn healthy(&self) -> Result<(), Error> {
+        match self.failure.get() {
+            Some(e) => Err(Error::Storage {
+                reason: e.to_string(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Ends the engine's open transaction (see [`Engine::commit`]); `durable`: on disk
+    /// when it returns.
+    pub fn commit(&mut self, durable: bool) -> Result<(), Error> {
+        self.healthy()?;
+        if let Err(e) = self.engine.commit(durable) {
+            self.failed(e);
+        }
+        self.healthy()
+    }
+
+    /// Gives the engine back (its open transaction as it is), to open again or close.
+    pub fn into_engine(self) -> Box<dyn Engine> {
+        self.engine
+    }
+
+    /// A view of the engine's last commit (for work off the store's thread).
+    pub fn view(&self) -> Result<Arc<dyn View>, Error> {
+        self.healthy()?;
+        self.engine.view().map_err(|e| Error::Storage {
+            reason: e.to_string(),
+        })
+    }
+
+    /// Bytes the engine takes on disk, and of those, in use (0 in memory).
+    pub fn size_on_disk(&self) -> (u64, u64) {
+        self.engine.size_on_disk()
     }
 
     pub fn config(&self) -> &StoreConfig {
@@ -148,19 +209,36 @@ impl Store {
 
     /// How many keys have a history (live, or deleted but not yet compacted away), O(1).
     pub fn key_count(&self) -> usize {
-        self.keys.len()
+        usize::try_from(self.key_count).unwrap_or(usize::MAX)
     }
 
-    /// Every figure about the store. It walks every key (to count history entries): for
-    /// tests, benchmarks and occasional reports, not for a hot path.
+    /// Every figure about the store. It walks the whole engine: for tests, benchmarks and
+    /// occasional reports, not for a hot path.
     pub fn stats(&self) -> StoreStats {
-        let backlog = self
-            .history_log
-            .partition_point(|(rev, _)| rev.main < self.compact_rev);
+        let mut entries = 0;
+        self.scan_rows(
+            Table::Kv,
+            Bound::Unbounded,
+            Bound::Unbounded,
+            false,
+            &mut |_, _| {
+                entries += 1;
+                true
+            },
+        );
+        let mut log = 0;
+        let mut backlog = 0;
+        self.scan_log(Revision::new(0, 0), &mut |rev, _| {
+            log += 1;
+            if rev.main < self.compact_rev {
+                backlog += 1;
+            }
+            true
+        });
         StoreStats {
-            keys: self.keys.len(),
-            entries: self.keys.values().map(|h| h.entries().len()).sum(),
-            history_log_entries: self.history_log.len(),
+            keys: self.key_count(),
+            entries,
+            history_log_entries: log,
             compaction_backlog: backlog,
             size_bytes: self.size_bytes,
             leases: self.lessor.leases.len(),
@@ -171,6 +249,7 @@ impl Store {
     /// with this store's limits, plus the quota: a write that would not fit is refused
     /// here without raising the alarm (applying it would).
     pub fn check_command(&self, command: &Command) -> Result<(), Error> {
+        self.healthy()?;
         super::validate::check_command(command, &self.config.limits)?;
         self.check_corrupt_alarm(command)?;
         self.check_quota_read_only(super::quota::cost(command))
@@ -196,6 +275,11 @@ impl Store {
             Err(e) => (Err(e), Vec::new()),
         };
         self.compaction_step(self.config.compaction_batch_revisions);
+        self.save_state();
+        let result = match (result, self.healthy()) {
+            (_, Err(e)) => Err(e),
+            (result, Ok(())) => result,
+        };
         Applied {
             result,
             revision: self.current_rev,
@@ -213,6 +297,7 @@ impl Store {
         );
         self.applied_index = index;
         self.compaction_step(self.config.compaction_batch_revisions);
+        self.save_state();
     }
 
     fn apply_command(

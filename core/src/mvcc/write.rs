@@ -1,12 +1,10 @@
 //! Writes: the [`Writer`] that puts and deletes at one new revision (a whole txn or a lease
 //! revoke shares one), and the Put and DeleteRange commands built on it.
 
-use std::collections::btree_map::Entry as MapEntry;
-
 use bytes::Bytes;
 
 use super::error::Error;
-use super::key_index::{Entry, KeyHistory};
+use super::key_index::Entry;
 use super::request::{
     DeleteRangeRequest, DeleteRangeResponse, Event, EventType, KeyValue, PutRequest, PutResponse,
     ResponseHeader,
@@ -49,8 +47,7 @@ impl<'a> Writer<'a> {
 
     /// The key's latest live version, including this writer's changes.
     pub fn latest_live(&self, key: &Bytes) -> Option<KeyValue> {
-        let history = self.store.keys.get(key.as_ref())?;
-        let latest = history.latest();
+        let latest = self.store.latest(key)?;
         (!latest.is_tombstone()).then(|| latest.to_kv(key))
     }
 
@@ -60,109 +57,93 @@ impl<'a> Writer<'a> {
         rev
     }
 
+    /// The key's live version before this revision, as etcd's watch reports it: `latest`
+    /// itself when written earlier, else a lookup.
+    fn live_at_start(&self, key: &Bytes, latest: &Entry) -> Option<KeyValue> {
+        if latest.rev.main < self.main {
+            return (!latest.is_tombstone()).then(|| latest.to_kv(key));
+        }
+        self.store
+            .live_before(key, Revision::new(self.main, 0))
+            .map(|e| e.to_kv(key))
+    }
+
     /// Puts `value` with `lease`; returns the key's previous live version.
     pub fn put(&mut self, key: &Bytes, value: Bytes, lease: i64) -> Option<KeyValue> {
+        let latest = self.store.latest(key);
         let rev = self.next_rev();
         let main = self.main;
-        let store = &mut *self.store;
-        // One search of the key map for a key that exists (the common case), two for a new
-        // one. The map's own copy of the key goes into the log and lease sets, so they never
-        // pin a request buffer the key may be a slice of.
-        let mut overwritten_tombstone_bytes = None;
-        let (key, prev, prev_at_start, kv, entry_bytes) = match store.keys.entry(key.clone()) {
-            MapEntry::Occupied(mut occupied) => {
-                let key = occupied.key().clone();
-                let history = occupied.get_mut();
-                let latest = history.latest();
-                if latest.is_tombstone() && latest.rev.main == main {
-                    overwritten_tombstone_bytes = Some(latest.size_bytes(key.len()));
-                }
-                let prev = Some(latest).filter(|e| !e.is_tombstone()).cloned();
-                let (create_revision, version) = match &prev {
-                    Some(p) => (p.create_revision, p.version + 1),
-                    None => (main, 1),
-                };
-                // etcd's watch reports the state before the revision, except for a creation.
-                let prev_at_start = if version > 1 {
-                    history
-                        .live_before(Revision::new(main, 0))
-                        .map(|e| e.to_kv(&key))
-                } else {
-                    None
-                };
-                let entry = Entry {
-                    rev,
-                    create_revision,
-                    version,
-                    lease,
-                    value,
-                };
-                let entry_bytes = entry.size_bytes(key.len());
-                let kv = entry.to_kv(&key);
-                history.push(entry);
-                (key, prev, prev_at_start, kv, entry_bytes)
-            }
-            MapEntry::Vacant(vacant) => {
-                let key = vacant.into_key();
-                let entry = Entry {
-                    rev,
-                    create_revision: main,
-                    version: 1,
-                    lease,
-                    value,
-                };
-                let entry_bytes = entry.size_bytes(key.len());
-                // Own the key's bytes so the map never pins a larger request buffer.
-                let owned = Bytes::copy_from_slice(&key);
-                let kv = entry.to_kv(&owned);
-                store.keys.insert(owned.clone(), KeyHistory::new(entry));
-                (owned, None, None, kv, entry_bytes)
-            }
+        let prev = latest.as_ref().filter(|e| !e.is_tombstone());
+        let (create_revision, version) = match prev {
+            Some(p) => (p.create_revision, p.version + 1),
+            None => (main, 1),
         };
-        store.size_bytes += entry_bytes;
-        if let Some(p) = &prev {
-            store.garbage.add(main, p.size_bytes(key.len()));
-            store.lessor.detach(p.lease, &key);
+        // etcd's watch reports the state before the revision, except for a creation.
+        let prev_at_start = match &latest {
+            Some(latest) if version > 1 => self.live_at_start(key, latest),
+            _ => None,
+        };
+        let entry = Entry {
+            rev,
+            create_revision,
+            version,
+            lease,
+            value,
+        };
+        let store = &mut *self.store;
+        store.put_version(key, &entry);
+        store.size_bytes += entry.size_bytes(key.len());
+        match &latest {
+            None => store.key_count += 1,
+            Some(t) if t.is_tombstone() && t.rev.main == main => {
+                // Deleted earlier in this txn: its tombstone is not the revision's last word.
+                store.move_garbage(main + 1, main, t.size_bytes(key.len()));
+            }
+            Some(_) => {}
         }
-        if let Some(bytes) = overwritten_tombstone_bytes {
-            // Deleted earlier in this txn: its tombstone is not the revision's last word.
-            store.garbage.move_earlier(main + 1, main, bytes);
+        if let Some(p) = prev {
+            store.add_garbage(main, p.size_bytes(key.len()));
+            if p.lease != lease {
+                store.detach(p.lease, key);
+            }
         }
-        store.lessor.attach(lease, &key);
-        store.history_log.push_back((rev, key.clone()));
+        if prev.is_none_or(|p| p.lease != lease) {
+            store.attach(lease, key);
+        }
+        store.log_change(rev, key);
         self.events.push(Event {
             r#type: EventType::Put,
-            kv,
+            kv: entry.to_kv(key),
             prev_kv: prev_at_start,
         });
-        prev.map(|p| p.to_kv(&key))
+        prev.map(|p| p.to_kv(key))
     }
 
     /// Deletes the key if it is live; returns the version deleted.
     pub fn delete(&mut self, key: &Bytes) -> Option<KeyValue> {
-        let history = self.store.keys.get(key.as_ref())?;
-        if history.latest().is_tombstone() {
+        let latest = self.store.latest(key)?;
+        self.delete_latest(key, latest)
+    }
+
+    /// Deletes the key whose latest version is `latest`, if that is live.
+    fn delete_latest(&mut self, key: &Bytes, latest: Entry) -> Option<KeyValue> {
+        if latest.is_tombstone() {
             return None;
         }
-        let prev = history.latest().clone();
-        let prev_at_start = history
-            .live_before(Revision::new(self.main, 0))
-            .map(|e| e.to_kv(key));
+        let prev_at_start = self.live_at_start(key, &latest);
         let rev = self.next_rev();
         let main = self.main;
         let store = &mut *self.store;
         let tombstone = Entry::tombstone(rev);
         let tombstone_bytes = tombstone.size_bytes(key.len());
-        if let Some(history) = store.keys.get_mut(key.as_ref()) {
-            history.push(tombstone);
-        }
+        store.put_version(key, &tombstone);
         store.size_bytes += tombstone_bytes;
         // The replaced version is garbage once compaction reaches this revision; the
-        // tombstone only once it passes it (see `KeyHistory::compact`).
-        store.garbage.add(main, prev.size_bytes(key.len()));
-        store.garbage.add(main + 1, tombstone_bytes);
-        store.lessor.detach(prev.lease, key);
-        store.history_log.push_back((rev, key.clone()));
+        // tombstone only once it passes it (see `key_index::logical_entries`).
+        store.add_garbage(main, latest.size_bytes(key.len()));
+        store.add_garbage(main + 1, tombstone_bytes);
+        store.detach(latest.lease, key);
+        store.log_change(rev, key);
         self.events.push(Event {
             r#type: EventType::Delete,
             kv: KeyValue {
@@ -172,22 +153,19 @@ impl<'a> Writer<'a> {
             },
             prev_kv: prev_at_start,
         });
-        Some(prev.to_kv(key))
+        Some(latest.to_kv(key))
     }
 
     /// Deletes every live key in `range`, in key order; returns the versions deleted.
     pub fn delete_range(&mut self, range: &KeyRange) -> Vec<KeyValue> {
-        let Some(bounds) = range.bounds() else {
-            return Vec::new();
-        };
-        let live: Vec<Bytes> = self
-            .store
-            .keys
-            .range::<[u8], _>(bounds)
-            .filter(|(_, h)| !h.latest().is_tombstone())
-            .map(|(k, _)| k.clone())
-            .collect();
-        live.iter().filter_map(|key| self.delete(key)).collect()
+        let mut live = Vec::new();
+        self.store.for_each_live(range, i64::MAX, |key, entry| {
+            live.push((key.clone(), entry.clone()));
+            true
+        });
+        live.into_iter()
+            .filter_map(|(key, latest)| self.delete_latest(&key, latest))
+            .collect()
     }
 
     /// Makes the revision current if anything changed; returns it and its events.
@@ -202,10 +180,7 @@ impl<'a> Writer<'a> {
 impl Store {
     /// Whether `key` exists at the current revision (not deleted).
     pub(crate) fn is_live(&self, key: &[u8]) -> bool {
-        self.keys
-            .get(key)
-            .and_then(|h| h.live_at(self.current_rev))
-            .is_some()
+        self.live_at(key, self.current_rev).is_some()
     }
 
     pub(crate) fn apply_put(

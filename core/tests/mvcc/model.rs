@@ -663,6 +663,8 @@ enum Op {
     CompactBack(i64),
     Step(usize),
     SnapshotRestore,
+    /// Closes the store and opens it again from its engine.
+    Reopen,
     WatchFrom(i64),
 }
 
@@ -677,6 +679,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (1i64..=3, 1i64..20).prop_map(|(id, ttl)| Op::Write(Command::LeaseGrant(LeaseGrantRequest { id, ttl }))),
         1 => (1i64..=3).prop_map(|id| Op::Write(Command::LeaseRevoke(LeaseRevokeRequest { id }))),
         1 => Just(Op::SnapshotRestore),
+        1 => Just(Op::Reopen),
         2 => (0i64..8).prop_map(Op::WatchFrom),
     ]
 }
@@ -762,6 +765,25 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 prop_assert_eq!(restored.hash_kv(0), hash);
                 prop_assert_eq!(restored.stats().size_bytes, store.stats().size_bytes);
                 store = restored;
+            }
+            Op::Reopen => {
+                let before = (
+                    store.hash_kv(0),
+                    store.stats(),
+                    store.alarms(),
+                    store.applied_index(),
+                    store.compact_revision(),
+                );
+                store = Store::open(store.into_engine(), config)
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                let after = (
+                    store.hash_kv(0),
+                    store.stats(),
+                    store.alarms(),
+                    store.applied_index(),
+                    store.compact_revision(),
+                );
+                prop_assert_eq!(after, before);
             }
             Op::WatchFrom(back) => {
                 let from = model.rev() - back;

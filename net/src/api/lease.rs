@@ -260,8 +260,7 @@ impl Lease for LeaseService {
                 return Ok(());
             }
             node.store()
-                .all_lease_keys()
-                .try_for_each(|key| auth.check_access(caller, Access::Read, key, b""))
+                .try_for_each_lease_key(|key| auth.check_access(caller, Access::Read, key, b""))
         });
         let (leases, term) = self
             .api

@@ -233,6 +233,7 @@ fn grpc_code(code: GrpcCode) -> Code {
         GrpcCode::PermissionDenied => Code::PermissionDenied,
         GrpcCode::Unauthenticated => Code::Unauthenticated,
         GrpcCode::DataLoss => Code::DataLoss,
+        GrpcCode::Unavailable => Code::Unavailable,
         GrpcCode::Unknown => Code::Unknown,
     }
 }

@@ -1,0 +1,643 @@
+//! How the store's state lies in the engine's tables (see [`super::engine::Table`]), and
+//! the store's reads and writes of it. Every read or write the engine refuses is recorded
+//! (the first one wins) and the store's public calls then fail (see `Store::failure`):
+//! nothing computed from a failed read reaches a client.
+//!
+//! Encodings (all integers big-endian, so byte order is numeric order):
+//! - `Kv`: `escaped(key) ‖ 0x00 0x01 ‖ main ‖ sub` → `version ‖ create_revision ‖ lease ‖
+//!   value` (a tombstone has version 0 and nothing else). A key is escaped by writing each
+//!   0x00 as 0x00 0xFF; the 0x00 0x01 terminator sorts before any longer key, so rows order
+//!   by key, then revision.
+//! - `Log`: `main ‖ sub` → key.
+//! - `Garbage`: `main` → bytes (u64).
+//! - `Leases`: `id` → `ttl ‖ remaining ttl`; `LeaseKeys`: `id ‖ key` → nothing.
+//! - `Meta`: `store` → format version (u32), applied index, current revision, compact
+//!   revision, size estimate, key count; `alarms` → bincode of the alarm list.
+
+use std::ops::Bound;
+
+use bytes::Bytes;
+
+use super::engine::{EngineError, Table};
+use super::error::Error;
+use super::key_index::Entry;
+use super::lease::Lease;
+use super::request::AlarmMember;
+use super::revision::Revision;
+use super::store::Store;
+
+const META_STORE: &[u8] = b"store";
+const META_ALARMS: &[u8] = b"alarms";
+const STATE_FORMAT: u32 = 1;
+const STATE_BYTES: usize = 4 + 5 * 8;
+const LEASE_BYTES: usize = 16;
+
+const TERMINATOR: [u8; 2] = [0x00, 0x01];
+const REVISION_BYTES: usize = 16;
+const ENTRY_HEADER_BYTES: usize = 24;
+
+/// The `Kv` key prefix shared by every version of `key`.
+pub(crate) fn key_prefix(key: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(key.len() + 2 + REVISION_BYTES);
+    for &b in key {
+        out.push(b);
+        if b == 0 {
+            out.push(0xFF);
+        }
+    }
+    out.extend_from_slice(&TERMINATOR);
+    out
+}
+
+pub(crate) fn revision_bytes(rev: Revision) -> [u8; REVISION_BYTES] {
+    let mut out = [0u8; REVISION_BYTES];
+    out[..8].copy_from_slice(&(rev.main as u64).to_be_bytes());
+    out[8..].copy_from_slice(&(rev.sub as u64).to_be_bytes());
+    out
+}
+
+fn revision_from(bytes: &[u8]) -> Option<Revision> {
+    if bytes.len() != REVISION_BYTES {
+        return None;
+    }
+    let mut main = [0u8; 8];
+    let mut sub = [0u8; 8];
+    main.copy_from_slice(&bytes[..8]);
+    sub.copy_from_slice(&bytes[8..]);
+    Some(Revision::new(
+        u64::from_be_bytes(main) as i64,
+        u64::from_be_bytes(sub) as i64,
+    ))
+}
+
+pub(crate) fn kv_key(key: &[u8], rev: Revision) -> Vec<u8> {
+    let mut out = key_prefix(key);
+    out.extend_from_slice(&revision_bytes(rev));
+    out
+}
+
+/// The user key and revision of a `Kv` row key.
+pub(crate) fn split_kv_key(row: &[u8]) -> Option<(Vec<u8>, Revision)> {
+    let split = row.len().checked_sub(REVISION_BYTES)?;
+    let (escaped, rev) = row.split_at(split);
+    let escaped = escaped.strip_suffix(&TERMINATOR)?;
+    let mut key = Vec::with_capacity(escaped.len());
+    let mut bytes = escaped.iter();
+    while let Some(&b) = bytes.next() {
+        key.push(b);
+        if b == 0 && bytes.next() != Some(&0xFF) {
+            return None;
+        }
+    }
+    Some((key, revision_from(rev)?))
+}
+
+pub(crate) fn encode_entry(entry: &Entry) -> Vec<u8> {
+    if entry.is_tombstone() {
+        return 0i64.to_be_bytes().to_vec();
+    }
+    let mut out = Vec::with_capacity(ENTRY_HEADER_BYTES + entry.value.len());
+    out.extend_from_slice(&entry.version.to_be_bytes());
+    out.extend_from_slice(&entry.create_revision.to_be_bytes());
+    out.extend_from_slice(&entry.lease.to_be_bytes());
+    out.extend_from_slice(&entry.value);
+    out
+}
+
+fn i64_at(bytes: &[u8], at: usize) -> Option<i64> {
+    let mut word = [0u8; 8];
+    word.copy_from_slice(bytes.get(at..at + 8)?);
+    Some(i64::from_be_bytes(word))
+}
+
+pub(crate) fn decode_entry(rev: Revision, bytes: &[u8]) -> Option<Entry> {
+    let version = i64_at(bytes, 0)?;
+    if version == 0 {
+        return (bytes.len() == 8).then(|| Entry::tombstone(rev));
+    }
+    Some(Entry {
+        rev,
+        version,
+        create_revision: i64_at(bytes, 8)?,
+        lease: i64_at(bytes, 16)?,
+        value: Bytes::copy_from_slice(bytes.get(ENTRY_HEADER_BYTES..)?),
+    })
+}
+
+pub(crate) fn u64_key(value: u64) -> [u8; 8] {
+    value.to_be_bytes()
+}
+
+pub(crate) fn lease_key(id: i64, key: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + key.len());
+    out.extend_from_slice(&(id as u64).to_be_bytes());
+    out.extend_from_slice(key);
+    out
+}
+
+/// `Kv` bounds covering every version of the keys in `[start, end)` (`end`: `None` for
+/// no upper bound; `Some(start)` with `single` for exactly one key).
+pub(crate) fn kv_bounds(start: &[u8], end: Bound<&[u8]>) -> (Vec<u8>, Bound<Vec<u8>>) {
+    let from = key_prefix(start);
+    let to = match end {
+        Bound::Unbounded => Bound::Unbounded,
+        Bound::Excluded(end) => Bound::Excluded(key_prefix(end)),
+        Bound::Included(end) => {
+            let mut last = key_prefix(end);
+            last.extend_from_slice(&[0xFF; REVISION_BYTES]);
+            Bound::Included(last)
+        }
+    };
+    (from, to)
+}
+
+fn as_ref(bound: &Bound<Vec<u8>>) -> Bound<&[u8]> {
+    match bound {
+        Bound::Included(b) => Bound::Included(b),
+        Bound::Excluded(b) => Bound::Excluded(b),
+        Bound::Unbounded => Bound::Unbounded,
+    }
+}
+
+impl Store {
+    /// Records the engine's first failure; later public calls fail with it.
+    pub(crate) fn failed(&self, error: EngineError) {
+        let _ = self.failure.set(error);
+    }
+
+    pub(crate) fn row(&self, table: Table, key: &[u8]) -> Option<Vec<u8>> {
+        match self.engine.get(table, key) {
+            Ok(value) => value,
+            Err(e) => {
+                self.failed(e);
+                None
+            }
+        }
+    }
+
+    pub(crate) fn put_row(&mut self, table: Table, key: &[u8], value: &[u8]) {
+        if let Err(e) = self.engine.put(table, key, value) {
+            self.failed(e);
+        }
+    }
+
+    pub(crate) fn delete_row(&mut self, table: Table, key: &[u8]) {
+        if let Err(e) = self.engine.delete(table, key) {
+            self.failed(e);
+        }
+    }
+
+    /// Visits rows in `[from, to)` order (or reverse) until `visit` says stop.
+    pub(crate) fn scan_rows(
+        &self,
+        table: Table,
+        from: Bound<&[u8]>,
+        to: Bound<&[u8]>,
+        reverse: bool,
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) {
+        if let Err(e) = self.engine.scan(table, from, to, reverse, visit) {
+            self.failed(e);
+        }
+    }
+
+    /// The newest version of `key` at or before `bound` (inclusive), if any.
+    pub(crate) fn version_at_or_before(&self, key: &[u8], bound: Revision) -> Option<Entry> {
+        let from = key_prefix(key);
+        let to = kv_key(key, bound);
+        let mut found = None;
+        self.scan_rows(
+            Table::Kv,
+            Bound::Included(&from),
+            Bound::Included(&to),
+            true,
+            &mut |row, value| {
+                found = split_kv_key(row).and_then(|(_, rev)| decode_entry(rev, value));
+                if found.is_none() {
+                    self.failed(corrupt_row(Table::Kv, row));
+                }
+                false
+            },
+        );
+        found
+    }
+
+    /// The newest version of `key` (a tombstone included).
+    pub(crate) fn latest(&self, key: &[u8]) -> Option<Entry> {
+        self.version_at_or_before(key, Revision::new(i64::MAX, i64::MAX))
+    }
+
+    /// The live version of `key` at `main` (none if deleted then or not yet created).
+    pub(crate) fn live_at(&self, key: &[u8], main: i64) -> Option<Entry> {
+        self.version_at_or_before(key, Revision::new(main, i64::MAX))
+            .filter(|e| !e.is_tombstone())
+    }
+
+    /// The live version just before `rev` (the `prev_kv` etcd reports for a change at it).
+    pub(crate) fn live_before(&self, key: &[u8], rev: Revision) -> Option<Entry> {
+        let before = if rev.sub > 0 {
+            Revision::new(rev.main, rev.sub - 1)
+        } else {
+            Revision::new(rev.main - 1, i64::MAX)
+        };
+        self.version_at_or_before(key, before)
+            .filter(|e| !e.is_tombstone())
+    }
+
+    /// The version written exactly at `rev`.
+    pub(crate) fn version_exactly_at(&self, key: &[u8], rev: Revision) -> Option<Entry> {
+        let value = self.row(Table::Kv, &kv_key(key, rev))?;
+        let entry = decode_entry(rev, &value);
+        if entry.is_none() {
+            self.failed(corrupt_row(Table::Kv, &kv_key(key, rev)));
+        }
+        entry
+    }
+
+    /// Every key with history in `[start, end)`, in key order, with its versions; stops when
+    /// `visit` says so.
+    pub(crate) fn for_each_history(
+        &self,
+        start: &[u8],
+        end: Bound<&[u8]>,
+        visit: &mut dyn FnMut(&Bytes, &[Entry]) -> bool,
+    ) {
+        let (from, to) = kv_bounds(start, end);
+        let mut current: Option<(Bytes, Vec<Entry>)> = None;
+        let mut stopped = false;
+        self.scan_rows(
+            Table::Kv,
+            Bound::Included(&from),
+            as_ref(&to),
+            false,
+            &mut |row, value| {
+                let Some((key, rev)) = split_kv_key(row) else {
+                    self.failed(corrupt_row(Table::Kv, row));
+                    return false;
+                };
+                let Some(entry) = decode_entry(rev, value) else {
+                    self.failed(corrupt_row(Table::Kv, row));
+                    return false;
+                };
+                match &mut current {
+                    Some((k, entries)) if k.as_ref() == key.as_slice() => entries.push(entry),
+                    _ => {
+                        if let Some((k, entries)) = current.take() {
+                            if !visit(&k, &entries) {
+                                stopped = true;
+                                return false;
+                            }
+                        }
+                        current = Some((Bytes::from(key), vec![entry]));
+                    }
+                }
+                true
+            },
+        );
+        if let (Some((k, entries)), false) = (current, stopped) {
+            visit(&k, &entries);
+        }
+    }
+
+    /// For each key in `[start, end)` live at `main` (its newest version at or before it is
+    /// not a tombstone), in key order, calls `visit` with that version until it says stop.
+    /// One pass over the rows; only the versions visited are decoded.
+    pub(crate) fn for_each_live_at(
+        &self,
+        start: &[u8],
+        end: Bound<&[u8]>,
+        main: i64,
+        visit: &mut dyn FnMut(&Bytes, &Entry) -> bool,
+    ) {
+        let (from, to) = kv_bounds(start, end);
+        // The current key's escaped prefix, and its newest row at or before `main` so far.
+        let mut group: Vec<u8> = Vec::new();
+        let mut best: Option<(Vec<u8>, Vec<u8>)> = None;
+        let mut stopped = false;
+        let mut emit = |best: &mut Option<(Vec<u8>, Vec<u8>)>| -> bool {
+            let Some((row, value)) = best.take() else {
+                return true;
+            };
+            match decode_row(&row, &value) {
+                Some((_, entry)) if entry.is_tombstone() => true,
+                Some((key, entry)) => visit(&Bytes::from(key), &entry),
+                None => {
+                    self.failed(corrupt_row(Table::Kv, &row));
+                    false
+                }
+            }
+        };
+        self.scan_rows(
+            Table::Kv,
+            Bound::Included(&from),
+            as_ref(&to),
+            false,
+            &mut |row, value| {
+                let Some(split) = row.len().checked_sub(REVISION_BYTES) else {
+                    self.failed(corrupt_row(Table::Kv, row));
+                    return false;
+                };
+                let (prefix, rev) = row.split_at(split);
+                if prefix != group.as_slice() {
+                    if !emit(&mut best) {
+                        stopped = true;
+                        return false;
+                    }
+                    group.clear();
+                    group.extend_from_slice(prefix);
+                }
+                let row_main = rev
+                    .get(..8)
+                    .and_then(|b| b.try_into().ok())
+                    .map_or(i64::MAX, |b| u64::from_be_bytes(b) as i64);
+                if row_main <= main {
+                    let (r, v) = best.get_or_insert_with(Default::default);
+                    r.clear();
+                    r.extend_from_slice(row);
+                    v.clear();
+                    v.extend_from_slice(value);
+                }
+                true
+            },
+        );
+        if !stopped {
+            emit(&mut best);
+        }
+    }
+
+    pub(crate) fn put_version(&mut self, key: &[u8], entry: &Entry) {
+        self.put_row(Table::Kv, &kv_key(key, entry.rev), &encode_entry(entry));
+    }
+
+    pub(crate) fn log_change(&mut self, rev: Revision, key: &[u8]) {
+        self.put_row(Table::Log, &revision_bytes(rev), key);
+    }
+
+    /// Visits the log from `from` on: (revision, key) in revision order.
+    pub(crate) fn scan_log(&self, from: Revision, visit: &mut dyn FnMut(Revision, &[u8]) -> bool) {
+        let start = revision_bytes(from);
+        self.scan_rows(
+            Table::Log,
+            Bound::Included(&start),
+            Bound::Unbounded,
+            false,
+            &mut |row, key| match revision_from(row) {
+                Some(rev) => visit(rev, key),
+                None => {
+                    self.failed(corrupt_row(Table::Log, row));
+                    false
+                }
+            },
+        );
+    }
+
+    fn garbage_at(&self, main: i64) -> u64 {
+        self.row(Table::Garbage, &u64_key(main as u64))
+            .and_then(|v| v.try_into().ok().map(u64::from_be_bytes))
+            .unwrap_or(0)
+    }
+
+    /// `bytes` become unreachable once compaction reaches `main`.
+    pub(crate) fn add_garbage(&mut self, main: i64, bytes: u64) {
+        let total = self.garbage_at(main).saturating_add(bytes);
+        self.put_row(Table::Garbage, &u64_key(main as u64), &total.to_be_bytes());
+    }
+
+    /// `bytes` recorded at `from` are garbage at `to` (earlier) instead: a tombstone
+    /// overwritten in its own revision (a txn's delete, then put) is unreachable once
+    /// compaction reaches that revision.
+    pub(crate) fn move_garbage(&mut self, from: i64, to: i64, bytes: u64) {
+        let left = self.garbage_at(from).saturating_sub(bytes);
+        if left == 0 {
+            self.delete_row(Table::Garbage, &u64_key(from as u64));
+        } else {
+            self.put_row(Table::Garbage, &u64_key(from as u64), &left.to_be_bytes());
+        }
+        self.add_garbage(to, bytes);
+    }
+
+    /// Removes and sums everything that is garbage once compaction reaches `compact_rev`.
+    pub(crate) fn drain_garbage(&mut self, compact_rev: i64) -> u64 {
+        let mut freed = 0u64;
+        let mut rows = Vec::new();
+        let to = u64_key(compact_rev as u64);
+        self.scan_rows(
+            Table::Garbage,
+            Bound::Unbounded,
+            Bound::Included(&to),
+            false,
+            &mut |row, value| {
+                let bytes: Option<[u8; 8]> = value.try_into().ok();
+                freed = freed.saturating_add(bytes.map_or(0, u64::from_be_bytes));
+                rows.push(row.to_vec());
+                true
+            },
+        );
+        for row in rows {
+            self.delete_row(Table::Garbage, &row);
+        }
+        freed
+    }
+}
+
+impl Store {
+    /// Writes the scalars into the open transaction (after every apply).
+    pub(crate) fn save_state(&mut self) {
+        let mut row = Vec::with_capacity(STATE_BYTES);
+        row.extend_from_slice(&STATE_FORMAT.to_be_bytes());
+        row.extend_from_slice(&self.applied_index.to_be_bytes());
+        row.extend_from_slice(&self.current_rev.to_be_bytes());
+        row.extend_from_slice(&self.compact_rev.to_be_bytes());
+        row.extend_from_slice(&self.size_bytes.to_be_bytes());
+        row.extend_from_slice(&self.key_count.to_be_bytes());
+        self.put_row(Table::Meta, META_STORE, &row);
+    }
+
+    pub(crate) fn save_alarms(&mut self) {
+        let alarms: Vec<AlarmMember> = self.alarms.iter().copied().collect();
+        match bincode::serialize(&alarms) {
+            Ok(row) => self.put_row(Table::Meta, META_ALARMS, &row),
+            Err(e) => self.failed(EngineError(format!("encoding the alarms: {e}"))),
+        }
+    }
+
+    pub(crate) fn save_lease(&mut self, id: i64, lease: &Lease) {
+        let mut row = [0u8; LEASE_BYTES];
+        row[..8].copy_from_slice(&lease.ttl_s.to_be_bytes());
+        row[8..].copy_from_slice(&lease.remaining_ttl_s.to_be_bytes());
+        self.put_row(Table::Leases, &u64_key(id as u64), &row);
+    }
+
+    pub(crate) fn delete_lease_row(&mut self, id: i64) {
+        self.delete_row(Table::Leases, &u64_key(id as u64));
+    }
+
+    pub(crate) fn attach_row(&mut self, id: i64, key: &[u8]) {
+        self.put_row(Table::LeaseKeys, &lease_key(id, key), &[]);
+    }
+
+    pub(crate) fn detach_row(&mut self, id: i64, key: &[u8]) {
+        self.delete_row(Table::LeaseKeys, &lease_key(id, key));
+    }
+
+    /// The keys attached to lease `id`, in key order, until `visit` says stop.
+    pub(crate) fn scan_lease_keys(&self, id: i64, visit: &mut dyn FnMut(&[u8]) -> bool) {
+        let from = u64_key(id as u64);
+        let to = (id as u64).checked_add(1).map(u64_key);
+        let to_bound = match &to {
+            Some(to) => Bound::Excluded(&to[..]),
+            None => Bound::Unbounded,
+        };
+        self.scan_rows(
+            Table::LeaseKeys,
+            Bound::Included(&from),
+            to_bound,
+            false,
+            &mut |row, _| visit(&row[8..]),
+        );
+    }
+
+    /// Every key attached to any lease, until `visit` says stop.
+    pub(crate) fn scan_all_lease_keys(&self, visit: &mut dyn FnMut(&[u8]) -> bool) {
+        self.scan_rows(
+            Table::LeaseKeys,
+            Bound::Unbounded,
+            Bound::Unbounded,
+            false,
+            &mut |row, _| match row.get(8..) {
+                Some(key) => visit(key),
+                None => {
+                    self.failed(corrupt_row(Table::LeaseKeys, row));
+                    false
+                }
+            },
+        );
+    }
+
+    /// Reads the scalars, alarms and lease table from the engine (nothing there: a new
+    /// store).
+    pub(crate) fn load(&mut self) -> Result<(), Error> {
+        if let Some(row) = self.row(Table::Meta, META_STORE) {
+            self.load_state(&row)?;
+        }
+        if let Some(row) = self.row(Table::Meta, META_ALARMS) {
+            let alarms: Vec<AlarmMember> =
+                bincode::deserialize(&row).map_err(|e| Error::Storage {
+                    reason: format!("the alarms row does not decode: {e}"),
+                })?;
+            self.alarms = alarms.into_iter().collect();
+        }
+        let mut leases = Vec::new();
+        self.scan_rows(
+            Table::Leases,
+            Bound::Unbounded,
+            Bound::Unbounded,
+            false,
+            &mut |row, value| {
+                let id = row.try_into().ok().map(|b| u64::from_be_bytes(b) as i64);
+                match (id, i64_at(value, 0), i64_at(value, 8)) {
+                    (Some(id), Some(ttl_s), Some(remaining_ttl_s)) => {
+                        leases.push((
+                            id,
+                            Lease {
+                                ttl_s,
+                                remaining_ttl_s,
+                            },
+                        ));
+                        true
+                    }
+                    _ => {
+                        self.failed(corrupt_row(Table::Leases, row));
+                        false
+                    }
+                }
+            },
+        );
+        for (id, lease) in leases {
+            self.lessor.insert_restored(id, lease);
+        }
+        self.healthy()
+    }
+
+    fn load_state(&mut self, row: &[u8]) -> Result<(), Error> {
+        let corrupt = |what: &str| Error::Storage {
+            reason: format!("the store's state row {what}"),
+        };
+        if row.len() != STATE_BYTES {
+            return Err(corrupt("has the wrong length"));
+        }
+        let format = u32::from_be_bytes([row[0], row[1], row[2], row[3]]);
+        if format != STATE_FORMAT {
+            return Err(corrupt(&format!(
+                "has format {format}, this keel reads {STATE_FORMAT}"
+            )));
+        }
+        let word = |i: usize| i64_at(row, 4 + 8 * i).unwrap_or_default();
+        self.applied_index = word(0) as u64;
+        self.current_rev = word(1);
+        self.compact_rev = word(2);
+        self.size_bytes = word(3) as u64;
+        self.key_count = word(4) as u64;
+        if self.current_rev < 1 || self.compact_rev < -1 || self.compact_rev > self.current_rev {
+            return Err(corrupt("holds revisions out of order"));
+        }
+        Ok(())
+    }
+}
+
+/// The user key and entry of a `Kv` row.
+fn decode_row(row: &[u8], value: &[u8]) -> Option<(Vec<u8>, Entry)> {
+    let (key, rev) = split_kv_key(row)?;
+    Some((key, decode_entry(rev, value)?))
+}
+
+pub(crate) fn corrupt_row(table: Table, row: &[u8]) -> EngineError {
+    EngineError(format!(
+        "a {} row does not decode (key {:?})",
+        table.name(),
+        Bytes::copy_from_slice(row)
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kv_keys_order_by_key_then_revision_and_round_trip() {
+        let keys: [&[u8]; 5] = [b"", b"a", b"a\0", b"a\0\x01", b"a\x01"];
+        let mut encoded = Vec::new();
+        for key in keys {
+            for main in [1i64, 2, 300] {
+                encoded.push(kv_key(key, Revision::new(main, 0)));
+                encoded.push(kv_key(key, Revision::new(main, 7)));
+            }
+        }
+        let mut sorted = encoded.clone();
+        sorted.sort();
+        assert_eq!(encoded, sorted, "(key, revision) order is byte order");
+        for key in keys {
+            let rev = Revision::new(9, 3);
+            assert_eq!(split_kv_key(&kv_key(key, rev)), Some((key.to_vec(), rev)));
+        }
+        assert_eq!(split_kv_key(b"a\0\x02xxxxxxxxxxxxxxxx"), None);
+    }
+
+    #[test]
+    fn entries_round_trip() {
+        let entry = Entry {
+            rev: Revision::new(5, 1),
+            create_revision: 3,
+            version: 2,
+            lease: 77,
+            value: Bytes::from_static(b"v"),
+        };
+        assert_eq!(decode_entry(entry.rev, &encode_entry(&entry)), Some(entry));
+        let tombstone = Entry::tombstone(Revision::new(6, 0));
+        assert_eq!(
+            decode_entry(tombstone.rev, &encode_entry(&tombstone)),
+            Some(tombstone)
+        );
+        assert_eq!(decode_entry(Revision::new(1, 0), b"short"), None);
+    }
+}
