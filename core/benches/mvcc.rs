@@ -61,7 +61,7 @@ impl Loaded {
 
     /// Compacts to the present now and then, so history does not grow without bound.
     fn maybe_compact(&mut self) {
-        if self.index % 10_000 == 0 {
+        if self.index.is_multiple_of(10_000) {
             let revision = self.store.current_revision();
             self.apply(&Command::Compaction(CompactionRequest {
                 revision,

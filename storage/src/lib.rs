@@ -11,6 +11,7 @@
 
 mod codec;
 mod disk;
+mod engine;
 mod error;
 mod fs_disk;
 mod identity;
@@ -22,6 +23,7 @@ mod storage;
 mod wal;
 
 pub use disk::Disk;
+pub use engine::{DiskBackend, RedbEngine, RedbView, DEFAULT_ENGINE_CACHE_SIZE_BYTES, STORE_FILE};
 pub use error::{Result, StorageError, CORRUPTION_REMEDY};
 pub use fs_disk::FsDisk;
 pub use identity::Identity;

@@ -841,7 +841,7 @@ mod tests {
             let bytes = read_all(&mut d2, "f");
             // What survives ends at a sector boundary (or is nothing) and is all new data.
             assert!(
-                bytes.is_empty() || bytes.len() % 512 == 0,
+                bytes.is_empty() || bytes.len().is_multiple_of(512),
                 "{}",
                 bytes.len()
             );

@@ -33,6 +33,16 @@ const STATE_BYTES: usize = 4 + 5 * 8;
 const LEASE_BYTES: usize = 16;
 
 const TERMINATOR: [u8; 2] = [0x00, 0x01];
+/// Versions of one key a range reads in its forward pass before it seeks instead.
+const MAX_ROWS_SCANNED_PER_KEY: usize = 4;
+
+/// How a forward pass of a range ended.
+enum Pass {
+    Done,
+    /// Stopped at the key with this escaped prefix (terminator included): it has a long
+    /// history, resolve it with a seek.
+    LongHistory(Vec<u8>),
+}
 const REVISION_BYTES: usize = 16;
 const ENTRY_HEADER_BYTES: usize = 24;
 
@@ -301,7 +311,10 @@ impl Store {
 
     /// For each key in `[start, end)` live at `main` (its newest version at or before it is
     /// not a tombstone), in key order, calls `visit` with that version until it says stop.
-    /// One pass over the rows; only the versions visited are decoded.
+    ///
+    /// Rows are read in one forward pass while keys have short histories; a key with more
+    /// than [`MAX_ROWS_SCANNED_PER_KEY`] versions is resolved with one reverse lookup and the
+    /// pass resumes after it, so a long uncompacted history costs a seek, not a walk.
     pub(crate) fn for_each_live_at(
         &self,
         start: &[u8],
@@ -309,60 +322,108 @@ impl Store {
         main: i64,
         visit: &mut dyn FnMut(&Bytes, &Entry) -> bool,
     ) {
-        let (from, to) = kv_bounds(start, end);
-        // The current key's escaped prefix, and its newest row at or before `main` so far.
-        let mut group: Vec<u8> = Vec::new();
-        let mut best: Option<(Vec<u8>, Vec<u8>)> = None;
-        let mut stopped = false;
-        let mut emit = |best: &mut Option<(Vec<u8>, Vec<u8>)>| -> bool {
-            let Some((row, value)) = best.take() else {
-                return true;
-            };
-            match decode_row(&row, &value) {
+        if end == Bound::Included(start) {
+            if let Some(entry) = self.live_at(start, main) {
+                visit(&Bytes::copy_from_slice(start), &entry);
+            }
+            return;
+        }
+        let (first, to) = kv_bounds(start, end);
+        let mut from = Bound::Included(first);
+        let mut emit = |row: &[u8], value: &[u8]| -> bool {
+            match decode_row(row, value) {
                 Some((_, entry)) if entry.is_tombstone() => true,
                 Some((key, entry)) => visit(&Bytes::from(key), &entry),
                 None => {
-                    self.failed(corrupt_row(Table::Kv, &row));
+                    self.failed(corrupt_row(Table::Kv, row));
                     false
                 }
             }
         };
-        self.scan_rows(
-            Table::Kv,
-            Bound::Included(&from),
-            as_ref(&to),
-            false,
-            &mut |row, value| {
-                let Some(split) = row.len().checked_sub(REVISION_BYTES) else {
-                    self.failed(corrupt_row(Table::Kv, row));
-                    return false;
-                };
-                let (prefix, rev) = row.split_at(split);
-                if prefix != group.as_slice() {
-                    if !emit(&mut best) {
-                        stopped = true;
+        loop {
+            match self.scan_live_pass(as_ref(&from), as_ref(&to), main, &mut emit) {
+                Pass::Done => return,
+                Pass::LongHistory(prefix) => {
+                    let mut through = prefix.clone();
+                    through.extend_from_slice(&revision_bytes(Revision::new(main, i64::MAX)));
+                    let mut newest = None;
+                    self.scan_rows(
+                        Table::Kv,
+                        Bound::Included(&prefix),
+                        Bound::Included(&through),
+                        true,
+                        &mut |row, value| {
+                            newest = Some((row.to_vec(), value.to_vec()));
+                            false
+                        },
+                    );
+                    if let Some((row, value)) = newest {
+                        if !emit(&row, &value) {
+                            return;
+                        }
+                    }
+                    let mut past = prefix;
+                    past.extend_from_slice(&[0xFF; REVISION_BYTES]);
+                    from = Bound::Excluded(past);
+                }
+            }
+        }
+    }
+
+    /// One forward pass of [`Store::for_each_live_at`]: emits each key's newest row at or
+    /// before `main` until `emit` says stop, or stops at a key with a long history.
+    fn scan_live_pass(
+        &self,
+        from: Bound<&[u8]>,
+        to: Bound<&[u8]>,
+        main: i64,
+        emit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Pass {
+        // The current key's escaped prefix, its rows so far, and its newest row at or
+        // before `main` so far.
+        let mut group: Vec<u8> = Vec::new();
+        let mut group_rows = 0usize;
+        let mut best: Option<(Vec<u8>, Vec<u8>)> = None;
+        let mut outcome = None;
+        self.scan_rows(Table::Kv, from, to, false, &mut |row, value| {
+            let Some(split) = row.len().checked_sub(REVISION_BYTES) else {
+                self.failed(corrupt_row(Table::Kv, row));
+                outcome = Some(Pass::Done);
+                return false;
+            };
+            let (prefix, rev) = row.split_at(split);
+            if prefix != group.as_slice() {
+                if let Some((r, v)) = best.take() {
+                    if !emit(&r, &v) {
+                        outcome = Some(Pass::Done);
                         return false;
                     }
-                    group.clear();
-                    group.extend_from_slice(prefix);
                 }
-                let row_main = rev
-                    .get(..8)
-                    .and_then(|b| b.try_into().ok())
-                    .map_or(i64::MAX, |b| u64::from_be_bytes(b) as i64);
-                if row_main <= main {
-                    let (r, v) = best.get_or_insert_with(Default::default);
-                    r.clear();
-                    r.extend_from_slice(row);
-                    v.clear();
-                    v.extend_from_slice(value);
-                }
-                true
-            },
-        );
-        if !stopped {
-            emit(&mut best);
+                group.clear();
+                group.extend_from_slice(prefix);
+                group_rows = 0;
+            }
+            group_rows += 1;
+            if group_rows > MAX_ROWS_SCANNED_PER_KEY {
+                outcome = Some(Pass::LongHistory(group.clone()));
+                return false;
+            }
+            let row_main = rev
+                .get(..8)
+                .and_then(|b| b.try_into().ok())
+                .map_or(i64::MAX, |b| u64::from_be_bytes(b) as i64);
+            if row_main <= main {
+                best = Some((row.to_vec(), value.to_vec()));
+            }
+            true
+        });
+        if let Some(outcome) = outcome {
+            return outcome;
         }
+        if let Some((r, v)) = best {
+            emit(&r, &v);
+        }
+        Pass::Done
     }
 
     pub(crate) fn put_version(&mut self, key: &[u8], entry: &Entry) {

@@ -360,7 +360,7 @@ impl Node {
         self.ticks += 1;
         self.raft.tick();
         self.ask_start_fence_read();
-        if self.ticks % TOKEN_SWEEP_TICKS == 0 {
+        if self.ticks.is_multiple_of(TOKEN_SWEEP_TICKS) {
             self.tokens.expire(self.lease_clock.now_ms());
         }
         if self.is_leader() {
@@ -408,7 +408,7 @@ impl Node {
 
     fn propose_lease_checkpoints(&mut self) {
         let interval = self.config.lease_checkpoint_interval_ticks;
-        if interval == 0 || self.ticks % interval != 0 {
+        if interval == 0 || !self.ticks.is_multiple_of(interval) {
             return;
         }
         let checkpoints = self.store.lease_checkpoints(
