@@ -48,7 +48,7 @@ pub use quota::{CLUSTER_ALARM_MEMBER_ID, LEASE_OVERHEAD_BYTES};
 pub use request::*;
 pub use revision::{KeyRange, RangeEnd, Revision};
 pub use store::{
-    Applied, Store, StoreConfig, StoreStats, DEFAULT_COMPACTION_BATCH_REVISIONS,
+    node_row_key, Applied, Store, StoreConfig, StoreStats, DEFAULT_COMPACTION_BATCH_REVISIONS,
     DEFAULT_EXPIRED_LEASE_RETRY_MS, DEFAULT_MIN_LEASE_TTL_S, DEFAULT_QUOTA_BYTES,
 };
 pub use validate::{

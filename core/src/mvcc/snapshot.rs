@@ -17,6 +17,7 @@ use bytes::Bytes;
 use serde::ser::{SerializeSeq, SerializeStruct, Serializer};
 use serde::{Deserialize, Serialize};
 
+use super::engine::{Engine, MemEngine, Table};
 use super::error::SnapshotError;
 use super::key_index::{logical_entries, Entry};
 use super::lease::Lease;
@@ -210,8 +211,17 @@ impl Store {
     /// A store holding exactly the snapshot's state, as a follower (call
     /// [`Store::promote`] on the leader).
     pub fn restore(bytes: &[u8], config: StoreConfig) -> Result<Store, SnapshotError> {
+        Store::restore_into(bytes, Box::new(MemEngine::default()), config)
+    }
+
+    /// The same, written into `engine`, which must hold no store.
+    pub fn restore_into(
+        bytes: &[u8],
+        engine: Box<dyn Engine>,
+        config: StoreConfig,
+    ) -> Result<Store, SnapshotError> {
         let body = decode(bytes)?;
-        build(body, config)
+        build(body, Store::empty(engine, config))
     }
 }
 
@@ -259,14 +269,16 @@ fn decode(bytes: &[u8]) -> Result<Body, SnapshotError> {
         })
 }
 
-fn build(body: Body, config: StoreConfig) -> Result<Store, SnapshotError> {
+fn build(body: Body, mut store: Store) -> Result<Store, SnapshotError> {
     if body.current_rev < 1 || body.compact_rev < -1 || body.compact_rev > body.current_rev {
         return Err(invalid(format!(
             "revisions out of order: compact {} current {}",
             body.compact_rev, body.current_rev
         )));
     }
-    let mut store = Store::new(config);
+    if store.row(Table::Meta, b"store").is_some() {
+        return Err(invalid("the engine restored into already holds a store"));
+    }
     store.applied_index = body.applied_index;
     store.current_rev = body.current_rev;
     store.compact_rev = body.compact_rev;
@@ -451,7 +463,7 @@ mod tests {
     }
 
     fn restore_body(body: Body) -> Result<Store, SnapshotError> {
-        build(body, StoreConfig::default())
+        build(body, Store::new(StoreConfig::default()))
     }
 
     #[test]

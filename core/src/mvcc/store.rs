@@ -106,6 +106,50 @@ pub struct Store {
     pub(crate) applied_index: u64,
 }
 
+/// The `Meta` key of the node's row `name`.
+pub fn node_row_key(name: &str) -> Vec<u8> {
+    format!("node.{name}").into_bytes()
+}
+
+/// A read-only engine over a view (see [`Store::open_view`]).
+#[derive(Debug)]
+struct ViewEngine(Arc<dyn View>);
+
+impl super::engine::Read for ViewEngine {
+    fn get(&self, table: Table, key: &[u8]) -> super::engine::EngineResult<Option<Vec<u8>>> {
+        self.0.get(table, key)
+    }
+
+    fn scan(
+        &self,
+        table: Table,
+        from: Bound<&[u8]>,
+        to: Bound<&[u8]>,
+        reverse: bool,
+        visit: super::engine::Visit<'_>,
+    ) -> super::engine::EngineResult<()> {
+        self.0.scan(table, from, to, reverse, visit)
+    }
+}
+
+impl Engine for ViewEngine {
+    fn put(&mut self, _: Table, _: &[u8], _: &[u8]) -> super::engine::EngineResult<()> {
+        Err(EngineError("a store over a view is read-only".into()))
+    }
+
+    fn delete(&mut self, _: Table, _: &[u8]) -> super::engine::EngineResult<()> {
+        Err(EngineError("a store over a view is read-only".into()))
+    }
+
+    fn commit(&mut self, _: bool) -> super::engine::EngineResult<()> {
+        Err(EngineError("a store over a view is read-only".into()))
+    }
+
+    fn view(&self) -> super::engine::EngineResult<Arc<dyn View>> {
+        Ok(self.0.clone())
+    }
+}
+
 impl Store {
     /// An empty store in memory.
     pub fn new(config: StoreConfig) -> Self {
@@ -160,6 +204,23 @@ impl Store {
             self.failed(e);
         }
         self.healthy()
+    }
+
+    /// A store that reads `view` (a commit of another store's engine) and refuses writes:
+    /// for reads off the store's thread (snapshots, long ranges). Its reads fail with
+    /// [`Error::Storage`] if the view does not hold a store.
+    pub fn open_view(view: Arc<dyn View>, config: StoreConfig) -> Result<Self, Error> {
+        Store::open(Box::new(ViewEngine(view)), config)
+    }
+
+    /// A row the node keeps in the engine beside the store (members, auth, its applied
+    /// position), written in the same transaction as the applies it goes with.
+    pub fn node_row(&self, name: &str) -> Option<Vec<u8>> {
+        self.row(Table::Meta, &node_row_key(name))
+    }
+
+    pub fn put_node_row(&mut self, name: &str, value: &[u8]) {
+        self.put_row(Table::Meta, &node_row_key(name), value);
     }
 
     /// Gives the engine back (its open transaction as it is), to open again or close.

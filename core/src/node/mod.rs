@@ -13,6 +13,7 @@
 //! }
 //! ```
 
+mod engine_state;
 pub mod lease_clock;
 pub mod members;
 pub mod proposal;
@@ -41,6 +42,7 @@ use crate::raft::{
     Term,
 };
 
+pub use engine_state::{marker_of, snapshot_of_view};
 pub use members::{added_member_id, cluster_id, member_id, Member, MemberAttributes, Members};
 pub use proposal::{ConfChangeContext, Proposal, ProposalBody, NO_CLIENT};
 
@@ -106,12 +108,31 @@ struct Image {
     auth: AuthStore,
 }
 
-/// What a snapshot image restores.
+/// What a snapshot image restores. `store` is `None` when the store lies in an engine
+/// (a leader's streamed engine, installed with [`Node::install_store`]).
 #[derive(Debug)]
 struct Restored {
-    store: Store,
+    store: Option<Store>,
     members: Members,
     auth: AuthStore,
+}
+
+/// The node's rows changed since the engine last got them.
+#[derive(Clone, Copy, Debug, Default)]
+struct Dirty {
+    members: bool,
+    auth: bool,
+    conf: bool,
+}
+
+impl Dirty {
+    fn all() -> Dirty {
+        Dirty {
+            members: true,
+            auth: true,
+            conf: true,
+        }
+    }
 }
 
 /// Ticks between sweeps of expired auth tokens.
@@ -123,6 +144,23 @@ pub enum NodeError {
     Config(#[from] raft::ConfigError),
     #[error("the snapshot's state-machine image at index {index} is damaged: {reason}")]
     CorruptSnapshot { index: Index, reason: String },
+    /// The engine's node rows (members, auth, applied position) are damaged or missing.
+    #[error("the store's engine is damaged: {reason}")]
+    CorruptEngine { reason: String },
+    /// The engine holds an older state than the Raft log's snapshot: the entries between
+    /// were released and are gone (the engine file was replaced by an older copy).
+    #[error(
+        "the store in {location} is at Raft index {engine_index}, behind the log's snapshot at \
+         {snapshot_index}: the entries between are gone. Remove the member's data dir and add \
+         it again (member remove, member add, start with --initial-cluster-state=existing)"
+    )]
+    StoreBehind {
+        engine_index: Index,
+        snapshot_index: Index,
+        location: String,
+    },
+    #[error("the store's engine failed: {0}")]
+    Store(#[from] mvcc::Error),
 }
 
 /// Why a proposal was refused before it reached the log.
@@ -199,6 +237,16 @@ pub struct Node {
     /// Set after a restart until this node has applied as far as before it (see
     /// `start_fence`); while set, the node must not serve reads from its own state.
     start_fence: Option<StartFence>,
+    /// The store lies in an engine that holds the node's rows too (see `engine_state`):
+    /// snapshots are markers, a leader's snapshot comes as an engine to install.
+    engine_backed: bool,
+    /// The membership as of the applied index (Raft's own catches up at `advance`).
+    applied_conf: raft::ConfState,
+    applied_term: Term,
+    /// Which of the node's rows the next save writes (see `save_node_rows`).
+    dirty: Dirty,
+    /// A leader's engine, installed before the snapshot it holds is applied.
+    installed_store: Option<Store>,
     /// The tick at which this node last proposed the NOSPACE alarm.
     no_space_alarm_asked_tick: Option<u64>,
 }
@@ -224,10 +272,96 @@ impl Node {
         Bytes::from(proposal::encode_large(&image))
     }
 
-    /// Starts from `initial` (see [`InitialState`]); the store is restored from its
-    /// snapshot and the entries after it are applied as they come out of `ready`.
+    /// Starts from `initial` (see [`InitialState`]) with the store in memory: it is restored
+    /// from the snapshot's image and the entries after it are applied as they come out of
+    /// `ready`; snapshots are whole images ([`Node::maybe_snapshot`]).
     pub fn new(config: NodeConfig, initial: InitialState) -> Result<Node, NodeError> {
+        let restored = restore_image(&initial.snapshot, config.store)?;
+        let store = restored.store.unwrap_or_else(|| Store::new(config.store));
+        Node::build(
+            config,
+            initial,
+            store,
+            restored.members,
+            restored.auth,
+            false,
+        )
+    }
+
+    /// Starts from `initial` (the Raft log from the WAL) and `store`, the store's engine as
+    /// it was last durably committed, which holds the node's state too (see `engine_state`).
+    /// A new engine is filled from the snapshot's image (the bootstrap image; nothing for a
+    /// joining member). Returns the node and, when the engine was ahead of the log (see
+    /// `engine_state::reconcile`), the marker the caller must persist with
+    /// `Storage::install_snapshot` before the node's first `Ready`. `location` names the
+    /// engine's file in errors.
+    pub fn open(
+        config: NodeConfig,
+        mut initial: InitialState,
+        mut store: Store,
+        location: &str,
+    ) -> Result<(Node, Option<Snapshot>), NodeError> {
+        if let Some(e) = store.failure() {
+            return Err(NodeError::Store(mvcc::Error::Storage {
+                reason: e.to_string(),
+            }));
+        }
+        let (members, auth, rebased) = match engine_state::NodeRows::of_store(&store)? {
+            Some(rows) => {
+                let rebased = engine_state::reconcile(&mut initial, &rows, location)?;
+                (rows.members, rows.auth, rebased)
+            }
+            None => {
+                if store.applied_index() > 0 {
+                    return Err(NodeError::CorruptEngine {
+                        reason: format!("{location} holds a store but not the node's rows"),
+                    });
+                }
+                let snapshot_index = initial.snapshot.meta.index;
+                match decode_image(&initial.snapshot)? {
+                    Some(image) if !image.store.is_empty() => {
+                        store =
+                            Store::restore_into(&image.store, store.into_engine(), config.store)
+                                .map_err(|e| NodeError::CorruptSnapshot {
+                                    index: snapshot_index,
+                                    reason: e.to_string(),
+                                })?;
+                        (image.members, image.auth, None)
+                    }
+                    _ if snapshot_index > 0 => {
+                        return Err(NodeError::StoreBehind {
+                            engine_index: 0,
+                            snapshot_index,
+                            location: location.to_string(),
+                        })
+                    }
+                    _ => (Members::default(), AuthStore::default(), None),
+                }
+            }
+        };
+        let node = Node::build(config, initial, store, members, auth, true)?;
+        Ok((node, rebased))
+    }
+
+    fn build(
+        config: NodeConfig,
+        initial: InitialState,
+        store: Store,
+        members: Members,
+        auth: AuthStore,
+        engine_backed: bool,
+    ) -> Result<Node, NodeError> {
         let snapshot_index = initial.snapshot.meta.index;
+        let applied_index = initial.applied_index.max(snapshot_index);
+        let applied_term = if applied_index == snapshot_index {
+            initial.snapshot.meta.term
+        } else {
+            initial
+                .entries
+                .iter()
+                .find(|e| e.index == applied_index)
+                .map_or(0, |e| e.term)
+        };
         let start_fence = if initial.last_index() == 0 {
             Some(StartFence::joining())
         } else {
@@ -236,14 +370,10 @@ impl Node {
                 initial.hard_state.commit_index.max(snapshot_index),
             )
         };
-        let Restored {
-            store,
-            members,
-            auth,
-        } = restore_image(&initial.snapshot, config.store)?;
         let raft = Raft::new(config.raft.clone(), initial)?;
         let watches = WatchHub::new(config.watch, &store);
-        Ok(Node {
+        let applied_conf = raft.conf_state().clone();
+        let mut node = Node {
             id: config.raft.id,
             raft,
             store,
@@ -253,7 +383,7 @@ impl Node {
             tokens: Tokens::new(config.auth_token_ttl_ms),
             appended: BTreeMap::new(),
             waiting_reads: BTreeMap::new(),
-            applied_index: snapshot_index,
+            applied_index,
             last_snapshot_index: snapshot_index,
             prepared_snapshot: None,
             leader_snapshots_restored: 0,
@@ -262,8 +392,17 @@ impl Node {
             role: Role::Follower,
             lease_clock: LeaseClock::new(config.max_clock_step_ms()),
             ticks: 0,
+            engine_backed,
+            applied_conf,
+            applied_term,
+            dirty: Dirty::all(),
+            installed_store: None,
             config,
-        })
+        };
+        if engine_backed && applied_index > 0 {
+            node.save_node_rows();
+        }
+        Ok(node)
     }
 
     pub fn id(&self) -> NodeId {
@@ -607,8 +746,12 @@ impl Node {
             self.restore_snapshot(snapshot);
             output.membership_changed = true;
         }
+        let applied_any = ready.snapshot.is_some() || !ready.committed_entries.is_empty();
         for entry in std::mem::take(&mut ready.committed_entries) {
             self.apply_entry(entry, &mut output);
+        }
+        if applied_any {
+            self.save_node_rows();
         }
         self.watches.sync(&self.store);
         self.check_start_fence();
@@ -628,10 +771,32 @@ impl Node {
             _ => restore_image(snapshot, self.config.store)
                 .unwrap_or_else(|e| panic!("node {}: snapshot {index} not prepared: {e}", self.id)),
         };
+        let store = match (restored.store, self.installed_store.take()) {
+            (Some(store), _) => store,
+            (None, Some(store)) => {
+                assert_eq!(
+                    engine_state::NodeRows::of_store(&store)
+                        .ok()
+                        .flatten()
+                        .map(|rows| rows.applied_index),
+                    Some(index),
+                    "node {}: the engine installed is not the one of snapshot {index}",
+                    self.id
+                );
+                store
+            }
+            (None, None) => panic!(
+                "node {}: snapshot {index} holds an engine and none was installed",
+                self.id
+            ),
+        };
         self.leader_snapshots_restored += 1;
-        self.store = restored.store;
+        self.store = store;
         self.members = restored.members;
         self.auth = restored.auth;
+        self.applied_conf = snapshot.meta.conf_state.clone();
+        self.applied_term = snapshot.meta.term;
+        self.dirty = Dirty::all();
         // Tokens handed out in the entries the snapshot skips are unknown here; forget them
         // all so none outlives a change of password it did not see. Clients log in again.
         self.tokens.clear();
@@ -645,6 +810,49 @@ impl Node {
             self.store
                 .promote(self.lease_clock.now_ms(), self.config.lease_extend_ms());
         }
+    }
+
+    /// Hands over a leader's engine, streamed and durably written, before the `Ready`
+    /// holding its snapshot is applied: that apply makes it the node's store. The caller
+    /// has closed the engine it replaces.
+    pub fn install_store(&mut self, store: Store) {
+        self.installed_store = Some(store);
+    }
+
+    /// Takes the store out, leaving an empty one in memory: to close its engine before the
+    /// engine of a leader's snapshot takes its file's place (see [`Node::install_store`]).
+    pub fn take_store(&mut self) -> Store {
+        std::mem::replace(&mut self.store, Store::new(self.config.store))
+    }
+
+    /// Writes what changed of the node's rows into the store's open transaction (engine-backed
+    /// nodes, after every apply).
+    fn save_node_rows(&mut self) {
+        if !self.engine_backed {
+            return;
+        }
+        let dirty = std::mem::take(&mut self.dirty);
+        engine_state::save(
+            &mut self.store,
+            (self.applied_index, self.applied_term),
+            dirty.members.then_some(&self.members),
+            dirty.auth.then_some(&self.auth),
+            dirty.conf.then_some(&self.applied_conf),
+        );
+    }
+
+    /// Releases the Raft log before `marker` (from [`marker_of`] or [`snapshot_of_view`] of a
+    /// durable commit of this node's engine): the engine holds everything it covers.
+    /// Returns false when it is not newer than the last one.
+    pub fn compact_log(&mut self, marker: Snapshot) -> bool {
+        let index = marker.meta.index;
+        if index <= self.last_snapshot_index || index > self.applied_index {
+            return false;
+        }
+        self.raft
+            .compact(marker, self.config.snapshot_catch_up_entries);
+        self.last_snapshot_index = index;
+        true
     }
 
     fn apply_entry(&mut self, entry: raft::Entry, output: &mut ApplyOutput) {
@@ -663,6 +871,9 @@ impl Node {
                 let context = ConfChangeContext::decode(&change.context);
                 self.members
                     .apply_conf_change(change, context.as_ref().map(|c| c.member.clone()));
+                self.applied_conf = raft::apply_to_conf(&self.applied_conf, change);
+                self.dirty.members = true;
+                self.dirty.conf = true;
                 self.store.apply_empty(index);
                 output.membership_changed = true;
                 if let Some(context) = context.filter(|c| c.proposer == self.id) {
@@ -677,6 +888,7 @@ impl Node {
             }
         }
         self.applied_index = index;
+        self.applied_term = entry.term;
     }
 
     fn apply_proposal(&mut self, index: Index, proposal: Proposal, output: &mut ApplyOutput) {
@@ -698,11 +910,13 @@ impl Node {
             }
             ProposalBody::PublishMember(attributes) => {
                 self.members.publish(&attributes);
+                self.dirty.members = true;
                 self.store.apply_empty(index);
                 Outcome::MemberPublished
             }
             ProposalBody::UpdatePeerUrls { id, peer_urls } => {
                 self.members.update_peer_urls(id, peer_urls);
+                self.dirty.members = true;
                 self.store.apply_empty(index);
                 output.membership_changed = true;
                 Outcome::MembershipChanged {
@@ -711,6 +925,7 @@ impl Node {
             }
             ProposalBody::Auth(command) => {
                 let (result, effect) = self.auth.apply(&caller, index, &command);
+                self.dirty.auth = true;
                 self.apply_token_effect(effect);
                 self.store.apply_empty(index);
                 Outcome::Auth(result)
@@ -786,6 +1001,10 @@ impl Node {
     /// compacts the in-memory log; the caller persists the returned snapshot and releases
     /// the WAL before it. Call after `advance`.
     pub fn maybe_snapshot(&mut self) -> Option<Snapshot> {
+        if self.engine_backed {
+            // The log is released behind the engine's durable commits (`compact_log`).
+            return None;
+        }
         let applied = self.raft.applied_index();
         if applied < self.last_snapshot_index + self.config.snapshot_count {
             return None;
@@ -817,26 +1036,40 @@ impl Node {
     }
 }
 
-/// The store, members and auth a snapshot holds; an empty snapshot (a joining node) is
-/// empty.
-fn restore_image(snapshot: &Snapshot, config: StoreConfig) -> Result<Restored, NodeError> {
+/// The image a snapshot holds; `None` for an empty snapshot (a joining node).
+fn decode_image(snapshot: &Snapshot) -> Result<Option<Image>, NodeError> {
     if snapshot.data.is_empty() {
+        return Ok(None);
+    }
+    proposal::decode_large(&snapshot.data)
+        .map(Some)
+        .ok_or_else(|| NodeError::CorruptSnapshot {
+            index: snapshot.meta.index,
+            reason: "the image does not decode".into(),
+        })
+}
+
+/// The store, members and auth a snapshot holds; an empty snapshot (a joining node) is
+/// empty. An image whose store lies in an engine restores no store.
+fn restore_image(snapshot: &Snapshot, config: StoreConfig) -> Result<Restored, NodeError> {
+    let index = snapshot.meta.index;
+    let Some(image) = decode_image(snapshot)? else {
         return Ok(Restored {
-            store: Store::new(config),
+            store: None,
             members: Members::default(),
             auth: AuthStore::default(),
         });
-    }
-    let index = snapshot.meta.index;
-    let image: Image =
-        proposal::decode_large(&snapshot.data).ok_or_else(|| NodeError::CorruptSnapshot {
-            index,
-            reason: "the image does not decode".into(),
-        })?;
-    let store = Store::restore(&image.store, config).map_err(|e| NodeError::CorruptSnapshot {
-        index,
-        reason: e.to_string(),
-    })?;
+    };
+    let store = if image.store.is_empty() {
+        None
+    } else {
+        let store =
+            Store::restore(&image.store, config).map_err(|e| NodeError::CorruptSnapshot {
+                index,
+                reason: e.to_string(),
+            })?;
+        Some(store)
+    };
     Ok(Restored {
         store,
         members: image.members,

@@ -32,7 +32,7 @@ pub(super) fn validate(conf: &ConfState, change: &ConfChange) -> Result<(), Prop
 
 /// The membership after `change`. A change that is invalid against `conf` (it was valid
 /// where it was proposed, but every node must apply the same log the same way) is a no-op.
-pub(super) fn apply_to_conf(conf: &ConfState, change: &ConfChange) -> ConfState {
+pub fn apply_to_conf(conf: &ConfState, change: &ConfChange) -> ConfState {
     let mut next = conf.clone();
     if validate(conf, change).is_err() {
         return next;

@@ -40,6 +40,7 @@ pub use entry::{
 pub use error::{ConfigError, MessageError, ProposeError, ReadIndexError, TransferError};
 pub use initial_state::{InitialState, BOOTSTRAP_INDEX, BOOTSTRAP_TERM};
 pub use lost_state::{LostState, Notice};
+pub use membership::apply_to_conf;
 pub use message::{
     Append, AppendResponse, Heartbeat, HeartbeatResponse, Message, MessageBody, MessageLimits,
     Propose, ReadIndexRequest, ReadIndexResponse, RequestVote, RequestVoteResponse,
