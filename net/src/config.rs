@@ -111,6 +111,24 @@ pub struct ServeArgs {
     #[arg(long, env = "KEEL_QUOTA_BACKEND_BYTES", default_value_t = 0)]
     pub quota_backend_bytes: u64,
 
+    /// The longest time applied writes wait before the store's engine commits them durably
+    /// (etcd's backend commit interval). The Raft log is the source of truth in between.
+    #[arg(long, env = "KEEL_BACKEND_BATCH_INTERVAL", default_value = "100ms")]
+    pub backend_batch_interval: String,
+
+    /// The most applied entries before the store's engine commits durably.
+    #[arg(long, env = "KEEL_BACKEND_BATCH_LIMIT", default_value_t = 10_000)]
+    pub backend_batch_limit: u64,
+
+    /// Memory the store's engine caches its pages in, in bytes: the server's memory stays
+    /// near it whatever the data size (keel's; etcd maps its whole file instead).
+    #[arg(
+        long,
+        env = "KEEL_ENGINE_CACHE_SIZE_BYTES",
+        default_value_t = keel_storage::DEFAULT_ENGINE_CACHE_SIZE_BYTES as u64
+    )]
+    pub engine_cache_size_bytes: u64,
+
     /// Maximum client request size in bytes the server will accept.
     #[arg(long, env = "KEEL_MAX_REQUEST_BYTES", default_value_t = DEFAULT_MAX_REQUEST_BYTES)]
     pub max_request_bytes: u64,
@@ -313,6 +331,10 @@ pub struct ServerConfig {
     pub snapshot_count: u64,
     pub snapshot_catchup_entries: u64,
     pub quota_bytes: u64,
+    /// When the store's engine commits durably: after this long or this many entries.
+    pub backend_batch_interval: Duration,
+    pub backend_batch_limit: u64,
+    pub engine_cache_size_bytes: usize,
     pub max_request_bytes: u64,
     pub max_txn_ops: usize,
     pub auto_compaction: AutoCompaction,
@@ -378,6 +400,19 @@ impl ServeArgs {
             snapshot_count: positive("snapshot-count", self.snapshot_count)?,
             snapshot_catchup_entries: self.experimental_snapshot_catchup_entries,
             quota_bytes: self.quota_backend_bytes,
+            backend_batch_interval: match go_duration(
+                "backend-batch-interval",
+                &self.backend_batch_interval,
+            )? {
+                Duration::ZERO => return Err(invalid("backend-batch-interval", "must be above 0")),
+                interval => interval,
+            },
+            backend_batch_limit: positive("backend-batch-limit", self.backend_batch_limit)?,
+            engine_cache_size_bytes: usize::try_from(positive(
+                "engine-cache-size-bytes",
+                self.engine_cache_size_bytes,
+            )?)
+            .map_err(|_| invalid("engine-cache-size-bytes", "too large"))?,
             max_request_bytes: positive("max-request-bytes", self.max_request_bytes)?,
             max_txn_ops: usize::try_from(positive("max-txn-ops", self.max_txn_ops)?)
                 .map_err(|_| invalid("max-txn-ops", "too large"))?,

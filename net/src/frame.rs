@@ -21,6 +21,17 @@ const KIND_LAST_PART: u8 = 4;
 const KIND_REFUSAL: u8 = 5;
 const KIND_QUESTION: u8 = 6;
 const KIND_ANSWER: u8 = 7;
+const KIND_SNAPSHOT_BEGIN: u8 = 8;
+const KIND_SNAPSHOT_ROWS: u8 = 9;
+const KIND_SNAPSHOT_END: u8 = 10;
+
+/// Closes a snapshot stream (see `crate::snapshot_stream`): how many rows it held and the
+/// CRC-32C of every rows frame's body, in order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotEnd {
+    pub rows: u64,
+    pub checksum: u32,
+}
 
 /// Opens a connection that carries Raft messages: who is speaking to whom, in which cluster.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -132,6 +143,27 @@ pub fn encode_answer(answer: &Answer, out: &mut BytesMut) -> Result<(), FrameErr
     encode_small(KIND_ANSWER, answer, out)
 }
 
+/// Opens a snapshot stream: the leader's `InstallSnapshot` message, whose store follows as
+/// rows frames.
+pub fn encode_snapshot_begin(message: &Message, out: &mut BytesMut) -> Result<(), FrameError> {
+    encode_small(KIND_SNAPSHOT_BEGIN, message, out)
+}
+
+/// One chunk of a snapshot stream's rows (see `crate::snapshot_stream` for the body).
+pub fn encode_snapshot_rows(chunk: &[u8], out: &mut BytesMut) -> Result<(), FrameError> {
+    if chunk.len() >= MAX_FRAME_BYTES {
+        return Err(FrameError::FrameTooLarge {
+            len_bytes: chunk.len(),
+        });
+    }
+    put_frame(KIND_SNAPSHOT_ROWS, chunk, out);
+    Ok(())
+}
+
+pub fn encode_snapshot_end(end: &SnapshotEnd, out: &mut BytesMut) -> Result<(), FrameError> {
+    encode_small(KIND_SNAPSHOT_END, end, out)
+}
+
 /// Encodes `message` as one frame, or as parts when it is larger than a frame.
 pub fn encode_message(message: &Message, out: &mut BytesMut) {
     use bincode::Options;
@@ -170,6 +202,9 @@ pub enum Decoded {
     Refusal(Refusal),
     Question(Question),
     Answer(Answer),
+    SnapshotBegin(Message),
+    SnapshotRows(Bytes),
+    SnapshotEnd(SnapshotEnd),
 }
 
 /// Turns the bytes of one connection into hellos and messages.
@@ -208,6 +243,14 @@ impl Decoder {
                     return decode("question", &body).map(|q| Some(Decoded::Question(q)))
                 }
                 KIND_ANSWER => return decode("answer", &body).map(|a| Some(Decoded::Answer(a))),
+                KIND_SNAPSHOT_BEGIN => {
+                    return decode("snapshot message", &body)
+                        .map(|m| Some(Decoded::SnapshotBegin(m)))
+                }
+                KIND_SNAPSHOT_ROWS => return Ok(Some(Decoded::SnapshotRows(body))),
+                KIND_SNAPSHOT_END => {
+                    return decode("snapshot end", &body).map(|e| Some(Decoded::SnapshotEnd(e)))
+                }
                 KIND_MESSAGE => {
                     self.check_size(body.len())?;
                     return decode("message", &body).map(|m| Some(Decoded::Message(m)));

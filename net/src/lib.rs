@@ -17,6 +17,7 @@ pub mod proto;
 pub mod random;
 pub mod server;
 pub mod server_loop;
+pub mod snapshot_stream;
 pub mod tls;
 pub mod transport;
 

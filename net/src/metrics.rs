@@ -33,6 +33,7 @@ pub struct Metrics {
     current_revision: Gauge,
     compact_revision: Gauge,
     fsync_seconds: Histogram,
+    backend_commit_seconds: Histogram,
     peer_sent_bytes: Counter,
     peer_received_bytes: Counter,
     peer_sent_failures: Counter,
@@ -54,6 +55,7 @@ impl Metrics {
         let compact_revision = Gauge::default();
         // etcd's buckets: 1 ms doubling to about 4 s.
         let fsync_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 14));
+        let backend_commit_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 14));
         let peer_sent_bytes = Counter::default();
         let peer_received_bytes = Counter::default();
         let peer_sent_failures = Counter::default();
@@ -108,6 +110,11 @@ impl Metrics {
             fsync_seconds.clone(),
         );
         registry.register(
+            "etcd_disk_backend_commit_duration_seconds",
+            "The latency distributions of commit called by backend",
+            backend_commit_seconds.clone(),
+        );
+        registry.register(
             "etcd_network_peer_sent_bytes",
             "The total number of bytes sent to peers",
             peer_sent_bytes.clone(),
@@ -136,6 +143,7 @@ impl Metrics {
             current_revision,
             compact_revision,
             fsync_seconds,
+            backend_commit_seconds,
             peer_sent_bytes,
             peer_received_bytes,
             peer_sent_failures,
@@ -146,6 +154,11 @@ impl Metrics {
 
     pub fn observe_fsync(&self, duration: Duration) {
         self.fsync_seconds.observe(duration.as_secs_f64());
+    }
+
+    /// A durable commit of the store's engine took `duration`.
+    pub fn observe_engine_commit(&self, duration: Duration) {
+        self.backend_commit_seconds.observe(duration.as_secs_f64());
     }
 
     /// Samples the node's state (called by the loop after each batch).

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use keel_core::mvcc::{Limits, StoreConfig, DEFAULT_QUOTA_BYTES};
+use keel_core::mvcc::{Limits, Store, StoreConfig, DEFAULT_QUOTA_BYTES};
 use keel_core::node::{MemberAttributes, Node, NodeConfig};
-use keel_storage::{Disk, Storage};
+use keel_storage::{Disk, RedbEngine, Storage, STORE_FILE};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
@@ -31,6 +31,7 @@ use crate::proto::etcdserverpb::lease_server::LeaseServer;
 use crate::proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use crate::proto::etcdserverpb::watch_server::WatchServer;
 use crate::server_loop::{Hooks, LoopError, LoopInputs, LoopSettings, ServerLoop, WatchOpen};
+use crate::snapshot_stream::{self, DiskInbox};
 use crate::tls::{ClientTls, ServerTls, TlsSettings, CLIENT_ALPN, GRPC_ALPN, PEER_ALPN};
 use crate::transport::{self, Transport, TransportStats};
 
@@ -110,7 +111,7 @@ pub fn node_config(config: &ServerConfig, member_id: u64) -> NodeConfig {
 
 /// Opens `disk` and what it holds, bootstrapping a new cluster or joining one when empty
 /// (see `crate::bootstrap`).
-async fn open_node<D: Disk>(
+async fn open_node<D: Disk + Send + 'static>(
     config: &ServerConfig,
     disk: D,
     peer_tls: Option<&ClientTls>,
@@ -124,8 +125,30 @@ async fn open_node<D: Disk>(
     let start =
         crate::bootstrap::open_member(config, &mut storage, recovered, store, peer_tls).await?;
     let mut identity = start.identity;
-    let node = Node::new(node_config(config, identity.member_id), start.initial)
+    let node_config = node_config(config, identity.member_id);
+    let mut engine_disk = storage
+        .disk()
+        .share()
+        .context("cannot open the data dir again")?;
+    snapshot_stream::remove_received_engines(&mut engine_disk)
+        .context("cannot remove the partly received snapshots in the data dir")?;
+    let location = engine_disk.location(STORE_FILE);
+    let engine = RedbEngine::open(engine_disk, config.engine_cache_size_bytes)
+        .with_context(|| format!("cannot open the store's engine {location}"))?;
+    let store = Store::open(Box::new(engine), node_config.store)
+        .with_context(|| format!("cannot open the store in {location}"))?;
+    let (node, rebased) = Node::open(node_config, start.initial, store, &location)
         .context("cannot start the node")?;
+    if let Some(marker) = rebased {
+        warn!(
+            index = marker.meta.index,
+            "the store's engine is ahead of the Raft log (a leader's snapshot was being \
+             installed): the log restarts from the engine"
+        );
+        storage
+            .install_snapshot(&marker)
+            .context("cannot reset the Raft log to the store's engine")?;
+    }
     match (identity.cluster_id, node.cluster_id()) {
         (0, 0) => {}
         (0, known) => {
@@ -216,6 +239,10 @@ pub async fn start_hooked<D: Disk + Send + 'static>(
             members: members_view.clone(),
             node: handle.clone(),
         },
+        snapshots: Arc::new(DiskInbox::new(
+            disk.share().context("cannot open the data dir again")?,
+            config.engine_cache_size_bytes,
+        )),
     };
     for listener in peers {
         let tls = tls.peer_server.clone().filter(|_| listener.https);
@@ -268,6 +295,10 @@ pub async fn start_hooked<D: Disk + Send + 'static>(
         },
         advertise_peer_urls: config.advertise_peer_urls.clone(),
         snapshot_retain_entries: config.snapshot_catchup_entries,
+        snapshot_count: config.snapshot_count,
+        backend_batch_interval: config.backend_batch_interval,
+        backend_batch_limit: config.backend_batch_limit,
+        engine_cache_size_bytes: config.engine_cache_size_bytes,
         compactor: Compactor::new(config.auto_compaction),
         hooks,
         learner: handle.learner_flag(),
@@ -282,7 +313,7 @@ pub async fn start_hooked<D: Disk + Send + 'static>(
         settings,
         metrics.clone(),
         first_request_id,
-    );
+    )?;
     let inputs = LoopInputs {
         requests,
         watch_opens,

@@ -8,12 +8,13 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use keel_core::mvcc::{StreamId, WatchResponse};
+use keel_core::mvcc::{Store, StreamId, WatchResponse};
 use keel_core::node::{
-    Completion, MemberAttributes, Node, NodeProposeError, ProposalBody, NO_CLIENT,
+    marker_of, snapshot_of_view, Completion, MemberAttributes, Node, NodeProposeError,
+    ProposalBody, NO_CLIENT,
 };
-use keel_core::raft::{Message, ProposeError, ReadIndexError, Role};
-use keel_storage::{Disk, Storage, StorageError, WrittenSnapshot};
+use keel_core::raft::{Message, MessageBody, ProposeError, ReadIndexError, Role};
+use keel_storage::{Disk, RedbEngine, Storage, StorageError};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
@@ -24,6 +25,7 @@ use crate::compactor::Compactor;
 use crate::handle::{ApiError, LearnerFlag, ReadFn, Request, Written};
 use crate::metrics::Metrics;
 use crate::peer_query::MembersView;
+use crate::snapshot_stream;
 use crate::transport::{PeerReport, Transport};
 
 /// Responses a watch stream may hold unsent; past it, the hub keeps them (and moves slow
@@ -48,6 +50,13 @@ pub struct LoopSettings {
     pub advertise_peer_urls: Vec<String>,
     /// Entries kept before a snapshot for slow followers (matches the node's setting).
     pub snapshot_retain_entries: u64,
+    /// The Raft log is released behind the engine every this many applied entries (etcd's
+    /// `--snapshot-count`).
+    pub snapshot_count: u64,
+    /// When the store's engine commits durably (see `ServerConfig::backend_batch_interval`).
+    pub backend_batch_interval: Duration,
+    pub backend_batch_limit: u64,
+    pub engine_cache_size_bytes: usize,
     pub compactor: Compactor,
     pub hooks: Hooks,
     /// Kept up to date after every batch (see `NodeHandle::is_learner`).
@@ -102,6 +111,10 @@ pub struct WatchOpen {
 pub enum LoopError {
     #[error("storage failed, the node must stop: {0}")]
     Storage(#[from] StorageError),
+    /// The store's engine failed (its file is named): the node stops; restarted, it
+    /// recovers from the engine's last durable commit and the Raft log.
+    #[error("the store's engine failed, the node must stop: {0}")]
+    Engine(String),
     /// This member's data dir lost state it had acknowledged (see
     /// `keel_core::raft::LostState`): it must never vote or serve from it again.
     #[error("this member's data dir went back in time and it must not run on it: {0}")]
@@ -129,10 +142,11 @@ pub struct ServerLoop<D: Disk> {
     next_request_id: u64,
     clock: LocalClock,
     ticks: u64,
-    /// Results of snapshot files written off the loop (at most one at a time).
-    snapshots_written: mpsc::UnboundedSender<Result<WrittenSnapshot, StorageError>>,
-    snapshot_results: Option<mpsc::UnboundedReceiver<Result<WrittenSnapshot, StorageError>>>,
-    snapshot_in_flight: bool,
+    /// The data dir, for the engine's files (a leader's engine replacing this one's).
+    engine_disk: D,
+    /// Entries applied since the engine's last durable commit, and when that was.
+    applied_since_commit: u64,
+    last_engine_commit: Instant,
     /// Ticks since this node last knew a leader.
     leaderless_ticks: u64,
     leader: Option<u64>,
@@ -172,10 +186,15 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
         settings: LoopSettings,
         metrics: Arc<Metrics>,
         first_request_id: u64,
-    ) -> ServerLoop<D> {
+    ) -> Result<ServerLoop<D>, LoopError> {
         let clock = LocalClock::new(settings.hooks.clock.clone());
-        let (snapshots_written, snapshot_results) = mpsc::unbounded_channel();
-        ServerLoop {
+        let engine_disk = storage.disk().share().map_err(|e| {
+            LoopError::Engine(format!(
+                "cannot open {} again: {e}",
+                storage.disk().location(".")
+            ))
+        })?;
+        Ok(ServerLoop {
             node,
             storage,
             transport,
@@ -188,15 +207,15 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
             next_request_id: first_request_id.max(1),
             clock,
             ticks: 0,
-            snapshots_written,
-            snapshot_results: Some(snapshot_results),
-            snapshot_in_flight: false,
+            engine_disk,
+            applied_since_commit: 0,
+            last_engine_commit: Instant::now(),
             leaderless_ticks: 0,
             leader: None,
             removed_by: None,
             commit_unsynced: false,
             commit_unsynced_ticks: 0,
-        }
+        })
     }
 
     fn note_learner(&self) {
@@ -219,9 +238,6 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
         // slow clock); a late tick is not made up for.
         let ticker = tokio::time::sleep(self.clock.real_duration(self.settings.tick));
         tokio::pin!(ticker);
-        let Some(mut snapshot_results) = self.snapshot_results.take() else {
-            return Ok(());
-        };
         // What the log holds as committed is applied before any request is handled: a read
         // served from the snapshot alone would show a state older than before the restart.
         self.process_ready()?;
@@ -236,10 +252,10 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
                 () = &mut ticker => {
                     self.on_tick();
                     self.sync_idle_commit()?;
+                    self.maybe_commit_engine(true)?;
                     let period = self.clock.real_duration(self.settings.tick);
                     ticker.as_mut().reset(Instant::now() + period);
                 }
-                Some(written) = snapshot_results.recv() => self.on_snapshot_written(written)?,
                 Some(message) = inputs.peer_inbox.recv() => self.step(message),
                 Some(report) = inputs.peer_reports.recv() => self.on_peer_report(report),
                 Some(open) = inputs.watch_opens.recv() => self.open_watch_stream(open),
@@ -250,6 +266,7 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
             }
             self.drain_inputs(&mut inputs);
             self.process_ready()?;
+            self.maybe_commit_engine(false)?;
             self.check_still_a_member()?;
             self.unpark();
             self.flush_watches();
@@ -258,6 +275,10 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
         // clean restart serve at once instead of waiting to catch up with the leader.
         if let Err(error) = self.storage.sync() {
             warn!(%error, "cannot sync at shutdown");
+        }
+        // What was applied is kept, so a clean restart replays nothing.
+        if let Err(error) = self.commit_engine() {
+            warn!(%error, "cannot commit the store's engine at shutdown");
         }
         info!("server loop stopped");
         Ok(())
@@ -535,15 +556,15 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
             if let Some(soft) = ready.soft_state {
                 self.on_soft_state(soft.leader, soft.role);
             }
-            for message in ready.messages.drain(..) {
-                self.transport.send(message);
+            for message in std::mem::take(&mut ready.messages) {
+                self.send(message);
             }
             if let Some(snapshot) = &ready.snapshot {
                 info!(
                     index = snapshot.meta.index,
-                    size_bytes = snapshot.data.len(),
                     "installing the leader's snapshot"
                 );
+                self.install_engine(snapshot.meta.index)?;
             }
             let started = Instant::now();
             let synced = ready.must_sync();
@@ -558,8 +579,8 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
                     warn!(took_ms = took.as_millis() as u64, "slow fdatasync");
                 }
             }
-            for message in ready.persisted_messages.drain(..) {
-                self.transport.send(message);
+            for message in std::mem::take(&mut ready.persisted_messages) {
+                self.send(message);
             }
             let committed = ready.committed_entries.len() as u64;
             let now_ms = self.now_ms();
@@ -586,9 +607,8 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
                 );
             }
             self.node.advance(&ready);
-            if !self.snapshot_in_flight {
-                self.maybe_snapshot()?;
-            }
+            self.applied_since_commit += committed;
+            self.check_engine()?;
         }
         // After every batch: a leader's snapshot changes the membership without a
         // membership change being applied.
@@ -600,41 +620,113 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
         Ok(())
     }
 
-    /// Takes a snapshot when one is due and has its file written off the loop: writing and
-    /// syncing a file as large as the store would stall everything else (heartbeats
-    /// included). The WAL is released once the file is durable (`on_snapshot_written`).
-    fn maybe_snapshot(&mut self) -> Result<(), LoopError> {
-        let build_started = Instant::now();
-        let Some(snapshot) = self.node.maybe_snapshot() else {
-            return Ok(());
+    /// Sends a message; a snapshot goes with the store's engine as its last commit holds
+    /// it (see `crate::snapshot_stream`): Raft's own snapshot is only a marker, so the
+    /// message takes the engine commit's metadata, at or after the marker.
+    fn send(&mut self, mut message: Message) {
+        if !matches!(message.body, MessageBody::InstallSnapshot(_)) {
+            self.transport.send(message);
+            return;
+        }
+        let prepared = self
+            .node
+            .store()
+            .view()
+            .map_err(|e| e.to_string())
+            .and_then(|view| {
+                snapshot_of_view(&*view)
+                    .map(|snapshot| (view, snapshot))
+                    .map_err(|e| e.to_string())
+            });
+        match prepared {
+            Ok((view, snapshot)) => {
+                info!(
+                    peer = message.to,
+                    index = snapshot.meta.index,
+                    "sending a snapshot of the store's engine"
+                );
+                message.body = MessageBody::InstallSnapshot(snapshot);
+                self.transport.send_snapshot(message, view);
+            }
+            Err(error) => {
+                warn!(%error, peer = message.to, "cannot send a snapshot");
+                self.node.raft_mut().report_snapshot_failed(message.to);
+            }
+        }
+    }
+
+    /// Puts the leader's engine received for the snapshot at `index` in place of this
+    /// node's (before the snapshot is persisted to the log: a crash in between leaves the
+    /// engine ahead of the log, which the next start rebases, see `Node::open`).
+    fn install_engine(&mut self, index: u64) -> Result<(), LoopError> {
+        let engine_error = |what: &str, e: &dyn std::fmt::Display| {
+            error!(%e, index, "{what}");
+            LoopError::Engine(format!("{what}: {e}"))
         };
-        let index = snapshot.meta.index;
-        info!(
-            index,
-            size_bytes = snapshot.data.len(),
-            build_ms = build_started.elapsed().as_millis() as u64,
-            "took a snapshot; writing it"
-        );
-        let mut writer = self.storage.snapshot_writer()?;
-        let written = self.snapshots_written.clone();
-        self.snapshot_in_flight = true;
-        spawn_file_work(move || {
-            // The loop is gone if this fails; nothing is left to tell.
-            let _ = written.send(writer.write(&snapshot));
-        });
+        drop(self.node.take_store());
+        snapshot_stream::replace_engine(&mut self.engine_disk, index)
+            .map_err(|e| engine_error("cannot put the leader's engine in place", &e))?;
+        let disk = self
+            .engine_disk
+            .share()
+            .map_err(|e| engine_error("cannot open the data dir again", &e))?;
+        let engine = RedbEngine::open(disk, self.settings.engine_cache_size_bytes)
+            .map_err(|e| engine_error("cannot open the leader's engine", &e))?;
+        let store = Store::open(Box::new(engine), *self.node.store().config())
+            .map_err(|e| engine_error("cannot open the leader's store", &e))?;
+        self.node.install_store(store);
+        self.applied_since_commit = 0;
+        self.last_engine_commit = Instant::now();
         Ok(())
     }
 
-    fn on_snapshot_written(
-        &mut self,
-        written: Result<WrittenSnapshot, StorageError>,
-    ) -> Result<(), LoopError> {
-        let written_index = written.as_ref().map_or(0, |w| w.index);
-        self.snapshot_in_flight = false;
-        self.storage
-            .adopt_snapshot(written, self.settings.snapshot_retain_entries)
-            .inspect_err(|e| error!(%e, "saving a snapshot failed"))?;
-        info!(index = written_index, "saved a snapshot");
+    /// Stops the loop once the store's engine failed.
+    fn check_engine(&self) -> Result<(), LoopError> {
+        match self.node.store().failure() {
+            Some(e) => {
+                error!(%e, "the store's engine failed");
+                Err(LoopError::Engine(e.to_string()))
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Commits the engine durably once `--backend-batch-limit` entries, or (checked on
+    /// ticks, so that a lone write after a quiet spell does not pay a commit of its own)
+    /// `--backend-batch-interval`, have gone by since the last commit.
+    fn maybe_commit_engine(&mut self, on_tick: bool) -> Result<(), LoopError> {
+        let due = self.applied_since_commit >= self.settings.backend_batch_limit
+            || (on_tick
+                && self.applied_since_commit > 0
+                && self.last_engine_commit.elapsed() >= self.settings.backend_batch_interval);
+        if due {
+            self.commit_engine()?;
+        }
+        Ok(())
+    }
+
+    /// Commits the engine durably, then releases the Raft log behind it every
+    /// `--snapshot-count` entries: the engine holds everything the released entries did.
+    fn commit_engine(&mut self) -> Result<(), LoopError> {
+        let started = Instant::now();
+        self.node
+            .commit_store(true)
+            .map_err(|e| LoopError::Engine(e.to_string()))?;
+        self.metrics.observe_engine_commit(started.elapsed());
+        self.applied_since_commit = 0;
+        self.last_engine_commit = Instant::now();
+        let applied = self.node.applied_index();
+        if applied < self.storage.snapshot_index() + self.settings.snapshot_count {
+            return Ok(());
+        }
+        let marker = marker_of(self.node.store()).map_err(|e| LoopError::Engine(e.to_string()))?;
+        let index = marker.meta.index;
+        if self.node.compact_log(marker.clone()) {
+            self.storage
+                .save_snapshot(&marker, self.settings.snapshot_retain_entries)
+                .inspect_err(|e| error!(%e, "saving a snapshot marker failed"))?;
+            info!(index, "released the Raft log behind the store's engine");
+        }
         Ok(())
     }
 
@@ -691,16 +783,6 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
             self.transport.set_peers(&peers);
         }
     }
-}
-
-/// Runs file work that may take long (a snapshot as large as the store) away from the loop:
-/// on tokio's blocking threads, or as a task in the simulator, which has no threads (the
-/// work then happens at one instant of simulated time, deterministically).
-fn spawn_file_work(work: impl FnOnce() + Send + 'static) {
-    #[cfg(not(madsim))]
-    drop(tokio::task::spawn_blocking(work));
-    #[cfg(madsim)]
-    drop(tokio::spawn(async move { work() }));
 }
 
 fn propose_error(error: NodeProposeError) -> ApiError {

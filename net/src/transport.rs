@@ -17,14 +17,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use keel_core::mvcc::View;
 use keel_core::raft::{Message, MessageBody, NodeId};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use crate::frame::{self, Decoded, Decoder, Hello, Refusal};
+use crate::frame::{self, Decoded, Decoder, Hello, Refusal, SnapshotEnd};
 use crate::peer_query::AnswerDesk;
+use crate::snapshot_stream::{self, SnapshotInbox, StagedSnapshot, ViewReader};
 use crate::tls::{ClientTls, ServerTls};
 
 /// A peer connection: plain TCP or TLS over it.
@@ -125,6 +127,46 @@ impl Transport {
                 },
             );
         }
+    }
+
+    /// Sends a leader's snapshot with its store's engine: `message` (whose image holds no
+    /// store) and `view`'s rows, on a connection of their own (see
+    /// `crate::snapshot_stream`), so the peer's heartbeats do not wait behind it. A failure
+    /// is reported as [`PeerReport::SnapshotFailed`].
+    pub fn send_snapshot(&mut self, message: Message, view: Arc<dyn View>) {
+        let to = message.to;
+        let Some(peer) = self.peers.get(&to) else {
+            let _ = self.reports.send(PeerReport::SnapshotFailed(to));
+            return;
+        };
+        let sender = Sender {
+            cluster_id: self.cluster_id.clone(),
+            from: self.local_id,
+            to,
+            urls: peer.urls.clone(),
+            reports: self.reports.clone(),
+            stats: self.stats.clone(),
+            tls: self.tls.clone(),
+        };
+        tokio::spawn(async move {
+            let started = tokio::time::Instant::now();
+            match sender.stream_snapshot(&message, view).await {
+                Ok((rows, bytes)) => {
+                    let took = started.elapsed();
+                    info!(
+                        peer = to,
+                        rows,
+                        size_bytes = bytes,
+                        took_ms = took.as_millis() as u64,
+                        "sent a snapshot"
+                    );
+                }
+                Err(error) => {
+                    warn!(peer = to, %error, "sending a snapshot failed");
+                    let _ = sender.reports.send(PeerReport::SnapshotFailed(to));
+                }
+            }
+        });
     }
 
     /// Queues `message` for its peer; drops it if the queue is full or the peer unknown.
@@ -287,6 +329,74 @@ impl Sender {
         }
     }
 
+    /// Streams a snapshot on a new connection; returns the rows and bytes sent.
+    async fn stream_snapshot(
+        &self,
+        message: &Message,
+        view: Arc<dyn View>,
+    ) -> std::io::Result<(u64, u64)> {
+        let mut last_error = None;
+        let mut stream = None;
+        for url in &self.urls {
+            match connect(url, self.tls.as_ref()).await {
+                Ok(connected) => {
+                    stream = Some(connected);
+                    break;
+                }
+                Err(error) => last_error = Some(error),
+            }
+        }
+        let Some(mut stream) = stream else {
+            return Err(last_error.unwrap_or_else(|| std::io::Error::other("no peer URL")));
+        };
+        let mut out = BytesMut::new();
+        let hello = Hello {
+            cluster_id: self.cluster_id.get(),
+            from: self.from,
+            to: self.to,
+        };
+        frame::encode_hello(&hello, &mut out);
+        frame::encode_snapshot_begin(message, &mut out).map_err(std::io::Error::other)?;
+        write_flush(&mut stream, &out).await?;
+        let mut sent_bytes = out.len() as u64;
+        let mut reader = Some(ViewReader::new(view));
+        let mut checksum = 0u32;
+        let mut rows = 0;
+        loop {
+            let Some(mut taken) = reader.take() else {
+                break;
+            };
+            let (taken, chunk) = snapshot_stream::blocking(move || {
+                let chunk = taken.next_chunk();
+                (taken, chunk)
+            })
+            .await
+            .ok_or_else(|| std::io::Error::other("reading the snapshot's view failed"))?;
+            rows = taken.rows;
+            let Some(chunk) = chunk.map_err(std::io::Error::other)? else {
+                break;
+            };
+            reader = Some(taken);
+            checksum = crc32c::crc32c_append(checksum, &chunk);
+            out.clear();
+            frame::encode_snapshot_rows(&chunk, &mut out).map_err(std::io::Error::other)?;
+            write_flush(&mut stream, &out).await?;
+            sent_bytes += out.len() as u64;
+            self.stats
+                .sent_bytes
+                .fetch_add(out.len() as u64, Ordering::Relaxed);
+        }
+        out.clear();
+        frame::encode_snapshot_end(&SnapshotEnd { rows, checksum }, &mut out)
+            .map_err(std::io::Error::other)?;
+        write_flush(&mut stream, &out).await?;
+        // The peer closes the connection once the engine is durable on its disk (or it
+        // refused the stream): wait for that, so a report of success means something.
+        let mut ack = [0u8; 1];
+        let _ = stream.read(&mut ack).await;
+        Ok((rows, sent_bytes + out.len() as u64))
+    }
+
     /// The peer refused this member's connection: a removed member learns it here.
     fn refused(&self, refusal: Refusal) -> std::io::Error {
         if refusal == Refusal::Removed {
@@ -373,6 +483,8 @@ pub struct PeerPort {
     pub inbox: mpsc::Sender<Message>,
     pub stats: Arc<TransportStats>,
     pub desk: AnswerDesk,
+    /// Where leaders' snapshot streams are written.
+    pub snapshots: Arc<dyn SnapshotInbox>,
 }
 
 impl PeerPort {
@@ -393,6 +505,7 @@ impl PeerPort {
                 inbox: self.inbox.clone(),
                 stats: self.stats.clone(),
                 desk: self.desk.clone(),
+                snapshots: self.snapshots.clone(),
             };
             let (tls, max_message_bytes) = (tls.clone(), self.max_message_bytes);
             tokio::spawn(async move {
@@ -420,6 +533,13 @@ struct Receiver {
     inbox: mpsc::Sender<Message>,
     stats: Arc<TransportStats>,
     desk: AnswerDesk,
+    snapshots: Arc<dyn SnapshotInbox>,
+}
+
+/// A snapshot stream being received on a connection.
+struct Receiving {
+    message: Message,
+    staged: Box<dyn StagedSnapshot>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -441,6 +561,8 @@ enum ReceiveError {
     Removed { from: NodeId },
     #[error("this member is still opening its data dir")]
     Starting,
+    #[error("a snapshot stream failed: {0}")]
+    Snapshot(String),
 }
 
 impl Receiver {
@@ -451,21 +573,88 @@ impl Receiver {
     ) -> Result<(), ReceiveError> {
         let mut decoder = Decoder::new(max_message_bytes);
         let mut peer: Option<NodeId> = None;
+        let mut receiving: Option<Receiving> = None;
+        let outcome = self
+            .receive(&mut stream, &mut decoder, &mut peer, &mut receiving)
+            .await;
+        if let Some(receiving) = receiving {
+            // The stream ended before its end frame.
+            let _ = snapshot_stream::blocking(move || receiving.staged.abandon()).await;
+        }
+        outcome
+    }
+
+    async fn receive(
+        &self,
+        stream: &mut PeerStream,
+        decoder: &mut Decoder,
+        peer: &mut Option<NodeId>,
+        receiving: &mut Option<Receiving>,
+    ) -> Result<(), ReceiveError> {
         loop {
             while let Some(decoded) = decoder.decode_next()? {
-                match (decoded, peer) {
+                let peer = &mut *peer;
+                match (decoded, *peer) {
                     (Decoded::Hello(hello), None) => {
                         if let Err(error) = self.check_hello(&hello) {
-                            refuse(&mut stream, &error).await;
+                            refuse(stream, &error).await;
                             return Err(error);
                         }
-                        peer = Some(hello.from);
+                        *peer = Some(hello.from);
                     }
                     (Decoded::Question(question), None) => {
                         let answer = self.desk.answer(question, self.cluster_id.get()).await;
                         let mut out = BytesMut::new();
                         frame::encode_answer(&answer, &mut out)?;
-                        write_flush(&mut stream, &out).await?;
+                        write_flush(stream, &out).await?;
+                        return Ok(());
+                    }
+                    (Decoded::SnapshotBegin(message), Some(from)) => {
+                        let MessageBody::InstallSnapshot(snapshot) = &message.body else {
+                            return Err(ReceiveError::Snapshot("not a snapshot".into()));
+                        };
+                        if message.from != from || receiving.is_some() {
+                            return Err(ReceiveError::Snapshot(
+                                "a second snapshot, or one from another member".into(),
+                            ));
+                        }
+                        let index = snapshot.meta.index;
+                        let inbox = self.snapshots.clone();
+                        let staged = snapshot_stream::blocking(move || inbox.begin(index))
+                            .await
+                            .ok_or_else(|| ReceiveError::Snapshot("staging failed".into()))?
+                            .map_err(ReceiveError::Snapshot)?;
+                        info!(peer = from, index, "receiving a snapshot");
+                        *receiving = Some(Receiving { message, staged });
+                    }
+                    (Decoded::SnapshotRows(chunk), Some(_)) => {
+                        let Some(Receiving {
+                            message,
+                            mut staged,
+                        }) = receiving.take()
+                        else {
+                            return Err(ReceiveError::Snapshot("rows without a snapshot".into()));
+                        };
+                        let (staged, written) = snapshot_stream::blocking(move || {
+                            let written = staged.write_chunk(&chunk);
+                            (staged, written)
+                        })
+                        .await
+                        .ok_or_else(|| ReceiveError::Snapshot("writing failed".into()))?;
+                        *receiving = Some(Receiving { message, staged });
+                        written.map_err(ReceiveError::Snapshot)?;
+                    }
+                    (Decoded::SnapshotEnd(end), Some(from)) => {
+                        let Some(Receiving { message, staged }) = receiving.take() else {
+                            return Err(ReceiveError::Snapshot("an end without a snapshot".into()));
+                        };
+                        snapshot_stream::blocking(move || staged.finish(end.rows, end.checksum))
+                            .await
+                            .ok_or_else(|| ReceiveError::Snapshot("finishing failed".into()))?
+                            .map_err(ReceiveError::Snapshot)?;
+                        info!(peer = from, rows = end.rows, "received a snapshot");
+                        // Closing the connection tells the leader the engine is on disk.
+                        let _ = self.inbox.send(message).await;
                         return Ok(());
                     }
                     (Decoded::Message(message), Some(from)) => {

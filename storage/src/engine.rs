@@ -16,6 +16,7 @@
 use std::fmt;
 use std::io;
 use std::ops::Bound;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use keel_core::mvcc::{Engine, EngineError, EngineResult, Read, Table, View, Visit};
@@ -37,6 +38,8 @@ pub const DEFAULT_ENGINE_CACHE_SIZE_BYTES: usize = 256 * 1024 * 1024;
 pub struct DiskBackend<D: Disk> {
     disk: Mutex<D>,
     name: String,
+    /// The file's size as last set or seen, for [`Engine::size_on_disk`] without IO.
+    size_bytes: Arc<AtomicU64>,
 }
 
 impl<D: Disk> DiskBackend<D> {
@@ -46,9 +49,11 @@ impl<D: Disk> DiskBackend<D> {
             disk.create(name)?;
             disk.sync_dir()?;
         }
+        let size_bytes = Arc::new(AtomicU64::new(disk.size_bytes(name)?));
         Ok(DiskBackend {
             disk: Mutex::new(disk),
             name: name.to_string(),
+            size_bytes,
         })
     }
 
@@ -71,7 +76,9 @@ impl<D: Disk> fmt::Debug for DiskBackend<D> {
 
 impl<D: Disk + Send + 'static> StorageBackend for DiskBackend<D> {
     fn len(&self) -> Result<u64, redb::BackendError> {
-        Ok(self.with_disk(|disk, name| disk.size_bytes(name))?)
+        let len = self.with_disk(|disk, name| disk.size_bytes(name))?;
+        self.size_bytes.store(len, Ordering::Relaxed);
+        Ok(len)
     }
 
     fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), redb::BackendError> {
@@ -79,7 +86,9 @@ impl<D: Disk + Send + 'static> StorageBackend for DiskBackend<D> {
     }
 
     fn set_len(&self, len: u64) -> Result<(), redb::BackendError> {
-        Ok(self.with_disk(|disk, name| disk.set_size(name, len))?)
+        self.with_disk(|disk, name| disk.set_size(name, len))?;
+        self.size_bytes.store(len, Ordering::Relaxed);
+        Ok(())
     }
 
     fn sync_data(&self) -> Result<(), redb::BackendError> {
@@ -87,7 +96,10 @@ impl<D: Disk + Send + 'static> StorageBackend for DiskBackend<D> {
     }
 
     fn write(&self, offset: u64, data: &[u8]) -> Result<(), redb::BackendError> {
-        Ok(self.with_disk(|disk, name| disk.write_at(name, offset, data))?)
+        self.with_disk(|disk, name| disk.write_at(name, offset, data))?;
+        self.size_bytes
+            .fetch_max(offset + data.len() as u64, Ordering::Relaxed);
+        Ok(())
     }
 }
 
@@ -123,6 +135,8 @@ self_cell::self_cell!(
 /// The engine of one data dir (see the module docs).
 pub struct RedbEngine {
     db: Database,
+    /// The file's size (see [`DiskBackend`]).
+    size_bytes: Arc<AtomicU64>,
     /// Always open, except after a failure.
     txn: Option<OpenTxn>,
     /// Where the file is, for messages.
@@ -149,15 +163,25 @@ impl RedbEngine {
         disk: D,
         cache_size_bytes: usize,
     ) -> EngineResult<RedbEngine> {
-        let location = disk.location(STORE_FILE);
-        let backend =
-            DiskBackend::open(disk, STORE_FILE).map_err(|e| fail(&location, "creating", e))?;
+        RedbEngine::open_file(disk, STORE_FILE, cache_size_bytes)
+    }
+
+    /// The same for the engine file `name` (a leader's engine being received).
+    pub fn open_file<D: Disk + Send + 'static>(
+        disk: D,
+        name: &str,
+        cache_size_bytes: usize,
+    ) -> EngineResult<RedbEngine> {
+        let location = disk.location(name);
+        let backend = DiskBackend::open(disk, name).map_err(|e| fail(&location, "creating", e))?;
+        let size_bytes = backend.size_bytes.clone();
         let db = Database::builder()
             .set_cache_size(cache_size_bytes)
             .create_with_backend(backend)
             .map_err(|e| fail(&location, "opening", e))?;
         let mut engine = RedbEngine {
             db,
+            size_bytes,
             txn: None,
             location,
         };
@@ -326,19 +350,11 @@ impl Engine for RedbEngine {
         }))
     }
 
+    /// The file's size; what of it is in use is not known without walking every tree,
+    /// so it is reported as the whole file.
     fn size_on_disk(&self) -> (u64, u64) {
-        let Ok(txn) = self.open_txn() else {
-            return (0, 0);
-        };
-        match txn.borrow_owner().stats() {
-            Ok(stats) => {
-                let page_bytes = stats.page_size() as u64;
-                let in_use = stats.allocated_pages() * page_bytes;
-                let total = in_use + stats.fragmented_bytes();
-                (total.max(in_use), in_use)
-            }
-            Err(_) => (0, 0),
-        }
+        let size = self.size_bytes.load(Ordering::Relaxed);
+        (size, size)
     }
 }
 

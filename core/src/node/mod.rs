@@ -422,6 +422,12 @@ impl Node {
         &self.store
     }
 
+    /// Commits the store's engine (see [`Store::commit`]); the server calls it between
+    /// `Ready`s, so a commit holds whole applies and the node's rows that go with them.
+    pub fn commit_store(&mut self, durable: bool) -> Result<(), mvcc::Error> {
+        self.store.commit(durable)
+    }
+
     pub fn watches(&self) -> &WatchHub {
         &self.watches
     }

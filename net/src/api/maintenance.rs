@@ -74,7 +74,15 @@ impl MaintenanceService {
 fn status_of(node: &Node) -> (pb::StatusResponse, u64, i64) {
     let raft = node.raft();
     let store = node.store();
-    let size_bytes = i64::try_from(store.size_bytes()).unwrap_or(i64::MAX);
+    // db_size is the engine's file; in use, the store's own estimate of what it holds
+    // (what the quota counts), which the file's free pages do not change.
+    let logical_bytes = store.size_bytes();
+    let file_bytes = match store.size_on_disk() {
+        (0, _) => logical_bytes,
+        (file, _) => file,
+    };
+    let size_bytes = i64::try_from(file_bytes).unwrap_or(i64::MAX);
+    let in_use_bytes = i64::try_from(logical_bytes.min(file_bytes)).unwrap_or(i64::MAX);
     let mut errors = Vec::new();
     if raft.leader().is_none() {
         errors.push(EtcdError::NoLeader.message().to_string());
@@ -89,8 +97,7 @@ fn status_of(node: &Node) -> (pb::StatusResponse, u64, i64) {
         raft_term: raft.term(),
         raft_applied_index: node.applied_index(),
         errors,
-        // The store is in memory: everything it holds is in use.
-        db_size_in_use: size_bytes,
+        db_size_in_use: in_use_bytes,
         is_learner: raft.conf_state().learners.contains(&node.id()),
         storage_version: String::new(),
         db_size_quota: i64::try_from(store.config().quota_bytes).unwrap_or(i64::MAX),
