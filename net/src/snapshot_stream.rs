@@ -21,8 +21,12 @@ use keel_core::mvcc::{Engine, EngineError, Table, View};
 use keel_core::raft::Index;
 use keel_storage::{Disk, RedbEngine, STORE_FILE};
 
-/// Rows frames are cut at about this size.
+/// Rows frames are cut at about this size. The simulator's stores are small: there it is
+/// small too, so that its snapshots take several chunks.
+#[cfg(not(madsim))]
 pub const ROWS_CHUNK_BYTES: usize = 1024 * 1024;
+#[cfg(madsim)]
+pub const ROWS_CHUNK_BYTES: usize = 4 * 1024;
 /// A follower commits what it received every this many bytes, so the engine's memory for
 /// uncommitted pages stays bounded.
 const COMMIT_EVERY_BYTES: u64 = 64 * 1024 * 1024;

@@ -223,6 +223,13 @@ impl Store {
         self.put_row(Table::Meta, &node_row_key(name), value);
     }
 
+    /// Records that the state restored into this store stands for the Raft log through
+    /// `index` (an image restored at a snapshot's index).
+    pub(crate) fn set_applied_index(&mut self, index: u64) {
+        self.applied_index = index;
+        self.save_state();
+    }
+
     /// Gives the engine back (its open transaction as it is), to open again or close.
     pub fn into_engine(self) -> Box<dyn Engine> {
         self.engine

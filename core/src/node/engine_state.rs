@@ -6,12 +6,14 @@
 //! log be released behind the engine's durable commit (a snapshot is then only a marker:
 //! [`marker_of`]) and a follower be sent the engine itself ([`snapshot_of_view`]).
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 
 use super::proposal::{decode_large, encode_large};
 use super::{Image, Members, NodeError};
 use crate::auth::AuthStore;
-use crate::mvcc::{node_row_key, Read, Store, Table};
+use crate::mvcc::{node_row_key, Read, Store, StoreConfig, Table, View};
 use crate::raft::{ConfState, Index, InitialState, Snapshot, SnapshotMeta, Term};
 
 const APPLIED: &str = "applied";
@@ -126,6 +128,27 @@ pub fn snapshot_of_view(view: &dyn Read) -> Result<Snapshot, NodeError> {
     NodeRows::of_view(view)?
         .map(|rows| rows.marker())
         .ok_or_else(|| corrupt("the engine holds no applied state".into()))
+}
+
+/// The whole state machine in `view` as one image (members, the store's bytes, auth), as
+/// in-memory snapshots hold it: what `Maintenance.Snapshot` streams. It reads the whole
+/// store: call it off the server loop.
+pub fn image_of_view(view: Arc<dyn View>, config: StoreConfig) -> Result<Snapshot, NodeError> {
+    let rows = NodeRows::of_view(&*view)?
+        .ok_or_else(|| corrupt("the engine holds no applied state".into()))?;
+    let store = Store::open_view(view, config)?;
+    let image = Image {
+        members: rows.members.clone(),
+        store: Bytes::from(store.snapshot()),
+        auth: rows.auth.clone(),
+    };
+    if let Some(e) = store.failure() {
+        return Err(corrupt(e.to_string()));
+    }
+    Ok(Snapshot {
+        meta: rows.marker().meta,
+        data: Bytes::from(encode_large(&image)),
+    })
 }
 
 /// The same, for a store's engine as it is now.

@@ -42,7 +42,7 @@ use crate::raft::{
     Term,
 };
 
-pub use engine_state::{marker_of, snapshot_of_view};
+pub use engine_state::{image_of_view, marker_of, snapshot_of_view};
 pub use members::{added_member_id, cluster_id, member_id, Member, MemberAttributes, Members};
 pub use proposal::{ConfChangeContext, Proposal, ProposalBody, NO_CLIENT};
 
@@ -308,6 +308,15 @@ impl Node {
         }
         let (members, auth, rebased) = match engine_state::NodeRows::of_store(&store)? {
             Some(rows) => {
+                if store.applied_index() != rows.applied_index {
+                    return Err(NodeError::CorruptEngine {
+                        reason: format!(
+                            "{location}: the store is at index {}, the node's rows at {}",
+                            store.applied_index(),
+                            rows.applied_index
+                        ),
+                    });
+                }
                 let rebased = engine_state::reconcile(&mut initial, &rows, location)?;
                 (rows.members, rows.auth, rebased)
             }
@@ -326,6 +335,7 @@ impl Node {
                                     index: snapshot_index,
                                     reason: e.to_string(),
                                 })?;
+                        store.set_applied_index(snapshot_index);
                         (image.members, image.auth, None)
                     }
                     _ if snapshot_index > 0 => {

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use keel_core::mvcc::{self, Command};
-use keel_core::node::Node;
+use keel_core::node::{image_of_view, Node};
 use keel_core::raft::TransferError;
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
@@ -274,22 +274,27 @@ impl Maintenance for MaintenanceService {
         self.api
             .require_admin(&self.api.credentials(&request))
             .await?;
-        let (snapshot, term, revision) = self
+        // A commit of the engine as applied now, read off the loop: building the image
+        // reads the whole store.
+        let (view, config, term, revision) = self
             .api
             .handle
             .call(|node| {
-                let snapshot = node.snapshot_now();
+                let view = node.commit_store(false).and_then(|()| node.store().view());
                 (
-                    snapshot,
+                    view,
+                    *node.store().config(),
                     node.raft().term(),
                     node.store().current_revision(),
                 )
             })
             .await
             .map_err(api_status)?;
-        let snapshot = snapshot.ok_or_else(|| {
-            Status::unavailable("etcdserver: the applied entry's term is not known yet; retry")
-        })?;
+        let view = view.map_err(|e| store_status(&e))?;
+        let snapshot = crate::snapshot_stream::blocking(move || image_of_view(view, config))
+            .await
+            .ok_or_else(|| Status::internal("building the snapshot failed"))?
+            .map_err(|e| Status::unavailable(format!("etcdserver: {e}")))?;
         let header = self.api.header_at(term).header(revision);
         let meta = &snapshot.meta;
         let body = snapshot_body(meta.index, meta.term, &snapshot.data);
