@@ -10,8 +10,7 @@ use std::time::Duration;
 
 use keel_core::mvcc::{Store, StreamId, WatchResponse};
 use keel_core::node::{
-    marker_of, snapshot_of_view, Completion, MemberAttributes, Node, NodeProposeError,
-    ProposalBody, NO_CLIENT,
+    snapshot_of_view, Completion, MemberAttributes, Node, NodeProposeError, ProposalBody, NO_CLIENT,
 };
 use keel_core::raft::{Message, MessageBody, ProposeError, ReadIndexError, Role};
 use keel_storage::{Disk, RedbEngine, Storage, StorageError};
@@ -147,6 +146,8 @@ pub struct ServerLoop<D: Disk> {
     /// Entries applied since the engine's last durable commit, and when that was.
     applied_since_commit: u64,
     last_engine_commit: Instant,
+    /// A durable engine commit runs off the loop.
+    engine_commit_in_flight: bool,
     /// Ticks since this node last knew a leader.
     leaderless_ticks: u64,
     leader: Option<u64>,
@@ -210,6 +211,7 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
             engine_disk,
             applied_since_commit: 0,
             last_engine_commit: Instant::now(),
+            engine_commit_in_flight: false,
             leaderless_ticks: 0,
             leader: None,
             removed_by: None,
@@ -675,6 +677,7 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
         let store = Store::open(Box::new(engine), *self.node.store().config())
             .map_err(|e| engine_error("cannot open the leader's store", &e))?;
         self.node.install_store(store);
+        self.engine_commit_in_flight = false;
         self.applied_since_commit = 0;
         self.last_engine_commit = Instant::now();
         Ok(())
@@ -691,36 +694,53 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
         }
     }
 
-    /// Commits the engine durably once `--backend-batch-limit` entries, or (checked on
-    /// ticks, so that a lone write after a quiet spell does not pay a commit of its own)
-    /// `--backend-batch-interval`, have gone by since the last commit.
+    /// Begins a durable commit of the engine once `--backend-batch-limit` entries, or
+    /// (checked on ticks, so that a lone write after a quiet spell does not pay a commit of
+    /// its own) `--backend-batch-interval`, have gone by since the last one began. The
+    /// commit runs off the loop (see `keel_storage::RedbEngine`); once it is done, the Raft
+    /// log may be released behind it.
     fn maybe_commit_engine(&mut self, on_tick: bool) -> Result<(), LoopError> {
+        if self.engine_commit_in_flight && engine_result(self.node.store_commit_done())? {
+            self.engine_commit_in_flight = false;
+            self.after_engine_commit()?;
+        }
         let due = self.applied_since_commit >= self.settings.backend_batch_limit
             || (on_tick
                 && self.applied_since_commit > 0
                 && self.last_engine_commit.elapsed() >= self.settings.backend_batch_interval);
         if due {
-            self.commit_engine()?;
+            // Waits only if the commit before is still under way: the disk sets the pace.
+            let result = self.node.begin_store_commit();
+            engine_result(result)?;
+            self.engine_commit_in_flight = true;
+            self.applied_since_commit = 0;
+            self.last_engine_commit = Instant::now();
         }
         Ok(())
     }
 
-    /// Commits the engine durably, then releases the Raft log behind it every
-    /// `--snapshot-count` entries: the engine holds everything the released entries did.
+    /// Commits the engine durably and waits (at shutdown).
     fn commit_engine(&mut self) -> Result<(), LoopError> {
-        let started = Instant::now();
-        self.node
-            .commit_store(true)
-            .map_err(|e| LoopError::Engine(e.to_string()))?;
-        self.metrics.observe_engine_commit(started.elapsed());
+        let result = self.node.commit_store(true);
+        engine_result(result)?;
+        self.engine_commit_in_flight = false;
         self.applied_since_commit = 0;
-        self.last_engine_commit = Instant::now();
-        let applied = self.node.applied_index();
-        if applied < self.storage.snapshot_index() + self.settings.snapshot_count {
+        self.after_engine_commit()
+    }
+
+    /// After a durable commit: releases the Raft log behind it every `--snapshot-count`
+    /// entries, since the engine holds everything the released entries did.
+    fn after_engine_commit(&mut self) -> Result<(), LoopError> {
+        if let Some(ms) = self.node.store().last_commit_ms() {
+            self.metrics
+                .observe_engine_commit(Duration::from_millis(ms));
+        }
+        let view = engine_result(self.node.store().view())?;
+        let marker = snapshot_of_view(&*view).map_err(|e| LoopError::Engine(e.to_string()))?;
+        let index = marker.meta.index;
+        if index < self.storage.snapshot_index() + self.settings.snapshot_count {
             return Ok(());
         }
-        let marker = marker_of(self.node.store()).map_err(|e| LoopError::Engine(e.to_string()))?;
-        let index = marker.meta.index;
         if self.node.compact_log(marker.clone()) {
             self.storage
                 .save_snapshot(&marker, self.settings.snapshot_retain_entries)
@@ -783,6 +803,14 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
             self.transport.set_peers(&peers);
         }
     }
+}
+
+/// The loop's error for a failure of the store's engine.
+fn engine_result<T>(result: Result<T, keel_core::mvcc::Error>) -> Result<T, LoopError> {
+    result.map_err(|e| {
+        error!(%e, "the store's engine failed");
+        LoopError::Engine(e.to_string())
+    })
 }
 
 fn propose_error(error: NodeProposeError) -> ApiError {

@@ -1,6 +1,6 @@
 //! The MVCC store on redb over a real disk (`FsDisk` in a temp dir), loaded with 100k keys
-//! of 1 KiB: puts (a durable engine commit every 1000 applies, as the server's commit timer
-//! would at a few thousand puts/s), point gets and 100-key prefix ranges. A summary prints
+//! of 1 KiB: puts (a durable engine commit begun every 1000 applies, running on the engine's
+//! commit thread as in the server), point gets and 100-key prefix ranges. A summary prints
 //! the load rate, the file size and a reopen's time.
 //!
 //! `cargo bench -p keel-storage --bench store_engine`

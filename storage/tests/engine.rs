@@ -110,8 +110,15 @@ fn matches_the_store_in_memory<D: Disk + Send + 'static>(disk: D, seed: u64) {
         let expected = memory.apply(index, 0, &command);
         let got = on_disk.apply(index, 0, &command);
         assert_eq!(got, expected, "command {index}: {command:?}");
-        if index % 50 == 0 {
-            on_disk.commit(index % 100 == 0).unwrap();
+        // Commits of every kind, so reads merge writes pending, being committed and
+        // committed.
+        match index % 50 {
+            0 => on_disk.commit(index % 100 == 0).unwrap(),
+            17 | 33 => on_disk.begin_commit().unwrap(),
+            _ if index % 7 == 0 => {
+                on_disk.commit_done().unwrap();
+            }
+            _ => {}
         }
     }
     assert_eq!(observe(&on_disk), observe(&memory));
@@ -140,6 +147,8 @@ fn crash_seed(seed: u64) -> Result<(), String> {
     let mut reference = Store::new(config());
     let mut commands = Vec::new();
     let mut durable_index = 0;
+    // A commit begun and not known to be done: a crash may keep it or not.
+    let mut begun = None;
     let steps = rng.gen_range(20..300u64);
     for index in 1..=steps {
         let command = command(&mut rng, &reference);
@@ -150,14 +159,34 @@ fn crash_seed(seed: u64) -> Result<(), String> {
             0 => {
                 store.commit(true).map_err(|e| e.to_string())?;
                 durable_index = index;
+                begun = None;
             }
-            1 | 2 => store.commit(false).map_err(|e| e.to_string())?,
+            1 | 2 => {
+                store.commit(false).map_err(|e| e.to_string())?;
+                if let Some(at) = begun.take() {
+                    durable_index = at;
+                }
+            }
+            3 | 4 => {
+                store.begin_commit().map_err(|e| e.to_string())?;
+                if let Some(at) = begun.replace(index) {
+                    durable_index = at;
+                }
+            }
+            5 if store.commit_done().map_err(|e| e.to_string())? => {
+                if let Some(at) = begun.take() {
+                    durable_index = at;
+                }
+            }
             _ => {}
         }
     }
     let after_crash = disk.crash();
     drop(store);
     let reopened = open(after_crash);
+    if begun == Some(reopened.applied_index()) {
+        durable_index = reopened.applied_index();
+    }
     // The reference store as it was at the last durable commit.
     let mut expected = Store::new(config());
     for (i, command) in commands.iter().take(durable_index as usize).enumerate() {

@@ -39,7 +39,8 @@ impl Store {
     /// Returns true while work remains. [`Store::apply`] calls it after every entry; a
     /// server may call it more when idle.
     pub fn compaction_step(&mut self, max_revisions: usize) -> bool {
-        if self.failure().is_some() {
+        // Nothing to do until the compact revision moves past what was last processed.
+        if self.failure().is_some() || self.compacted_through == Some(self.compact_rev) {
             return false;
         }
         let max_revisions = max_revisions.max(1);
@@ -64,6 +65,9 @@ impl Store {
         }
         for key in keys {
             self.compact_key(&key);
+        }
+        if !more {
+            self.compacted_through = Some(self.compact_rev);
         }
         more
     }

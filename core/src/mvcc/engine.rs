@@ -83,13 +83,34 @@ pub trait Read {
 /// followers, backups): it stays what it was while the store goes on.
 pub trait View: Read + Send + Sync + fmt::Debug {}
 
-/// The store's engine: reads see every write since the last commit (one open transaction).
+/// The store's engine: reads see every write at once; commits make the writes so far
+/// visible to views and (when asked) durable.
 pub trait Engine: Read + Send + fmt::Debug {
     fn put(&mut self, table: Table, key: &[u8], value: &[u8]) -> EngineResult<()>;
     fn delete(&mut self, table: Table, key: &[u8]) -> EngineResult<()>;
 
-    /// Ends the open transaction and begins the next; `durable`: on disk when it returns.
+    /// Commits every write so far; `durable`: on disk when it returns. Waits for a commit
+    /// begun with [`Engine::begin_commit`] first.
     fn commit(&mut self, durable: bool) -> EngineResult<()>;
+
+    /// Starts a durable commit of every write so far and returns without waiting for the
+    /// disk (a server's engine does the IO on a thread of its own, so applying goes on);
+    /// it waits only for the commit begun before, if that is still going. The default
+    /// commits at once.
+    fn begin_commit(&mut self) -> EngineResult<()> {
+        self.commit(true)
+    }
+
+    /// Whether the commit last begun is done (then [`Engine::view`] shows it); its error
+    /// if it failed.
+    fn commit_done(&mut self) -> EngineResult<bool> {
+        Ok(true)
+    }
+
+    /// How long the last finished durable commit took, in milliseconds, if known.
+    fn last_commit_ms(&self) -> Option<u64> {
+        None
+    }
 
     /// A view of the last commit.
     fn view(&self) -> EngineResult<Arc<dyn View>>;

@@ -104,6 +104,9 @@ pub struct Store {
     pub(crate) lessor: Lessor,
     pub(crate) alarms: BTreeSet<AlarmMember>,
     pub(crate) applied_index: u64,
+    /// The compact revision physical compaction last finished at (not persisted: after a
+    /// restart the first step looks again).
+    pub(crate) compacted_through: Option<i64>,
 }
 
 /// The `Meta` key of the node's row `name`.
@@ -169,6 +172,7 @@ impl Store {
             lessor: Lessor::default(),
             alarms: BTreeSet::new(),
             applied_index: 0,
+            compacted_through: None,
         }
     }
 
@@ -233,6 +237,33 @@ impl Store {
     /// Gives the engine back (its open transaction as it is), to open again or close.
     pub fn into_engine(self) -> Box<dyn Engine> {
         self.engine
+    }
+
+    /// Starts a durable commit of everything applied so far without waiting for the disk
+    /// (see [`Engine::begin_commit`]); [`Store::commit_done`] tells when it is durable.
+    pub fn begin_commit(&mut self) -> Result<(), Error> {
+        self.healthy()?;
+        if let Err(e) = self.engine.begin_commit() {
+            self.failed(e);
+        }
+        self.healthy()
+    }
+
+    /// Whether the commit last begun is durable (and what [`Store::view`] shows).
+    pub fn commit_done(&mut self) -> Result<bool, Error> {
+        self.healthy()?;
+        match self.engine.commit_done() {
+            Ok(done) => Ok(done),
+            Err(e) => {
+                self.failed(e);
+                self.healthy().map(|()| false)
+            }
+        }
+    }
+
+    /// How long the engine's last durable commit took, if known.
+    pub fn last_commit_ms(&self) -> Option<u64> {
+        self.engine.last_commit_ms()
     }
 
     /// A view of the engine's last commit (for work off the store's thread).

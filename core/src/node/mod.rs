@@ -438,6 +438,16 @@ impl Node {
         self.store.commit(durable)
     }
 
+    /// Starts a durable commit of the store's engine without waiting for the disk (see
+    /// [`Store::begin_commit`]); [`Node::store_commit_done`] tells when it is durable.
+    pub fn begin_store_commit(&mut self) -> Result<(), mvcc::Error> {
+        self.store.begin_commit()
+    }
+
+    pub fn store_commit_done(&mut self) -> Result<bool, mvcc::Error> {
+        self.store.commit_done()
+    }
+
     pub fn watches(&self) -> &WatchHub {
         &self.watches
     }

@@ -1,0 +1,179 @@
+//! Writes not yet in redb: the engine's reads merge them over the last commit.
+
+use std::collections::BTreeMap;
+use std::iter::Peekable;
+use std::ops::Bound;
+
+use keel_core::mvcc::{EngineResult, Read, Table, Visit};
+
+/// A key's pending write: a value, or `None` for a delete.
+pub(super) type Pending = Option<Vec<u8>>;
+
+/// Writes per table, in key order.
+#[derive(Debug, Default)]
+pub(super) struct Overlay {
+    tables: [BTreeMap<Vec<u8>, Pending>; Table::ALL.len()],
+    pub bytes: usize,
+}
+
+/// What a lookup in the overlays found.
+pub(super) enum Found<'a> {
+    Written(&'a [u8]),
+    Deleted,
+    NotHere,
+}
+
+impl Overlay {
+    pub fn table(&self, table: Table) -> &BTreeMap<Vec<u8>, Pending> {
+        &self.tables[table as usize]
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tables.iter().all(BTreeMap::is_empty)
+    }
+
+    pub fn write(&mut self, table: Table, key: &[u8], value: Pending) {
+        self.bytes += key.len() + value.as_ref().map_or(0, Vec::len);
+        self.tables[table as usize].insert(key.to_vec(), value);
+    }
+
+    pub fn find(&self, table: Table, key: &[u8]) -> Found<'_> {
+        match self.table(table).get(key) {
+            Some(Some(value)) => Found::Written(value),
+            Some(None) => Found::Deleted,
+            None => Found::NotHere,
+        }
+    }
+}
+
+type Entries<'a> = Box<dyn Iterator<Item = (&'a Vec<u8>, &'a Pending)> + 'a>;
+
+/// The entries of `table` in `[from, to)` of the newer overlay and the older one, in scan
+/// order, the newer winning when both hold a key.
+pub(super) struct Merged<'a> {
+    newer: Peekable<Entries<'a>>,
+    older: Peekable<Entries<'a>>,
+    reverse: bool,
+}
+
+fn entries<'a>(
+    overlay: Option<&'a Overlay>,
+    table: Table,
+    from: Bound<&[u8]>,
+    to: Bound<&[u8]>,
+    reverse: bool,
+) -> Peekable<Entries<'a>> {
+    let iter: Entries<'a> = match overlay {
+        Some(overlay) if !super::empty_range(from, to) => {
+            let range = overlay.table(table).range::<[u8], _>((from, to));
+            if reverse {
+                Box::new(range.rev())
+            } else {
+                Box::new(range)
+            }
+        }
+        _ => Box::new(std::iter::empty()),
+    };
+    iter.peekable()
+}
+
+impl<'a> Merged<'a> {
+    pub fn new(
+        newer: Option<&'a Overlay>,
+        older: Option<&'a Overlay>,
+        table: Table,
+        from: Bound<&[u8]>,
+        to: Bound<&[u8]>,
+        reverse: bool,
+    ) -> Merged<'a> {
+        Merged {
+            newer: entries(newer, table, from, to, reverse),
+            older: entries(older, table, from, to, reverse),
+            reverse,
+        }
+    }
+
+    /// Whether `a` comes before `b` in scan order.
+    fn before(&self, a: &[u8], b: &[u8]) -> bool {
+        if self.reverse {
+            a > b
+        } else {
+            a < b
+        }
+    }
+
+    fn peek_key(&mut self) -> Option<&'a [u8]> {
+        let newer = self.newer.peek().map(|(k, _)| k.as_slice());
+        let older = self.older.peek().map(|(k, _)| k.as_slice());
+        match (newer, older) {
+            (Some(n), Some(o)) => Some(if self.before(o, n) { o } else { n }),
+            (n, o) => n.or(o),
+        }
+    }
+
+    fn next_entry(&mut self) -> Option<(&'a [u8], &'a Pending)> {
+        let key = self.peek_key()?;
+        let newer = self
+            .newer
+            .next_if(|(k, _)| k.as_slice() == key)
+            .map(|(_, v)| v);
+        let older = self
+            .older
+            .next_if(|(k, _)| k.as_slice() == key)
+            .map(|(_, v)| v);
+        Some((key, newer.or(older)?))
+    }
+}
+
+/// Rows of `base` in `[from, to)` with the overlays' writes merged over them, in order (or
+/// reversed), until `visit` says stop.
+pub(super) fn scan_merged(
+    base: &dyn Read,
+    mut merged: Merged<'_>,
+    table: Table,
+    from: Bound<&[u8]>,
+    to: Bound<&[u8]>,
+    visit: Visit<'_>,
+) -> EngineResult<()> {
+    let reverse = merged.reverse;
+    let mut stopped = false;
+    base.scan(table, from, to, reverse, &mut |key, value| {
+        // The overlays' entries before this row come first.
+        while let Some(pending) = merged.peek_key() {
+            if !merged.before(pending, key) {
+                break;
+            }
+            if let Some((k, Some(v))) = merged.next_entry() {
+                if !visit(k, v) {
+                    stopped = true;
+                    return false;
+                }
+            }
+        }
+        if merged.peek_key() == Some(key) {
+            // Rewritten or deleted since the commit.
+            if let Some((k, Some(v))) = merged.next_entry() {
+                if !visit(k, v) {
+                    stopped = true;
+                    return false;
+                }
+            }
+            return true;
+        }
+        if !visit(key, value) {
+            stopped = true;
+            return false;
+        }
+        true
+    })?;
+    if !stopped {
+        while let Some((k, pending)) = merged.next_entry() {
+            if let Some(v) = pending {
+                if !visit(k, v) {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(())
+}
