@@ -93,6 +93,20 @@ impl Request {
         )
     }
 
+    /// Whether only a leader can carry it out (a write, a membership change, a linearizable
+    /// read), which a member that knows of none holds during an election.
+    pub fn needs_leader(&self) -> bool {
+        matches!(
+            self,
+            Request::Write { .. }
+                | Request::ConfChange { .. }
+                | Request::Read {
+                    linearizable: true,
+                    ..
+                }
+        )
+    }
+
     /// Answers the request with `error` instead of carrying it out.
     pub fn fail(self, error: ApiError) {
         match self {

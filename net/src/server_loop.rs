@@ -414,7 +414,7 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
     }
 
     fn handle(&mut self, request: Request) {
-        if !self.node.serves_local_reads() && request.reads_local_state() {
+        if self.must_hold(&request) {
             self.park(request);
             return;
         }
@@ -484,16 +484,35 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
         }
     }
 
-    /// Serves what was parked once the node has caught up since its restart.
+    /// Whether `request` waits in `parked`: it reads local state the node may not serve yet
+    /// (see `Node::serves_local_reads`), or it needs a leader while none is known and the
+    /// election has not yet lasted an election timeout. Held, a client sees an election as
+    /// a slower answer instead of `etcdserver: no leader` (etcd does not serve clients at all
+    /// before it knows a leader).
+    fn must_hold(&self, request: &Request) -> bool {
+        if request.reads_local_state() && !self.node.serves_local_reads() {
+            return true;
+        }
+        request.needs_leader()
+            && self.node.raft().leader().is_none()
+            && self.leaderless_ticks < u64::from(self.node.raft().config().election_ticks)
+    }
+
+    /// Serves what was held once what it waited for is there.
     fn unpark(&mut self) {
-        if self.parked.is_empty() || !self.node.serves_local_reads() {
+        if self.parked.is_empty() {
             return;
         }
-        info!(
-            requests = self.parked.len(),
-            "caught up since the restart: serving held reads"
-        );
-        for request in std::mem::take(&mut self.parked) {
+        let (held, ready): (VecDeque<Request>, VecDeque<Request>) =
+            std::mem::take(&mut self.parked)
+                .into_iter()
+                .partition(|request| self.must_hold(request));
+        self.parked = held;
+        if ready.is_empty() {
+            return;
+        }
+        info!(requests = ready.len(), "serving held requests");
+        for request in ready {
             self.handle(request);
         }
     }

@@ -723,6 +723,94 @@ async fn a_snapshot_streams_the_image_and_its_sha256() {
     server.stop().await;
 }
 
+/// Every message of a RangeStream, in order.
+async fn range_stream(server: &TestServer, request: pb::RangeRequest) -> Vec<pb::RangeResponse> {
+    let mut stream = server
+        .kv()
+        .range_stream(request)
+        .await
+        .unwrap()
+        .into_inner();
+    let mut chunks = Vec::new();
+    while let Some(message) = stream.message().await.unwrap() {
+        chunks.push(message.range_response.unwrap());
+    }
+    chunks
+}
+
+#[tokio::test]
+async fn range_stream_sends_a_prefix_in_chunks_that_merge_into_the_range() {
+    let server = TestServer::start().await;
+    // 3,000 keys of 1 KiB: more than one chunk by count (1,000) and by size (1 MiB).
+    for i in 0..3000 {
+        server.put(&format!("r/{i:05}"), &[b'v'; 1024], 0).await;
+    }
+    server.put("s", b"outside", 0).await;
+    let prefix = pb::RangeRequest {
+        key: b"r/".to_vec().into(),
+        range_end: b"r0".to_vec().into(),
+        ..pb::RangeRequest::default()
+    };
+    let unary = server
+        .kv()
+        .range(prefix.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    let chunks = range_stream(&server, prefix.clone()).await;
+    assert!(chunks.len() >= 3, "{} chunks", chunks.len());
+    let (last, before) = chunks.split_last().unwrap();
+    assert!(before
+        .iter()
+        .all(|c| c.header.is_none() && c.count == 0 && !c.more));
+    let kvs: Vec<_> = chunks.iter().flat_map(|c| c.kvs.clone()).collect();
+    assert_eq!(kvs, unary.kvs);
+    assert_eq!(last.count, 3000);
+    assert_eq!(
+        last.header.as_ref().unwrap().revision,
+        unary.header.unwrap().revision
+    );
+
+    // A limit, keys only: the first 1,500 keys without values, `more` and the full count.
+    let limited = pb::RangeRequest {
+        limit: 1500,
+        keys_only: true,
+        ..prefix.clone()
+    };
+    let chunks = range_stream(&server, limited.clone()).await;
+    let unary = server.kv().range(limited).await.unwrap().into_inner();
+    let kvs: Vec<_> = chunks.iter().flat_map(|c| c.kvs.clone()).collect();
+    assert_eq!(kvs, unary.kvs);
+    assert_eq!(kvs.len(), 1500);
+    let last = chunks.last().unwrap();
+    assert!(last.more && unary.more);
+    assert_eq!(last.count, 3000);
+
+    // A sorted request streams too, read whole first.
+    let sorted = pb::RangeRequest {
+        sort_order: pb::range_request::SortOrder::Descend as i32,
+        ..prefix
+    };
+    let chunks = range_stream(&server, sorted.clone()).await;
+    let unary = server.kv().range(sorted).await.unwrap().into_inner();
+    let kvs: Vec<_> = chunks.iter().flat_map(|c| c.kvs.clone()).collect();
+    assert_eq!(kvs, unary.kvs);
+    assert_eq!(kvs.first().unwrap().key.as_ref(), b"r/02999");
+
+    // etcd's errors, as Range's.
+    let future = pb::RangeRequest {
+        key: b"r/".to_vec().into(),
+        revision: 1_000_000,
+        ..pb::RangeRequest::default()
+    };
+    let error = server.kv().range_stream(future).await.unwrap_err();
+    assert_eq!(
+        error.message(),
+        "etcdserver: mvcc: required revision is a future revision"
+    );
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn move_leader_on_a_single_node_and_to_strangers() {
     let server = TestServer::start().await;

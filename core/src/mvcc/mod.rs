@@ -6,8 +6,8 @@
 //! - Writes: [`Store::check_command`] before proposing; once committed, the entry's
 //!   payload [`Command::decode`]s and [`Store::apply`] returns an [`Applied`] (the
 //!   response and the revision's events), and the events go to [`WatchHub::on_apply`].
-//! - Reads: [`Store::range`], [`Store::read_txn`], [`Store::hash_kv`],
-//!   [`Store::lease_leases`] after ReadIndex (or at once when serializable).
+//! - Reads: [`Store::range`] (or in chunks, [`RangeCursor`]), [`Store::read_txn`],
+//!   [`Store::hash_kv`], [`Store::lease_leases`] after ReadIndex (or at once when serializable).
 //! - Leases: on the leader, [`Store::promote`]; then [`Store::expired_leases`] becomes
 //!   `LeaseRevoke` proposals and [`Store::lease_checkpoints`] a `LeaseCheckpoint`
 //!   proposal; KeepAlive and TimeToLive are answered here by the leader.
@@ -29,6 +29,7 @@ mod key_index;
 mod lease;
 mod quota;
 mod range;
+mod range_stream;
 mod request;
 mod revision;
 mod rows;
@@ -45,6 +46,7 @@ pub use history::{CatchUp, EventFilter};
 pub use key_index::ENTRY_OVERHEAD_BYTES;
 pub use lease::{KeepAliveOutcome, MAX_LEASE_TTL_S};
 pub use quota::{CLUSTER_ALARM_MEMBER_ID, LEASE_OVERHEAD_BYTES};
+pub use range_stream::{ChunkLimits, RangeCursor, RangeStreamChunk, RangeStreamEnd};
 pub use request::*;
 pub use revision::{KeyRange, RangeEnd, Revision};
 pub use store::{

@@ -9,6 +9,7 @@ mod kv;
 mod lease;
 mod model;
 mod quota;
+mod range_stream;
 mod snapshot;
 mod txn;
 mod watch;

@@ -3,10 +3,12 @@
 use std::sync::Arc;
 
 use keel_core::auth::{Access, Credentials};
-use keel_core::mvcc::{self, Command};
+use keel_core::mvcc::{self, ChunkLimits, Command, RangeCursor, RangeStreamChunk};
+use tokio::sync::mpsc;
+use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use super::convert;
+use super::convert::{self, HeaderSource};
 use super::{api_status, authorize_on, store_status, Api, Check, Header};
 use crate::proto::etcdserverpb as pb;
 use crate::proto::etcdserverpb::kv_server::Kv;
@@ -61,6 +63,90 @@ impl KvService {
     }
 }
 
+/// Chunks of a RangeStream read ahead of a slow client.
+const RANGE_STREAM_CHUNKS_QUEUED: usize = 2;
+
+type ChunkOutbox = mpsc::Sender<Result<pb::RangeStreamResponse, Status>>;
+
+/// What a RangeStream's first read found: the first chunk of a stream in key order, or the
+/// whole answer of a sorted request.
+enum StreamStart {
+    Chunked(RangeCursor, RangeStreamChunk),
+    Whole(mvcc::RangeResponse),
+}
+
+/// A chunk as sent: the header, `more` and `count` on the last one only.
+fn stream_chunk(
+    kvs: Vec<mvcc::KeyValue>,
+    end: Option<mvcc::RangeStreamEnd>,
+    header: &Header,
+) -> pb::RangeStreamResponse {
+    pb::RangeStreamResponse {
+        range_response: Some(pb::RangeResponse {
+            header: end.map(|end| header.header(end.header_revision)),
+            kvs: kvs.into_iter().map(convert::key_value).collect(),
+            more: end.is_some_and(|end| end.more),
+            count: end.map_or(0, |end| end.count),
+        }),
+    }
+}
+
+/// A sorted request's answer, read whole as a unary Range, sent in chunks of the usual size.
+async fn send_whole(
+    outbox: &ChunkOutbox,
+    response: mvcc::RangeResponse,
+    header: &Header,
+) -> Result<(), Status> {
+    let end = mvcc::RangeStreamEnd {
+        header_revision: response.header.revision,
+        more: response.more,
+        count: response.count,
+    };
+    let mut kvs = response.kvs.into_iter().peekable();
+    loop {
+        let chunk: Vec<_> = kvs.by_ref().take(ChunkLimits::default().max_kvs).collect();
+        let last = kvs.peek().is_none();
+        let message = stream_chunk(chunk, last.then_some(end), header);
+        if outbox.send(Ok(message)).await.is_err() || last {
+            return Ok(());
+        }
+    }
+}
+
+impl KvService {
+    /// Sends `chunk` and reads the ones after it until the last, or until the client goes.
+    async fn send_chunks(
+        &self,
+        outbox: &ChunkOutbox,
+        mut cursor: RangeCursor,
+        mut chunk: RangeStreamChunk,
+        credentials: &Credentials,
+        check: Check,
+        header: &Header,
+    ) -> Result<(), Status> {
+        loop {
+            let last = chunk.end.is_some();
+            if last || !chunk.kvs.is_empty() {
+                let message = stream_chunk(chunk.kvs, chunk.end, header);
+                if outbox.send(Ok(message)).await.is_err() || last {
+                    return Ok(());
+                }
+            }
+            // The pinned revision needs no new read index: a serializable read of it is
+            // the same on every member that has applied it.
+            let at = cursor.clone();
+            let ((next_cursor, next_chunk), _) = self
+                .read(true, credentials, check.clone(), move |store| {
+                    let mut cursor = at.clone();
+                    let chunk = cursor.next_chunk(store)?;
+                    Ok((cursor, chunk))
+                })
+                .await?;
+            (cursor, chunk) = (next_cursor, next_chunk);
+        }
+    }
+}
+
 /// Read access to `[key, range_end)`.
 fn read_check(key: &[u8], range_end: &[u8]) -> Check {
     let (key, range_end) = (key.to_vec(), range_end.to_vec());
@@ -96,13 +182,52 @@ impl Kv for KvService {
 
     type RangeStreamStream = tonic::codegen::BoxStream<pb::RangeStreamResponse>;
 
+    /// A Range sent in chunks from the revision the first chunk pins (see
+    /// `keel_core::mvcc::RangeCursor`): each chunk is one bounded read on the loop, checked
+    /// against the caller's permissions again, and at most two chunks wait for a slow
+    /// client, so a stream holds a few MiB whatever the range.
     async fn range_stream(
         &self,
-        _request: Request<pb::RangeRequest>,
+        request: Request<pb::RangeRequest>,
     ) -> Result<Response<Self::RangeStreamStream>, Status> {
-        Err(Status::unimplemented(
-            "RangeStream is not implemented; use Range with a limit",
-        ))
+        let credentials = self.api.credentials(&request);
+        let request = convert::range_request(request.into_inner())?;
+        mvcc::check_range(&request).map_err(|e| store_status(&e))?;
+        let serializable = request.serializable;
+        if !serializable {
+            self.api.refuse_on_learner()?;
+        }
+        let check = read_check(&request.key, &request.range_end);
+        let first = request.clone();
+        let (start, header) = self
+            .read(serializable, &credentials, check.clone(), move |store| {
+                Ok(
+                    match RangeCursor::start(store, &first, ChunkLimits::default())? {
+                        Some(mut cursor) => {
+                            let chunk = cursor.next_chunk(store)?;
+                            StreamStart::Chunked(cursor, chunk)
+                        }
+                        None => StreamStart::Whole(store.range(&first)?),
+                    },
+                )
+            })
+            .await?;
+        let (outbox, inbox) = mpsc::channel(RANGE_STREAM_CHUNKS_QUEUED);
+        let service = self.clone();
+        tokio::spawn(async move {
+            let sent = match start {
+                StreamStart::Whole(response) => send_whole(&outbox, response, &header).await,
+                StreamStart::Chunked(cursor, chunk) => {
+                    service
+                        .send_chunks(&outbox, cursor, chunk, &credentials, check, &header)
+                        .await
+                }
+            };
+            if let Err(status) = sent {
+                let _ = outbox.send(Err(status)).await;
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(inbox))))
     }
 
     async fn put(

@@ -34,6 +34,9 @@ pub enum Workload {
     Put,
     /// Range single keys.
     Range,
+    /// Read every key with one RangeStream per request (bounded server memory whatever
+    /// the size; `--clients` streams at once).
+    RangeStream,
     /// A txn with no compares and one put (etcd's txn-put).
     TxnPut,
     /// Txns that read or compare-and-swap a key (read/write ratio `--rw-ratio`).
@@ -419,6 +422,7 @@ impl Worker {
             let outcome = match self.args.workload {
                 Workload::Put => self.put(&mut kv, key, value.clone()).await,
                 Workload::Range => self.range(&mut kv, key).await,
+                Workload::RangeStream => self.range_stream(&mut kv).await,
                 Workload::TxnPut => self.txn_put(&mut kv, key, value.clone()).await,
                 Workload::TxnMixed => self.txn_mixed(&mut kv, key, value.clone(), i).await,
                 Workload::LeaseKeepalive => keep_alive(&mut lease, &mut keepalive, lease_id).await,
@@ -457,6 +461,28 @@ impl Worker {
             .await
             .map(drop)
             .map_err(|s| status_kind(&s))
+    }
+
+    /// Reads the whole key space as a stream, a chunk at a time.
+    async fn range_stream(&self, kv: &mut KvClient<Channel>) -> Result<(), String> {
+        let request = pb::RangeRequest {
+            key: Bytes::from_static(b"\0"),
+            range_end: Bytes::from_static(b"\0"),
+            serializable: self.args.consistency == Consistency::S,
+            ..Default::default()
+        };
+        let mut stream = kv
+            .range_stream(request)
+            .await
+            .map_err(|s| status_kind(&s))?
+            .into_inner();
+        while stream
+            .message()
+            .await
+            .map_err(|s| status_kind(&s))?
+            .is_some()
+        {}
+        Ok(())
     }
 
     async fn txn_put(
