@@ -1043,6 +1043,51 @@ mod s7_log_compaction {
         check(&mut cluster);
     }
 
+    /// Delivers everything until quiet, except snapshots to `to`, which a slow transport
+    /// is still streaming; returns how many such snapshots the leader sent.
+    fn stabilize_holding_snapshots_to(cluster: &mut Cluster, to: NodeId) -> usize {
+        let mut held = 0;
+        loop {
+            cluster.process_all_ready();
+            held += cluster
+                .take_messages(|m| m.to == to && matches!(m.body, MessageBody::InstallSnapshot(_)))
+                .len();
+            if !cluster.deliver_one() {
+                return held;
+            }
+        }
+    }
+
+    #[test]
+    fn a_snapshot_still_streaming_is_not_sent_again_while_its_transport_reports_progress() {
+        let retry_ticks = default_config(1, 0).snapshot_retry_ticks;
+        for reporting in [false, true] {
+            let mut cluster = lagging_node_3();
+            cluster.heal();
+            let mut sent = 0;
+            for tick in 0..retry_ticks * 3 {
+                cluster.tick_all();
+                sent += stabilize_holding_snapshots_to(&mut cluster, 3);
+                if reporting && tick % 10 == 0 {
+                    cluster.raft_mut(1).report_snapshot_progress(3);
+                }
+            }
+            if reporting {
+                assert_eq!(sent, 1, "one snapshot, waited for");
+                let state = cluster.raft(1).status().progress[&3].state;
+                assert!(
+                    matches!(state, ReplicationState::Snapshot { .. }),
+                    "{state:?}"
+                );
+            } else {
+                assert!(
+                    sent >= 2,
+                    "without progress, the leader gives up and sends again"
+                );
+            }
+        }
+    }
+
     #[test]
     fn duplicate_and_stale_snapshots_change_nothing() {
         let mut cluster = lagging_node_3();

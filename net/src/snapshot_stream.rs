@@ -17,9 +17,9 @@ use std::fmt;
 use std::ops::Bound;
 use std::sync::{Arc, Mutex};
 
-use keel_core::mvcc::{Engine, EngineError, Table, View};
+use keel_core::mvcc::{EngineError, Table, View};
 use keel_core::raft::Index;
-use keel_storage::{Disk, RedbEngine, STORE_FILE};
+use keel_storage::{BulkWriter, Disk, STORE_FILE};
 
 /// Rows frames are cut at about this size. The simulator's stores are small: there it is
 /// small too, so that its snapshots take several chunks.
@@ -27,9 +27,7 @@ use keel_storage::{Disk, RedbEngine, STORE_FILE};
 pub const ROWS_CHUNK_BYTES: usize = 1024 * 1024;
 #[cfg(madsim)]
 pub const ROWS_CHUNK_BYTES: usize = 4 * 1024;
-/// A follower commits what it received every this many bytes, so the engine's memory for
-/// uncommitted pages stays bounded.
-const COMMIT_EVERY_BYTES: u64 = 64 * 1024 * 1024;
+
 const INCOMING_PREFIX: &str = "incoming-";
 const STAGING_PREFIX: &str = "staging-";
 const ENGINE_SUFFIX: &str = ".redb";
@@ -90,7 +88,8 @@ impl ViewReader {
     /// range after the last key sent, so nothing is held between chunks but the view.
     pub fn next_chunk(&mut self) -> Result<Option<Vec<u8>>, EngineError> {
         while let Some(&table) = Table::ALL.get(self.table) {
-            let mut chunk = vec![table_code(table)];
+            let mut chunk = Vec::with_capacity(ROWS_CHUNK_BYTES + ROWS_CHUNK_BYTES / 4);
+            chunk.push(table_code(table));
             let mut last = None;
             let mut rows = 0u64;
             let from = match &self.after {
@@ -181,30 +180,28 @@ impl<D: Disk + Send + 'static> SnapshotInbox for DiskInbox<D> {
             .map(|n| format!("{STAGING_PREFIX}{index:016x}-{n}{ENGINE_SUFFIX}"))
             .find(|candidate| !names.contains(candidate))
             .unwrap_or_default();
-        let engine = RedbEngine::open_file(staging_disk, &name, self.cache_size_bytes)
+        let writer = BulkWriter::create(staging_disk, &name, self.cache_size_bytes)
             .map_err(|e| e.to_string())?;
         drop(disk);
         Ok(Box::new(Staging {
-            engine,
+            writer,
             control,
             name,
             index,
             rows: 0,
             checksum: 0,
-            uncommitted_bytes: 0,
         }))
     }
 }
 
 struct Staging<D: Disk> {
-    engine: RedbEngine,
+    writer: BulkWriter,
     /// For renaming and removing the file.
     control: D,
     name: String,
     index: Index,
     rows: u64,
     checksum: u32,
-    uncommitted_bytes: u64,
 }
 
 /// A key and its value, as a rows frame holds them.
@@ -245,22 +242,13 @@ fn parse_chunk(chunk: &[u8]) -> Result<(Table, Vec<Row<'_>>), String> {
 impl<D: Disk + Send> StagedSnapshot for Staging<D> {
     fn write_chunk(&mut self, chunk: &[u8]) -> Result<(), String> {
         let (table, rows) = parse_chunk(chunk)?;
-        for (key, value) in &rows {
-            self.engine
-                .put(table, key, value)
-                .map_err(|e| e.to_string())?;
-        }
+        self.writer.write(table, &rows).map_err(|e| e.to_string())?;
         self.rows += rows.len() as u64;
         self.checksum = crc32c::crc32c_append(self.checksum, chunk);
-        self.uncommitted_bytes += chunk.len() as u64;
-        if self.uncommitted_bytes >= COMMIT_EVERY_BYTES {
-            self.engine.commit(true).map_err(|e| e.to_string())?;
-            self.uncommitted_bytes = 0;
-        }
         Ok(())
     }
 
-    fn finish(mut self: Box<Self>, rows: u64, checksum: u32) -> Result<(), String> {
+    fn finish(self: Box<Self>, rows: u64, checksum: u32) -> Result<(), String> {
         if (rows, checksum) != (self.rows, self.checksum) {
             let problem = format!(
                 "the stream ended after {} rows (checksum {:#010x}), its end says {rows} \
@@ -270,15 +258,14 @@ impl<D: Disk + Send> StagedSnapshot for Staging<D> {
             self.abandon();
             return Err(problem);
         }
-        self.engine.commit(true).map_err(|e| e.to_string())?;
         let Staging {
-            engine,
+            writer,
             mut control,
             name,
             index,
             ..
         } = *self;
-        drop(engine);
+        writer.finish().map_err(|e| e.to_string())?;
         control
             .rename(&name, &incoming_file(index))
             .and_then(|()| control.sync_dir())
@@ -287,12 +274,12 @@ impl<D: Disk + Send> StagedSnapshot for Staging<D> {
 
     fn abandon(self: Box<Self>) {
         let Staging {
-            engine,
+            writer,
             mut control,
             name,
             ..
         } = *self;
-        drop(engine);
+        drop(writer);
         let _ = control.remove(&name);
     }
 }
@@ -336,8 +323,8 @@ pub async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'stat
 
 #[cfg(test)]
 mod tests {
-    use keel_core::mvcc::{MemEngine, Read};
-    use keel_storage::{Faults, SimDisk, SimDiskConfig};
+    use keel_core::mvcc::{Engine, MemEngine, Read};
+    use keel_storage::{Faults, RedbEngine, SimDisk, SimDiskConfig};
 
     use super::*;
 

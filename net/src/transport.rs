@@ -47,9 +47,19 @@ pub enum PeerReport {
     Unreachable(NodeId),
     /// A snapshot to this peer could not be sent whole.
     SnapshotFailed(NodeId),
+    /// A snapshot to this peer is still streaming (sent at most every
+    /// [`SNAPSHOT_PROGRESS_INTERVAL`]), so the leader does not give up on it.
+    SnapshotProgress(NodeId),
     /// This peer refused our connection because we were removed from the cluster.
     RemovedBy(NodeId),
 }
+
+/// How often a snapshot stream says it is still moving.
+pub const SNAPSHOT_PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How many progress intervals a sender waits for the peer to make a streamed snapshot
+/// durable and confirm it.
+const MAX_SNAPSHOT_ACK_WAITS: u32 = 60;
 
 /// Counters for `/metrics` (etcd's `etcd_network_peer_*`).
 #[derive(Debug, Default)]
@@ -277,12 +287,7 @@ impl Sender {
     ) -> std::io::Result<()> {
         let (reader, mut stream) = tokio::io::split(stream);
         let mut out = BytesMut::new();
-        let hello = Hello {
-            cluster_id: self.cluster_id.get(),
-            from: self.from,
-            to: self.to,
-        };
-        frame::encode_hello(&hello, &mut out);
+        frame::encode_hello(&self.hello(), &mut out);
         stream.write_all(&out).await?;
         stream.flush().await?;
         // The peer says nothing on this connection, unless it refuses it.
@@ -329,6 +334,15 @@ impl Sender {
         }
     }
 
+    /// What this sender says first on each of its connections.
+    fn hello(&self) -> Hello {
+        Hello {
+            cluster_id: self.cluster_id.get(),
+            from: self.from,
+            to: self.to,
+        }
+    }
+
     /// Streams a snapshot on a new connection; returns the rows and bytes sent.
     async fn stream_snapshot(
         &self,
@@ -350,19 +364,19 @@ impl Sender {
             return Err(last_error.unwrap_or_else(|| std::io::Error::other("no peer URL")));
         };
         let mut out = BytesMut::new();
-        let hello = Hello {
-            cluster_id: self.cluster_id.get(),
-            from: self.from,
-            to: self.to,
-        };
-        frame::encode_hello(&hello, &mut out);
+        frame::encode_hello(&self.hello(), &mut out);
         frame::encode_snapshot_begin(message, &mut out).map_err(std::io::Error::other)?;
         write_flush(&mut stream, &out).await?;
         let mut sent_bytes = out.len() as u64;
         let mut reader = Some(ViewReader::new(view));
         let mut checksum = 0u32;
         let mut rows = 0;
+        let mut reported = tokio::time::Instant::now();
         loop {
+            if reported.elapsed() >= SNAPSHOT_PROGRESS_INTERVAL {
+                let _ = self.reports.send(PeerReport::SnapshotProgress(self.to));
+                reported = tokio::time::Instant::now();
+            }
             let Some(mut taken) = reader.take() else {
                 break;
             };
@@ -393,8 +407,18 @@ impl Sender {
         // The peer closes the connection once the engine is durable on its disk (or it
         // refused the stream): wait for that, so a report of success means something.
         let mut ack = [0u8; 1];
-        let _ = stream.read(&mut ack).await;
-        Ok((rows, sent_bytes + out.len() as u64))
+        for _ in 0..MAX_SNAPSHOT_ACK_WAITS {
+            match tokio::time::timeout(SNAPSHOT_PROGRESS_INTERVAL, stream.read(&mut ack)).await {
+                Ok(_) => return Ok((rows, sent_bytes + out.len() as u64)),
+                // Still writing it out: still progress.
+                Err(_) => {
+                    let _ = self.reports.send(PeerReport::SnapshotProgress(self.to));
+                }
+            }
+        }
+        Err(std::io::Error::other(
+            "the peer did not confirm the snapshot within a minute of its end",
+        ))
     }
 
     /// The peer refused this member's connection: a removed member learns it here.

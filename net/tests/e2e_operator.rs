@@ -449,7 +449,8 @@ fn a_member_whose_disk_fills_up_exits_non_zero() {
             .success()
             .then_some(())
     });
-    // WAL segments are 64 MiB, preallocated: the third one does not fit in 150 MiB.
+    // WAL segments are 64 MiB, preallocated, and the next one is filled ahead: a segment
+    // and its spare take 128 MiB of the 150, so a rollover soon finds no room.
     for i in 0..400 {
         if let Ok(Some(_)) = child.try_wait() {
             break;

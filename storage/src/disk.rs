@@ -14,7 +14,7 @@
 use std::io;
 
 /// A directory of files. Names are plain file names (no path separators).
-pub trait Disk {
+pub trait Disk: Send + 'static {
     /// Names of all files in the directory, sorted.
     fn list(&mut self) -> io::Result<Vec<String>>;
 
@@ -54,6 +54,13 @@ pub trait Disk {
 
     /// Where `name` lives, for messages an operator reads (a full path for real files).
     fn location(&self, name: &str) -> String;
+
+    /// Whether work on this disk may run on threads of its own (the WAL's spare segment).
+    /// Not on the simulated disk: its faults are drawn from one seeded stream in call order,
+    /// which another thread would make differ from run to run.
+    fn works_in_background(&self) -> bool {
+        true
+    }
 
     /// Another handle on the same directory, for work on other files from another thread
     /// (a snapshot file is written while the WAL goes on; see `SnapshotWriter`).

@@ -23,7 +23,9 @@ mod storage;
 mod wal;
 
 pub use disk::Disk;
-pub use engine::{DiskBackend, RedbEngine, RedbView, DEFAULT_ENGINE_CACHE_SIZE_BYTES, STORE_FILE};
+pub use engine::{
+    BulkWriter, DiskBackend, RedbEngine, RedbView, DEFAULT_ENGINE_CACHE_SIZE_BYTES, STORE_FILE,
+};
 pub use error::{Result, StorageError, CORRUPTION_REMEDY};
 pub use fs_disk::FsDisk;
 pub use identity::Identity;

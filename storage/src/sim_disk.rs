@@ -231,6 +231,10 @@ impl Disk for SimDisk {
         Ok(self.clone())
     }
 
+    fn works_in_background(&self) -> bool {
+        false
+    }
+
     fn list(&mut self) -> io::Result<Vec<String>> {
         Ok(self.live()?.names.keys().cloned().collect())
     }

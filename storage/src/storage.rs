@@ -10,7 +10,7 @@ use crate::error::{Result, StorageError};
 use crate::identity::{self, Identity};
 use crate::segment::SegmentName;
 use crate::snapshot_file::{self, sync_dir, BROKEN_SUFFIX, TEMP_SUFFIX};
-use crate::wal::{Wal, WalOptions};
+use crate::wal::{Wal, WalOptions, SPARE_SEGMENT_FILE};
 
 pub const DEFAULT_SEGMENT_SIZE_BYTES: u64 = 64 << 20;
 /// Room for etcd's largest request (1.5 MiB) with plenty to spare.
@@ -634,6 +634,12 @@ impl<D: Disk> Storage<D> {
         self.wal.segment_count()
     }
 
+    /// How many segments were opened on a spare filled ahead of time (the rest were
+    /// created and zero-filled when needed).
+    pub fn spare_segments_used(&self) -> u64 {
+        self.wal.spare_segments_used()
+    }
+
     /// Names of the snapshot files kept, oldest first.
     pub fn snapshot_files(&self) -> Vec<String> {
         self.snapshots.iter().map(|(_, n)| n.clone()).collect()
@@ -699,9 +705,12 @@ fn remove_temp_files<D: Disk>(
     for name in names {
         disk.remove(name)
             .map_err(|e| StorageError::write("remove", disk.location(name), 0, e))?;
-        repairs.push(Repair::TempFileRemoved {
-            file: disk.location(name),
-        });
+        // The spare segment is always there; it is filled again, nothing was lost.
+        if name != SPARE_SEGMENT_FILE {
+            repairs.push(Repair::TempFileRemoved {
+                file: disk.location(name),
+            });
+        }
     }
     if !names.is_empty() {
         sync_dir(disk)?;

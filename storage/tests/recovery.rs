@@ -124,6 +124,30 @@ fn segments_rotate_and_each_carries_the_hard_state<E: TestEnv>() {
     assert_eq!(recovered.entries, written[109..].to_vec());
 }
 
+/// Rollovers rename a segment filled ahead of time on another thread instead of filling
+/// one while appending waits; a spare left at a restart is removed without a word.
+fn rollovers_take_the_spare_segment_filled_ahead<E: TestEnv>() {
+    let mut env = E::new();
+    let options = small_segments();
+    let mut storage = bootstrapped(&mut env, &options);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut next = 2;
+    while storage.spare_segments_used() < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no rollover took a spare ({} segments)",
+            storage.segment_count()
+        );
+        storage.append(&entries(next, next + 5, 1, 150)).unwrap();
+        storage.sync().unwrap();
+        next += 6;
+    }
+    drop(storage);
+    let (_, recovered) = reopen(&mut env, &options);
+    assert_eq!(recovered.entries.len() as u64, next - 2);
+    assert!(recovered.repairs.is_empty(), "{:?}", recovered.repairs);
+}
+
 fn snapshots_keep_the_newest_two_and_the_wal_behind_the_older<E: TestEnv>() {
     let mut env = E::new();
     let options = small_segments();
@@ -535,6 +559,7 @@ on_both_disks!(
     entries_and_hard_state_survive_a_restart,
     a_replaced_suffix_is_recovered_not_the_old_one,
     segments_rotate_and_each_carries_the_hard_state,
+    rollovers_take_the_spare_segment_filled_ahead,
     snapshots_keep_the_newest_two_and_the_wal_behind_the_older,
     a_leaders_snapshot_replaces_the_log,
     a_snapshot_written_apart_and_adopted_is_saved,

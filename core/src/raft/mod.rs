@@ -487,6 +487,18 @@ impl Raft {
         }
     }
 
+    /// Tells the leader that a snapshot to `to` is still on its way (the transport streams
+    /// a large one for longer than `snapshot_retry_ticks`): the wait for its answer starts
+    /// over instead of ending in a probe and a second snapshot, which would never finish
+    /// either.
+    pub fn report_snapshot_progress(&mut self, to: NodeId) {
+        if let Some(progress) = self.progress.get_mut(&to) {
+            if matches!(progress.state, ReplicationState::Snapshot { .. }) {
+                progress.snapshot_elapsed_ticks = 0;
+            }
+        }
+    }
+
     /// The application took a snapshot of its state machine through `snapshot.meta.index`
     /// (at most the applied index). The log before it is dropped, except the last
     /// `retain_entries` entries, which spare a slightly lagging follower a whole snapshot.

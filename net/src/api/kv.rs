@@ -71,7 +71,7 @@ type ChunkOutbox = mpsc::Sender<Result<pb::RangeStreamResponse, Status>>;
 /// What a RangeStream's first read found: the first chunk of a stream in key order, or the
 /// whole answer of a sorted request.
 enum StreamStart {
-    Chunked(RangeCursor, RangeStreamChunk),
+    Chunked(Box<RangeCursor>, RangeStreamChunk),
     Whole(mvcc::RangeResponse),
 }
 
@@ -114,6 +114,22 @@ async fn send_whole(
 }
 
 impl KvService {
+    /// A Range's caller, request and permission check, once it passes etcd's checks (a
+    /// learner serves serializable ranges only, as in etcd).
+    fn range_request(
+        &self,
+        request: Request<pb::RangeRequest>,
+    ) -> Result<(Credentials, mvcc::RangeRequest, Check), Status> {
+        let credentials = self.api.credentials(&request);
+        let request = convert::range_request(request.into_inner())?;
+        mvcc::check_range(&request).map_err(|e| store_status(&e))?;
+        if !request.serializable {
+            self.api.refuse_on_learner()?;
+        }
+        let check = read_check(&request.key, &request.range_end);
+        Ok((credentials, request, check))
+    }
+
     /// Sends `chunk` and reads the ones after it until the last, or until the client goes.
     async fn send_chunks(
         &self,
@@ -163,17 +179,9 @@ impl Kv for KvService {
         &self,
         request: Request<pb::RangeRequest>,
     ) -> Result<Response<pb::RangeResponse>, Status> {
-        let credentials = self.api.credentials(&request);
-        let request = convert::range_request(request.into_inner())?;
-        mvcc::check_range(&request).map_err(|e| store_status(&e))?;
-        let serializable = request.serializable;
-        // A learner serves serializable ranges only, as in etcd.
-        if !serializable {
-            self.api.refuse_on_learner()?;
-        }
-        let check = read_check(&request.key, &request.range_end);
+        let (credentials, request, check) = self.range_request(request)?;
         let (response, header) = self
-            .read(serializable, &credentials, check, move |store| {
+            .read(request.serializable, &credentials, check, move |store| {
                 store.range(&request)
             })
             .await?;
@@ -190,27 +198,25 @@ impl Kv for KvService {
         &self,
         request: Request<pb::RangeRequest>,
     ) -> Result<Response<Self::RangeStreamStream>, Status> {
-        let credentials = self.api.credentials(&request);
-        let request = convert::range_request(request.into_inner())?;
-        mvcc::check_range(&request).map_err(|e| store_status(&e))?;
-        let serializable = request.serializable;
-        if !serializable {
-            self.api.refuse_on_learner()?;
-        }
-        let check = read_check(&request.key, &request.range_end);
+        let (credentials, request, check) = self.range_request(request)?;
         let first = request.clone();
         let (start, header) = self
-            .read(serializable, &credentials, check.clone(), move |store| {
-                Ok(
-                    match RangeCursor::start(store, &first, ChunkLimits::default())? {
-                        Some(mut cursor) => {
-                            let chunk = cursor.next_chunk(store)?;
-                            StreamStart::Chunked(cursor, chunk)
-                        }
-                        None => StreamStart::Whole(store.range(&first)?),
-                    },
-                )
-            })
+            .read(
+                request.serializable,
+                &credentials,
+                check.clone(),
+                move |store| {
+                    Ok(
+                        match RangeCursor::start(store, &first, ChunkLimits::default())? {
+                            Some(mut cursor) => {
+                                let chunk = cursor.next_chunk(store)?;
+                                StreamStart::Chunked(Box::new(cursor), chunk)
+                            }
+                            None => StreamStart::Whole(store.range(&first)?),
+                        },
+                    )
+                },
+            )
             .await?;
         let (outbox, inbox) = mpsc::channel(RANGE_STREAM_CHUNKS_QUEUED);
         let service = self.clone();
@@ -219,7 +225,7 @@ impl Kv for KvService {
                 StreamStart::Whole(response) => send_whole(&outbox, response, &header).await,
                 StreamStart::Chunked(cursor, chunk) => {
                     service
-                        .send_chunks(&outbox, cursor, chunk, &credentials, check, &header)
+                        .send_chunks(&outbox, *cursor, chunk, &credentials, check, &header)
                         .await
                 }
             };

@@ -16,6 +16,7 @@
 //! after a failed commit, so the node stops and recovers on restart.
 
 mod backend;
+mod bulk;
 mod overlay;
 
 use std::fmt;
@@ -31,6 +32,7 @@ use redb::{
 };
 
 pub use backend::DiskBackend;
+pub use bulk::BulkWriter;
 use overlay::{scan_merged, Found, Merged, Overlay};
 
 use crate::disk::Disk;
