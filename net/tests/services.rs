@@ -741,7 +741,7 @@ async fn range_stream(server: &TestServer, request: pb::RangeRequest) -> Vec<pb:
 #[tokio::test]
 async fn range_stream_sends_a_prefix_in_chunks_that_merge_into_the_range() {
     let server = TestServer::start().await;
-    // 3,000 keys of 1 KiB: more than one chunk by count (1,000) and by size (1 MiB).
+    // 3,000 keys of 1 KiB: many chunks, by count (500) and by size (256 KiB).
     for i in 0..3000 {
         server.put(&format!("r/{i:05}"), &[b'v'; 1024], 0).await;
     }

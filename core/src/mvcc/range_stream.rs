@@ -30,8 +30,8 @@ pub struct ChunkLimits {
 impl Default for ChunkLimits {
     fn default() -> Self {
         ChunkLimits {
-            max_kvs: 1000,
-            max_bytes: 1024 * 1024,
+            max_kvs: 500,
+            max_bytes: 256 * 1024,
             max_scanned_keys: 10_000,
         }
     }
