@@ -38,9 +38,6 @@ const MAX_REQUESTS_PER_BATCH: usize = 4096;
 const MAX_PARKED_REQUESTS: usize = 4096;
 /// Re-announce this member's name and client URLs this often until they are applied.
 const PUBLISH_RETRY_TICKS: u64 = 20;
-/// How many `--backend-batch-limit`s of applies may wait in memory while an engine commit
-/// is under way before the loop waits for it (bounds the overlay's memory).
-const MAX_BATCHES_BEHIND_COMMIT: u64 = 4;
 /// etcd warns about an fdatasync slower than this.
 const SLOW_FSYNC: Duration = Duration::from_secs(1);
 
@@ -727,19 +724,12 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
             self.engine_commit_in_flight = false;
             self.after_engine_commit()?;
         }
-        let limit = self.settings.backend_batch_limit;
-        let due = if self.engine_commit_in_flight {
-            // The next batch grows while the disk is busy (a bigger batch shares more pages,
-            // so the disk catches up) and the loop waits only when it reaches its bound.
-            self.applied_since_commit >= limit.saturating_mul(MAX_BATCHES_BEHIND_COMMIT)
-        } else {
-            self.applied_since_commit >= limit
-                || (on_tick
-                    && self.applied_since_commit > 0
-                    && self.last_engine_commit.elapsed() >= self.settings.backend_batch_interval)
-        };
+        let due = self.applied_since_commit >= self.settings.backend_batch_limit
+            || (on_tick
+                && self.applied_since_commit > 0
+                && self.last_engine_commit.elapsed() >= self.settings.backend_batch_interval);
         if due {
-            // Waits only if the commit before is still under way (see above).
+            // Waits only if the commit before is still under way: the disk sets the pace.
             let result = self.node.begin_store_commit();
             engine_result(result)?;
             self.engine_commit_in_flight = true;

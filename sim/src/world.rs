@@ -32,6 +32,8 @@ pub struct WorldConfig {
     pub initial_corrupt_check: bool,
     /// `--experimental-corrupt-check-time` (off when `None`).
     pub corrupt_check: Option<Duration>,
+    /// `--backend-batch-interval`: how often the store's engine commits durably.
+    pub backend_batch_interval: Duration,
 }
 
 impl WorldConfig {
@@ -46,6 +48,7 @@ impl WorldConfig {
             faults: Faults::none(),
             initial_corrupt_check: false,
             corrupt_check: None,
+            backend_batch_interval: Duration::from_millis(100),
         }
     }
 }
@@ -191,6 +194,10 @@ fn with_peer_port(
             config.initial_corrupt_check
         ),
         format!("--experimental-corrupt-check-time={corrupt_check_ms}ms"),
+        format!(
+            "--backend-batch-interval={}ms",
+            config.backend_batch_interval.as_millis()
+        ),
         format!("--name=s{}", index + 1),
         format!("--data-dir=s{}.keel", index + 1),
         format!("--listen-client-urls={}", url(index, CLIENT_PORT)),
