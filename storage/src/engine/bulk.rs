@@ -4,10 +4,10 @@
 //! a crash leaves a file the caller removes (it is a staging file until renamed).
 
 use keel_core::mvcc::{EngineResult, Table};
-use redb::{Database, Durability, WriteTransaction};
+use redb::{Database, WriteTransaction};
 
 use super::backend::DiskBackend;
-use super::{definition, fail, write_overlay, Overlay};
+use super::{commit_txn, definition, fail, write_overlay, Overlay};
 use crate::disk::Disk;
 
 /// Rows written since the last commit before the next one (bounds redb's dirty pages).
@@ -74,20 +74,10 @@ impl BulkWriter {
     }
 
     fn commit(&mut self, durable: bool) -> EngineResult<()> {
-        let Some(mut txn) = self.txn.take() else {
+        let Some(txn) = self.txn.take() else {
             return Ok(());
         };
-        let durability = if durable {
-            // So that opening the file needs no walk of it (see `write_overlay`).
-            txn.set_quick_repair(true);
-            Durability::Immediate
-        } else {
-            Durability::None
-        };
-        txn.set_durability(durability)
-            .map_err(|e| fail(&self.location, "committing to", e))?;
-        txn.commit()
-            .map_err(|e| fail(&self.location, "committing to", e))?;
+        commit_txn(txn, durable, &self.location)?;
         self.uncommitted_bytes = 0;
         Ok(())
     }

@@ -29,6 +29,7 @@ use std::time::Instant;
 use keel_core::mvcc::{Engine, EngineError, EngineResult, Read, Table, View, Visit};
 use redb::{
     Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition,
+    WriteTransaction,
 };
 
 pub use backend::DiskBackend;
@@ -72,7 +73,7 @@ fn write_overlay(
     durable: bool,
     location: &str,
 ) -> EngineResult<ReadTransaction> {
-    let mut txn = db
+    let txn = db
         .begin_write()
         .map_err(|e| fail(location, "beginning a transaction on", e))?;
     for table in Table::ALL {
@@ -87,6 +88,14 @@ fn write_overlay(
             .map_err(|e| fail(location, "writing", e))?;
         }
     }
+    commit_txn(txn, durable, location)?;
+    db.begin_read()
+        .map_err(|e| fail(location, "beginning a read of", e))
+}
+
+/// Commits `txn`; a durable commit is synced, with redb's quick repair so that opening the
+/// file after a crash needs no walk of the whole file.
+fn commit_txn(mut txn: WriteTransaction, durable: bool, location: &str) -> EngineResult<()> {
     let durability = if durable {
         txn.set_quick_repair(true);
         Durability::Immediate
@@ -95,10 +104,7 @@ fn write_overlay(
     };
     txn.set_durability(durability)
         .map_err(|e| fail(location, "committing to", e))?;
-    txn.commit()
-        .map_err(|e| fail(location, "committing to", e))?;
-    db.begin_read()
-        .map_err(|e| fail(location, "beginning a read of", e))
+    txn.commit().map_err(|e| fail(location, "committing to", e))
 }
 
 /// A frozen overlay on its way into redb, durably.
