@@ -33,6 +33,14 @@ async fn serializable_get(url: &str, key: &str) -> Result<Option<Vec<u8>>, tonic
     range(url, key, true).await
 }
 
+/// The member's own value of `key`; "unavailable" while it has not applied one, so that
+/// `eventually` retries.
+async fn applied_value(url: &str, key: &str) -> Result<Vec<u8>, tonic::Status> {
+    serializable_get(url, key)
+        .await?
+        .ok_or_else(|| tonic::Status::unavailable("not applied yet"))
+}
+
 async fn range(url: &str, key: &str, serializable: bool) -> Result<Option<Vec<u8>>, tonic::Status> {
     let mut client = KvClient::connect(url.to_string())
         .await
@@ -138,13 +146,7 @@ async fn a_follower_restarted_behind_what_it_served_answers_only_after_catching_
             eventually("first put", || put(&all[1], "k", "v1")).await;
             // Served by server 0 from its own state: it has applied the put. The crash
             // follows at once, before a tick could sync the commit index that covers it.
-            let value = eventually("read", || async {
-                match serializable_get(&all[0], "k").await? {
-                    Some(v) => Ok(v),
-                    None => Err(tonic::Status::unavailable("not applied yet")),
-                }
-            })
-            .await;
+            let value = eventually("read", || applied_value(&all[0], "k")).await;
             assert_eq!(value, b"v1");
         })
         .await
@@ -226,13 +228,7 @@ async fn a_member_restarted_alone_after_a_crash_at_rest_serves_its_data_and_memb
         .spawn(async move {
             eventually("put", || put(&all[1], "k", "v1")).await;
             for url in &all {
-                eventually("applied everywhere", || async {
-                    match serializable_get(url, "k").await? {
-                        Some(_) => Ok(()),
-                        None => Err(tonic::Status::unavailable("not applied yet")),
-                    }
-                })
-                .await;
+                eventually("applied everywhere", || applied_value(url, "k")).await;
             }
         })
         .await
@@ -326,11 +322,8 @@ async fn a_member_whose_engine_is_ahead_of_its_log_starts_from_the_engine() {
     let third = urls[2].clone();
     client
         .spawn(async move {
-            let value = eventually("the restarted member serves the last put", || async {
-                match serializable_get(&third, "k39").await? {
-                    Some(value) => Ok(value),
-                    None => Err(tonic::Status::unavailable("not there yet")),
-                }
+            let value = eventually("the restarted member serves the last put", || {
+                applied_value(&third, "k39")
             })
             .await;
             assert_eq!(value, b"after");
