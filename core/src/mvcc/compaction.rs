@@ -12,7 +12,7 @@ use super::engine::Table;
 use super::error::Error;
 use super::request::{CompactionRequest, CompactionResponse, ResponseHeader};
 use super::revision::Revision;
-use super::rows::{corrupt_row, key_prefix, kv_key, revision_bytes};
+use super::rows::{corrupt_row, header_is_tombstone, key_prefix, kv_key, revision_bytes};
 use super::store::Store;
 
 impl Store {
@@ -85,7 +85,7 @@ impl Store {
             Bound::Included(&through),
             false,
             &mut |row, value| {
-                rows.push((row.to_vec(), value.get(..8) == Some(&[0u8; 8][..])));
+                rows.push((row.to_vec(), header_is_tombstone(value)));
                 true
             },
         );
@@ -100,8 +100,8 @@ impl Store {
         let drop_last = last_is_tombstone && last_main < self.compact_rev;
         let keep = usize::from(!drop_last);
         let dropped = rows.len() - keep;
-        for (row, _) in rows.into_iter().take(dropped) {
-            self.delete_row(Table::Kv, &row);
+        for (row, tombstone) in rows.into_iter().take(dropped) {
+            self.delete_version(&row, tombstone);
         }
         if drop_last && !self.has_version_after(key, &through) {
             self.key_count = self.key_count.saturating_sub(1);

@@ -30,16 +30,21 @@ pub enum Table {
     /// The store's scalars (revisions, size, applied index, alarms) and the node's
     /// (membership, auth, Raft position), by name.
     Meta,
+    /// The value of every version that is not a tombstone: `main ‖ sub` → value. Kept
+    /// apart from `Kv` so the key-ordered table holds small rows and values are appended
+    /// in revision order.
+    Values,
 }
 
 impl Table {
-    pub const ALL: [Table; 6] = [
+    pub const ALL: [Table; 7] = [
         Table::Kv,
         Table::Log,
         Table::Garbage,
         Table::Leases,
         Table::LeaseKeys,
         Table::Meta,
+        Table::Values,
     ];
 
     /// The table's name in a database file.
@@ -51,6 +56,7 @@ impl Table {
             Table::Leases => "leases",
             Table::LeaseKeys => "lease_keys",
             Table::Meta => "meta",
+            Table::Values => "values",
         }
     }
 }

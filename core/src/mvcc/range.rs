@@ -38,8 +38,8 @@ impl Store {
         Ok(rev)
     }
 
-    /// The live versions in `range` at `rev`, calling `visit` for each in key order until
-    /// it returns false.
+    /// The live versions in `range` at `rev` (without their values, see
+    /// [`Store::load_value`]), calling `visit` for each in key order until it returns false.
     pub(crate) fn for_each_live(
         &self,
         range: &KeyRange,
@@ -62,11 +62,17 @@ impl Store {
     ) -> RangeResponse {
         let range = KeyRange::new(&request.key, &request.range_end);
         let fetch_limit = fetch_limit(request);
+        // Values are read only when answered or sorted on.
+        let needs_values = !request.keys_only || request.sort_target == SortTarget::Value;
         let mut kvs = Vec::new();
         let mut count: i64 = 0;
         self.for_each_live(&range, rev, |key, entry| {
             count += 1;
             if !request.count_only && kvs.len() < fetch_limit {
+                let mut entry = entry.clone();
+                if needs_values {
+                    self.load_value(&mut entry);
+                }
                 kvs.push(entry.to_kv(key));
             }
             true

@@ -137,7 +137,7 @@ impl RangeCursor {
             }
             scanned += 1;
             self.count += 1;
-            if let Some(kv) = self.take(key, entry) {
+            if let Some(kv) = self.take(store, key, entry) {
                 bytes += kv.key.len() + kv.value.len();
                 chunk.push(kv);
             }
@@ -151,7 +151,7 @@ impl RangeCursor {
     }
 
     /// The key-value to send for a live key, if it passes the filters and the limit.
-    fn take(&mut self, key: &Bytes, entry: &Entry) -> Option<KeyValue> {
+    fn take(&mut self, store: &Store, key: &Bytes, entry: &Entry) -> Option<KeyValue> {
         let request = &self.request;
         let passes = (request.max_mod_revision == 0 || entry.rev.main <= request.max_mod_revision)
             && (request.min_mod_revision == 0 || entry.rev.main >= request.min_mod_revision)
@@ -166,11 +166,11 @@ impl RangeCursor {
         if request.count_only || (request.limit > 0 && self.matched > request.limit) {
             return None;
         }
-        let mut kv = entry.to_kv(key);
-        if request.keys_only {
-            kv.value = Bytes::new();
+        let mut entry = entry.clone();
+        if !request.keys_only {
+            store.load_value(&mut entry);
         }
-        Some(kv)
+        Some(entry.to_kv(key))
     }
 
     fn end(&self) -> RangeStreamEnd {

@@ -28,7 +28,7 @@ use super::store::Store;
 
 const META_STORE: &[u8] = b"store";
 const META_ALARMS: &[u8] = b"alarms";
-const STATE_FORMAT: u32 = 1;
+const STATE_FORMAT: u32 = 2;
 const STATE_BYTES: usize = 4 + 5 * 8;
 const LEASE_BYTES: usize = 16;
 
@@ -102,15 +102,16 @@ pub(crate) fn split_kv_key(row: &[u8]) -> Option<(Vec<u8>, Revision)> {
     Some((key, revision_from(rev)?))
 }
 
+/// The `Kv` row of a version: its header; the value lives in `Values` (see
+/// [`Store::put_version`]).
 pub(crate) fn encode_entry(entry: &Entry) -> Vec<u8> {
     if entry.is_tombstone() {
         return 0i64.to_be_bytes().to_vec();
     }
-    let mut out = Vec::with_capacity(ENTRY_HEADER_BYTES + entry.value.len());
+    let mut out = Vec::with_capacity(ENTRY_HEADER_BYTES);
     out.extend_from_slice(&entry.version.to_be_bytes());
     out.extend_from_slice(&entry.create_revision.to_be_bytes());
     out.extend_from_slice(&entry.lease.to_be_bytes());
-    out.extend_from_slice(&entry.value);
     out
 }
 
@@ -120,18 +121,26 @@ fn i64_at(bytes: &[u8], at: usize) -> Option<i64> {
     Some(i64::from_be_bytes(word))
 }
 
-pub(crate) fn decode_entry(rev: Revision, bytes: &[u8]) -> Option<Entry> {
-    let version = i64_at(bytes, 0)?;
+/// A version from its `Kv` row (`header`) and its value (`None` for a tombstone).
+fn entry_from(rev: Revision, header: &[u8], value: Option<Vec<u8>>) -> Option<Entry> {
+    let version = i64_at(header, 0)?;
     if version == 0 {
-        return (bytes.len() == 8).then(|| Entry::tombstone(rev));
+        return (header.len() == 8).then(|| Entry::tombstone(rev));
+    }
+    if header.len() != ENTRY_HEADER_BYTES {
+        return None;
     }
     Some(Entry {
         rev,
         version,
-        create_revision: i64_at(bytes, 8)?,
-        lease: i64_at(bytes, 16)?,
-        value: Bytes::copy_from_slice(bytes.get(ENTRY_HEADER_BYTES..)?),
+        create_revision: i64_at(header, 8)?,
+        lease: i64_at(header, 16)?,
+        value: Bytes::from(value?),
     })
+}
+
+pub(crate) fn header_is_tombstone(header: &[u8]) -> bool {
+    header.get(..8) == Some(&[0u8; 8][..])
 }
 
 pub(crate) fn u64_key(value: u64) -> [u8; 8] {
@@ -211,8 +220,31 @@ impl Store {
         }
     }
 
+    /// The version at `rev` whose `Kv` row holds `header`, its value read from `Values`;
+    /// `None` (and the store failed) if either row is missing or malformed.
+    pub(crate) fn decode_entry(&self, rev: Revision, header: &[u8]) -> Option<Entry> {
+        let value = if header_is_tombstone(header) {
+            None
+        } else {
+            let value = self.row(Table::Values, &revision_bytes(rev));
+            if value.is_none() {
+                self.failed(corrupt_row(Table::Values, &revision_bytes(rev)));
+                return None;
+            }
+            value
+        };
+        entry_from(rev, header, value)
+    }
+
     /// The newest version of `key` at or before `bound` (inclusive), if any.
     pub(crate) fn version_at_or_before(&self, key: &[u8], bound: Revision) -> Option<Entry> {
+        let mut entry = self.header_at_or_before(key, bound)?;
+        self.load_value(&mut entry);
+        Some(entry)
+    }
+
+    /// [`Store::version_at_or_before`] without the value (see [`Store::load_value`]).
+    fn header_at_or_before(&self, key: &[u8], bound: Revision) -> Option<Entry> {
         let from = key_prefix(key);
         let to = kv_key(key, bound);
         let mut found = None;
@@ -221,8 +253,8 @@ impl Store {
             Bound::Included(&from),
             Bound::Included(&to),
             true,
-            &mut |row, value| {
-                found = split_kv_key(row).and_then(|(_, rev)| decode_entry(rev, value));
+            &mut |row, header| {
+                found = Self::decode_row(row, header).map(|(_, entry)| entry);
                 if found.is_none() {
                     self.failed(corrupt_row(Table::Kv, row));
                 }
@@ -257,7 +289,7 @@ impl Store {
     /// The version written exactly at `rev`.
     pub(crate) fn version_exactly_at(&self, key: &[u8], rev: Revision) -> Option<Entry> {
         let value = self.row(Table::Kv, &kv_key(key, rev))?;
-        let entry = decode_entry(rev, &value);
+        let entry = self.decode_entry(rev, &value);
         if entry.is_none() {
             self.failed(corrupt_row(Table::Kv, &kv_key(key, rev)));
         }
@@ -285,7 +317,7 @@ impl Store {
                     self.failed(corrupt_row(Table::Kv, row));
                     return false;
                 };
-                let Some(entry) = decode_entry(rev, value) else {
+                let Some(entry) = self.decode_entry(rev, value) else {
                     self.failed(corrupt_row(Table::Kv, row));
                     return false;
                 };
@@ -311,6 +343,8 @@ impl Store {
 
     /// For each key in `[start, end)` live at `main` (its newest version at or before it is
     /// not a tombstone), in key order, calls `visit` with that version until it says stop.
+    /// The version comes without its value: a visitor that needs it calls
+    /// [`Store::load_value`], so counting or listing keys never reads values.
     ///
     /// Rows are read in one forward pass while keys have short histories; a key with more
     /// than [`MAX_ROWS_SCANNED_PER_KEY`] versions is resolved with one reverse lookup and the
@@ -323,7 +357,10 @@ impl Store {
         visit: &mut dyn FnMut(&Bytes, &Entry) -> bool,
     ) {
         if end == Bound::Included(start) {
-            if let Some(entry) = self.live_at(start, main) {
+            let live = self
+                .header_at_or_before(start, Revision::new(main, i64::MAX))
+                .filter(|e| !e.is_tombstone());
+            if let Some(entry) = live {
                 visit(&Bytes::copy_from_slice(start), &entry);
             }
             return;
@@ -331,7 +368,7 @@ impl Store {
         let (first, to) = kv_bounds(start, end);
         let mut from = Bound::Included(first);
         let mut emit = |row: &[u8], value: &[u8]| -> bool {
-            match decode_row(row, value) {
+            match Self::decode_row(row, value) {
                 Some((_, entry)) if entry.is_tombstone() => true,
                 Some((key, entry)) => visit(&Bytes::from(key), &entry),
                 None => {
@@ -426,8 +463,45 @@ impl Store {
         Pass::Done
     }
 
+    /// Writes a version: its header in `Kv` (key order) and its value in `Values`
+    /// (revision order, so values are appended).
     pub(crate) fn put_version(&mut self, key: &[u8], entry: &Entry) {
         self.put_row(Table::Kv, &kv_key(key, entry.rev), &encode_entry(entry));
+        if !entry.is_tombstone() {
+            self.put_row(Table::Values, &revision_bytes(entry.rev), &entry.value);
+        }
+    }
+
+    /// Deletes the version whose `Kv` row is `row` (holding `header`), value included.
+    pub(crate) fn delete_version(&mut self, row: &[u8], header_is_tombstone: bool) {
+        self.delete_row(Table::Kv, row);
+        if header_is_tombstone {
+            return;
+        }
+        match split_kv_key(row) {
+            Some((_, rev)) => self.delete_row(Table::Values, &revision_bytes(rev)),
+            None => self.failed(corrupt_row(Table::Kv, row)),
+        }
+    }
+
+    /// The user key and entry of a `Kv` row, without its value (see
+    /// [`Store::load_value`]).
+    fn decode_row(row: &[u8], header: &[u8]) -> Option<(Vec<u8>, Entry)> {
+        let (key, rev) = split_kv_key(row)?;
+        let value = (!header_is_tombstone(header)).then(Vec::new);
+        Some((key, entry_from(rev, header, value)?))
+    }
+
+    /// Reads the value of `entry` (a version from [`Store::for_each_live_at`]); a tombstone
+    /// has none. A missing value row fails the store.
+    pub(crate) fn load_value(&self, entry: &mut Entry) {
+        if entry.is_tombstone() {
+            return;
+        }
+        match self.row(Table::Values, &revision_bytes(entry.rev)) {
+            Some(value) => entry.value = Bytes::from(value),
+            None => self.failed(corrupt_row(Table::Values, &revision_bytes(entry.rev))),
+        }
     }
 
     pub(crate) fn log_change(&mut self, rev: Revision, key: &[u8]) {
@@ -646,12 +720,6 @@ impl Store {
     }
 }
 
-/// The user key and entry of a `Kv` row.
-fn decode_row(row: &[u8], value: &[u8]) -> Option<(Vec<u8>, Entry)> {
-    let (key, rev) = split_kv_key(row)?;
-    Some((key, decode_entry(rev, value)?))
-}
-
 pub(crate) fn corrupt_row(table: Table, row: &[u8]) -> EngineError {
     EngineError(format!(
         "a {} row does not decode (key {:?})",
@@ -693,12 +761,21 @@ mod tests {
             lease: 77,
             value: Bytes::from_static(b"v"),
         };
-        assert_eq!(decode_entry(entry.rev, &encode_entry(&entry)), Some(entry));
-        let tombstone = Entry::tombstone(Revision::new(6, 0));
+        let header = encode_entry(&entry);
+        assert!(!header_is_tombstone(&header));
         assert_eq!(
-            decode_entry(tombstone.rev, &encode_entry(&tombstone)),
-            Some(tombstone)
+            entry_from(entry.rev, &header, Some(b"v".to_vec())),
+            Some(entry.clone())
         );
-        assert_eq!(decode_entry(Revision::new(1, 0), b"short"), None);
+        assert_eq!(
+            entry_from(entry.rev, &header, None),
+            None,
+            "a value is needed"
+        );
+        let tombstone = Entry::tombstone(Revision::new(6, 0));
+        let header = encode_entry(&tombstone);
+        assert!(header_is_tombstone(&header));
+        assert_eq!(entry_from(tombstone.rev, &header, None), Some(tombstone));
+        assert_eq!(entry_from(Revision::new(1, 0), b"short", None), None);
     }
 }

@@ -92,7 +92,11 @@ impl Store {
         let mut all = true;
         self.for_each_live(&range, self.current_rev, |_, entry| {
             any = true;
-            all = compare_entry(compare, Some(entry));
+            let mut entry = entry.clone();
+            if compare.target == CompareTarget::Value {
+                self.load_value(&mut entry);
+            }
+            all = compare_entry(compare, Some(&entry));
             all
         });
         if !any {

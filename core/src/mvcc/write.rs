@@ -159,8 +159,11 @@ impl<'a> Writer<'a> {
     /// Deletes every live key in `range`, in key order; returns the versions deleted.
     pub fn delete_range(&mut self, range: &KeyRange) -> Vec<KeyValue> {
         let mut live = Vec::new();
-        self.store.for_each_live(range, i64::MAX, |key, entry| {
-            live.push((key.clone(), entry.clone()));
+        let store = &*self.store;
+        store.for_each_live(range, i64::MAX, |key, entry| {
+            let mut entry = entry.clone();
+            store.load_value(&mut entry);
+            live.push((key.clone(), entry));
             true
         });
         live.into_iter()

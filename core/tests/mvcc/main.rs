@@ -6,6 +6,7 @@
 mod common;
 mod compaction;
 mod kv;
+mod layout;
 mod lease;
 mod model;
 mod quota;

@@ -1,0 +1,114 @@
+//! How versions lie in the engine: headers in `Kv` (key order), values in `Values`
+//! (revision order). Values are read only when an answer needs them, a missing one is a
+//! storage failure (never an empty value), and compaction removes values with versions.
+
+use std::ops::Bound;
+
+use keel_core::mvcc::*;
+
+use crate::common::b;
+
+fn rows(engine: &dyn Read, table: Table) -> usize {
+    let mut count = 0;
+    engine
+        .scan(
+            table,
+            Bound::Unbounded,
+            Bound::Unbounded,
+            false,
+            &mut |_, _| {
+                count += 1;
+                true
+            },
+        )
+        .expect("scan");
+    count
+}
+
+fn range(key: &str, range_end: &str) -> RangeRequest {
+    RangeRequest {
+        key: b(key),
+        range_end: b(range_end),
+        ..RangeRequest::default()
+    }
+}
+
+fn put(store: &mut Store, index: u64, key: &str, value: &str) {
+    let command = Command::Put(PutRequest {
+        key: b(key),
+        value: b(value),
+        ..PutRequest::default()
+    });
+    store.apply(index, 0, &command).result.expect("put");
+}
+
+#[test]
+fn counting_and_listing_keys_read_no_value_and_a_missing_value_is_a_storage_error() {
+    let mut store = Store::open(Box::new(MemEngine::default()), StoreConfig::default()).unwrap();
+    put(&mut store, 1, "a", "1");
+    put(&mut store, 2, "b", "2");
+    store.commit(true).unwrap();
+    let mut engine = store.into_engine();
+    assert_eq!(rows(&*engine, Table::Values), 2);
+    // The value of "b" (revision 3, sub 0) is lost.
+    let mut lost = [0u8; 16];
+    lost[..8].copy_from_slice(&3u64.to_be_bytes());
+    engine.delete(Table::Values, &lost).unwrap();
+    let store = Store::open(engine, StoreConfig::default()).unwrap();
+
+    let count = store
+        .range(&RangeRequest {
+            count_only: true,
+            ..range("a", "c")
+        })
+        .unwrap();
+    assert_eq!(count.count, 2);
+    let keys = store
+        .range(&RangeRequest {
+            keys_only: true,
+            ..range("a", "c")
+        })
+        .unwrap();
+    assert_eq!(keys.kvs.len(), 2);
+    assert_eq!(store.range(&range("a", "")).unwrap().kvs[0].value, b("1"));
+
+    match store.range(&range("b", "")) {
+        Err(Error::Storage { reason }) => assert!(reason.contains("values"), "{reason}"),
+        other => panic!("a lost value must not read as empty: {other:?}"),
+    }
+    assert!(
+        store.failure().is_some(),
+        "the store stops after a failed read"
+    );
+}
+
+#[test]
+fn compaction_removes_the_values_of_the_versions_it_drops() {
+    let mut store = Store::open(Box::new(MemEngine::default()), StoreConfig::default()).unwrap();
+    for (i, value) in ["1", "2", "3"].into_iter().enumerate() {
+        put(&mut store, i as u64 + 1, "k", value);
+    }
+    put(&mut store, 4, "other", "x");
+    let command = Command::DeleteRange(DeleteRangeRequest {
+        key: b("other"),
+        ..DeleteRangeRequest::default()
+    });
+    store.apply(5, 0, &command).result.unwrap();
+    let current = store.current_revision();
+    let command = Command::Compaction(CompactionRequest {
+        revision: current,
+        ..CompactionRequest::default()
+    });
+    store.apply(6, 0, &command).result.unwrap();
+    while store.compaction_step(100) {}
+    store.commit(true).unwrap();
+    let engine = store.into_engine();
+    // Left: "k" at its last version; "other" was deleted at the compact revision, so its
+    // tombstone stays (a watch may start there) and its put's value is gone.
+    assert_eq!(
+        rows(&*engine, Table::Values),
+        1,
+        "only the live version's value"
+    );
+    assert_eq!(rows(&*engine, Table::Kv), 2);
+}
