@@ -129,6 +129,16 @@ pub struct ServeArgs {
     )]
     pub engine_cache_size_bytes: u64,
 
+    /// Memory the store's key index rows wait in before a checkpoint writes them to the
+    /// engine together, in bytes: larger means fewer engine writes per put and a longer
+    /// rebuild from the history log when the server starts (0: at every engine commit).
+    #[arg(
+        long,
+        env = "KEEL_INDEX_CHECKPOINT_BYTES",
+        default_value_t = keel_core::mvcc::DEFAULT_INDEX_CHECKPOINT_BYTES as u64
+    )]
+    pub index_checkpoint_bytes: u64,
+
     /// Maximum client request size in bytes the server will accept.
     #[arg(long, env = "KEEL_MAX_REQUEST_BYTES", default_value_t = DEFAULT_MAX_REQUEST_BYTES)]
     pub max_request_bytes: u64,
@@ -335,6 +345,7 @@ pub struct ServerConfig {
     pub backend_batch_interval: Duration,
     pub backend_batch_limit: u64,
     pub engine_cache_size_bytes: usize,
+    pub index_checkpoint_bytes: usize,
     pub max_request_bytes: u64,
     pub max_txn_ops: usize,
     pub auto_compaction: AutoCompaction,
@@ -413,6 +424,8 @@ impl ServeArgs {
                 self.engine_cache_size_bytes,
             )?)
             .map_err(|_| invalid("engine-cache-size-bytes", "too large"))?,
+            index_checkpoint_bytes: usize::try_from(self.index_checkpoint_bytes)
+                .map_err(|_| invalid("index-checkpoint-bytes", "too large"))?,
             max_request_bytes: positive("max-request-bytes", self.max_request_bytes)?,
             max_txn_ops: usize::try_from(positive("max-txn-ops", self.max_txn_ops)?)
                 .map_err(|_| invalid("max-txn-ops", "too large"))?,

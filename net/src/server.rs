@@ -104,6 +104,7 @@ pub fn node_config(config: &ServerConfig, member_id: u64) -> NodeConfig {
             max_request_bytes: usize::try_from(config.max_request_bytes).unwrap_or(usize::MAX),
             max_txn_ops: config.max_txn_ops,
         },
+        index_checkpoint_bytes: config.index_checkpoint_bytes,
         ..StoreConfig::default()
     };
     node

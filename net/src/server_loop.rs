@@ -728,8 +728,9 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
             || (on_tick
                 && self.applied_since_commit > 0
                 && self.last_engine_commit.elapsed() >= self.settings.backend_batch_interval);
-        if due {
-            // Waits only if the commit before is still under way: the disk sets the pace.
+        // A commit still under way (a large index checkpoint, a slow disk) is not waited
+        // for: the writes wait in memory and the next commit takes them all.
+        if due && !self.engine_commit_in_flight {
             let result = self.node.begin_store_commit();
             engine_result(result)?;
             self.engine_commit_in_flight = true;

@@ -34,6 +34,9 @@ pub struct WorldConfig {
     pub corrupt_check: Option<Duration>,
     /// `--backend-batch-interval`: how often the store's engine commits durably.
     pub backend_batch_interval: Duration,
+    /// `--index-checkpoint-bytes`: chosen by the seed, so that index rows reach the engine at
+    /// every commit in some runs and wait across many in others.
+    pub index_checkpoint_bytes: u64,
 }
 
 impl WorldConfig {
@@ -49,6 +52,7 @@ impl WorldConfig {
             initial_corrupt_check: false,
             corrupt_check: None,
             backend_batch_interval: Duration::from_millis(100),
+            index_checkpoint_bytes: [0, 4 * 1024, 256 * 1024][(seed % 3) as usize],
         }
     }
 }
@@ -198,6 +202,7 @@ fn with_peer_port(
             "--backend-batch-interval={}ms",
             config.backend_batch_interval.as_millis()
         ),
+        format!("--index-checkpoint-bytes={}", config.index_checkpoint_bytes),
         format!("--name=s{}", index + 1),
         format!("--data-dir=s{}.keel", index + 1),
         format!("--listen-client-urls={}", url(index, CLIENT_PORT)),

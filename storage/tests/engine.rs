@@ -11,7 +11,7 @@
 use bytes::Bytes;
 use keel_core::mvcc::{
     Command, CompactionRequest, DeleteRangeRequest, Error, LeaseGrantRequest, LeaseRevokeRequest,
-    PutRequest, RangeRequest, Store, StoreConfig, Table,
+    PutRequest, RangeRequest, Store, StoreConfig, StoreStats, Table,
 };
 use keel_storage::{Disk, Faults, FsDisk, RedbEngine, SimDisk, SimDiskConfig};
 use rand::{Rng, SeedableRng};
@@ -22,6 +22,9 @@ const CACHE_BYTES: usize = 4 * 1024 * 1024;
 fn config() -> StoreConfig {
     StoreConfig {
         compaction_batch_revisions: 3,
+        // An index checkpoint every few dozen puts: reads and reopens meet index rows both
+        // in the engine and waiting in memory.
+        index_checkpoint_bytes: 2048,
         ..StoreConfig::default()
     }
 }
@@ -126,7 +129,10 @@ fn matches_the_store_in_memory<D: Disk + Send + 'static>(disk: D, seed: u64) {
     drop(on_disk);
     let reopened = open(disk);
     assert_eq!(observe(&reopened), observe(&memory));
-    assert_eq!(reopened.stats(), memory.stats());
+    // Physical compaction starts over after a reopen and may drop more history than the
+    // first pass did: what is logically there compares.
+    let logical = |s: StoreStats| (s.size_bytes, s.leases);
+    assert_eq!(logical(reopened.stats()), logical(memory.stats()));
 }
 
 #[test]
@@ -249,7 +255,7 @@ fn a_view_stays_at_its_commit_while_the_store_goes_on() {
     let rows = |view: &dyn keel_core::mvcc::Read| {
         let mut values = Vec::new();
         view.scan(
-            Table::Kv,
+            Table::Values,
             std::ops::Bound::Unbounded,
             std::ops::Bound::Unbounded,
             false,

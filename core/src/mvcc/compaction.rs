@@ -47,7 +47,7 @@ impl Store {
         // Entries at the compact revision stay: a watch may start there.
         let mut batch = Vec::new();
         let mut more = false;
-        self.scan_log(Revision::new(0, 0), &mut |rev, key| {
+        self.scan_log(Revision::new(0, 0), &mut |rev, _, key| {
             if rev.main >= self.compact_rev {
                 return false;
             }
@@ -60,7 +60,8 @@ impl Store {
         });
         let mut keys = BTreeSet::new();
         for (rev, key) in batch {
-            self.delete_row(Table::Log, &revision_bytes(rev));
+            // Deferred like the index rows it goes with (see `rows.rs`).
+            self.defer_row(Table::Log, &revision_bytes(rev), None);
             keys.insert(key);
         }
         for key in keys {
@@ -105,6 +106,8 @@ impl Store {
         }
         if drop_last && !self.has_version_after(key, &through) {
             self.key_count = self.key_count.saturating_sub(1);
+            // The engine still holds the key until the deletion's checkpoint.
+            self.keys_dropped_since_checkpoint += 1;
         }
     }
 

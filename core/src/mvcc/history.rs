@@ -57,7 +57,7 @@ impl Store {
         let mut revisions = 0usize;
         let mut last_main = None;
         let mut next_revision = self.current_rev + 1;
-        self.scan_log(Revision::new(from_rev.max(0), 0), &mut |rev, key| {
+        self.scan_log(Revision::new(from_rev.max(0), 0), &mut |rev, _, key| {
             if last_main != Some(rev.main) {
                 let full = events.len() >= max_events.max(1) || revisions >= max_revisions.max(1);
                 if full {

@@ -27,6 +27,7 @@ mod hash;
 mod history;
 mod key_index;
 mod lease;
+pub mod overlay;
 mod quota;
 mod range;
 mod range_stream;
@@ -51,7 +52,8 @@ pub use request::*;
 pub use revision::{KeyRange, RangeEnd, Revision};
 pub use store::{
     node_row_key, Applied, Store, StoreConfig, StoreStats, DEFAULT_COMPACTION_BATCH_REVISIONS,
-    DEFAULT_EXPIRED_LEASE_RETRY_MS, DEFAULT_MIN_LEASE_TTL_S, DEFAULT_QUOTA_BYTES,
+    DEFAULT_EXPIRED_LEASE_RETRY_MS, DEFAULT_INDEX_CHECKPOINT_BYTES, DEFAULT_MIN_LEASE_TTL_S,
+    DEFAULT_QUOTA_BYTES,
 };
 pub use validate::{
     check_command, check_range, Limits, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_TXN_OPS,

@@ -4,15 +4,26 @@
 //! nothing computed from a failed read reaches a client.
 //!
 //! Encodings (all integers big-endian, so byte order is numeric order):
-//! - `Kv`: `escaped(key) ‖ 0x00 0x01 ‖ main ‖ sub` → `version ‖ create_revision ‖ lease ‖
-//!   value` (a tombstone has version 0 and nothing else). A key is escaped by writing each
-//!   0x00 as 0x00 0xFF; the 0x00 0x01 terminator sorts before any longer key, so rows order
-//!   by key, then revision.
-//! - `Log`: `main ‖ sub` → key.
+//! - `Kv`: `escaped(key) ‖ 0x00 0x01 ‖ main ‖ sub` → the version's header, `version ‖
+//!   create_revision ‖ lease` (a tombstone: version 0 alone). A key is escaped by writing
+//!   each 0x00 as 0x00 0xFF; the 0x00 0x01 terminator sorts before any longer key, so rows
+//!   order by key, then revision.
+//! - `Values`: `main ‖ sub` → the value of a version that is not a tombstone.
+//! - `Log`: `main ‖ sub` → the version's header ‖ key.
 //! - `Garbage`: `main` → bytes (u64).
 //! - `Leases`: `id` → `ttl ‖ remaining ttl`; `LeaseKeys`: `id ‖ key` → nothing.
 //! - `Meta`: `store` → format version (u32), applied index, current revision, compact
-//!   revision, size estimate, key count; `alarms` → bincode of the alarm list.
+//!   revision, size estimate, key count, index revision; `alarms` → bincode of the alarms.
+//!
+//! Index checkpoints. A put's `Kv` row would rewrite a random leaf of the key-ordered tree
+//! in every engine commit; instead, `Kv` rows, and every deletion physical compaction makes,
+//! wait in memory (`Store::deferred`, merged into every read) and reach the engine together
+//! in a checkpoint once they hold `StoreConfig::index_checkpoint_bytes`, which writes each
+//! leaf once for many puts. The `Values` and `Log` rows of a put are written at once, and
+//! the `Log` row carries the header, so the deferred rows are exactly what the log after the
+//! index revision (the current revision at the last checkpoint) says: opening a store
+//! rebuilds them from there, and physical compaction, whose progress is not persisted,
+//! does its deferred deletions again.
 
 use std::ops::Bound;
 
@@ -22,6 +33,7 @@ use super::engine::{EngineError, Table};
 use super::error::Error;
 use super::key_index::Entry;
 use super::lease::Lease;
+use super::overlay::{scan_merged, Found, Merged};
 use super::request::AlarmMember;
 use super::revision::Revision;
 use super::store::Store;
@@ -29,7 +41,7 @@ use super::store::Store;
 const META_STORE: &[u8] = b"store";
 const META_ALARMS: &[u8] = b"alarms";
 const STATE_FORMAT: u32 = 2;
-const STATE_BYTES: usize = 4 + 5 * 8;
+const STATE_BYTES: usize = 4 + 6 * 8;
 const LEASE_BYTES: usize = 16;
 
 const TERMINATOR: [u8; 2] = [0x00, 0x01];
@@ -185,6 +197,11 @@ impl Store {
     }
 
     pub(crate) fn row(&self, table: Table, key: &[u8]) -> Option<Vec<u8>> {
+        match self.deferred.find(table, key) {
+            Found::Written(value) => return Some(value.to_vec()),
+            Found::Deleted => return None,
+            Found::NotHere => {}
+        }
         match self.engine.get(table, key) {
             Ok(value) => value,
             Err(e) => {
@@ -206,6 +223,11 @@ impl Store {
         }
     }
 
+    /// A write that waits for the next index checkpoint (see the module docs).
+    pub(crate) fn defer_row(&mut self, table: Table, key: &[u8], value: Option<&[u8]>) {
+        self.deferred.write(table, key, value.map(<[u8]>::to_vec));
+    }
+
     /// Visits rows in `[from, to)` order (or reverse) until `visit` says stop.
     pub(crate) fn scan_rows(
         &self,
@@ -215,8 +237,46 @@ impl Store {
         reverse: bool,
         visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
     ) {
-        if let Err(e) = self.engine.scan(table, from, to, reverse, visit) {
+        let merged = Merged::new(Some(&self.deferred), None, table, from, to, reverse);
+        if let Err(e) = scan_merged(&*self.engine, merged, table, from, to, visit) {
             self.failed(e);
+        }
+    }
+
+    /// Writes the deferred rows into the engine's open transaction with the index revision
+    /// they bring it to (see the module docs).
+    pub(crate) fn checkpoint_index(&mut self) {
+        for (table, rows) in self.deferred.take() {
+            for (key, value) in rows {
+                match value {
+                    Some(value) => self.put_row(table, &key, &value),
+                    None => self.delete_row(table, &key),
+                }
+            }
+        }
+        self.index_rev = self.current_rev;
+        self.keys_dropped_since_checkpoint = 0;
+        self.save_state();
+    }
+
+    /// Whether the deferred rows are due for a checkpoint.
+    pub(crate) fn index_checkpoint_due(&self) -> bool {
+        self.deferred.bytes >= self.config.index_checkpoint_bytes
+    }
+
+    /// Defers again the `Kv` rows of the versions logged after the index revision (on
+    /// open: the engine's index holds everything through it).
+    fn rebuild_deferred_index(&mut self) {
+        let mut rows = Vec::new();
+        self.scan_log(
+            Revision::new(self.index_rev + 1, 0),
+            &mut |rev, header, key| {
+                rows.push((kv_key(key, rev), header.to_vec()));
+                true
+            },
+        );
+        for (row, header) in rows {
+            self.defer_row(Table::Kv, &row, Some(&header));
         }
     }
 
@@ -466,20 +526,25 @@ impl Store {
     /// Writes a version: its header in `Kv` (key order) and its value in `Values`
     /// (revision order, so values are appended).
     pub(crate) fn put_version(&mut self, key: &[u8], entry: &Entry) {
-        self.put_row(Table::Kv, &kv_key(key, entry.rev), &encode_entry(entry));
+        self.defer_row(
+            Table::Kv,
+            &kv_key(key, entry.rev),
+            Some(&encode_entry(entry)),
+        );
         if !entry.is_tombstone() {
             self.put_row(Table::Values, &revision_bytes(entry.rev), &entry.value);
         }
     }
 
-    /// Deletes the version whose `Kv` row is `row` (holding `header`), value included.
+    /// Deletes the version whose `Kv` row is `row` (holding `header`), value included, at
+    /// the next index checkpoint (compaction's deletions wait for it, see the module docs).
     pub(crate) fn delete_version(&mut self, row: &[u8], header_is_tombstone: bool) {
-        self.delete_row(Table::Kv, row);
+        self.defer_row(Table::Kv, row, None);
         if header_is_tombstone {
             return;
         }
         match split_kv_key(row) {
-            Some((_, rev)) => self.delete_row(Table::Values, &revision_bytes(rev)),
+            Some((_, rev)) => self.defer_row(Table::Values, &revision_bytes(rev), None),
             None => self.failed(corrupt_row(Table::Kv, row)),
         }
     }
@@ -504,23 +569,37 @@ impl Store {
         }
     }
 
-    pub(crate) fn log_change(&mut self, rev: Revision, key: &[u8]) {
-        self.put_row(Table::Log, &revision_bytes(rev), key);
+    /// Logs the change `entry` made to `key`: its header, then the key.
+    pub(crate) fn log_change(&mut self, key: &[u8], entry: &Entry) {
+        let mut row = encode_entry(entry);
+        row.extend_from_slice(key);
+        self.put_row(Table::Log, &revision_bytes(entry.rev), &row);
     }
 
-    /// Visits the log from `from` on: (revision, key) in revision order.
-    pub(crate) fn scan_log(&self, from: Revision, visit: &mut dyn FnMut(Revision, &[u8]) -> bool) {
+    /// Visits the log from `from` on: (revision, header, key) in revision order.
+    pub(crate) fn scan_log(
+        &self,
+        from: Revision,
+        visit: &mut dyn FnMut(Revision, &[u8], &[u8]) -> bool,
+    ) {
         let start = revision_bytes(from);
         self.scan_rows(
             Table::Log,
             Bound::Included(&start),
             Bound::Unbounded,
             false,
-            &mut |row, key| match revision_from(row) {
-                Some(rev) => visit(rev, key),
-                None => {
-                    self.failed(corrupt_row(Table::Log, row));
-                    false
+            &mut |row, value| {
+                let header_bytes = if header_is_tombstone(value) {
+                    8
+                } else {
+                    ENTRY_HEADER_BYTES
+                };
+                match (revision_from(row), value.get(..header_bytes)) {
+                    (Some(rev), Some(header)) => visit(rev, header, &value[header_bytes..]),
+                    _ => {
+                        self.failed(corrupt_row(Table::Log, row));
+                        false
+                    }
                 }
             },
         );
@@ -584,7 +663,10 @@ impl Store {
         row.extend_from_slice(&self.current_rev.to_be_bytes());
         row.extend_from_slice(&self.compact_rev.to_be_bytes());
         row.extend_from_slice(&self.size_bytes.to_be_bytes());
-        row.extend_from_slice(&self.key_count.to_be_bytes());
+        // The key count as the engine's rows stand (see `keys_dropped_since_checkpoint`).
+        let key_count = self.key_count + self.keys_dropped_since_checkpoint;
+        row.extend_from_slice(&key_count.to_be_bytes());
+        row.extend_from_slice(&self.index_rev.to_be_bytes());
         self.put_row(Table::Meta, META_STORE, &row);
     }
 
@@ -691,6 +773,7 @@ impl Store {
         for (id, lease) in leases {
             self.lessor.insert_restored(id, lease);
         }
+        self.rebuild_deferred_index();
         self.healthy()
     }
 
@@ -713,7 +796,12 @@ impl Store {
         self.compact_rev = word(2);
         self.size_bytes = word(3) as u64;
         self.key_count = word(4) as u64;
-        if self.current_rev < 1 || self.compact_rev < -1 || self.compact_rev > self.current_rev {
+        self.index_rev = word(5);
+        if self.current_rev < 1
+            || self.compact_rev < -1
+            || self.compact_rev > self.current_rev
+            || self.index_rev > self.current_rev
+        {
             return Err(corrupt("holds revisions out of order"));
         }
         Ok(())

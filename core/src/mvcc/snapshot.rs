@@ -293,7 +293,9 @@ fn build(body: Body, mut store: Store) -> Result<Store, SnapshotError> {
         account_history(&mut store, &snap.key, &entries)?;
     }
     restore_alarms(&mut store, &body.alarms)?;
-    store.save_state();
+    // Versions at or before the compact revision have no log row to rebuild their index
+    // rows from: they go to the engine now.
+    store.checkpoint_index();
     store.commit(false).map_err(|e| invalid(e.to_string()))?;
     Ok(store)
 }
@@ -401,7 +403,7 @@ fn account_history(store: &mut Store, key: &Bytes, entries: &[Entry]) -> Result<
         store.size_bytes += bytes;
         store.put_version(key, entry);
         if entry.rev.main >= store.compact_rev {
-            store.log_change(entry.rev, key);
+            store.log_change(key, entry);
         }
         let next = entries.get(i + 1);
         if entry.is_tombstone() {

@@ -110,7 +110,7 @@ impl<'a> Writer<'a> {
         if prev.is_none_or(|p| p.lease != lease) {
             store.attach(lease, key);
         }
-        store.log_change(rev, key);
+        store.log_change(key, &entry);
         self.events.push(Event {
             r#type: EventType::Put,
             kv: entry.to_kv(key),
@@ -143,7 +143,7 @@ impl<'a> Writer<'a> {
         store.add_garbage(main, latest.size_bytes(key.len()));
         store.add_garbage(main + 1, tombstone_bytes);
         store.detach(latest.lease, key);
-        store.log_change(rev, key);
+        store.log_change(key, &tombstone);
         self.events.push(Event {
             r#type: EventType::Delete,
             kv: KeyValue {

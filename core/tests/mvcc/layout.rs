@@ -8,6 +8,14 @@ use keel_core::mvcc::*;
 
 use crate::common::b;
 
+/// Index rows reach the engine at every commit.
+fn checkpoint_every_commit() -> StoreConfig {
+    StoreConfig {
+        index_checkpoint_bytes: 0,
+        ..StoreConfig::default()
+    }
+}
+
 fn rows(engine: &dyn Read, table: Table) -> usize {
     let mut count = 0;
     engine
@@ -44,7 +52,7 @@ fn put(store: &mut Store, index: u64, key: &str, value: &str) {
 
 #[test]
 fn counting_and_listing_keys_read_no_value_and_a_missing_value_is_a_storage_error() {
-    let mut store = Store::open(Box::new(MemEngine::default()), StoreConfig::default()).unwrap();
+    let mut store = Store::open(Box::new(MemEngine::default()), checkpoint_every_commit()).unwrap();
     put(&mut store, 1, "a", "1");
     put(&mut store, 2, "b", "2");
     store.commit(true).unwrap();
@@ -84,7 +92,7 @@ fn counting_and_listing_keys_read_no_value_and_a_missing_value_is_a_storage_erro
 
 #[test]
 fn compaction_removes_the_values_of_the_versions_it_drops() {
-    let mut store = Store::open(Box::new(MemEngine::default()), StoreConfig::default()).unwrap();
+    let mut store = Store::open(Box::new(MemEngine::default()), checkpoint_every_commit()).unwrap();
     for (i, value) in ["1", "2", "3"].into_iter().enumerate() {
         put(&mut store, i as u64 + 1, "k", value);
     }

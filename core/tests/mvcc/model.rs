@@ -708,6 +708,9 @@ fn everything() -> EventFilter {
 fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let config = StoreConfig {
         compaction_batch_revisions: 2,
+        // An index checkpoint every few writes, so reopening meets both checkpointed and
+        // rebuilt index rows.
+        index_checkpoint_bytes: 256,
         ..StoreConfig::default()
     };
     let mut store = Store::new(config);
@@ -721,6 +724,9 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 }
                 index += 1;
                 let applied = store.apply(index, 0, &cmd);
+                store
+                    .commit(false)
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
                 let store_lease_id = match &applied.result {
                     Ok(Response::LeaseGrant(g)) => Some(g.id),
                     _ => None,
@@ -753,6 +759,9 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 });
                 index += 1;
                 let applied = store.apply(index, 0, &cmd);
+                store
+                    .commit(false)
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
                 prop_assert_eq!(applied.result, model.apply(&cmd, None));
             }
             Op::Step(n) => {
@@ -767,9 +776,13 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 store = restored;
             }
             Op::Reopen => {
+                // Physical compaction's progress is not persisted (its deletions wait for
+                // an index checkpoint), so a reopened store may hold less history: what is
+                // logically there compares.
+                let logical = |s: StoreStats| (s.size_bytes, s.leases);
                 let before = (
                     store.hash_kv(0),
-                    store.stats(),
+                    logical(store.stats()),
                     store.alarms(),
                     store.applied_index(),
                     store.compact_revision(),
@@ -778,7 +791,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     .map_err(|e| TestCaseError::fail(e.to_string()))?;
                 let after = (
                     store.hash_kv(0),
-                    store.stats(),
+                    logical(store.stats()),
                     store.alarms(),
                     store.applied_index(),
                     store.compact_revision(),

@@ -17,7 +17,6 @@
 
 mod backend;
 mod bulk;
-mod overlay;
 
 use std::fmt;
 use std::mem;
@@ -34,7 +33,7 @@ use redb::{
 
 pub use backend::DiskBackend;
 pub use bulk::BulkWriter;
-use overlay::{scan_merged, Found, Merged, Overlay};
+use keel_core::mvcc::overlay::{empty_range, scan_merged, Found, Merged, Overlay};
 
 use crate::disk::Disk;
 
@@ -53,17 +52,6 @@ fn definition(table: Table) -> RowTable {
 /// An engine error naming the file.
 fn fail(location: &str, what: &str, error: impl fmt::Display) -> EngineError {
     EngineError(format!("{what} {location}: {error}"))
-}
-
-/// Whether `[from, to)` holds no key at all (inverted, or one excluded point).
-fn empty_range(from: Bound<&[u8]>, to: Bound<&[u8]>) -> bool {
-    match (from, to) {
-        (Bound::Included(a), Bound::Included(b)) => a > b,
-        (Bound::Included(a) | Bound::Excluded(a), Bound::Included(b) | Bound::Excluded(b)) => {
-            a >= b
-        }
-        _ => false,
-    }
 }
 
 /// Writes `overlay` into redb in one transaction and returns a read of the result.

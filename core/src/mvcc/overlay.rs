@@ -1,23 +1,26 @@
-//! Writes not yet in redb: the engine's reads merge them over the last commit.
+//! Writes held in memory over an engine's rows: reads merge them over the rows beneath.
+//! The redb engine holds its uncommitted writes in one (`keel_storage::RedbEngine`), and
+//! the store its index rows between checkpoints (see `rows.rs`).
 
 use std::collections::BTreeMap;
 use std::iter::Peekable;
 use std::ops::Bound;
 
-use keel_core::mvcc::{EngineResult, Read, Table, Visit};
+use super::engine::{EngineResult, Read, Table, Visit};
 
 /// A key's pending write: a value, or `None` for a delete.
-pub(super) type Pending = Option<Vec<u8>>;
+pub type Pending = Option<Vec<u8>>;
 
 /// Writes per table, in key order.
 #[derive(Debug, Default)]
-pub(super) struct Overlay {
+pub struct Overlay {
     tables: [BTreeMap<Vec<u8>, Pending>; Table::ALL.len()],
     pub bytes: usize,
 }
 
 /// What a lookup in the overlays found.
-pub(super) enum Found<'a> {
+#[derive(Debug)]
+pub enum Found<'a> {
     Written(&'a [u8]),
     Deleted,
     NotHere,
@@ -37,6 +40,15 @@ impl Overlay {
         self.tables[table as usize].insert(key.to_vec(), value);
     }
 
+    /// Takes every write out, table by table, leaving the overlay empty.
+    pub fn take(&mut self) -> Vec<(Table, BTreeMap<Vec<u8>, Pending>)> {
+        self.bytes = 0;
+        Table::ALL
+            .iter()
+            .map(|&table| (table, std::mem::take(&mut self.tables[table as usize])))
+            .collect()
+    }
+
     pub fn find(&self, table: Table, key: &[u8]) -> Found<'_> {
         match self.table(table).get(key) {
             Some(Some(value)) => Found::Written(value),
@@ -46,11 +58,22 @@ impl Overlay {
     }
 }
 
+/// Whether `[from, to)` holds no key at all (inverted, or one excluded point).
+pub fn empty_range(from: Bound<&[u8]>, to: Bound<&[u8]>) -> bool {
+    match (from, to) {
+        (Bound::Included(a), Bound::Included(b)) => a > b,
+        (Bound::Included(a) | Bound::Excluded(a), Bound::Included(b) | Bound::Excluded(b)) => {
+            a >= b
+        }
+        _ => false,
+    }
+}
+
 type Entries<'a> = Box<dyn Iterator<Item = (&'a Vec<u8>, &'a Pending)> + 'a>;
 
 /// The entries of `table` in `[from, to)` of the newer overlay and the older one, in scan
 /// order, the newer winning when both hold a key.
-pub(super) struct Merged<'a> {
+pub struct Merged<'a> {
     newer: Peekable<Entries<'a>>,
     older: Peekable<Entries<'a>>,
     reverse: bool,
@@ -64,7 +87,7 @@ fn entries<'a>(
     reverse: bool,
 ) -> Peekable<Entries<'a>> {
     let iter: Entries<'a> = match overlay {
-        Some(overlay) if !super::empty_range(from, to) => {
+        Some(overlay) if !empty_range(from, to) => {
             let range = overlay.table(table).range::<[u8], _>((from, to));
             if reverse {
                 Box::new(range.rev())
@@ -75,6 +98,14 @@ fn entries<'a>(
         _ => Box::new(std::iter::empty()),
     };
     iter.peekable()
+}
+
+impl std::fmt::Debug for Merged<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Merged")
+            .field("reverse", &self.reverse)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<'a> Merged<'a> {
@@ -127,7 +158,7 @@ impl<'a> Merged<'a> {
 
 /// Rows of `base` in `[from, to)` with the overlays' writes merged over them, in order (or
 /// reversed), until `visit` says stop.
-pub(super) fn scan_merged(
+pub fn scan_merged(
     base: &dyn Read,
     mut merged: Merged<'_>,
     table: Table,
