@@ -40,7 +40,8 @@ impl Store {
     /// server may call it more when idle.
     pub fn compaction_step(&mut self, max_revisions: usize) -> bool {
         // Nothing to do until the compact revision moves past what was last processed.
-        if self.failure().is_some() || self.compacted_through == Some(self.compact_rev) {
+        let target = self.physical_compact_rev();
+        if self.failure().is_some() || self.compacted_through == Some(target) {
             return false;
         }
         let max_revisions = max_revisions.max(1);
@@ -48,7 +49,7 @@ impl Store {
         let mut batch = Vec::new();
         let mut more = false;
         self.scan_log(Revision::new(0, 0), &mut |rev, _, key| {
-            if rev.main >= self.compact_rev {
+            if rev.main >= target {
                 return false;
             }
             if batch.len() == max_revisions {
@@ -60,24 +61,23 @@ impl Store {
         });
         let mut keys = BTreeSet::new();
         for (rev, key) in batch {
-            // Deferred like the index rows it goes with (see `rows.rs`).
-            self.defer_row(Table::Log, &revision_bytes(rev), None);
+            self.delete_row(Table::Log, &revision_bytes(rev));
             keys.insert(key);
         }
         for key in keys {
-            self.compact_key(&key);
+            self.compact_key(&key, target);
         }
         if !more {
-            self.compacted_through = Some(self.compact_rev);
+            self.compacted_through = Some(target);
         }
         more
     }
 
     /// Deletes the versions of `key` that compaction at the compact revision makes
     /// unreachable (see `key_index::logical_entries`); a key left with none is gone.
-    fn compact_key(&mut self, key: &[u8]) {
+    fn compact_key(&mut self, key: &[u8], target: i64) {
         let from = key_prefix(key);
-        let through = kv_key(key, Revision::new(self.compact_rev, i64::MAX));
+        let through = kv_key(key, Revision::new(target, i64::MAX));
         // (row, is a tombstone) of every version at or before the compact revision.
         let mut rows: Vec<(Vec<u8>, bool)> = Vec::new();
         self.scan_rows(
@@ -98,7 +98,7 @@ impl Store {
             self.failed(corrupt_row(Table::Kv, &last_row));
             return;
         };
-        let drop_last = last_is_tombstone && last_main < self.compact_rev;
+        let drop_last = last_is_tombstone && last_main < target;
         let keep = usize::from(!drop_last);
         let dropped = rows.len() - keep;
         for (row, tombstone) in rows.into_iter().take(dropped) {
@@ -106,9 +106,14 @@ impl Store {
         }
         if drop_last && !self.has_version_after(key, &through) {
             self.key_count = self.key_count.saturating_sub(1);
-            // The engine still holds the key until the deletion's checkpoint.
-            self.keys_dropped_since_checkpoint += 1;
         }
+    }
+
+    /// The revision physical compaction works up to: the compact revision, or the index
+    /// revision while that is behind it. Compacting physically at an earlier revision
+    /// drops less, never something still reachable.
+    fn physical_compact_rev(&self) -> i64 {
+        self.compact_rev.min(self.index_rev)
     }
 
     /// Whether `key` has a version after the row key `after`.

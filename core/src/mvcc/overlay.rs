@@ -35,9 +35,52 @@ impl Overlay {
         self.tables.iter().all(BTreeMap::is_empty)
     }
 
+    /// Bytes a row takes in [`Overlay::bytes`].
+    fn row_bytes(key: &[u8], value: &Pending) -> usize {
+        key.len() + value.as_ref().map_or(0, Vec::len)
+    }
+
     pub fn write(&mut self, table: Table, key: &[u8], value: Pending) {
-        self.bytes += key.len() + value.as_ref().map_or(0, Vec::len);
-        self.tables[table as usize].insert(key.to_vec(), value);
+        self.bytes += Self::row_bytes(key, &value);
+        if let Some(old) = self.tables[table as usize].insert(key.to_vec(), value) {
+            self.bytes -= Self::row_bytes(key, &old);
+        }
+    }
+
+    /// Forgets the write to `key`, if any.
+    pub fn remove(&mut self, table: Table, key: &[u8]) {
+        if let Some(old) = self.tables[table as usize].remove(key) {
+            self.bytes -= Self::row_bytes(key, &old);
+        }
+    }
+
+    /// Takes out the writes of `table` from `from` on, in key order, until they hold
+    /// `budget_bytes` (at least one); returns them and the key the next ones start at
+    /// (`None`: none are left after them).
+    pub fn take_from(
+        &mut self,
+        table: Table,
+        from: &[u8],
+        budget_bytes: usize,
+    ) -> (Vec<(Vec<u8>, Pending)>, Option<Vec<u8>>) {
+        let rows = &mut self.tables[table as usize];
+        let mut keys = Vec::new();
+        let mut taken_bytes = 0usize;
+        let mut next = None;
+        for (key, value) in rows.range::<[u8], _>((Bound::Included(from), Bound::Unbounded)) {
+            if !keys.is_empty() && taken_bytes >= budget_bytes {
+                next = Some(key.clone());
+                break;
+            }
+            taken_bytes += Self::row_bytes(key, value);
+            keys.push(key.clone());
+        }
+        let taken = keys
+            .into_iter()
+            .filter_map(|key| rows.remove_entry(&key))
+            .collect();
+        self.bytes -= taken_bytes;
+        (taken, next)
     }
 
     /// Takes every write out, table by table, leaving the overlay empty.

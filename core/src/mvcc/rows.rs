@@ -16,14 +16,17 @@
 //!   revision, size estimate, key count, index revision; `alarms` → bincode of the alarms.
 //!
 //! Index checkpoints. A put's `Kv` row would rewrite a random leaf of the key-ordered tree
-//! in every engine commit; instead, `Kv` rows, and every deletion physical compaction makes,
-//! wait in memory (`Store::deferred`, merged into every read) and reach the engine together
-//! in a checkpoint once they hold `StoreConfig::index_checkpoint_bytes`, which writes each
-//! leaf once for many puts. The `Values` and `Log` rows of a put are written at once, and
-//! the `Log` row carries the header, so the deferred rows are exactly what the log after the
-//! index revision (the current revision at the last checkpoint) says: opening a store
-//! rebuilds them from there, and physical compaction, whose progress is not persisted,
-//! does its deferred deletions again.
+//! in every engine commit; instead `Kv` rows wait in memory (`Store::deferred`, merged into
+//! every read). Once they hold `StoreConfig::index_checkpoint_bytes` (or compaction waits
+//! for them), a checkpoint sweeps them into the engine in key order, a slice with each
+//! engine commit (at least [`INDEX_CHECKPOINT_SLICES`]), so each leaf is written once for
+//! many puts and the writes are spread. Once a sweep ends, the engine holds every `Kv` row
+//! through the revision it began at: the index revision, saved in the same commit. A put's
+//! `Values` and `Log` rows are written at once and the `Log` row carries the header, so the
+//! waiting rows are exactly what the log after the index revision says: opening a store
+//! rebuilds them from there (rows a sweep wrote already are written again, harmlessly).
+//! Physical compaction only touches revisions at or before the index revision (see
+//! `compaction.rs`), whose rows are all in the engine and are never rebuilt.
 
 use std::ops::Bound;
 
@@ -36,7 +39,7 @@ use super::lease::Lease;
 use super::overlay::{scan_merged, Found, Merged};
 use super::request::AlarmMember;
 use super::revision::Revision;
-use super::store::Store;
+use super::store::{IndexCycle, Store};
 
 const META_STORE: &[u8] = b"store";
 const META_ALARMS: &[u8] = b"alarms";
@@ -45,6 +48,8 @@ const STATE_BYTES: usize = 4 + 6 * 8;
 const LEASE_BYTES: usize = 16;
 
 const TERMINATOR: [u8; 2] = [0x00, 0x01];
+/// Engine commits an index checkpoint is spread over (at least).
+const INDEX_CHECKPOINT_SLICES: usize = 64;
 /// Versions of one key a range reads in its forward pass before it seeks instead.
 const MAX_ROWS_SCANNED_PER_KEY: usize = 4;
 
@@ -255,13 +260,58 @@ impl Store {
             }
         }
         self.index_rev = self.current_rev;
-        self.keys_dropped_since_checkpoint = 0;
+        self.index_cycle = None;
         self.save_state();
     }
 
-    /// Whether the deferred rows are due for a checkpoint.
-    pub(crate) fn index_checkpoint_due(&self) -> bool {
-        self.deferred.bytes >= self.config.index_checkpoint_bytes
+    /// Called before every engine commit: begins an index checkpoint when one is due,
+    /// writes the next slice of the one under way, and ends it once it swept every key.
+    pub(crate) fn advance_index_checkpoint(&mut self) {
+        if self.config.index_checkpoint_bytes == 0 {
+            self.checkpoint_index();
+            return;
+        }
+        if self.deferred.is_empty() {
+            // Every index row is in the engine already.
+            self.index_cycle = None;
+            if self.index_rev < self.current_rev {
+                self.index_rev = self.current_rev;
+                self.save_state();
+            }
+            return;
+        }
+        let cycle = match self.index_cycle.take() {
+            Some(cycle) => cycle,
+            // Due when the rows fill their memory, or when compaction waits for them.
+            None if self.deferred.bytes >= self.config.index_checkpoint_bytes
+                || self.compact_rev > self.index_rev =>
+            {
+                IndexCycle {
+                    next: Vec::new(),
+                    rev: self.current_rev,
+                }
+            }
+            None => return,
+        };
+        // A share of all the waiting rows, so that a sweep outruns the rows landing ahead
+        // of it however fast they come.
+        let slice_bytes = (self.deferred.bytes / INDEX_CHECKPOINT_SLICES).max(1);
+        let (rows, next) = self.deferred.take_from(Table::Kv, &cycle.next, slice_bytes);
+        for (key, value) in rows {
+            match value {
+                Some(value) => self.put_row(Table::Kv, &key, &value),
+                None => self.delete_row(Table::Kv, &key),
+            }
+        }
+        match next {
+            Some(next) => self.index_cycle = Some(IndexCycle { next, ..cycle }),
+            None => {
+                // Every row written through the cycle's revision was before the sweep.
+                debug_assert!(cycle.rev >= self.index_rev, "the index revision moves back");
+                self.index_rev = cycle.rev;
+                self.save_state();
+            }
+        }
     }
 
     /// Defers again the `Kv` rows of the versions logged after the index revision (on
@@ -536,15 +586,16 @@ impl Store {
         }
     }
 
-    /// Deletes the version whose `Kv` row is `row` (holding `header`), value included, at
-    /// the next index checkpoint (compaction's deletions wait for it, see the module docs).
+    /// Deletes the version whose `Kv` row is `row` (holding `header`), value included
+    /// (compaction, at or before the index revision: see the module docs).
     pub(crate) fn delete_version(&mut self, row: &[u8], header_is_tombstone: bool) {
-        self.defer_row(Table::Kv, row, None);
+        self.deferred.remove(Table::Kv, row);
+        self.delete_row(Table::Kv, row);
         if header_is_tombstone {
             return;
         }
         match split_kv_key(row) {
-            Some((_, rev)) => self.defer_row(Table::Values, &revision_bytes(rev), None),
+            Some((_, rev)) => self.delete_row(Table::Values, &revision_bytes(rev)),
             None => self.failed(corrupt_row(Table::Kv, row)),
         }
     }
@@ -663,9 +714,7 @@ impl Store {
         row.extend_from_slice(&self.current_rev.to_be_bytes());
         row.extend_from_slice(&self.compact_rev.to_be_bytes());
         row.extend_from_slice(&self.size_bytes.to_be_bytes());
-        // The key count as the engine's rows stand (see `keys_dropped_since_checkpoint`).
-        let key_count = self.key_count + self.keys_dropped_since_checkpoint;
-        row.extend_from_slice(&key_count.to_be_bytes());
+        row.extend_from_slice(&self.key_count.to_be_bytes());
         row.extend_from_slice(&self.index_rev.to_be_bytes());
         self.put_row(Table::Meta, META_STORE, &row);
     }

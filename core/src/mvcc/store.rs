@@ -26,7 +26,7 @@ pub const DEFAULT_QUOTA_BYTES: u64 = 2 * 1024 * 1024 * 1024;
 pub const DEFAULT_MIN_LEASE_TTL_S: i64 = 2;
 /// Revisions of history one physical compaction step processes.
 pub const DEFAULT_COMPACTION_BATCH_REVISIONS: usize = 1000;
-/// Bytes of index rows held in memory before they are written to the engine together (see
+/// Bytes of index rows held in memory before a checkpoint writes them to the engine (see
 /// `rows.rs`): about 200k puts' rows, rebuilt from the history log in well under a second
 /// when a store opens.
 pub const DEFAULT_INDEX_CHECKPOINT_BYTES: usize = 16 * 1024 * 1024;
@@ -47,8 +47,8 @@ pub struct StoreConfig {
     pub expired_lease_retry_ms: u64,
     /// Checked by [`Store::check_command`] before proposing.
     pub limits: Limits,
-    /// Index rows and compaction deletions held in memory until a checkpoint writes them
-    /// to the engine together (see `rows.rs`); local, like the compaction batch.
+    /// Index rows held in memory until a checkpoint writes them to the engine (see
+    /// `rows.rs`); local, like the compaction batch. 0: at every engine commit.
     pub index_checkpoint_bytes: usize,
 }
 
@@ -116,15 +116,25 @@ pub struct Store {
     /// The compact revision physical compaction last finished at (not persisted: after a
     /// restart the first step looks again).
     pub(crate) compacted_through: Option<i64>,
-    /// Index rows and compaction deletions waiting for the next index checkpoint; reads
-    /// merge them over the engine (see `rows.rs`).
+    /// Index rows waiting for an index checkpoint; reads merge them over the engine (see
+    /// `rows.rs`).
     pub(crate) deferred: Overlay,
     /// The revision through which the engine's `Kv` rows are complete (the current revision
     /// at the last index checkpoint).
     pub(crate) index_rev: i64,
-    /// Keys physical compaction dropped whose deletion waits for the next index
-    /// checkpoint: the key count written to the engine still counts them.
-    pub(crate) keys_dropped_since_checkpoint: u64,
+    /// The index checkpoint under way, if any (see `rows.rs`).
+    pub(crate) index_cycle: Option<IndexCycle>,
+}
+
+/// An index checkpoint under way: every engine commit takes the next slice of the waiting
+/// index rows, in key order, so the engine's writes are spread instead of one burst.
+#[derive(Clone, Debug)]
+pub(crate) struct IndexCycle {
+    /// The row key the next slice starts at.
+    pub next: Vec<u8>,
+    /// The revision the cycle began at: once it has swept every key, the engine holds
+    /// every index row through it.
+    pub rev: i64,
 }
 
 /// The `Meta` key of the node's row `name`.
@@ -193,7 +203,7 @@ impl Store {
             compacted_through: None,
             deferred: Overlay::default(),
             index_rev: 1,
-            keys_dropped_since_checkpoint: 0,
+            index_cycle: None,
         }
     }
 
@@ -225,9 +235,7 @@ impl Store {
     /// when it returns.
     pub fn commit(&mut self, durable: bool) -> Result<(), Error> {
         self.healthy()?;
-        if self.index_checkpoint_due() {
-            self.checkpoint_index();
-        }
+        self.advance_index_checkpoint();
         if let Err(e) = self.engine.commit(durable) {
             self.failed(e);
         }
@@ -267,9 +275,7 @@ impl Store {
     /// (see [`Engine::begin_commit`]); [`Store::commit_done`] tells when it is durable.
     pub fn begin_commit(&mut self) -> Result<(), Error> {
         self.healthy()?;
-        if self.index_checkpoint_due() {
-            self.checkpoint_index();
-        }
+        self.advance_index_checkpoint();
         if let Err(e) = self.engine.begin_commit() {
             self.failed(e);
         }

@@ -19,7 +19,12 @@ impl Harness {
         Self::with_config(StoreConfig::default())
     }
 
+    /// The store's index rows reach its engine at every commit (see [`Harness::compact`]).
     pub fn with_config(config: StoreConfig) -> Self {
+        let config = StoreConfig {
+            index_checkpoint_bytes: 0,
+            ..config
+        };
         Harness {
             store: Store::new(config),
             index: 0,
@@ -71,14 +76,17 @@ impl Harness {
         }
     }
 
+    /// Compacts, then commits the store (an index checkpoint, which physical compaction
+    /// waits for) and runs one bounded physical step, as a server's next apply would.
     pub fn compact(&mut self, revision: i64) -> Result<CompactionResponse, Error> {
-        match self
-            .apply(Command::Compaction(CompactionRequest {
-                revision,
-                physical: false,
-            }))
-            .result?
-        {
+        let applied = self.apply(Command::Compaction(CompactionRequest {
+            revision,
+            physical: false,
+        }));
+        self.store.commit(false).expect("commit");
+        let batch = self.store.config().compaction_batch_revisions;
+        self.store.compaction_step(batch);
+        match applied.result? {
             Response::Compaction(r) => Ok(r),
             other => panic!("unexpected {other:?}"),
         }
