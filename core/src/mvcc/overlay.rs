@@ -11,6 +11,9 @@ use super::engine::{EngineResult, Read, Table, Visit};
 /// A key's pending write: a value, or `None` for a delete.
 pub type Pending = Option<Vec<u8>>;
 
+/// Writes taken out of an overlay, in key order.
+pub type Taken = Vec<(Vec<u8>, Pending)>;
+
 /// Writes per table, in key order.
 #[derive(Debug, Default)]
 pub struct Overlay {
@@ -62,7 +65,7 @@ impl Overlay {
         table: Table,
         from: &[u8],
         budget_bytes: usize,
-    ) -> (Vec<(Vec<u8>, Pending)>, Option<Vec<u8>>) {
+    ) -> (Taken, Option<Vec<u8>>) {
         let rows = &mut self.tables[table as usize];
         let mut keys = Vec::new();
         let mut taken_bytes = 0usize;

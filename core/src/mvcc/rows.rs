@@ -53,6 +53,10 @@ const INDEX_CHECKPOINT_SLICES: usize = 64;
 /// Versions of one key a range reads in its forward pass before it seeks instead.
 const MAX_ROWS_SCANNED_PER_KEY: usize = 4;
 
+/// Called for each change of the log with its revision, header and key; returns false to
+/// stop.
+pub(crate) type LogVisit<'a> = dyn FnMut(Revision, &[u8], &[u8]) -> bool + 'a;
+
 /// How a forward pass of a range ended.
 enum Pass {
     Done,
@@ -628,11 +632,7 @@ impl Store {
     }
 
     /// Visits the log from `from` on: (revision, header, key) in revision order.
-    pub(crate) fn scan_log(
-        &self,
-        from: Revision,
-        visit: &mut dyn FnMut(Revision, &[u8], &[u8]) -> bool,
-    ) {
+    pub(crate) fn scan_log(&self, from: Revision, visit: &mut LogVisit<'_>) {
         let start = revision_bytes(from);
         self.scan_rows(
             Table::Log,
