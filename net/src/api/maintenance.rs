@@ -201,8 +201,9 @@ impl Maintenance for MaintenanceService {
         Ok(Response::new(status))
     }
 
-    /// The store lives in memory, compacted history is released as it is compacted: there
-    /// is no file to defragment, so this succeeds at once, as etcd does on a compact file.
+    /// Succeeds at once without rewriting `store.redb`: redb reuses the pages compaction
+    /// frees, but the file does not shrink (an online defragment is still to be built; see
+    /// the README's Storage section).
     async fn defragment(
         &self,
         request: Request<pb::DefragmentRequest>,
