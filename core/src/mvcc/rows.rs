@@ -36,7 +36,7 @@ use super::engine::{EngineError, Table};
 use super::error::Error;
 use super::key_index::Entry;
 use super::lease::Lease;
-use super::overlay::{scan_merged, Found, Merged};
+use super::overlay::{scan_merged, Found, Merged, Pending};
 use super::request::AlarmMember;
 use super::revision::Revision;
 use super::store::{IndexCycle, Store};
@@ -256,16 +256,21 @@ impl Store {
     /// they bring it to (see the module docs).
     pub(crate) fn checkpoint_index(&mut self) {
         for (table, rows) in self.deferred.take() {
-            for (key, value) in rows {
-                match value {
-                    Some(value) => self.put_row(table, &key, &value),
-                    None => self.delete_row(table, &key),
-                }
-            }
+            self.write_rows(table, rows);
         }
         self.index_rev = self.current_rev;
         self.index_cycle = None;
         self.save_state();
+    }
+
+    /// Writes rows taken from the waiting ones into the engine's open transaction.
+    fn write_rows(&mut self, table: Table, rows: impl IntoIterator<Item = (Vec<u8>, Pending)>) {
+        for (key, value) in rows {
+            match value {
+                Some(value) => self.put_row(table, &key, &value),
+                None => self.delete_row(table, &key),
+            }
+        }
     }
 
     /// Called before every engine commit: begins an index checkpoint when one is due,
@@ -301,12 +306,7 @@ impl Store {
         // of it however fast they come.
         let slice_bytes = (self.deferred.bytes / INDEX_CHECKPOINT_SLICES).max(1);
         let (rows, next) = self.deferred.take_from(Table::Kv, &cycle.next, slice_bytes);
-        for (key, value) in rows {
-            match value {
-                Some(value) => self.put_row(Table::Kv, &key, &value),
-                None => self.delete_row(Table::Kv, &key),
-            }
-        }
+        self.write_rows(Table::Kv, rows);
         match next {
             Some(next) => self.index_cycle = Some(IndexCycle { next, ..cycle }),
             None => {
@@ -337,17 +337,9 @@ impl Store {
     /// The version at `rev` whose `Kv` row holds `header`, its value read from `Values`;
     /// `None` (and the store failed) if either row is missing or malformed.
     pub(crate) fn decode_entry(&self, rev: Revision, header: &[u8]) -> Option<Entry> {
-        let value = if header_is_tombstone(header) {
-            None
-        } else {
-            let value = self.row(Table::Values, &revision_bytes(rev));
-            if value.is_none() {
-                self.failed(corrupt_row(Table::Values, &revision_bytes(rev)));
-                return None;
-            }
-            value
-        };
-        entry_from(rev, header, value)
+        let value = (!header_is_tombstone(header)).then(Vec::new);
+        let mut entry = entry_from(rev, header, value)?;
+        self.load_value(&mut entry).then_some(entry)
     }
 
     /// The newest version of `key` at or before `bound` (inclusive), if any.
@@ -613,14 +605,20 @@ impl Store {
     }
 
     /// Reads the value of `entry` (a version from [`Store::for_each_live_at`]); a tombstone
-    /// has none. A missing value row fails the store.
-    pub(crate) fn load_value(&self, entry: &mut Entry) {
+    /// has none. A missing value row fails the store (and returns false).
+    pub(crate) fn load_value(&self, entry: &mut Entry) -> bool {
         if entry.is_tombstone() {
-            return;
+            return true;
         }
         match self.row(Table::Values, &revision_bytes(entry.rev)) {
-            Some(value) => entry.value = Bytes::from(value),
-            None => self.failed(corrupt_row(Table::Values, &revision_bytes(entry.rev))),
+            Some(value) => {
+                entry.value = Bytes::from(value);
+                true
+            }
+            None => {
+                self.failed(corrupt_row(Table::Values, &revision_bytes(entry.rev)));
+                false
+            }
         }
     }
 
