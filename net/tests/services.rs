@@ -328,6 +328,17 @@ async fn watch_from_a_past_revision_with_prev_kv_then_progress_and_cancel() {
     assert_eq!(value_of(&events[1].kv), b"2");
     assert_eq!(value_of(&events[1].prev_kv), b"1");
 
+    // A live change: the store reads the previous value because this watcher asked for it.
+    let last = server.put("foo", b"3", 0).await;
+    let live: Vec<mvccpb::Event> = watch
+        .events(1)
+        .await
+        .into_iter()
+        .flat_map(|r| r.events)
+        .collect();
+    assert_eq!(value_of(&live[0].kv), b"3");
+    assert_eq!(value_of(&live[0].prev_kv), b"2");
+
     let progress = pb::WatchProgressRequest {};
     watch
         .send(pb::watch_request::RequestUnion::ProgressRequest(progress))

@@ -36,7 +36,13 @@ impl Recorder {
 
     /// Simulated nanoseconds since the run started.
     pub fn now(&self) -> Time {
-        u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX)
+        self.time_at(tokio::time::Instant::now())
+    }
+
+    /// The history's time of `instant` (0 if before the run started).
+    pub fn time_at(&self, instant: tokio::time::Instant) -> Time {
+        let since = instant.saturating_duration_since(self.start);
+        u64::try_from(since.as_nanos()).unwrap_or(u64::MAX)
     }
 
     pub fn with<T>(&self, f: impl FnOnce(&mut History) -> T) -> T {

@@ -409,6 +409,14 @@ pub struct MemberRevision {
     pub compact_revision: Option<i64>,
 }
 
+/// A member restarted on a data dir an operator put back to an older copy: from `time` on,
+/// it may serve an older revision than it did before (until it finds out and stops).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberRollback {
+    pub member: MemberId,
+    pub time: Time,
+}
+
 /// Everything a run recorded.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct History {
@@ -417,6 +425,7 @@ pub struct History {
     pub final_reads: Vec<FinalRead>,
     pub hashes: Vec<MemberHash>,
     pub member_revisions: Vec<MemberRevision>,
+    pub member_rollbacks: Vec<MemberRollback>,
 }
 
 /// The outcome an operation has until it completes.

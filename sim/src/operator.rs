@@ -21,6 +21,7 @@ use keel_net::proto::etcdserverpb as pb;
 use keel_net::proto::etcdserverpb::cluster_client::ClusterClient;
 use tonic::transport::Channel;
 
+use crate::history::MemberId;
 use crate::nemesis::leader_and_term;
 use crate::world::{ServerState, World, PEER_PORT};
 
@@ -31,19 +32,38 @@ const CHANGE_DEADLINE: Duration = Duration::from_secs(20);
 /// The other peer port a moved member listens on.
 const MOVED_PEER_PORT: u16 = 2390;
 
-/// What operators' faults broke that must not break; shared with the run's report.
+/// What operators' faults broke that must not break, and the members whose state an
+/// operator took back in time; shared with the run's report.
 #[derive(Clone, Debug, Default)]
-pub struct OperatorLog(Arc<Mutex<Vec<String>>>);
+pub struct OperatorLog {
+    violations: Arc<Mutex<Vec<String>>>,
+    rollbacks: Arc<Mutex<Vec<(MemberId, tokio::time::Instant)>>>,
+}
 
 impl OperatorLog {
     pub fn violation(&self, what: String) {
-        if let Ok(mut log) = self.0.lock() {
+        if let Ok(mut log) = self.violations.lock() {
             log.push(what);
         }
     }
 
     pub fn violations(&self) -> Vec<String> {
-        self.0.lock().map(|l| l.clone()).unwrap_or_default()
+        self.violations
+            .lock()
+            .map(|l| l.clone())
+            .unwrap_or_default()
+    }
+
+    /// Member `member` restarts now on a data dir an operator put back to an older copy.
+    fn rolled_back(&self, member: MemberId) {
+        if let Ok(mut log) = self.rollbacks.lock() {
+            log.push((member, tokio::time::Instant::now()));
+        }
+    }
+
+    /// Every rollback, in the order they happened.
+    pub fn rollbacks(&self) -> Vec<(MemberId, tokio::time::Instant)> {
+        self.rollbacks.lock().map(|l| l.clone()).unwrap_or_default()
     }
 }
 
@@ -270,8 +290,14 @@ pub async fn rollback_data_dir(
         // is a fault Raft cannot detect (and would let the member vote twice in a term).
         return format!("roll back {name}: skipped (leader {before:?} then {after:?})");
     }
+    let member = world
+        .member_id(index)
+        .unwrap_or(world.servers[index].config.member_id);
     world.crash(index);
     world.replace_disk(index, copy);
+    // Until the leader's first message shows it what it lost, the member serves its older
+    // state, as etcd's does: its revision going down is the operator's doing.
+    log.rolled_back(member);
     world.restart(index);
     let state = settle(world, index, |s| matches!(s, ServerState::Stopped(_))).await;
     match state {

@@ -19,7 +19,8 @@ use rand_chacha::ChaCha8Rng;
 use crate::check::{check_all, CheckOptions, Report, Violation};
 use crate::client::{key_value, Endpoint, Recorder, SimClient};
 use crate::history::{
-    ClientId, FinalRead, History, MemberHash, MemberId, MemberRevision, Outcome, Request, Response,
+    ClientId, FinalRead, History, MemberHash, MemberId, MemberRevision, MemberRollback, Outcome,
+    Request, Response,
 };
 use crate::nemesis::{self, FaultRecord, NemesisConfig, Schedule, Step};
 use crate::watcher::{watch_loop_with, WatcherConfig};
@@ -391,6 +392,10 @@ pub async fn run(config: RunConfig) -> RunReport {
     let damaged_serving = damaged_members_agree(&world, &endpoints, &recorder).await;
     if let (Ok(()), Err(why)) = (&liveness, damaged_serving) {
         liveness = Err(why);
+    }
+    for (member, instant) in world.operator_log.rollbacks() {
+        let time = recorder.time_at(instant);
+        recorder.with(|h| h.member_rollbacks.push(MemberRollback { member, time }));
     }
     let history = recorder.take();
     let raft_violations = world.invariants.violations();

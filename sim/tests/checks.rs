@@ -280,3 +280,24 @@ fn member_revision_never_decreases() {
         other => panic!("expected a compact revision decrease, got {other:?}"),
     }
 }
+
+#[test]
+fn a_member_rolled_back_by_an_operator_starts_over_at_the_rollback() {
+    let mut h = History {
+        member_revisions: vec![seen(1, 10, 9, Some(4)), seen(1, 30, 6, Some(2))],
+        ..History::default()
+    };
+    assert!(cluster::check_member_revisions(&h).is_err());
+    h.member_rollbacks.push(MemberRollback {
+        member: 1,
+        time: 20,
+    });
+    cluster::check_member_revisions(&h).expect("a new epoch after the rollback");
+    // Within the epoch after the rollback, the revision still never goes down.
+    h.member_revisions.push(seen(1, 40, 5, Some(2)));
+    assert!(cluster::check_member_revisions(&h).is_err());
+    // Another member's rollback changes nothing for member 1.
+    h.member_revisions.pop();
+    h.member_rollbacks[0].member = 2;
+    assert!(cluster::check_member_revisions(&h).is_err());
+}

@@ -17,18 +17,33 @@ pub(crate) struct Entry {
     pub create_revision: i64,
     pub version: i64,
     pub lease: i64,
+    /// The value, once read: a version read for its header alone (see `Store::load_value`)
+    /// carries an empty one.
     pub value: Bytes,
+    /// The value's length, known from the header whether the value was read or not.
+    pub value_bytes: u64,
 }
 
 impl Entry {
-    pub fn tombstone(rev: Revision) -> Self {
+    pub fn new(
+        rev: Revision,
+        create_revision: i64,
+        version: i64,
+        lease: i64,
+        value: Bytes,
+    ) -> Self {
         Entry {
             rev,
-            create_revision: 0,
-            version: 0,
-            lease: 0,
-            value: Bytes::new(),
+            create_revision,
+            version,
+            lease,
+            value_bytes: value.len() as u64,
+            value,
         }
+    }
+
+    pub fn tombstone(rev: Revision) -> Self {
+        Entry::new(rev, 0, 0, 0, Bytes::new())
     }
 
     pub fn is_tombstone(&self) -> bool {
@@ -48,7 +63,7 @@ impl Entry {
 
     /// The quota's estimate of this entry's memory.
     pub fn size_bytes(&self, key_len: usize) -> u64 {
-        (key_len + self.value.len()) as u64 + ENTRY_OVERHEAD_BYTES
+        key_len as u64 + self.value_bytes + ENTRY_OVERHEAD_BYTES
     }
 }
 
@@ -79,13 +94,13 @@ mod tests {
     use super::*;
 
     fn put(main: i64, create: i64, version: i64) -> Entry {
-        Entry {
-            rev: Revision::new(main, 0),
-            create_revision: create,
+        Entry::new(
+            Revision::new(main, 0),
+            create,
             version,
-            lease: 0,
-            value: Bytes::from_static(b"v"),
-        }
+            0,
+            Bytes::from_static(b"v"),
+        )
     }
 
     fn mains(entries: &[Entry]) -> Vec<i64> {

@@ -5,7 +5,8 @@
 //!
 //! Encodings (all integers big-endian, so byte order is numeric order):
 //! - `Kv`: `escaped(key) ‖ 0x00 0x01 ‖ main ‖ sub` → the version's header, `version ‖
-//!   create_revision ‖ lease` (a tombstone: version 0 alone). A key is escaped by writing
+//!   create_revision ‖ lease ‖ value length` (a tombstone: version 0 alone): a write needs
+//!   the previous version's header, not its value. A key is escaped by writing
 //!   each 0x00 as 0x00 0xFF; the 0x00 0x01 terminator sorts before any longer key, so rows
 //!   order by key, then revision.
 //! - `Values`: `main ‖ sub` → the value of a version that is not a tombstone.
@@ -43,7 +44,7 @@ use super::store::{IndexCycle, Store};
 
 const META_STORE: &[u8] = b"store";
 const META_ALARMS: &[u8] = b"alarms";
-const STATE_FORMAT: u32 = 2;
+const STATE_FORMAT: u32 = 3;
 const STATE_BYTES: usize = 4 + 6 * 8;
 const LEASE_BYTES: usize = 16;
 
@@ -65,7 +66,7 @@ enum Pass {
     LongHistory(Vec<u8>),
 }
 const REVISION_BYTES: usize = 16;
-const ENTRY_HEADER_BYTES: usize = 24;
+const ENTRY_HEADER_BYTES: usize = 32;
 
 /// The `Kv` key prefix shared by every version of `key`.
 pub(crate) fn key_prefix(key: &[u8]) -> Vec<u8> {
@@ -133,6 +134,7 @@ pub(crate) fn encode_entry(entry: &Entry) -> Vec<u8> {
     out.extend_from_slice(&entry.version.to_be_bytes());
     out.extend_from_slice(&entry.create_revision.to_be_bytes());
     out.extend_from_slice(&entry.lease.to_be_bytes());
+    out.extend_from_slice(&entry.value_bytes.to_be_bytes());
     out
 }
 
@@ -142,8 +144,9 @@ fn i64_at(bytes: &[u8], at: usize) -> Option<i64> {
     Some(i64::from_be_bytes(word))
 }
 
-/// A version from its `Kv` row (`header`) and its value (`None` for a tombstone).
-fn entry_from(rev: Revision, header: &[u8], value: Option<Vec<u8>>) -> Option<Entry> {
+/// A version from its `Kv` row (`header`), its value not read yet (see
+/// [`Store::load_value`]).
+fn entry_from(rev: Revision, header: &[u8]) -> Option<Entry> {
     let version = i64_at(header, 0)?;
     if version == 0 {
         return (header.len() == 8).then(|| Entry::tombstone(rev));
@@ -156,7 +159,8 @@ fn entry_from(rev: Revision, header: &[u8], value: Option<Vec<u8>>) -> Option<En
         version,
         create_revision: i64_at(header, 8)?,
         lease: i64_at(header, 16)?,
-        value: Bytes::from(value?),
+        value: Bytes::new(),
+        value_bytes: u64::try_from(i64_at(header, 24)?).ok()?,
     })
 }
 
@@ -337,8 +341,7 @@ impl Store {
     /// The version at `rev` whose `Kv` row holds `header`, its value read from `Values`;
     /// `None` (and the store failed) if either row is missing or malformed.
     pub(crate) fn decode_entry(&self, rev: Revision, header: &[u8]) -> Option<Entry> {
-        let value = (!header_is_tombstone(header)).then(Vec::new);
-        let mut entry = entry_from(rev, header, value)?;
+        let mut entry = entry_from(rev, header)?;
         self.load_value(&mut entry).then_some(entry)
     }
 
@@ -373,6 +376,11 @@ impl Store {
     /// The newest version of `key` (a tombstone included).
     pub(crate) fn latest(&self, key: &[u8]) -> Option<Entry> {
         self.version_at_or_before(key, Revision::new(i64::MAX, i64::MAX))
+    }
+
+    /// [`Store::latest`] without the value (see [`Store::load_value`]).
+    pub(crate) fn latest_header(&self, key: &[u8]) -> Option<Entry> {
+        self.header_at_or_before(key, Revision::new(i64::MAX, i64::MAX))
     }
 
     /// The live version of `key` at `main` (none if deleted then or not yet created).
@@ -600,22 +608,23 @@ impl Store {
     /// [`Store::load_value`]).
     fn decode_row(row: &[u8], header: &[u8]) -> Option<(Vec<u8>, Entry)> {
         let (key, rev) = split_kv_key(row)?;
-        let value = (!header_is_tombstone(header)).then(Vec::new);
-        Some((key, entry_from(rev, header, value)?))
+        Some((key, entry_from(rev, header)?))
     }
 
-    /// Reads the value of `entry` (a version from [`Store::for_each_live_at`]); a tombstone
-    /// has none. A missing value row fails the store (and returns false).
+    /// Reads the value of `entry` (a version read for its header); a tombstone has none. A
+    /// missing value row, or one of another length than the header's, fails the store (and
+    /// returns false).
     pub(crate) fn load_value(&self, entry: &mut Entry) -> bool {
-        if entry.is_tombstone() {
+        if entry.is_tombstone() || entry.value.len() as u64 == entry.value_bytes {
+            // Nothing to read, or read already (an empty value reads as itself).
             return true;
         }
         match self.row(Table::Values, &revision_bytes(entry.rev)) {
-            Some(value) => {
+            Some(value) if value.len() as u64 == entry.value_bytes => {
                 entry.value = Bytes::from(value);
                 true
             }
-            None => {
+            _ => {
                 self.failed(corrupt_row(Table::Values, &revision_bytes(entry.rev)));
                 false
             }
@@ -889,28 +898,22 @@ mod tests {
 
     #[test]
     fn entries_round_trip() {
-        let entry = Entry {
-            rev: Revision::new(5, 1),
-            create_revision: 3,
-            version: 2,
-            lease: 77,
-            value: Bytes::from_static(b"v"),
-        };
+        let entry = Entry::new(Revision::new(5, 1), 3, 2, 77, Bytes::from_static(b"val"));
         let header = encode_entry(&entry);
         assert!(!header_is_tombstone(&header));
+        let read = entry_from(entry.rev, &header).expect("a header");
+        assert_eq!(read.value_bytes, 3, "the value's length is in the header");
         assert_eq!(
-            entry_from(entry.rev, &header, Some(b"v".to_vec())),
-            Some(entry.clone())
-        );
-        assert_eq!(
-            entry_from(entry.rev, &header, None),
-            None,
-            "a value is needed"
+            Entry {
+                value: entry.value.clone(),
+                ..read
+            },
+            entry
         );
         let tombstone = Entry::tombstone(Revision::new(6, 0));
         let header = encode_entry(&tombstone);
         assert!(header_is_tombstone(&header));
-        assert_eq!(entry_from(tombstone.rev, &header, None), Some(tombstone));
-        assert_eq!(entry_from(Revision::new(1, 0), b"short", None), None);
+        assert_eq!(entry_from(tombstone.rev, &header), Some(tombstone));
+        assert_eq!(entry_from(Revision::new(1, 0), b"short"), None);
     }
 }

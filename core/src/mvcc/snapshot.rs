@@ -372,13 +372,13 @@ fn validate_history(
         if i > 0 && s.main <= compact_rev {
             return Err(bad("history hidden by compaction"));
         }
-        entries.push(Entry {
+        entries.push(Entry::new(
             rev,
-            create_revision: s.create_revision,
-            version: s.version,
-            lease: s.lease,
-            value: s.value.clone(),
-        });
+            s.create_revision,
+            s.version,
+            s.lease,
+            s.value.clone(),
+        ));
     }
     if entries.is_empty() || (entries[0].rev.main < compact_rev && entries[0].is_tombstone()) {
         return Err(bad("empty history or compacted tombstone"));

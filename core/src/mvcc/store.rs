@@ -124,6 +124,9 @@ pub struct Store {
     pub(crate) index_rev: i64,
     /// The index checkpoint under way, if any (see `rows.rs`).
     pub(crate) index_cycle: Option<IndexCycle>,
+    /// Whether events carry the previous version's value (`prev_kv`); reading it is a
+    /// random read of the engine per write, wasted when no watcher asked for it.
+    pub(crate) event_prev_values: bool,
 }
 
 /// An index checkpoint under way: every engine commit takes the next slice of the waiting
@@ -204,6 +207,7 @@ impl Store {
             deferred: Overlay::default(),
             index_rev: 1,
             index_cycle: None,
+            event_prev_values: true,
         }
     }
 
@@ -318,6 +322,13 @@ impl Store {
 
     pub fn current_revision(&self) -> i64 {
         self.current_rev
+    }
+
+    /// Whether the events of the writes applied from now on carry `prev_kv` (true until
+    /// told otherwise): the node says whether any watcher asked for it. The events of a
+    /// write are not replicated state, so members may differ here.
+    pub fn set_event_prev_values(&mut self, wanted: bool) {
+        self.event_prev_values = wanted;
     }
 
     /// -1 until the first compaction.

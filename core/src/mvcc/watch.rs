@@ -127,6 +127,8 @@ pub struct WatchHub {
     ranges: BTreeSet<WatcherKey>,
     unsynced: BTreeSet<WatcherKey>,
     sync_cursor: Option<WatcherKey>,
+    /// Watchers that asked for `prev_kv` (see [`WatchHub::wants_prev_values`]).
+    prev_kv_watchers: usize,
 }
 
 impl WatchHub {
@@ -141,6 +143,7 @@ impl WatchHub {
             ranges: BTreeSet::new(),
             unsynced: BTreeSet::new(),
             sync_cursor: None,
+            prev_kv_watchers: 0,
         }
     }
 
@@ -493,7 +496,17 @@ impl WatchHub {
         self.streams.get_mut(&key.0)?.watchers.get_mut(&key.1)
     }
 
+    /// Whether any watcher asked for the previous value of each change (`prev_kv`): the
+    /// store reads it for the events only then.
+    pub fn wants_prev_values(&self) -> bool {
+        self.prev_kv_watchers > 0
+    }
+
+    /// Indexes a watcher (every [`WatchHub::index`] is undone by one `unindex`).
     fn index(&mut self, key: WatcherKey, w: &Watcher) {
+        if w.filter.prev_kv {
+            self.prev_kv_watchers += 1;
+        }
         match (w.state, &w.filter.range.end) {
             (State::Unsynced { .. }, _) => {
                 self.unsynced.insert(key);
@@ -511,6 +524,10 @@ impl WatchHub {
     }
 
     fn unindex(&mut self, key: WatcherKey, w: &Watcher) {
+        if w.filter.prev_kv {
+            debug_assert!(self.prev_kv_watchers > 0, "a watcher unindexed twice");
+            self.prev_kv_watchers = self.prev_kv_watchers.saturating_sub(1);
+        }
         self.unsynced.remove(&key);
         self.ranges.remove(&key);
         let start = w.filter.range.start.as_ref();

@@ -61,16 +61,27 @@ impl<'a> Writer<'a> {
     /// itself when written earlier, else a lookup.
     fn live_at_start(&self, key: &Bytes, latest: &Entry) -> Option<KeyValue> {
         if latest.rev.main < self.main {
-            return (!latest.is_tombstone()).then(|| latest.to_kv(key));
+            let mut latest = latest.clone();
+            if latest.is_tombstone() || !self.store.load_value(&mut latest) {
+                return None;
+            }
+            return Some(latest.to_kv(key));
         }
         self.store
             .live_before(key, Revision::new(self.main, 0))
             .map(|e| e.to_kv(key))
     }
 
-    /// Puts `value` with `lease`; returns the key's previous live version.
-    pub fn put(&mut self, key: &Bytes, value: Bytes, lease: i64) -> Option<KeyValue> {
-        let latest = self.store.latest(key);
+    /// Puts `value` with `lease`; returns the key's previous live version, its value read
+    /// only if `prev_value` (a client's `prev_kv`): the write itself needs only its header.
+    pub fn put(
+        &mut self,
+        key: &Bytes,
+        value: Bytes,
+        lease: i64,
+        prev_value: bool,
+    ) -> Option<KeyValue> {
+        let latest = self.store.latest_header(key);
         let rev = self.next_rev();
         let main = self.main;
         let prev = latest.as_ref().filter(|e| !e.is_tombstone());
@@ -80,16 +91,12 @@ impl<'a> Writer<'a> {
         };
         // etcd's watch reports the state before the revision, except for a creation.
         let prev_at_start = match &latest {
-            Some(latest) if version > 1 => self.live_at_start(key, latest),
+            Some(latest) if version > 1 && self.store.event_prev_values => {
+                self.live_at_start(key, latest)
+            }
             _ => None,
         };
-        let entry = Entry {
-            rev,
-            create_revision,
-            version,
-            lease,
-            value,
-        };
+        let entry = Entry::new(rev, create_revision, version, lease, value);
         let store = &mut *self.store;
         store.put_version(key, &entry);
         store.size_bytes += entry.size_bytes(key.len());
@@ -116,7 +123,11 @@ impl<'a> Writer<'a> {
             kv: entry.to_kv(key),
             prev_kv: prev_at_start,
         });
-        prev.map(|p| p.to_kv(key))
+        let mut prev = prev.cloned()?;
+        if prev_value {
+            self.store.load_value(&mut prev);
+        }
+        Some(prev.to_kv(key))
     }
 
     /// Deletes the key if it is live; returns the version deleted.
@@ -241,7 +252,7 @@ impl Writer<'_> {
             (Some(kv), true) => kv.lease,
             _ => put.lease,
         };
-        self.put(&put.key, value, lease)
+        self.put(&put.key, value, lease, put.prev_kv)
     }
 
     /// A DeleteRange; the header is the caller's to set.

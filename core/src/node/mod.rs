@@ -963,6 +963,8 @@ impl Node {
     }
 
     fn apply_store(&mut self, index: Index, command: &Command) -> Outcome {
+        self.store
+            .set_event_prev_values(self.watches.wants_prev_values());
         let applied = self.store.apply(index, self.lease_clock.now_ms(), command);
         // Only writes that changed something create a revision (and events).
         if applied.revision > self.watches.current_revision() {

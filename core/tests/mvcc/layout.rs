@@ -122,3 +122,53 @@ fn compaction_removes_the_values_of_the_versions_it_drops() {
     );
     assert_eq!(rows(&*engine, Table::Kv), 2);
 }
+
+/// A store holding "a", "b" and "c" whose values of "b" and "c" are lost.
+fn store_with_lost_values() -> Store {
+    let mut store = Store::open(Box::new(MemEngine::default()), checkpoint_every_commit()).unwrap();
+    put(&mut store, 1, "a", "1");
+    put(&mut store, 2, "b", "2");
+    put(&mut store, 3, "c", "3");
+    store.commit(true).unwrap();
+    let mut engine = store.into_engine();
+    for main in [3u64, 4] {
+        let mut lost = [0u8; 16];
+        lost[..8].copy_from_slice(&main.to_be_bytes());
+        engine.delete(Table::Values, &lost).unwrap();
+    }
+    Store::open(engine, StoreConfig::default()).unwrap()
+}
+
+fn put_prev_kv(store: &mut Store, index: u64, key: &str, prev_kv: bool) -> Result<Response, Error> {
+    let command = Command::Put(PutRequest {
+        key: b(key),
+        value: b("new"),
+        prev_kv,
+        ..PutRequest::default()
+    });
+    store.apply(index, 0, &command).result
+}
+
+#[test]
+fn a_put_reads_the_previous_value_only_for_a_client_or_a_watcher_that_asked() {
+    let mut store = store_with_lost_values();
+    store.set_event_prev_values(false);
+    put_prev_kv(&mut store, 10, "b", false).expect("the header is all a put needs");
+    assert!(store.failure().is_none());
+    assert_eq!(store.range(&range("b", "")).unwrap().kvs[0].version, 2);
+
+    // A watcher asked for prev_kv: the event's previous value is read.
+    store.set_event_prev_values(true);
+    match put_prev_kv(&mut store, 11, "c", false) {
+        Err(Error::Storage { reason }) => assert!(reason.contains("values"), "{reason}"),
+        other => panic!("the lost previous value must be read for the event: {other:?}"),
+    }
+
+    // The client asked for prev_kv.
+    let mut store = store_with_lost_values();
+    store.set_event_prev_values(false);
+    match put_prev_kv(&mut store, 10, "c", true) {
+        Err(Error::Storage { reason }) => assert!(reason.contains("values"), "{reason}"),
+        other => panic!("the lost previous value must be read for prev_kv: {other:?}"),
+    }
+}

@@ -21,6 +21,10 @@ impl World {
     }
 
     fn apply(&mut self, command: Command) -> Applied {
+        // As the node does: events carry previous values only if a watcher asked.
+        self.h
+            .store
+            .set_event_prev_values(self.hub.wants_prev_values());
         let applied = self.h.apply(command);
         if !applied.events.is_empty() {
             self.hub.on_apply(applied.revision, &applied.events);
@@ -595,4 +599,61 @@ mod slow_consumers {
             }
         }
     }
+}
+
+#[test]
+fn previous_values_are_wanted_while_a_watcher_that_asked_for_them_exists() {
+    let mut w = World::new();
+    w.put("a", "1");
+    assert!(!w.hub.wants_prev_values());
+    let with_prev = WatchCreateRequest {
+        prev_kv: true,
+        ..watch("a", "", 0)
+    };
+    let s = w.hub.open_stream();
+    let plain = w.hub.create_watch(s, &watch("a", "", 0)).unwrap();
+    let first = w.hub.create_watch(s, &with_prev).unwrap();
+    assert!(w.hub.wants_prev_values());
+    w.drain(s);
+    w.put("a", "2");
+    let events: Vec<Event> = w.drain(s).into_iter().flat_map(|r| r.events).collect();
+    let prev_values: Vec<Option<Bytes>> = events
+        .iter()
+        .map(|e| e.prev_kv.as_ref().map(|kv| kv.value.clone()))
+        .collect();
+    assert_eq!(
+        prev_values,
+        [None, Some(b("1"))],
+        "only the watcher that asked"
+    );
+
+    // A second one from the past (unsynced, then synced), then both cancelled.
+    let second = w
+        .hub
+        .create_watch(
+            s,
+            &WatchCreateRequest {
+                start_revision: 2,
+                ..with_prev.clone()
+            },
+        )
+        .unwrap();
+    w.hub.sync(&w.h.store);
+    assert!(w.hub.cancel_watch(s, first));
+    assert!(w.hub.wants_prev_values(), "the second still asks");
+    assert!(w.hub.cancel_watch(s, second));
+    assert!(!w.hub.wants_prev_values());
+    w.drain(s);
+    w.put("a", "3");
+    let events: Vec<Event> = w.drain(s).into_iter().flat_map(|r| r.events).collect();
+    assert_eq!(events.len(), 1);
+    assert!(events[0].prev_kv.is_none());
+    assert!(w.hub.cancel_watch(s, plain));
+
+    // Closing a stream forgets its watchers.
+    let s = w.hub.open_stream();
+    w.hub.create_watch(s, &with_prev).unwrap();
+    assert!(w.hub.wants_prev_values());
+    w.hub.close_stream(s);
+    assert!(!w.hub.wants_prev_values());
 }

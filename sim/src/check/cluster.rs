@@ -4,7 +4,9 @@
 //! - [`check_member_revisions`]: a member's revision and compact revision never go down
 //!   (etcd #17780), from the observations the simulator recorded and from the header
 //!   revisions of the serializable reads each member served one after another (a read
-//!   that started after another one finished must not see an older revision).
+//!   that started after another one finished must not see an older revision). A member an
+//!   operator rolled back to an older copy of its data dir starts over at that moment: what
+//!   it serves after is compared only with what it served after.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -56,14 +58,29 @@ pub fn check_hashes(hashes: &[MemberHash]) -> Result<(), Violation> {
     Ok(())
 }
 
+/// How many times an operator had rolled `member` back by `time`: observations of different
+/// epochs are not compared.
+fn rollback_epoch(history: &History, member: MemberId, time: Time) -> usize {
+    history
+        .member_rollbacks
+        .iter()
+        .filter(|r| r.member == member && r.time <= time)
+        .count()
+}
+
 /// No member's revision or compact revision goes down (see the module docs).
 pub fn check_member_revisions(history: &History) -> Result<(), Violation> {
-    // Recorded observations, per member in time order (recording order for equal times).
-    let mut per_member: BTreeMap<MemberId, Vec<(Time, usize)>> = BTreeMap::new();
+    // Recorded observations, per member and epoch in time order (recording order for equal
+    // times).
+    let mut per_member: BTreeMap<(MemberId, usize), Vec<(Time, usize)>> = BTreeMap::new();
     for (i, m) in history.member_revisions.iter().enumerate() {
-        per_member.entry(m.member).or_default().push((m.time, i));
+        let epoch = rollback_epoch(history, m.member, m.time);
+        per_member
+            .entry((m.member, epoch))
+            .or_default()
+            .push((m.time, i));
     }
-    for (member, mut seen) in per_member {
+    for ((member, _), mut seen) in per_member {
         seen.sort();
         let obs = |i: usize| &history.member_revisions[i];
         let describe = |i: usize| {
@@ -106,7 +123,7 @@ pub fn check_member_revisions(history: &History) -> Result<(), Violation> {
 
     // Serializable reads per member: one invoked after another completed sees no older
     // revision.
-    let mut reads: BTreeMap<MemberId, Vec<(Time, Time, i64, usize)>> = BTreeMap::new();
+    let mut reads: BTreeMap<(MemberId, usize), Vec<(Time, Time, i64, usize)>> = BTreeMap::new();
     for (id, op) in history.operations.iter().enumerate() {
         if let (Some(member), Some(complete), Outcome::Ok(r), true) = (
             op.member,
@@ -114,13 +131,14 @@ pub fn check_member_revisions(history: &History) -> Result<(), Violation> {
             &op.outcome,
             op.request.is_serializable(),
         ) {
+            let epoch = rollback_epoch(history, member, op.invoke);
             reads
-                .entry(member)
+                .entry((member, epoch))
                 .or_default()
                 .push((op.invoke, complete, r.revision(), id));
         }
     }
-    for (member, mut by_invoke) in reads {
+    for ((member, _), mut by_invoke) in reads {
         let mut by_complete = by_invoke.clone();
         by_invoke.sort();
         by_complete.sort_by_key(|&(_, c, _, id)| (c, id));
