@@ -301,7 +301,7 @@ async fn watch_from_a_past_revision_with_prev_kv_then_progress_and_cancel() {
     let server = TestServer::start().await;
     let first = server.put("foo", b"1", 0).await;
     server.put("foo", b"2", 0).await;
-    let last = server.put("bar", b"x", 0).await;
+    server.put("bar", b"x", 0).await;
     let mut watch = WatchStream::open(&server).await;
     watch
         .create(pb::WatchCreateRequest {

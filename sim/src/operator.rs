@@ -290,14 +290,21 @@ pub async fn rollback_data_dir(
         // is a fault Raft cannot detect (and would let the member vote twice in a term).
         return format!("roll back {name}: skipped (leader {before:?} then {after:?})");
     }
-    let member = world
-        .member_id(index)
-        .unwrap_or(world.servers[index].config.member_id);
+    // Its observations are recorded under the id it serves as, and its clients' under the
+    // id its server started with (a replaced member keeps its endpoint).
+    let ids = [
+        world.member_id(index),
+        Some(world.servers[index].config.member_id),
+    ];
     world.crash(index);
     world.replace_disk(index, copy);
     // Until the leader's first message shows it what it lost, the member serves its older
     // state, as etcd's does: its revision going down is the operator's doing.
-    log.rolled_back(member);
+    for (i, id) in ids.iter().enumerate() {
+        if let Some(id) = id.filter(|id| !ids[..i].contains(&Some(*id))) {
+            log.rolled_back(id);
+        }
+    }
     world.restart(index);
     let state = settle(world, index, |s| matches!(s, ServerState::Stopped(_))).await;
     match state {

@@ -68,6 +68,9 @@ fn rollback_epoch(history: &History, member: MemberId, time: Time) -> usize {
         .count()
 }
 
+/// A serializable read a member served: invoked, completed, revision, operation index.
+type ServedRead = (Time, Time, i64, usize);
+
 /// No member's revision or compact revision goes down (see the module docs).
 pub fn check_member_revisions(history: &History) -> Result<(), Violation> {
     // Recorded observations, per member and epoch in time order (recording order for equal
@@ -121,9 +124,9 @@ pub fn check_member_revisions(history: &History) -> Result<(), Violation> {
         }
     }
 
-    // Serializable reads per member: one invoked after another completed sees no older
+    // Serializable reads per member (and rollback epoch): one invoked after another completed sees no older
     // revision.
-    let mut reads: BTreeMap<(MemberId, usize), Vec<(Time, Time, i64, usize)>> = BTreeMap::new();
+    let mut reads: BTreeMap<(MemberId, usize), Vec<ServedRead>> = BTreeMap::new();
     for (id, op) in history.operations.iter().enumerate() {
         if let (Some(member), Some(complete), Outcome::Ok(r), true) = (
             op.member,
