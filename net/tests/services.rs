@@ -73,9 +73,14 @@ impl Listeners {
 impl TestServer {
     /// A single-member cluster with a leader.
     async fn start() -> TestServer {
+        TestServer::start_with(&[]).await
+    }
+
+    /// The same with more command-line flags.
+    async fn start_with(flags: &[&str]) -> TestServer {
         let listeners = Listeners::bind("t").await;
         let cluster = format!("t={}", listeners.peer_url());
-        let server = TestServer::start_member(listeners, &cluster).await;
+        let server = TestServer::start_member(listeners, &cluster, flags).await;
         server.wait_for_leader().await;
         server
     }
@@ -93,17 +98,17 @@ impl TestServer {
         let cluster = cluster.join(",");
         let mut servers = Vec::new();
         for listeners in all {
-            servers.push(TestServer::start_member(listeners, &cluster).await);
+            servers.push(TestServer::start_member(listeners, &cluster, &[]).await);
         }
         servers
     }
 
-    async fn start_member(listeners: Listeners, cluster: &str) -> TestServer {
+    async fn start_member(listeners: Listeners, cluster: &str, flags: &[&str]) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
         let client_url = listeners.client_url();
         let peer_url = listeners.peer_url();
         let data_dir = dir.path().join("member.keel");
-        let argv = [
+        let mut argv = vec![
             "keel",
             "--name",
             &listeners.name,
@@ -124,6 +129,7 @@ impl TestServer {
             "--election-timeout",
             "200",
         ];
+        argv.extend_from_slice(flags);
         let config = Cli::try_parse_from(argv).unwrap().serve.resolve().unwrap();
         let disk = FsDisk::open(&data_dir).unwrap();
         let running = server::start(
@@ -701,6 +707,82 @@ async fn status_alarms_hashes_and_defragment() {
     let downgrade = pb::DowngradeRequest::default();
     let refused = maintenance.downgrade(downgrade).await.unwrap_err();
     assert_eq!(refused.code(), Code::Unimplemented);
+    server.stop().await;
+}
+
+/// Defragment rewrites `store.redb` without the pages compaction freed: the file shrinks,
+/// and what the store holds stays.
+#[tokio::test]
+async fn defragment_shrinks_the_data_file_and_keeps_the_data() {
+    // Index rows reach the engine with every commit, so compaction frees pages promptly.
+    let server = TestServer::start_with(&["--index-checkpoint-bytes", "0"]).await;
+    let big = vec![b'x'; 4096];
+    for i in 0..1500 {
+        server.put(&format!("big/{i:04}"), &big, 0).await;
+    }
+    let kept = server.put("kept", b"value", 0).await;
+    let delete = pb::DeleteRangeRequest {
+        key: bytes_of("big/"),
+        range_end: bytes_of("big0"),
+        ..pb::DeleteRangeRequest::default()
+    };
+    let deleted = server.kv().delete_range(delete).await.unwrap().into_inner();
+    assert_eq!(deleted.deleted, 1500);
+    // Compacted past the delete, so that the tombstones go with the values.
+    let revision = server.put("after", b"", 0).await;
+    let compact = pb::CompactionRequest {
+        revision,
+        physical: true,
+    };
+    server.kv().compact(compact).await.unwrap();
+    let mut maintenance = server.maintenance();
+    let size = |status: pb::StatusResponse| status.db_size;
+    let before = size(
+        maintenance
+            .status(pb::StatusRequest {})
+            .await
+            .unwrap()
+            .into_inner(),
+    );
+    assert!(
+        before > 6_000_000,
+        "the file holds the big values: {before}"
+    );
+    // Compaction's deletions reach the engine in batches: defragment until they have.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let after = loop {
+        maintenance
+            .defragment(pb::DefragmentRequest {})
+            .await
+            .unwrap();
+        let after = size(
+            maintenance
+                .status(pb::StatusRequest {})
+                .await
+                .unwrap()
+                .into_inner(),
+        );
+        if after * 4 < before {
+            break after;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the file stays at {after} bytes (from {before})"
+        );
+        server.put("tick", b"", 0).await;
+    };
+    let got = server
+        .kv()
+        .range(pb::RangeRequest {
+            key: bytes_of("kept"),
+            ..pb::RangeRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.kvs.len(), 1, "{after} bytes");
+    assert_eq!(got.kvs[0].mod_revision, kept);
+    assert_eq!(got.kvs[0].value, b"value".to_vec());
     server.stop().await;
 }
 

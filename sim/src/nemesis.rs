@@ -38,6 +38,10 @@ pub enum FaultKind {
     SyncErrors,
     /// The leader is asked to hand leadership to a follower (etcd's MoveLeader).
     TransferLeader,
+    /// An operator defragments a server (`etcdctl defrag`) under load: online, it must
+    /// change nothing a client or a checker sees (etcd #14685). In the simulator the copy
+    /// is made at once, so a crash that follows meets a copy just put in place.
+    Defragment,
     /// A bit flips in a crashed server's WAL: on restart it must refuse to start, or start
     /// with correct data. Such a member needs an operator, so damage strikes one server per
     /// run (see [`damage_target`]) and the checks after healing leave it out.
@@ -402,6 +406,34 @@ async fn inject(
                 name(to),
                 if moved { "done" } else { "failed" }
             )
+        }
+        FaultKind::Defragment => {
+            let Some(i) = resolve(world, target, rng).await else {
+                return "defragment: no such server".into();
+            };
+            let url = world.servers[i].client_url();
+            let done = world
+                .control
+                .spawn(async move {
+                    let call = async {
+                        MaintenanceClient::connect(url)
+                            .await
+                            .ok()?
+                            .defragment(pb::DefragmentRequest {})
+                            .await
+                            .ok()
+                    };
+                    tokio::time::timeout(Duration::from_secs(10), call)
+                        .await
+                        .ok()
+                        .flatten()
+                        .is_some()
+                })
+                .await
+                .unwrap_or(false);
+            tokio::time::sleep(hold).await;
+            let outcome = if done { "done" } else { "failed" };
+            format!("defragment {} ({outcome})", name(i))
         }
         FaultKind::CorruptDisk => {
             let Some(i) = damage_target(world, target, rng).await else {

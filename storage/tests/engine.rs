@@ -301,3 +301,313 @@ fn a_failed_sync_stops_the_store_with_an_error_naming_the_file() {
     let applied = store.apply(2, 0, &Command::Put(PutRequest::default()));
     assert!(matches!(applied.result, Err(Error::Storage { .. })));
 }
+
+/// A store whose engine defragments `slice_bytes` at a time.
+fn open_defragmenting<D: Disk + Send + 'static>(disk: D, slice_bytes: u64) -> Store {
+    let mut engine = RedbEngine::open(disk, CACHE_BYTES).unwrap();
+    engine.set_defragment_slice_bytes(slice_bytes);
+    Store::open(Box::new(engine), config()).unwrap()
+}
+
+fn put(key: String, size: usize) -> Command {
+    Command::Put(PutRequest {
+        key: Bytes::from(key),
+        value: Bytes::from(vec![7u8; size]),
+        ..PutRequest::default()
+    })
+}
+
+/// Rows of a table as a view shows them.
+fn count_rows(view: &dyn keel_core::mvcc::Read, table: Table) -> usize {
+    let mut rows = 0;
+    view.scan(
+        table,
+        std::ops::Bound::Unbounded,
+        std::ops::Bound::Unbounded,
+        false,
+        &mut |_, _| {
+            rows += 1;
+            true
+        },
+    )
+    .unwrap();
+    rows
+}
+
+/// Engine files other than `store.redb` (a defragment's copies) left in the data dir.
+fn leftovers<D: Disk>(disk: &mut D) -> Vec<String> {
+    disk.list()
+        .unwrap()
+        .into_iter()
+        .filter(|name| name.starts_with("store.redb") && name != "store.redb")
+        .collect()
+}
+
+/// Grows the file with 2 KiB values, deletes them and compacts them away, then defragments
+/// while random commands and commits go on: the file shrinks, every answer stays the
+/// store's in memory, a view taken before reads on after the switch, and the store reopens
+/// the same.
+fn defragment_under_writes<D: Disk + Send + 'static>(mut disk: D, seed: u64) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut memory = Store::new(config());
+    let mut on_disk = open_defragmenting(disk.share().unwrap(), 4096);
+    let mut index = 0u64;
+    let mut apply = |command: &Command, memory: &mut Store, on_disk: &mut Store| {
+        index += 1;
+        let expected = memory.apply(index, 0, command);
+        assert_eq!(on_disk.apply(index, 0, command), expected, "{command:?}");
+        if index.is_multiple_of(40) {
+            on_disk.commit(true).unwrap();
+        }
+    };
+    for i in 0..800 {
+        apply(&put(format!("big/{i:04}"), 2048), &mut memory, &mut on_disk);
+    }
+    let delete = Command::DeleteRange(DeleteRangeRequest {
+        key: Bytes::from_static(b"big/"),
+        range_end: Bytes::from_static(b"big0"),
+        ..DeleteRangeRequest::default()
+    });
+    apply(&delete, &mut memory, &mut on_disk);
+    let compact = Command::Compaction(CompactionRequest {
+        revision: memory.current_revision(),
+        physical: false,
+    });
+    apply(&compact, &mut memory, &mut on_disk);
+    // Compaction goes in batches between applies, and deletes only behind the index
+    // checkpoints that engine commits advance.
+    let mut rounds = 0;
+    let big_values = |store: &Store| {
+        let mut big = 0;
+        let view = store.view().unwrap();
+        let (all, none) = (std::ops::Bound::Unbounded, std::ops::Bound::Unbounded);
+        view.scan(Table::Values, all, none, false, &mut |_, value| {
+            big += usize::from(value.len() == 2048);
+            true
+        })
+        .unwrap();
+        big
+    };
+    while big_values(&on_disk) > 0 {
+        rounds += 1;
+        assert!(rounds < 5000, "compaction never freed the big values");
+        let command = command(&mut rng, &memory);
+        apply(&command, &mut memory, &mut on_disk);
+        if rounds % 10 == 0 {
+            on_disk.begin_commit().unwrap();
+            on_disk.commit_done().unwrap();
+        }
+    }
+    on_disk.commit(true).unwrap();
+    let (size_before, _) = on_disk.size_on_disk();
+    let view = on_disk.view().unwrap();
+    let values_before = count_rows(&*view, Table::Values);
+
+    let defragmenting = on_disk.begin_defragment().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let (mut after_done, mut round) = (0, 0);
+    while after_done < 50 {
+        round += 1;
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the defragment never ended"
+        );
+        let command = command(&mut rng, &memory);
+        apply(&command, &mut memory, &mut on_disk);
+        match round % 9 {
+            0 => on_disk.begin_commit().unwrap(),
+            4 => {
+                on_disk.commit_done().unwrap();
+            }
+            _ => {}
+        }
+        if defragmenting.outcome().is_some() {
+            after_done += 1;
+        }
+    }
+    assert_eq!(defragmenting.outcome(), Some(Ok(())));
+    on_disk.commit(true).unwrap();
+    let (size_after, _) = on_disk.size_on_disk();
+    assert!(
+        size_after * 2 < size_before,
+        "the file went from {size_before} to {size_after} bytes"
+    );
+    assert_eq!(observe(&on_disk), observe(&memory));
+    assert_eq!(
+        count_rows(&*view, Table::Values),
+        values_before,
+        "a view of the replaced file reads on"
+    );
+    assert_eq!(leftovers(&mut disk), vec!["store.redb.old".to_string()]);
+    drop(view);
+    assert!(
+        leftovers(&mut disk).is_empty(),
+        "the replaced file goes with its last view"
+    );
+    drop(on_disk);
+    let reopened = open(disk);
+    assert_eq!(observe(&reopened), observe(&memory));
+}
+
+#[test]
+fn a_defragment_shrinks_the_file_while_commits_and_views_go_on_on_both_disks() {
+    let dir = tempfile::tempdir().unwrap();
+    defragment_under_writes(FsDisk::open(dir.path()).unwrap(), 11);
+    let sim = SimDisk::new(SimDiskConfig::new(11, Faults::none()));
+    defragment_under_writes(sim, 11);
+}
+
+/// A crash at any point of a defragment under writes: the store reopens whole, at a commit,
+/// with no copy left behind. The copy is made durable with everything the file held, so a
+/// crash after the switch may keep a commit that was not asked to be durable.
+fn defragment_crash_seed(seed: u64) -> Result<(), String> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let disk = SimDisk::new(SimDiskConfig::new(seed, Faults::crashes()));
+    let mut store = open_defragmenting(disk.clone(), rng.gen_range(256..8192));
+    let mut reference = Store::new(config());
+    let mut commands = Vec::new();
+    let mut durable_index = 0;
+    // Commits a crash may keep: begun and not known to be done, or not durable (a
+    // defragment's copy makes what it copied durable).
+    let mut may_keep = Vec::new();
+    let steps = rng.gen_range(100..500u64);
+    let defragment_at = rng.gen_range(1..steps);
+    // Half the runs crash the moment the copy has taken the file's place.
+    let crash_when_done = rng
+        .gen_bool(0.5)
+        .then(|| rng.gen_range(defragment_at..=steps));
+    let mut defragmenting: Option<keel_core::mvcc::Defragmenting> = None;
+    for index in 1..=steps {
+        let command = command(&mut rng, &reference);
+        reference.apply(index, 0, &command);
+        store.apply(index, 0, &command);
+        commands.push(command);
+        if index == defragment_at {
+            defragmenting = Some(store.begin_defragment().map_err(|e| e.to_string())?);
+        }
+        match rng.gen_range(0..10) {
+            0 => {
+                store.commit(true).map_err(|e| e.to_string())?;
+                durable_index = index;
+                may_keep.clear();
+            }
+            1 => {
+                store.commit(false).map_err(|e| e.to_string())?;
+                may_keep.push(index);
+            }
+            2 | 3 => {
+                store.begin_commit().map_err(|e| e.to_string())?;
+                may_keep.push(index);
+            }
+            _ => {}
+        }
+        if let (Some(at), Some(defragmenting)) = (crash_when_done, &defragmenting) {
+            if index >= at {
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+                while defragmenting.outcome().is_none() {
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "seed {seed}: never ended"
+                    );
+                    std::thread::yield_now();
+                }
+                break;
+            }
+        }
+    }
+    let mut after_crash = disk.crash();
+    drop(store);
+    let reopened = open(after_crash.share().map_err(|e| e.to_string())?);
+    let kept = reopened.applied_index();
+    if kept != durable_index && !may_keep.contains(&kept) {
+        return Err(format!(
+            "reopened at applied index {kept}: the last durable commit was at {durable_index}, \
+             others it may keep {may_keep:?} (defragment: {:?})",
+            defragmenting.map(|d| d.outcome())
+        ));
+    }
+    let mut expected = Store::new(config());
+    for (i, command) in commands.iter().take(kept as usize).enumerate() {
+        expected.apply(i as u64 + 1, 0, command);
+    }
+    if observe(&reopened) != observe(&expected) {
+        return Err(format!(
+            "reopened store differs from the state at {kept}:\n{}\n{}",
+            observe(&reopened),
+            observe(&expected)
+        ));
+    }
+    let left = leftovers(&mut after_crash);
+    if !left.is_empty() {
+        return Err(format!("files left behind: {left:?}"));
+    }
+    Ok(())
+}
+
+#[test]
+fn a_crash_during_a_defragment_leaves_a_whole_store() {
+    let seeds: Vec<u64> = match std::env::var("KEEL_STORAGE_SEED") {
+        Ok(seed) => vec![seed.parse().unwrap()],
+        Err(_) => {
+            let count = std::env::var("KEEL_STORAGE_SEEDS")
+                .ok()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(40);
+            (0..count).collect()
+        }
+    };
+    for seed in seeds {
+        if let Err(problem) = defragment_crash_seed(seed) {
+            panic!(
+                "defragment crash seed {seed}: {problem}\nrerun: KEEL_STORAGE_SEED={seed} cargo \
+                 test -p keel-storage --test engine a_crash_during_a_defragment"
+            );
+        }
+    }
+}
+
+/// Every state a crash can leave between the renames that put a copy in place (see
+/// `engine/defragment.rs`): opening finishes or undoes it.
+#[test]
+fn opening_finishes_or_undoes_a_defragment_a_crash_interrupted() {
+    // Two files with different stores: `old` (one key) and `copy` (two keys).
+    let make = |keys: u64| {
+        let disk = SimDisk::new(SimDiskConfig::new(5, Faults::none()));
+        let mut store = open(disk.clone());
+        for index in 1..=keys {
+            store.apply(index, 0, &put(format!("k{index}"), 10));
+        }
+        store.commit(true).unwrap();
+        drop(store);
+        let mut disk = disk.crash();
+        let mut bytes = vec![0; disk.size_bytes("store.redb").unwrap() as usize];
+        disk.read_at("store.redb", 0, &mut bytes).unwrap();
+        bytes
+    };
+    let (old, copy) = (make(1), make(2));
+    // (files with their contents, the applied index the store opens at)
+    type Case<'a> = (&'a [(&'a str, &'a Vec<u8>)], u64);
+    let cases: [Case; 4] = [
+        // The copy is being made.
+        (&[("store.redb", &old), ("store.redb.defrag", &copy)], 1),
+        // Step 1 done: the copy is whole.
+        (&[("store.redb", &old), ("store.redb.next", &copy)], 2),
+        // Step 2 done.
+        (&[("store.redb.old", &old), ("store.redb.next", &copy)], 2),
+        // Step 3 done, the old file not yet removed.
+        (&[("store.redb.old", &old), ("store.redb", &copy)], 2),
+    ];
+    for (files, applied) in cases {
+        let mut disk = SimDisk::new(SimDiskConfig::new(6, Faults::none()));
+        for (name, bytes) in files {
+            disk.create(name).unwrap();
+            disk.write_at(name, 0, bytes).unwrap();
+            disk.sync(name).unwrap();
+        }
+        disk.sync_dir().unwrap();
+        let reopened = open(disk.share().unwrap());
+        assert_eq!(reopened.applied_index(), applied, "{files:?}");
+        drop(reopened);
+        assert!(leftovers(&mut disk).is_empty(), "{files:?}");
+    }
+}

@@ -125,6 +125,47 @@ pub trait Engine: Read + Send + fmt::Debug {
     fn size_on_disk(&self) -> (u64, u64) {
         (0, 0)
     }
+
+    /// Starts rewriting the engine's file without its free pages while reads and commits go
+    /// on; the answer tells when it is over. One already under way is joined. Engines in
+    /// memory have nothing to do.
+    fn begin_defragment(&mut self) -> EngineResult<Defragmenting> {
+        Ok(Defragmenting::finished(Ok(())))
+    }
+}
+
+/// The outcome of a defragment (see [`Engine::begin_defragment`]), once there is one. The
+/// engine's writer fills it in; whoever asked polls it.
+#[derive(Clone, Debug, Default)]
+pub struct Defragmenting(Arc<std::sync::Mutex<Option<Result<(), String>>>>);
+
+impl Defragmenting {
+    /// A defragment under way.
+    pub fn pending() -> Self {
+        Defragmenting::default()
+    }
+
+    /// One that is over already.
+    pub fn finished(outcome: Result<(), String>) -> Self {
+        let done = Defragmenting::default();
+        done.finish(outcome);
+        done
+    }
+
+    /// Records how it ended (the first outcome stays).
+    pub fn finish(&self, outcome: Result<(), String>) {
+        if let Ok(mut slot) = self.0.lock() {
+            slot.get_or_insert(outcome);
+        }
+    }
+
+    /// How it ended, once it has: an error says why the file was left as it was.
+    pub fn outcome(&self) -> Option<Result<(), String>> {
+        match self.0.lock() {
+            Ok(slot) => slot.clone(),
+            Err(_) => Some(Err("the defragment's state is poisoned".into())),
+        }
+    }
 }
 
 type Rows = BTreeMap<Vec<u8>, Vec<u8>>;

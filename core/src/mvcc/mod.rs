@@ -41,7 +41,9 @@ mod validate;
 mod watch;
 mod write;
 
-pub use engine::{Engine, EngineError, EngineResult, MemEngine, MemView, Read, Table, View, Visit};
+pub use engine::{
+    Defragmenting, Engine, EngineError, EngineResult, MemEngine, MemView, Read, Table, View, Visit,
+};
 pub use error::{DecodeError, Error, GrpcCode, SnapshotError, WatchError};
 pub use history::{CatchUp, EventFilter};
 pub use key_index::ENTRY_OVERHEAD_BYTES;

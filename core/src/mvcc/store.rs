@@ -12,7 +12,7 @@ use std::ops::Bound;
 use std::sync::{Arc, OnceLock};
 
 use super::engine::Table;
-use super::engine::{Engine, EngineError, MemEngine, View};
+use super::engine::{Defragmenting, Engine, EngineError, MemEngine, View};
 use super::error::Error;
 use super::lease::Lessor;
 use super::overlay::Overlay;
@@ -284,6 +284,20 @@ impl Store {
             self.failed(e);
         }
         self.healthy()
+    }
+
+    /// Starts an online defragment of the engine's file (see [`Engine::begin_defragment`]).
+    /// A defragment that cannot be done (no room for the copy) ends with an error in its
+    /// outcome and leaves the store as it was; an error here is the engine's failure.
+    pub fn begin_defragment(&mut self) -> Result<Defragmenting, Error> {
+        self.healthy()?;
+        match self.engine.begin_defragment() {
+            Ok(defragmenting) => Ok(defragmenting),
+            Err(e) => {
+                self.failed(e);
+                self.healthy().map(|()| Defragmenting::finished(Ok(())))
+            }
+        }
     }
 
     /// Whether the commit last begun is durable (and what [`Store::view`] shows).

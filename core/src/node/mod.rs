@@ -448,6 +448,11 @@ impl Node {
         self.store.commit_done()
     }
 
+    /// Starts an online defragment of the store's engine (see [`Store::begin_defragment`]).
+    pub fn begin_store_defragment(&mut self) -> Result<mvcc::Defragmenting, mvcc::Error> {
+        self.store.begin_defragment()
+    }
+
     pub fn watches(&self) -> &WatchHub {
         &self.watches
     }

@@ -36,6 +36,8 @@ use crate::ETCD_VERSION;
 
 /// Snapshot bytes per message (etcd sends 32 KiB at a time).
 pub const SNAPSHOT_CHUNK_BYTES: usize = 32 * 1024;
+/// How often Defragment looks whether the engine's writer is done.
+const DEFRAGMENT_POLL_INTERVAL: Duration = Duration::from_millis(20);
 /// How often MoveLeader looks whether leadership has moved.
 const LEADER_POLL_INTERVAL: Duration = Duration::from_millis(20);
 
@@ -201,9 +203,10 @@ impl Maintenance for MaintenanceService {
         Ok(Response::new(status))
     }
 
-    /// Succeeds at once without rewriting `store.redb`: redb reuses the pages compaction
-    /// frees, but the file does not shrink (an online defragment is still to be built; see
-    /// the README's Storage section).
+    /// Rewrites `store.redb` without its free pages, online: reads, writes and commits go on
+    /// while the engine's writer copies it a slice at a time (see
+    /// `keel_storage::engine::defragment`). Answers once the copy has taken the file's
+    /// place; a second request while one runs joins it.
     async fn defragment(
         &self,
         request: Request<pb::DefragmentRequest>,
@@ -212,6 +215,21 @@ impl Maintenance for MaintenanceService {
         self.api
             .require_admin(&self.api.credentials(&request))
             .await?;
+        let defragmenting = self
+            .api
+            .handle
+            .call_unfenced(|node| node.begin_store_defragment())
+            .await
+            .map_err(api_status)?
+            .map_err(|e| store_status(&e))?;
+        let outcome = loop {
+            if let Some(outcome) = defragmenting.outcome() {
+                break outcome;
+            }
+            tokio::time::sleep(DEFRAGMENT_POLL_INTERVAL).await;
+        };
+        // etcd answers a failed defragment with its error as an unknown status.
+        outcome.map_err(Status::unknown)?;
         let header = self.api.current_header().await?;
         Ok(Response::new(pb::DefragmentResponse {
             header: Some(header),

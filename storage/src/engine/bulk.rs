@@ -6,8 +6,7 @@
 use keel_core::mvcc::{EngineResult, Table};
 use redb::{Database, WriteTransaction};
 
-use super::backend::DiskBackend;
-use super::{commit_txn, definition, fail, write_overlay, Overlay};
+use super::{commit_txn, definition, fail, open_database, write_overlay, OpenDatabase, Overlay};
 use crate::disk::Disk;
 
 /// Rows written since the last commit before the next one (bounds redb's dirty pages).
@@ -32,12 +31,7 @@ impl std::fmt::Debug for BulkWriter {
 impl BulkWriter {
     /// Creates the engine file `name` on `disk`, every table empty.
     pub fn create<D: Disk>(disk: D, name: &str, cache_size_bytes: usize) -> EngineResult<Self> {
-        let location = disk.location(name);
-        let backend = DiskBackend::open(disk, name).map_err(|e| fail(&location, "creating", e))?;
-        let db = Database::builder()
-            .set_cache_size(cache_size_bytes)
-            .create_with_backend(backend)
-            .map_err(|e| fail(&location, "opening", e))?;
+        let OpenDatabase { db, location, .. } = open_database(disk, name, cache_size_bytes)?;
         write_overlay(&db, &Overlay::default(), false, &location)?;
         Ok(BulkWriter {
             db,

@@ -17,22 +17,25 @@
 
 mod backend;
 mod bulk;
+mod defragment;
 
 use std::fmt;
 use std::mem;
 use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use keel_core::mvcc::{Engine, EngineError, EngineResult, Read, Table, View, Visit};
+use keel_core::mvcc::{Defragmenting, Engine, EngineError, EngineResult, Read, Table, View, Visit};
 use redb::{
     Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition,
     WriteTransaction,
 };
 
 pub use backend::DiskBackend;
+use backend::EngineFile;
 pub use bulk::BulkWriter;
+use defragment::Defragment;
 use keel_core::mvcc::overlay::{empty_range, scan_merged, Found, Merged, Overlay};
 
 use crate::disk::Disk;
@@ -54,7 +57,51 @@ fn fail(location: &str, what: &str, error: impl fmt::Display) -> EngineError {
     EngineError(format!("{what} {location}: {error}"))
 }
 
-/// Writes `overlay` into redb in one transaction and returns a read of the result.
+/// Writes the rows of `overlay` that `keep` accepts into redb in one transaction (none if
+/// it accepts none).
+fn write_rows(
+    db: &Database,
+    overlay: &Overlay,
+    durable: bool,
+    location: &str,
+    keep: &dyn Fn(Table, &[u8]) -> bool,
+) -> EngineResult<()> {
+    let mut txn = None;
+    for table in Table::ALL {
+        let mut rows = overlay
+            .table(table)
+            .iter()
+            .filter(|(key, _)| keep(table, key))
+            .peekable();
+        if rows.peek().is_none() {
+            continue;
+        }
+        if txn.is_none() {
+            let begun = db
+                .begin_write()
+                .map_err(|e| fail(location, "beginning a transaction on", e))?;
+            txn = Some(begun);
+        }
+        let Some(txn) = &txn else { continue };
+        let mut open = txn
+            .open_table(definition(table))
+            .map_err(|e| fail(location, "opening a table of", e))?;
+        for (key, pending) in rows {
+            match pending {
+                Some(value) => open.insert(key.as_slice(), value.as_slice()).map(drop),
+                None => open.remove(key.as_slice()).map(drop),
+            }
+            .map_err(|e| fail(location, "writing", e))?;
+        }
+    }
+    match txn {
+        Some(txn) => commit_txn(txn, durable, location),
+        None => Ok(()),
+    }
+}
+
+/// Writes `overlay` into redb in one transaction (every table opened, so that a new file has
+/// them all) and returns a read of the result.
 fn write_overlay(
     db: &Database,
     overlay: &Overlay,
@@ -95,73 +142,270 @@ fn commit_txn(mut txn: WriteTransaction, durable: bool, location: &str) -> Engin
     txn.commit().map_err(|e| fail(location, "committing to", e))
 }
 
-/// A frozen overlay on its way into redb, durably.
-struct Flush {
-    overlay: Arc<Overlay>,
+/// An engine file opened by redb, with its handle and size.
+pub(crate) struct OpenDatabase {
+    db: Database,
+    file: Arc<dyn EngineFile>,
+    size_bytes: Arc<AtomicU64>,
+    location: String,
 }
 
-/// What a flush gives back: a read of redb with it, and how long it took.
-type Flushed = EngineResult<(ReadTransaction, u64)>;
+/// Opens (creating) the engine file `name` on `disk` with redb's page cache of
+/// `cache_size_bytes`.
+fn open_database<D: Disk + Send + 'static>(
+    disk: D,
+    name: &str,
+    cache_size_bytes: usize,
+) -> EngineResult<OpenDatabase> {
+    let location = disk.location(name);
+    let backend = DiskBackend::open(disk, name).map_err(|e| fail(&location, "creating", e))?;
+    let (file, size_bytes) = (backend.engine_file(), backend.size_bytes.clone());
+    let db = Database::builder()
+        .set_cache_size(cache_size_bytes)
+        .create_with_backend(backend)
+        .map_err(|e| fail(&location, "opening", e))?;
+    Ok(OpenDatabase {
+        db,
+        file,
+        size_bytes,
+        location,
+    })
+}
 
-/// Runs durable commits: on a thread of its own, or (in the simulator) at once.
+/// What the engine's writer is asked to do.
+enum Job {
+    /// Write a frozen overlay into redb (durably, or not).
+    Commit {
+        overlay: Arc<Overlay>,
+        durable: bool,
+    },
+    /// Begin a defragment that copies `slice_bytes` at a time (see `defragment.rs`).
+    Defragment {
+        outcome: Defragmenting,
+        slice_bytes: u64,
+    },
+}
+
+/// What a commit gives back: a view of redb with it, and how long it took.
+type Flushed = EngineResult<(RedbView, u64)>;
+
+/// What the engine and its writer share.
+struct Shared {
+    /// The size of the engine's file, which a defragment replaces.
+    size_bytes: Mutex<Arc<AtomicU64>>,
+}
+
+impl Shared {
+    fn size_bytes(&self) -> u64 {
+        self.size_bytes
+            .lock()
+            .map(|size| size.load(Ordering::Relaxed))
+            .unwrap_or(0)
+    }
+}
+
+/// The engine file's one writer: commits, and the defragment between them.
+struct Committer {
+    db: Arc<Database>,
+    file: Arc<dyn EngineFile>,
+    /// The file's name in the data dir.
+    name: String,
+    defragment: Option<Defragment>,
+    /// Bytes the running defragment copies per slice.
+    slice_bytes: u64,
+    /// A failure outside a commit (a defragment's renames): the next commit reports it.
+    failure: Option<EngineError>,
+    shared: Arc<Shared>,
+    cache_size_bytes: usize,
+    location: String,
+}
+
+impl Committer {
+    fn commit(&mut self, overlay: &Overlay, durable: bool) -> Flushed {
+        if let Some(e) = &self.failure {
+            return Err(e.clone());
+        }
+        let started = Instant::now();
+        let read = write_overlay(&self.db, overlay, durable, &self.location)?;
+        let mut view = RedbView::new(read, self.db.clone(), &self.location)?;
+        if let Some(defragment) = &self.defragment {
+            if let Err(e) = defragment.write_passed(overlay) {
+                self.abandon_defragment(&e.0);
+            } else if defragment.copied_all() && self.finish_defragment()? {
+                let read = self
+                    .db
+                    .begin_read()
+                    .map_err(|e| fail(&self.location, "beginning a read of", e))?;
+                view = RedbView::new(read, self.db.clone(), &self.location)?;
+            }
+        }
+        Ok((view, started.elapsed().as_millis() as u64))
+    }
+
+    fn begin_defragment(&mut self, outcome: Defragmenting, slice_bytes: u64) {
+        self.slice_bytes = slice_bytes.max(1);
+        if self.defragment.is_some() {
+            // The engine joins a running one instead of asking again.
+            outcome.finish(Err("another defragment is under way".into()));
+            return;
+        }
+        match Defragment::begin(
+            &*self.file,
+            &self.name,
+            self.cache_size_bytes,
+            outcome.clone(),
+        ) {
+            Ok(defragment) => self.defragment = Some(defragment),
+            Err(e) => outcome.finish(Err(format!("defragment: {e}"))),
+        }
+    }
+
+    /// Copies the defragment's next slice, and puts the copy in place once it is whole.
+    fn defragment_step(&mut self) -> EngineResult<()> {
+        let Some(defragment) = &mut self.defragment else {
+            return Ok(());
+        };
+        if let Err(e) = defragment.copy_slice(&self.db, self.slice_bytes) {
+            self.abandon_defragment(&e.0);
+            return Ok(());
+        }
+        if defragment.copied_all() {
+            self.finish_defragment()?;
+        }
+        Ok(())
+    }
+
+    /// Puts the whole copy in place of the file; whether it did (see `defragment.rs`).
+    fn finish_defragment(&mut self) -> EngineResult<bool> {
+        let Some(defragment) = self.defragment.take() else {
+            return Ok(false);
+        };
+        match defragment.take_place_of(&*self.file, &self.name)? {
+            Ok(replacement) => {
+                self.db = Arc::new(replacement.db);
+                self.file = replacement.file;
+                if let Ok(mut size) = self.shared.size_bytes.lock() {
+                    *size = replacement.size_bytes;
+                }
+                Ok(true)
+            }
+            Err((defragment, why)) => {
+                defragment.abandon(&why);
+                Ok(false)
+            }
+        }
+    }
+
+    fn abandon_defragment(&mut self, why: &str) {
+        if let Some(defragment) = self.defragment.take() {
+            defragment.abandon(why);
+        }
+    }
+
+    /// Runs a defragment to its end at once (the simulator's engine, which has no thread).
+    #[cfg(madsim)]
+    fn defragment_now(&mut self) -> EngineResult<()> {
+        while self.defragment.is_some() {
+            self.defragment_step()?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Committer {
+    fn drop(&mut self) {
+        self.abandon_defragment("the engine closed");
+    }
+}
+
+/// Runs the [`Committer`]: on a thread of its own, or (in the simulator) at once.
 struct Flusher {
     #[cfg(not(madsim))]
-    requests: Option<std::sync::mpsc::Sender<Flush>>,
+    requests: Option<std::sync::mpsc::Sender<Job>>,
     #[cfg(not(madsim))]
     results: std::sync::mpsc::Receiver<Flushed>,
     #[cfg(not(madsim))]
     thread: Option<std::thread::JoinHandle<()>>,
     #[cfg(madsim)]
+    committer: Committer,
+    #[cfg(madsim)]
     done: Option<Flushed>,
-    db: Arc<Database>,
+    #[cfg(not(madsim))]
     location: String,
 }
 
-fn flush(db: &Database, request: &Flush, location: &str) -> Flushed {
-    let started = Instant::now();
-    let read = write_overlay(db, &request.overlay, true, location)?;
-    Ok((read, started.elapsed().as_millis() as u64))
+/// The commit thread: commits as they come, and between them, while a defragment runs,
+/// its slices.
+#[cfg(not(madsim))]
+fn run_committer(
+    mut committer: Committer,
+    inbox: std::sync::mpsc::Receiver<Job>,
+    outbox: std::sync::mpsc::Sender<Flushed>,
+) {
+    use std::sync::mpsc::TryRecvError;
+    loop {
+        let job = if committer.defragment.is_some() {
+            match inbox.try_recv() {
+                Ok(job) => Some(job),
+                Err(TryRecvError::Empty) => None,
+                Err(TryRecvError::Disconnected) => return,
+            }
+        } else {
+            match inbox.recv() {
+                Ok(job) => Some(job),
+                Err(_) => return,
+            }
+        };
+        match job {
+            Some(Job::Commit { overlay, durable }) => {
+                if outbox.send(committer.commit(&overlay, durable)).is_err() {
+                    return;
+                }
+            }
+            Some(Job::Defragment {
+                outcome,
+                slice_bytes,
+            }) => committer.begin_defragment(outcome, slice_bytes),
+            None => {
+                if let Err(e) = committer.defragment_step() {
+                    // The engine's failure: the next commit reports it.
+                    committer.failure = Some(e);
+                }
+            }
+        }
+    }
 }
 
 impl Flusher {
-    fn new(db: Arc<Database>, location: String) -> Flusher {
+    fn new(committer: Committer) -> Flusher {
         #[cfg(not(madsim))]
         {
-            let (requests, inbox) = std::sync::mpsc::channel::<Flush>();
+            let location = committer.location.clone();
+            let (requests, inbox) = std::sync::mpsc::channel::<Job>();
             let (outbox, results) = std::sync::mpsc::channel();
-            let (thread_db, thread_location) = (db.clone(), location.clone());
             let thread = std::thread::Builder::new()
                 .name("keel-engine-commit".into())
-                .spawn(move || {
-                    for request in inbox {
-                        let result = flush(&thread_db, &request, &thread_location);
-                        if outbox.send(result).is_err() {
-                            return;
-                        }
-                    }
-                })
+                .spawn(move || run_committer(committer, inbox, outbox))
                 .ok();
             Flusher {
                 requests: Some(requests),
                 results,
                 thread,
-                db,
                 location,
             }
         }
         #[cfg(madsim)]
         Flusher {
+            committer,
             done: None,
-            db,
-            location,
         }
     }
 
-    fn start(&mut self, request: Flush) -> EngineResult<()> {
+    fn start(&mut self, job: Job) -> EngineResult<()> {
         #[cfg(not(madsim))]
         {
             let sent = match (&self.requests, &self.thread) {
-                (Some(requests), Some(_)) => requests.send(request).is_ok(),
+                (Some(requests), Some(_)) => requests.send(job).is_ok(),
                 _ => false,
             };
             if !sent {
@@ -171,33 +415,41 @@ impl Flusher {
         }
         #[cfg(madsim)]
         {
-            self.done = Some(flush(&self.db, &request, &self.location));
+            match job {
+                Job::Commit { overlay, durable } => {
+                    self.done = Some(self.committer.commit(&overlay, durable));
+                }
+                Job::Defragment {
+                    outcome,
+                    slice_bytes,
+                } => {
+                    self.committer.begin_defragment(outcome, slice_bytes);
+                    self.committer.defragment_now()?;
+                }
+            }
             Ok(())
         }
     }
 
-    /// The flush started last, once done; waits for it if `wait`.
+    /// The commit started last, once done; waits for it if `wait`.
     fn result(&mut self, wait: bool) -> Option<Flushed> {
         #[cfg(not(madsim))]
         {
             use std::sync::mpsc::TryRecvError;
+            let ended = || {
+                Err(fail(
+                    &self.location,
+                    "committing to",
+                    "the commit thread ended",
+                ))
+            };
             if wait {
-                return Some(self.results.recv().unwrap_or_else(|_| {
-                    Err(fail(
-                        &self.location,
-                        "committing to",
-                        "the commit thread ended",
-                    ))
-                }));
+                return Some(self.results.recv().unwrap_or_else(|_| ended()));
             }
             match self.results.try_recv() {
                 Ok(result) => Some(result),
                 Err(TryRecvError::Empty) => None,
-                Err(TryRecvError::Disconnected) => Some(Err(fail(
-                    &self.location,
-                    "committing to",
-                    "the commit thread ended",
-                ))),
+                Err(TryRecvError::Disconnected) => Some(ended()),
             }
         }
         #[cfg(madsim)]
@@ -231,11 +483,18 @@ pub struct RedbEngine {
     active: Overlay,
     /// Writes of the commit under way.
     frozen: Option<Arc<Overlay>>,
+    /// Whether a commit is under way (`frozen`, or a synchronous one), and if so whether
+    /// it is durable.
+    committing: Option<bool>,
     /// Whether redb's last commit was durable.
     durable: bool,
     failure: Option<EngineError>,
     last_commit_ms: Option<u64>,
-    size_bytes: Arc<AtomicU64>,
+    /// The defragment last begun.
+    defragmenting: Option<Defragmenting>,
+    /// Bytes a defragment copies between commits.
+    defragment_slice_bytes: u64,
+    shared: Arc<Shared>,
     location: String,
 }
 
@@ -251,7 +510,8 @@ impl fmt::Debug for RedbEngine {
 
 impl RedbEngine {
     /// Opens the engine's file on `disk` (creating it), with a page cache of
-    /// `cache_size_bytes`. A file a crash left behind opens at its last durable commit.
+    /// `cache_size_bytes`. A file a crash left behind opens at its last durable commit (and a
+    /// defragment a crash interrupted is finished or undone first).
     pub fn open<D: Disk + Send + 'static>(
         disk: D,
         cache_size_bytes: usize,
@@ -261,31 +521,52 @@ impl RedbEngine {
 
     /// The same for the engine file `name` (a leader's engine being received).
     pub fn open_file<D: Disk + Send + 'static>(
-        disk: D,
+        mut disk: D,
         name: &str,
         cache_size_bytes: usize,
     ) -> EngineResult<RedbEngine> {
-        let location = disk.location(name);
-        let backend = DiskBackend::open(disk, name).map_err(|e| fail(&location, "creating", e))?;
-        let size_bytes = backend.size_bytes.clone();
-        let db = Database::builder()
-            .set_cache_size(cache_size_bytes)
-            .create_with_backend(backend)
-            .map_err(|e| fail(&location, "opening", e))?;
+        defragment::recover(&mut disk, name)
+            .map_err(|e| fail(&disk.location(name), "recovering a defragment of", e))?;
+        let open = open_database(disk, name, cache_size_bytes)?;
+        let location = open.location;
         // Every table exists from the first commit on, so an empty store has empty tables.
-        let base = write_overlay(&db, &Overlay::default(), true, &location)?;
-        let db = Arc::new(db);
+        let base = write_overlay(&open.db, &Overlay::default(), true, &location)?;
+        let db = Arc::new(open.db);
+        let base = RedbView::new(base, db.clone(), &location)?;
+        let shared = Arc::new(Shared {
+            size_bytes: Mutex::new(open.size_bytes),
+        });
+        let committer = Committer {
+            db,
+            file: open.file,
+            name: name.to_string(),
+            defragment: None,
+            slice_bytes: defragment::SLICE_BYTES,
+            failure: None,
+            shared: shared.clone(),
+            cache_size_bytes,
+            location: location.clone(),
+        };
         Ok(RedbEngine {
-            flusher: Flusher::new(db, location.clone()),
-            base: Arc::new(RedbView::new(base, &location)?),
+            flusher: Flusher::new(committer),
+            base: Arc::new(base),
             active: Overlay::default(),
             frozen: None,
+            committing: None,
             durable: true,
             failure: None,
             last_commit_ms: None,
-            size_bytes,
+            defragmenting: None,
+            defragment_slice_bytes: defragment::SLICE_BYTES,
+            shared,
             location,
         })
+    }
+
+    /// Sets how many bytes of rows a defragment copies at a time, between commits (8 MiB
+    /// unless set; tests make it small so that commits meet a copy half done).
+    pub fn set_defragment_slice_bytes(&mut self, slice_bytes: u64) {
+        self.defragment_slice_bytes = slice_bytes;
     }
 
     fn check(&self) -> EngineResult<()> {
@@ -299,18 +580,21 @@ impl RedbEngine {
     /// whether none is under way any more.
     fn settle(&mut self, wait: bool) -> EngineResult<bool> {
         self.check()?;
-        if self.frozen.is_none() {
+        let Some(durable) = self.committing else {
             return Ok(true);
-        }
+        };
         let Some(result) = self.flusher.result(wait) else {
             return Ok(false);
         };
+        self.committing = None;
+        self.frozen = None;
         match result {
-            Ok((read, took_ms)) => {
-                self.base = Arc::new(RedbView::new(read, &self.location)?);
-                self.frozen = None;
-                self.durable = true;
-                self.last_commit_ms = Some(took_ms);
+            Ok((view, took_ms)) => {
+                self.base = Arc::new(view);
+                self.durable = durable;
+                if durable {
+                    self.last_commit_ms = Some(took_ms);
+                }
                 Ok(true)
             }
             Err(e) => {
@@ -318,6 +602,16 @@ impl RedbEngine {
                 Err(e)
             }
         }
+    }
+
+    /// Hands `overlay` to the writer.
+    fn start_commit(&mut self, overlay: Arc<Overlay>, durable: bool) -> EngineResult<()> {
+        if let Err(e) = self.flusher.start(Job::Commit { overlay, durable }) {
+            self.failure = Some(e.clone());
+            return Err(e);
+        }
+        self.committing = Some(durable);
+        Ok(())
     }
 }
 
@@ -376,23 +670,9 @@ impl Engine for RedbEngine {
         if self.active.is_empty() && (self.durable || !durable) {
             return Ok(());
         }
-        let overlay = mem::take(&mut self.active);
-        let started = Instant::now();
-        let result = write_overlay(&self.flusher.db, &overlay, durable, &self.location);
-        match result {
-            Ok(read) => {
-                self.base = Arc::new(RedbView::new(read, &self.location)?);
-                self.durable = durable;
-                if durable {
-                    self.last_commit_ms = Some(started.elapsed().as_millis() as u64);
-                }
-                Ok(())
-            }
-            Err(e) => {
-                self.failure = Some(e.clone());
-                Err(e)
-            }
-        }
+        let overlay = Arc::new(mem::take(&mut self.active));
+        self.start_commit(overlay, durable)?;
+        self.settle(true).map(drop)
     }
 
     fn begin_commit(&mut self) -> EngineResult<()> {
@@ -402,11 +682,7 @@ impl Engine for RedbEngine {
         }
         let overlay = Arc::new(mem::take(&mut self.active));
         self.frozen = Some(overlay.clone());
-        if let Err(e) = self.flusher.start(Flush { overlay }) {
-            self.failure = Some(e.clone());
-            return Err(e);
-        }
-        Ok(())
+        self.start_commit(overlay, true)
     }
 
     fn commit_done(&mut self) -> EngineResult<bool> {
@@ -425,8 +701,29 @@ impl Engine for RedbEngine {
     /// The file's size; what of it is in use is not known without walking every tree,
     /// so it is reported as the whole file.
     fn size_on_disk(&self) -> (u64, u64) {
-        let size = self.size_bytes.load(Ordering::Relaxed);
+        let size = self.shared.size_bytes();
         (size, size)
+    }
+
+    /// See `defragment.rs`. A defragment under way is joined.
+    fn begin_defragment(&mut self) -> EngineResult<Defragmenting> {
+        self.check()?;
+        if let Some(running) = &self.defragmenting {
+            if running.outcome().is_none() {
+                return Ok(running.clone());
+            }
+        }
+        let outcome = Defragmenting::pending();
+        self.defragmenting = Some(outcome.clone());
+        let job = Job::Defragment {
+            outcome: outcome.clone(),
+            slice_bytes: self.defragment_slice_bytes,
+        };
+        if let Err(e) = self.flusher.start(job) {
+            self.failure = Some(e.clone());
+            return Err(e);
+        }
+        Ok(outcome)
     }
 }
 
@@ -434,11 +731,14 @@ impl Engine for RedbEngine {
 /// once (a lookup in redb's table tree each).
 pub struct RedbView {
     tables: Vec<redb::ReadOnlyTable<&'static [u8], &'static [u8]>>,
+    /// Kept open while the view lives (after the tables: dropped after them), so a file a
+    /// defragment replaced closes when its last view goes.
+    _db: Arc<Database>,
     location: String,
 }
 
 impl RedbView {
-    fn new(txn: ReadTransaction, location: &str) -> EngineResult<RedbView> {
+    fn new(txn: ReadTransaction, db: Arc<Database>, location: &str) -> EngineResult<RedbView> {
         let tables = Table::ALL
             .iter()
             .map(|&table| txn.open_table(definition(table)))
@@ -446,6 +746,7 @@ impl RedbView {
             .map_err(|e| fail(location, "opening the tables of", e))?;
         Ok(RedbView {
             tables,
+            _db: db,
             location: location.to_string(),
         })
     }
