@@ -6,8 +6,11 @@
 #      --snapshot-count; sampled every 5 s: each member's resident memory;
 #   3. (keel) 8 RangeStreams of every key at once: the member's RSS growth per stream, once
 #      one stream has filled the engine's page cache;
-#   4. restart: kill -9 of a follower and a restart; time until it serves a linearizable read;
-#   5. join: a fourth member added (member add, then started empty) while puts go on; time
+#   4. defragment: a compaction at the current revision, then a defragment of the leader while
+#      60 s of random puts go on: how long it took, the file before and after, the puts' worst
+#      latency and errors meanwhile (etcd's defragment blocks the member's reads and writes);
+#   5. restart: kill -9 of a follower and a restart; time until it serves a linearizable read;
+#   6. join: a fourth member added (member add, then started empty) while puts go on; time
 #      until it applied what the leader had, and the client errors meanwhile.
 # It prints one table. Nothing here asserts: the figures go into the notes.
 #
@@ -96,8 +99,13 @@ leader_changes() {
   echo "$sum"
 }
 
+db_size_mb() { # $1 endpoint
+  etcdctl --endpoints="$1" --command-timeout=60s endpoint status -w json |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["Status"]["dbSize"] // 1000000)'
+}
+
 leader_port() {
-  etcdctl --endpoints="$ENDPOINTS" endpoint status 2>/dev/null | awk -F', ' '$5 == "true" {print $1}' | head -1
+  etcdctl --endpoints="$ENDPOINTS" --command-timeout=60s endpoint status 2>/dev/null | awk -F', ' '$5 == "true" {print $1}' | head -1
 }
 
 run_system() {
@@ -136,6 +144,22 @@ run_system() {
     wait "$streams" || true
     stream_growth="$(( (peak - before) / 8 )) MiB/stream, $(field "$WORK/$sys.stream.json" latency_ms.max) ms"
   fi
+
+  echo "== $sys: compaction, then a defragment of the leader under put load" >&2
+  local revision; revision=$(etcdctl --endpoints="$(leader_port)" --command-timeout=60s endpoint status -w json |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["Status"]["header"]["revision"])')
+  etcdctl --endpoints="$ENDPOINTS" --command-timeout=600s compact "$revision" --physical >/dev/null
+  local defrag_at; defrag_at=$(leader_port)
+  bench "$WORK/$sys.defrag.json" --duration 60s --key-space-size "$KEYS" &
+  local defrag_load=$!
+  sleep 10 # physical compaction goes on under the load
+  local size_before; size_before=$(db_size_mb "$defrag_at")
+  local defrag_from; defrag_from=$(date +%s%N)
+  etcdctl --endpoints="$defrag_at" --command-timeout=600s defrag >/dev/null 2>&1 || true
+  local defrag_ms=$(( ($(date +%s%N) - defrag_from) / 1000000 ))
+  local size_after; size_after=$(db_size_mb "$defrag_at")
+  wait "$defrag_load" || true
+  local defrag="$defrag_ms ms, $size_before -> $size_after MB; puts meanwhile: max $(field "$WORK/$sys.defrag.json" latency_ms.max) ms, $(field "$WORK/$sys.defrag.json" errors) errors"
 
   echo "== $sys: kill -9 of a follower and restart" >&2
   local leader; leader=$(leader_port)
@@ -176,13 +200,13 @@ run_system() {
   PIDS=()
   rm -rf "$WORK/$sys"-n? # the next system needs the disk space
 
-  printf '%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s\n' "$sys" \
+  printf '%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s\n' "$sys" \
     "$(field "$WORK/$sys.load.json" throughput_per_sec | cut -d. -f1)" \
     "$(field "$WORK/$sys.run.json" requests)" "$(field "$WORK/$sys.run.json" errors)" \
     "$(field "$WORK/$sys.run.json" throughput_per_sec | cut -d. -f1)" \
     "$(field "$WORK/$sys.run.json" latency_ms.p99)" "$(field "$WORK/$sys.run.json" latency_ms.max)" \
     "$changes" "$rss_loaded" "$rss_max" "$rss_end" "$data" "$restart_ms" "$join_ms" \
-    "$join_rate MB/s, $(field "$WORK/$sys.join.json" errors) errors" "$stream_growth" >>"$WORK/results"
+    "$join_rate MB/s, $(field "$WORK/$sys.join.json" errors) errors" "$stream_growth" "$defrag" >>"$WORK/results"
 }
 
 : >"$WORK/results"
@@ -193,6 +217,6 @@ done
 echo
 echo "$KEYS keys of $VALUE B, then ${DURATION}s of random puts (8 connections, 64 clients)"
 {
-  echo "system|load puts/s|puts|errors|puts/s|p99 ms|max ms|leader changes|RSS MiB loaded|RSS MiB max|RSS MiB end|data MB|restart ms|join ms|join|RangeStream x8 RSS growth"
+  echo "system|load puts/s|puts|errors|puts/s|p99 ms|max ms|leader changes|RSS MiB loaded|RSS MiB max|RSS MiB end|data MB|restart ms|join ms|join|RangeStream x8 RSS growth|defragment of the leader"
   cat "$WORK/results"
 } | column -t -s '|'

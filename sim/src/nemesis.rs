@@ -240,6 +240,28 @@ async fn run_random(
 }
 
 /// The server `target` names now (`None`: it asked for the leader and there is none).
+/// One Maintenance call from the control node to `url`, within `timeout`: whether it was
+/// answered OK.
+async fn maintenance_call<F, Fut, T>(world: &World, url: String, timeout: Duration, call: F) -> bool
+where
+    F: FnOnce(MaintenanceClient<tonic::transport::Channel>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<T, tonic::Status>> + Send,
+    T: Send + 'static,
+{
+    world
+        .control
+        .spawn(async move {
+            let answered = async { call(MaintenanceClient::connect(url).await.ok()?).await.ok() };
+            tokio::time::timeout(timeout, answered)
+                .await
+                .ok()
+                .flatten()
+                .is_some()
+        })
+        .await
+        .unwrap_or(false)
+}
+
 async fn resolve(world: &World, target: Target, rng: &mut impl Rng) -> Option<usize> {
     let n = world.servers.len();
     match target {
@@ -379,26 +401,14 @@ async fn inject(
                     .member_id(to)
                     .unwrap_or(world.servers[to].config.member_id),
             );
-            let moved = world
-                .control
-                .spawn(async move {
-                    let request = pb::MoveLeaderRequest { target_id: member };
-                    let call = async {
-                        MaintenanceClient::connect(url)
-                            .await
-                            .ok()?
-                            .move_leader(request)
-                            .await
-                            .ok()
-                    };
-                    tokio::time::timeout(Duration::from_secs(5), call)
-                        .await
-                        .ok()
-                        .flatten()
-                        .is_some()
-                })
-                .await
-                .unwrap_or(false);
+            let request = pb::MoveLeaderRequest { target_id: member };
+            let moved = maintenance_call(
+                world,
+                url,
+                Duration::from_secs(5),
+                move |mut client| async move { client.move_leader(request).await },
+            )
+            .await;
             tokio::time::sleep(hold).await;
             format!(
                 "transfer leader {} -> {} ({})",
@@ -412,25 +422,13 @@ async fn inject(
                 return "defragment: no such server".into();
             };
             let url = world.servers[i].client_url();
-            let done = world
-                .control
-                .spawn(async move {
-                    let call = async {
-                        MaintenanceClient::connect(url)
-                            .await
-                            .ok()?
-                            .defragment(pb::DefragmentRequest {})
-                            .await
-                            .ok()
-                    };
-                    tokio::time::timeout(Duration::from_secs(10), call)
-                        .await
-                        .ok()
-                        .flatten()
-                        .is_some()
-                })
-                .await
-                .unwrap_or(false);
+            let done = maintenance_call(
+                world,
+                url,
+                Duration::from_secs(10),
+                |mut client| async move { client.defragment(pb::DefragmentRequest {}).await },
+            )
+            .await;
             tokio::time::sleep(hold).await;
             let outcome = if done { "done" } else { "failed" };
             format!("defragment {} ({outcome})", name(i))

@@ -190,30 +190,18 @@ fn crash_seed(seed: u64) -> Result<(), String> {
     if begun == Some(reopened.applied_index()) {
         durable_index = reopened.applied_index();
     }
-    // The reference store as it was at the last durable commit.
-    let mut expected = Store::new(config());
-    for (i, command) in commands.iter().take(durable_index as usize).enumerate() {
-        expected.apply(i as u64 + 1, 0, command);
-    }
     if reopened.applied_index() != durable_index {
         return Err(format!(
             "reopened at applied index {}, the last durable commit was at {durable_index}",
             reopened.applied_index()
         ));
     }
-    if observe(&reopened) != observe(&expected) {
-        return Err(format!(
-            "reopened store differs from the durable state:\n{}\n{}",
-            observe(&reopened),
-            observe(&expected)
-        ));
-    }
-    Ok(())
+    matches_the_first(&reopened, &commands, durable_index)
 }
 
-#[test]
-fn a_crash_leaves_the_store_at_its_last_durable_commit() {
-    let seeds: Vec<u64> = match std::env::var("KEEL_STORAGE_SEED") {
+/// The seeds of a crash test: `KEEL_STORAGE_SEED`, or the first `KEEL_STORAGE_SEEDS` (40).
+fn crash_seeds() -> Vec<u64> {
+    match std::env::var("KEEL_STORAGE_SEED") {
         Ok(seed) => vec![seed.parse().unwrap()],
         Err(_) => {
             let count = std::env::var("KEEL_STORAGE_SEEDS")
@@ -222,8 +210,28 @@ fn a_crash_leaves_the_store_at_its_last_durable_commit() {
                 .unwrap_or(40);
             (0..count).collect()
         }
-    };
-    for seed in seeds {
+    }
+}
+
+/// Whether `reopened` is the store in memory after the first `kept` of `commands`.
+fn matches_the_first(reopened: &Store, commands: &[Command], kept: u64) -> Result<(), String> {
+    let mut expected = Store::new(config());
+    for (i, command) in commands.iter().take(kept as usize).enumerate() {
+        expected.apply(i as u64 + 1, 0, command);
+    }
+    if observe(reopened) != observe(&expected) {
+        return Err(format!(
+            "reopened store differs from the state at {kept}:\n{}\n{}",
+            observe(reopened),
+            observe(&expected)
+        ));
+    }
+    Ok(())
+}
+
+#[test]
+fn a_crash_leaves_the_store_at_its_last_durable_commit() {
+    for seed in crash_seeds() {
         if let Err(problem) = crash_seed(seed) {
             panic!(
                 "engine crash seed {seed}: {problem}\nrerun: KEEL_STORAGE_SEED={seed} cargo \
@@ -438,7 +446,7 @@ fn defragment_under_writes<D: Disk + Send + 'static>(mut disk: D, seed: u64) {
         values_before,
         "a view of the replaced file reads on"
     );
-    assert_eq!(leftovers(&mut disk), vec!["store.redb.old".to_string()]);
+    assert_eq!(leftovers(&mut disk), vec!["store.redb.old.1".to_string()]);
     drop(view);
     assert!(
         leftovers(&mut disk).is_empty(),
@@ -526,17 +534,7 @@ fn defragment_crash_seed(seed: u64) -> Result<(), String> {
             defragmenting.map(|d| d.outcome())
         ));
     }
-    let mut expected = Store::new(config());
-    for (i, command) in commands.iter().take(kept as usize).enumerate() {
-        expected.apply(i as u64 + 1, 0, command);
-    }
-    if observe(&reopened) != observe(&expected) {
-        return Err(format!(
-            "reopened store differs from the state at {kept}:\n{}\n{}",
-            observe(&reopened),
-            observe(&expected)
-        ));
-    }
+    matches_the_first(&reopened, &commands, kept)?;
     let left = leftovers(&mut after_crash);
     if !left.is_empty() {
         return Err(format!("files left behind: {left:?}"));
@@ -546,17 +544,7 @@ fn defragment_crash_seed(seed: u64) -> Result<(), String> {
 
 #[test]
 fn a_crash_during_a_defragment_leaves_a_whole_store() {
-    let seeds: Vec<u64> = match std::env::var("KEEL_STORAGE_SEED") {
-        Ok(seed) => vec![seed.parse().unwrap()],
-        Err(_) => {
-            let count = std::env::var("KEEL_STORAGE_SEEDS")
-                .ok()
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(40);
-            (0..count).collect()
-        }
-    };
-    for seed in seeds {
+    for seed in crash_seeds() {
         if let Err(problem) = defragment_crash_seed(seed) {
             panic!(
                 "defragment crash seed {seed}: {problem}\nrerun: KEEL_STORAGE_SEED={seed} cargo \
@@ -593,9 +581,16 @@ fn opening_finishes_or_undoes_a_defragment_a_crash_interrupted() {
         // Step 1 done: the copy is whole.
         (&[("store.redb", &old), ("store.redb.next", &copy)], 2),
         // Step 2 done.
-        (&[("store.redb.old", &old), ("store.redb.next", &copy)], 2),
-        // Step 3 done, the old file not yet removed.
-        (&[("store.redb.old", &old), ("store.redb", &copy)], 2),
+        (&[("store.redb.old.1", &old), ("store.redb.next", &copy)], 2),
+        // Step 3 done, the old file not yet removed (and one of an earlier defragment).
+        (
+            &[
+                ("store.redb.old.1", &old),
+                ("store.redb.old.2", &old),
+                ("store.redb", &copy),
+            ],
+            2,
+        ),
     ];
     for (files, applied) in cases {
         let mut disk = SimDisk::new(SimDiskConfig::new(6, Faults::none()));
@@ -610,4 +605,35 @@ fn opening_finishes_or_undoes_a_defragment_a_crash_interrupted() {
         drop(reopened);
         assert!(leftovers(&mut disk).is_empty(), "{files:?}");
     }
+}
+
+/// A defragment of an engine nothing writes to: it ends, and the engine then reads the new
+/// file, so the old one closes and goes without any commit.
+#[test]
+fn an_idle_engine_lets_go_of_the_file_a_defragment_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut disk = FsDisk::open(dir.path()).unwrap();
+    let mut store = open_defragmenting(disk.share().unwrap(), 4096);
+    for index in 1..=200 {
+        store.apply(index, 0, &put(format!("k{index:03}"), 1000));
+    }
+    store.commit(true).unwrap();
+    let before = observe(&store);
+    let defragmenting = store.begin_defragment().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while defragmenting.outcome().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the defragment never ended"
+        );
+        std::thread::yield_now();
+    }
+    assert_eq!(defragmenting.outcome(), Some(Ok(())));
+    store.commit_done().unwrap();
+    assert!(
+        leftovers(&mut disk).is_empty(),
+        "{:?}",
+        leftovers(&mut disk)
+    );
+    assert_eq!(observe(&store), before);
 }

@@ -35,6 +35,15 @@ impl Store {
         })
     }
 
+    /// Whether physical compaction is behind the compact revision (a quiet server moves it
+    /// on with [`Store::compaction_step`] and engine commits, which move the index revision
+    /// it may be waiting for).
+    pub fn compaction_behind(&self) -> bool {
+        self.failure().is_none()
+            && self.compact_rev > 0
+            && self.compacted_through != Some(self.compact_rev)
+    }
+
     /// Drops unreachable history for up to `max_revisions` entries of the history log.
     /// Returns true while work remains. [`Store::apply`] calls it after every entry; a
     /// server may call it more when idle.

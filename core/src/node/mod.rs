@@ -448,6 +448,13 @@ impl Node {
         self.store.commit_done()
     }
 
+    /// Moves physical compaction on by up to `revisions` when nothing is applied (it moves
+    /// with applies otherwise). Returns whether it is still behind.
+    pub fn step_store_compaction(&mut self, revisions: usize) -> bool {
+        self.store.compaction_step(revisions);
+        self.store.compaction_behind()
+    }
+
     /// Starts an online defragment of the store's engine (see [`Store::begin_defragment`]).
     pub fn begin_store_defragment(&mut self) -> Result<mvcc::Defragmenting, mvcc::Error> {
         self.store.begin_defragment()

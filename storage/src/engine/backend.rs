@@ -79,6 +79,11 @@ pub(super) trait EngineFile: Send + Sync {
     /// Renames the file to `to` (replacing any file of that name) and syncs the directory.
     fn rename(&self, to: &str) -> io::Result<()>;
 
+    /// Renames the file to the first free name `{prefix}{n}` (n = 1, 2, …) and syncs the
+    /// directory: a name no other file of this kind is left under, so that removing it by
+    /// name later removes this file only.
+    fn rename_aside(&self, prefix: &str) -> io::Result<()>;
+
     /// Marks the file for removal once redb has let go of it.
     fn remove_when_closed(&self);
 
@@ -94,6 +99,22 @@ impl<D: Disk + Send + 'static> EngineFile for Mutex<NamedFile<D>> {
         file.disk.rename(&from, to)?;
         file.disk.sync_dir()?;
         file.name = to.to_string();
+        Ok(())
+    }
+
+    fn rename_aside(&self, prefix: &str) -> io::Result<()> {
+        let mut file = lock(self)?;
+        let taken = file.disk.list()?;
+        let Some(to) = (1..=taken.len() + 1)
+            .map(|n| format!("{prefix}{n}"))
+            .find(|name| !taken.contains(name))
+        else {
+            return Err(io::Error::other("no free name"));
+        };
+        let from = file.name.clone();
+        file.disk.rename(&from, &to)?;
+        file.disk.sync_dir()?;
+        file.name = to;
         Ok(())
     }
 

@@ -8,13 +8,13 @@
 //! and takes the old file's place by renames, each followed by a sync of the directory:
 //!
 //! 1. `<name>.defrag` → `<name>.next`: the copy is whole;
-//! 2. `<name>` → `<name>.old`: views of the old file go on reading it under that name, and it
-//!    is removed once the last of them is gone;
+//! 2. `<name>` → `<name>.old.<n>` (the first free n): views of the old file go on reading it
+//!    under that name, and it is removed once the last of them is gone;
 //! 3. `<name>.next` → `<name>`.
 //!
 //! Opening the engine ([`recover`]) finishes or undoes what a crash interrupted: a `.next`
 //! takes the place of `<name>` (it holds every commit the old file holds, since no commit
-//! reached the old file alone after step 1); `.defrag` and `.old` are removed. A failure
+//! reached the old file alone after step 1); `.defrag` and `.old.<n>` are removed. A failure
 //! before step 1 (no room for the copy, say) abandons the copy and leaves the engine as it
 //! was; a failed rename is the engine's failure, as a failed commit is.
 
@@ -37,23 +37,26 @@ pub(super) const SLICE_BYTES: u64 = 8 * 1024 * 1024;
 pub(super) const COPY_SUFFIX: &str = ".defrag";
 /// The copy, whole, about to take the file's place.
 pub(super) const NEXT_SUFFIX: &str = ".next";
-/// The file the copy replaced, while views of it remain.
-pub(super) const OLD_SUFFIX: &str = ".old";
+/// The file the copy replaced, while views of it remain (`<name>.old.1`, `.old.2`, … when
+/// the views of an earlier one are still reading it).
+pub(super) const OLD_SUFFIX: &str = ".old.";
 
 /// Finishes or undoes a defragment of `name` a crash interrupted (see the module docs).
 pub(super) fn recover<D: Disk>(disk: &mut D, name: &str) -> io::Result<()> {
     let files = disk.list()?;
-    let has = |suffix: &str| files.iter().any(|f| *f == format!("{name}{suffix}"));
     let mut changed = false;
-    if has(NEXT_SUFFIX) {
-        disk.rename(&format!("{name}{NEXT_SUFFIX}"), name)?;
+    let next = format!("{name}{NEXT_SUFFIX}");
+    if files.contains(&next) {
+        disk.rename(&next, name)?;
         changed = true;
     }
-    for suffix in [COPY_SUFFIX, OLD_SUFFIX] {
-        if has(suffix) {
-            disk.remove(&format!("{name}{suffix}"))?;
-            changed = true;
-        }
+    let (copy, old) = (
+        format!("{name}{COPY_SUFFIX}"),
+        format!("{name}{OLD_SUFFIX}"),
+    );
+    for file in files.iter().filter(|f| **f == copy || f.starts_with(&old)) {
+        disk.remove(file)?;
+        changed = true;
     }
     if changed {
         disk.sync_dir()?;
@@ -191,17 +194,17 @@ impl Defragment {
             self.outcome.finish(Err(error.0.clone()));
             error
         };
-        file.rename(&format!("{name}{OLD_SUFFIX}"))
+        file.rename_aside(&format!("{name}{OLD_SUFFIX}"))
             .map_err(|e| renamed("setting aside the defragmented", e))?;
         file.remove_when_closed();
         self.file
             .rename(name)
             .map_err(|e| renamed("putting the defragmented copy in place of", e))?;
-        self.outcome.finish(Ok(()));
         Ok(Ok(Replacement {
             db: self.db,
             file: self.file.clone(),
             size_bytes: self.size_bytes.clone(),
+            outcome: self.outcome.clone(),
         }))
     }
 
@@ -220,4 +223,6 @@ pub(super) struct Replacement {
     pub db: Database,
     pub file: Arc<dyn EngineFile>,
     pub size_bytes: Arc<std::sync::atomic::AtomicU64>,
+    /// To be finished once the engine can see the copy.
+    pub outcome: Defragmenting,
 }

@@ -186,13 +186,16 @@ enum Job {
     },
 }
 
-/// What a commit gives back: a view of redb with it, and how long it took.
-type Flushed = EngineResult<(RedbView, u64)>;
+/// What a commit gives back: a view of redb with it, how long it took, and its number.
+type Flushed = EngineResult<(RedbView, u64, u64)>;
 
 /// What the engine and its writer share.
 struct Shared {
     /// The size of the engine's file, which a defragment replaces.
     size_bytes: Mutex<Arc<AtomicU64>>,
+    /// A view of the defragmented file as it took the old one's place, with the number of
+    /// commits before: an idle engine takes it in, so that the old file can close.
+    switched: Mutex<Option<(u64, RedbView)>>,
 }
 
 impl Shared {
@@ -217,6 +220,8 @@ struct Committer {
     failure: Option<EngineError>,
     shared: Arc<Shared>,
     cache_size_bytes: usize,
+    /// Commits so far.
+    commits: u64,
     location: String,
 }
 
@@ -225,6 +230,7 @@ impl Committer {
         if let Some(e) = &self.failure {
             return Err(e.clone());
         }
+        self.commits += 1;
         let started = Instant::now();
         let read = write_overlay(&self.db, overlay, durable, &self.location)?;
         let mut view = RedbView::new(read, self.db.clone(), &self.location)?;
@@ -239,7 +245,7 @@ impl Committer {
                 view = RedbView::new(read, self.db.clone(), &self.location)?;
             }
         }
-        Ok((view, started.elapsed().as_millis() as u64))
+        Ok((view, started.elapsed().as_millis() as u64, self.commits))
     }
 
     fn begin_defragment(&mut self, outcome: Defragmenting, slice_bytes: u64) {
@@ -287,6 +293,16 @@ impl Committer {
                 if let Ok(mut size) = self.shared.size_bytes.lock() {
                     *size = replacement.size_bytes;
                 }
+                let read = self
+                    .db
+                    .begin_read()
+                    .map_err(|e| fail(&self.location, "beginning a read of", e))?;
+                let view = RedbView::new(read, self.db.clone(), &self.location)?;
+                if let Ok(mut switched) = self.shared.switched.lock() {
+                    *switched = Some((self.commits, view));
+                }
+                // Last: whoever waits for it may look for the view at once.
+                replacement.outcome.finish(Ok(()));
                 Ok(true)
             }
             Err((defragment, why)) => {
@@ -479,6 +495,8 @@ pub struct RedbEngine {
     flusher: Flusher,
     /// A read of redb's last commit.
     base: Arc<RedbView>,
+    /// The writer's commits through `base`.
+    base_commits: u64,
     /// Writes since the last commit began.
     active: Overlay,
     /// Writes of the commit under way.
@@ -535,6 +553,7 @@ impl RedbEngine {
         let base = RedbView::new(base, db.clone(), &location)?;
         let shared = Arc::new(Shared {
             size_bytes: Mutex::new(open.size_bytes),
+            switched: Mutex::new(None),
         });
         let committer = Committer {
             db,
@@ -545,11 +564,13 @@ impl RedbEngine {
             failure: None,
             shared: shared.clone(),
             cache_size_bytes,
+            commits: 0,
             location: location.clone(),
         };
         Ok(RedbEngine {
             flusher: Flusher::new(committer),
             base: Arc::new(base),
+            base_commits: 0,
             active: Overlay::default(),
             frozen: None,
             committing: None,
@@ -581,6 +602,7 @@ impl RedbEngine {
     fn settle(&mut self, wait: bool) -> EngineResult<bool> {
         self.check()?;
         let Some(durable) = self.committing else {
+            self.take_switched_view();
             return Ok(true);
         };
         let Some(result) = self.flusher.result(wait) else {
@@ -589,17 +611,34 @@ impl RedbEngine {
         self.committing = None;
         self.frozen = None;
         match result {
-            Ok((view, took_ms)) => {
+            Ok((view, took_ms, commits)) => {
                 self.base = Arc::new(view);
+                self.base_commits = commits;
                 self.durable = durable;
                 if durable {
                     self.last_commit_ms = Some(took_ms);
                 }
+                self.take_switched_view();
                 Ok(true)
             }
             Err(e) => {
                 self.failure = Some(e.clone());
                 Err(e)
+            }
+        }
+    }
+
+    /// With no commit under way, reads go to a defragmented file once it took the old
+    /// one's place: its view holds what the base holds, unless a commit came after it.
+    fn take_switched_view(&mut self) {
+        let switched = match self.shared.switched.lock() {
+            Ok(mut switched) => switched.take(),
+            Err(_) => None,
+        };
+        if let Some((commits, view)) = switched {
+            if commits >= self.base_commits {
+                self.base = Arc::new(view);
+                self.base_commits = commits;
             }
         }
     }
