@@ -57,7 +57,9 @@ impl Store {
         // Entries at the compact revision stay: a watch may start there.
         let mut batch = Vec::new();
         let mut more = false;
-        self.scan_log(Revision::new(0, 0), &mut |rev, _, key| {
+        // From where the last step stopped: the log rows before it are deleted, and a scan
+        // from the start would walk past every deletion not yet committed, each step.
+        self.scan_log(self.compaction_cursor, &mut |rev, _, key| {
             if rev.main >= target {
                 return false;
             }
@@ -68,6 +70,9 @@ impl Store {
             batch.push((rev, key.to_vec()));
             true
         });
+        if let Some((last, _)) = batch.last() {
+            self.compaction_cursor = Revision::new(last.main, last.sub + 1);
+        }
         let mut keys = BTreeSet::new();
         for (rev, key) in batch {
             self.delete_row(Table::Log, &revision_bytes(rev));

@@ -25,11 +25,12 @@ pub const DEFAULT_QUOTA_BYTES: u64 = 2 * 1024 * 1024 * 1024;
 /// etcd's minimum lease TTL with its default timing (1.5 election timeouts, rounded up).
 pub const DEFAULT_MIN_LEASE_TTL_S: i64 = 2;
 /// Revisions of history physical compaction processes after each applied entry. Small: a
-/// revision costs tens of microseconds in a 1 GB store (index lookups that miss the page
-/// cache), a `Ready` applies up to thousands of entries, and puts wait for their apply (1,000
-/// stalled a 1M-key cluster compacting 3M revisions to a few puts a second). At 10 per entry
-/// compaction still runs ten times as fast as writes come; a quiet member runs it on ticks.
-pub const DEFAULT_COMPACTION_BATCH_REVISIONS: usize = 10;
+/// revision costs tens of microseconds in a large store (index lookups that miss the page
+/// cache, deletions the engine commits write), a `Ready` applies up to thousands of entries,
+/// and puts wait for their apply (1,000 stalled a 1M-key cluster compacting 3M revisions to
+/// a few puts a second, with client timeouts). At 4 per entry compaction still runs four
+/// times as fast as writes come; a quiet member runs it on ticks.
+pub const DEFAULT_COMPACTION_BATCH_REVISIONS: usize = 4;
 /// Bytes of index rows held in memory before a checkpoint writes them to the engine (see
 /// `rows.rs`): about 200k puts' rows, rebuilt from the history log in well under a second
 /// when a store opens.
@@ -120,6 +121,9 @@ pub struct Store {
     /// The compact revision physical compaction last finished at (not persisted: after a
     /// restart the first step looks again).
     pub(crate) compacted_through: Option<i64>,
+    /// The history log's first row physical compaction has not processed (every row before
+    /// it is deleted); local, like `compacted_through`.
+    pub(crate) compaction_cursor: Revision,
     /// Index rows waiting for an index checkpoint; reads merge them over the engine (see
     /// `rows.rs`).
     pub(crate) deferred: Overlay,
@@ -208,6 +212,7 @@ impl Store {
             alarms: BTreeSet::new(),
             applied_index: 0,
             compacted_through: None,
+            compaction_cursor: Revision::new(0, 0),
             deferred: Overlay::default(),
             index_rev: 1,
             index_cycle: None,

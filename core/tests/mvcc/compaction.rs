@@ -112,3 +112,28 @@ fn hash_kv_covers_history_up_to_a_revision_and_refuses_compacted_ones() {
     let r = h.store.hash_kv(0).unwrap();
     assert_eq!((r.compact_revision, r.hash_revision), (3, 3));
 }
+
+/// A revision with many entries (a delete of a range) split across compaction steps: each
+/// step goes on from where the last stopped, within the revision too, so the history log
+/// keeps nothing below the compact revision.
+#[test]
+fn compaction_steps_resume_inside_a_revision_with_many_entries() {
+    let config = StoreConfig {
+        compaction_batch_revisions: 3,
+        ..StoreConfig::default()
+    };
+    let mut h = Harness::with_config(config);
+    for i in 0..10 {
+        h.put(&format!("k{i}"), "v");
+    }
+    h.delete("k", "l");
+    h.put("x", "1");
+    h.compact(h.rev()).unwrap();
+    while h.store.compaction_step(3) {}
+    let stats = h.store.stats();
+    assert_eq!(
+        stats.history_log_entries, 1,
+        "only x's put stays: {stats:?}"
+    );
+    assert_eq!(stats.entries, 1, "{stats:?}");
+}
