@@ -36,7 +36,7 @@ pub use backend::DiskBackend;
 use backend::EngineFile;
 pub use bulk::BulkWriter;
 use defragment::Defragment;
-use keel_core::mvcc::overlay::{empty_range, scan_merged, Found, Merged, Overlay};
+use keel_core::mvcc::overlay::{empty_range, scan_merged, Found, Merged, Overlay, Pending};
 
 use crate::disk::Disk;
 
@@ -57,6 +57,26 @@ fn fail(location: &str, what: &str, error: impl fmt::Display) -> EngineError {
     EngineError(format!("{what} {location}: {error}"))
 }
 
+/// Writes `rows` of `table` (a value, or `None` for a deletion) in `txn`.
+fn write_table<'a>(
+    txn: &WriteTransaction,
+    table: Table,
+    rows: impl Iterator<Item = (&'a Vec<u8>, &'a Pending)>,
+    location: &str,
+) -> EngineResult<()> {
+    let mut open = txn
+        .open_table(definition(table))
+        .map_err(|e| fail(location, "opening a table of", e))?;
+    for (key, pending) in rows {
+        match pending {
+            Some(value) => open.insert(key.as_slice(), value.as_slice()).map(drop),
+            None => open.remove(key.as_slice()).map(drop),
+        }
+        .map_err(|e| fail(location, "writing", e))?;
+    }
+    Ok(())
+}
+
 /// Writes the rows of `overlay` that `keep` accepts into redb in one transaction (none if
 /// it accepts none).
 fn write_rows(
@@ -66,38 +86,22 @@ fn write_rows(
     location: &str,
     keep: &dyn Fn(Table, &[u8]) -> bool,
 ) -> EngineResult<()> {
-    let mut txn = None;
-    for table in Table::ALL {
-        let mut rows = overlay
+    let kept = |table| {
+        overlay
             .table(table)
             .iter()
-            .filter(|(key, _)| keep(table, key))
-            .peekable();
-        if rows.peek().is_none() {
-            continue;
-        }
-        if txn.is_none() {
-            let begun = db
-                .begin_write()
-                .map_err(|e| fail(location, "beginning a transaction on", e))?;
-            txn = Some(begun);
-        }
-        let Some(txn) = &txn else { continue };
-        let mut open = txn
-            .open_table(definition(table))
-            .map_err(|e| fail(location, "opening a table of", e))?;
-        for (key, pending) in rows {
-            match pending {
-                Some(value) => open.insert(key.as_slice(), value.as_slice()).map(drop),
-                None => open.remove(key.as_slice()).map(drop),
-            }
-            .map_err(|e| fail(location, "writing", e))?;
-        }
+            .filter(move |(key, _)| keep(table, key))
+    };
+    if Table::ALL.iter().all(|&table| kept(table).next().is_none()) {
+        return Ok(());
     }
-    match txn {
-        Some(txn) => commit_txn(txn, durable, location),
-        None => Ok(()),
+    let txn = db
+        .begin_write()
+        .map_err(|e| fail(location, "beginning a transaction on", e))?;
+    for table in Table::ALL {
+        write_table(&txn, table, kept(table), location)?;
     }
+    commit_txn(txn, durable, location)
 }
 
 /// Writes `overlay` into redb in one transaction (every table opened, so that a new file has
@@ -112,16 +116,7 @@ fn write_overlay(
         .begin_write()
         .map_err(|e| fail(location, "beginning a transaction on", e))?;
     for table in Table::ALL {
-        let mut rows = txn
-            .open_table(definition(table))
-            .map_err(|e| fail(location, "opening a table of", e))?;
-        for (key, pending) in overlay.table(table) {
-            match pending {
-                Some(value) => rows.insert(key.as_slice(), value.as_slice()).map(drop),
-                None => rows.remove(key.as_slice()).map(drop),
-            }
-            .map_err(|e| fail(location, "writing", e))?;
-        }
+        write_table(&txn, table, overlay.table(table).iter(), location)?;
     }
     commit_txn(txn, durable, location)?;
     db.begin_read()
@@ -233,16 +228,13 @@ impl Committer {
         self.commits += 1;
         let started = Instant::now();
         let read = write_overlay(&self.db, overlay, durable, &self.location)?;
-        let mut view = RedbView::new(read, self.db.clone(), &self.location)?;
+        let view = RedbView::new(read, self.db.clone(), &self.location)?;
         if let Some(defragment) = &self.defragment {
             if let Err(e) = defragment.write_passed(overlay) {
                 self.abandon_defragment(&e.0);
-            } else if defragment.copied_all() && self.finish_defragment()? {
-                let read = self
-                    .db
-                    .begin_read()
-                    .map_err(|e| fail(&self.location, "beginning a read of", e))?;
-                view = RedbView::new(read, self.db.clone(), &self.location)?;
+            } else if defragment.copied_all() {
+                // The engine takes in the copy's view after this commit's (see `settle`).
+                self.finish_defragment()?;
             }
         }
         Ok((view, started.elapsed().as_millis() as u64, self.commits))
@@ -281,10 +273,10 @@ impl Committer {
         Ok(())
     }
 
-    /// Puts the whole copy in place of the file; whether it did (see `defragment.rs`).
-    fn finish_defragment(&mut self) -> EngineResult<bool> {
+    /// Puts the whole copy in place of the file, or abandons it (see `defragment.rs`).
+    fn finish_defragment(&mut self) -> EngineResult<()> {
         let Some(defragment) = self.defragment.take() else {
-            return Ok(false);
+            return Ok(());
         };
         match defragment.take_place_of(&*self.file, &self.name)? {
             Ok(replacement) => {
@@ -303,11 +295,11 @@ impl Committer {
                 }
                 // Last: whoever waits for it may look for the view at once.
                 replacement.outcome.finish(Ok(()));
-                Ok(true)
+                Ok(())
             }
             Err((defragment, why)) => {
                 defragment.abandon(&why);
-                Ok(false)
+                Ok(())
             }
         }
     }
