@@ -2,6 +2,7 @@
 //! v3 gRPC services, the JSON gateway and the command line.
 
 pub mod api;
+pub mod backup;
 #[cfg(not(madsim))]
 pub mod bench;
 pub mod bootstrap;

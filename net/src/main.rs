@@ -46,6 +46,33 @@ mod real {
     enum Command {
         /// Benchmark an etcd v3 endpoint list (keel or etcd), like etcd's `benchmark` tool.
         Bench(keel_net::bench::BenchArgs),
+        /// Inspect or restore a saved snapshot (etcd's format, from keel or etcd), like
+        /// `etcdutl snapshot`.
+        Snapshot {
+            #[command(subcommand)]
+            command: SnapshotCommand,
+        },
+    }
+
+    #[derive(clap::Subcommand, Debug)]
+    enum SnapshotCommand {
+        /// Create a new member's data dir from a saved snapshot.
+        Restore(keel_net::backup::restore::RestoreArgs),
+        /// Print a saved snapshot's hash, revision, total keys and size.
+        Status {
+            /// The saved snapshot.
+            file: std::path::PathBuf,
+            /// Output format.
+            #[arg(short = 'w', long = "write-out", value_enum, default_value = "simple")]
+            write_out: StatusFormat,
+        },
+    }
+
+    #[derive(clap::ValueEnum, Clone, Copy, Debug)]
+    enum StatusFormat {
+        Simple,
+        Table,
+        Json,
     }
 
     pub fn main() -> ExitCode {
@@ -54,8 +81,10 @@ mod real {
             Ok(cli) => cli,
             Err(error) => error.exit(),
         };
-        if let Some(Command::Bench(args)) = cli.command {
-            return bench(args);
+        match cli.command {
+            Some(Command::Bench(args)) => return bench(args),
+            Some(Command::Snapshot { command }) => return snapshot(command),
+            None => {}
         }
         let config = match cli.serve.resolve() {
             Ok(config) => config,
@@ -123,6 +152,64 @@ mod real {
     /// Measured with `keel bench put` at 8 connections / 64 clients against 3 members on a
     /// 2-core VM (six interleaved pairs): 14,900 → 17,000 puts/s, the three servers' CPU per
     /// put 83 → 73 µs. The setting needs `--cfg tokio_unstable` (`.cargo/config.toml`).
+    fn snapshot(command: SnapshotCommand) -> ExitCode {
+        match command {
+            SnapshotCommand::Status { file, write_out } => match keel_net::backup::status(&file) {
+                Ok(status) => {
+                    match write_out {
+                        StatusFormat::Simple => println!(
+                            "{:x}, {}, {}, {}",
+                            status.hash,
+                            status.revision,
+                            status.total_key,
+                            keel_net::backup::human_bytes(status.total_size)
+                        ),
+                        StatusFormat::Table => {
+                            print!("{}", keel_net::backup::status_table(&status));
+                        }
+                        StatusFormat::Json => match serde_json::to_string(&status) {
+                            Ok(json) => println!("{json}"),
+                            Err(error) => {
+                                eprintln!("keel: {error}");
+                                return ExitCode::FAILURE;
+                            }
+                        },
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("keel: {error}");
+                    ExitCode::FAILURE
+                }
+            },
+            SnapshotCommand::Restore(args) => match keel_net::backup::restore::restore(&args) {
+                Ok(restored) => {
+                    println!(
+                        "restored snapshot {} into {}: {} keys with history, {} leases, revision {}{}, member \
+                         {:x} of cluster {:x}",
+                        args.file.display(),
+                        restored.data_dir.display(),
+                        restored.keys,
+                        restored.leases,
+                        restored.revision,
+                        if restored.compact_revision > 0 {
+                            format!(" (compacted at {})", restored.compact_revision)
+                        } else {
+                            String::new()
+                        },
+                        restored.member_id,
+                        restored.cluster_id
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("keel: {error:#}");
+                    ExitCode::FAILURE
+                }
+            },
+        }
+    }
+
     fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         let mut builder = tokio::runtime::Builder::new_multi_thread();
         #[cfg(tokio_unstable)]
@@ -173,6 +260,13 @@ mod real {
 
     async fn serve(config: ServerConfig) -> anyhow::Result<Ended> {
         refuse_an_etcd_data_dir(&config.data_dir)?;
+        if config.data_dir.is_dir() {
+            let removed = keel_net::backup::remove_stale_exports(&config.data_dir)
+                .context("cannot remove the files of interrupted snapshot streams")?;
+            if removed > 0 {
+                info!(removed, "removed the files of interrupted snapshot streams");
+            }
+        }
         let disk = FsDisk::open(&config.data_dir)
             .with_context(|| format!("cannot open the data dir {}", config.data_dir.display()))?;
         let clients = bind_all(&config.listen_client)
@@ -217,8 +311,9 @@ mod real {
             anyhow::bail!(
                 "{} holds an etcd data dir ({} exists), which keel cannot read. To move its \
                  data to keel, take a snapshot of the etcd cluster (`etcdctl snapshot save`) \
-                 and copy it over with `etcdctl make-mirror`, or start keel on another data dir \
-                 (see the README's operations section)",
+                 restore it with `keel snapshot restore`, or copy the keys over with `etcdctl \
+                 make-mirror`, or start keel on another data dir (see the README's operations \
+                 section)",
                 data_dir.display(),
                 found.display()
             );

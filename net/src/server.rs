@@ -329,6 +329,7 @@ pub async fn start_hooked<D: Disk + Send + 'static>(
         cluster_id: cluster_id.clone(),
         member_id,
         cluster_token: config.cluster_token.clone(),
+        backup_dir: config.data_dir.clone(),
         client_cert_auth: config
             .client_tls
             .as_ref()

@@ -785,7 +785,7 @@ async fn defragment_shrinks_the_data_file_and_keeps_the_data() {
 }
 
 #[tokio::test]
-async fn a_snapshot_streams_the_image_and_its_sha256() {
+async fn a_snapshot_streams_etcds_database_file_and_its_sha256() {
     let server = TestServer::start().await;
     for i in 0..50 {
         server.put(&format!("s{i}"), &[b'x'; 1024], 0).await;
@@ -807,10 +807,18 @@ async fn a_snapshot_streams_the_image_and_its_sha256() {
     assert_eq!(remaining.last(), Some(&0));
     let body: Vec<u8> = chunks.iter().flat_map(|m| m.blob.to_vec()).collect();
     assert!(body.len() > 50 * 1024);
-    assert_eq!(&body[..8], b"KEELSNAP");
-    // etcdctl finds the checksum by the body being whole 512-byte sectors.
-    assert_eq!(body.len() % 512, 0);
+    // A bbolt file as etcd writes it: bbolt's magic in the first meta page, whole pages
+    // (etcdctl finds the checksum by the body being whole 512-byte sectors).
+    assert_eq!(body[16..20], 0xED0C_DAEDu32.to_le_bytes());
+    assert_eq!(body.len() % 4096, 0);
     assert_eq!(checksum.blob.as_ref(), Sha256::digest(&body).as_slice());
+    let dir = tempfile::tempdir().unwrap();
+    let saved = dir.path().join("saved.db");
+    std::fs::write(&saved, [body.as_slice(), checksum.blob.as_ref()].concat()).unwrap();
+    let status = keel_net::backup::status(&saved).unwrap();
+    assert_eq!(status.revision, 51, "the 50 puts' last revision");
+    // 50 versions, and the meta, auth, cluster and members rows.
+    assert!(status.total_key > 50, "{status:?}");
     server.stop().await;
 }
 

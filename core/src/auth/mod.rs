@@ -167,6 +167,29 @@ pub struct AuthStatus {
 }
 
 impl AuthStore {
+    /// An auth store as a backup holds it.
+    pub fn from_parts(
+        enabled: bool,
+        revision: u64,
+        users: BTreeMap<String, User>,
+        roles: BTreeMap<String, Role>,
+    ) -> AuthStore {
+        AuthStore {
+            enabled,
+            revision: revision.max(1),
+            users,
+            roles,
+        }
+    }
+
+    pub fn users(&self) -> &BTreeMap<String, User> {
+        &self.users
+    }
+
+    pub fn roles(&self) -> &BTreeMap<String, Role> {
+        &self.roles
+    }
+
     pub fn is_enabled(&self) -> bool {
         self.enabled
     }

@@ -23,6 +23,7 @@ mod codec;
 mod compaction;
 mod engine;
 mod error;
+mod export;
 mod hash;
 mod history;
 mod key_index;
@@ -45,6 +46,7 @@ pub use engine::{
     Defragmenting, Engine, EngineError, EngineResult, MemEngine, MemView, Read, Table, View, Visit,
 };
 pub use error::{DecodeError, Error, GrpcCode, SnapshotError, WatchError};
+pub use export::LeaseRecord;
 pub use history::{CatchUp, EventFilter};
 pub use key_index::ENTRY_OVERHEAD_BYTES;
 pub use lease::{KeepAliveOutcome, MAX_LEASE_TTL_S};
@@ -52,6 +54,7 @@ pub use quota::{CLUSTER_ALARM_MEMBER_ID, LEASE_OVERHEAD_BYTES};
 pub use range_stream::{ChunkLimits, RangeCursor, RangeStreamChunk, RangeStreamEnd};
 pub use request::*;
 pub use revision::{KeyRange, RangeEnd, Revision};
+pub use snapshot::{compacted_history, StoreBuilder, VersionRecord};
 pub use store::{
     node_row_key, Applied, Store, StoreConfig, StoreStats, DEFAULT_COMPACTION_BATCH_REVISIONS,
     DEFAULT_EXPIRED_LEASE_RETRY_MS, DEFAULT_INDEX_CHECKPOINT_BYTES, DEFAULT_MIN_LEASE_TTL_S,

@@ -9,7 +9,6 @@
 //! breaks its invariants. Lease timers and compaction backlog are not part of it: a
 //! restored store is a follower with fully compacted history.
 
-use std::collections::BTreeSet;
 use std::ops::Bound;
 
 use bincode::Options;
@@ -43,17 +42,25 @@ struct Body {
 #[derive(Serialize, Deserialize)]
 struct SnapKey {
     key: Bytes,
-    entries: Vec<SnapEntry>,
+    entries: Vec<VersionRecord>,
 }
 
-#[derive(Serialize, Deserialize)]
-struct SnapEntry {
-    main: i64,
-    sub: i64,
-    create_revision: i64,
-    version: i64,
-    lease: i64,
-    value: Bytes,
+/// One version of a key as a snapshot carries it: a tombstone has version 0, no create
+/// revision, lease or value.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionRecord {
+    pub main: i64,
+    pub sub: i64,
+    pub create_revision: i64,
+    pub version: i64,
+    pub lease: i64,
+    pub value: Bytes,
+}
+
+impl VersionRecord {
+    pub fn is_tombstone(&self) -> bool {
+        self.version == 0
+    }
 }
 
 /// What [`Store::snapshot`] writes: [`Body`]'s encoding, serialized straight from the store
@@ -121,7 +128,7 @@ impl Serialize for KeyRef<'_> {
     }
 }
 
-/// Encoded as `Vec<SnapEntry>`.
+/// Encoded as `Vec<VersionRecord>`.
 struct EntriesRef<'a>(&'a [Entry]);
 
 impl Serialize for EntriesRef<'_> {
@@ -134,13 +141,13 @@ impl Serialize for EntriesRef<'_> {
     }
 }
 
-/// Encoded as `SnapEntry`.
+/// Encoded as `VersionRecord`.
 struct EntryRef<'a>(&'a Entry);
 
 impl Serialize for EntryRef<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let e = self.0;
-        let mut entry = serializer.serialize_struct("SnapEntry", 6)?;
+        let mut entry = serializer.serialize_struct("VersionRecord", 6)?;
         entry.serialize_field("main", &e.rev.main)?;
         entry.serialize_field("sub", &e.rev.sub)?;
         entry.serialize_field("create_revision", &e.create_revision)?;
@@ -269,52 +276,160 @@ fn decode(bytes: &[u8]) -> Result<Body, SnapshotError> {
         })
 }
 
-fn build(body: Body, mut store: Store) -> Result<Store, SnapshotError> {
-    if body.current_rev < 1 || body.compact_rev < -1 || body.compact_rev > body.current_rev {
-        return Err(invalid(format!(
-            "revisions out of order: compact {} current {}",
-            body.compact_rev, body.current_rev
-        )));
+fn build(body: Body, store: Store) -> Result<Store, SnapshotError> {
+    let mut builder = StoreBuilder::on(store, body.current_rev, body.compact_rev)?;
+    for l in &body.leases {
+        builder.lease(l.id, l.ttl_s, l.remaining_ttl_s)?;
     }
-    if store.row(Table::Meta, b"store").is_some() {
-        return Err(invalid("the engine restored into already holds a store"));
+    for snap in body.keys {
+        builder.key(snap.key, &snap.entries)?;
     }
+    builder.alarms(&body.alarms)?;
+    let mut store = builder.finish()?;
     store.applied_index = body.applied_index;
-    store.current_rev = body.current_rev;
-    store.compact_rev = body.compact_rev;
-    restore_leases(&mut store, &body.leases)?;
-    let mut previous: Option<&Bytes> = None;
-    for snap in &body.keys {
-        if snap.key.is_empty() || previous.is_some_and(|p| p >= &snap.key) {
-            return Err(invalid("keys empty or not strictly ascending"));
-        }
-        previous = Some(&snap.key);
-        let entries = validate_history(snap, body.current_rev, body.compact_rev)?;
-        account_history(&mut store, &snap.key, &entries)?;
-    }
-    restore_alarms(&mut store, &body.alarms)?;
-    // Versions at or before the compact revision have no log row to rebuild their index
-    // rows from: they go to the engine now.
-    store.checkpoint_index();
-    store.commit(false).map_err(|e| invalid(e.to_string()))?;
     Ok(store)
 }
 
-fn restore_leases(store: &mut Store, leases: &[SnapLease]) -> Result<(), SnapshotError> {
-    let mut seen = BTreeSet::new();
-    for l in leases {
-        if l.id == 0 || l.ttl_s <= 0 || l.remaining_ttl_s < 0 || !seen.insert(l.id) {
-            return Err(invalid(format!("lease {} is malformed or repeated", l.id)));
+/// A store written from versions read elsewhere — a snapshot, or a backup in etcd's format:
+/// leases first, then every key with its history in key order. Each key's history is
+/// checked as a snapshot's is, so a damaged or hand-made source gives a [`SnapshotError`],
+/// never a store that breaks its invariants.
+pub struct StoreBuilder {
+    store: Store,
+    current_rev: i64,
+    compact_rev: i64,
+    previous_key: Option<Bytes>,
+    keys_written: u64,
+    bytes_since_commit: u64,
+}
+
+/// A builder commits its engine after about this many bytes, so no one transaction holds
+/// a whole store.
+const BUILDER_COMMIT_BYTES: u64 = 64 * 1024 * 1024;
+
+impl std::fmt::Debug for StoreBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreBuilder")
+            .field("current_rev", &self.current_rev)
+            .field("compact_rev", &self.compact_rev)
+            .field("keys_written", &self.keys_written)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StoreBuilder {
+    /// A store at `current_rev`, compacted at `compact_rev`, written into `engine`, which
+    /// must hold no store.
+    pub fn new(
+        engine: Box<dyn Engine>,
+        config: StoreConfig,
+        current_rev: i64,
+        compact_rev: i64,
+    ) -> Result<StoreBuilder, SnapshotError> {
+        StoreBuilder::on(Store::empty(engine, config), current_rev, compact_rev)
+    }
+
+    fn on(
+        mut store: Store,
+        current_rev: i64,
+        compact_rev: i64,
+    ) -> Result<StoreBuilder, SnapshotError> {
+        if current_rev < 1 || compact_rev < -1 || compact_rev > current_rev {
+            return Err(invalid(format!(
+                "revisions out of order: compact {compact_rev} current {current_rev}"
+            )));
+        }
+        if store.row(Table::Meta, b"store").is_some() {
+            return Err(invalid("the engine restored into already holds a store"));
+        }
+        store.current_rev = current_rev;
+        store.compact_rev = compact_rev;
+        Ok(StoreBuilder {
+            store,
+            current_rev,
+            compact_rev,
+            previous_key: None,
+            keys_written: 0,
+            bytes_since_commit: 0,
+        })
+    }
+
+    /// A lease granted for `ttl_s`, with `remaining_ttl_s` checkpointed (0: none). Leases
+    /// come before the keys attached to them.
+    pub fn lease(
+        &mut self,
+        id: i64,
+        ttl_s: i64,
+        remaining_ttl_s: i64,
+    ) -> Result<(), SnapshotError> {
+        if id == 0 || ttl_s <= 0 || remaining_ttl_s < 0 || self.store.lessor.contains(id) {
+            return Err(invalid(format!("lease {id} is malformed or repeated")));
+        }
+        if self.previous_key.is_some() {
+            return Err(invalid(format!("lease {id} comes after keys")));
         }
         let lease = Lease {
-            ttl_s: l.ttl_s,
-            remaining_ttl_s: l.remaining_ttl_s,
+            ttl_s,
+            remaining_ttl_s,
         };
-        store.save_lease(l.id, &lease);
-        store.lessor.insert_restored(l.id, lease);
+        self.store.save_lease(id, &lease);
+        self.store.lessor.insert_restored(id, lease);
+        self.store.size_bytes += LEASE_OVERHEAD_BYTES;
+        Ok(())
     }
-    store.size_bytes += LEASE_OVERHEAD_BYTES * leases.len() as u64;
-    Ok(())
+
+    /// One key's history, oldest first; keys come in strictly ascending order.
+    pub fn key(&mut self, key: Bytes, history: &[VersionRecord]) -> Result<(), SnapshotError> {
+        if key.is_empty() || self.previous_key.as_ref().is_some_and(|p| p >= &key) {
+            return Err(invalid("keys empty or not strictly ascending"));
+        }
+        let entries = validate_history(&key, history, self.current_rev, self.compact_rev)?;
+        account_history(&mut self.store, &key, &entries)?;
+        self.keys_written += 1;
+        self.bytes_since_commit += entries.iter().map(|e| e.size_bytes(key.len())).sum::<u64>();
+        self.previous_key = Some(key);
+        if self.bytes_since_commit >= BUILDER_COMMIT_BYTES {
+            self.bytes_since_commit = 0;
+            self.store
+                .commit(false)
+                .map_err(|e| invalid(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    pub fn alarms(&mut self, alarms: &[AlarmMember]) -> Result<(), SnapshotError> {
+        restore_alarms(&mut self.store, alarms)
+    }
+
+    /// Keys written so far.
+    pub fn keys_written(&self) -> u64 {
+        self.keys_written
+    }
+
+    /// The store, its engine committed (not durably: the caller decides when).
+    pub fn finish(mut self) -> Result<Store, SnapshotError> {
+        // Versions at or before the compact revision have no log row to rebuild their
+        // index rows from: they go to the engine now.
+        self.store.checkpoint_index();
+        self.store
+            .commit(false)
+            .map_err(|e| invalid(e.to_string()))?;
+        Ok(self.store)
+    }
+}
+
+/// The part of a key's history (oldest first) compaction at `compact_rev` keeps: what a
+/// source compacted but not yet cleaned up (as etcd's file can be) still holds is dropped.
+pub fn compacted_history(history: &[VersionRecord], compact_rev: i64) -> &[VersionRecord] {
+    let at_or_before = history.partition_point(|e| e.main <= compact_rev);
+    let Some(latest) = at_or_before.checked_sub(1).map(|i| &history[i]) else {
+        return history;
+    };
+    if latest.is_tombstone() && latest.main < compact_rev {
+        &history[at_or_before..]
+    } else {
+        &history[at_or_before - 1..]
+    }
 }
 
 fn restore_alarms(store: &mut Store, alarms: &[AlarmMember]) -> Result<(), SnapshotError> {
@@ -330,13 +445,14 @@ fn restore_alarms(store: &mut Store, alarms: &[AlarmMember]) -> Result<(), Snaps
 /// Checks one key's history: revisions strictly increasing and within bounds, a version
 /// chain that restarts after each tombstone, nothing hidden by compaction.
 fn validate_history(
-    snap: &SnapKey,
+    key: &Bytes,
+    history: &[VersionRecord],
     current_rev: i64,
     compact_rev: i64,
 ) -> Result<Vec<Entry>, SnapshotError> {
-    let bad = |what: &str| invalid(format!("key {:?}: {what}", snap.key));
-    let mut entries: Vec<Entry> = Vec::with_capacity(snap.entries.len());
-    for (i, s) in snap.entries.iter().enumerate() {
+    let bad = |what: &str| invalid(format!("key {key:?}: {what}"));
+    let mut entries: Vec<Entry> = Vec::with_capacity(history.len());
+    for (i, s) in history.iter().enumerate() {
         let rev = Revision::new(s.main, s.sub);
         if s.main < 1 || s.main > current_rev || s.sub < 0 {
             return Err(bad("revision out of range"));
@@ -427,8 +543,8 @@ fn account_history(store: &mut Store, key: &Bytes, entries: &[Entry]) -> Result<
 mod tests {
     use super::*;
 
-    fn entry(main: i64, create_revision: i64, version: i64, lease: i64) -> SnapEntry {
-        SnapEntry {
+    fn entry(main: i64, create_revision: i64, version: i64, lease: i64) -> VersionRecord {
+        VersionRecord {
             main,
             sub: 0,
             create_revision,
@@ -457,7 +573,7 @@ mod tests {
         }
     }
 
-    fn key(name: &'static str, entries: Vec<SnapEntry>) -> SnapKey {
+    fn key(name: &'static str, entries: Vec<VersionRecord>) -> SnapKey {
         SnapKey {
             key: Bytes::from_static(name.as_bytes()),
             entries,

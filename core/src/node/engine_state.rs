@@ -11,7 +11,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::proposal::{decode_large, encode_large};
-use super::{Image, Members, NodeError};
+use super::{Image, Member, Members, NodeError};
 use crate::auth::AuthStore;
 use crate::mvcc::{node_row_key, Read, Store, StoreConfig, Table, View};
 use crate::raft::{ConfState, Index, InitialState, Snapshot, SnapshotMeta, Term};
@@ -149,6 +149,52 @@ pub fn image_of_view(view: Arc<dyn View>, config: StoreConfig) -> Result<Snapsho
         meta: rows.marker().meta,
         data: Bytes::from(encode_large(&image)),
     })
+}
+
+/// A member's whole state as a backup takes it: the store, the members, auth, and the Raft
+/// position they reflect.
+#[derive(Debug)]
+pub struct Backup {
+    pub store: Store,
+    pub members: Members,
+    pub auth: AuthStore,
+    pub applied_index: Index,
+    pub applied_term: Term,
+}
+
+/// The state in `view` (a commit of a node's engine) to be written out as a backup. It
+/// reads nothing yet; writing the backup reads the whole store: do it off the server loop.
+pub fn backup_of_view(view: Arc<dyn View>, config: StoreConfig) -> Result<Backup, NodeError> {
+    let rows = NodeRows::of_view(&*view)?
+        .ok_or_else(|| corrupt("the engine holds no applied state".into()))?;
+    let store = Store::open_view(view, config)?;
+    Ok(Backup {
+        store,
+        members: rows.members,
+        auth: rows.auth,
+        applied_index: rows.applied_index,
+        applied_term: rows.applied_term,
+    })
+}
+
+/// A store restored from a backup, made the engine of a founding member of a new cluster of
+/// `members` (`keel snapshot restore`): the node's rows at the bootstrap index, written into
+/// the store's open transaction. Returns the Raft state to bootstrap the member's log with,
+/// the same on every member restored from the same backup with the same members.
+pub fn found_cluster_on(store: &mut Store, members: &[Member], auth: &AuthStore) -> InitialState {
+    let members = Members::new(members.iter().cloned());
+    let initial =
+        InitialState::bootstrap(members.iter().map(|m| m.id), engine_image(&members, auth));
+    let meta = &initial.snapshot.meta;
+    save(
+        store,
+        (meta.index, meta.term),
+        Some(&members),
+        Some(auth),
+        Some(&meta.conf_state),
+    );
+    store.set_applied_index(meta.index);
+    initial
 }
 
 /// The same, for a store's engine as it is now.

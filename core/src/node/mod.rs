@@ -42,7 +42,9 @@ use crate::raft::{
     Term,
 };
 
-pub use engine_state::{image_of_view, marker_of, snapshot_of_view};
+pub use engine_state::{
+    backup_of_view, found_cluster_on, image_of_view, marker_of, snapshot_of_view, Backup,
+};
 pub use members::{added_member_id, cluster_id, member_id, Member, MemberAttributes, Members};
 pub use proposal::{ConfChangeContext, Proposal, ProposalBody, NO_CLIENT};
 

@@ -1,28 +1,15 @@
 //! The Maintenance service: Status, Alarm, Hash, HashKV, Snapshot, MoveLeader, Defragment.
 //! Downgrade is not offered.
 //!
-//! A snapshot is streamed as etcd streams its database file — chunks with the bytes still to
-//! come, then the SHA-256 of everything as the last message — but what it carries is keel's
-//! (etcd's bolt file has no meaning here), in this envelope, all integers little-endian:
-//!
-//! ```text
-//! offset  0  b"KEELSNAP"
-//!         8  u32 format version (1)
-//!        12  u64 Raft index the image was taken at
-//!        20  u64 Raft term of that index
-//!        28  u64 image length in bytes
-//!        36  image: members and store, as in keel's snapshots (checksummed inside)
-//!            zero bytes up to a multiple of 512 (etcdctl finds the trailing checksum by
-//!            the file size being a multiple of 512 plus 32)
-//! ```
+//! A snapshot is etcd's backend file (see `crate::backup`), streamed as etcd streams it:
+//! chunks with the bytes still to come, then the SHA-256 of the file as the last message.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use keel_core::mvcc::{self, Command};
-use keel_core::node::{image_of_view, Node};
+use keel_core::node::{backup_of_view, Node};
 use keel_core::raft::TransferError;
-use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 use tonic::codegen::tokio_stream;
 use tonic::{Request, Response, Status};
@@ -106,52 +93,6 @@ fn status_of(node: &Node) -> (pb::StatusResponse, u64, i64) {
         downgrade_info: Some(pb::DowngradeInfo::default()),
     };
     (status, raft.term(), store.current_revision())
-}
-
-const SNAPSHOT_MAGIC: &[u8; 8] = b"KEELSNAP";
-const SNAPSHOT_FORMAT_VERSION: u32 = 1;
-/// etcdctl expects the body to be a whole number of 512-byte sectors.
-const SNAPSHOT_ALIGN_BYTES: usize = 512;
-
-/// The envelope around a snapshot image (see the module docs).
-pub fn snapshot_body(index: u64, term: u64, image: &[u8]) -> Bytes {
-    let unpadded = SNAPSHOT_MAGIC.len() + 4 + 8 + 8 + 8 + image.len();
-    let padded = unpadded.div_ceil(SNAPSHOT_ALIGN_BYTES) * SNAPSHOT_ALIGN_BYTES;
-    let mut body = Vec::with_capacity(padded);
-    body.extend_from_slice(SNAPSHOT_MAGIC);
-    body.extend_from_slice(&SNAPSHOT_FORMAT_VERSION.to_le_bytes());
-    body.extend_from_slice(&index.to_le_bytes());
-    body.extend_from_slice(&term.to_le_bytes());
-    body.extend_from_slice(&(image.len() as u64).to_le_bytes());
-    body.extend_from_slice(image);
-    body.resize(padded, 0);
-    Bytes::from(body)
-}
-
-/// `data` as etcd streams a snapshot: chunks with the bytes still to come, then the
-/// SHA-256 of everything as the last message (`etcdctl snapshot restore` checks it).
-pub fn snapshot_messages(data: &Bytes, header: &pb::ResponseHeader) -> Vec<pb::SnapshotResponse> {
-    let total = data.len();
-    let mut messages = Vec::with_capacity(total / SNAPSHOT_CHUNK_BYTES + 2);
-    let mut sent = 0;
-    while sent < total {
-        let end = (sent + SNAPSHOT_CHUNK_BYTES).min(total);
-        messages.push(pb::SnapshotResponse {
-            header: Some(*header),
-            remaining_bytes: (total - end) as u64,
-            blob: data.slice(sent..end),
-            version: String::new(),
-        });
-        sent = end;
-    }
-    let checksum = Sha256::digest(data);
-    messages.push(pb::SnapshotResponse {
-        header: Some(*header),
-        remaining_bytes: 0,
-        blob: Bytes::copy_from_slice(&checksum),
-        version: String::new(),
-    });
-    messages
 }
 
 #[tonic::async_trait]
@@ -283,8 +224,9 @@ impl Maintenance for MaintenanceService {
 
     type SnapshotStream = tonic::codegen::BoxStream<pb::SnapshotResponse>;
 
-    /// Streams this member's state-machine image at its applied index (see the module docs
-    /// for the format).
+    /// Streams this member's state at its applied index as etcd's backend file (see
+    /// `crate::backup::etcd_file`), written off the loop from one commit of the engine,
+    /// then its SHA-256, as etcd does.
     async fn snapshot(
         &self,
         request: Request<pb::SnapshotRequest>,
@@ -293,8 +235,6 @@ impl Maintenance for MaintenanceService {
         self.api
             .require_admin(&self.api.credentials(&request))
             .await?;
-        // A commit of the engine as applied now, read off the loop: building the image
-        // reads the whole store.
         let (view, config, term, revision) = self
             .api
             .handle
@@ -310,16 +250,45 @@ impl Maintenance for MaintenanceService {
             .await
             .map_err(api_status)?;
         let view = view.map_err(|e| store_status(&e))?;
-        let snapshot = crate::snapshot_stream::blocking(move || image_of_view(view, config))
-            .await
-            .ok_or_else(|| Status::internal("building the snapshot failed"))?
-            .map_err(|e| Status::unavailable(format!("etcdserver: {e}")))?;
+        let path = crate::backup::export_path(&self.api.backup_dir);
+        let written = path.clone();
+        let chunks = crate::snapshot_stream::blocking(move || {
+            let backup = backup_of_view(view, config).map_err(|e| e.to_string())?;
+            let version = format!(
+                "{}.0",
+                ETCD_VERSION
+                    .rsplit_once('.')
+                    .map_or(ETCD_VERSION, |(v, _)| v)
+            );
+            crate::backup::etcd_file::write(&written, &backup, &version).map_err(|e| {
+                let _ = std::fs::remove_file(&written);
+                e.to_string()
+            })?;
+            crate::backup::ExportChunks::open(written, SNAPSHOT_CHUNK_BYTES)
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .ok_or_else(|| Status::internal("writing the snapshot failed"))?
+        .map_err(|e| Status::unavailable(format!("etcdserver: cannot write the snapshot: {e}")))?;
+        tracing::info!(
+            path = %path.display(),
+            size_bytes = chunks.total_bytes(),
+            revision,
+            "streaming a snapshot"
+        );
         let header = self.api.header_at(term).header(revision);
-        let meta = &snapshot.meta;
-        let body = snapshot_body(meta.index, meta.term, &snapshot.data);
-        let messages = snapshot_messages(&body, &header);
-        let stream = tokio_stream::iter(messages.into_iter().map(Ok));
-        Ok(Response::new(Box::pin(stream)))
+        let messages = chunks.map(move |chunk| match chunk {
+            Ok(chunk) => Ok(pb::SnapshotResponse {
+                header: Some(header),
+                remaining_bytes: chunk.remaining_bytes,
+                blob: Bytes::from(chunk.blob),
+                version: String::new(),
+            }),
+            Err(e) => Err(Status::internal(format!(
+                "etcdserver: reading the snapshot: {e}"
+            ))),
+        });
+        Ok(Response::new(Box::pin(tokio_stream::iter(messages))))
     }
 
     async fn move_leader(
@@ -379,39 +348,6 @@ fn start_transfer(node: &mut Node, target: u64) -> Result<(), EtcdError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_snapshot_streams_in_chunks_then_its_sha256() {
-        let data = Bytes::from(vec![7u8; SNAPSHOT_CHUNK_BYTES * 2 + 10]);
-        let header = pb::ResponseHeader::default();
-        let messages = snapshot_messages(&data, &header);
-        assert_eq!(messages.len(), 4);
-        let remaining: Vec<u64> = messages.iter().map(|m| m.remaining_bytes).collect();
-        assert_eq!(remaining, vec![SNAPSHOT_CHUNK_BYTES as u64 + 10, 10, 0, 0]);
-        let body: Vec<u8> = messages[..3].iter().flat_map(|m| m.blob.to_vec()).collect();
-        assert_eq!(body, data.to_vec());
-        assert_eq!(messages[3].blob.as_ref(), Sha256::digest(&data).as_slice());
-    }
-
-    #[test]
-    fn the_envelope_is_whole_sectors_and_says_where_the_image_is() {
-        let image = vec![9u8; 1000];
-        let body = snapshot_body(7, 3, &image);
-        assert_eq!(body.len() % SNAPSHOT_ALIGN_BYTES, 0);
-        assert_eq!(&body[..8], b"KEELSNAP");
-        assert_eq!(body[12..20], 7u64.to_le_bytes());
-        assert_eq!(body[20..28], 3u64.to_le_bytes());
-        assert_eq!(body[28..36], 1000u64.to_le_bytes());
-        assert_eq!(&body[36..1036], image.as_slice());
-        assert!(body[1036..].iter().all(|&b| b == 0));
-    }
-
-    #[test]
-    fn an_empty_image_still_gets_its_checksum() {
-        let messages = snapshot_messages(&Bytes::new(), &pb::ResponseHeader::default());
-        assert_eq!(messages.len(), 1);
-        assert_eq!(messages[0].blob.len(), 32);
-    }
 
     #[test]
     fn alarms_read_as_etcd_prints_them() {

@@ -34,6 +34,8 @@ pub struct Api {
     pub member_id: u64,
     /// `--initial-cluster-token`: new members' ids derive from it and their peer URLs.
     pub cluster_token: String,
+    /// Where `Maintenance.Snapshot` writes the file it streams (the data dir).
+    pub backup_dir: std::path::PathBuf,
     /// `--client-cert-auth`: a client certificate's common name names its user (when the
     /// request carries no token), as in etcd.
     pub client_cert_auth: bool,
