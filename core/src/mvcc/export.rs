@@ -6,8 +6,10 @@ use std::ops::Bound;
 
 use bytes::Bytes;
 
+use super::engine::Table;
 use super::key_index::logical_entries;
 use super::revision::Revision;
+use super::rows::{corrupt_row, revision_bytes, revision_from};
 use super::snapshot::VersionRecord;
 use super::store::Store;
 
@@ -20,39 +22,108 @@ pub struct LeaseRecord {
     pub remaining_ttl_s: i64,
 }
 
+/// A version compaction keeps, its value read by [`Store::read_values`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeptVersion {
+    pub key: Bytes,
+    pub record: VersionRecord,
+    pub value_bytes: u64,
+}
+
+impl KeptVersion {
+    pub fn revision(&self) -> Revision {
+        Revision::new(self.record.main, self.record.sub)
+    }
+}
+
 impl Store {
-    /// Every version compaction keeps, as (revision, key), in revision order: the order of
-    /// etcd's backend. Values are not held (a store's values can exceed memory): read each
-    /// with [`Store::version_record`].
-    pub fn kept_versions_by_revision(&self) -> Vec<(Revision, Bytes)> {
+    /// Every version compaction keeps, in revision order (the order of etcd's backend),
+    /// without values: a store's values can exceed memory, so read them a slice at a time
+    /// with [`Store::read_values`]. Reads the key-ordered index once.
+    pub fn kept_versions_by_revision(&self) -> Vec<KeptVersion> {
         let compact_rev = self.compact_rev;
         let mut out = Vec::new();
-        self.for_each_history(b"", Bound::Unbounded, &mut |key, entries| {
+        self.for_each_history_header(b"", Bound::Unbounded, &mut |key, entries| {
             out.extend(
                 logical_entries(entries, compact_rev)
                     .iter()
-                    .map(|e| (e.rev, key.clone())),
+                    .map(|e| KeptVersion {
+                        key: key.clone(),
+                        record: VersionRecord {
+                            main: e.rev.main,
+                            sub: e.rev.sub,
+                            create_revision: e.create_revision,
+                            version: e.version,
+                            lease: e.lease,
+                            value: Bytes::new(),
+                        },
+                        value_bytes: e.value_bytes,
+                    }),
             );
             true
         });
-        out.sort_unstable_by_key(|(rev, _)| *rev);
+        out.sort_unstable_by_key(KeptVersion::revision);
         out
     }
 
-    /// The version of `key` written at exactly `rev`, value included.
-    pub fn version_record(&self, key: &[u8], rev: Revision) -> Option<VersionRecord> {
-        let mut entry = self.version_exactly_at(key, rev)?;
-        if !self.load_value(&mut entry) {
-            return None;
+    /// Fills in the values of `versions` (in revision order) with one scan of the values
+    /// table, which is in revision order too. False when a value is missing or of another
+    /// length than its header says (then [`Store::failure`] says which).
+    pub fn read_values(&self, versions: &mut [KeptVersion]) -> bool {
+        let (Some(first), Some(last)) = (versions.first(), versions.last()) else {
+            return true;
+        };
+        let from = revision_bytes(first.revision());
+        let to = revision_bytes(last.revision());
+        let mut next = 0;
+        let mut ok = true;
+        self.scan_rows(
+            Table::Values,
+            Bound::Included(&from),
+            Bound::Included(&to),
+            false,
+            &mut |row, value| {
+                let Some(rev) = revision_from(row) else {
+                    self.failed(corrupt_row(Table::Values, row));
+                    ok = false;
+                    return false;
+                };
+                while next < versions.len() && versions[next].revision() < rev {
+                    if !versions[next].record.is_tombstone() && versions[next].value_bytes > 0 {
+                        // A version whose value should have come before this row.
+                        break;
+                    }
+                    next += 1;
+                }
+                match versions.get_mut(next) {
+                    Some(v) if v.revision() == rev => {
+                        if v.value_bytes != value.len() as u64 {
+                            self.failed(corrupt_row(Table::Values, row));
+                            ok = false;
+                            return false;
+                        }
+                        v.record.value = Bytes::copy_from_slice(value);
+                        next += 1;
+                        true
+                    }
+                    Some(v) if v.revision() < rev => {
+                        self.failed(corrupt_row(Table::Values, &revision_bytes(v.revision())));
+                        ok = false;
+                        false
+                    }
+                    // A value compaction has dropped but not yet removed.
+                    _ => true,
+                }
+            },
+        );
+        let missing = versions[next.min(versions.len())..]
+            .iter()
+            .find(|v| !v.record.is_tombstone() && v.value_bytes > 0 && v.record.value.is_empty());
+        if let (true, Some(v)) = (ok, missing) {
+            self.failed(corrupt_row(Table::Values, &revision_bytes(v.revision())));
+            ok = false;
         }
-        Some(VersionRecord {
-            main: entry.rev.main,
-            sub: entry.rev.sub,
-            create_revision: entry.create_revision,
-            version: entry.version,
-            lease: entry.lease,
-            value: entry.value,
-        })
+        ok
     }
 
     /// Every lease, by id.

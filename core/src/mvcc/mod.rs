@@ -46,7 +46,7 @@ pub use engine::{
     Defragmenting, Engine, EngineError, EngineResult, MemEngine, MemView, Read, Table, View, Visit,
 };
 pub use error::{DecodeError, Error, GrpcCode, SnapshotError, WatchError};
-pub use export::LeaseRecord;
+pub use export::{KeptVersion, LeaseRecord};
 pub use history::{CatchUp, EventFilter};
 pub use key_index::ENTRY_OVERHEAD_BYTES;
 pub use lease::{KeepAliveOutcome, MAX_LEASE_TTL_S};

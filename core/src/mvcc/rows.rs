@@ -88,7 +88,7 @@ pub(crate) fn revision_bytes(rev: Revision) -> [u8; REVISION_BYTES] {
     out
 }
 
-fn revision_from(bytes: &[u8]) -> Option<Revision> {
+pub(crate) fn revision_from(bytes: &[u8]) -> Option<Revision> {
     if bytes.len() != REVISION_BYTES {
         return None;
     }
@@ -418,6 +418,26 @@ impl Store {
         end: Bound<&[u8]>,
         visit: &mut dyn FnMut(&Bytes, &[Entry]) -> bool,
     ) {
+        self.for_each_history_with(start, end, true, visit);
+    }
+
+    /// [`Store::for_each_history`] without the values (each read is a random one).
+    pub(crate) fn for_each_history_header(
+        &self,
+        start: &[u8],
+        end: Bound<&[u8]>,
+        visit: &mut dyn FnMut(&Bytes, &[Entry]) -> bool,
+    ) {
+        self.for_each_history_with(start, end, false, visit);
+    }
+
+    fn for_each_history_with(
+        &self,
+        start: &[u8],
+        end: Bound<&[u8]>,
+        with_values: bool,
+        visit: &mut dyn FnMut(&Bytes, &[Entry]) -> bool,
+    ) {
         let (from, to) = kv_bounds(start, end);
         let mut current: Option<(Bytes, Vec<Entry>)> = None;
         let mut stopped = false;
@@ -431,7 +451,12 @@ impl Store {
                     self.failed(corrupt_row(Table::Kv, row));
                     return false;
                 };
-                let Some(entry) = self.decode_entry(rev, value) else {
+                let entry = if with_values {
+                    self.decode_entry(rev, value)
+                } else {
+                    entry_from(rev, value)
+                };
+                let Some(entry) = entry else {
                     self.failed(corrupt_row(Table::Kv, row));
                     return false;
                 };

@@ -86,7 +86,7 @@ impl Serialize for KeysRef<'_> {
         let compact_rev = self.store.compact_rev;
         let mut len = 0usize;
         self.store
-            .for_each_history(b"", Bound::Unbounded, &mut |_, entries| {
+            .for_each_history_header(b"", Bound::Unbounded, &mut |_, entries| {
                 len += usize::from(!logical_entries(entries, compact_rev).is_empty());
                 true
             });

@@ -228,25 +228,25 @@ fn write_versions(
     backup: &Backup,
 ) -> Result<(), EtcdFileError> {
     let store = &backup.store;
-    let versions = store.kept_versions_by_revision();
-    for chunk in versions.chunks(ROWS_PER_TRANSACTION) {
-        let mut rows: Rows = Vec::with_capacity(chunk.len());
-        for (rev, key) in chunk {
-            let record = store
-                .version_record(key, *rev)
-                .ok_or_else(|| EtcdFileError::Store {
-                    path: path.display().to_string(),
-                    reason: format!(
-                        "reading version {}/{} of {key:?}: {}",
-                        rev.main,
-                        rev.sub,
-                        store
-                            .failure()
-                            .map_or_else(|| "missing".to_string(), ToString::to_string)
-                    ),
-                })?;
-            rows.push(version_row(key, &record));
+    let mut versions = store.kept_versions_by_revision();
+    for chunk in versions.chunks_mut(ROWS_PER_TRANSACTION) {
+        if !store.read_values(chunk) {
+            return Err(EtcdFileError::Store {
+                path: path.display().to_string(),
+                reason: store
+                    .failure()
+                    .map_or_else(|| "a value is missing".to_string(), ToString::to_string),
+            });
         }
+        let rows: Rows = chunk
+            .iter_mut()
+            .map(|v| {
+                let row = version_row(&v.key, &v.record);
+                // The chunk's values are written: let them go.
+                v.record.value = Bytes::new();
+                row
+            })
+            .collect();
         put_rows(db, path, KEY_BUCKET, &rows, Some(SEQUENTIAL_FILL_PERCENT))?;
     }
     Ok(())
@@ -381,14 +381,16 @@ pub struct EtcdSnapshot {
     pub current_rev: i64,
     /// The revision compaction was scheduled at; -1 when never.
     pub compact_rev: i64,
-    /// Every key's versions, oldest first, as the file holds them (compaction not applied).
+    /// Every key's versions, oldest first, as the file holds them (compaction not
+    /// applied), without their values: [`with_values`] reads them a key at a time.
     pub keys: BTreeMap<Bytes, Vec<VersionRecord>>,
     pub leases: Vec<LeaseRecord>,
     pub auth: AuthStore,
 }
 
 /// Reads etcd's backend file at `path` (without the SHA-256 trailer a snapshot stream
-/// adds: see `super::strip_checksum`). The whole key history is held in memory.
+/// adds: see `super::copy_checked`): every version's header, leases, auth. Values stay in
+/// the file (a store's values can exceed memory).
 pub fn read(path: &Path) -> Result<EtcdSnapshot, EtcdFileError> {
     let db = bbolt_rs::Bolt::open_ro(path).map_err(|e| bolt_error(path, e))?;
     let mut failure: Option<EtcdFileError> = None;
@@ -520,11 +522,58 @@ fn read_version(
             create_revision: kv.create_revision,
             version: kv.version,
             lease: kv.lease,
-            value: kv.value,
+            value: Bytes::new(),
         }
     };
     out.keys.entry(kv.key).or_default().push(record);
     Ok(())
+}
+
+/// Calls `visit` with each key of `keys` (as [`read`] gave them, histories trimmed as the
+/// caller wants) in key order, its versions' values read from the file at `path`.
+pub fn with_values(
+    path: &Path,
+    keys: BTreeMap<Bytes, Vec<VersionRecord>>,
+    visit: &mut dyn FnMut(Bytes, Vec<VersionRecord>) -> Result<(), String>,
+) -> Result<(), EtcdFileError> {
+    let db = bbolt_rs::Bolt::open_ro(path).map_err(|e| bolt_error(path, e))?;
+    let location = path.display().to_string();
+    let mut keys = Some(keys);
+    let mut failure: Option<EtcdFileError> = None;
+    db.view(|tx| {
+        let (Some(bucket), Some(keys)) = (tx.bucket(KEY_BUCKET), keys.take()) else {
+            return Ok(());
+        };
+        for (key, mut history) in keys {
+            for record in history.iter_mut().filter(|r| !r.is_tombstone()) {
+                let row = revision_key(record.main, record.sub, false);
+                let kv = bucket
+                    .get(&row)
+                    .ok_or_else(|| row_error(&location, "key", &row, "gone on a second read"))
+                    .and_then(|v| {
+                        mvccpb::KeyValue::decode(v)
+                            .map_err(|e| row_error(&location, "key", &row, e.to_string()))
+                    });
+                match kv {
+                    Ok(kv) => record.value = kv.value,
+                    Err(e) => {
+                        failure = Some(e);
+                        return Ok(());
+                    }
+                }
+            }
+            if let Err(reason) = visit(key, history) {
+                failure = Some(EtcdFileError::Store {
+                    path: location.clone(),
+                    reason,
+                });
+                return Ok(());
+            }
+        }
+        Ok(())
+    })
+    .map_err(|e| bolt_error(path, e))?;
+    failure.map_or(Ok(()), Err)
 }
 
 fn read_auth<'tx>(tx: &impl TxApi<'tx>, path: &str) -> Result<AuthStore, EtcdFileError> {

@@ -9,7 +9,6 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use bytes::Bytes;
 use keel_core::mvcc::{compacted_history, StoreBuilder, StoreConfig};
 use keel_core::node::{cluster_id, found_cluster_on};
 use keel_storage::{Disk, FsDisk, Identity, RedbEngine, Storage, StorageOptions};
@@ -17,8 +16,13 @@ use keel_storage::{Disk, FsDisk, Identity, RedbEngine, Storage, StorageOptions};
 use super::etcd_file::{self, EtcdSnapshot};
 use crate::config::{parse_initial_cluster, DEFAULT_CLUSTER_TOKEN, DEFAULT_NAME, DEFAULT_PEER_URL};
 
-/// The file a saved snapshot's database is copied to while it is read.
-const STAGED_DB: &str = "restore.db.tmp";
+/// Beside the data dir (whose opening removes stray files), the file a saved snapshot's
+/// database is copied to while it is read.
+fn staged_db(data_dir: &Path) -> PathBuf {
+    let mut name = data_dir.file_name().unwrap_or_default().to_os_string();
+    name.push(".restore-db.tmp");
+    data_dir.with_file_name(name)
+}
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct RestoreArgs {
@@ -88,6 +92,7 @@ pub fn restore(args: &RestoreArgs) -> anyhow::Result<Restored> {
     }
     let existed = data_dir.exists();
     let result = restore_into(args, &data_dir);
+    let _ = std::fs::remove_file(staged_db(&data_dir));
     if result.is_err() {
         if existed {
             if let Ok(entries) = std::fs::read_dir(&data_dir) {
@@ -134,11 +139,10 @@ fn restore_into(args: &RestoreArgs, data_dir: &Path) -> anyhow::Result<Restored>
     let member_id = this.id;
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create {}", data_dir.display()))?;
-    let staged = data_dir.join(STAGED_DB);
+    let staged = staged_db(data_dir);
     super::copy_checked(&args.file, &staged, args.skip_hash_check)?;
-    let snapshot = etcd_file::add_empty_freelist(&staged).and_then(|_| etcd_file::read(&staged));
-    std::fs::remove_file(&staged).with_context(|| format!("cannot remove {}", staged.display()))?;
-    let mut snapshot = snapshot?;
+    let mut snapshot =
+        etcd_file::add_empty_freelist(&staged).and_then(|_| etcd_file::read(&staged))?;
     if args.bump_revision > 0 {
         let bump = i64::try_from(args.bump_revision).context("--bump-revision is too large")?;
         snapshot.current_rev = snapshot
@@ -168,7 +172,7 @@ fn restore_into(args: &RestoreArgs, data_dir: &Path) -> anyhow::Result<Restored>
         snapshot.leases.len(),
     );
     let auth = std::mem::take(&mut snapshot.auth);
-    let mut store = build_store(Box::new(engine), snapshot)?;
+    let mut store = build_store(Box::new(engine), snapshot, &staged)?;
     let keys = store.key_count() as u64;
     let initial = found_cluster_on(&mut store, &members, &auth);
     store
@@ -196,10 +200,11 @@ fn restore_into(args: &RestoreArgs, data_dir: &Path) -> anyhow::Result<Restored>
     })
 }
 
-/// The store of `snapshot`, compaction applied, in `engine`.
+/// The store of `snapshot`, compaction applied, in `engine`; values are read from `file`.
 fn build_store(
     engine: Box<dyn keel_core::mvcc::Engine>,
-    snapshot: EtcdSnapshot,
+    mut snapshot: EtcdSnapshot,
+    file: &Path,
 ) -> anyhow::Result<keel_core::mvcc::Store> {
     let mut builder = StoreBuilder::new(
         engine,
@@ -210,12 +215,15 @@ fn build_store(
     for lease in &snapshot.leases {
         builder.lease(lease.id, lease.ttl_s, lease.remaining_ttl_s)?;
     }
-    for (key, history) in snapshot.keys {
-        let kept = compacted_history(&history, snapshot.compact_rev);
-        if kept.is_empty() {
-            continue;
-        }
-        builder.key(Bytes::clone(&key), kept)?;
-    }
+    let compact_rev = snapshot.compact_rev;
+    let mut keys = std::mem::take(&mut snapshot.keys);
+    keys.retain(|_, history| {
+        let dropped = history.len() - compacted_history(history, compact_rev).len();
+        history.drain(..dropped);
+        !history.is_empty()
+    });
+    etcd_file::with_values(file, keys, &mut |key, history| {
+        builder.key(key, &history).map_err(|e| e.to_string())
+    })?;
     Ok(builder.finish()?)
 }
