@@ -168,7 +168,9 @@ fn rebuilt_through_versions(store: &Store) -> Store {
     let mut keys: std::collections::BTreeMap<Bytes, Vec<VersionRecord>> = Default::default();
     let mut versions = store.kept_versions_by_revision();
     assert!(
-        versions.windows(2).all(|w| w[0].revision() < w[1].revision()),
+        versions
+            .windows(2)
+            .all(|w| w[0].revision() < w[1].revision()),
         "in revision order"
     );
     // A slice at a time, as a backup reads them.

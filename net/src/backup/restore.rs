@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use keel_core::mvcc::{compacted_history, StoreBuilder, StoreConfig};
-use keel_core::node::{cluster_id, found_cluster_on};
+use keel_core::node::{cluster_id, found_cluster_on, Member};
 use keel_storage::{Disk, FsDisk, Identity, RedbEngine, Storage, StorageOptions};
 
 use super::etcd_file::{self, EtcdSnapshot};
@@ -136,29 +136,59 @@ fn restore_into(args: &RestoreArgs, data_dir: &Path) -> anyhow::Result<Restored>
             args.name
         );
     }
-    let member_id = this.id;
+    let plan = RestorePlan {
+        member_id: this.id,
+        members: members.clone(),
+        bump_revision: args.bump_revision,
+        mark_compacted: args.mark_compacted,
+    };
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create {}", data_dir.display()))?;
     let staged = staged_db(data_dir);
     super::copy_checked(&args.file, &staged, args.skip_hash_check)?;
-    let mut snapshot =
-        etcd_file::add_empty_freelist(&staged).and_then(|_| etcd_file::read(&staged))?;
-    if args.bump_revision > 0 {
-        let bump = i64::try_from(args.bump_revision).context("--bump-revision is too large")?;
+    etcd_file::add_empty_freelist(&staged)?;
+    let disk = FsDisk::open(data_dir)
+        .with_context(|| format!("cannot open the data dir {}", data_dir.display()))?;
+    let mut restored = restore_to_disk(disk, &plan, &staged)
+        .with_context(|| format!("cannot restore into {}", data_dir.display()))?;
+    restored.data_dir = data_dir.to_path_buf();
+    Ok(restored)
+}
+
+/// Who the restored member is, in which new cluster, and how the revision moves.
+#[derive(Clone, Debug)]
+pub struct RestorePlan {
+    pub member_id: u64,
+    /// The new cluster's founding members (this one among them).
+    pub members: Vec<Member>,
+    pub bump_revision: u64,
+    pub mark_compacted: bool,
+}
+
+/// Writes a new member's data dir onto `disk` (which must hold none) from etcd's backend
+/// file `db` (its SHA-256 trailer already checked and cut: see `super::copy_checked`):
+/// the store in the engine, the node's rows for a new cluster of `plan.members`, its
+/// identity and the Raft log's start. The server and the simulator restore through here.
+pub fn restore_to_disk<D: Disk + Send + 'static>(
+    disk: D,
+    plan: &RestorePlan,
+    db: &Path,
+) -> anyhow::Result<Restored> {
+    let mut snapshot = etcd_file::read(db)?;
+    if plan.bump_revision > 0 {
+        let bump = i64::try_from(plan.bump_revision).context("--bump-revision is too large")?;
         snapshot.current_rev = snapshot
             .current_rev
             .checked_add(bump)
             .context("--bump-revision is too large")?;
     }
-    if args.mark_compacted {
+    if plan.mark_compacted {
         snapshot.compact_rev = snapshot.current_rev;
     }
-    let disk = FsDisk::open(data_dir)
-        .with_context(|| format!("cannot open the data dir {}", data_dir.display()))?;
-    let (mut storage, recovered) = Storage::open(disk, StorageOptions::default())
-        .with_context(|| format!("cannot open the data dir {}", data_dir.display()))?;
+    let (mut storage, recovered) =
+        Storage::open(disk, StorageOptions::default()).context("cannot open the data dir")?;
     if !recovered.is_new {
-        bail!("data-dir {} is not empty", data_dir.display());
+        bail!("the data dir is not empty");
     }
     let engine_disk = storage
         .disk()
@@ -172,17 +202,17 @@ fn restore_into(args: &RestoreArgs, data_dir: &Path) -> anyhow::Result<Restored>
         snapshot.leases.len(),
     );
     let auth = std::mem::take(&mut snapshot.auth);
-    let mut store = build_store(Box::new(engine), snapshot, &staged)?;
+    let mut store = build_store(Box::new(engine), snapshot, db)?;
     let keys = store.key_count() as u64;
-    let initial = found_cluster_on(&mut store, &members, &auth);
+    let initial = found_cluster_on(&mut store, &plan.members, &auth);
     store
         .commit(true)
         .context("cannot write the restored store")?;
     drop(store);
-    let cluster = cluster_id(members.iter().map(|m| m.id));
+    let cluster = cluster_id(plan.members.iter().map(|m| m.id));
     storage
         .save_identity(Identity {
-            member_id,
+            member_id: plan.member_id,
             cluster_id: cluster,
         })
         .context("cannot record the member's identity")?;
@@ -190,8 +220,8 @@ fn restore_into(args: &RestoreArgs, data_dir: &Path) -> anyhow::Result<Restored>
         .bootstrap(&initial)
         .context("cannot write the new cluster's Raft log")?;
     Ok(Restored {
-        data_dir: data_dir.to_path_buf(),
-        member_id,
+        data_dir: PathBuf::new(),
+        member_id: plan.member_id,
         cluster_id: cluster,
         revision,
         compact_revision,
