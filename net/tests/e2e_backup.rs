@@ -317,8 +317,33 @@ fn a_keel_snapshot_rebuilds_a_three_member_cluster() {
     for member in &restored.members {
         assert_same_content(&from, &member.endpoint(), compacted);
     }
-    // The revision goes on from the old cluster's.
+    // The revision goes on from the old cluster's, and the history hashes the same.
     let before = revision_of(&from, &["--user", ROOT]);
+    let hash_of = |endpoint: &str| {
+        let out = etcdctl_ok(
+            endpoint,
+            &[
+                "--user",
+                ROOT,
+                "endpoint",
+                "hashkv",
+                &format!("--rev={before}"),
+                "-w",
+                "json",
+            ],
+        );
+        let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+        json[0]["HashKV"]["hash"].clone()
+    };
+    let source_hash = hash_of(&from);
+    assert!(source_hash.is_number(), "{source_hash}");
+    for member in &restored.members {
+        assert_eq!(
+            hash_of(&member.endpoint()),
+            source_hash,
+            "HashKV at {before}"
+        );
+    }
     let endpoints = restored.endpoints();
     etcdctl_ok(&endpoints, &["--user", ROOT, "put", "after", "restore"]);
     assert_eq!(revision_of(&endpoints, &["--user", ROOT]), before + 1);
