@@ -255,11 +255,7 @@ fn restore_cluster(file: &Path, dir: &Path, size: usize, extra: &[&str]) -> Clus
     let mut members: Vec<Member> = (1..=size)
         .map(|i| common::new_member(dir, &format!("r{i}"), &spec))
         .collect();
-    let initial_cluster = members
-        .iter()
-        .map(|m| format!("{}={}", m.name, m.peer_url()))
-        .collect::<Vec<_>>()
-        .join(",");
+    let initial_cluster = common::initial_cluster_of(&members);
     for member in &members {
         let data_dir = member.data_dir.to_string_lossy().into_owned();
         let peer_url = member.peer_url();
@@ -295,14 +291,21 @@ fn restore_cluster(file: &Path, dir: &Path, size: usize, extra: &[&str]) -> Clus
     cluster
 }
 
-#[test]
-fn a_keel_snapshot_rebuilds_a_three_member_cluster() {
-    let _one = one_at_a_time();
+/// A one-member keel cluster holding [`write_state`]'s state, its endpoint, the revision it
+/// compacted at, and a backup of it saved with `etcdctl snapshot save`.
+fn backed_up_keel() -> (Cluster, String, i64, PathBuf) {
     let source = Cluster::start(1);
     let from = source.members[0].endpoint();
     let compacted = write_state(&from);
     let file = source.path().join("backup.db");
     snapshot_save(&from, &file);
+    (source, from, compacted, file)
+}
+
+#[test]
+fn a_keel_snapshot_rebuilds_a_three_member_cluster() {
+    let _one = one_at_a_time();
+    let (source, from, compacted, file) = backed_up_keel();
     // The file is etcd's: etcdctl reads it, and keel reports the same status.
     let etcd_status =
         etcdctl_offline(&["snapshot", "status", file.to_str().unwrap(), "-w", "json"]);
@@ -400,11 +403,7 @@ fn an_etcd_snapshot_restores_into_keel() {
 #[test]
 fn a_keel_snapshot_restores_into_etcd() {
     let _one = one_at_a_time();
-    let source = Cluster::start(1);
-    let from = source.members[0].endpoint();
-    let compacted = write_state(&from);
-    let file = source.path().join("backup.db");
-    snapshot_save(&from, &file);
+    let (source, from, compacted, file) = backed_up_keel();
     let data_dir = source.path().join("etcd-restored");
     let peer_port = free_port();
     let peer = format!("http://127.0.0.1:{peer_port}");
@@ -440,11 +439,7 @@ fn corrupt_copy(file: &Path, at: u64) -> PathBuf {
 #[test]
 fn a_damaged_snapshot_is_refused_and_a_bumped_one_compacts_the_old_revisions() {
     let _one = one_at_a_time();
-    let source = Cluster::start(1);
-    let from = source.members[0].endpoint();
-    write_state(&from);
-    let file = source.path().join("backup.db");
-    snapshot_save(&from, &file);
+    let (source, from, _, file) = backed_up_keel();
     let damaged = corrupt_copy(&file, 5000);
     let data_dir = source.path().join("refused.keel");
     let refused = keel(&[

@@ -160,6 +160,15 @@ pub fn new_member(dir: &Path, name: &str, spec: &Spec) -> Member {
     }
 }
 
+/// `--initial-cluster` naming `members` at their peer URLs.
+pub fn initial_cluster_of(members: &[Member]) -> String {
+    members
+        .iter()
+        .map(|m| format!("{}={}", m.name, m.peer_url()))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 impl Cluster {
     /// Starts `size` members and waits until a leader serves a linearizable read.
     pub fn start(size: usize) -> Cluster {
@@ -179,11 +188,7 @@ impl Cluster {
         let mut members: Vec<Member> = (1..=spec.size)
             .map(|i| new_member(dir.path(), &format!("n{i}"), &spec))
             .collect();
-        let initial_cluster = members
-            .iter()
-            .map(|m| format!("{}={}", m.name, m.peer_url()))
-            .collect::<Vec<_>>()
-            .join(",");
+        let initial_cluster = initial_cluster_of(&members);
         for member in &mut members {
             spawn(member, &initial_cluster, "new", &extra_flags);
         }
