@@ -285,9 +285,8 @@ fn build(body: Body, store: Store) -> Result<Store, SnapshotError> {
         builder.key(snap.key, &snap.entries)?;
     }
     builder.alarms(&body.alarms)?;
-    let mut store = builder.finish()?;
-    store.applied_index = body.applied_index;
-    Ok(store)
+    builder.store.applied_index = body.applied_index;
+    builder.finish()
 }
 
 /// A store written from versions read elsewhere — a snapshot, or a backup in etcd's format:
