@@ -112,9 +112,13 @@ pub struct SnapshotStatus {
     pub total_size: u64,
 }
 
-/// The status of the saved snapshot or database file at `path`. It reads a copy (etcd's
-/// own files need a freelist added to be read: see `etcd_file::add_empty_freelist`).
+/// The status of the saved snapshot or database file at `path`. keel's files are read as
+/// they are; etcd's own have no freelist, and are read from a copy given one (see
+/// `etcd_file::add_empty_freelist`).
 pub fn status(path: &Path) -> Result<SnapshotStatus, BackupError> {
+    if let Ok(status) = status_of_db(path) {
+        return Ok(status);
+    }
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
