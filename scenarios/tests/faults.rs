@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use keel_core::coverage::{Coverage, Path};
 use keel_scenarios::{scenario, scenario_over};
 use keel_sim::nemesis::{FaultKind::*, Step, Target};
 use keel_sim::run::RunConfig;
@@ -38,6 +39,40 @@ fn leader_partitioned_from_the_majority_serves_no_stale_reads() {
             )
         },
     );
+}
+
+/// A leader cut off while clients write to it keeps an uncommitted suffix of its term; the
+/// majority elects a new leader and commits entries of a newer term. The new leader crashes
+/// at the instant the partition heals, before it can repair the old leader's log: the old
+/// leader (its log perhaps longer, but of an older term) and the member holding the newer
+/// entries compete. §5.4.1's comparison must elect only the newer log, a follower must
+/// refuse an Append whose previous entry's term differs, and commit only what it shares
+/// with the leader. Isolations of several lengths make the stale log longer in some rounds,
+/// shorter in others. The scenario asserts that the rare paths were reached.
+#[test]
+fn a_deposed_leader_with_a_longer_stale_log_never_overwrites_committed_entries() {
+    let reports = scenario_over(
+        FILE,
+        "a_deposed_leader_with_a_longer_stale_log_never_overwrites_committed_entries",
+        32,
+        |seed| {
+            let mut steps = Vec::new();
+            for isolated_ms in [600, 800, 1000, 1300, 1600] {
+                steps.push(Step::new(500, IsolateLeader, Target::Leader, isolated_ms));
+                steps.push(Step::new(0, CrashLeader, Target::Leader, 2000));
+            }
+            let mut config = script(seed, 3, steps);
+            config.clients = 5;
+            config
+        },
+    );
+    let mut coverage = Coverage::default();
+    for report in &reports {
+        coverage.add(&report.coverage);
+    }
+    for path in [Path::VoteRefusedLogBehind, Path::AppendRejectedPrevMismatch] {
+        assert!(coverage.count(path) > 0, "{path:?} was never reached");
+    }
 }
 
 #[test]
