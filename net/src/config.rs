@@ -361,6 +361,33 @@ pub struct ServerConfig {
     pub auth: AuthSettings,
     /// WAL and snapshot settings; not flags (the simulator uses small segments).
     pub storage: keel_storage::StorageOptions,
+    /// Internal limits; not flags (the simulator varies them per seed).
+    pub tuning: Tuning,
+}
+
+/// Limits of the core that are not flags. keel's defaults suit production; the simulator
+/// draws them per seed, so the paths they gate run too: one entry per Append, one Append in
+/// flight, one committed entry per Ready, a watch catch-up cut after a few events.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tuning {
+    pub max_append_bytes: usize,
+    pub max_inflight_appends: usize,
+    pub max_committed_bytes_per_ready: usize,
+    pub watch: keel_core::mvcc::WatchConfig,
+    pub compaction_batch_revisions: usize,
+}
+
+impl Default for Tuning {
+    fn default() -> Tuning {
+        let node = keel_core::node::NodeConfig::new(1);
+        Tuning {
+            max_append_bytes: node.raft.max_append_bytes,
+            max_inflight_appends: node.raft.max_inflight_appends,
+            max_committed_bytes_per_ready: node.raft.max_committed_bytes_per_ready,
+            watch: node.watch,
+            compaction_batch_revisions: node.store.compaction_batch_revisions,
+        }
+    }
 }
 
 impl ServeArgs {
@@ -444,6 +471,7 @@ impl ServeArgs {
                 .peer_tls(&self.listen_peer_urls, &self.initial_advertise_peer_urls)?,
             auth: self.security.auth()?,
             storage: keel_storage::StorageOptions::default(),
+            tuning: Tuning::default(),
         })
     }
 }

@@ -90,6 +90,10 @@ pub fn node_config(config: &ServerConfig, member_id: u64) -> NodeConfig {
     node.raft.election_ticks = config.election_ticks;
     node.raft.heartbeat_ticks = 1;
     node.raft.seed = member_id ^ crate::random::u64();
+    node.raft.max_append_bytes = config.tuning.max_append_bytes;
+    node.raft.max_inflight_appends = config.tuning.max_inflight_appends;
+    node.raft.max_committed_bytes_per_ready = config.tuning.max_committed_bytes_per_ready;
+    node.watch = config.tuning.watch;
     node.snapshot_count = config.snapshot_count;
     node.snapshot_catch_up_entries = config.snapshot_catchup_entries;
     node.tick_ms = u64::try_from(config.heartbeat_interval.as_millis()).unwrap_or(100);
@@ -105,6 +109,7 @@ pub fn node_config(config: &ServerConfig, member_id: u64) -> NodeConfig {
             max_txn_ops: config.max_txn_ops,
         },
         index_checkpoint_bytes: config.index_checkpoint_bytes,
+        compaction_batch_revisions: config.tuning.compaction_batch_revisions,
         ..StoreConfig::default()
     };
     node

@@ -3,13 +3,16 @@
 //! - Election Safety: at most one leader per term;
 //! - terms never go back on any member, even across crashes (they are always synced);
 //! - Log Matching: two logs holding an entry with the same index and term hold the same
-//!   entry;
+//!   entry, and the same term at the index before (so, by induction, the same prefix);
+//! - the commit rule (§5.4.2): a leader's commit index only ever advances to an entry of its
+//!   own term (an earlier term's entries are committed only through one of the current term);
 //! - State Machine Safety: every member applies the same entry at each index.
 
 use std::collections::BTreeMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Mutex;
 
+use keel_core::coverage::{Coverage, Path};
 use keel_core::node::Node;
 use keel_core::raft::{Entry, Index, NodeId, Role, Term};
 use keel_net::server_loop::Inspector;
@@ -18,22 +21,25 @@ use keel_net::server_loop::Inspector;
 struct State {
     leaders_by_term: BTreeMap<Term, NodeId>,
     last_term: BTreeMap<NodeId, Term>,
-    /// Entry content by (index, term), as any log held it.
-    logged: BTreeMap<(Index, Term), u64>,
+    /// Entry content and the term at the index before (when still known), by (index, term),
+    /// as any log held it.
+    logged: BTreeMap<(Index, Term), (u64, Option<Term>)>,
+    /// Per leader: its term and commit index when last seen leading.
+    leader_commit: BTreeMap<NodeId, (Term, Index)>,
     /// Entry content by index, as any member applied it.
     applied: BTreeMap<Index, (Term, u64)>,
     /// Per member: the last index whose log entry / applied entry was recorded.
     logged_to: BTreeMap<NodeId, Index>,
     applied_to: BTreeMap<NodeId, Index>,
-    snapshots_restored: BTreeMap<NodeId, SnapshotCounts>,
+    coverage: BTreeMap<NodeId, MemberCoverage>,
     violations: Vec<String>,
 }
 
-/// A member's count of leader snapshots restored, across its processes.
+/// A member's rare paths taken, across its processes.
 #[derive(Debug, Default)]
-struct SnapshotCounts {
-    earlier_processes: u64,
-    current_process: u64,
+struct MemberCoverage {
+    earlier_processes: Coverage,
+    current_process: Coverage,
 }
 
 impl State {
@@ -62,15 +68,20 @@ impl RaftInvariants {
     /// At least how many snapshots sent by a leader members restored (a restart is noticed
     /// when a process's count drops): proof that a run exercised catching up by snapshot.
     pub fn leader_snapshots_restored(&self) -> u64 {
-        self.state
-            .lock()
-            .map(|s| {
-                s.snapshots_restored
-                    .values()
-                    .map(|c| c.earlier_processes + c.current_process)
-                    .sum()
-            })
-            .unwrap_or(0)
+        self.coverage().count(Path::LeaderSnapshotInstalled)
+    }
+
+    /// The rare paths every member took, summed over members and their processes (a
+    /// restart is noticed when a process's count drops).
+    pub fn coverage(&self) -> Coverage {
+        let mut total = Coverage::default();
+        if let Ok(state) = self.state.lock() {
+            for member in state.coverage.values() {
+                total.add(&member.earlier_processes);
+                total.add(&member.current_process);
+            }
+        }
+        total
     }
 
     pub fn violations(&self) -> Vec<String> {
@@ -101,15 +112,17 @@ impl Inspector for RaftInvariants {
             let v = format!("member {id:x}'s term went back from {last} to {term}");
             state.violated(v);
         }
+        check_leader_commit(&mut state, node);
         check_log(&mut state, node);
         check_applied(&mut state, node);
-        let restored = node.leader_snapshots_restored();
-        let counts = state.snapshots_restored.entry(id).or_default();
-        if restored < counts.current_process {
+        let coverage = node.coverage();
+        let member = state.coverage.entry(id).or_default();
+        if coverage.restarted_since(&member.current_process) {
             // A restarted process counts from zero again.
-            counts.earlier_processes += counts.current_process;
+            let earlier = std::mem::take(&mut member.current_process);
+            member.earlier_processes.add(&earlier);
         }
-        counts.current_process = restored;
+        member.current_process = coverage;
     }
 }
 
@@ -129,16 +142,62 @@ fn check_log(state: &mut State, node: &Node) {
             continue;
         };
         let print = fingerprint(entry);
-        let known = *state.logged.entry((index, entry.term)).or_insert(print);
-        if known != print {
+        let prev_term = raft.log_term(index - 1);
+        let known = state
+            .logged
+            .entry((index, entry.term))
+            .or_insert((print, prev_term));
+        if known.1.is_none() {
+            known.1 = prev_term;
+        }
+        let (known_print, known_prev_term) = *known;
+        if known_print != print {
             let v = format!(
                 "Log Matching: member {id:x} holds a different entry at index {index}, term {}",
                 entry.term
             );
             state.violated(v);
         }
+        if let (Some(known), Some(here)) = (known_prev_term, prev_term) {
+            if known != here {
+                let v = format!(
+                    "Log Matching: member {id:x} holds index {index}, term {} after an entry of \
+                     term {here}; another log holds it after term {known}",
+                    entry.term
+                );
+                state.violated(v);
+            }
+        }
     }
     state.logged_to.insert(id, raft.last_index());
+}
+
+/// The commit rule (§5.4.2, Raft's Figure 8): while a member leads a term, each advance
+/// of its commit index ends on an entry of that term.
+fn check_leader_commit(state: &mut State, node: &Node) {
+    let raft = node.raft();
+    let id = node.id();
+    if raft.role() != Role::Leader {
+        state.leader_commit.remove(&id);
+        return;
+    }
+    let (term, commit) = (raft.term(), raft.commit_index());
+    let seen = state.leader_commit.insert(id, (term, commit));
+    let Some((seen_term, seen_commit)) = seen else {
+        return;
+    };
+    if seen_term != term || commit <= seen_commit {
+        return;
+    }
+    let commit_term = raft.log_term(commit);
+    if commit_term.is_some_and(|t| t != term) {
+        let v = format!(
+            "commit rule: leader {id:x} of term {term} advanced its commit index to {commit}, \
+             an entry of term {}",
+            commit_term.unwrap_or(0)
+        );
+        state.violated(v);
+    }
 }
 
 /// State Machine Safety, over the entries applied since the last look (a member that

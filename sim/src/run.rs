@@ -13,6 +13,7 @@ use keel_net::proto::etcdserverpb as pb;
 use keel_net::proto::etcdserverpb::kv_client::KvClient;
 use keel_net::proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use keel_storage::Faults;
+use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -45,6 +46,8 @@ pub struct RunConfig {
     pub snapshot_count: u64,
     /// Run a client that keeps a lease alive and checks it never expires early.
     pub lease_holder: bool,
+    /// `--heartbeat-interval` and `--election-timeout`, in milliseconds.
+    pub timing_ms: (u64, u64),
     /// The named scenarios' extra knobs; the default changes nothing (and draws nothing
     /// from the seed, so the random sweep's runs stay what they were).
     pub extras: Extras,
@@ -92,7 +95,8 @@ impl std::fmt::Debug for RunConfig {
             .field("workload", &self.workload)
             .field("disk_faults", &self.disk_faults)
             .field("snapshot_count", &self.snapshot_count)
-            .field("lease_holder", &self.lease_holder);
+            .field("lease_holder", &self.lease_holder)
+            .field("timing_ms", &self.timing_ms);
         // Left out when unused, so the random mix's plans print as they always did.
         if self.extras != Extras::default() {
             d.field("extras", &self.extras);
@@ -121,6 +125,7 @@ impl RunConfig {
             },
             snapshot_count: [100, 1000][rng.gen_range(0..2)],
             lease_holder: rng.gen_bool(0.3),
+            timing_ms: timing_for_seed(seed),
             extras: Extras::default(),
         }
     }
@@ -141,9 +146,22 @@ impl RunConfig {
             disk_faults: Faults::crashes(),
             snapshot_count: 1000,
             lease_holder: false,
+            timing_ms: DEFAULT_TIMING_MS,
             extras: Extras::default(),
         }
     }
+}
+
+/// The named scenarios' heartbeat and election timeout (their schedules assume them).
+const DEFAULT_TIMING_MS: (u64, u64) = (50, 500);
+
+/// The random sweep's heartbeat and election timeout: short ones bring leader churn while
+/// entries are uncommitted, long ones let a deposed leader go on believing it leads.
+fn timing_for_seed(seed: u64) -> (u64, u64) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x7469_6d69_6e67);
+    *[(20, 200), DEFAULT_TIMING_MS, (100, 1000)]
+        .choose(&mut rng)
+        .unwrap_or(&DEFAULT_TIMING_MS)
 }
 
 /// What a run produced.
@@ -161,6 +179,8 @@ pub struct RunReport {
     pub operator_violations: Vec<String>,
     /// Snapshots sent by a leader that members restored (at least this many).
     pub leader_snapshots_restored: u64,
+    /// The rare paths the members took (see `keel_core::coverage`).
+    pub coverage: keel_core::coverage::Coverage,
     /// The leader (server index) and its term before the faults and after recovery.
     pub leader_before: Option<(usize, u64)>,
     pub leader_after: Option<(usize, u64)>,
@@ -256,6 +276,8 @@ pub async fn run(config: RunConfig) -> RunReport {
             .unwrap_or(config.snapshot_count / 2),
         initial_corrupt_check: config.extras.initial_corrupt_check,
         corrupt_check: config.extras.corrupt_check,
+        heartbeat_ms: config.timing_ms.0,
+        election_ms: config.timing_ms.1,
         ..WorldConfig::new(config.servers, config.seed)
     });
     let endpoints: Vec<Endpoint> = world
@@ -426,6 +448,7 @@ pub async fn run(config: RunConfig) -> RunReport {
         raft_violations,
         operator_violations,
         leader_snapshots_restored: world.invariants.leader_snapshots_restored(),
+        coverage: world.invariants.coverage(),
         leader_before,
         leader_after,
         lease_holder,

@@ -8,10 +8,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::Parser;
+use keel_core::mvcc::WatchConfig;
 use keel_net::clock::ClockSkew;
-use keel_net::config::{ServeArgs, ServerConfig};
+use keel_net::config::{ServeArgs, ServerConfig, Tuning};
 use keel_storage::{Faults, SimDisk, SimDiskConfig, StorageOptions};
 use madsim::runtime::{Handle, NodeHandle};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
 
 pub const CLIENT_PORT: u16 = 2379;
 pub const PEER_PORT: u16 = 2380;
@@ -37,6 +41,10 @@ pub struct WorldConfig {
     /// `--index-checkpoint-bytes`: chosen by the seed, so that index rows reach the engine at
     /// every commit in some runs and wait across many in others.
     pub index_checkpoint_bytes: u64,
+    /// The core's internal limits, drawn from the seed (see [`tuning_for_seed`]).
+    pub tuning: Tuning,
+    /// WAL segment size: small ones make segments roll over and get released often.
+    pub segment_size_bytes: u64,
 }
 
 impl WorldConfig {
@@ -53,8 +61,43 @@ impl WorldConfig {
             corrupt_check: None,
             backend_batch_interval: Duration::from_millis(100),
             index_checkpoint_bytes: [0, 4 * 1024, 256 * 1024][(seed % 3) as usize],
+            tuning: tuning_for_seed(seed),
+            segment_size_bytes: segment_size_for_seed(seed),
         }
     }
+}
+
+/// One of each limit's extreme or default values per seed, each drawn on its own: a new
+/// leader's entries sent one per Append (so a follower can acknowledge an earlier term's
+/// entries before the leader's own: Raft's Figure 8), one Append in flight, one committed
+/// entry per Ready (applying lags committing), watch catch-up cut after one event or one
+/// revision, compaction one revision at a time.
+pub fn tuning_for_seed(seed: u64) -> Tuning {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x7475_6e69_6e67);
+    let default = Tuning::default();
+    let mut pick = |choices: &[usize]| *choices.choose(&mut rng).unwrap_or(&1);
+    Tuning {
+        max_append_bytes: pick(&[1, 2 * 1024, default.max_append_bytes]),
+        max_inflight_appends: pick(&[1, 4, default.max_inflight_appends]),
+        max_committed_bytes_per_ready: pick(&[1, 8 * 1024, default.max_committed_bytes_per_ready]),
+        watch: WatchConfig {
+            max_pending_events_per_stream: pick(&[
+                1,
+                16,
+                default.watch.max_pending_events_per_stream,
+            ]),
+            max_catch_up_revisions: pick(&[1, 8, default.watch.max_catch_up_revisions]),
+            max_watchers_per_sync: pick(&[1, default.watch.max_watchers_per_sync]),
+        },
+        compaction_batch_revisions: pick(&[1, 64, default.compaction_batch_revisions]),
+    }
+}
+
+fn segment_size_for_seed(seed: u64) -> u64 {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x7365_676d_656e_74);
+    *[16 * 1024, 64 * 1024, 1024 * 1024]
+        .choose(&mut rng)
+        .unwrap_or(&(1024 * 1024))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -231,9 +274,10 @@ fn with_peer_port(
         .expect("the world's flags are consistent");
     // Small segments: the simulated disk holds them in memory.
     server.storage = StorageOptions {
-        segment_size_bytes: 1024 * 1024,
+        segment_size_bytes: config.segment_size_bytes,
         ..StorageOptions::default()
     };
+    server.tuning = config.tuning.clone();
     server
 }
 

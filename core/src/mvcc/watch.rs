@@ -25,6 +25,7 @@ use super::history::EventFilter;
 use super::request::{Event, ResponseHeader};
 use super::revision::{KeyRange, RangeEnd};
 use super::store::Store;
+use crate::coverage::{Coverage, Path};
 
 pub type StreamId = u64;
 pub type WatchId = i64;
@@ -129,9 +130,16 @@ pub struct WatchHub {
     sync_cursor: Option<WatcherKey>,
     /// Watchers that asked for `prev_kv` (see [`WatchHub::wants_prev_values`]).
     prev_kv_watchers: usize,
+    /// Rare paths taken (see `crate::coverage`).
+    coverage: Coverage,
 }
 
 impl WatchHub {
+    /// How often this hub took each rare path (see `crate::coverage`).
+    pub fn coverage(&self) -> &Coverage {
+        &self.coverage
+    }
+
     /// A hub in step with `store` (its current revision).
     pub fn new(config: WatchConfig, store: &Store) -> Self {
         WatchHub {
@@ -144,6 +152,7 @@ impl WatchHub {
             unsynced: BTreeSet::new(),
             sync_cursor: None,
             prev_kv_watchers: 0,
+            coverage: Coverage::default(),
         }
     }
 
@@ -380,6 +389,9 @@ impl WatchHub {
         // A watch from a revision still in the future (a restored member behind the one
         // the client saw) stays waiting for that revision, never for an earlier one.
         let done = caught_up.next_revision > current;
+        if !done {
+            self.coverage.hit(Path::WatchCatchUpCut);
+        }
         let resume_rev = caught_up.next_revision.max(next_rev);
         if let Some(last) = caught_up.events.last() {
             let header_rev = if done { current } else { last.kv.mod_revision };

@@ -25,6 +25,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::coverage::{Coverage, Path};
 use lease_clock::LeaseClock;
 use start_fence::{StartFence, START_FENCE_READ_ID};
 
@@ -235,7 +236,10 @@ pub struct Node {
     lease_clock: LeaseClock,
     ticks: u64,
     /// Snapshots from a leader this process restored (observability and tests).
-    leader_snapshots_restored: u64,
+    /// Rare paths taken at this layer (see `crate::coverage`).
+    coverage: Coverage,
+    /// The tick at which this node last became leader.
+    leader_since_tick: u64,
     /// Set after a restart until this node has applied as far as before it (see
     /// `start_fence`); while set, the node must not serve reads from its own state.
     start_fence: Option<StartFence>,
@@ -398,7 +402,8 @@ impl Node {
             applied_index,
             last_snapshot_index: snapshot_index,
             prepared_snapshot: None,
-            leader_snapshots_restored: 0,
+            coverage: Coverage::default(),
+            leader_since_tick: 0,
             start_fence,
             no_space_alarm_asked_tick: None,
             role: Role::Follower,
@@ -525,7 +530,16 @@ impl Node {
 
     /// How many snapshots sent by a leader this node restored since it started.
     pub fn leader_snapshots_restored(&self) -> u64 {
-        self.leader_snapshots_restored
+        self.coverage.count(Path::LeaderSnapshotInstalled)
+    }
+
+    /// How often this node took each rare path, its Raft core's and watches' included (see
+    /// `crate::coverage`).
+    pub fn coverage(&self) -> Coverage {
+        let mut coverage = self.coverage.clone();
+        coverage.add(self.raft.coverage());
+        coverage.add(self.watches.coverage());
+        coverage
     }
 
     pub fn is_leader(&self) -> bool {
@@ -578,7 +592,11 @@ impl Node {
             self.lease_clock.now_ms(),
             self.config.max_lease_revokes_per_tick,
         );
+        let recent_ticks = 4 * u64::from(self.config.raft.election_ticks);
         for id in expired {
+            if self.ticks.saturating_sub(self.leader_since_tick) < recent_ticks {
+                self.coverage.hit(Path::LeaseExpiredAfterLeaderChange);
+            }
             let revoke = Command::LeaseRevoke(LeaseRevokeRequest { id });
             // Refused only if leadership is moving; the lease is offered again later.
             let _ = self.propose(NO_CLIENT, ProposalBody::Store(revoke));
@@ -765,9 +783,11 @@ impl Node {
         let was_leader = self.role == Role::Leader;
         self.role = role;
         match (was_leader, role == Role::Leader) {
-            (false, true) => self
-                .store
-                .promote(self.lease_clock.now_ms(), self.config.lease_extend_ms()),
+            (false, true) => {
+                self.leader_since_tick = self.ticks;
+                self.store
+                    .promote(self.lease_clock.now_ms(), self.config.lease_extend_ms());
+            }
             (true, false) => {
                 self.store.demote();
                 // Entries this node appended may still commit under the next leader; if
@@ -796,6 +816,9 @@ impl Node {
         self.watches.sync(&self.store);
         self.check_start_fence();
         for read in std::mem::take(&mut ready.read_states) {
+            if read.read_index > self.applied_index {
+                self.coverage.hit(Path::ReadWaitedForApply);
+            }
             self.waiting_reads
                 .insert((read.read_index, read.request_id), ());
         }
@@ -830,7 +853,7 @@ impl Node {
                 self.id
             ),
         };
-        self.leader_snapshots_restored += 1;
+        self.coverage.hit(Path::LeaderSnapshotInstalled);
         self.store = store;
         self.members = restored.members;
         self.auth = restored.auth;

@@ -8,6 +8,7 @@ use super::progress::Progress;
 use super::quorum::{self, VoteResult};
 use super::state::Role;
 use super::{Raft, RemovalHandoff};
+use crate::coverage::Path;
 
 impl Raft {
     /// Applies the term rules every message obeys (Figure 2, "all servers"). Returns false
@@ -76,6 +77,9 @@ impl Raft {
         let up_to_date = self
             .log
             .is_up_to_date(request.last_log_index, request.last_log_term);
+        if !up_to_date {
+            self.coverage.hit(Path::VoteRefusedLogBehind);
+        }
         let granted = can_vote && up_to_date;
         // A grant carries the candidate's term, so a granted pre-vote does not look like a
         // newer term to it; a rejection carries ours, so it learns it is behind.
@@ -241,6 +245,9 @@ impl Raft {
             self.vote = None;
         }
         if self.role == Role::Leader {
+            if self.reads.len() > 0 {
+                self.coverage.hit(Path::ReadsPendingAtStepDown);
+            }
             self.reads.reset();
         }
         self.role = Role::Follower;

@@ -29,8 +29,13 @@ pub(crate) struct RaftLog {
 /// Outcome of offering a leader's entries to a follower's log.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum AppendOutcome {
-    /// The log matched at `prev_log_index` and now matches the leader through `last_new_index`.
-    Matched { last_new_index: Index },
+    /// The log matched at `prev_log_index` and now matches the leader through
+    /// `last_new_index`; `truncated` when entries that conflicted with the leader's were
+    /// dropped on the way.
+    Matched {
+        last_new_index: Index,
+        truncated: bool,
+    },
     /// The log has no entry at `prev_log_index` with `prev_log_term`.
     Mismatch,
     /// Accepting would remove a committed entry; refused.
@@ -169,8 +174,10 @@ impl RaftLog {
         }
         let last_new_index = prev_log_index + entries.len() as Index;
         let conflict = entries.iter().position(|e| !self.matches(e.index, e.term));
+        let mut truncated = false;
         if let Some(position) = conflict {
             let conflict_index = entries[position].index;
+            truncated = conflict_index <= self.last_index();
             if conflict_index <= self.commit_index {
                 return AppendOutcome::ConflictsWithCommitted {
                     index: conflict_index,
@@ -185,7 +192,10 @@ impl RaftLog {
                 self.entries.push_back(entry);
             }
         }
-        AppendOutcome::Matched { last_new_index }
+        AppendOutcome::Matched {
+            last_new_index,
+            truncated,
+        }
     }
 
     /// Drops every entry at or after `index` (never a committed one).

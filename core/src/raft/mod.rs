@@ -51,6 +51,7 @@ pub use ready::{ReadState, Ready};
 pub use state::{HardState, Role, SoftState};
 pub use status::{ProgressStatus, Status};
 
+use crate::coverage::{Coverage, Path};
 use log::RaftLog;
 use progress::Progress;
 use read_index::ReadIndexQueue;
@@ -136,6 +137,8 @@ pub struct Raft {
     /// The leader this node saw in each recent term; a second one in the same term would
     /// break Election Safety (§5.2).
     leader_seen: Option<(Term, NodeId)>,
+    /// Rare paths taken (see `crate::coverage`).
+    coverage: Coverage,
     /// Reused for quorum arithmetic.
     scratch: Vec<Index>,
     /// Set once this follower learned that its log lost entries it had acknowledged (see
@@ -200,6 +203,7 @@ impl Raft {
             ready_outstanding: false,
             ready_conf_changes: Vec::new(),
             leader_seen: None,
+            coverage: Coverage::default(),
             scratch: Vec::new(),
             lost_state: None,
             lost_state_reported: BTreeSet::new(),
@@ -253,6 +257,11 @@ impl Raft {
 
     pub fn commit_index(&self) -> Index {
         self.log.commit_index()
+    }
+
+    /// How often this node took each rare path (see `crate::coverage`).
+    pub fn coverage(&self) -> &Coverage {
+        &self.coverage
     }
 
     pub fn applied_index(&self) -> Index {
@@ -541,6 +550,12 @@ impl Raft {
         } else {
             Vec::new()
         };
+        if committed_entries
+            .last()
+            .is_some_and(|e| e.index < self.log.commit_index())
+        {
+            self.coverage.hit(Path::ApplyBehindCommit);
+        }
         self.ready_conf_changes.clear();
         for entry in &committed_entries {
             if let EntryPayload::ConfChange(change) = &entry.payload {

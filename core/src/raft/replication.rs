@@ -9,6 +9,7 @@ use super::progress::{Rejection, ReplicationState};
 use super::quorum;
 use super::state::Role;
 use super::{Proposed, Raft};
+use crate::coverage::Path;
 
 impl Raft {
     // ---- Leader: proposals ----
@@ -170,6 +171,9 @@ impl Raft {
             .collect();
         for (id, match_index) in peers {
             // A follower may only commit what it is known to hold in the leader's version.
+            if match_index < commit_index {
+                self.coverage.hit(Path::HeartbeatCommitCapped);
+            }
             let heartbeat = Heartbeat {
                 commit_index: commit_index.min(match_index),
                 read_round,
@@ -333,11 +337,18 @@ impl Raft {
         let quorum_index = quorum::majority_value(&self.conf.voters, &mut self.scratch, |id| {
             progress.get(&id).map_or(0, |p| p.match_index)
         });
-        if quorum_index <= self.log.commit_index() || self.log.term(quorum_index) != Some(self.term)
-        {
+        if quorum_index <= self.log.commit_index() {
+            return false;
+        }
+        if self.log.term(quorum_index) != Some(self.term) {
+            self.coverage.hit(Path::EarlierTermEntryNotCommitted);
             return false;
         }
         let previous = self.log.commit_index();
+        if self.log.term(previous + 1).is_some_and(|t| t < self.term) {
+            self.coverage
+                .hit(Path::EarlierTermEntryCommittedThroughCurrent);
+        }
         self.log.commit_to(quorum_index);
         let committed_bytes: usize = self
             .log
@@ -396,7 +407,16 @@ impl Raft {
             .log
             .append_from_leader(prev_log_index, prev_log_term, entries)
         {
-            AppendOutcome::Matched { last_new_index } => {
+            AppendOutcome::Matched {
+                last_new_index,
+                truncated,
+            } => {
+                if truncated {
+                    self.coverage.hit(Path::ConflictingSuffixTruncated);
+                }
+                if leader_commit > last_new_index && self.log.last_index() > last_new_index {
+                    self.coverage.hit(Path::FollowerCommitCappedAtNewEntries);
+                }
                 self.log.commit_to(leader_commit.min(last_new_index));
                 self.respond_append(
                     from,
@@ -406,6 +426,7 @@ impl Raft {
                 );
             }
             AppendOutcome::Mismatch => {
+                self.coverage.hit(Path::AppendRejectedPrevMismatch);
                 let (hint_index, hint_term) =
                     self.log.find_conflict_hint(prev_log_index, prev_log_term);
                 self.respond_append(
