@@ -23,9 +23,6 @@ pub enum Path {
     /// A follower dropped a suffix of its log that conflicts with the leader's (§5.3).
     /// `raft/log.rs`.
     ConflictingSuffixTruncated,
-    /// A follower held entries beyond the last one an Append brought, and committed only
-    /// through that last new entry, below the leader's commit index. `raft/replication.rs`.
-    FollowerCommitCappedAtNewEntries,
     /// A heartbeat carried a commit index capped at the follower's match index.
     /// `raft/replication.rs`.
     HeartbeatCommitCapped,
@@ -50,14 +47,13 @@ pub enum Path {
 }
 
 impl Path {
-    pub const COUNT: usize = 13;
+    pub const COUNT: usize = 12;
     pub const ALL: [Path; Path::COUNT] = [
         Path::EarlierTermEntryNotCommitted,
         Path::EarlierTermEntryCommittedThroughCurrent,
         Path::VoteRefusedLogBehind,
         Path::AppendRejectedPrevMismatch,
         Path::ConflictingSuffixTruncated,
-        Path::FollowerCommitCappedAtNewEntries,
         Path::HeartbeatCommitCapped,
         Path::ReadsPendingAtStepDown,
         Path::LeaderSnapshotInstalled,
@@ -95,14 +91,6 @@ impl Coverage {
         }
     }
 
-    /// Whether some count is below `earlier`'s: these were counted by a new process.
-    pub fn restarted_since(&self, earlier: &Coverage) -> bool {
-        self.counts
-            .iter()
-            .zip(earlier.counts)
-            .any(|(now, then)| *now < then)
-    }
-
     pub fn iter(&self) -> impl Iterator<Item = (Path, u64)> + '_ {
         Path::ALL.into_iter().map(|path| (path, self.count(path)))
     }
@@ -120,14 +108,12 @@ mod tests {
     }
 
     #[test]
-    fn counts_add_and_a_restart_is_seen_when_a_count_drops() {
+    fn counts_add_up() {
         let mut first = Coverage::default();
         first.hit(Path::VoteRefusedLogBehind);
         first.hit(Path::VoteRefusedLogBehind);
         let mut second = Coverage::default();
         second.hit(Path::WatchCatchUpCut);
-        assert!(second.restarted_since(&first));
-        assert!(!first.restarted_since(&Coverage::default()));
         first.add(&second);
         assert_eq!(first.count(Path::VoteRefusedLogBehind), 2);
         assert_eq!(first.count(Path::WatchCatchUpCut), 1);

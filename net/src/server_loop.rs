@@ -89,6 +89,9 @@ impl std::fmt::Debug for Hooks {
 /// A read-only look at the node after each batch of work. The simulator implements it to
 /// check Raft's safety properties across all servers of a run; the binary has none.
 pub trait Inspector: Send + Sync {
+    /// Once per process, when the loop starts: the node as recovery left it.
+    fn started(&self, _node: &Node) {}
+    /// After every batch of work.
     fn observe(&self, node: &Node);
 }
 
@@ -243,6 +246,9 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
         // slow clock); a late tick is not made up for.
         let ticker = tokio::time::sleep(self.clock.real_duration(self.settings.tick));
         tokio::pin!(ticker);
+        if let Some(inspector) = &self.settings.hooks.inspector {
+            inspector.started(&self.node);
+        }
         // What the log holds as committed is applied before any request is handled: a read
         // served from the snapshot alone would show a state older than before the restart.
         self.process_ready()?;

@@ -35,6 +35,20 @@ mod driver {
         scenario_over(file, test, DEFAULT_SEEDS, config)
     }
 
+    /// The rare paths a scenario's runs took, summed (printed with `KEEL_SIM_COVERAGE=1`).
+    pub fn coverage_of(reports: &[RunReport]) -> keel_core::coverage::Coverage {
+        let mut coverage = keel_core::coverage::Coverage::default();
+        for report in reports {
+            coverage.add(&report.coverage);
+        }
+        if std::env::var_os("KEEL_SIM_COVERAGE").is_some() {
+            for (path, count) in coverage.iter() {
+                println!("coverage {path:?}: {count}");
+            }
+        }
+        coverage
+    }
+
     /// [`scenario`] over `seed_count` seeds by default, for a scenario whose count was set
     /// by measurement (the seeds a planted bug in `sim/mutants/` needs to be caught there).
     pub fn scenario_over(
@@ -60,4 +74,4 @@ mod driver {
 }
 
 #[cfg(madsim)]
-pub use driver::{log_if_asked, scenario, scenario_over, seeds, DEFAULT_SEEDS};
+pub use driver::{coverage_of, log_if_asked, scenario, scenario_over, seeds, DEFAULT_SEEDS};

@@ -32,10 +32,17 @@ struct State {
     logged_to: BTreeMap<NodeId, Index>,
     applied_to: BTreeMap<NodeId, Index>,
     coverage: BTreeMap<NodeId, MemberCoverage>,
+    /// Per member: the last log index its disk held durably when it was damaged; the next
+    /// process must recover at least that far or refuse to start.
+    expected_recovery: BTreeMap<NodeId, Index>,
+    /// Members whose log an operator fault changed on purpose (checksums intact): the
+    /// corruption checks must catch them, so Log Matching and State Machine Safety skip
+    /// them.
+    diverged: std::collections::BTreeSet<NodeId>,
     violations: Vec<String>,
 }
 
-/// A member's rare paths taken, across its processes.
+/// A member's rare paths taken, across its processes (each counts from zero).
 #[derive(Debug, Default)]
 struct MemberCoverage {
     earlier_processes: Coverage,
@@ -92,7 +99,48 @@ impl RaftInvariants {
     }
 }
 
+impl RaftInvariants {
+    /// Says that member `id`'s disk durably held its log through `last_index` when it was
+    /// damaged (say, a bit flipped in its WAL): its next process must recover that far, or
+    /// refuse to start. Corruption taken for a torn tail would silently drop the rest.
+    pub fn expect_recovery(&self, id: NodeId, last_index: Index) {
+        if let Ok(mut state) = self.state.lock() {
+            state.expected_recovery.insert(id, last_index);
+        }
+    }
+
+    /// Says that member `id`'s log was changed on purpose (see `State::diverged`).
+    pub fn expect_divergence(&self, id: NodeId) {
+        if let Ok(mut state) = self.state.lock() {
+            state.diverged.insert(id);
+        }
+    }
+}
+
 impl Inspector for RaftInvariants {
+    /// A new process: its log is checked again from its first entry (a damaged WAL may have
+    /// been replayed as data), and its coverage counts from zero.
+    fn started(&self, node: &Node) {
+        let Ok(mut state) = self.state.lock() else {
+            return;
+        };
+        let id = node.id();
+        state.logged_to.insert(id, 0);
+        let member = state.coverage.entry(id).or_default();
+        let earlier = std::mem::take(&mut member.current_process);
+        member.earlier_processes.add(&earlier);
+        let last_index = node.raft().last_index();
+        if let Some(expected) = state.expected_recovery.remove(&id) {
+            if last_index < expected {
+                let v = format!(
+                    "member {id:x} restarted with its log through {last_index}, though its disk \
+                     held it through {expected} before the damage: records were dropped"
+                );
+                state.violated(v);
+            }
+        }
+    }
+
     fn observe(&self, node: &Node) {
         let Ok(mut state) = self.state.lock() else {
             return;
@@ -113,16 +161,11 @@ impl Inspector for RaftInvariants {
             state.violated(v);
         }
         check_leader_commit(&mut state, node);
-        check_log(&mut state, node);
-        check_applied(&mut state, node);
-        let coverage = node.coverage();
-        let member = state.coverage.entry(id).or_default();
-        if coverage.restarted_since(&member.current_process) {
-            // A restarted process counts from zero again.
-            let earlier = std::mem::take(&mut member.current_process);
-            member.earlier_processes.add(&earlier);
+        if !state.diverged.contains(&id) {
+            check_log(&mut state, node);
+            check_applied(&mut state, node);
         }
-        member.current_process = coverage;
+        state.coverage.entry(id).or_default().current_process = node.coverage();
     }
 }
 

@@ -438,6 +438,7 @@ async fn inject(
                 return "corrupt disk: no such server".into();
             };
             world.crash(i);
+            expect_durable_log_recovered(world, i);
             let flipped = flip_a_wal_bit(world, i, rng);
             tokio::time::sleep(hold).await;
             world.damaged.insert(i);
@@ -607,8 +608,32 @@ async fn damage_target(world: &World, target: Target, rng: &mut impl Rng) -> Opt
     }
 }
 
-/// Flips one bit in the first half of the server's largest WAL segment (synced data, not
-/// the tail a crash may tear); says where.
+/// Tells the invariants how far the crashed server's WAL reaches before it is damaged: what
+/// recovery finds on an undamaged copy of its disk.
+fn expect_durable_log_recovered(world: &World, server: usize) {
+    let Some(disk) = world.disk(server) else {
+        return;
+    };
+    let options = keel_storage::StorageOptions {
+        segment_size_bytes: world.config.segment_size_bytes,
+        ..keel_storage::StorageOptions::default()
+    };
+    let Ok((_, recovered)) = keel_storage::Storage::open(disk.copy_as_crashed(), options) else {
+        return;
+    };
+    let Some(identity) = recovered.identity else {
+        return;
+    };
+    let snapshot_index = recovered.snapshot.as_ref().map_or(0, |s| s.meta.index);
+    let last_index = recovered.entries.last().map_or(snapshot_index, |e| e.index);
+    world
+        .invariants
+        .expect_recovery(identity.member_id, last_index);
+}
+
+/// Flips one bit in synced WAL data that a crash cannot have torn: inside a record that a
+/// later complete record follows, in the newest segment (where corruption could be taken
+/// for a torn tail) or the largest one; says where.
 fn flip_a_wal_bit(world: &World, server: usize, rng: &mut impl Rng) -> String {
     use keel_storage::Disk;
     let Some(mut disk) = world.disk(server) else {
@@ -617,20 +642,50 @@ fn flip_a_wal_bit(world: &World, server: usize, rng: &mut impl Rng) -> String {
     let Ok(names) = disk.list() else {
         return "unlistable disk".into();
     };
-    let largest = names
+    let segments: Vec<(usize, String)> = names
         .iter()
         .filter(|n| n.ends_with(".wal"))
         .filter_map(|n| disk.contents(n).map(|c| (used_bytes(&c), n.clone())))
-        .max();
-    let Some((used, name)) = largest.filter(|(used, _)| *used > 64) else {
+        .collect();
+    let newest = segments.iter().max_by(|a, b| a.1.cmp(&b.1));
+    let largest = segments.iter().max();
+    let chosen = if rng.gen_bool(0.5) { newest } else { largest };
+    let Some((used, name)) = chosen.filter(|(used, _)| *used > 64).cloned() else {
         return "no WAL data".into();
     };
-    let offset = rng.gen_range(0..used / 2) as u64;
+    let starts = disk
+        .contents(&name)
+        .map(|c| record_starts(&c))
+        .unwrap_or_default();
+    let offset = if starts.len() >= 2 {
+        // Half the time one of the last few records: written in the segment's last sync,
+        // no later record proves they were synced, so only their checksum tells corruption
+        // from a torn write.
+        let last = starts.len() - 2;
+        let first = if rng.gen_bool(0.5) {
+            last.saturating_sub(8)
+        } else {
+            0
+        };
+        let record = rng.gen_range(first..=last);
+        rng.gen_range(starts[record]..starts[record + 1]) as u64
+    } else {
+        rng.gen_range(0..used / 2) as u64
+    };
     let bit = rng.gen_range(0..8u8);
     match disk.flip_bit(&name, offset, bit) {
         Ok(()) => format!("{name} byte {offset} bit {bit}"),
         Err(error) => format!("flip failed: {error}"),
     }
+}
+
+/// Where WAL records start: the record magic at a 32-byte boundary (the storage crate's
+/// record format; a match inside a body only makes the range a little wider).
+fn record_starts(contents: &[u8]) -> Vec<usize> {
+    (0..contents.len())
+        .step_by(32)
+        .filter(|&at| contents[at..].starts_with(b"KREC"))
+        .collect()
 }
 
 /// Bytes up to the last non-zero one (segments are preallocated with zeros).

@@ -419,6 +419,7 @@ pub async fn diverge(
             return format!("diverge {name}: nothing to change ({why})");
         }
     };
+    world.invariants.expect_divergence(old_id);
     world.restart(index);
     let outcome = match check {
         DivergenceCheck::AtStart => {

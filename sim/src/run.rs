@@ -164,6 +164,17 @@ fn timing_for_seed(seed: u64) -> (u64, u64) {
         .unwrap_or(&DEFAULT_TIMING_MS)
 }
 
+/// Log entries kept after a snapshot when a run does not say: half of what a snapshot
+/// covers, or ten (a follower a little behind gets the snapshot).
+fn catch_up_entries_for_seed(seed: u64, snapshot_count: u64) -> u64 {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x0063_6174_6368_7570);
+    if rng.gen_bool(0.5) {
+        10
+    } else {
+        snapshot_count / 2
+    }
+}
+
 /// What a run produced.
 #[derive(Debug)]
 pub struct RunReport {
@@ -181,6 +192,8 @@ pub struct RunReport {
     pub leader_snapshots_restored: u64,
     /// The rare paths the members took (see `keel_core::coverage`).
     pub coverage: keel_core::coverage::Coverage,
+    /// Simulated time the run took.
+    pub simulated: Duration,
     /// The leader (server index) and its term before the faults and after recovery.
     pub leader_before: Option<(usize, u64)>,
     pub leader_after: Option<(usize, u64)>,
@@ -263,17 +276,18 @@ pub fn simulate(config: RunConfig) -> RunReport {
 
 /// Runs one simulation (inside a madsim runtime seeded with `config.seed`).
 pub async fn run(config: RunConfig) -> RunReport {
+    let started = tokio::time::Instant::now();
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
     let mut world = World::start(WorldConfig {
         faults: config.disk_faults,
         snapshot_count: config.snapshot_count,
-        // Half of what a snapshot covers stays in the log: a follower further behind (a
-        // partition, a crash) is sent the snapshot, so runs exercise both ways of catching
-        // up.
+        // Half of what a snapshot covers stays in the log, or only ten entries: a follower
+        // further behind (a partition, a crash) is sent the snapshot, so runs exercise both
+        // ways of catching up.
         snapshot_catchup_entries: config
             .extras
             .snapshot_catchup_entries
-            .unwrap_or(config.snapshot_count / 2),
+            .unwrap_or_else(|| catch_up_entries_for_seed(config.seed, config.snapshot_count)),
         initial_corrupt_check: config.extras.initial_corrupt_check,
         corrupt_check: config.extras.corrupt_check,
         heartbeat_ms: config.timing_ms.0,
@@ -449,6 +463,7 @@ pub async fn run(config: RunConfig) -> RunReport {
         operator_violations,
         leader_snapshots_restored: world.invariants.leader_snapshots_restored(),
         coverage: world.invariants.coverage(),
+        simulated: started.elapsed(),
         leader_before,
         leader_after,
         lease_holder,

@@ -94,7 +94,7 @@ pub fn tuning_for_seed(seed: u64) -> Tuning {
 }
 
 fn segment_size_for_seed(seed: u64) -> u64 {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x7365_676d_656e_74);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x0073_6567_6d65_6e74);
     *[16 * 1024, 64 * 1024, 1024 * 1024]
         .choose(&mut rng)
         .unwrap_or(&(1024 * 1024))

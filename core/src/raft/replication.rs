@@ -414,9 +414,6 @@ impl Raft {
                 if truncated {
                     self.coverage.hit(Path::ConflictingSuffixTruncated);
                 }
-                if leader_commit > last_new_index && self.log.last_index() > last_new_index {
-                    self.coverage.hit(Path::FollowerCommitCappedAtNewEntries);
-                }
                 self.log.commit_to(leader_commit.min(last_new_index));
                 self.respond_append(
                     from,
