@@ -223,6 +223,42 @@ fn a_disk_bit_flip_on_one_follower() {
     }
 }
 
+/// Power lost in the middle of an fsync, over and over, on followers and leaders: the
+/// writes of the Ready (or engine commit) being synced survive, tear or vanish. A restart
+/// must find a consistent prefix (a hard state never ahead of the entries it covers) and no
+/// acknowledged write may be lost.
+#[test]
+fn power_lost_during_fsyncs_leaves_a_consistent_prefix() {
+    scenario_over(
+        FILE,
+        "power_lost_during_fsyncs_leaves_a_consistent_prefix",
+        8,
+        |seed| RunConfig {
+            disk_faults: Faults {
+                unsynced_write_tears_probability: 0.6,
+                ..Faults::crashes()
+            },
+            ..script(
+                seed,
+                3,
+                // The same member twice in a row: its syncs just after a restart are the
+                // catch-up (many entries and a commit index in one Ready).
+                [
+                    Target::Server(1),
+                    Target::Server(1),
+                    Target::Leader,
+                    Target::Any,
+                ]
+                .into_iter()
+                .cycle()
+                .take(12)
+                .map(|target| Step::new(400, PowerLossAtSync, target, 300))
+                .collect(),
+            )
+        },
+    );
+}
+
 /// Crashes that tear unsynced writes: every restart truncates the torn tail and carries on.
 #[test]
 fn torn_wal_tails_after_crashes() {

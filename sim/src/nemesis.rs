@@ -36,6 +36,10 @@ pub enum FaultKind {
     Pause,
     /// A server's fsyncs fail: it must stop; it is restarted with a healthy disk.
     SyncErrors,
+    /// A server loses power in the middle of its next fsync (the WAL's or the engine's):
+    /// the writes that sync was to make durable survive, tear or vanish, and it reboots.
+    /// The crash point a crash from outside never hits: a Ready's writes made, not durable.
+    PowerLossAtSync,
     /// The leader is asked to hand leadership to a follower (etcd's MoveLeader).
     TransferLeader,
     /// An operator defragments a server (`etcdctl defrag`) under load: online, it must
@@ -92,7 +96,7 @@ pub const OPERATOR_FAULTS: [FaultKind; 4] = [
     FaultKind::RemoveAndAddAgain,
 ];
 
-pub const ALL_FAULTS: [FaultKind; 17] = [
+pub const ALL_FAULTS: [FaultKind; 18] = [
     FaultKind::Partition,
     FaultKind::IsolateLeader,
     FaultKind::OneWayLoss,
@@ -103,6 +107,7 @@ pub const ALL_FAULTS: [FaultKind; 17] = [
     FaultKind::CrashAll,
     FaultKind::Pause,
     FaultKind::SyncErrors,
+    FaultKind::PowerLossAtSync,
     FaultKind::Bridge,
     FaultKind::SlowNetwork,
     FaultKind::ClockDrift,
@@ -578,6 +583,19 @@ async fn inject(
             let log = world.operator_log.clone();
             crate::operator::diverge(world, i, check, &log).await
         }
+        FaultKind::PowerLossAtSync => {
+            let Some(i) = resolve(world, target, rng).await else {
+                return "power loss: no such server".into();
+            };
+            let after_syncs = rng.gen_range(0..4);
+            let outcome = lose_power_at_sync(world, i, after_syncs, hold).await;
+            tokio::time::sleep(hold).await;
+            world.restart(i);
+            format!(
+                "power loss at {}'s fsync after {after_syncs} more ({outcome}), then reboot",
+                name(i)
+            )
+        }
         FaultKind::SyncErrors => {
             let Some(i) = resolve(world, target, rng).await else {
                 return "fsync errors: no such server".into();
@@ -596,6 +614,39 @@ async fn inject(
             world.restart(i);
             format!("fsync errors on {} for {hold:?}, then reboot", name(i))
         }
+    }
+}
+
+/// Arms the power loss at server `server`'s fsync after `after_syncs` more and waits up to
+/// `within` for it; the server is down afterwards either way (crashed from outside if no
+/// such sync came).
+async fn lose_power_at_sync(
+    world: &mut World,
+    server: usize,
+    after_syncs: u64,
+    within: Duration,
+) -> &'static str {
+    let Some(disk) = world.disk(server) else {
+        return "no disk";
+    };
+    let before = disk.stats().power_losses_at_sync;
+    disk.lose_power_at_sync(Some(after_syncs));
+    let deadline = tokio::time::Instant::now() + within;
+    let fired = loop {
+        if disk.stats().power_losses_at_sync > before {
+            break true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    };
+    disk.lose_power_at_sync(None);
+    world.crash(server);
+    if fired {
+        "during an fsync"
+    } else {
+        "no fsync came: crashed"
     }
 }
 

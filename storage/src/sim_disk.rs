@@ -96,6 +96,8 @@ pub struct SimDiskStats {
     pub bit_flips: u64,
     pub misdirected_writes: u64,
     pub out_of_space_errors: u64,
+    /// Power lost in the middle of an fsync (see [`SimDisk::lose_power_at_sync`]).
+    pub power_losses_at_sync: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -136,6 +138,7 @@ impl SimDisk {
             durable_names: BTreeMap::new(),
             pending_dir_ops: Vec::new(),
             stats: SimDiskStats::default(),
+            power_loss_after_syncs: None,
         };
         SimDisk {
             machine: Arc::new(Mutex::new(machine)),
@@ -174,6 +177,16 @@ impl SimDisk {
     /// Changes the fault probabilities from now on (e.g. off for a liveness phase).
     pub fn set_faults(&self, faults: Faults) {
         self.lock().faults = faults;
+    }
+
+    /// The machine loses power in the middle of a `sync` or `sync_dir`, the one after
+    /// `after_syncs` more have succeeded (`None` disarms): the writes it was to make durable
+    /// survive, tear or vanish as [`Faults`] say (as at a crash), the call fails, and the
+    /// process's handles stop working. A crash at exactly the point where a Ready's writes
+    /// are made but not yet durable, which a crash from outside the process (between its
+    /// await points) never hits.
+    pub fn lose_power_at_sync(&self, after_syncs: Option<u64>) {
+        self.lock().power_loss_after_syncs = after_syncs;
     }
 
     pub fn stats(&self) -> SimDiskStats {
@@ -382,6 +395,9 @@ struct Machine {
     durable_names: BTreeMap<String, u64>,
     pending_dir_ops: Vec<DirOp>,
     stats: SimDiskStats,
+    /// After this many more `sync` or `sync_dir` calls succeed, the next loses power
+    /// instead (see [`SimDisk::lose_power_at_sync`]).
+    power_loss_after_syncs: Option<u64>,
 }
 
 impl Machine {
@@ -589,6 +605,7 @@ impl Machine {
     fn sync(&mut self, name: &str) -> io::Result<()> {
         let inode = self.inode_number(name)?;
         self.stats.syncs += 1;
+        self.lose_power_if_armed()?;
         if self.chance(self.faults.sync_error_probability) {
             self.stats.sync_errors += 1;
             self.settle_pending(inode)?;
@@ -690,8 +707,24 @@ impl Machine {
         Ok(())
     }
 
+    /// See [`SimDisk::lose_power_at_sync`].
+    fn lose_power_if_armed(&mut self) -> io::Result<()> {
+        match self.power_loss_after_syncs {
+            None => return Ok(()),
+            Some(0) => self.power_loss_after_syncs = None,
+            Some(n) => {
+                self.power_loss_after_syncs = Some(n - 1);
+                return Ok(());
+            }
+        }
+        self.stats.power_losses_at_sync += 1;
+        self.crash();
+        Err(io::Error::other("simulated power loss during fsync"))
+    }
+
     fn sync_dir(&mut self) -> io::Result<()> {
         self.stats.dir_syncs += 1;
+        self.lose_power_if_armed()?;
         if self.chance(self.faults.sync_error_probability) {
             self.stats.sync_errors += 1;
             self.settle_dir();
@@ -785,6 +818,26 @@ mod tests {
         assert_eq!(read_all(&mut d, "f"), b"\0\0\0a\0\0");
         let err = d.read_at("f", 5, &mut [0u8; 2]).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+    }
+
+    #[test]
+    fn power_lost_during_a_sync_fails_it_and_settles_its_writes_as_a_crash() {
+        let mut d = disk(1, Faults::none());
+        d.create("f").unwrap();
+        d.write_at("f", 0, b"synced").unwrap();
+        d.sync("f").unwrap();
+        d.sync_dir().unwrap();
+        d.lose_power_at_sync(Some(1));
+        d.sync("f").unwrap();
+        d.write_at("f", 6, b" lost").unwrap();
+        assert!(d.sync("f").is_err(), "the second sync must fail");
+        assert!(d.write_at("f", 0, b"x").is_err(), "the process is gone");
+        assert_eq!(d.stats().power_losses_at_sync, 1);
+        let mut survivor = d.crash();
+        assert_eq!(read_all(&mut survivor, "f"), b"synced");
+        survivor.write_at("f", 6, b" again").unwrap();
+        survivor.sync("f").unwrap();
+        assert_eq!(read_all(&mut survivor, "f"), b"synced again");
     }
 
     #[test]
