@@ -4,6 +4,8 @@
 //! - terms never go back on any member, even across crashes (they are always synced);
 //! - Log Matching: two logs holding an entry with the same index and term hold the same
 //!   entry, and the same term at the index before (so, by induction, the same prefix);
+//! - Leader Completeness (§5.4): when a member is first seen leading a term, its log holds
+//!   every entry any member applied (all of them committed in earlier terms);
 //! - the commit rule (§5.4.2): a leader's commit index only ever advances to an entry of its
 //!   own term (an earlier term's entries are committed only through one of the current term);
 //! - State Machine Safety: every member applies the same entry at each index.
@@ -24,6 +26,10 @@ struct State {
     /// Entry content and the term at the index before (when still known), by (index, term),
     /// as any log held it.
     logged: BTreeMap<(Index, Term), (u64, Option<Term>)>,
+    /// The (member, term) leaderships already checked for Leader Completeness.
+    leaderships_checked: std::collections::BTreeSet<(NodeId, Term)>,
+    /// The latest leader seen to have committed an entry of its own term, with that term.
+    committing_leader: Option<(NodeId, Term)>,
     /// Per leader: its term and commit index when last seen leading.
     leader_commit: BTreeMap<NodeId, (Term, Index)>,
     /// Entry content by index, as any member applied it.
@@ -109,6 +115,12 @@ impl RaftInvariants {
         }
     }
 
+    /// The latest leader seen to have committed an entry of its own term, and that term
+    /// (for faults timed on a new leader's first commit).
+    pub fn committing_leader(&self) -> Option<(NodeId, Term)> {
+        self.state.lock().ok()?.committing_leader
+    }
+
     /// Says that member `id`'s log was changed on purpose (see `State::diverged`).
     pub fn expect_divergence(&self, id: NodeId) {
         if let Ok(mut state) = self.state.lock() {
@@ -160,6 +172,7 @@ impl Inspector for RaftInvariants {
             let v = format!("member {id:x}'s term went back from {last} to {term}");
             state.violated(v);
         }
+        check_leader_completeness(&mut state, node);
         check_leader_commit(&mut state, node);
         if !state.diverged.contains(&id) {
             check_log(&mut state, node);
@@ -215,6 +228,45 @@ fn check_log(state: &mut State, node: &Node) {
     state.logged_to.insert(id, raft.last_index());
 }
 
+/// Leader Completeness (§5.4), once per leadership, at its first sighting: nothing it has
+/// sent can have been applied anywhere yet (messages take simulated time), so every entry
+/// applied anywhere was committed in an earlier term and must be in its log, with the same
+/// term. Entries it no longer holds in memory (behind its snapshot) are committed there.
+fn check_leader_completeness(state: &mut State, node: &Node) {
+    let raft = node.raft();
+    let (id, term) = (node.id(), raft.term());
+    if raft.role() != Role::Leader || !state.leaderships_checked.insert((id, term)) {
+        return;
+    }
+    let Some((&highest_applied, _)) = state.applied.last_key_value() else {
+        return;
+    };
+    if highest_applied > raft.last_index() {
+        let v = format!(
+            "Leader Completeness: {id:x} leads term {term} with its log through {}, but entry \
+             {highest_applied} was applied",
+            raft.last_index()
+        );
+        state.violated(v);
+        return;
+    }
+    let mismatch = state
+        .applied
+        .range(raft.first_index()..)
+        .find(|(&index, &(applied_term, _))| {
+            raft.log_term(index).is_some_and(|t| t != applied_term)
+        })
+        .map(|(&index, &(applied_term, _))| (index, applied_term));
+    if let Some((index, applied_term)) = mismatch {
+        let v = format!(
+            "Leader Completeness: {id:x} leads term {term} holding index {index} of term {}, \
+             but the entry of term {applied_term} was applied there",
+            raft.log_term(index).unwrap_or(0)
+        );
+        state.violated(v);
+    }
+}
+
 /// The commit rule (§5.4.2, Raft's Figure 8): while a member leads a term, each advance
 /// of its commit index ends on an entry of that term.
 fn check_leader_commit(state: &mut State, node: &Node) {
@@ -225,6 +277,10 @@ fn check_leader_commit(state: &mut State, node: &Node) {
         return;
     }
     let (term, commit) = (raft.term(), raft.commit_index());
+    if raft.log_term(commit) == Some(term) && state.committing_leader.is_none_or(|(_, t)| t <= term)
+    {
+        state.committing_leader = Some((id, term));
+    }
     let seen = state.leader_commit.insert(id, (term, commit));
     let Some((seen_term, seen_commit)) = seen else {
         return;

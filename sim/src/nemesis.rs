@@ -30,6 +30,12 @@ pub enum FaultKind {
     Crash,
     /// The leader crashes and comes back.
     CrashLeader,
+    /// The leader is cut off while clients write to it; the moment a successor commits its
+    /// first entry, the successor crashes and the old leader is let back: the old leader's
+    /// log, perhaps longer but of an older term, meets the survivor's shorter, newer one
+    /// (§5.4.1 must elect only the newer), and a follower holding a stale suffix meets a
+    /// leader probing it (§5.3).
+    CrashSuccessorOfIsolatedLeader,
     /// Every server crashes at once and comes back.
     CrashAll,
     /// A server's process stops (a long GC pause) and resumes.
@@ -307,6 +313,37 @@ async fn inject(
             cut_between(&net, &ids, a, b, hold).await;
             let names = |g: &[usize]| g.iter().map(|&i| name(i)).collect::<Vec<_>>().join(" ");
             format!("partition [{}] | [{}] for {hold:?}", names(a), names(b))
+        }
+        FaultKind::CrashSuccessorOfIsolatedLeader => {
+            let Some(old) = resolve(world, Target::Leader, rng).await else {
+                return "crash successor: no leader".into();
+            };
+            let links: Vec<(madsim::task::NodeId, madsim::task::NodeId)> = (0..n)
+                .filter(|&i| i != old)
+                .flat_map(|i| [(ids[old], ids[i]), (ids[i], ids[old])])
+                .collect();
+            for &(from, to) in &links {
+                net.clog_link(from, to);
+            }
+            let successor = successor_committing(world, old, hold).await;
+            if let Some(s) = successor {
+                world.crash(s);
+            }
+            for &(from, to) in &links {
+                net.unclog_link(from, to);
+            }
+            tokio::time::sleep(hold).await;
+            let what = match successor {
+                Some(s) => {
+                    world.restart(s);
+                    format!("crashed successor {}", name(s))
+                }
+                None => "no successor committed".to_string(),
+            };
+            format!(
+                "isolate leader {} until a successor commits: {what}",
+                name(old)
+            )
         }
         FaultKind::IsolateLeader => {
             let target = if target == Target::Any {
@@ -648,6 +685,23 @@ async fn lose_power_at_sync(
     } else {
         "no fsync came: crashed"
     }
+}
+
+/// Waits up to `within` for a leader other than server `old` to commit an entry of its own
+/// term, in a term after any seen so far; its server index.
+async fn successor_committing(world: &World, old: usize, within: Duration) -> Option<usize> {
+    let old_id = world.servers[old].config.member_id;
+    let seen_term = world.invariants.committing_leader().map_or(0, |(_, t)| t);
+    let deadline = tokio::time::Instant::now() + within;
+    while tokio::time::Instant::now() < deadline {
+        if let Some((id, term)) = world.invariants.committing_leader() {
+            if term > seen_term && id != old_id {
+                return world.servers.iter().position(|s| s.config.member_id == id);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    None
 }
 
 /// The server a damage fault strikes: the one already damaged if there is one, so that a
