@@ -325,6 +325,29 @@ mod s5_3_log_replication {
         );
     }
 
+    /// Figure 2, AppendEntries rule 5: commitIndex = min(leaderCommit, index of the last new
+    /// entry). Entries past those the Append brought may be a deposed leader's, not this
+    /// leader's: they are not committed, however far the leader's commit index goes.
+    #[test]
+    fn follower_commits_only_through_the_last_entry_an_append_brought() {
+        // Bootstrap entry, then indexes 2..=4 of term 1 (written by a leader since deposed).
+        let mut raft = plain_raft(2, &[1, 2, 3], &[1, 1, 1], 2);
+        let append = MessageBody::Append(Append {
+            prev_log_index: 2,
+            prev_log_term: 1,
+            entries: vec![],
+            commit_index: 4,
+        });
+        raft.step(message(1, 2, 3, append)).unwrap();
+        drain(&mut raft);
+        assert_eq!(raft.last_index(), 4, "nothing was truncated");
+        assert_eq!(
+            raft.commit_index(),
+            2,
+            "only what the Append showed to match the leader's log is committed"
+        );
+    }
+
     /// Figure 7: whatever a follower's log looks like, the leader of term 8 makes it equal
     /// to its own, removing extra entries and filling in missing ones.
     #[test]
