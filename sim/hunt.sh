@@ -20,6 +20,20 @@ export RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target/sim
 cargo test -p keel-sim --release --test simulation --no-run >"$OUT/build.log" 2>&1 ||
   { cat "$OUT/build.log"; exit 1; }
 
+# A job runs its range in chunks, a test process each: a process's memory grows with the
+# runs it has done (about 5 MB a seed), so one process per 10,000 seeds would run out.
+CHUNK="${CHUNK:-400}"
+run_job() { # $1 first seed, $2 count
+  local first=$1 end=$(($1 + $2))
+  while [ "$first" -lt "$end" ]; do
+    local count=$(( end - first < CHUNK ? end - first : CHUNK ))
+    KEEL_SIM_FIRST_SEED=$first KEEL_SIM_SEEDS=$count KEEL_SIM_PROGRESS=1 \
+      cargo test -q -p keel-sim --release --test simulation random_faults_keep_keel_safe_and_live \
+      -- --nocapture || return 1
+    first=$((first + count))
+  done
+}
+
 per_job=$(( (SEEDS + JOBS - 1) / JOBS ))
 started=$(date +%s)
 pids=()
@@ -28,9 +42,7 @@ for job in $(seq 0 $((JOBS - 1))); do
   count=$per_job
   if [ $((job * per_job + count)) -gt "$SEEDS" ]; then count=$((SEEDS - job * per_job)); fi
   [ "$count" -gt 0 ] || continue
-  KEEL_SIM_FIRST_SEED=$first KEEL_SIM_SEEDS=$count KEEL_SIM_PROGRESS=1 \
-    cargo test -q -p keel-sim --release --test simulation random_faults_keep_keel_safe_and_live \
-    -- --nocapture >"$OUT/job$job.log" 2>&1 &
+  run_job "$first" "$count" >"$OUT/job$job.log" 2>&1 &
   pids+=($!)
 done
 

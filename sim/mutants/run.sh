@@ -30,7 +30,7 @@ fi
 
 suite() { # $1 log file; returns the suite's exit status
   ( cd "$TREE" && RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR="$WORK/target-sim" \
-      timeout "$TIMEOUT" cargo test -p keel-sim -p keel-scenarios --no-fail-fast ) >"$1" 2>&1
+      timeout "$TIMEOUT" cargo test -p keel-sim -p keel-scenarios ) >"$1" 2>&1
 }
 
 echo "baseline (no bug) ..."
