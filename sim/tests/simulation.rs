@@ -91,6 +91,26 @@ fn random_faults_keep_keel_safe_and_live() {
     }
 }
 
+/// Seeds of long hunts (`sim/hunt.sh`) that once failed, each with what it found; CI runs
+/// them all so the bug stays fixed.
+const SEEDS_THAT_FOUND_BUGS: [(u64, &str); 1] = [(
+    2791,
+    "a read-only txn on a member with unreadable sectors left out a key whose value it \
+     could not read (core/src/mvcc/txn.rs read_txn)",
+)];
+
+#[test]
+fn seeds_that_once_found_bugs_pass() {
+    for (seed, found) in SEEDS_THAT_FOUND_BUGS {
+        let report = simulate(seed);
+        assert!(
+            report.passed(),
+            "seed {seed} once found: {found}\n{}",
+            report.failure_message("seeds_that_once_found_bugs_pass")
+        );
+    }
+}
+
 #[test]
 fn the_same_seed_gives_the_same_trace() {
     let seed = seeds()[0];

@@ -149,6 +149,25 @@ fn put_prev_kv(store: &mut Store, index: u64, key: &str, prev_kv: bool) -> Resul
     store.apply(index, 0, &command).result
 }
 
+/// A read-only txn whose engine fails part-way (a value it cannot read) answers with the
+/// engine's failure, as a Range does, never with the key left out (simulator seed 2791: a
+/// member on a disk with unreadable sectors answered a txn without one of its keys).
+#[test]
+fn a_read_only_txn_the_engine_fails_part_way_is_not_an_answer() {
+    let store = store_with_lost_values();
+    let txn = TxnRequest {
+        success: vec![
+            RequestOp::Range(range("a", "")),
+            RequestOp::Range(range("b", "")),
+        ],
+        ..TxnRequest::default()
+    };
+    match store.read_txn(&txn) {
+        Err(Error::Storage { reason }) => assert!(reason.contains("values"), "{reason}"),
+        other => panic!("a txn missing a value it could not read must fail: {other:?}"),
+    }
+}
+
 #[test]
 fn a_put_reads_the_previous_value_only_for_a_client_or_a_watcher_that_asked() {
     let mut store = store_with_lost_values();
