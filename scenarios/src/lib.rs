@@ -41,11 +41,7 @@ mod driver {
         for report in reports {
             coverage.add(&report.coverage);
         }
-        if std::env::var_os("KEEL_SIM_COVERAGE").is_some() {
-            for (path, count) in coverage.iter() {
-                println!("coverage {path:?}: {count}");
-            }
-        }
+        keel_sim::invariants::print_coverage_if_asked(&coverage);
         coverage
     }
 

@@ -105,6 +105,15 @@ impl RaftInvariants {
     }
 }
 
+/// Prints `coverage` when `KEEL_SIM_COVERAGE` is set (for setting floors by measurement).
+pub fn print_coverage_if_asked(coverage: &Coverage) {
+    if std::env::var_os("KEEL_SIM_COVERAGE").is_some() {
+        for (path, count) in coverage.iter() {
+            println!("coverage {path:?}: {count}");
+        }
+    }
+}
+
 impl RaftInvariants {
     /// Says that member `id`'s disk durably held its log through `last_index` when it was
     /// damaged (say, a bit flipped in its WAL): its next process must recover that far, or

@@ -760,7 +760,7 @@ fn flip_a_wal_bit(world: &World, server: usize, rng: &mut impl Rng) -> String {
     };
     let starts = disk
         .contents(&name)
-        .map(|c| record_starts(&c))
+        .map(|c| keel_storage::record_starts(&c))
         .unwrap_or_default();
     let offset = if starts.len() >= 2 {
         // Half the time one of the last few records: written in the segment's last sync,
@@ -782,15 +782,6 @@ fn flip_a_wal_bit(world: &World, server: usize, rng: &mut impl Rng) -> String {
         Ok(()) => format!("{name} byte {offset} bit {bit}"),
         Err(error) => format!("flip failed: {error}"),
     }
-}
-
-/// Where WAL records start: the record magic at a 32-byte boundary (the storage crate's
-/// record format; a match inside a body only makes the range a little wider).
-fn record_starts(contents: &[u8]) -> Vec<usize> {
-    (0..contents.len())
-        .step_by(32)
-        .filter(|&at| contents[at..].starts_with(b"KREC"))
-        .collect()
 }
 
 /// Bytes up to the last non-zero one (segments are preallocated with zeros).

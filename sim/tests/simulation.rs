@@ -65,11 +65,7 @@ fn random_faults_keep_keel_safe_and_live() {
             );
         }
     }
-    if std::env::var_os("KEEL_SIM_COVERAGE").is_some() {
-        for (path, count) in coverage.iter() {
-            println!("coverage {path:?}: {count}");
-        }
-    }
+    keel_sim::invariants::print_coverage_if_asked(&coverage);
     // The floors were measured on CI's seeds; other ranges reach paths as often only on
     // average.
     if seeds == (0..DEFAULT_SEEDS).collect::<Vec<u64>>() {

@@ -29,6 +29,7 @@ pub use engine::{
 pub use error::{Result, StorageError, CORRUPTION_REMEDY};
 pub use fs_disk::FsDisk;
 pub use identity::Identity;
+pub use record::record_starts;
 pub use sim_disk::{Faults, SimDisk, SimDiskConfig, SimDiskStats, DEFAULT_SECTOR_SIZE_BYTES};
 pub use storage::{
     Recovered, Repair, SnapshotWriter, Storage, StorageOptions, WrittenSnapshot,

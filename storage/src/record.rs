@@ -59,6 +59,16 @@ impl RecordKind {
 }
 
 /// Bytes a record with a body of `body_bytes` takes on disk.
+/// Where records may start in a WAL segment's bytes: the record magic at each alignment
+/// boundary (a match inside a body is possible). For tools that aim damage at records, such
+/// as the simulator's bit flips.
+pub fn record_starts(segment: &[u8]) -> Vec<usize> {
+    (0..segment.len())
+        .step_by(RECORD_ALIGN_BYTES)
+        .filter(|&at| segment[at..].starts_with(&MAGIC))
+        .collect()
+}
+
 pub(crate) fn record_size_bytes(body_bytes: usize) -> usize {
     (HEADER_BYTES + body_bytes + TRAILER_BYTES).next_multiple_of(RECORD_ALIGN_BYTES)
 }
