@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use keel_core::mvcc::WatchConfig;
 use keel_scenarios::scenario;
 use keel_sim::nemesis::{FaultKind::*, Step, Target};
 use keel_sim::run::{Extras, RunConfig, RunReport};
@@ -288,6 +289,9 @@ fn a_delete_at_the_compact_revision_reaches_watches_from_that_revision() {
 /// etcd #17247: a watch got an event twice (a txn's writes were cached and replayed).
 /// Txns that put and delete up to six keys in one revision, watchers over all keys, the
 /// leader crashing and handing over: every watch must be Unique and Atomic (and Reliable).
+/// A stream holds one to four unsent events at most, so watchers fall to catch-up often and
+/// a catch-up read fills its budget in the middle of a txn's revision (it must still end at
+/// a revision boundary: `sim/mutants/27` cuts there and is caught here).
 #[test]
 fn txns_writing_many_keys_reach_each_watch_once_and_whole() {
     let reports = scenario(
@@ -301,6 +305,11 @@ fn txns_writing_many_keys_reach_each_watch_once_and_whole() {
                     multi_key_txns: 40,
                     ..WorkloadMix::default()
                 },
+                watch_limits: Some(WatchConfig {
+                    max_pending_events_per_stream: 1 + (seed % 4) as usize,
+                    max_catch_up_revisions: [1, 8, 1000][(seed / 4 % 3) as usize],
+                    ..WatchConfig::default()
+                }),
                 ..Extras::default()
             },
             ..script(

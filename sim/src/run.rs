@@ -9,6 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use keel_core::mvcc::WatchConfig;
+use keel_net::config::Tuning;
 use keel_net::proto::etcdserverpb as pb;
 use keel_net::proto::etcdserverpb::kv_client::KvClient;
 use keel_net::proto::etcdserverpb::maintenance_client::MaintenanceClient;
@@ -26,7 +28,7 @@ use crate::history::{
 use crate::nemesis::{self, FaultRecord, NemesisConfig, Schedule, Step};
 use crate::watcher::{watch_loop_with, WatcherConfig};
 use crate::workload::{prefix_end, Workload, WorkloadConfig, WorkloadMix, KEY_PREFIX};
-use crate::world::{World, WorldConfig, CLIENT_TIMEOUT};
+use crate::world::{tuning_for_seed, World, WorldConfig, CLIENT_TIMEOUT};
 
 #[derive(Clone)]
 pub struct RunConfig {
@@ -80,6 +82,9 @@ pub struct Extras {
     pub initial_corrupt_check: bool,
     /// `--experimental-corrupt-check-time` of every server.
     pub corrupt_check: Option<Duration>,
+    /// The watch hub's limits instead of the seed's draw (see
+    /// [`crate::world::tuning_for_seed`]): a scenario aimed at catch-up reads cut short.
+    pub watch_limits: Option<WatchConfig>,
 }
 
 impl std::fmt::Debug for RunConfig {
@@ -274,6 +279,15 @@ pub fn simulate(config: RunConfig) -> RunReport {
     }
 }
 
+/// The seed's draw of the core's limits, with a scenario's overrides.
+fn tuning_of(config: &RunConfig) -> Tuning {
+    let mut tuning = tuning_for_seed(config.seed);
+    if let Some(watch) = config.extras.watch_limits {
+        tuning.watch = watch;
+    }
+    tuning
+}
+
 /// Runs one simulation (inside a madsim runtime seeded with `config.seed`).
 pub async fn run(config: RunConfig) -> RunReport {
     let started = tokio::time::Instant::now();
@@ -292,6 +306,7 @@ pub async fn run(config: RunConfig) -> RunReport {
         corrupt_check: config.extras.corrupt_check,
         heartbeat_ms: config.timing_ms.0,
         election_ms: config.timing_ms.1,
+        tuning: tuning_of(&config),
         ..WorldConfig::new(config.servers, config.seed)
     });
     let endpoints: Vec<Endpoint> = world
