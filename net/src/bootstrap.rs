@@ -63,19 +63,7 @@ pub async fn open_member<D: Disk>(
     peer_tls: Option<&ClientTls>,
 ) -> anyhow::Result<Start> {
     if !recovered.is_new {
-        let identity = match recovered.identity {
-            Some(identity) => identity,
-            None => legacy_identity(config, storage)?,
-        };
-        let mut initial = recovered.into_initial_state();
-        if config.force_new_cluster {
-            force_new_cluster(storage, &mut initial, identity.member_id)?;
-        }
-        return Ok(Start {
-            initial,
-            identity,
-            peers: Vec::new(),
-        });
+        return open_existing(config, storage, recovered);
     }
     if config.force_new_cluster {
         bail!(
@@ -88,6 +76,27 @@ pub async fn open_member<D: Disk>(
         ClusterState::New => bootstrap(config, storage, image_store, peer_tls).await,
         ClusterState::Existing => join(config, storage, peer_tls).await,
     }
+}
+
+/// A member whose data dir holds its state: who it is and where it stands (no network).
+pub fn open_existing<D: Disk>(
+    config: &ServerConfig,
+    storage: &mut Storage<D>,
+    recovered: Recovered,
+) -> anyhow::Result<Start> {
+    let identity = match recovered.identity {
+        Some(identity) => identity,
+        None => legacy_identity(config, storage)?,
+    };
+    let mut initial = recovered.into_initial_state();
+    if config.force_new_cluster {
+        force_new_cluster(storage, &mut initial, identity.member_id)?;
+    }
+    Ok(Start {
+        initial,
+        identity,
+        peers: Vec::new(),
+    })
 }
 
 /// etcd's `--force-new-cluster`: this member alone, with its data (see

@@ -122,14 +122,70 @@ async fn open_node<D: Disk + Send + 'static>(
     disk: D,
     peer_tls: Option<&ClientTls>,
 ) -> anyhow::Result<Opened<D>> {
-    let (mut storage, recovered) = Storage::open(disk, config.storage.clone())
+    let (mut storage, recovered) = open_storage(config, disk)?;
+    let store = node_config(config, config.member_id).store;
+    let start =
+        crate::bootstrap::open_member(config, &mut storage, recovered, store, peer_tls).await?;
+    let peers = start.peers.clone();
+    let (node, cluster_id) = open_engine_node(config, &mut storage, start)?;
+    Ok(Opened {
+        node,
+        storage,
+        cluster_id,
+        peers,
+    })
+}
+
+/// Where a restart would find an existing member's data dir (see [`recover_existing`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Recovery {
+    /// The last index of the Raft log recovered.
+    pub last_index: u64,
+    /// The store's applied index once opened (the engine's durable commit).
+    pub applied_index: u64,
+    /// The snapshot marker the log starts after.
+    pub snapshot_index: u64,
+}
+
+/// Opens an existing member's data dir exactly as a restart does, without serving: the
+/// simulator opens a crash image of a running member's disk with it ("had it crashed now,
+/// would it start?"). An empty data dir is an error.
+pub fn recover_existing<D: Disk + Send + 'static>(
+    config: &ServerConfig,
+    disk: D,
+) -> anyhow::Result<Recovery> {
+    let (mut storage, recovered) = open_storage(config, disk)?;
+    if recovered.is_new {
+        bail!("the data dir {} holds no member", config.data_dir.display());
+    }
+    let start = crate::bootstrap::open_existing(config, &mut storage, recovered)?;
+    let (node, _) = open_engine_node(config, &mut storage, start)?;
+    Ok(Recovery {
+        last_index: node.raft().last_index(),
+        applied_index: node.applied_index(),
+        snapshot_index: storage.snapshot_index(),
+    })
+}
+
+fn open_storage<D: Disk>(
+    config: &ServerConfig,
+    disk: D,
+) -> anyhow::Result<(Storage<D>, keel_storage::Recovered)> {
+    let (storage, recovered) = Storage::open(disk, config.storage.clone())
         .with_context(|| format!("cannot open the data dir {}", config.data_dir.display()))?;
     for repair in &recovered.repairs {
         warn!(%repair, "repaired the data dir");
     }
-    let store = node_config(config, config.member_id).store;
-    let start =
-        crate::bootstrap::open_member(config, &mut storage, recovered, store, peer_tls).await?;
+    Ok((storage, recovered))
+}
+
+/// Opens the store's engine beside `storage` and the node over both; returns the node and
+/// the cluster id as the data dir knows it (0 while unknown).
+fn open_engine_node<D: Disk + Send + 'static>(
+    config: &ServerConfig,
+    storage: &mut Storage<D>,
+    start: crate::bootstrap::Start,
+) -> anyhow::Result<(Node, u64)> {
     let mut identity = start.identity;
     let node_config = node_config(config, identity.member_id);
     let mut engine_disk = storage
@@ -164,18 +220,14 @@ async fn open_node<D: Disk + Send + 'static>(
                 .context("cannot record the cluster id in the data dir")?;
         }
         (kept, known) if known != 0 && kept != known => bail!(
-            "the data dir {} says this member belongs to cluster {kept:x}, but its data is              cluster {known:x}'s: {}",
+            "the data dir {} says this member belongs to cluster {kept:x}, but its data is \
+             cluster {known:x}'s: {}",
             config.data_dir.display(),
             keel_storage::CORRUPTION_REMEDY
         ),
         _ => {}
     }
-    Ok(Opened {
-        node,
-        storage,
-        cluster_id: identity.cluster_id,
-        peers: start.peers,
-    })
+    Ok((node, identity.cluster_id))
 }
 
 /// What opening a data dir gives the server.

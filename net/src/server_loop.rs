@@ -93,6 +93,9 @@ pub trait Inspector: Send + Sync {
     fn started(&self, _node: &Node) {}
     /// After every batch of work.
     fn observe(&self, node: &Node);
+    /// Right after the Raft log was released behind the store's engine at `index` (the
+    /// moment a crash would find the least log behind the engine's durable state).
+    fn log_released(&self, _node: &Node, _index: u64) {}
 }
 
 /// What the loop listens to.
@@ -785,6 +788,9 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
                 .save_snapshot(&marker, self.settings.snapshot_retain_entries)
                 .inspect_err(|e| error!(%e, "saving a snapshot marker failed"))?;
             info!(index, "released the Raft log behind the store's engine");
+            if let Some(inspector) = &self.settings.hooks.inspector {
+                inspector.log_released(&self.node, index);
+            }
         }
         Ok(())
     }

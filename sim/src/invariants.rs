@@ -97,6 +97,13 @@ impl RaftInvariants {
         total
     }
 
+    /// Records a violation found outside the node (say, by a crash probe of its disk).
+    pub fn report(&self, what: String) {
+        if let Ok(mut state) = self.state.lock() {
+            state.violated(what);
+        }
+    }
+
     pub fn violations(&self) -> Vec<String> {
         self.state
             .lock()

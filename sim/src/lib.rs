@@ -40,6 +40,8 @@ pub mod workload;
 #[cfg(madsim)]
 pub mod client;
 #[cfg(madsim)]
+pub mod crash_probe;
+#[cfg(madsim)]
 pub mod invariants;
 #[cfg(madsim)]
 pub mod lease_holder;

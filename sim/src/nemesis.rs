@@ -707,8 +707,8 @@ async fn successor_committing(world: &World, old: usize, within: Duration) -> Op
 /// The server a damage fault strikes: the one already damaged if there is one, so that a
 /// majority of disks always stays intact (what durability may assume).
 async fn damage_target(world: &World, target: Target, rng: &mut impl Rng) -> Option<usize> {
-    match world.damaged.iter().next() {
-        Some(&damaged) => Some(damaged),
+    match world.damaged.all().first().copied() {
+        Some(damaged) => Some(damaged),
         None => resolve(world, target, rng).await,
     }
 }

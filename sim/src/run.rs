@@ -418,7 +418,7 @@ pub async fn run(config: RunConfig) -> RunReport {
     let healthy: Vec<Endpoint> = endpoints
         .iter()
         .enumerate()
-        .filter(|(i, _)| !world.damaged.contains(i))
+        .filter(|(i, _)| !world.damaged.contains(*i))
         .map(|(_, e)| e.clone())
         .collect();
     if liveness.is_ok() {
@@ -711,7 +711,7 @@ async fn damaged_members_agree(
     let Some(target) = recorder.with(|h| h.final_reads.first().map(|r| r.revision)) else {
         return Ok(());
     };
-    for &index in &world.damaged {
+    for index in world.damaged.all() {
         let endpoint = endpoints[index].clone();
         let url = endpoint.url.clone();
         let answer = world

@@ -155,7 +155,7 @@ impl Server {
     }
 }
 
-type Disks = Arc<Mutex<BTreeMap<usize, SimDisk>>>;
+use crate::crash_probe::{Damaged, Disks, ServerInspector};
 
 pub struct World {
     pub config: WorldConfig,
@@ -165,7 +165,7 @@ pub struct World {
     /// Servers crashed and not restarted yet.
     pub crashed: std::collections::BTreeSet<usize>,
     /// Servers whose disk was damaged on purpose: they may refuse to start.
-    pub damaged: std::collections::BTreeSet<usize>,
+    pub damaged: Damaged,
     /// Raft's invariants, checked across every server of the world.
     pub invariants: Arc<crate::invariants::RaftInvariants>,
     disks: Disks,
@@ -285,8 +285,7 @@ fn with_peer_port(
 fn spawn_server(
     handle: &Handle,
     config: &WorldConfig,
-    disks: &Disks,
-    invariants: &Arc<crate::invariants::RaftInvariants>,
+    (disks, invariants, damaged): (&Disks, &Arc<crate::invariants::RaftInvariants>, &Damaged),
     index: usize,
     server_config: ServerConfig,
 ) -> Server {
@@ -298,7 +297,13 @@ fn spawn_server(
     let flags = Arc::new(Mutex::new(server_config.clone()));
     let state = Arc::new(Mutex::new(ServerState::Starting));
     let (init_flags, init_state) = (flags.clone(), state.clone());
-    let init_invariants = invariants.clone();
+    let inspector = Arc::new(ServerInspector {
+        invariants: invariants.clone(),
+        disks: disks.clone(),
+        damaged: damaged.clone(),
+        server: index,
+        flags: flags.clone(),
+    });
     let clock = ClockSkew::default();
     let init_clock = clock.clone();
     let node = handle
@@ -313,7 +318,7 @@ fn spawn_server(
                 index,
                 init_state.clone(),
                 keel_net::server_loop::Hooks {
-                    inspector: Some(init_invariants.clone()),
+                    inspector: Some(inspector.clone()),
                     clock: init_clock.clone(),
                 },
             )
@@ -344,8 +349,7 @@ impl World {
         let server = spawn_server(
             &self.handle,
             &self.config,
-            &self.disks,
-            &self.invariants,
+            (&self.disks, &self.invariants, &self.damaged),
             index,
             server_config,
         );
@@ -358,14 +362,14 @@ impl World {
         let handle = Handle::current();
         let disks: Disks = Arc::new(Mutex::new(BTreeMap::new()));
         let invariants = Arc::new(crate::invariants::RaftInvariants::default());
+        let damaged = Damaged::default();
         let mut servers = Vec::new();
         for index in 0..config.servers {
             let server_config = server_config(&config, index);
             servers.push(spawn_server(
                 &handle,
                 &config,
-                &disks,
-                &invariants,
+                (&disks, &invariants, &damaged),
                 index,
                 server_config,
             ));
@@ -380,7 +384,7 @@ impl World {
             servers,
             control,
             crashed: std::collections::BTreeSet::new(),
-            damaged: std::collections::BTreeSet::new(),
+            damaged,
             invariants,
             disks,
             disks_made: BTreeMap::new(),

@@ -338,9 +338,18 @@ struct Flusher {
     committer: Committer,
     #[cfg(madsim)]
     done: Option<Flushed>,
+    /// Asks that still answer "not done" (see [`Flusher::result`]).
+    #[cfg(madsim)]
+    asks_before_done: u32,
     #[cfg(not(madsim))]
     location: String,
 }
+
+/// In the simulator a commit is written at once but reported done only at this ask, so
+/// that, as on a real disk, the store moves on while a commit is in flight and whatever
+/// reads the durable view must not take the newer in-memory state for it.
+#[cfg(madsim)]
+const SIMULATED_COMMIT_ASKS: u32 = 2;
 
 /// The commit thread: commits as they come, and between them, while a defragment runs,
 /// its slices.
@@ -406,6 +415,7 @@ impl Flusher {
         Flusher {
             committer,
             done: None,
+            asks_before_done: 0,
         }
     }
 
@@ -426,6 +436,7 @@ impl Flusher {
             match job {
                 Job::Commit { overlay, durable } => {
                     self.done = Some(self.committer.commit(&overlay, durable));
+                    self.asks_before_done = SIMULATED_COMMIT_ASKS - 1;
                 }
                 Job::Defragment {
                     outcome,
@@ -462,7 +473,10 @@ impl Flusher {
         }
         #[cfg(madsim)]
         {
-            let _ = wait;
+            if !wait && self.asks_before_done > 0 {
+                self.asks_before_done -= 1;
+                return None;
+            }
             self.done.take()
         }
     }
