@@ -149,22 +149,22 @@ pub struct Recovery {
 
 /// Opens an existing member's data dir exactly as a restart does, without serving: the
 /// simulator opens a crash image of a running member's disk with it ("had it crashed now,
-/// would it start?"). An empty data dir is an error.
+/// would it start?"). `None` for a data dir that holds no member yet.
 pub fn recover_existing<D: Disk + Send + 'static>(
     config: &ServerConfig,
     disk: D,
-) -> anyhow::Result<Recovery> {
+) -> anyhow::Result<Option<Recovery>> {
     let (mut storage, recovered) = open_storage(config, disk)?;
     if recovered.is_new {
-        bail!("the data dir {} holds no member", config.data_dir.display());
+        return Ok(None);
     }
     let start = crate::bootstrap::open_existing(config, &mut storage, recovered)?;
     let (node, _) = open_engine_node(config, &mut storage, start)?;
-    Ok(Recovery {
+    Ok(Some(Recovery {
         last_index: node.raft().last_index(),
         applied_index: node.applied_index(),
         snapshot_index: storage.snapshot_index(),
-    })
+    }))
 }
 
 fn open_storage<D: Disk>(

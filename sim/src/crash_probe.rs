@@ -59,6 +59,7 @@ pub struct ServerInspector {
 impl Inspector for ServerInspector {
     fn started(&self, node: &Node) {
         self.invariants.started(node);
+        self.probe_every_sync(node.id());
     }
 
     fn observe(&self, node: &Node) {
@@ -69,12 +70,7 @@ impl Inspector for ServerInspector {
         if self.damaged.contains(self.server) {
             return;
         }
-        let disk = self
-            .disks
-            .lock()
-            .ok()
-            .and_then(|d| d.get(&self.server).cloned());
-        let Some(disk) = disk else {
+        let Some(disk) = self.disk() else {
             return;
         };
         let Ok(config) = self.flags.lock().map(|f| f.clone()) else {
@@ -102,6 +98,74 @@ impl Inspector for ServerInspector {
     }
 }
 
+impl ServerInspector {
+    /// From now on, each WAL sync of this process's disk is also a power loss: its crash
+    /// image (the writes being synced kept, torn or lost) must hold a log Raft starts from.
+    fn probe_every_sync(&self, id: u64) {
+        let Some(disk) = self.disk() else {
+            return;
+        };
+        let Ok(config) = self.flags.lock().map(|f| f.clone()) else {
+            return;
+        };
+        let (invariants, damaged, server) =
+            (self.invariants.clone(), self.damaged.clone(), self.server);
+        let one_in = sync_probe_one_in();
+        if one_in == 0 {
+            return;
+        }
+        let syncs = std::sync::atomic::AtomicU64::new(0);
+        disk.observe_syncs(Some(Arc::new(move |file: &str, image: SimDisk| {
+            // The WAL's syncs: where keel orders its own writes (the engine's are redb's
+            // to order, and the release probe covers how the two meet).
+            if !file.ends_with(".wal") || damaged.contains(server) {
+                return;
+            }
+            let nth = syncs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if nth % one_in != 0 {
+                return;
+            }
+            if let Err(error) = log_recovers(&config, image) {
+                invariants.report(format!(
+                    "member {id:x}: power lost in the middle of a sync of {file} would leave \
+                     a Raft log that cannot start: {error}"
+                ));
+            }
+        })));
+    }
+
+    fn disk(&self) -> Option<SimDisk> {
+        self.disks
+            .lock()
+            .ok()
+            .and_then(|d| d.get(&self.server).cloned())
+    }
+}
+
+/// Every how many WAL syncs of a process one is probed: `KEEL_SIM_SYNC_PROBE_ONE_IN` (0
+/// turns the probes off; default 1, every sync).
+fn sync_probe_one_in() -> u64 {
+    std::env::var("KEEL_SIM_SYNC_PROBE_ONE_IN")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+}
+
+/// The log a restart recovers from `disk` is one Raft can start from (the engine is left
+/// out: opening it at every sync would cost more than the run, and the release probe covers
+/// how the two meet).
+fn log_recovers(config: &ServerConfig, disk: SimDisk) -> Result<(), String> {
+    let (_, recovered) =
+        keel_storage::Storage::open(disk, config.storage.clone()).map_err(|e| e.to_string())?;
+    if recovered.is_new {
+        return Ok(());
+    }
+    recovered
+        .into_initial_state()
+        .validate()
+        .map_err(|e| e.to_string())
+}
+
 /// The disk as a power loss now would leave it, on a machine of its own whose disk makes
 /// no more faults (recovery's own writes must not fail for a full disk).
 fn crash_image(disk: &SimDisk) -> SimDisk {
@@ -113,13 +177,14 @@ fn crash_image(disk: &SimDisk) -> SimDisk {
 fn starts_through(config: &ServerConfig, disk: SimDisk, index: u64) -> Result<(), String> {
     match keel_net::server::recover_existing(config, disk) {
         Err(error) => Err(format!("cannot start: {error:#}")),
-        Ok(recovery) if recovery.last_index < index || recovery.applied_index < index => {
+        Ok(None) => Err("holds no member".into()),
+        Ok(Some(recovery)) if recovery.last_index < index || recovery.applied_index < index => {
             Err(format!(
                 "starts with its log through {} and its store at {}",
                 recovery.last_index, recovery.applied_index
             ))
         }
-        Ok(_) => Ok(()),
+        Ok(Some(_)) => Ok(()),
     }
 }
 

@@ -30,7 +30,9 @@ pub use error::{Result, StorageError, CORRUPTION_REMEDY};
 pub use fs_disk::FsDisk;
 pub use identity::Identity;
 pub use record::record_starts;
-pub use sim_disk::{Faults, SimDisk, SimDiskConfig, SimDiskStats, DEFAULT_SECTOR_SIZE_BYTES};
+pub use sim_disk::{
+    Faults, SimDisk, SimDiskConfig, SimDiskStats, SyncObserver, DEFAULT_SECTOR_SIZE_BYTES,
+};
 pub use storage::{
     Recovered, Repair, SnapshotWriter, Storage, StorageOptions, WrittenSnapshot,
     DEFAULT_MAX_RECORD_SIZE_BYTES, DEFAULT_MAX_SNAPSHOT_SIZE_BYTES, DEFAULT_SEGMENT_SIZE_BYTES,

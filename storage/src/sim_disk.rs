@@ -25,6 +25,7 @@
 //! `ChaCha8Rng`, and all maps are `BTreeMap`s.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -139,6 +140,7 @@ impl SimDisk {
             pending_dir_ops: Vec::new(),
             stats: SimDiskStats::default(),
             power_loss_after_syncs: None,
+            sync_observer: SyncObserverSlot::default(),
         };
         SimDisk {
             machine: Arc::new(Mutex::new(machine)),
@@ -162,6 +164,8 @@ impl SimDisk {
     /// later puts the member back in time (the simulator's rolled-back data dir).
     pub fn copy_as_crashed(&self) -> SimDisk {
         let mut copy = self.lock().clone();
+        copy.sync_observer = SyncObserverSlot::default();
+        copy.power_loss_after_syncs = None;
         copy.crash();
         let generation = copy.generation;
         SimDisk {
@@ -187,6 +191,47 @@ impl SimDisk {
     /// await points) never hits.
     pub fn lose_power_at_sync(&self, after_syncs: Option<u64>) {
         self.lock().power_loss_after_syncs = after_syncs;
+    }
+
+    /// Before each `sync` of a file with unsynced writes, `observer` gets its name and a copy of the
+    /// disk as a power loss at that instant would leave it: those writes survive, tear at
+    /// sector boundaries or vanish (with [`Faults::crashes`]' odds, whatever this disk's
+    /// faults), on a machine of its own that makes no faults. The original goes on
+    /// unchanged, its random draws included. A crash at every sync, for the price of
+    /// opening a copy (the simulator's crash probes). `None` stops it.
+    pub fn observe_syncs(&self, observer: Option<SyncObserver>) {
+        self.lock().sync_observer = SyncObserverSlot(observer);
+    }
+
+    /// The crash image [`SimDisk::observe_syncs`] shows for a sync of `name`, with its
+    /// observer; `None` when unobserved, stale, or nothing of `name` is unsynced.
+    fn image_at_sync(&self, name: &str) -> Option<(SyncObserver, SimDisk)> {
+        let machine = self.lock();
+        let observer = machine.sync_observer.0.clone()?;
+        if machine.generation != self.generation {
+            return None;
+        }
+        let inode = machine.names.get(name)?;
+        if machine
+            .inodes
+            .get(inode)
+            .is_none_or(|i| i.pending.is_empty())
+        {
+            return None;
+        }
+        let mut copy = machine.clone();
+        drop(machine);
+        copy.sync_observer = SyncObserverSlot::default();
+        copy.power_loss_after_syncs = None;
+        copy.faults = Faults::crashes();
+        copy.crash();
+        copy.faults = Faults::none();
+        let generation = copy.generation;
+        let image = SimDisk {
+            machine: Arc::new(Mutex::new(copy)),
+            generation,
+        };
+        Some((observer, image))
     }
 
     pub fn stats(&self) -> SimDiskStats {
@@ -276,6 +321,10 @@ impl Disk for SimDisk {
     }
 
     fn sync(&mut self, name: &str) -> io::Result<()> {
+        // Outside the lock: the observer opens the copy, which locks only the copy.
+        if let Some((observer, image)) = self.image_at_sync(name) {
+            observer(name, image);
+        }
         self.live()?.sync(name)
     }
 
@@ -298,10 +347,12 @@ impl Disk for SimDisk {
 }
 
 /// File contents: `data` up to the last byte ever written, zeros from there to `size_bytes`.
-/// Keeping the zero tail implicit makes preallocated segments cost nothing.
+/// Keeping the zero tail implicit makes preallocated segments cost nothing. The bytes are
+/// shared until written (copy on write), so that a copy of the whole machine (a crash
+/// image, a rolled-back data dir) costs only the files it then changes.
 #[derive(Clone, Debug, Default)]
 struct Image {
-    data: Vec<u8>,
+    data: Arc<Vec<u8>>,
     size_bytes: u64,
 }
 
@@ -309,15 +360,19 @@ impl Image {
     fn write(&mut self, offset_bytes: u64, bytes: &[u8]) {
         let start = to_usize(offset_bytes);
         let end = start + bytes.len();
-        if self.data.len() < end {
-            self.data.resize(end, 0);
+        let data = Arc::make_mut(&mut self.data);
+        if data.len() < end {
+            data.resize(end, 0);
         }
-        self.data[start..end].copy_from_slice(bytes);
+        data[start..end].copy_from_slice(bytes);
         self.size_bytes = self.size_bytes.max(end as u64);
     }
 
     fn set_size(&mut self, size_bytes: u64) {
-        self.data.truncate(to_usize(size_bytes));
+        let size = to_usize(size_bytes);
+        if size < self.data.len() {
+            Arc::make_mut(&mut self.data).truncate(size);
+        }
         self.size_bytes = size_bytes;
     }
 
@@ -398,6 +453,25 @@ struct Machine {
     /// After this many more `sync` or `sync_dir` calls succeed, the next loses power
     /// instead (see [`SimDisk::lose_power_at_sync`]).
     power_loss_after_syncs: Option<u64>,
+    /// Shown a crash image at every sync (see [`SimDisk::observe_syncs`]).
+    sync_observer: SyncObserverSlot,
+}
+
+/// Called with what a power loss in the middle of a sync would leave (see
+/// [`SimDisk::observe_syncs`]).
+pub type SyncObserver = Arc<dyn Fn(&str, SimDisk) + Send + Sync>;
+
+#[derive(Clone, Default)]
+struct SyncObserverSlot(Option<SyncObserver>);
+
+impl fmt::Debug for SyncObserverSlot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "observed"
+        } else {
+            "unobserved"
+        })
+    }
 }
 
 impl Machine {
@@ -577,12 +651,12 @@ impl Machine {
             FileOp::SetSize { size_bytes } => offset_bytes >= *size_bytes,
         });
         let mut flipped = false;
-        if let Some(byte) = file.durable.data.get_mut(at) {
+        if let Some(byte) = Arc::make_mut(&mut file.durable.data).get_mut(at) {
             *byte ^= 1 << bit;
             flipped = true;
         }
         if !hidden {
-            if let Some(byte) = file.current.data.get_mut(at) {
+            if let Some(byte) = Arc::make_mut(&mut file.current.data).get_mut(at) {
                 *byte ^= 1 << bit;
                 flipped = true;
             }
@@ -919,6 +993,39 @@ mod tests {
         d.set_faults(Faults::none());
         d.sync("f").unwrap();
         assert_eq!(d.size_bytes("f").unwrap(), 0);
+    }
+
+    #[test]
+    fn a_sync_observer_sees_each_sync_as_a_power_loss_would_leave_it() {
+        let mut d = disk(7, Faults::none());
+        d.create("f").unwrap();
+        d.sync_dir().unwrap();
+        d.write_at("f", 0, &[1u8; 512]).unwrap();
+        d.sync("f").unwrap();
+        let images = Arc::new(Mutex::new(Vec::new()));
+        let seen = images.clone();
+        d.observe_syncs(Some(Arc::new(move |name: &str, image: SimDisk| {
+            assert_eq!(name, "f");
+            seen.lock().unwrap().push(image);
+        })));
+        let draws_before = d.lock().rng.clone();
+        // Many sectors, so that the image's copy draws a fate for each.
+        d.write_at("f", 512, &[2u8; 4096]).unwrap();
+        d.sync("f").unwrap();
+        d.sync("f").unwrap(); // nothing unsynced: no image
+        let taken = std::mem::take(&mut *images.lock().unwrap());
+        assert_eq!(taken.len(), 1);
+        let mut image = taken[0].clone();
+        let image_bytes = read_all(&mut image, "f");
+        assert_eq!(&image_bytes[..512], &[1u8; 512], "what was synced is kept");
+        assert!(image_bytes[512..].iter().all(|&b| b == 2 || b == 0));
+        // The original made its sync and drew nothing for the copy.
+        assert_eq!(read_all(&mut d, "f").len(), 512 + 4096);
+        assert_eq!(d.lock().rng, draws_before);
+        // The image is a machine of its own, unobserved: its syncs show nothing.
+        image.write_at("f", 0, b"x").unwrap();
+        image.sync("f").unwrap();
+        assert!(images.lock().unwrap().is_empty());
     }
 
     #[test]
