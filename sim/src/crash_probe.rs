@@ -77,6 +77,7 @@ impl Inspector for ServerInspector {
             return;
         };
         let id = node.id();
+        self.invariants.probed(|p| p.after_release += 1);
         let crashed = crash_image(&disk);
         if let Err(why) = starts_through(&config, crashed, index) {
             self.invariants.report(format!(
@@ -125,6 +126,7 @@ impl ServerInspector {
             if nth % one_in != 0 {
                 return;
             }
+            invariants.probed(|p| p.at_sync += 1);
             if let Err(error) = log_recovers(&config, image) {
                 invariants.report(format!(
                     "member {id:x}: power lost in the middle of a sync of {file} would leave \

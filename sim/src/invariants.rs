@@ -45,7 +45,25 @@ struct State {
     /// corruption checks must catch them, so Log Matching and State Machine Safety skip
     /// them.
     diverged: std::collections::BTreeSet<NodeId>,
+    crash_probes: CrashProbes,
     violations: Vec<String>,
+}
+
+/// How many crash images the probes opened (see `crate::crash_probe`): a floor in the sweep
+/// keeps them from silently probing nothing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CrashProbes {
+    /// Right after a member released its log behind the engine.
+    pub after_release: u64,
+    /// In the middle of a WAL sync.
+    pub at_sync: u64,
+}
+
+impl CrashProbes {
+    pub fn add(&mut self, other: &CrashProbes) {
+        self.after_release += other.after_release;
+        self.at_sync += other.at_sync;
+    }
 }
 
 /// A member's rare paths taken, across its processes (each counts from zero).
@@ -95,6 +113,20 @@ impl RaftInvariants {
             }
         }
         total
+    }
+
+    /// Counts a crash image opened by a probe.
+    pub fn probed(&self, count: impl FnOnce(&mut CrashProbes)) {
+        if let Ok(mut state) = self.state.lock() {
+            count(&mut state.crash_probes);
+        }
+    }
+
+    pub fn crash_probes(&self) -> CrashProbes {
+        self.state
+            .lock()
+            .map(|s| s.crash_probes)
+            .unwrap_or_default()
     }
 
     /// Records a violation found outside the node (say, by a crash probe of its disk).

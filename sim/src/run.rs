@@ -197,6 +197,8 @@ pub struct RunReport {
     pub leader_snapshots_restored: u64,
     /// The rare paths the members took (see `keel_core::coverage`).
     pub coverage: keel_core::coverage::Coverage,
+    /// Crash images the probes opened (see `crate::crash_probe`).
+    pub crash_probes: crate::invariants::CrashProbes,
     /// Simulated time the run took.
     pub simulated: Duration,
     /// The leader (server index) and its term before the faults and after recovery.
@@ -478,6 +480,7 @@ pub async fn run(config: RunConfig) -> RunReport {
         operator_violations,
         leader_snapshots_restored: world.invariants.leader_snapshots_restored(),
         coverage: world.invariants.coverage(),
+        crash_probes: world.invariants.crash_probes(),
         simulated: started.elapsed(),
         leader_before,
         leader_after,

@@ -7,6 +7,7 @@
 #![cfg(madsim)]
 
 use keel_core::coverage::{Coverage, Path};
+use keel_sim::invariants::CrashProbes;
 use keel_sim::run::{simulate as run_on_its_thread, RunConfig, RunReport};
 
 const DEFAULT_SEEDS: u64 = 24;
@@ -45,9 +46,11 @@ fn coverage_floor(path: Path) -> u64 {
 fn random_faults_keep_keel_safe_and_live() {
     let seeds = seeds();
     let mut coverage = Coverage::default();
+    let mut probes = CrashProbes::default();
     for &seed in &seeds {
         let report = simulate(seed);
         coverage.add(&report.coverage);
+        probes.add(&report.crash_probes);
 
         assert!(
             report.passed(),
@@ -66,9 +69,22 @@ fn random_faults_keep_keel_safe_and_live() {
         }
     }
     keel_sim::invariants::print_coverage_if_asked(&coverage);
+    if std::env::var_os("KEEL_SIM_COVERAGE").is_some() {
+        println!("crash probes: {probes:?}");
+    }
     // The floors were measured on CI's seeds; other ranges reach paths as often only on
     // average.
     if seeds == (0..DEFAULT_SEEDS).collect::<Vec<u64>>() {
+        // The probes must have opened crash images, or they check nothing.
+        assert!(
+            probes.after_release > 0,
+            "no crash probe after a log release ran"
+        );
+        let sync_probes_off = std::env::var("KEEL_SIM_SYNC_PROBE_ONE_IN").is_ok_and(|v| v == "0");
+        assert!(
+            probes.at_sync > 0 || sync_probes_off,
+            "no crash probe at a WAL sync ran"
+        );
         let missed: Vec<String> = coverage
             .iter()
             .filter(|&(path, count)| count < coverage_floor(path))
