@@ -241,8 +241,11 @@ mod real {
     fn init_logging(config: &ServerConfig) {
         let filter = tracing_subscriber::EnvFilter::try_from_default_env()
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log_level));
+        // Colours only for a person at a terminal: a file, a pipe or journald gets plain text.
+        let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
         let builder = tracing_subscriber::fmt()
             .with_env_filter(filter)
+            .with_ansi(ansi)
             .with_writer(std::io::stderr);
         match config.log_format {
             LogFormat::Json => builder.json().init(),

@@ -84,6 +84,21 @@ fn data_survives_a_restart_and_sigterm_exits_zero() {
     assert_eq!(keys.lines().filter(|l| !l.is_empty()).count(), 20);
 }
 
+/// A log written to a file or journald is read by people and log pipelines, not a terminal:
+/// no colour codes in it.
+#[test]
+fn logs_written_to_a_file_carry_no_terminal_colour_codes() {
+    let mut cluster = Cluster::start(1);
+    etcdctl_ok(&cluster.endpoints(), &["put", "k", "v"]);
+    cluster.members[0].terminate();
+    let log = cluster.members[0].log_text();
+    assert!(log.contains("INFO"), "the server logged: {log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "ANSI escapes in the log file: {log:?}"
+    );
+}
+
 #[test]
 fn bad_flags_exit_2_with_one_line_and_write_nothing() {
     let dir = tempfile::tempdir().unwrap();
