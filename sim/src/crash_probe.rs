@@ -123,7 +123,7 @@ impl ServerInspector {
                 return;
             }
             let nth = syncs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            if nth % one_in != 0 {
+            if !nth.is_multiple_of(one_in) {
                 return;
             }
             invariants.probed(|p| p.at_sync += 1);
