@@ -163,15 +163,9 @@ impl SimDisk {
     /// machine snapshot or a disk backup holds. The original goes on unchanged. Restoring it
     /// later puts the member back in time (the simulator's rolled-back data dir).
     pub fn copy_as_crashed(&self) -> SimDisk {
-        let mut copy = self.lock().clone();
-        copy.sync_observer = SyncObserverSlot::default();
-        copy.power_loss_after_syncs = None;
-        copy.crash();
-        let generation = copy.generation;
-        SimDisk {
-            machine: Arc::new(Mutex::new(copy)),
-            generation,
-        }
+        let copy = self.lock().clone();
+        let faults = copy.faults;
+        crashed_copy(copy, faults)
     }
 
     pub fn faults(&self) -> Faults {
@@ -219,18 +213,10 @@ impl SimDisk {
         {
             return None;
         }
-        let mut copy = machine.clone();
+        let copy = machine.clone();
         drop(machine);
-        copy.sync_observer = SyncObserverSlot::default();
-        copy.power_loss_after_syncs = None;
-        copy.faults = Faults::crashes();
-        copy.crash();
-        copy.faults = Faults::none();
-        let generation = copy.generation;
-        let image = SimDisk {
-            machine: Arc::new(Mutex::new(copy)),
-            generation,
-        };
+        let image = crashed_copy(copy, Faults::crashes());
+        image.set_faults(Faults::none());
         Some((observer, image))
     }
 
@@ -343,6 +329,21 @@ impl Disk for SimDisk {
 
     fn location(&self, name: &str) -> String {
         format!("simdisk:{name}")
+    }
+}
+
+/// `copy` (a clone of a machine) as a crash with `faults` leaves it, on a machine of its
+/// own: unobserved and with no power loss armed (its own recovery must not trigger either),
+/// keeping `faults` from then on.
+fn crashed_copy(mut copy: Machine, faults: Faults) -> SimDisk {
+    copy.sync_observer = SyncObserverSlot::default();
+    copy.power_loss_after_syncs = None;
+    copy.faults = faults;
+    copy.crash();
+    let generation = copy.generation;
+    SimDisk {
+        machine: Arc::new(Mutex::new(copy)),
+        generation,
     }
 }
 
