@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use keel_core::node::Node;
 use keel_net::config::ServerConfig;
 use keel_net::server_loop::Inspector;
-use keel_storage::{Faults, SimDisk};
+use keel_storage::{Faults, SimDisk, SyncPoint};
 
 use crate::invariants::RaftInvariants;
 
@@ -116,7 +116,8 @@ impl ServerInspector {
             return;
         }
         let syncs = std::sync::atomic::AtomicU64::new(0);
-        disk.observe_syncs(Some(Arc::new(move |file: &str, image: SimDisk| {
+        disk.observe_syncs(Some(Arc::new(move |sync: &SyncPoint<'_>| {
+            let file = sync.file();
             // The WAL's syncs: where keel orders its own writes (the engine's are redb's
             // to order, and the release probe covers how the two meet).
             if !file.ends_with(".wal") || damaged.contains(server) {
@@ -127,7 +128,7 @@ impl ServerInspector {
                 return;
             }
             invariants.probed(|p| p.at_sync += 1);
-            if let Err(error) = log_recovers(&config, image) {
+            if let Err(error) = log_recovers(&config, sync.crash_image()) {
                 invariants.report(format!(
                     "member {id:x}: power lost in the middle of a sync of {file} would leave \
                      a Raft log that cannot start: {error}"

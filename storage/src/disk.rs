@@ -40,6 +40,14 @@ pub trait Disk: Send + 'static {
         self.set_size(name, size_bytes)
     }
 
+    /// An offset from which `name` is known to hold only zeros up to its end (reading there
+    /// still works and returns zeros), or `None` when that is not known. A hint that lets a
+    /// reader of a preallocated file skip reading its zero tail; the default knows nothing.
+    fn zeros_from_bytes(&mut self, name: &str) -> io::Result<Option<u64>> {
+        let _ = name;
+        Ok(None)
+    }
+
     /// Makes the file's data and size durable (`fdatasync`).
     fn sync(&mut self, name: &str) -> io::Result<()>;
 

@@ -31,7 +31,8 @@ pub use fs_disk::FsDisk;
 pub use identity::Identity;
 pub use record::record_starts;
 pub use sim_disk::{
-    Faults, SimDisk, SimDiskConfig, SimDiskStats, SyncObserver, DEFAULT_SECTOR_SIZE_BYTES,
+    Faults, SimDisk, SimDiskConfig, SimDiskStats, SyncObserver, SyncPoint,
+    DEFAULT_SECTOR_SIZE_BYTES,
 };
 pub use storage::{
     Recovered, Repair, SnapshotWriter, Storage, StorageOptions, WrittenSnapshot,

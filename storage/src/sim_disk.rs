@@ -187,19 +187,20 @@ impl SimDisk {
         self.lock().power_loss_after_syncs = after_syncs;
     }
 
-    /// Before each `sync` of a file with unsynced writes, `observer` gets its name and a copy of the
-    /// disk as a power loss at that instant would leave it: those writes survive, tear at
-    /// sector boundaries or vanish (with [`Faults::crashes`]' odds, whatever this disk's
-    /// faults), on a machine of its own that makes no faults. The original goes on
-    /// unchanged, its random draws included. A crash at every sync, for the price of
-    /// opening a copy (the simulator's crash probes). `None` stops it.
+    /// Before each `sync` of a file with unsynced writes, `observer` is shown the
+    /// [`SyncPoint`]: the file's name, and on demand a copy of the disk as a power loss at
+    /// that instant would leave it: those writes survive, tear at sector boundaries or
+    /// vanish (with [`Faults::crashes`]' odds, whatever this disk's faults), on a machine of
+    /// its own that makes no faults. The original goes on unchanged, its random draws
+    /// included. A crash at every sync, for the price of opening a copy (the simulator's
+    /// crash probes). `None` stops it.
     pub fn observe_syncs(&self, observer: Option<SyncObserver>) {
         self.lock().sync_observer = SyncObserverSlot(observer);
     }
 
-    /// The crash image [`SimDisk::observe_syncs`] shows for a sync of `name`, with its
-    /// observer; `None` when unobserved, stale, or nothing of `name` is unsynced.
-    fn image_at_sync(&self, name: &str) -> Option<(SyncObserver, SimDisk)> {
+    /// The observer [`SimDisk::observe_syncs`] set, if a sync of `name` is one to show it:
+    /// this handle is current and `name` has unsynced writes.
+    fn observer_of_sync(&self, name: &str) -> Option<SyncObserver> {
         let machine = self.lock();
         let observer = machine.sync_observer.0.clone()?;
         if machine.generation != self.generation {
@@ -213,11 +214,7 @@ impl SimDisk {
         {
             return None;
         }
-        let copy = machine.clone();
-        drop(machine);
-        let image = crashed_copy(copy, Faults::crashes());
-        image.set_faults(Faults::none());
-        Some((observer, image))
+        Some(observer)
     }
 
     pub fn stats(&self) -> SimDiskStats {
@@ -298,6 +295,17 @@ impl Disk for SimDisk {
         self.live()?.read_at(name, offset_bytes, buf)
     }
 
+    /// Where the bytes ever written end, unless a bad sector lies past it (reading that
+    /// must keep failing as it would).
+    fn zeros_from_bytes(&mut self, name: &str) -> io::Result<Option<u64>> {
+        let machine = self.live()?;
+        let inode = machine.inode(machine.inode_number(name)?)?;
+        let zeros_from = (inode.current.data.len() as u64).min(inode.current.size_bytes);
+        let first_sector_after = zeros_from / machine.sector_size_bytes;
+        let bad_sector_after = inode.bad_sectors.range(first_sector_after..).next();
+        Ok(bad_sector_after.is_none().then_some(zeros_from))
+    }
+
     fn write_at(&mut self, name: &str, offset_bytes: u64, data: &[u8]) -> io::Result<()> {
         self.live()?.write_at(name, offset_bytes, data)
     }
@@ -308,8 +316,8 @@ impl Disk for SimDisk {
 
     fn sync(&mut self, name: &str) -> io::Result<()> {
         // Outside the lock: the observer opens the copy, which locks only the copy.
-        if let Some((observer, image)) = self.image_at_sync(name) {
-            observer(name, image);
+        if let Some(observer) = self.observer_of_sync(name) {
+            observer(&SyncPoint { disk: self, name });
         }
         self.live()?.sync(name)
     }
@@ -378,12 +386,10 @@ impl Image {
     }
 
     fn read(&self, offset_bytes: u64, buf: &mut [u8]) {
-        buf.fill(0);
-        let start = to_usize(offset_bytes);
-        if start < self.data.len() {
-            let end = (start + buf.len()).min(self.data.len());
-            buf[..end - start].copy_from_slice(&self.data[start..end]);
-        }
+        let start = to_usize(offset_bytes).min(self.data.len());
+        let copied = (self.data.len() - start).min(buf.len());
+        buf[..copied].copy_from_slice(&self.data[start..start + copied]);
+        buf[copied..].fill(0);
     }
 
     fn to_vec(&self) -> Vec<u8> {
@@ -458,9 +464,33 @@ struct Machine {
     sync_observer: SyncObserverSlot,
 }
 
-/// Called with what a power loss in the middle of a sync would leave (see
-/// [`SimDisk::observe_syncs`]).
-pub type SyncObserver = Arc<dyn Fn(&str, SimDisk) + Send + Sync>;
+/// Shown each sync about to be made (see [`SimDisk::observe_syncs`]).
+pub type SyncObserver = Arc<dyn Fn(&SyncPoint<'_>) + Send + Sync>;
+
+/// A sync about to be made, as a [`SyncObserver`] sees it.
+#[derive(Debug)]
+pub struct SyncPoint<'a> {
+    disk: &'a SimDisk,
+    name: &'a str,
+}
+
+impl SyncPoint<'_> {
+    /// The file being synced.
+    pub fn file(&self) -> &str {
+        self.name
+    }
+
+    /// A copy of the disk as a power loss in the middle of this sync would leave it, on a
+    /// machine of its own that makes no faults. Copying draws nothing from the original's
+    /// randomness (the copy's machine clones it), so an observer that asks for an image
+    /// and one that does not leave the same run.
+    pub fn crash_image(&self) -> SimDisk {
+        let copy = self.disk.lock().clone();
+        let image = crashed_copy(copy, Faults::crashes());
+        image.set_faults(Faults::none());
+        image
+    }
+}
 
 #[derive(Clone, Default)]
 struct SyncObserverSlot(Option<SyncObserver>);
@@ -1005,9 +1035,9 @@ mod tests {
         d.sync("f").unwrap();
         let images = Arc::new(Mutex::new(Vec::new()));
         let seen = images.clone();
-        d.observe_syncs(Some(Arc::new(move |name: &str, image: SimDisk| {
-            assert_eq!(name, "f");
-            seen.lock().unwrap().push(image);
+        d.observe_syncs(Some(Arc::new(move |sync: &SyncPoint<'_>| {
+            assert_eq!(sync.file(), "f");
+            seen.lock().unwrap().push(sync.crash_image());
         })));
         let draws_before = d.lock().rng.clone();
         // Many sectors, so that the image's copy draws a fate for each.
@@ -1027,6 +1057,24 @@ mod tests {
         image.write_at("f", 0, b"x").unwrap();
         image.sync("f").unwrap();
         assert!(images.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_zero_tail_is_known_unless_a_bad_sector_lies_in_it() {
+        let mut d = disk(3, Faults::none());
+        d.create("f").unwrap();
+        d.write_at("f", 0, &[1u8; 100]).unwrap();
+        d.preallocate("f", 4096).unwrap();
+        assert_eq!(d.zeros_from_bytes("f").unwrap(), Some(100));
+        let mut tail = [9u8; 200];
+        d.read_at("f", 50, &mut tail).unwrap();
+        assert!(tail[..50].iter().all(|&b| b == 1) && tail[50..].iter().all(|&b| b == 0));
+        d.add_latent_sector_error("f", 2048).unwrap();
+        assert_eq!(
+            d.zeros_from_bytes("f").unwrap(),
+            None,
+            "reading the tail must fail"
+        );
     }
 
     #[test]

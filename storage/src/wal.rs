@@ -28,6 +28,10 @@ const READ_CHUNK_BYTES: usize = 1 << 20;
 /// Slack over the nominal segment size a segment may reach: its opening records and one
 /// record larger than what was left.
 const SEGMENT_SLACK_BYTES: u64 = 64 << 10;
+/// Zeros kept past where the disk knows a segment's zero tail starts: at least a record
+/// header, so that a decode there sees the end of the records as in the whole file.
+const ZERO_TAIL_KEPT_BYTES: u64 = 4096;
+const _: () = assert!(ZERO_TAIL_KEPT_BYTES as usize >= crate::record::HEADER_BYTES);
 
 /// The next segment's file, zero-filled and synced ahead of need, so that a rollover only
 /// renames it (etcd's file pipeline does the same): filling 64 MiB takes 0.2-0.3 s, which
@@ -590,8 +594,20 @@ fn read_segment<D: Disk>(disk: &mut D, file: &str, options: WalOptions) -> Resul
             format!("segment is {size_bytes} bytes, more than the limit of {limit_bytes} bytes"),
         ));
     }
-    let mut bytes = vec![0u8; usize::try_from(size_bytes).unwrap_or(usize::MAX)];
-    for (i, chunk) in bytes.chunks_mut(READ_CHUNK_BYTES).enumerate() {
+    // A preallocated segment is mostly zeros. Those the disk knows of are neither read nor
+    // kept, but for a little (`ZERO_TAIL_KEPT_BYTES`): the scan then decodes the same
+    // records and damage as over the whole file, since every complete record ends with its
+    // non-zero trailer before them, a decode only starts where one ends, and a record cut
+    // short by the buffer is classified by its last sector's bytes, which are zeros either
+    // way.
+    let zeros_from_bytes = disk
+        .zeros_from_bytes(file)
+        .map_err(|e| unreadable(disk, 0, e))?
+        .map_or(size_bytes, |z| z.min(size_bytes));
+    let kept_bytes = size_bytes.min(zeros_from_bytes.saturating_add(ZERO_TAIL_KEPT_BYTES));
+    let mut bytes = vec![0u8; usize::try_from(kept_bytes).unwrap_or(usize::MAX)];
+    let to_read = usize::try_from(zeros_from_bytes).unwrap_or(usize::MAX);
+    for (i, chunk) in bytes[..to_read].chunks_mut(READ_CHUNK_BYTES).enumerate() {
         let offset_bytes = (i * READ_CHUNK_BYTES) as u64;
         disk.read_at(file, offset_bytes, chunk)
             .map_err(|e| unreadable(disk, offset_bytes, e))?;

@@ -22,7 +22,7 @@ use keel_core::raft::{
     ConfState, Entry, EntryPayload, HardState, Index, Snapshot, SnapshotMeta, Term,
 };
 use keel_storage::{
-    Faults, Recovered, SimDisk, SimDiskConfig, Storage, StorageError, StorageOptions,
+    Disk, Faults, Recovered, SimDisk, SimDiskConfig, Storage, StorageError, StorageOptions,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -605,6 +605,7 @@ impl Run {
                     ..self.profile.faults
                 });
             }
+            self.check_zero_tail_hint_changes_nothing()?;
             match Storage::open(self.disk.clone(), self.options.clone()) {
                 Ok((storage, recovered)) => {
                     self.recoveries += 1;
@@ -631,5 +632,78 @@ impl Run {
             }
         }
         Err("recovery kept failing on a disk whose faults were turned off".into())
+    }
+
+    /// Recovery reads only the part of a segment the disk does not know to be zeros
+    /// (`Disk::zeros_from_bytes`); on two fault-free copies of the crashed disk, it must
+    /// find exactly what it finds reading every byte.
+    fn check_zero_tail_hint_changes_nothing(&self) -> Result<(), String> {
+        let open = |disk: SimDisk, hinted: bool| {
+            disk.set_faults(Faults::none());
+            let outcome = if hinted {
+                Storage::open(disk, self.options.clone()).map(|(_, recovered)| recovered)
+            } else {
+                Storage::open(WithoutZeroHint(disk), self.options.clone())
+                    .map(|(_, recovered)| recovered)
+            };
+            format!("{outcome:?}")
+        };
+        let hinted = open(self.disk.copy_as_crashed(), true);
+        let read_whole = open(self.disk.copy_as_crashed(), false);
+        if hinted != read_whole {
+            return Err(format!(
+                "recovery differs with the zero-tail hint: {hinted}\nreading every byte: {read_whole}"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A `SimDisk` that does not say where its files' zero tails start.
+#[derive(Debug)]
+struct WithoutZeroHint(SimDisk);
+
+impl Disk for WithoutZeroHint {
+    fn list(&mut self) -> std::io::Result<Vec<String>> {
+        self.0.list()
+    }
+    fn create(&mut self, name: &str) -> std::io::Result<()> {
+        self.0.create(name)
+    }
+    fn size_bytes(&mut self, name: &str) -> std::io::Result<u64> {
+        self.0.size_bytes(name)
+    }
+    fn read_at(&mut self, name: &str, offset_bytes: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        self.0.read_at(name, offset_bytes, buf)
+    }
+    fn write_at(&mut self, name: &str, offset_bytes: u64, data: &[u8]) -> std::io::Result<()> {
+        self.0.write_at(name, offset_bytes, data)
+    }
+    fn set_size(&mut self, name: &str, size_bytes: u64) -> std::io::Result<()> {
+        self.0.set_size(name, size_bytes)
+    }
+    fn preallocate(&mut self, name: &str, size_bytes: u64) -> std::io::Result<()> {
+        self.0.preallocate(name, size_bytes)
+    }
+    fn sync(&mut self, name: &str) -> std::io::Result<()> {
+        self.0.sync(name)
+    }
+    fn rename(&mut self, from: &str, to: &str) -> std::io::Result<()> {
+        self.0.rename(from, to)
+    }
+    fn remove(&mut self, name: &str) -> std::io::Result<()> {
+        self.0.remove(name)
+    }
+    fn sync_dir(&mut self) -> std::io::Result<()> {
+        self.0.sync_dir()
+    }
+    fn location(&self, name: &str) -> String {
+        self.0.location(name)
+    }
+    fn works_in_background(&self) -> bool {
+        self.0.works_in_background()
+    }
+    fn share(&self) -> std::io::Result<Self> {
+        self.0.share().map(WithoutZeroHint)
     }
 }
