@@ -470,6 +470,7 @@ pub async fn run(config: RunConfig) -> RunReport {
     } else {
         None
     };
+    world.shut_down();
     RunReport {
         config,
         history,

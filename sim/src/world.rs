@@ -175,6 +175,8 @@ pub struct World {
     pub operator_log: crate::operator::OperatorLog,
     handle: Handle,
     next_client_ip: u8,
+    /// The client machines made, to stop at the end ([`World::shut_down`]).
+    client_nodes: Vec<madsim::task::NodeId>,
 }
 
 impl std::fmt::Debug for World {
@@ -391,6 +393,18 @@ impl World {
             operator_log: Default::default(),
             handle,
             next_client_ip: 1,
+            client_nodes: Vec::new(),
+        }
+    }
+
+    /// Stops every server and client machine, dropping their tasks. At the end of a run:
+    /// a task blocked on a channel that its own future holds the other end of is freed
+    /// by nothing else, and each run's disks and buffers would stay in the process.
+    pub fn shut_down(&mut self) {
+        let clients = std::mem::take(&mut self.client_nodes);
+        let servers = self.servers.iter().map(|s| s.node.id());
+        for node in servers.chain(clients).collect::<Vec<_>>() {
+            self.handle.kill(node);
         }
     }
 
@@ -398,7 +412,9 @@ impl World {
     pub fn client_node(&mut self, name: &str) -> NodeHandle {
         let ip = IpAddr::V4(Ipv4Addr::new(10, 0, 1, self.next_client_ip));
         self.next_client_ip = self.next_client_ip.wrapping_add(1).max(1);
-        self.handle.create_node().name(name).ip(ip).build()
+        let node = self.handle.create_node().name(name).ip(ip).build();
+        self.client_nodes.push(node.id());
+        node
     }
 
     /// Power loss: the process dies and the disk keeps only what was synced (or torn, as
