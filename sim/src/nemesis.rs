@@ -102,9 +102,13 @@ pub const OPERATOR_FAULTS: [FaultKind; 4] = [
     FaultKind::RemoveAndAddAgain,
 ];
 
-pub const ALL_FAULTS: [FaultKind; 18] = [
+/// The swarm's kinds: all but the operators' faults.
+pub const ALL_FAULTS: [FaultKind; 21] = [
     FaultKind::Partition,
     FaultKind::IsolateLeader,
+    FaultKind::CrashSuccessorOfIsolatedLeader,
+    FaultKind::TransferLeader,
+    FaultKind::Defragment,
     FaultKind::OneWayLoss,
     FaultKind::SwizzleClog,
     FaultKind::PacketLoss,
