@@ -19,6 +19,8 @@ pub mod random;
 pub mod server;
 pub mod server_loop;
 pub mod snapshot_stream;
+#[cfg(not(madsim))]
+pub mod systemd;
 pub mod tls;
 pub mod transport;
 

@@ -279,6 +279,11 @@ mod real {
             .await
             .context("cannot listen for peers")?;
         let mut running = server::start(&config, disk, clients, peers).await?;
+        tokio::spawn(keel_net::systemd::notify_ready_once_serving(
+            running.handle.clone(),
+            running.member_id,
+            config.name.clone(),
+        ));
         let mut terminate =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
                 .context("cannot watch for SIGTERM")?;

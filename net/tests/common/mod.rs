@@ -244,8 +244,20 @@ impl Cluster {
 }
 
 pub fn spawn(member: &mut Member, initial_cluster: &str, state: &str, extra_flags: &[String]) {
+    spawn_with_env(member, initial_cluster, state, extra_flags, &[]);
+}
+
+/// Like [`spawn`], with `env` set for the process.
+pub fn spawn_with_env(
+    member: &mut Member,
+    initial_cluster: &str,
+    state: &str,
+    extra_flags: &[String],
+    env: &[(&str, &std::ffi::OsStr)],
+) {
     let log = std::fs::File::create(&member.log).expect("a log file");
     let child = Command::new(env!("CARGO_BIN_EXE_keel"))
+        .envs(env.iter().copied())
         .args([
             "--name",
             &member.name,
