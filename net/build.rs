@@ -13,6 +13,7 @@ const JSON_PACKAGES: [&str; 3] = [".etcdserverpb", ".mvccpb", ".authpb"];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=../proto");
+    build_info();
     let simulated = std::env::var_os("CARGO_CFG_MADSIM").is_some();
     let descriptors = PathBuf::from(std::env::var("OUT_DIR")?).join("etcd_descriptors.bin");
     let mut builder = tonic_build::configure()
@@ -32,4 +33,43 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .build(&JSON_PACKAGES)?;
     }
     Ok(())
+}
+
+/// What `keel --version` reports of the build. The commit and date come from the release
+/// command (`scripts/release.sh` sets `KEEL_BUILD_COMMIT` and `KEEL_BUILD_DATE`), not from
+/// `git` here: reading `.git` would rebuild this crate at every commit of a working tree.
+fn build_info() {
+    println!("cargo:rerun-if-env-changed=KEEL_BUILD_COMMIT");
+    println!("cargo:rerun-if-env-changed=KEEL_BUILD_DATE");
+    let given = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+            .unwrap_or_else(|| "not provided (build with scripts/release.sh)".to_string())
+    };
+    let rustc = std::env::var_os("RUSTC")
+        .and_then(|rustc| {
+            std::process::Command::new(rustc)
+                .arg("--version")
+                .output()
+                .ok()
+        })
+        .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_string())
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "unknown".to_string());
+    let target = |name: &str| std::env::var(name).unwrap_or_else(|_| "unknown".to_string());
+    println!(
+        "cargo:rustc-env=KEEL_BUILD_COMMIT={}",
+        given("KEEL_BUILD_COMMIT")
+    );
+    println!(
+        "cargo:rustc-env=KEEL_BUILD_DATE={}",
+        given("KEEL_BUILD_DATE")
+    );
+    println!("cargo:rustc-env=KEEL_BUILD_RUSTC={rustc}");
+    println!(
+        "cargo:rustc-env=KEEL_BUILD_TARGET={}/{}",
+        target("CARGO_CFG_TARGET_OS"),
+        target("CARGO_CFG_TARGET_ARCH")
+    );
 }

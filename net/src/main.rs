@@ -28,10 +28,25 @@ mod real {
     use keel_storage::FsDisk;
     use tracing::{error, info};
 
+    /// `keel --version`: as `etcd --version`, plus the etcd API keel serves.
+    const LONG_VERSION: &str = concat!(
+        env!("CARGO_PKG_VERSION"),
+        "\nGit SHA: ",
+        env!("KEEL_BUILD_COMMIT"),
+        "\nBuild date: ",
+        env!("KEEL_BUILD_DATE"),
+        "\nRust version: ",
+        env!("KEEL_BUILD_RUSTC"),
+        "\nOS/Arch: ",
+        env!("KEEL_BUILD_TARGET"),
+        "\netcd API version: 3.5",
+    );
+
     #[derive(Parser, Debug)]
     #[command(
         name = "keel",
         version,
+        long_version = LONG_VERSION,
         about = "An etcd-compatible, strongly consistent key-value store",
         args_conflicts_with_subcommands = true
     )]
@@ -248,7 +263,8 @@ mod real {
             .with_ansi(ansi)
             .with_writer(std::io::stderr);
         match config.log_format {
-            LogFormat::Json => builder.json().init(),
+            // etcd's keys (`level`, `ts`, `caller`, `msg`), for pipelines built for etcd.
+            LogFormat::Json => builder.event_format(keel_net::log_format::EtcdJson).init(),
             LogFormat::Text => builder.init(),
         }
     }

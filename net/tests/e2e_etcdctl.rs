@@ -100,6 +100,51 @@ fn logs_written_to_a_file_carry_no_terminal_colour_codes() {
 }
 
 #[test]
+fn version_names_the_build_and_the_etcd_api_served() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_keel"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let text = String::from_utf8_lossy(&output.stdout);
+    let api = keel_net::ETCD_VERSION.rsplit_once('.').unwrap().0;
+    for line in [
+        format!("keel {}", keel_net::KEEL_VERSION),
+        "Git SHA: ".to_string(),
+        "Build date: ".to_string(),
+        "Rust version: rustc ".to_string(),
+        format!(
+            "OS/Arch: {}/{}",
+            std::env::consts::OS,
+            std::env::consts::ARCH
+        ),
+        format!("etcd API version: {api}"),
+    ] {
+        assert!(
+            text.lines().any(|l| l.starts_with(&line)),
+            "no {line:?} in {text}"
+        );
+    }
+}
+
+#[test]
+fn json_logs_carry_etcds_keys_on_every_line() {
+    let mut cluster = Cluster::start_with(1, &["--log-format", "json"]);
+    etcdctl_ok(&cluster.endpoints(), &["put", "k", "v"]);
+    cluster.members[0].terminate();
+    let log = cluster.members[0].log_text();
+    assert!(log.lines().count() > 2, "the server logged: {log}");
+    for line in log.lines() {
+        let parsed: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+        for key in ["level", "ts", "caller", "msg"] {
+            assert!(parsed.get(key).is_some(), "no {key:?} in {line}");
+        }
+    }
+    assert!(log.contains(r#""msg":"serving""#), "{log}");
+}
+
+#[test]
 fn bad_flags_exit_2_with_one_line_and_write_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("never.keel");
