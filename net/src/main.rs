@@ -253,9 +253,19 @@ mod real {
         }
     }
 
+    /// `--log-level`, with clients' harmless quirks shown only at `debug`: rustls warns of
+    /// every client that sends an IP address as TLS server name (Node's grpc-js does), and
+    /// its SNI parser warns of nothing else.
+    fn log_filter(level: &str) -> String {
+        match level {
+            "debug" => level.to_string(),
+            _ => format!("{level},rustls::msgs::handshake=error"),
+        }
+    }
+
     fn init_logging(config: &ServerConfig) {
         let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log_level));
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(log_filter(&config.log_level)));
         // Colours only for a person at a terminal: a file, a pipe or journald gets plain text.
         let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
         let builder = tracing_subscriber::fmt()
@@ -277,7 +287,35 @@ mod real {
         Removed,
     }
 
+    /// `http://` or `https://` URLs of listen addresses, comma-separated, for the log.
+    fn listen_urls(listeners: &[ListenUrl]) -> String {
+        let urls: Vec<String> = listeners
+            .iter()
+            .map(|l| format!("{}://{}", if l.https { "https" } else { "http" }, l.addr))
+            .collect();
+        urls.join(",")
+    }
+
+    /// The first line an operator reads: which keel, which member, where, and how reached.
+    fn log_start(config: &ServerConfig) {
+        info!(
+            version = keel_net::KEEL_VERSION,
+            git_sha = env!("KEEL_BUILD_COMMIT"),
+            etcd_api = keel_net::ETCD_VERSION,
+            name = config.name,
+            data_dir = %config.data_dir.display(),
+            listen_client_urls = listen_urls(&config.listen_client),
+            advertise_client_urls = config.advertise_client_urls.join(","),
+            listen_peer_urls = listen_urls(&config.listen_peer),
+            advertise_peer_urls = config.advertise_peer_urls.join(","),
+            client_tls = config.client_tls.is_some(),
+            peer_tls = config.peer_tls.is_some(),
+            "starting keel"
+        );
+    }
+
     async fn serve(config: ServerConfig) -> anyhow::Result<Ended> {
+        log_start(&config);
         refuse_an_etcd_data_dir(&config.data_dir)?;
         if config.data_dir.is_dir() {
             let removed = keel_net::backup::remove_stale_exports(&config.data_dir)

@@ -122,12 +122,25 @@ async fn open_node<D: Disk + Send + 'static>(
     disk: D,
     peer_tls: Option<&ClientTls>,
 ) -> anyhow::Result<Opened<D>> {
+    let opening = std::time::Instant::now();
     let (mut storage, recovered) = open_storage(config, disk)?;
+    let (is_new, wal_entries) = (recovered.is_new, recovered.entries.len());
     let store = node_config(config, config.member_id).store;
     let start =
         crate::bootstrap::open_member(config, &mut storage, recovered, store, peer_tls).await?;
     let peers = start.peers.clone();
     let (node, cluster_id) = open_engine_node(config, &mut storage, start)?;
+    if !is_new {
+        info!(
+            snapshot_index = storage.snapshot_index(),
+            wal_entries,
+            last_index = node.raft().last_index(),
+            applied_index = node.applied_index(),
+            revision = node.store().current_revision(),
+            took_ms = u64::try_from(opening.elapsed().as_millis()).unwrap_or(u64::MAX),
+            "recovered the data dir"
+        );
+    }
     Ok(Opened {
         node,
         storage,

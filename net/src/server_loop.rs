@@ -160,6 +160,8 @@ pub struct ServerLoop<D: Disk> {
     /// Ticks since this node last knew a leader.
     leaderless_ticks: u64,
     leader: Option<u64>,
+    /// The alarms last logged (see `log_alarm_changes`).
+    alarms_logged: Vec<keel_core::mvcc::AlarmMember>,
     /// A peer refused this member's connection because it was removed from the cluster.
     removed_by: Option<u64>,
     /// A commit index was written and not synced yet (see `sync_idle_commit`).
@@ -223,6 +225,7 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
             engine_commit_in_flight: false,
             leaderless_ticks: 0,
             leader: None,
+            alarms_logged: Vec::new(),
             removed_by: None,
             commit_unsynced: false,
             commit_unsynced_ticks: 0,
@@ -384,6 +387,7 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
         self.pending_reads
             .retain(|_, (_, failed)| !failed.is_closed());
         self.fail_parked_without_leader();
+        self.log_alarm_changes();
         if self.ticks % PUBLISH_RETRY_TICKS == 1 {
             self.publish_attributes();
         }
@@ -395,6 +399,29 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
                     .propose(NO_CLIENT, ProposalBody::Store(compaction));
             }
         }
+    }
+
+    /// One line per alarm raised or disarmed (NOSPACE, CORRUPT), looked at once a tick.
+    fn log_alarm_changes(&mut self) {
+        let alarms = self.node.store().alarms();
+        if alarms == self.alarms_logged {
+            return;
+        }
+        for raised in alarms.iter().filter(|a| !self.alarms_logged.contains(a)) {
+            warn!(
+                member = format!("{:x}", raised.member_id),
+                alarm = ?raised.alarm,
+                "alarm raised"
+            );
+        }
+        for disarmed in self.alarms_logged.iter().filter(|a| !alarms.contains(a)) {
+            info!(
+                member = format!("{:x}", disarmed.member_id),
+                alarm = ?disarmed.alarm,
+                "alarm disarmed"
+            );
+        }
+        self.alarms_logged = alarms;
     }
 
     /// Announces this member's name and client URLs through the log until they are there.

@@ -142,6 +142,36 @@ fn json_logs_carry_etcds_keys_on_every_line() {
         }
     }
     assert!(log.contains(r#""msg":"serving""#), "{log}");
+    let line_of = |log: &str, msg: &str| -> serde_json::Value {
+        log.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|l| l["msg"] == msg)
+            .unwrap_or_else(|| panic!("no {msg:?} line in {log}"))
+    };
+    let start = line_of(&log, "starting keel");
+    let member = &cluster.members[0];
+    assert_eq!(start["name"], member.name.as_str());
+    assert_eq!(start["listen_client_urls"], member.client_url().as_str());
+    assert_eq!(start["advertise_peer_urls"], member.peer_url().as_str());
+    assert_eq!(start["client_tls"], false);
+    assert_eq!(start["version"], keel_net::KEEL_VERSION);
+    // A restart says what recovery found.
+    cluster.restart(0);
+    cluster.wait_ready();
+    cluster.members[0].terminate();
+    let log = cluster.members[0].log_text();
+    let recovered = line_of(&log, "recovered the data dir");
+    for key in ["snapshot_index", "wal_entries", "last_index", "took_ms"] {
+        assert!(recovered[key].is_u64(), "{key} in {recovered}");
+    }
+    assert!(
+        recovered["revision"].as_u64() >= Some(2),
+        "the put: {recovered}"
+    );
+    assert!(
+        recovered["applied_index"].as_u64() >= Some(1),
+        "{recovered}"
+    );
 }
 
 #[test]

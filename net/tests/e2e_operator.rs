@@ -276,6 +276,16 @@ fn the_nospace_alarm_is_raised_for_the_cluster_and_blocks_writes_until_disarmed(
     etcdctl_ok(&through, &["alarm", "disarm"]);
     etcdctl_ok(&through, &["put", "small", "1"]);
     assert_eq!(etcdctl_ok(&through, &["alarm", "list"]), "");
+    // Every member said so in its log, once each way.
+    for member in &cluster.members {
+        let log = wait_for("the alarm's log lines", || {
+            let log = member.log_text();
+            log.contains("alarm disarmed").then_some(log)
+        });
+        let raised = log.lines().filter(|l| l.contains("alarm raised")).count();
+        assert_eq!(raised, 1, "{log}");
+        assert!(log.contains("alarm=NoSpace"), "{log}");
+    }
 }
 
 fn revision_of(endpoint: &str) -> i64 {
