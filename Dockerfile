@@ -7,7 +7,7 @@ ARG RUNTIME_IMAGE=docker.io/library/debian:bookworm-slim
 
 FROM ${RUST_IMAGE} AS build
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends protobuf-compiler git \
+    && apt-get install -y --no-install-recommends protobuf-compiler libprotobuf-dev git \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
