@@ -1,5 +1,5 @@
 # keel's container image: `docker build -t keel:0.1.0 .` (or podman/buildah).
-# Build stage: the release build (scripts/release.sh: the stripped `dist` profile).
+# Build stage: the release build (scripts/release.sh: the `dist` profile, stripped, with LTO).
 # Runtime stage: Debian slim, keel only, as a non-root user; data in the /var/lib/keel
 # volume; every setting from KEEL_<FLAG> (or etcd's ETCD_<FLAG>) environment variables.
 ARG RUST_IMAGE=docker.io/library/rust:1-bookworm
