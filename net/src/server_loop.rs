@@ -38,11 +38,14 @@ const MAX_REQUESTS_PER_BATCH: usize = 4096;
 const MAX_PARKED_REQUESTS: usize = 4096;
 /// Re-announce this member's name and client URLs this often until they are applied.
 const PUBLISH_RETRY_TICKS: u64 = 20;
-/// etcd warns about an fdatasync slower than this.
 /// Revisions of physical compaction a quiet member runs per tick (see `maybe_commit_engine`):
 /// tens of milliseconds of work in a 1 GB store, well inside a heartbeat.
 const IDLE_COMPACTION_REVISIONS_PER_TICK: usize = 2_000;
+/// etcd warns about an fdatasync slower than this.
 const SLOW_FSYNC: Duration = Duration::from_secs(1);
+/// A turn of the loop longer than this delays every request and heartbeat behind it: it is
+/// logged with where its time went (etcd warns about an apply over 100 ms).
+const SLOW_TURN: Duration = Duration::from_millis(100);
 
 /// Everything the loop needs besides the node and its storage.
 pub struct LoopSettings {
@@ -154,6 +157,8 @@ pub struct ServerLoop<D: Disk> {
     engine_disk: D,
     /// Entries applied since the engine's last durable commit, and when that was.
     applied_since_commit: u64,
+    /// Where the current turn of the loop spent its time, for the slow-turn warning.
+    turn: TurnTimes,
     last_engine_commit: Instant,
     /// A durable engine commit runs off the loop.
     engine_commit_in_flight: bool,
@@ -221,6 +226,7 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
             ticks: 0,
             engine_disk,
             applied_since_commit: 0,
+            turn: TurnTimes::default(),
             last_engine_commit: Instant::now(),
             engine_commit_in_flight: false,
             leaderless_ticks: 0,
@@ -263,23 +269,32 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
             // `biased`: the branch order is fixed, never drawn at random, so a simulated run
             // replays bit for bit. Fairness comes from draining every input below, whichever
             // one woke the loop.
-            tokio::select! {
+            let woke = tokio::select! {
                 biased;
                 _ = inputs.shutdown.changed() => break,
-                () = &mut ticker => {
+                () = &mut ticker => Woke::Tick,
+                Some(message) = inputs.peer_inbox.recv() => Woke::Peer(message),
+                Some(report) = inputs.peer_reports.recv() => Woke::PeerReport(report),
+                Some(open) = inputs.watch_opens.recv() => Woke::WatchOpen(open),
+                request = inputs.requests.recv() => match request {
+                    Some(request) => Woke::Request(request),
+                    None => break,
+                },
+            };
+            let turn_started = Instant::now();
+            self.turn = TurnTimes::default();
+            match woke {
+                Woke::Tick => {
                     self.on_tick();
                     self.sync_idle_commit()?;
                     self.maybe_commit_engine(true)?;
                     let period = self.clock.real_duration(self.settings.tick);
                     ticker.as_mut().reset(Instant::now() + period);
                 }
-                Some(message) = inputs.peer_inbox.recv() => self.step(message),
-                Some(report) = inputs.peer_reports.recv() => self.on_peer_report(report),
-                Some(open) = inputs.watch_opens.recv() => self.open_watch_stream(open),
-                request = inputs.requests.recv() => match request {
-                    Some(request) => self.handle(request),
-                    None => break,
-                },
+                Woke::Peer(message) => self.step(message),
+                Woke::PeerReport(report) => self.on_peer_report(report),
+                Woke::WatchOpen(open) => self.open_watch_stream(open),
+                Woke::Request(request) => self.handle(request),
             }
             self.drain_inputs(&mut inputs);
             self.process_ready()?;
@@ -287,6 +302,7 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
             self.check_still_a_member()?;
             self.unpark();
             self.flush_watches();
+            self.turn.warn_if_slow(turn_started.elapsed());
         }
         // A commit index learned alone is written but not synced; syncing it now lets a
         // clean restart serve at once instead of waiting to catch up with the leader.
@@ -632,6 +648,7 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
             self.storage
                 .persist(&ready)
                 .inspect_err(|e| error!(%e, "persist failed"))?;
+            self.turn.persist += started.elapsed();
             self.commit_unsynced = !synced && (self.commit_unsynced || ready.hard_state.is_some());
             if synced {
                 let took = started.elapsed();
@@ -645,7 +662,10 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
             }
             let committed = ready.committed_entries.len() as u64;
             let now_ms = self.now_ms();
+            let applying = Instant::now();
             let output = self.node.apply(&mut ready, now_ms);
+            self.turn.apply += applying.elapsed();
+            self.turn.applied_entries += committed;
             self.metrics
                 .proposals_committed
                 .fetch_add(committed, Ordering::Relaxed);
@@ -779,7 +799,9 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
         // A commit still under way (a large index checkpoint, a slow disk) is not waited
         // for: the writes wait in memory and the next commit takes them all.
         if due && !self.engine_commit_in_flight {
+            let beginning = Instant::now();
             let result = self.node.begin_store_commit();
+            self.turn.begin_engine_commit += beginning.elapsed();
             engine_result(result)?;
             self.engine_commit_in_flight = true;
             self.applied_since_commit = 0;
@@ -800,6 +822,13 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
     /// After a durable commit: releases the Raft log behind it every `--snapshot-count`
     /// entries, since the engine holds everything the released entries did.
     fn after_engine_commit(&mut self) -> Result<(), LoopError> {
+        let started = Instant::now();
+        let result = self.release_log_behind_engine();
+        self.turn.after_engine_commit += started.elapsed();
+        result
+    }
+
+    fn release_log_behind_engine(&mut self) -> Result<(), LoopError> {
         if let Some(ms) = self.node.store().last_commit_ms() {
             self.metrics
                 .observe_engine_commit(Duration::from_millis(ms));
@@ -878,6 +907,47 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
 }
 
 /// The loop's error for a failure of the store's engine.
+/// What woke the server loop for a turn.
+enum Woke {
+    Tick,
+    Peer(Message),
+    PeerReport(PeerReport),
+    WatchOpen(WatchOpen),
+    Request(Request),
+}
+
+/// Where one turn of the server loop spent its time.
+#[derive(Debug, Default)]
+struct TurnTimes {
+    /// Writing (and syncing) Raft's log and hard state.
+    persist: Duration,
+    /// Applying committed entries to the store.
+    apply: Duration,
+    applied_entries: u64,
+    /// Handing a batch of writes to the engine's commit thread.
+    begin_engine_commit: Duration,
+    /// Taking a finished commit's view and releasing the Raft log behind it.
+    after_engine_commit: Duration,
+}
+
+impl TurnTimes {
+    fn warn_if_slow(&self, took: Duration) {
+        if took < SLOW_TURN {
+            return;
+        }
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        warn!(
+            took_ms = ms(took),
+            persist_ms = ms(self.persist),
+            apply_ms = ms(self.apply),
+            applied_entries = self.applied_entries,
+            begin_engine_commit_ms = ms(self.begin_engine_commit),
+            after_engine_commit_ms = ms(self.after_engine_commit),
+            "a turn of the server loop took too long"
+        );
+    }
+}
+
 fn engine_result<T>(result: Result<T, keel_core::mvcc::Error>) -> Result<T, LoopError> {
     result.map_err(|e| {
         error!(%e, "the store's engine failed");

@@ -113,6 +113,10 @@ pub struct BenchArgs {
     /// The client certificate's key.
     #[arg(long, requires = "cert")]
     pub key: Option<std::path::PathBuf>,
+    /// Print each request slower than this many milliseconds to stderr, with the wall-clock
+    /// time it finished, to line latency spikes up with the servers' logs.
+    #[arg(long)]
+    pub slow_ms: Option<u64>,
 }
 
 impl BenchArgs {
@@ -158,18 +162,28 @@ fn endpoint_url(endpoint: &str, tls: bool) -> String {
 pub(crate) struct Recorder {
     latency_us: Histogram<u64>,
     errors: BTreeMap<String, u64>,
+    slow: Option<Duration>,
 }
 
 impl Recorder {
-    fn new() -> Recorder {
+    fn new(slow: Option<Duration>) -> Recorder {
         Recorder {
             latency_us: Histogram::new_with_bounds(1, 60_000_000, 3)
                 .expect("constant histogram bounds are valid"),
             errors: BTreeMap::new(),
+            slow,
         }
     }
 
     pub(crate) fn record(&mut self, latency: Duration, outcome: Result<(), String>) {
+        if self.slow.is_some_and(|slow| latency >= slow) {
+            eprintln!(
+                "slow request: finished {} after {} ms ({})",
+                humantime::format_rfc3339_millis(std::time::SystemTime::now()),
+                latency.as_millis(),
+                if outcome.is_ok() { "ok" } else { "error" },
+            );
+        }
         match outcome {
             Ok(()) => {
                 let us = u64::try_from(latency.as_micros())
@@ -300,7 +314,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Summary> {
         interval: (args.rate > 0)
             .then(|| Duration::from_secs(1) / u32::try_from(args.rate).unwrap_or(u32::MAX)),
     });
-    let recorder = Arc::new(Mutex::new(Recorder::new()));
+    let recorder = Arc::new(Mutex::new(Recorder::new(
+        args.slow_ms.map(Duration::from_millis),
+    )));
     let progress = progress::Progress::new(args.duration.is_none().then_some(args.total));
     let started = Instant::now();
     let mut tasks = Vec::new();
