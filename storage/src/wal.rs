@@ -38,6 +38,9 @@ const _: () = assert!(ZERO_TAIL_KEPT_BYTES as usize >= crate::record::HEADER_BYT
 /// the server loop, appending, must not wait for. A `.tmp` file: recovery removes it.
 pub(crate) const SPARE_SEGMENT_FILE: &str = "spare-segment.wal.tmp";
 
+/// The spare segment is filled and synced this much at a time (see `fill_in_steps`).
+const SPARE_FILL_STEP_BYTES: u64 = 1 << 20;
+
 /// Where the spare segment stands.
 #[derive(Debug)]
 enum Spare {
@@ -347,9 +350,7 @@ impl Wal {
                 _ => {}
             }
             spare_disk.create(SPARE_SEGMENT_FILE)?;
-            let filled = spare_disk
-                .preallocate(SPARE_SEGMENT_FILE, size_bytes)
-                .and_then(|()| spare_disk.sync(SPARE_SEGMENT_FILE));
+            let filled = fill_in_steps(&mut spare_disk, SPARE_SEGMENT_FILE, size_bytes);
             if filled.is_err() {
                 // A full disk: give the room back to the segments.
                 let _ = spare_disk.remove(SPARE_SEGMENT_FILE);
@@ -532,6 +533,21 @@ impl Wal {
         self.sync(disk)?;
         sync_dir(disk)
     }
+}
+
+/// Zero-fills `file` to `size_bytes` a step at a time, each step synced before the next is
+/// written. Written whole and then synced, 64 MiB of zeros reach the disk as one burst that
+/// the WAL's own syncs queue behind — on every member at once, since members roll their
+/// segments over at about the same index: measured at 1M keys on one disk, 120-370 ms
+/// sync stalls and the slowest puts of a run.
+fn fill_in_steps<D: Disk>(disk: &mut D, file: &str, size_bytes: u64) -> std::io::Result<()> {
+    let mut filled_bytes = 0;
+    while filled_bytes < size_bytes {
+        filled_bytes = (filled_bytes + SPARE_FILL_STEP_BYTES).min(size_bytes);
+        disk.preallocate(file, filled_bytes)?;
+        disk.sync(file)?;
+    }
+    Ok(())
 }
 
 fn encode_error(e: bincode::Error) -> StorageError {

@@ -148,6 +148,41 @@ fn rollovers_take_the_spare_segment_filled_ahead<E: TestEnv>() {
     assert!(recovered.repairs.is_empty(), "{:?}", recovered.repairs);
 }
 
+/// A spare larger than one fill step (1 MiB) is filled whole, step by step, before a
+/// rollover takes it: the segment it becomes is its full size from its first record on.
+fn a_spare_of_several_fill_steps_is_filled_whole<E: TestEnv>() {
+    let mut env = E::new();
+    let options = StorageOptions {
+        segment_size_bytes: (5 << 20) / 2,
+        max_record_size_bytes: 1 << 20,
+        ..StorageOptions::default()
+    };
+    let mut storage = bootstrapped(&mut env, &options);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut next = 2;
+    while storage.spare_segments_used() < 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no rollover took a spare"
+        );
+        storage
+            .append(&entries(next, next + 3, 1, 64 << 10))
+            .unwrap();
+        storage.sync().unwrap();
+        next += 4;
+    }
+    let newest = segment_files(&mut env).into_iter().max().unwrap();
+    let size_bytes = env.read(&newest).len() as u64;
+    assert!(
+        size_bytes >= options.segment_size_bytes,
+        "{newest} is {size_bytes} bytes, not filled to {}",
+        options.segment_size_bytes
+    );
+    drop(storage);
+    let (_, recovered) = reopen(&mut env, &options);
+    assert_eq!(recovered.entries.len() as u64, next - 2);
+}
+
 fn snapshots_keep_the_newest_two_and_the_wal_behind_the_older<E: TestEnv>() {
     let mut env = E::new();
     let options = small_segments();
@@ -560,6 +595,7 @@ on_both_disks!(
     a_replaced_suffix_is_recovered_not_the_old_one,
     segments_rotate_and_each_carries_the_hard_state,
     rollovers_take_the_spare_segment_filled_ahead,
+    a_spare_of_several_fill_steps_is_filled_whole,
     snapshots_keep_the_newest_two_and_the_wal_behind_the_older,
     a_leaders_snapshot_replaces_the_log,
     a_snapshot_written_apart_and_adopted_is_saved,
