@@ -9,7 +9,21 @@
 use std::path::PathBuf;
 
 /// The packages whose messages cross the gateway (not the annotation protos they import).
-const JSON_PACKAGES: [&str; 3] = [".etcdserverpb", ".mvccpb", ".authpb"];
+const JSON_PACKAGES: [&str; 5] = [
+    ".etcdserverpb",
+    ".mvccpb",
+    ".authpb",
+    ".v3lockpb",
+    ".v3electionpb",
+];
+
+/// etcd's services: the core API, and the lock and election services etcd's server runs on
+/// top of it.
+const PROTOS: [&str; 3] = [
+    "../proto/etcd/api/etcdserverpb/rpc.proto",
+    "../proto/etcd/server/etcdserver/api/v3lock/v3lockpb/v3lock.proto",
+    "../proto/etcd/server/etcdserver/api/v3election/v3electionpb/v3election.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=../proto");
@@ -24,7 +38,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if !simulated {
         builder = builder.file_descriptor_set_path(&descriptors);
     }
-    builder.compile_protos(&["../proto/etcd/api/etcdserverpb/rpc.proto"], &["../proto"])?;
+    builder.compile_protos(&PROTOS, &["../proto"])?;
     if !simulated {
         pbjson_build::Builder::new()
             .register_descriptors(&std::fs::read(&descriptors)?)?

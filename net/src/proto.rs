@@ -25,3 +25,15 @@ pub mod etcdserverpb {
     #[cfg(not(madsim))]
     include!(concat!(env!("OUT_DIR"), "/etcdserverpb.serde.rs"));
 }
+
+pub mod v3lockpb {
+    tonic::include_proto!("v3lockpb");
+    #[cfg(not(madsim))]
+    include!(concat!(env!("OUT_DIR"), "/v3lockpb.serde.rs"));
+}
+
+pub mod v3electionpb {
+    tonic::include_proto!("v3electionpb");
+    #[cfg(not(madsim))]
+    include!(concat!(env!("OUT_DIR"), "/v3electionpb.serde.rs"));
+}

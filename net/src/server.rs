@@ -15,7 +15,10 @@ use tracing::{info, warn};
 
 use crate::api::auth::AuthService;
 use crate::api::cluster::ClusterService;
+use crate::api::concurrency::Recipes;
+use crate::api::election::ElectionService;
 use crate::api::lease::LeaseService;
+use crate::api::lock::LockService;
 use crate::api::maintenance::MaintenanceService;
 use crate::api::watch::{keep_watchers_moving, WatchService};
 use crate::api::{kv::KvService, Api};
@@ -30,6 +33,8 @@ use crate::proto::etcdserverpb::kv_server::KvServer;
 use crate::proto::etcdserverpb::lease_server::LeaseServer;
 use crate::proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use crate::proto::etcdserverpb::watch_server::WatchServer;
+use crate::proto::v3electionpb::election_server::ElectionServer;
+use crate::proto::v3lockpb::lock_server::LockServer;
 use crate::server_loop::{Hooks, LoopError, LoopInputs, LoopSettings, ServerLoop, WatchOpen};
 use crate::snapshot_stream::{self, DiskInbox};
 use crate::tls::{ClientTls, ServerTls, TlsSettings, CLIENT_ALPN, GRPC_ALPN, PEER_ALPN};
@@ -417,7 +422,7 @@ pub async fn start_hooked<D: Disk + Send + 'static>(
         metrics.clone(),
         max_message_bytes,
     );
-    let watch = WatchServer::new(watch_service)
+    let watch = WatchServer::new(watch_service.clone())
         .max_decoding_message_size(max_message_bytes)
         .max_encoding_message_size(usize::MAX);
     let refuse_on_learner = crate::api::refuse_on_learner(handle.learner_flag());
@@ -431,8 +436,18 @@ pub async fn start_hooked<D: Disk + Send + 'static>(
         .max_encoding_message_size(usize::MAX);
     let auth = AuthServer::with_interceptor(
         AuthService::new(api.clone(), config.auth.bcrypt_cost),
-        refuse_on_learner,
+        refuse_on_learner.clone(),
     );
+    let recipes = Recipes {
+        api: api.clone(),
+        kv: KvService::new(api.clone()),
+        lease: LeaseService::new(api.clone()),
+        watch: watch_service.clone(),
+    };
+    let lock =
+        LockServer::with_interceptor(LockService::new(recipes.clone()), refuse_on_learner.clone());
+    let election =
+        ElectionServer::with_interceptor(ElectionService::new(recipes), refuse_on_learner);
     tokio::spawn(keep_watchers_moving(handle.clone()));
     let router = client_server(&handle, &metrics, max_message_bytes)
         .add_service(kv)
@@ -440,7 +455,9 @@ pub async fn start_hooked<D: Disk + Send + 'static>(
         .add_service(lease)
         .add_service(cluster)
         .add_service(maintenance)
-        .add_service(auth);
+        .add_service(auth)
+        .add_service(lock)
+        .add_service(election);
     let checker = crate::corruption::Checker {
         node: handle.clone(),
         members: members_view.clone(),

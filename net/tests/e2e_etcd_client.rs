@@ -1,5 +1,5 @@
 //! The `keel` binary (three real processes) driven by the Rust `etcd-client` crate, as an
-//! application would: every KV, Watch, Lease, Cluster and Maintenance call.
+//! application would: every KV, Watch, Lease, Cluster, Maintenance, Lock and Election call.
 #![cfg(not(madsim))]
 #![allow(clippy::unwrap_used)]
 
@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use common::Cluster;
 use etcd_client::{
-    Client, Compare, CompareOp, EventType, GetOptions, PutOptions, Txn, TxnOp, WatchOptions,
+    Client, Compare, CompareOp, EventType, GetOptions, LeaderKey, LockOptions, ProclaimOptions,
+    PutOptions, ResignOptions, Txn, TxnOp, WatchOptions,
 };
 
 async fn connect(cluster: &Cluster) -> Client {
@@ -286,4 +287,143 @@ async fn cluster_and_maintenance_calls_report_the_cluster() {
         client.status().await.is_ok_and(|s| s.leader() == target)
     })
     .await;
+}
+
+/// How many keys there are under `prefix`.
+async fn count_under(client: &mut Client, prefix: &str) -> i64 {
+    let options = GetOptions::new().with_prefix().with_count_only();
+    client.get(prefix, Some(options)).await.unwrap().count()
+}
+
+/// The Lock service as etcd's: a lock without a lease gets one of 60 s from the server; a
+/// second locker queues (its key appears) and gets the lock only after the first unlocks —
+/// its answer's revision is past the unlock, which a locker that did not wait could not
+/// show; a waiter whose client goes away leaves no key; a waiter whose lease ends while it
+/// waits is told its session expired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_holders_queue_and_unlock_hands_the_lock_over() {
+    let cluster = Cluster::start(3);
+    let mut client = connect(&cluster).await;
+    let held = client.lock("l", None).await.unwrap();
+    let held_key = String::from_utf8(held.key().to_vec()).unwrap();
+    assert!(held_key.starts_with("l/"), "{held_key}");
+    let lease = client.get(held_key.as_str(), None).await.unwrap().kvs()[0].lease();
+    let granted = client.lease_time_to_live(lease, None).await.unwrap();
+    assert_eq!(granted.granted_ttl(), 60, "the session lease etcd grants");
+
+    let second_lease = client.lease_grant(60, None).await.unwrap().id();
+    let mut second = connect(&cluster).await;
+    let waiter = tokio::spawn(async move {
+        let options = LockOptions::new().with_lease(second_lease);
+        second.lock("l", Some(options)).await
+    });
+    eventually("the second locker to queue", async || {
+        count_under(&mut client, "l/").await == 2
+    })
+    .await;
+    let unlocked = client.unlock(held_key.as_str()).await.unwrap();
+    let unlock_revision = unlocked.header().unwrap().revision();
+    let taken = waiter.await.unwrap().unwrap();
+    assert_eq!(taken.key(), format!("l/{second_lease:x}").as_bytes());
+    assert!(
+        taken.header().unwrap().revision() >= unlock_revision,
+        "the lock was taken at {} before it was released at {unlock_revision}",
+        taken.header().unwrap().revision()
+    );
+
+    // A waiter that goes away: its key is removed.
+    let mut third = connect(&cluster).await;
+    let gone = tokio::spawn(async move { third.lock("l", None).await });
+    eventually("the third locker to queue", async || {
+        count_under(&mut client, "l/").await == 2
+    })
+    .await;
+    gone.abort();
+    eventually("the key of a waiter that went away to go", async || {
+        count_under(&mut client, "l/").await == 1
+    })
+    .await;
+
+    // A waiter whose lease ends while it waits.
+    let doomed_lease = client.lease_grant(60, None).await.unwrap().id();
+    let mut fourth = connect(&cluster).await;
+    let doomed = tokio::spawn(async move {
+        let options = LockOptions::new().with_lease(doomed_lease);
+        fourth.lock("l", Some(options)).await
+    });
+    eventually("the fourth locker to queue", async || {
+        count_under(&mut client, "l/").await == 2
+    })
+    .await;
+    client.lease_revoke(doomed_lease).await.unwrap();
+    client.unlock(taken.key()).await.unwrap();
+    let expired = doomed.await.unwrap().unwrap_err();
+    assert!(
+        expired.to_string().contains("mutex: session is expired"),
+        "{expired}"
+    );
+    assert_eq!(count_under(&mut client, "l/").await, 0);
+}
+
+/// The Election service as etcd's: the first campaigner leads; `Observe` streams its value
+/// and each value it proclaims; a second campaigner waits until the first resigns, then
+/// leads and is observed; a stale leader key cannot proclaim; an election nobody leads has
+/// no leader — each error in etcd's words.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn election_leaders_take_turns_and_observers_see_each_value() {
+    let cluster = Cluster::start(3);
+    let mut client = connect(&cluster).await;
+    let no_leader = client.leader("e").await.unwrap_err();
+    assert!(
+        no_leader.to_string().contains("election: no leader"),
+        "{no_leader}"
+    );
+
+    let first_lease = client.lease_grant(60, None).await.unwrap().id();
+    let campaign = client.campaign("e", "a", first_lease).await.unwrap();
+    let first = campaign.leader().unwrap().clone();
+    assert_eq!((first.name(), first.lease()), (&b"e"[..], first_lease));
+    assert_eq!(first.key(), format!("e/{first_lease:x}").as_bytes());
+    let mut observed = client.observe("e").await.unwrap();
+    let mut next_value = async || {
+        let answer = observed.message().await.unwrap().unwrap();
+        answer.kv().unwrap().value().to_vec()
+    };
+    assert_eq!(next_value().await, b"a");
+    let proclaim = ProclaimOptions::new().with_leader(first.clone());
+    client.proclaim("a2", Some(proclaim)).await.unwrap();
+    assert_eq!(next_value().await, b"a2");
+
+    let second_lease = client.lease_grant(60, None).await.unwrap().id();
+    let mut second = connect(&cluster).await;
+    let waiter = tokio::spawn(async move { second.campaign("e", "b", second_lease).await });
+    eventually("the second campaigner to queue", async || {
+        count_under(&mut client, "e/").await == 2
+    })
+    .await;
+    let leader = client.leader("e").await.unwrap();
+    assert_eq!(leader.kv().unwrap().value(), b"a2", "the first still leads");
+    assert!(!waiter.is_finished(), "two leaders at once");
+
+    let stale = LeaderKey::new()
+        .with_name("e")
+        .with_key(first.key())
+        .with_rev(first.rev() - 1)
+        .with_lease(first_lease);
+    let refused = client
+        .proclaim("x", Some(ProclaimOptions::new().with_leader(stale)))
+        .await
+        .unwrap_err();
+    assert!(
+        refused.to_string().contains("election: not leader"),
+        "{refused}"
+    );
+
+    let resign = ResignOptions::new().with_leader(first);
+    client.resign(Some(resign)).await.unwrap();
+    let won = waiter.await.unwrap().unwrap();
+    assert_eq!(won.leader().unwrap().lease(), second_lease);
+    assert_eq!(next_value().await, b"b");
+    let leader = client.leader("e").await.unwrap();
+    assert_eq!(leader.kv().unwrap().value(), b"b");
 }

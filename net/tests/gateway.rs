@@ -545,6 +545,53 @@ async fn lease_cluster_and_maintenance_routes_reach_their_services() {
     server.stop().await;
 }
 
+/// etcd's lock and election routes: a lock's key under its name, an election's leader and
+/// its observed value as a `{"result":…}` line, and etcd's error for an election without a
+/// leader (gRPC `Unknown`, HTTP 500).
+#[tokio::test]
+async fn lock_and_election_routes_reach_their_services() {
+    let server = Server::start().await;
+    let locked = server
+        .ok("/v3/lock/lock", json!({"name": b64("gate")}))
+        .await;
+    let key = BASE64.decode(locked["key"].as_str().unwrap()).unwrap();
+    assert!(key.starts_with(b"gate/"), "{locked}");
+    server
+        .ok("/v3/lock/unlock", json!({"key": locked["key"]}))
+        .await;
+
+    let (status, refused) = server
+        .call("/v3/election/leader", json!({"name": b64("vote")}))
+        .await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{refused}");
+    assert_eq!(refused["message"], "election: no leader");
+    // etcd's older /v3beta spelling reaches the same service.
+    let campaign = server
+        .ok(
+            "/v3beta/election/campaign",
+            json!({"name": b64("vote"), "value": b64("me")}),
+        )
+        .await;
+    assert_eq!(campaign["leader"]["name"], b64("vote"), "{campaign}");
+    let leader = server
+        .ok("/v3/election/leader", json!({"name": b64("vote")}))
+        .await;
+    assert_eq!(leader["kv"]["value"], b64("me"), "{leader}");
+
+    let observe = post_request(
+        "/v3/election/observe",
+        &json!({"name": b64("vote")}).to_string(),
+    );
+    let mut observed = server.send(observe).await.into_body();
+    let mut pending = Vec::new();
+    let first = next_line(&mut observed, &mut pending).await;
+    assert_eq!(first["result"]["kv"]["value"], b64("me"), "{first}");
+    server
+        .ok("/v3/election/resign", json!({"leader": campaign["leader"]}))
+        .await;
+    server.stop().await;
+}
+
 /// A CORRUPT alarm (raised by the corruption checks) shows in `/health`, in `/readyz`'s
 /// `data_corruption` check and in `alarm list`, and refuses every write with etcd's
 /// "etcdserver: corrupt cluster" until disarmed.

@@ -121,13 +121,82 @@ impl KvService {
         request: Request<pb::RangeRequest>,
     ) -> Result<(Credentials, mvcc::RangeRequest, Check), Status> {
         let credentials = self.api.credentials(&request);
-        let request = convert::range_request(request.into_inner())?;
+        let (request, check) = self.checked_range(request.into_inner())?;
+        Ok((credentials, request, check))
+    }
+
+    fn checked_range(
+        &self,
+        request: pb::RangeRequest,
+    ) -> Result<(mvcc::RangeRequest, Check), Status> {
+        let request = convert::range_request(request)?;
         mvcc::check_range(&request).map_err(|e| store_status(&e))?;
         if !request.serializable {
             self.api.refuse_on_learner()?;
         }
         let check = read_check(&request.key, &request.range_end);
-        Ok((credentials, request, check))
+        Ok((request, check))
+    }
+
+    /// A Range as `credentials`' owner: the service's call, and the in-process client of
+    /// the lock and election services (see `super::concurrency`).
+    pub(crate) async fn range_as(
+        &self,
+        credentials: &Credentials,
+        request: pb::RangeRequest,
+    ) -> Result<pb::RangeResponse, Status> {
+        let (request, check) = self.checked_range(request)?;
+        let (response, header) = self
+            .read(request.serializable, credentials, check, move |store| {
+                store.range(&request)
+            })
+            .await?;
+        Ok(convert::range_response(response, &header))
+    }
+
+    /// A DeleteRange as `credentials`' owner.
+    pub(crate) async fn delete_range_as(
+        &self,
+        credentials: &Credentials,
+        request: pb::DeleteRangeRequest,
+    ) -> Result<pb::DeleteRangeResponse, Status> {
+        self.api.refuse_on_learner()?;
+        let command = Command::DeleteRange(convert::delete_range_request(request));
+        match self.write(command, credentials).await? {
+            (mvcc::Response::DeleteRange(response), header) => {
+                Ok(convert::delete_range_response(response, &header))
+            }
+            _ => Err(unexpected("delete")),
+        }
+    }
+
+    /// A Txn as `credentials`' owner.
+    pub(crate) async fn txn_as(
+        &self,
+        credentials: &Credentials,
+        request: pb::TxnRequest,
+    ) -> Result<pb::TxnResponse, Status> {
+        self.api.refuse_on_learner()?;
+        let txn = convert::txn_request(request)?;
+        if txn.is_read_only() {
+            // Like etcd: a txn that only reads is served as a (linearizable) read, checked on
+            // every key it reads, compares included.
+            let checked = txn.clone();
+            let check: Check =
+                Arc::new(move |auth, caller, node| auth.check_txn(caller, node.store(), &checked));
+            let (response, header) = self
+                .read(false, credentials, check, move |store| {
+                    // Checked against this server's limits (ops per txn, request size).
+                    mvcc::check_command(&Command::Txn(txn.clone()), &store.config().limits)?;
+                    store.read_txn(&txn)
+                })
+                .await?;
+            return Ok(convert::txn_response(response, &header));
+        }
+        match self.write(Command::Txn(txn), credentials).await? {
+            (mvcc::Response::Txn(response), header) => Ok(convert::txn_response(response, &header)),
+            _ => Err(unexpected("txn")),
+        }
     }
 
     /// Sends `chunk` and reads the ones after it until the last, or until the client goes.
@@ -179,13 +248,9 @@ impl Kv for KvService {
         &self,
         request: Request<pb::RangeRequest>,
     ) -> Result<Response<pb::RangeResponse>, Status> {
-        let (credentials, request, check) = self.range_request(request)?;
-        let (response, header) = self
-            .read(request.serializable, &credentials, check, move |store| {
-                store.range(&request)
-            })
-            .await?;
-        Ok(Response::new(convert::range_response(response, &header)))
+        let credentials = self.api.credentials(&request);
+        let response = self.range_as(&credentials, request.into_inner()).await?;
+        Ok(Response::new(response))
     }
 
     type RangeStreamStream = tonic::codegen::BoxStream<pb::RangeStreamResponse>;
@@ -255,45 +320,20 @@ impl Kv for KvService {
         &self,
         request: Request<pb::DeleteRangeRequest>,
     ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
-        self.api.refuse_on_learner()?;
         let credentials = self.api.credentials(&request);
-        let command = Command::DeleteRange(convert::delete_range_request(request.into_inner()));
-        match self.write(command, &credentials).await? {
-            (mvcc::Response::DeleteRange(response), header) => Ok(Response::new(
-                convert::delete_range_response(response, &header),
-            )),
-            _ => Err(unexpected("delete")),
-        }
+        let response = self
+            .delete_range_as(&credentials, request.into_inner())
+            .await?;
+        Ok(Response::new(response))
     }
 
     async fn txn(
         &self,
         request: Request<pb::TxnRequest>,
     ) -> Result<Response<pb::TxnResponse>, Status> {
-        self.api.refuse_on_learner()?;
         let credentials = self.api.credentials(&request);
-        let txn = convert::txn_request(request.into_inner())?;
-        if txn.is_read_only() {
-            // Like etcd: a txn that only reads is served as a (linearizable) read, checked on
-            // every key it reads, compares included.
-            let checked = txn.clone();
-            let check: Check =
-                Arc::new(move |auth, caller, node| auth.check_txn(caller, node.store(), &checked));
-            let (response, header) = self
-                .read(false, &credentials, check, move |store| {
-                    // Checked against this server's limits (ops per txn, request size).
-                    mvcc::check_command(&Command::Txn(txn.clone()), &store.config().limits)?;
-                    store.read_txn(&txn)
-                })
-                .await?;
-            return Ok(Response::new(convert::txn_response(response, &header)));
-        }
-        match self.write(Command::Txn(txn), &credentials).await? {
-            (mvcc::Response::Txn(response), header) => {
-                Ok(Response::new(convert::txn_response(response, &header)))
-            }
-            _ => Err(unexpected("txn")),
-        }
+        let response = self.txn_as(&credentials, request.into_inner()).await?;
+        Ok(Response::new(response))
     }
 
     async fn compact(

@@ -127,6 +127,28 @@ impl LeaseService {
     }
 }
 
+impl LeaseService {
+    /// A LeaseGrant as `credentials`' owner: the service's call, and the in-process client
+    /// of the lock and election services (see `super::concurrency`).
+    pub(crate) async fn grant_as(
+        &self,
+        credentials: &Credentials,
+        request: pb::LeaseGrantRequest,
+    ) -> Result<pb::LeaseGrantResponse, Status> {
+        let grant = convert::lease_grant_request(request);
+        match self
+            .api
+            .propose(Command::LeaseGrant(grant), credentials)
+            .await?
+        {
+            (mvcc::Response::LeaseGrant(response), header) => {
+                Ok(convert::lease_grant_response(response, &header))
+            }
+            _ => Err(unexpected_response("lease grant")),
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl Lease for LeaseService {
     async fn lease_grant(
@@ -134,17 +156,8 @@ impl Lease for LeaseService {
         request: Request<pb::LeaseGrantRequest>,
     ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
         let credentials = self.api.credentials(&request);
-        let grant = convert::lease_grant_request(request.into_inner());
-        match self
-            .api
-            .propose(Command::LeaseGrant(grant), &credentials)
-            .await?
-        {
-            (mvcc::Response::LeaseGrant(response), header) => Ok(Response::new(
-                convert::lease_grant_response(response, &header),
-            )),
-            _ => Err(unexpected_response("lease grant")),
-        }
+        let response = self.grant_as(&credentials, request.into_inner()).await?;
+        Ok(Response::new(response))
     }
 
     async fn lease_revoke(

@@ -4,11 +4,14 @@
 
 pub mod auth;
 pub mod cluster;
+pub mod concurrency;
 pub mod convert;
+pub mod election;
 pub mod errors;
 pub mod forward;
 pub mod kv;
 pub mod lease;
+pub mod lock;
 pub mod maintenance;
 pub mod watch;
 

@@ -81,6 +81,70 @@ impl WatchService {
     }
 }
 
+impl WatchService {
+    /// A watch made in-process as `credentials`' owner, checked as a client's would be: the
+    /// lock and election services wait on keys with it (see `super::concurrency`). Dropping
+    /// it closes its stream on the loop.
+    pub(crate) async fn watch_as(
+        &self,
+        credentials: &Credentials,
+        create: pb::WatchCreateRequest,
+    ) -> Result<InProcessWatch, Status> {
+        self.api.refuse_on_learner()?;
+        let (stream, outbox) = self.open_stream().await?;
+        let (responses, mut refusals) = mpsc::channel(1);
+        let reader = RequestReader {
+            api: self.api.clone(),
+            credentials: credentials.clone(),
+            stream,
+            fragmenting: Fragmenting::default(),
+            responses,
+        };
+        reader.create(create).await?;
+        // A refusal (no permission) is sent before `create` returns.
+        if let Ok(Ok(refusal)) = refusals.try_recv() {
+            return Err(Status::unknown(refusal.cancel_reason));
+        }
+        Ok(InProcessWatch {
+            api: self.api.clone(),
+            metrics: self.metrics.clone(),
+            outbox,
+        })
+    }
+}
+
+/// See [`WatchService::watch_as`].
+#[derive(Debug)]
+pub struct InProcessWatch {
+    api: Api,
+    metrics: Arc<Metrics>,
+    outbox: mpsc::Receiver<WatchResponse>,
+}
+
+impl InProcessWatch {
+    /// The next response that carries events, as a client would receive it; an error once
+    /// the watch is canceled (a compacted start revision) or the server stops.
+    pub async fn next_events(&mut self) -> Result<pb::WatchResponse, Status> {
+        loop {
+            let Some(response) = self.outbox.recv().await else {
+                return Err(Status::unknown("lost watcher waiting for delete"));
+            };
+            if response.canceled {
+                let reason = if response.compact_revision > 0 {
+                    COMPACTED_REASON.to_string()
+                } else {
+                    response.cancel_reason
+                };
+                return Err(Status::unknown(reason));
+            }
+            if !response.events.is_empty() {
+                let header = self.api.header_at(self.metrics.raft_term());
+                return Ok(convert::watch_response(response, &header));
+            }
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl Watch for WatchService {
     type WatchStream = tonic::codegen::BoxStream<pb::WatchResponse>;
