@@ -427,3 +427,45 @@ async fn election_leaders_take_turns_and_observers_see_each_value() {
     let leader = client.leader("e").await.unwrap();
     assert_eq!(leader.kv().unwrap().value(), b"b");
 }
+
+/// `etcdctl lock` runs etcd's lock recipe in the client, on the same keys: it queues behind a
+/// holder of the Lock service and runs its command once that holder unlocks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcdctl_lock_queues_behind_a_holder_of_the_lock_service() {
+    let cluster = Cluster::start(3);
+    let mut client = connect(&cluster).await;
+    let held = client.lock("shared", None).await.unwrap();
+    let mut etcdctl = std::process::Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={}", cluster.endpoints()))
+        .args(["lock", "shared", "echo", "got-it"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("etcdctl is installed (apt-get install etcd-client)");
+    eventually("etcdctl to queue for the lock", async || {
+        count_under(&mut client, "shared/").await == 2
+    })
+    .await;
+    assert!(
+        etcdctl.try_wait().unwrap().is_none(),
+        "etcdctl took a held lock"
+    );
+    client.unlock(held.key()).await.unwrap();
+    eventually("etcdctl to run its command and exit", async || {
+        etcdctl.try_wait().unwrap().is_some()
+    })
+    .await;
+    let output = etcdctl.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("got-it"));
+    assert_eq!(
+        count_under(&mut client, "shared/").await,
+        0,
+        "etcdctl unlocked"
+    );
+}
