@@ -50,7 +50,11 @@ impl ClientHttp {
     /// the endpoints; anything else is 404 (or gRPC's `Unimplemented` for a gRPC call).
     pub fn router(&self, grpc: Routes) -> axum::Router {
         // Calls to unregistered services (over the port or from the gateway) say which.
-        let grpc = Routes::from(grpc.into_axum_router().fallback(unknown_service));
+        // Counted under the gateway too: its calls are gRPC calls (see `grpc_metrics`).
+        let counting = self.metrics.grpc.clone();
+        let grpc = Routes::from(grpc.into_axum_router().fallback(unknown_service).layer(
+            axum::middleware::from_fn(move |request, next| counting.clone().count(request, next)),
+        ));
         let endpoints = Endpoints {
             node: self.node.clone(),
             metrics: self.metrics.clone(),
@@ -262,6 +266,7 @@ impl Query {
 async fn health(State(endpoints): State<Endpoints>, uri: Uri) -> Response {
     let query = Query::parse(&uri);
     let verdict = endpoints.health(&query.exclude, query.serializable).await;
+    endpoints.metrics.count_health_check(verdict.is_ok());
     let (status, health) = match verdict {
         Ok(()) => (
             StatusCode::OK,

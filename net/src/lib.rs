@@ -15,6 +15,7 @@ pub mod handle;
 pub mod log_format;
 pub mod metrics;
 pub mod peer_query;
+pub mod process_metrics;
 pub mod proto;
 pub mod random;
 pub mod server;
@@ -30,6 +31,8 @@ pub mod transport;
 pub mod authority;
 #[cfg(not(madsim))]
 pub mod gateway;
+#[cfg(not(madsim))]
+pub mod grpc_metrics;
 #[cfg(not(madsim))]
 pub mod http;
 

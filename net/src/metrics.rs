@@ -28,8 +28,17 @@ pub struct Metrics {
     leader_changes_seen: Counter,
     proposals_committed_total: Gauge,
     proposals_applied_total: Gauge,
+    proposals_pending: Gauge,
+    proposals_failed: Counter,
+    slow_applies: Counter,
+    quota_backend_bytes: Gauge,
     db_total_size: Gauge,
+    db_total_size_in_use: Gauge,
     keys_total: Gauge,
+    /// Counters etcd names without `_total`, which the text encoder would append to a
+    /// `Counter`: kept as gauges that only go up.
+    health_success: Gauge,
+    health_failures: Gauge,
     current_revision: Gauge,
     compact_revision: Gauge,
     fsync_seconds: Histogram,
@@ -38,6 +47,9 @@ pub struct Metrics {
     peer_received_bytes: Counter,
     peer_sent_failures: Counter,
     transport: Arc<TransportStats>,
+    /// Counted by a layer on the client port's gRPC routes.
+    #[cfg(not(madsim))]
+    pub grpc: Arc<crate::grpc_metrics::GrpcMetrics>,
     registry: Registry,
 }
 
@@ -49,8 +61,15 @@ impl Metrics {
         let leader_changes_seen = Counter::default();
         let proposals_committed_total = Gauge::default();
         let proposals_applied_total = Gauge::default();
+        let proposals_pending = Gauge::default();
+        let proposals_failed = Counter::default();
+        let slow_applies = Counter::default();
+        let quota_backend_bytes = Gauge::default();
         let db_total_size = Gauge::default();
+        let db_total_size_in_use = Gauge::default();
         let keys_total = Gauge::default();
+        let health_success = Gauge::default();
+        let health_failures = Gauge::default();
         let current_revision = Gauge::default();
         let compact_revision = Gauge::default();
         // etcd's buckets: 1 ms doubling to about 4 s.
@@ -74,26 +93,65 @@ impl Metrics {
             "The number of leader changes seen",
             leader_changes_seen.clone(),
         );
+        // etcd's proposal figures are gauges whose names end in `_total`.
         registry.register(
-            "etcd_server_proposals_committed",
+            "etcd_server_proposals_committed_total",
             "The total number of consensus proposals committed",
             proposals_committed_total.clone(),
         );
         registry.register(
-            "etcd_server_proposals_applied",
+            "etcd_server_proposals_applied_total",
             "The total number of consensus proposals applied",
             proposals_applied_total.clone(),
         );
         registry.register(
+            "etcd_server_proposals_pending",
+            "The current number of pending proposals to commit",
+            proposals_pending.clone(),
+        );
+        registry.register(
+            "etcd_server_proposals_failed",
+            "The total number of failed proposals seen",
+            proposals_failed.clone(),
+        );
+        registry.register(
+            "etcd_server_slow_apply",
+            "The total number of slow apply requests (likely overloaded from slow disk)",
+            slow_applies.clone(),
+        );
+        registry.register(
+            "etcd_server_quota_backend_bytes",
+            "Current backend storage quota size in bytes",
+            quota_backend_bytes.clone(),
+        );
+        registry.register(
             "etcd_mvcc_db_total_size_in_bytes",
-            "Estimated size of the store in bytes",
+            "Total size of the underlying database physically allocated in bytes",
             db_total_size.clone(),
         );
         registry.register(
-            "etcd_debugging_mvcc_keys",
-            "Number of keys in the store",
+            "etcd_mvcc_db_total_size_in_use_in_bytes",
+            "Total size of the underlying database logically in use in bytes",
+            db_total_size_in_use.clone(),
+        );
+        registry.register(
+            "etcd_debugging_mvcc_keys_total",
+            "Total number of keys",
             keys_total.clone(),
         );
+        registry.register(
+            "etcd_server_health_success",
+            "The total number of successful health checks",
+            health_success.clone(),
+        );
+        registry.register(
+            "etcd_server_health_failures",
+            "The total number of failed health checks",
+            health_failures.clone(),
+        );
+        crate::process_metrics::register(&mut registry);
+        #[cfg(not(madsim))]
+        let grpc = crate::grpc_metrics::GrpcMetrics::new(&mut registry);
         registry.register(
             "etcd_mvcc_current_revision",
             "The current revision of the store",
@@ -138,8 +196,15 @@ impl Metrics {
             leader_changes_seen,
             proposals_committed_total,
             proposals_applied_total,
+            proposals_pending,
+            proposals_failed,
+            slow_applies,
+            quota_backend_bytes,
             db_total_size,
+            db_total_size_in_use,
             keys_total,
+            health_success,
+            health_failures,
             current_revision,
             compact_revision,
             fsync_seconds,
@@ -148,6 +213,8 @@ impl Metrics {
             peer_received_bytes,
             peer_sent_failures,
             transport,
+            #[cfg(not(madsim))]
+            grpc,
             registry,
         })
     }
@@ -159,6 +226,32 @@ impl Metrics {
     /// A durable commit of the store's engine took `duration`.
     pub fn observe_engine_commit(&self, duration: Duration) {
         self.backend_commit_seconds.observe(duration.as_secs_f64());
+    }
+
+    /// Proposals waiting to be committed and applied (sampled by the loop after each batch).
+    pub fn observe_pending_proposals(&self, pending: usize) {
+        self.proposals_pending
+            .set(i64::try_from(pending).unwrap_or(i64::MAX));
+    }
+
+    /// A proposal refused or dropped before it applied.
+    pub fn count_failed_proposal(&self) {
+        self.proposals_failed.inc();
+    }
+
+    /// An apply that took longer than etcd's 100 ms warning.
+    pub fn count_slow_apply(&self) {
+        self.slow_applies.inc();
+    }
+
+    /// A `/health` answer.
+    pub fn count_health_check(&self, healthy: bool) {
+        let counter = if healthy {
+            &self.health_success
+        } else {
+            &self.health_failures
+        };
+        counter.inc();
     }
 
     /// Samples the node's state (called by the loop after each batch).
@@ -173,7 +266,11 @@ impl Metrics {
             .set(clamp(node.applied_index()));
         // O(1) figures only: this runs after every batch.
         let store = node.store();
-        self.db_total_size.set(clamp(store.size_bytes()));
+        let (file_bytes, in_use_bytes) = crate::api::maintenance::db_sizes(store);
+        self.db_total_size.set(clamp(file_bytes));
+        self.db_total_size_in_use.set(clamp(in_use_bytes));
+        self.quota_backend_bytes
+            .set(clamp(store.config().quota_bytes));
         self.keys_total
             .set(i64::try_from(store.key_count()).unwrap_or(i64::MAX));
         self.current_revision.set(node.store().current_revision());

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use keel_core::mvcc::{Store, StreamId, WatchResponse};
 use keel_core::node::{
-    snapshot_of_view, Completion, MemberAttributes, Node, NodeProposeError, ProposalBody, NO_CLIENT,
+    snapshot_of_view, Completion, MemberAttributes, Node, NodeProposeError, Outcome, ProposalBody,
+    NO_CLIENT,
 };
 use keel_core::raft::{Message, MessageBody, ProposeError, ReadIndexError, Role};
 use keel_storage::{Disk, RedbEngine, Storage, StorageError};
@@ -43,8 +44,10 @@ const PUBLISH_RETRY_TICKS: u64 = 20;
 const IDLE_COMPACTION_REVISIONS_PER_TICK: usize = 2_000;
 /// etcd warns about an fdatasync slower than this.
 const SLOW_FSYNC: Duration = Duration::from_secs(1);
+/// etcd warns about (and counts in `etcd_server_slow_apply_total`) an apply slower than this.
+const SLOW_APPLY: Duration = Duration::from_millis(100);
 /// A turn of the loop longer than this delays every request and heartbeat behind it: it is
-/// logged with where its time went (etcd warns about an apply over 100 ms).
+/// logged with where its time went.
 const SLOW_TURN: Duration = Duration::from_millis(100);
 
 /// Everything the loop needs besides the node and its storage.
@@ -486,6 +489,7 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
                         self.pending_writes.insert(id, reply);
                     }
                     Err(error) => {
+                        self.metrics.count_failed_proposal();
                         let _ = reply.send(Err(propose_error(error)));
                     }
                 }
@@ -501,6 +505,7 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
                         self.pending_writes.insert(id, reply);
                     }
                     Err(error) => {
+                        self.metrics.count_failed_proposal();
                         let _ = reply.send(Err(propose_error(error)));
                     }
                 }
@@ -664,7 +669,16 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
             let now_ms = self.now_ms();
             let applying = Instant::now();
             let output = self.node.apply(&mut ready, now_ms);
-            self.turn.apply += applying.elapsed();
+            let applied_in = applying.elapsed();
+            self.turn.apply += applied_in;
+            if applied_in > SLOW_APPLY {
+                self.metrics.count_slow_apply();
+                warn!(
+                    took_ms = u64::try_from(applied_in.as_millis()).unwrap_or(u64::MAX),
+                    entries = committed,
+                    "apply request took too long"
+                );
+            }
             self.turn.applied_entries += committed;
             self.metrics
                 .proposals_committed
@@ -695,6 +709,8 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
         // membership change being applied.
         self.note_learner();
         self.metrics.observe_node(&self.node);
+        self.metrics
+            .observe_pending_proposals(self.pending_writes.len());
         if let Some(inspector) = &self.settings.hooks.inspector {
             inspector.observe(&self.node);
         }
@@ -852,6 +868,9 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
     }
 
     fn complete(&mut self, completion: Completion) {
+        if matches!(completion.outcome, Outcome::Lost) {
+            self.metrics.count_failed_proposal();
+        }
         if let Some(reply) = self.pending_writes.remove(&completion.request_id) {
             let _ = reply.send(Ok(Written {
                 outcome: completion.outcome,

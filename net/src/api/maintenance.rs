@@ -59,19 +59,25 @@ impl MaintenanceService {
     }
 }
 
-/// What Status reports, read on the loop.
-fn status_of(node: &Node) -> (pb::StatusResponse, u64, i64) {
-    let raft = node.raft();
-    let store = node.store();
-    // db_size is the engine's file; in use, the store's own estimate of what it holds
-    // (what the quota counts), which the file's free pages do not change.
+/// The store's size as Status and the metrics report it: the engine's file, and of it what
+/// is in use — the store's own estimate of what it holds (what the quota counts), which the
+/// file's free pages do not change. O(1).
+pub fn db_sizes(store: &keel_core::mvcc::Store) -> (u64, u64) {
     let logical_bytes = store.size_bytes();
     let file_bytes = match store.size_on_disk() {
         (0, _) => logical_bytes,
         (file, _) => file,
     };
+    (file_bytes, logical_bytes.min(file_bytes))
+}
+
+/// What Status reports, read on the loop.
+fn status_of(node: &Node) -> (pb::StatusResponse, u64, i64) {
+    let raft = node.raft();
+    let store = node.store();
+    let (file_bytes, in_use_bytes) = db_sizes(store);
     let size_bytes = i64::try_from(file_bytes).unwrap_or(i64::MAX);
-    let in_use_bytes = i64::try_from(logical_bytes.min(file_bytes)).unwrap_or(i64::MAX);
+    let in_use_bytes = i64::try_from(in_use_bytes).unwrap_or(i64::MAX);
     let mut errors = Vec::new();
     if raft.leader().is_none() {
         errors.push(EtcdError::NoLeader.message().to_string());
