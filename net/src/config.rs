@@ -2,6 +2,8 @@
 //! settable from an environment variable `KEEL_<FLAG>` (etcd reads `ETCD_<FLAG>`). Everything
 //! is checked here, before anything touches the data dir.
 
+pub mod compat;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -224,6 +226,9 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub security: SecurityArgs,
+
+    #[command(flatten)]
+    pub compat: compat::CompatArgs,
 }
 
 /// etcd's security flags: TLS for clients and peers, and authentication.
@@ -242,11 +247,25 @@ pub struct SecurityArgs {
     pub trusted_ca_file: Option<PathBuf>,
 
     /// Enable client cert authentication.
-    #[arg(long, env = "KEEL_CLIENT_CERT_AUTH")]
+    #[arg(
+        long,
+        env = "KEEL_CLIENT_CERT_AUTH",
+        num_args = 0..=1,
+        default_value = "false",
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
     pub client_cert_auth: bool,
 
     /// Client TLS using generated certificates.
-    #[arg(long, env = "KEEL_AUTO_TLS")]
+    #[arg(
+        long,
+        env = "KEEL_AUTO_TLS",
+        num_args = 0..=1,
+        default_value = "false",
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
     pub auto_tls: bool,
 
     /// Path to the peer server TLS cert file.
@@ -262,11 +281,25 @@ pub struct SecurityArgs {
     pub peer_trusted_ca_file: Option<PathBuf>,
 
     /// Enable peer client cert authentication.
-    #[arg(long, env = "KEEL_PEER_CLIENT_CERT_AUTH")]
+    #[arg(
+        long,
+        env = "KEEL_PEER_CLIENT_CERT_AUTH",
+        num_args = 0..=1,
+        default_value = "false",
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
     pub peer_client_cert_auth: bool,
 
     /// Peer TLS using generated certificates.
-    #[arg(long, env = "KEEL_PEER_AUTO_TLS")]
+    #[arg(
+        long,
+        env = "KEEL_PEER_AUTO_TLS",
+        num_args = 0..=1,
+        default_value = "false",
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
     pub peer_auto_tls: bool,
 
     /// Comma-separated list of supported TLS cipher suites between client/server and peers
@@ -363,6 +396,8 @@ pub struct ServerConfig {
     pub storage: keel_storage::StorageOptions,
     /// Internal limits; not flags (the simulator varies them per seed).
     pub tuning: Tuning,
+    /// etcd's deployment flags beyond the core ones (see [`compat`]).
+    pub compat: compat::Compat,
 }
 
 /// Limits of the core that are not flags. keel's defaults suit production; the simulator
@@ -472,6 +507,7 @@ impl ServeArgs {
             auth: self.security.auth()?,
             storage: keel_storage::StorageOptions::default(),
             tuning: Tuning::default(),
+            compat: self.compat.resolve()?,
         })
     }
 }
@@ -1021,6 +1057,94 @@ mod tests {
             );
             assert!(!error.contains('\n'), "one line: {error}");
         }
+    }
+
+    /// The flags of kubeadm's etcd static pod manifest (v1.30) start keel unchanged.
+    #[test]
+    fn kubeadms_etcd_flags_are_accepted() {
+        let config = resolve(&[
+            "--advertise-client-urls=https://10.0.0.5:2379",
+            "--cert-file=/etc/kubernetes/pki/etcd/server.crt",
+            "--client-cert-auth=true",
+            "--data-dir=/var/lib/etcd",
+            "--experimental-initial-corrupt-check=true",
+            "--experimental-watch-progress-notify-interval=5s",
+            "--initial-advertise-peer-urls=https://10.0.0.5:2380",
+            "--initial-cluster=cp1=https://10.0.0.5:2380",
+            "--key-file=/etc/kubernetes/pki/etcd/server.key",
+            "--listen-client-urls=https://127.0.0.1:2379,https://10.0.0.5:2379",
+            "--listen-metrics-urls=http://127.0.0.1:2381",
+            "--listen-peer-urls=https://10.0.0.5:2380",
+            "--name=cp1",
+            "--peer-cert-file=/etc/kubernetes/pki/etcd/peer.crt",
+            "--peer-client-cert-auth=true",
+            "--peer-key-file=/etc/kubernetes/pki/etcd/peer.key",
+            "--peer-trusted-ca-file=/etc/kubernetes/pki/etcd/ca.crt",
+            "--snapshot-count=10000",
+            "--trusted-ca-file=/etc/kubernetes/pki/etcd/ca.crt",
+        ])
+        .unwrap();
+        assert_eq!(
+            config.compat.watch_progress_notify_interval,
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            config.compat.listen_metrics,
+            vec![ListenUrl {
+                addr: "127.0.0.1:2381".parse().unwrap(),
+                https: false
+            }]
+        );
+        assert!(
+            config.compat.notices.is_empty(),
+            "{:?}",
+            config.compat.notices
+        );
+    }
+
+    #[test]
+    fn flags_without_meaning_here_are_noted_and_impossible_values_refused() {
+        let config = resolve(&[
+            "--enable-pprof",
+            "--metrics=extensive",
+            "--strict-reconfig-check=false",
+            "--enable-v2=false",
+            "--logger=zap",
+            "--log-outputs=stderr",
+            "--max-concurrent-streams=100",
+            "--grpc-keepalive-interval=0",
+            "--experimental-backend-bbolt-freelist-type=array",
+        ])
+        .unwrap();
+        assert_eq!(
+            config.compat.notices.len(),
+            4,
+            "{:?}",
+            config.compat.notices
+        );
+        assert_eq!(config.compat.grpc.max_concurrent_streams, Some(100));
+        assert_eq!(config.compat.grpc.keepalive_interval, None);
+        for refused in [
+            "--enable-v2=true",
+            "--logger=capnslog",
+            "--log-outputs=/var/log/etcd.log",
+            "--listen-metrics-urls=https://127.0.0.1:2381",
+            "--experimental-watch-progress-notify-interval=0",
+            "--metrics=full",
+        ] {
+            let error = resolve(&[refused]).unwrap_err();
+            let flag = refused.trim_start_matches("--").split('=').next().unwrap();
+            assert!(
+                error.to_string().starts_with(&format!("--{flag}")),
+                "{error}"
+            );
+        }
+        let mut argv = vec!["keel", "--no-such-flag"];
+        argv.truncate(2);
+        assert!(
+            Cli::try_parse_from(argv).is_err(),
+            "an unknown flag is an error"
+        );
     }
 
     #[test]

@@ -55,33 +55,58 @@ impl ClientHttp {
         let grpc = Routes::from(grpc.into_axum_router().fallback(unknown_service).layer(
             axum::middleware::from_fn(move |request, next| counting.clone().count(request, next)),
         ));
-        let endpoints = Endpoints {
-            node: self.node.clone(),
-            metrics: self.metrics.clone(),
-        };
-        let mut router = axum::Router::new()
-            .route("/health", get(health))
-            .route("/version", get(version))
-            .route("/metrics", get(metrics));
-        for probe in [Probe::Livez, Probe::Readyz] {
-            router = router.route(
-                probe.path(),
-                get(move |s: State<Endpoints>, u: Uri| probe_all(probe, s, u)),
-            );
-            for &check in probe.checks() {
-                let path = format!("{}/{}", probe.path(), check.name());
-                router = router.route(
-                    &path,
-                    get(move |s: State<Endpoints>, u: Uri| probe_one(check, s, u)),
-                );
-            }
-        }
         grpc.clone()
             .into_axum_router()
             .merge(gateway::router(grpc, self.max_body_bytes))
-            .merge(router.with_state(endpoints))
+            .merge(endpoints_router(self.node.clone(), self.metrics.clone()))
             .fallback(not_found)
     }
+}
+
+/// etcd's endpoints besides the gateway: `/health`, `/version`, `/metrics`, `/livez` and
+/// `/readyz` with their checks. Served on the client port and on `--listen-metrics-urls`.
+pub fn endpoints_router(node: NodeHandle, metrics: Arc<Metrics>) -> axum::Router {
+    let endpoints = Endpoints { node, metrics };
+    let mut router = axum::Router::new()
+        .route("/health", get(health))
+        .route("/version", get(version))
+        .route("/metrics", get(self::metrics));
+    for probe in [Probe::Livez, Probe::Readyz] {
+        router = router.route(
+            probe.path(),
+            get(move |s: State<Endpoints>, u: Uri| probe_all(probe, s, u)),
+        );
+        for &check in probe.checks() {
+            let path = format!("{}/{}", probe.path(), check.name());
+            router = router.route(
+                &path,
+                get(move |s: State<Endpoints>, u: Uri| probe_one(check, s, u)),
+            );
+        }
+    }
+    router.with_state(endpoints)
+}
+
+/// Serves [`endpoints_router`] on each `--listen-metrics-urls` address (plain HTTP), as
+/// etcd's metrics listeners do, until the server stops.
+pub async fn serve_metrics_listeners(
+    addrs: &[std::net::SocketAddr],
+    node: NodeHandle,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<()> {
+    for &addr in addrs {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot bind the metrics URL {addr}: {e}"))?;
+        let router = endpoints_router(node.clone(), metrics.clone())
+            .fallback(|| async { text(StatusCode::NOT_FOUND, "404 page not found\n".to_string()) });
+        tokio::spawn(async move {
+            if let Err(error) = axum::serve(listener, router).await {
+                tracing::warn!(%error, "metrics listener stopped");
+            }
+        });
+    }
+    Ok(())
 }
 
 impl tower::Layer<Routes> for ClientHttp {

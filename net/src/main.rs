@@ -308,10 +308,14 @@ mod real {
             advertise_client_urls = config.advertise_client_urls.join(","),
             listen_peer_urls = listen_urls(&config.listen_peer),
             advertise_peer_urls = config.advertise_peer_urls.join(","),
+            listen_metrics_urls = listen_urls(&config.compat.listen_metrics),
             client_tls = config.client_tls.is_some(),
             peer_tls = config.peer_tls.is_some(),
             "starting keel"
         );
+        for notice in &config.compat.notices {
+            info!("{notice}");
+        }
     }
 
     async fn serve(config: ServerConfig) -> anyhow::Result<Ended> {

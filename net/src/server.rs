@@ -448,8 +448,21 @@ pub async fn start_hooked<D: Disk + Send + 'static>(
         LockServer::with_interceptor(LockService::new(recipes.clone()), refuse_on_learner.clone());
     let election =
         ElectionServer::with_interceptor(ElectionService::new(recipes), refuse_on_learner);
-    tokio::spawn(keep_watchers_moving(handle.clone()));
-    let router = client_server(&handle, &metrics, max_message_bytes)
+    #[cfg(not(madsim))]
+    {
+        let addrs: Vec<_> = config
+            .compat
+            .listen_metrics
+            .iter()
+            .map(|url| url.addr)
+            .collect();
+        crate::http::serve_metrics_listeners(&addrs, handle.clone(), metrics.clone()).await?;
+    }
+    tokio::spawn(keep_watchers_moving(
+        handle.clone(),
+        config.compat.watch_progress_notify_interval,
+    ));
+    let router = client_server(&handle, &metrics, max_message_bytes, config.compat.grpc)
         .add_service(kv)
         .add_service(watch)
         .add_service(lease)
@@ -528,12 +541,16 @@ fn client_server(
     handle: &NodeHandle,
     metrics: &Arc<Metrics>,
     max_message_bytes: usize,
+    limits: crate::config::compat::GrpcLimits,
 ) -> tonic::transport::Server<ClientLayers> {
     // A JSON body holds the message in base64 (4/3 of its size) plus names and quotes.
     let max_body_bytes = max_message_bytes.saturating_mul(2);
     let http = crate::http::ClientHttp::new(handle.clone(), metrics.clone(), max_body_bytes);
     tonic::transport::Server::builder()
         .accept_http1(true)
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .http2_keepalive_interval(limits.keepalive_interval)
+        .http2_keepalive_timeout(Some(limits.keepalive_timeout))
         .layer(http)
 }
 
@@ -542,7 +559,12 @@ type ClientLayers =
     tower::layer::util::Stack<crate::http::ClientHttp, tower::layer::util::Identity>;
 
 #[cfg(madsim)]
-fn client_server(_: &NodeHandle, _: &Arc<Metrics>, _: usize) -> tonic::transport::Server {
+fn client_server(
+    _: &NodeHandle,
+    _: &Arc<Metrics>,
+    _: usize,
+    _: crate::config::compat::GrpcLimits,
+) -> tonic::transport::Server {
     tonic::transport::Server::builder()
 }
 

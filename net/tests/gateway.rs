@@ -487,6 +487,72 @@ async fn metrics_carry_the_names_the_etcd_mixin_reads() {
     server.stop().await;
 }
 
+/// `--listen-metrics-urls` serves `/metrics` and `/health` on a port of their own, as etcd's
+/// metrics listener does (kubeadm points its probes there).
+#[tokio::test]
+async fn a_metrics_url_serves_metrics_and_health_on_its_own_port() {
+    let metrics_port = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let url = format!("http://{metrics_port}");
+    let server = Server::launch(|_| vec!["--listen-metrics-urls".to_string(), url]).await;
+    let metrics_only = Server {
+        addr: metrics_port,
+        running: None,
+        _data: tempfile::tempdir().unwrap(),
+    };
+    let health = poll("/health on the metrics URL", || async {
+        let (status, body) = metrics_only.get("/health").await;
+        (status == StatusCode::OK).then_some(body)
+    })
+    .await;
+    assert_eq!(health, r#"{"health":"true","reason":""}"#);
+    let (status, metrics) = metrics_only.get("/metrics").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(metrics.contains("etcd_server_has_leader 1"), "{metrics}");
+    let (status, _) = metrics_only.post("/v3/kv/range", "{}").await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "no gateway on the metrics URL"
+    );
+    server.stop().await;
+}
+
+/// `--experimental-watch-progress-notify-interval` (kubeadm sets 5 s) paces the progress
+/// notifications of watches created with `progress_notify`: with the default of 10 minutes
+/// none would come within the test's deadline.
+#[tokio::test]
+async fn watch_progress_notifications_follow_the_interval_flag() {
+    let server = Server::launch(|_| {
+        ["--experimental-watch-progress-notify-interval", "300ms"]
+            .map(String::from)
+            .into()
+    })
+    .await;
+    poll("a healthy server", || async {
+        (server.get("/health").await.0 == StatusCode::OK).then_some(())
+    })
+    .await;
+    let watch = post_request(
+        "/v3/watch",
+        r#"{"create_request": {"key":"Zm9v", "progress_notify": true}}"#,
+    );
+    let mut body = server.send(watch).await.into_body();
+    let mut pending = Vec::new();
+    let created = next_line(&mut body, &mut pending).await;
+    assert_eq!(created["result"]["created"], true, "{created}");
+    let progress = next_line(&mut body, &mut pending).await;
+    assert!(progress["result"].get("events").is_none(), "{progress}");
+    assert!(
+        progress["result"]["header"]["revision"].is_string(),
+        "{progress}"
+    );
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn health_is_false_with_503_when_the_member_cannot_serve() {
     let server = Server::start().await;

@@ -421,16 +421,17 @@ pub fn fragments(mut response: pb::WatchResponse, max_bytes: usize) -> Vec<pb::W
 
 /// Keeps watchers moving when nothing is applied: gives those catching up from history
 /// their next part every [`WATCH_SYNC_INTERVAL`], and sends progress notifications every
-/// [`PROGRESS_NOTIFY_INTERVAL`]. Ends when the server stops.
-pub async fn keep_watchers_moving(handle: NodeHandle) {
+/// `progress_interval` (`--experimental-watch-progress-notify-interval`, by default
+/// [`PROGRESS_NOTIFY_INTERVAL`]). Ends when the server stops.
+pub async fn keep_watchers_moving(handle: NodeHandle, progress_interval: Duration) {
     let mut sync = tokio::time::interval(WATCH_SYNC_INTERVAL);
     sync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut next_progress = tokio::time::Instant::now() + PROGRESS_NOTIFY_INTERVAL;
+    let mut next_progress = tokio::time::Instant::now() + progress_interval;
     loop {
         sync.tick().await;
         let progress_due = tokio::time::Instant::now() >= next_progress;
         if progress_due {
-            next_progress += PROGRESS_NOTIFY_INTERVAL;
+            next_progress += progress_interval;
         }
         let called = handle
             .call(move |node| {
