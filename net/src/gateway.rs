@@ -681,18 +681,19 @@ fn json_body(status: StatusCode, json: Vec<u8>) -> Response {
 pub fn error_response(status: &Status) -> Response {
     let body = ErrorBody {
         error: status.message(),
-        code: i32::from(status.code()),
         message: status.message(),
+        code: i32::from(status.code()),
     };
     let json = serde_json::to_vec(&body).unwrap_or_default();
     json_body(http_status(status.code()), json)
 }
 
+/// In etcd's order: `error`, `message`, `code`.
 #[derive(Serialize)]
 struct ErrorBody<'a> {
     error: &'a str,
-    code: i32,
     message: &'a str,
+    code: i32,
 }
 
 /// grpc-gateway v1's `HTTPStatusFromCode`.

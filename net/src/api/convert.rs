@@ -191,19 +191,32 @@ pub fn delete_range_response(
     }
 }
 
+/// The header of a response nested in a txn: etcd fills in only the revision there.
+struct RevisionOnly;
+
+impl HeaderSource for RevisionOnly {
+    fn header(&self, revision: i64) -> pb::ResponseHeader {
+        pb::ResponseHeader {
+            revision,
+            ..pb::ResponseHeader::default()
+        }
+    }
+}
+
 pub fn txn_response(r: core::TxnResponse, h: &impl HeaderSource) -> pb::TxnResponse {
     use pb::response_op::Response;
+    let nested = &RevisionOnly;
     let responses = r
         .responses
         .into_iter()
         .map(|op| pb::ResponseOp {
             response: Some(match op {
-                core::ResponseOp::Range(r) => Response::ResponseRange(range_response(r, h)),
-                core::ResponseOp::Put(r) => Response::ResponsePut(put_response(r, h)),
+                core::ResponseOp::Range(r) => Response::ResponseRange(range_response(r, nested)),
+                core::ResponseOp::Put(r) => Response::ResponsePut(put_response(r, nested)),
                 core::ResponseOp::DeleteRange(r) => {
-                    Response::ResponseDeleteRange(delete_range_response(r, h))
+                    Response::ResponseDeleteRange(delete_range_response(r, nested))
                 }
-                core::ResponseOp::Txn(r) => Response::ResponseTxn(txn_response(r, h)),
+                core::ResponseOp::Txn(r) => Response::ResponseTxn(txn_response(r, nested)),
             }),
         })
         .collect();

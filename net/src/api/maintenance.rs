@@ -177,10 +177,8 @@ impl Maintenance for MaintenanceService {
         };
         // etcd answers a failed defragment with its error as an unknown status.
         outcome.map_err(Status::unknown)?;
-        let header = self.api.current_header().await?;
-        Ok(Response::new(pb::DefragmentResponse {
-            header: Some(header),
-        }))
+        // etcd's answer carries no header.
+        Ok(Response::new(pb::DefragmentResponse { header: None }))
     }
 
     /// The hash of the whole store at the current revision (keel's HashKV at revision 0:
@@ -313,11 +311,9 @@ impl Maintenance for MaintenanceService {
             .await
             .map_err(api_status)?;
         started.map_err(EtcdError::status)?;
-        let term = self.wait_for_leader(target).await?;
-        let header = self.api.header_at(term).header(0);
-        Ok(Response::new(pb::MoveLeaderResponse {
-            header: Some(header),
-        }))
+        self.wait_for_leader(target).await?;
+        // etcd's answer carries no header.
+        Ok(Response::new(pb::MoveLeaderResponse { header: None }))
     }
 
     async fn downgrade(
