@@ -9,11 +9,15 @@ use keel_core::node::Node;
 use keel_core::raft::Role;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use crate::transport::TransportStats;
+
+/// A histogram per peer, labelled `To` with the peer's id in hexadecimal (etcd's label).
+type PeerHistograms = Family<[(&'static str, String); 1], Histogram, fn() -> Histogram>;
 
 /// Updated by the server loop and the transport; read when `/metrics` is scraped.
 #[derive(Debug)]
@@ -46,6 +50,7 @@ pub struct Metrics {
     peer_sent_bytes: Counter,
     peer_received_bytes: Counter,
     peer_sent_failures: Counter,
+    peer_round_trip_seconds: PeerHistograms,
     transport: Arc<TransportStats>,
     /// Counted by a layer on the client port's gRPC routes.
     #[cfg(not(madsim))]
@@ -78,6 +83,9 @@ impl Metrics {
         let peer_sent_bytes = Counter::default();
         let peer_received_bytes = Counter::default();
         let peer_sent_failures = Counter::default();
+        // etcd's buckets: 0.1 ms doubling to about 0.8 s.
+        let peer_round_trip_seconds: PeerHistograms =
+            Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.0001, 2.0, 14)));
         registry.register(
             "etcd_server_has_leader",
             "Whether a leader exists: 1 if yes, 0 if not",
@@ -183,6 +191,11 @@ impl Metrics {
             peer_received_bytes.clone(),
         );
         registry.register(
+            "etcd_network_peer_round_trip_time_seconds",
+            "Round-Trip-Time histogram between peers (a leader's heartbeats to each follower)",
+            peer_round_trip_seconds.clone(),
+        );
+        registry.register(
             "etcd_network_peer_sent_failures",
             "The total number of send failures to peers",
             peer_sent_failures.clone(),
@@ -212,6 +225,7 @@ impl Metrics {
             peer_sent_bytes,
             peer_received_bytes,
             peer_sent_failures,
+            peer_round_trip_seconds,
             transport,
             #[cfg(not(madsim))]
             grpc,
@@ -232,6 +246,13 @@ impl Metrics {
     pub fn observe_pending_proposals(&self, pending: usize) {
         self.proposals_pending
             .set(i64::try_from(pending).unwrap_or(i64::MAX));
+    }
+
+    /// A heartbeat to `peer` was answered after `round_trip`.
+    pub fn observe_peer_round_trip(&self, peer: u64, round_trip: Duration) {
+        self.peer_round_trip_seconds
+            .get_or_create(&[("To", format!("{peer:x}"))])
+            .observe(round_trip.as_secs_f64());
     }
 
     /// A proposal refused or dropped before it applied.

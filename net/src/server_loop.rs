@@ -162,6 +162,8 @@ pub struct ServerLoop<D: Disk> {
     applied_since_commit: u64,
     /// Where the current turn of the loop spent its time, for the slow-turn warning.
     turn: TurnTimes,
+    /// Heartbeats waiting for their answer, for `etcd_network_peer_round_trip_time_seconds`.
+    heartbeat_round_trips: RoundTrips,
     last_engine_commit: Instant,
     /// A durable engine commit runs off the loop.
     engine_commit_in_flight: bool,
@@ -230,6 +232,7 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
             engine_disk,
             applied_since_commit: 0,
             turn: TurnTimes::default(),
+            heartbeat_round_trips: RoundTrips::default(),
             last_engine_commit: Instant::now(),
             engine_commit_in_flight: false,
             leaderless_ticks: 0,
@@ -458,6 +461,11 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
 
     fn step(&mut self, message: Message) {
         let from = message.from;
+        if matches!(message.body, MessageBody::HeartbeatResponse(_)) {
+            if let Some(round_trip) = self.heartbeat_round_trips.answered(from, Instant::now()) {
+                self.metrics.observe_peer_round_trip(from, round_trip);
+            }
+        }
         if let Err(error) = self.node.step(message) {
             warn!(from, %error, "refused a peer's message");
         }
@@ -721,6 +729,9 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
     /// it (see `crate::snapshot_stream`): Raft's own snapshot is only a marker, so the
     /// message takes the engine commit's metadata, at or after the marker.
     fn send(&mut self, mut message: Message) {
+        if matches!(message.body, MessageBody::Heartbeat(_)) {
+            self.heartbeat_round_trips.sent(message.to, Instant::now());
+        }
         if !matches!(message.body, MessageBody::InstallSnapshot(_)) {
             self.transport.send(message);
             return;
@@ -926,6 +937,32 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
 }
 
 /// The loop's error for a failure of the store's engine.
+/// When the oldest unanswered heartbeat to each peer was sent: a leader's heartbeat round
+/// trip is its peer round trip time (etcd measures it with a prober of its own).
+#[derive(Debug, Default)]
+struct RoundTrips {
+    sent: BTreeMap<u64, Instant>,
+}
+
+impl RoundTrips {
+    /// Heartbeats to a peer that answers none are not timed past this: a lost heartbeat
+    /// would otherwise make the next answer look as slow as the gap.
+    const STALE: Duration = Duration::from_secs(5);
+
+    fn sent(&mut self, peer: u64, now: Instant) {
+        let since = self.sent.entry(peer).or_insert(now);
+        if now.duration_since(*since) > Self::STALE {
+            *since = now;
+        }
+    }
+
+    fn answered(&mut self, peer: u64, now: Instant) -> Option<Duration> {
+        let since = self.sent.remove(&peer)?;
+        let round_trip = now.duration_since(since);
+        (round_trip <= Self::STALE).then_some(round_trip)
+    }
+}
+
 /// What woke the server loop for a turn.
 enum Woke {
     Tick,

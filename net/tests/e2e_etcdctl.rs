@@ -198,12 +198,33 @@ fn bad_flags_exit_2_with_one_line_and_write_nothing() {
     }
 }
 
+/// Also: the leader's `/metrics` carries a round-trip histogram per follower, labelled `To`
+/// with the follower's id, as etcd's `etcd_network_peer_round_trip_time_seconds` (the
+/// etcd-mixin's peer latency panel reads it).
 #[test]
 fn a_three_member_cluster_serves_through_every_member() {
     let cluster = Cluster::start(3);
     for (i, member) in cluster.members.iter().enumerate() {
         etcdctl_ok(&member.endpoint(), &["put", &format!("via{i}"), "x"]);
     }
+    let round_trips = common::wait_for("round trips to both followers", || {
+        cluster.members.iter().find_map(|member| {
+            let output = std::process::Command::new("curl")
+                .args(["-s", &format!("{}/metrics", member.client_url())])
+                .output()
+                .ok()?;
+            let metrics = String::from_utf8_lossy(&output.stdout).into_owned();
+            let followers: std::collections::BTreeSet<&str> = metrics
+                .lines()
+                .filter_map(|l| {
+                    l.strip_prefix("etcd_network_peer_round_trip_time_seconds_count{To=\"")
+                })
+                .filter_map(|l| l.split('"').next())
+                .collect();
+            (followers.len() == 2).then_some(followers.len())
+        })
+    });
+    assert_eq!(round_trips, 2);
     for member in &cluster.members {
         let keys = etcdctl_ok(
             &member.endpoint(),
@@ -364,4 +385,64 @@ fn curl_reaches_the_json_gateway_and_health() {
     let bad = curl("/v3/kv/put", Some(r#"{"key": "!!"}"#));
     assert!(bad.contains(r#""code":3"#), "{bad}");
     assert!(curl("/metrics", None).contains("etcd_server_has_leader 1"));
+}
+
+/// `--config-file` takes etcd's YAML configuration file (its sample's keys, TLS nested under
+/// `*-transport-security`) and, as etcd, ignores the command line then; a key no flag has,
+/// or a value a flag refuses, stops the start with exit code 2 and one line naming it.
+#[test]
+fn an_etcd_configuration_file_starts_a_member() {
+    let dir = tempfile::tempdir().unwrap();
+    let (client, peer) = (common::free_port(), common::free_port());
+    let data_dir = dir.path().join("from-file.keel");
+    let config = format!(
+        "name: 'from-file'\n\
+         data-dir: {}\n\
+         wal-dir:\n\
+         snapshot-count: 10000\n\
+         listen-client-urls: http://127.0.0.1:{client}\n\
+         advertise-client-urls: http://127.0.0.1:{client}\n\
+         listen-peer-urls: http://127.0.0.1:{peer}\n\
+         initial-advertise-peer-urls: http://127.0.0.1:{peer}\n\
+         initial-cluster: from-file=http://127.0.0.1:{peer}\n\
+         initial-cluster-state: 'new'\n\
+         proxy: 'off'\n\
+         client-transport-security:\n  client-cert-auth: false\n",
+        data_dir.display()
+    );
+    let file = dir.path().join("etcd.conf.yml");
+    std::fs::write(&file, config).unwrap();
+    let mut server = std::process::Command::new(env!("CARGO_BIN_EXE_keel"))
+        .arg("--config-file")
+        .arg(&file)
+        .args(["--name", "ignored-as-etcd-does"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let endpoint = format!("127.0.0.1:{client}");
+    common::wait_for("the member to serve", || {
+        etcdctl(&endpoint, &["put", "k", "v"])
+            .status
+            .success()
+            .then_some(())
+    });
+    let members = etcdctl_ok(&endpoint, &["member", "list"]);
+    server.kill().unwrap();
+    server.wait().unwrap();
+    assert!(members.contains(", from-file, "), "{members}");
+    assert!(
+        data_dir.join("member.id").exists(),
+        "the data dir named in the file"
+    );
+
+    std::fs::write(&file, "name: x\nno-such-key: 1\n").unwrap();
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_keel"))
+        .arg("--config-file")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("--no-such-key"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
 }
