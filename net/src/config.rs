@@ -3,6 +3,8 @@
 //! is checked here, before anything touches the data dir.
 
 pub mod compat;
+#[cfg(not(madsim))]
+pub mod file;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -92,10 +92,19 @@ mod real {
 
     pub fn main() -> ExitCode {
         let (command, etcd_env) = with_etcd_env(Cli::command());
-        let cli = match Cli::from_arg_matches(&command.get_matches()) {
+        let mut cli = match Cli::from_arg_matches(&command.get_matches()) {
             Ok(cli) => cli,
             Err(error) => error.exit(),
         };
+        if let Some(file) = cli.serve.compat.config_file.clone() {
+            cli.serve = match serve_args_from_file(&file) {
+                Ok(serve) => serve,
+                Err(error) => {
+                    eprintln!("keel: {error}");
+                    return ExitCode::from(2);
+                }
+            };
+        }
         match cli.command {
             Some(Command::Bench(args)) => return bench(args),
             Some(Command::Snapshot { command }) => return snapshot(command),
@@ -133,6 +142,25 @@ mod real {
                 ExitCode::FAILURE
             }
         }
+    }
+
+    /// The server's flags as etcd's YAML configuration file `file` sets them, and nothing
+    /// else: as etcd, neither the command line nor the environment counts then.
+    fn serve_args_from_file(file: &std::path::Path) -> anyhow::Result<ServeArgs> {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("--config-file: cannot read {}", file.display()))?;
+        let flags = keel_net::config::file::flags_from_yaml(&text)?;
+        let command = Cli::command().mut_args(|arg| arg.env(clap::builder::Resettable::Reset));
+        let argv = std::iter::once("keel".to_string()).chain(flags);
+        let matches = command
+            .try_get_matches_from(argv)
+            .map_err(|e| {
+                let first_line = e.to_string().lines().next().unwrap_or_default().to_string();
+                let reason = first_line.trim_start_matches("error: ").to_string();
+                anyhow::anyhow!("--config-file {}: {reason}", file.display())
+            })
+            .and_then(|matches| Ok(Cli::from_arg_matches(&matches)?))?;
+        Ok(matches.serve)
     }
 
     /// Each flag reads `KEEL_<FLAG>`, and etcd's `ETCD_<FLAG>` when that is not set, so an

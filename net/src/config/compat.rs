@@ -12,6 +12,12 @@ use super::{go_duration, invalid, socket_addrs, ConfigError, ListenUrl};
 
 #[derive(Clone, Debug, Default, Args)]
 pub struct CompatArgs {
+    /// Path to etcd's YAML configuration file (keys are the flags' names; TLS under
+    /// client-transport-security and peer-transport-security). As in etcd, it replaces the
+    /// command line and the environment.
+    #[arg(long, env = "KEEL_CONFIG_FILE")]
+    pub config_file: Option<std::path::PathBuf>,
+
     /// List of additional URLs to listen on that serve /metrics, /health, /livez and /readyz
     /// (http:// only).
     #[arg(long, env = "KEEL_LISTEN_METRICS_URLS", default_value = "")]
