@@ -1112,15 +1112,21 @@ mod tests {
             "--strict-reconfig-check=false",
             "--enable-v2=false",
             "--logger=zap",
-            "--log-outputs=stderr",
+            "--log-outputs=stdout",
             "--max-concurrent-streams=100",
             "--grpc-keepalive-interval=0",
+            "--grpc-keepalive-timeout=0",
             "--experimental-backend-bbolt-freelist-type=array",
         ])
         .unwrap();
         assert_eq!(
+            config.compat.grpc.keepalive_timeout,
+            Duration::from_secs(20),
+            "0 is gRPC's default, not a timeout at once"
+        );
+        assert_eq!(
             config.compat.notices.len(),
-            4,
+            5,
             "{:?}",
             config.compat.notices
         );

@@ -152,7 +152,10 @@ impl GrpcMetrics {
                 counter: Direction::Received(call.clone()),
             })
         });
+        // A client that goes away before the answer drops this future: counted `Canceled`.
+        let waiting = Unanswered(Some(call.clone()));
         let response = next.run(request).await;
+        waiting.answered();
         if let Some(code) = grpc_status(response.headers()) {
             call.handled(code);
             return response;
@@ -230,6 +233,24 @@ impl Call {
     }
 }
 
+/// A call whose handler has not answered yet.
+#[derive(Debug)]
+struct Unanswered(Option<Call>);
+
+impl Unanswered {
+    fn answered(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        if let Some(call) = self.0.take() {
+            call.handled("Canceled");
+        }
+    }
+}
+
 #[derive(Debug)]
 enum Direction {
     Received(Call),
@@ -286,27 +307,16 @@ struct Counted {
 impl Counted {
     fn count_data(&mut self, data: &Bytes) {
         let messages = self.frames.feed(data);
-        let bytes = data.len() as u64;
-        match &self.counter {
+        let (call, bytes, counts) = match &self.counter {
             Direction::Received(call) => {
-                call.metrics.received_bytes.inc_by(bytes);
-                if messages > 0 {
-                    call.metrics
-                        .received
-                        .get_or_create(&call.labels)
-                        .inc_by(messages);
-                }
+                (call, &call.metrics.received_bytes, &call.metrics.received)
             }
-            Direction::Sent(Some(call)) => {
-                call.metrics.sent_bytes.inc_by(bytes);
-                if messages > 0 {
-                    call.metrics
-                        .sent
-                        .get_or_create(&call.labels)
-                        .inc_by(messages);
-                }
-            }
-            Direction::Sent(None) => {}
+            Direction::Sent(Some(call)) => (call, &call.metrics.sent_bytes, &call.metrics.sent),
+            Direction::Sent(None) => return,
+        };
+        bytes.inc_by(data.len() as u64);
+        if messages > 0 {
+            counts.get_or_create(&call.labels).inc_by(messages);
         }
     }
 

@@ -96,6 +96,7 @@ mod real {
             Ok(cli) => cli,
             Err(error) => error.exit(),
         };
+        let from_file = cli.serve.compat.config_file.is_some();
         if let Some(file) = cli.serve.compat.config_file.clone() {
             cli.serve = match serve_args_from_file(&file) {
                 Ok(serve) => serve,
@@ -124,8 +125,12 @@ mod real {
             }
         }
         init_logging(&config);
-        for name in etcd_env {
-            info!(name, "recognized and used an etcd environment variable");
+        if from_file {
+            info!("flags and environment variables ignored: the configuration file sets them");
+        } else {
+            for name in etcd_env {
+                info!(name, "recognized and used an etcd environment variable");
+            }
         }
         let runtime = match runtime() {
             Ok(runtime) => runtime,

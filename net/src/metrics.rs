@@ -39,6 +39,7 @@ pub struct Metrics {
     db_total_size: Gauge,
     db_total_size_in_use: Gauge,
     keys_total: Gauge,
+    watch_streams: Gauge,
     /// Counters etcd names without `_total`, which the text encoder would append to a
     /// `Counter`: kept as gauges that only go up.
     health_success: Gauge,
@@ -73,6 +74,7 @@ impl Metrics {
         let db_total_size = Gauge::default();
         let db_total_size_in_use = Gauge::default();
         let keys_total = Gauge::default();
+        let watch_streams = Gauge::default();
         let health_success = Gauge::default();
         let health_failures = Gauge::default();
         let current_revision = Gauge::default();
@@ -124,7 +126,7 @@ impl Metrics {
         );
         registry.register(
             "etcd_server_slow_apply",
-            "The total number of slow apply requests (likely overloaded from slow disk)",
+            "The total number of slow applies (in keel: batches of entries applied together)",
             slow_applies.clone(),
         );
         registry.register(
@@ -146,6 +148,11 @@ impl Metrics {
             "etcd_debugging_mvcc_keys_total",
             "Total number of keys",
             keys_total.clone(),
+        );
+        registry.register(
+            "etcd_debugging_mvcc_watch_stream_total",
+            "Total number of watch streams",
+            watch_streams.clone(),
         );
         registry.register(
             "etcd_server_health_success",
@@ -216,6 +223,7 @@ impl Metrics {
             db_total_size,
             db_total_size_in_use,
             keys_total,
+            watch_streams,
             health_success,
             health_failures,
             current_revision,
@@ -295,6 +303,8 @@ impl Metrics {
         self.keys_total
             .set(i64::try_from(store.key_count()).unwrap_or(i64::MAX));
         self.current_revision.set(node.store().current_revision());
+        self.watch_streams
+            .set(i64::try_from(node.watches().stream_count()).unwrap_or(i64::MAX));
         self.compact_revision.set(node.store().compact_revision());
     }
 

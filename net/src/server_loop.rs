@@ -44,7 +44,8 @@ const PUBLISH_RETRY_TICKS: u64 = 20;
 const IDLE_COMPACTION_REVISIONS_PER_TICK: usize = 2_000;
 /// etcd warns about an fdatasync slower than this.
 const SLOW_FSYNC: Duration = Duration::from_secs(1);
-/// etcd warns about (and counts in `etcd_server_slow_apply_total`) an apply slower than this.
+/// etcd warns about (and counts in `etcd_server_slow_apply_total`) a request whose apply
+/// takes longer than this; keel times the batch of entries a `Ready` applies together.
 const SLOW_APPLY: Duration = Duration::from_millis(100);
 /// A turn of the loop longer than this delays every request and heartbeat behind it: it is
 /// logged with where its time went.
@@ -684,7 +685,7 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
                 warn!(
                     took_ms = u64::try_from(applied_in.as_millis()).unwrap_or(u64::MAX),
                     entries = committed,
-                    "apply request took too long"
+                    "applying committed entries took too long"
                 );
             }
             self.turn.applied_entries += committed;
@@ -936,7 +937,6 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
     }
 }
 
-/// The loop's error for a failure of the store's engine.
 /// When the oldest unanswered heartbeat to each peer was sent: a leader's heartbeat round
 /// trip is its peer round trip time (etcd measures it with a prober of its own).
 #[derive(Debug, Default)]
@@ -1004,6 +1004,7 @@ impl TurnTimes {
     }
 }
 
+/// The loop's error for a failure of the store's engine.
 fn engine_result<T>(result: Result<T, keel_core::mvcc::Error>) -> Result<T, LoopError> {
     result.map_err(|e| {
         error!(%e, "the store's engine failed");

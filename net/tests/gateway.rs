@@ -720,6 +720,33 @@ async fn lock_and_election_routes_reach_their_services() {
         .await;
     let key = BASE64.decode(locked["key"].as_str().unwrap()).unwrap();
     assert!(key.starts_with(b"gate/"), "{locked}");
+    // A second locker queues; its client going away ends its call as `Canceled` in
+    // grpc_server_handled_total, as go-grpc-prometheus counts it.
+    let waiter = tokio::spawn({
+        let request = post_request("/v3/lock/lock", &json!({"name": b64("gate")}).to_string());
+        let addr = server.addr;
+        async move {
+            let stream = TcpStream::connect(addr).await.unwrap();
+            let (mut sender, connection) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                    .await
+                    .unwrap();
+            tokio::spawn(connection);
+            sender.send_request(request).await
+        }
+    });
+    let keys = json!({"key": b64("gate/"), "range_end": b64("gate0"), "count_only": true});
+    poll("the second locker to queue", || async {
+        (server.ok("/v3/kv/range", keys.clone()).await["count"] == "2").then_some(())
+    })
+    .await;
+    waiter.abort();
+    let canceled = "grpc_server_handled_total{grpc_code=\"Canceled\",grpc_method=\"Lock\"";
+    poll("the abandoned Lock to count as Canceled", || async {
+        let (_, metrics) = server.get("/metrics").await;
+        metrics.contains(canceled).then_some(())
+    })
+    .await;
     server
         .ok("/v3/lock/unlock", json!({"key": locked["key"]}))
         .await;
@@ -750,6 +777,20 @@ async fn lock_and_election_routes_reach_their_services() {
     let mut pending = Vec::new();
     let first = next_line(&mut observed, &mut pending).await;
     assert_eq!(first["result"]["kv"]["value"], b64("me"), "{first}");
+    // An observer that goes away leaves no watch behind, though the leader stays.
+    let streams = || async {
+        let (_, metrics) = server.get("/metrics").await;
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("etcd_debugging_mvcc_watch_stream_total "))
+            .and_then(|n| n.parse::<u64>().ok())
+    };
+    assert_eq!(streams().await, Some(1), "the observer's watch");
+    drop(observed);
+    poll("the observer's watch to close", || async {
+        (streams().await == Some(0)).then_some(())
+    })
+    .await;
     server
         .ok("/v3/election/resign", json!({"leader": campaign["leader"]}))
         .await;

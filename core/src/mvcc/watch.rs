@@ -156,6 +156,11 @@ impl WatchHub {
         }
     }
 
+    /// Open watch streams (etcd's `etcd_debugging_mvcc_watch_stream_total`).
+    pub fn stream_count(&self) -> usize {
+        self.streams.len()
+    }
+
     pub fn open_stream(&mut self) -> StreamId {
         let id = self.next_stream_id;
         self.next_stream_id += 1;

@@ -289,10 +289,11 @@ impl CleanUp {
         self.undo = None;
     }
 
-    /// Cleans up now and waits for it.
+    /// Cleans up now and waits for it. The clean-up runs as a task of its own, so that it
+    /// goes on if the caller is dropped while waiting for it.
     pub async fn run(mut self) {
         if let Some(undo) = self.undo.take() {
-            undo.await;
+            let _ = tokio::spawn(undo).await;
         }
     }
 }

@@ -164,8 +164,13 @@ impl Election for ElectionService {
         let caller = self.recipes.caller(&request);
         let prefix = prefix_of(&request.into_inner().name);
         let (answers, stream) = mpsc::channel(OBSERVE_QUEUE);
+        // The task ends with the client: a watch it waits on would otherwise outlive it
+        // until the leader's key next changes.
         tokio::spawn(async move {
-            let _ = observe(&caller, &prefix, &answers).await;
+            tokio::select! {
+                _ = observe(&caller, &prefix, &answers) => {}
+                () = answers.closed() => {}
+            }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(stream))))
     }

@@ -54,7 +54,7 @@ pub struct CompatArgs {
     #[arg(long, env = "KEEL_LOGGER", default_value = "zap")]
     pub logger: String,
 
-    /// Where logs go: only 'default' and 'stderr' (keel logs to stderr).
+    /// Where logs go: 'default', 'stderr' or 'stdout' (keel logs to stderr).
     #[arg(long, env = "KEEL_LOG_OUTPUTS", default_value = "default")]
     pub log_outputs: String,
 
@@ -184,7 +184,14 @@ impl CompatArgs {
             max_concurrent_streams: (self.max_concurrent_streams > 0)
                 .then_some(self.max_concurrent_streams),
             keepalive_interval: (!keepalive_interval.is_zero()).then_some(keepalive_interval),
-            keepalive_timeout: go_duration("grpc-keepalive-timeout", &self.grpc_keepalive_timeout)?,
+            // 0 is "no timeout of our own" in etcd: gRPC's 20 s then applies.
+            keepalive_timeout: match go_duration(
+                "grpc-keepalive-timeout",
+                &self.grpc_keepalive_timeout,
+            )? {
+                Duration::ZERO => GrpcLimits::default().keepalive_timeout,
+                timeout => timeout,
+            },
         };
         Ok(Compat {
             listen_metrics,
@@ -202,11 +209,11 @@ impl CompatArgs {
                 format!("{:?}: only 'zap' is supported", self.logger),
             ));
         }
-        if !matches!(self.log_outputs.as_str(), "default" | "stderr") {
+        if !matches!(self.log_outputs.as_str(), "default" | "stderr" | "stdout") {
             return Err(invalid(
                 "log-outputs",
                 format!(
-                    "{:?}: keel logs to stderr ('default' or 'stderr')",
+                    "{:?}: keel logs to stderr ('default', 'stderr' or 'stdout')",
                     self.log_outputs
                 ),
             ));
@@ -230,6 +237,9 @@ impl CompatArgs {
         let mut notices = Vec::new();
         let mut note =
             |flag: &str, why: &str| notices.push(format!("--{flag} has no effect: {why}"));
+        if self.log_outputs == "stdout" {
+            note("log-outputs=stdout", "keel logs to stderr");
+        }
         if self.enable_pprof {
             note("enable-pprof", "keel serves no Go pprof endpoints");
         }

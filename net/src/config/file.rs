@@ -10,7 +10,8 @@ use super::{invalid, ConfigError};
 
 /// etcd keys (from its `etcd.conf.yml.sample`) of features keel does not have, skipped when
 /// they hold etcd's default: the v2 proxy and discovery, and the old debug switch.
-const SKIPPED_AT_DEFAULT: [(&str, &str); 8] = [
+const SKIPPED_AT_DEFAULT: [(&str, &str); 9] = [
+    ("self-signed-cert-validity", "1"),
     ("proxy", "off"),
     ("discovery-fallback", "proxy"),
     ("proxy-failure-wait", "5000"),
@@ -19,6 +20,18 @@ const SKIPPED_AT_DEFAULT: [(&str, &str); 8] = [
     ("proxy-write-timeout", "5000"),
     ("proxy-read-timeout", "0"),
     ("debug", "false"),
+];
+
+/// Keys whose flag takes a duration. etcd reads its file into Go's `time.Duration`, so a
+/// number there is nanoseconds (`grpc-keepalive-interval: 7200000000000`).
+const DURATION_KEYS: [&str; 7] = [
+    "backend-batch-interval",
+    "experimental-corrupt-check-time",
+    "experimental-compact-hash-check-time",
+    "experimental-watch-progress-notify-interval",
+    "grpc-keepalive-min-time",
+    "grpc-keepalive-interval",
+    "grpc-keepalive-timeout",
 ];
 
 /// The TLS keys of a `*-transport-security` section, and the flag each stands for (with
@@ -93,15 +106,18 @@ fn transport_security(
     };
     for (key, value) in entries {
         let key = key_name(key)?;
+        // An empty value is etcd's default, whatever the key (its sample leaves
+        // `allowed-cn` and `allowed-hostname` empty).
+        let Some(value) = scalar(&key, value)? else {
+            continue;
+        };
         if !TRANSPORT_SECURITY_KEYS.contains(&key.as_str()) {
             return Err(invalid(
                 "config-file",
                 format!("{prefix}transport-security: {key:?} is not supported"),
             ));
         }
-        if let Some(value) = scalar(&key, value)? {
-            flags.push(format!("--{prefix}{key}={value}"));
-        }
+        flags.push(format!("--{prefix}{key}={value}"));
     }
     Ok(())
 }
@@ -113,6 +129,7 @@ fn scalar(key: &str, value: &Yaml) -> Result<Option<String>, ConfigError> {
         Yaml::Null => return Ok(None),
         Yaml::String(text) if text.is_empty() => return Ok(None),
         Yaml::String(text) | Yaml::Real(text) => text.clone(),
+        Yaml::Integer(nanoseconds) if DURATION_KEYS.contains(&key) => format!("{nanoseconds}ns"),
         Yaml::Integer(number) => number.to_string(),
         Yaml::Boolean(flag) => flag.to_string(),
         Yaml::Array(items) => {
@@ -159,8 +176,12 @@ client-transport-security:
   cert-file: /etc/ssl/server.crt
   client-cert-auth: true
   auto-tls: false
+grpc-keepalive-interval: 7200000000000
+self-signed-cert-validity: 1
 peer-transport-security:
   trusted-ca-file: /etc/ssl/ca.crt
+  allowed-cn:
+  allowed-hostname:
 ";
         assert_eq!(
             flags_from_yaml(yaml).unwrap(),
@@ -177,6 +198,7 @@ peer-transport-security:
                 "--cert-file=/etc/ssl/server.crt",
                 "--client-cert-auth=true",
                 "--auto-tls=false",
+                "--grpc-keepalive-interval=7200000000000ns",
                 "--peer-trusted-ca-file=/etc/ssl/ca.crt",
             ]
         );
