@@ -30,13 +30,58 @@ type MethodLabels = [(&'static str, &'static str); 3];
 /// `grpc_code` and the same.
 type HandledLabels = [(&'static str, &'static str); 4];
 
-/// etcd's streaming methods; every other method is unary.
-const STREAMING: [(&str, &str); 5] = [
-    ("/etcdserverpb.Watch/Watch", "bidi_stream"),
-    ("/etcdserverpb.Lease/LeaseKeepAlive", "bidi_stream"),
-    ("/etcdserverpb.Maintenance/Snapshot", "server_stream"),
+/// etcd's gRPC methods (of `rpc.proto`, `v3lock.proto`, `v3election.proto`), sorted by path,
+/// with their kind: the calls counted (grpc-go counts only the methods it serves).
+const METHODS: [(&str, &str); 49] = [
+    ("/etcdserverpb.Auth/AuthDisable", "unary"),
+    ("/etcdserverpb.Auth/AuthEnable", "unary"),
+    ("/etcdserverpb.Auth/AuthStatus", "unary"),
+    ("/etcdserverpb.Auth/Authenticate", "unary"),
+    ("/etcdserverpb.Auth/RoleAdd", "unary"),
+    ("/etcdserverpb.Auth/RoleDelete", "unary"),
+    ("/etcdserverpb.Auth/RoleGet", "unary"),
+    ("/etcdserverpb.Auth/RoleGrantPermission", "unary"),
+    ("/etcdserverpb.Auth/RoleList", "unary"),
+    ("/etcdserverpb.Auth/RoleRevokePermission", "unary"),
+    ("/etcdserverpb.Auth/UserAdd", "unary"),
+    ("/etcdserverpb.Auth/UserChangePassword", "unary"),
+    ("/etcdserverpb.Auth/UserDelete", "unary"),
+    ("/etcdserverpb.Auth/UserGet", "unary"),
+    ("/etcdserverpb.Auth/UserGrantRole", "unary"),
+    ("/etcdserverpb.Auth/UserList", "unary"),
+    ("/etcdserverpb.Auth/UserRevokeRole", "unary"),
+    ("/etcdserverpb.Cluster/MemberAdd", "unary"),
+    ("/etcdserverpb.Cluster/MemberList", "unary"),
+    ("/etcdserverpb.Cluster/MemberPromote", "unary"),
+    ("/etcdserverpb.Cluster/MemberRemove", "unary"),
+    ("/etcdserverpb.Cluster/MemberUpdate", "unary"),
+    ("/etcdserverpb.KV/Compact", "unary"),
+    ("/etcdserverpb.KV/DeleteRange", "unary"),
+    ("/etcdserverpb.KV/Put", "unary"),
+    ("/etcdserverpb.KV/Range", "unary"),
     ("/etcdserverpb.KV/RangeStream", "server_stream"),
+    ("/etcdserverpb.KV/Txn", "unary"),
+    ("/etcdserverpb.Lease/LeaseGrant", "unary"),
+    ("/etcdserverpb.Lease/LeaseKeepAlive", "bidi_stream"),
+    ("/etcdserverpb.Lease/LeaseLeases", "unary"),
+    ("/etcdserverpb.Lease/LeaseRevoke", "unary"),
+    ("/etcdserverpb.Lease/LeaseTimeToLive", "unary"),
+    ("/etcdserverpb.Maintenance/Alarm", "unary"),
+    ("/etcdserverpb.Maintenance/Defragment", "unary"),
+    ("/etcdserverpb.Maintenance/Downgrade", "unary"),
+    ("/etcdserverpb.Maintenance/Hash", "unary"),
+    ("/etcdserverpb.Maintenance/HashKV", "unary"),
+    ("/etcdserverpb.Maintenance/MoveLeader", "unary"),
+    ("/etcdserverpb.Maintenance/Snapshot", "server_stream"),
+    ("/etcdserverpb.Maintenance/Status", "unary"),
+    ("/etcdserverpb.Watch/Watch", "bidi_stream"),
+    ("/v3electionpb.Election/Campaign", "unary"),
+    ("/v3electionpb.Election/Leader", "unary"),
     ("/v3electionpb.Election/Observe", "server_stream"),
+    ("/v3electionpb.Election/Proclaim", "unary"),
+    ("/v3electionpb.Election/Resign", "unary"),
+    ("/v3lockpb.Lock/Lock", "unary"),
+    ("/v3lockpb.Lock/Unlock", "unary"),
 ];
 
 /// gRPC's codes as grpc-go names them (`codes.Code.String()`), by number.
@@ -60,29 +105,55 @@ const CODE_NAMES: [&str; 17] = [
     "Unauthenticated",
 ];
 
-/// The families, shared by every call.
+/// One method's series, made when the server starts (as go-grpc-prometheus initializes
+/// every method and code), so a call only finds its method and adds to atomics.
+#[derive(Debug)]
+struct MethodMetrics {
+    started: Counter,
+    received: Counter,
+    sent: Counter,
+    handling_seconds: Histogram,
+    /// By gRPC code number.
+    handled: [Counter; CODE_NAMES.len()],
+}
+
+/// Every method's series and the byte counters, shared by every call.
 #[derive(Debug)]
 pub struct GrpcMetrics {
-    started: Family<MethodLabels, Counter>,
-    handled: Family<HandledLabels, Counter>,
-    received: Family<MethodLabels, Counter>,
-    sent: Family<MethodLabels, Counter>,
-    handling_seconds: Family<MethodLabels, Histogram, fn() -> Histogram>,
+    /// In the order of [`METHODS`].
+    methods: Vec<MethodMetrics>,
     received_bytes: Counter,
     sent_bytes: Counter,
 }
 
 impl GrpcMetrics {
     pub fn new(registry: &mut Registry) -> Arc<GrpcMetrics> {
+        let started = Family::<MethodLabels, Counter>::default();
+        let received = Family::<MethodLabels, Counter>::default();
+        let sent = Family::<MethodLabels, Counter>::default();
+        let handled = Family::<HandledLabels, Counter>::default();
+        // go-grpc-prometheus' buckets reach 10 s; these go from 5 ms to about 10 s.
+        let handling_seconds: Family<MethodLabels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.005, 2.0, 12)));
+        let methods = METHODS
+            .iter()
+            .filter_map(|(path, _)| method_labels(path))
+            .map(|labels| {
+                let [method, service, kind] = labels;
+                MethodMetrics {
+                    started: started.get_or_create(&labels).clone(),
+                    received: received.get_or_create(&labels).clone(),
+                    sent: sent.get_or_create(&labels).clone(),
+                    handling_seconds: handling_seconds.get_or_create(&labels).clone(),
+                    handled: std::array::from_fn(|code| {
+                        let labels = [("grpc_code", CODE_NAMES[code]), method, service, kind];
+                        handled.get_or_create(&labels).clone()
+                    }),
+                }
+            })
+            .collect();
         let metrics = GrpcMetrics {
-            started: Family::default(),
-            handled: Family::default(),
-            received: Family::default(),
-            sent: Family::default(),
-            // go-grpc-prometheus' buckets reach 10 s; these go from 5 ms to about 10 s.
-            handling_seconds: Family::new_with_constructor(|| {
-                Histogram::new(exponential_buckets(0.005, 2.0, 12))
-            }),
+            methods,
             received_bytes: Counter::default(),
             sent_bytes: Counter::default(),
         };
@@ -90,17 +161,17 @@ impl GrpcMetrics {
             (
                 "grpc_server_started",
                 "Total number of RPCs started on the server",
-                &metrics.started,
+                &started,
             ),
             (
                 "grpc_server_msg_received",
                 "Total number of RPC stream messages received on the server",
-                &metrics.received,
+                &received,
             ),
             (
                 "grpc_server_msg_sent",
                 "Total number of gRPC stream messages sent by the server",
-                &metrics.sent,
+                &sent,
             ),
         ];
         for (name, help, family) in families {
@@ -109,13 +180,13 @@ impl GrpcMetrics {
         registry.register(
             "grpc_server_handled",
             "Total number of RPCs completed on the server, regardless of success or failure",
-            metrics.handled.clone(),
+            handled,
         );
         registry.register(
             "grpc_server_handling_seconds",
             "Histogram of response latency (seconds) of gRPC that had been application-level \
              handled by the server",
-            metrics.handling_seconds.clone(),
+            handling_seconds,
         );
         registry.register(
             "etcd_network_client_grpc_received_bytes",
@@ -136,13 +207,17 @@ impl GrpcMetrics {
         request: Request,
         next: axum::middleware::Next,
     ) -> Response {
-        let Some(labels) = method_labels(request.uri().path()) else {
+        let path = request.uri().path();
+        let Ok(method) = METHODS.binary_search_by(|(known, _)| (*known).cmp(path)) else {
             return next.run(request).await;
         };
-        self.started.get_or_create(&labels).inc();
+        let Some(series) = self.methods.get(method) else {
+            return next.run(request).await;
+        };
+        series.started.inc();
         let call = Call {
             metrics: self.clone(),
-            labels,
+            method,
             started: Instant::now(),
         };
         let request = request.map(|body| {
@@ -170,66 +245,56 @@ impl GrpcMetrics {
     }
 }
 
-/// The labels of a gRPC call to `path` (`/package.Service/Method`), if it names one.
-fn method_labels(path: &str) -> Option<MethodLabels> {
+/// The labels of a gRPC call to `path` (`/package.Service/Method`), if it is one of etcd's.
+fn method_labels(path: &'static str) -> Option<MethodLabels> {
+    let index = METHODS
+        .binary_search_by(|(known, _)| (*known).cmp(path))
+        .ok()?;
+    let (_, kind) = METHODS[index];
     let (service, method) = path.strip_prefix('/')?.split_once('/')?;
-    let kind = STREAMING
-        .iter()
-        .find(|(streaming, _)| *streaming == path)
-        .map_or("unary", |(_, kind)| *kind);
     Some([
-        ("grpc_method", intern(method)),
-        ("grpc_service", intern(service)),
+        ("grpc_method", method),
+        ("grpc_service", service),
         ("grpc_type", kind),
     ])
 }
 
-/// Label values live as long as the server: each distinct service or method name is leaked
-/// once, up to `KNOWN_NAMES_LIMIT` of them.
-fn intern(name: &str) -> &'static str {
-    use std::collections::BTreeSet;
-    use std::sync::Mutex;
-    static NAMES: Mutex<BTreeSet<&'static str>> = Mutex::new(BTreeSet::new());
-    let Ok(mut names) = NAMES.lock() else {
-        return "unknown";
-    };
-    if let Some(known) = names.get(name) {
-        return known;
-    }
-    if names.len() >= KNOWN_NAMES_LIMIT {
-        return "unknown";
-    }
-    let leaked: &'static str = Box::leak(name.to_string().into_boxed_str());
-    names.insert(leaked);
-    leaked
-}
-
-/// Distinct service and method names kept as labels; past it, `unknown` (a client cannot
-/// grow the server's memory without bound by calling made-up methods).
-const KNOWN_NAMES_LIMIT: usize = 256;
-
-fn grpc_status(headers: &axum::http::HeaderMap) -> Option<&'static str> {
+/// The gRPC code number of a response's `grpc-status` (`Unknown` if it is not one).
+fn grpc_status(headers: &axum::http::HeaderMap) -> Option<usize> {
     let code: usize = headers.get("grpc-status")?.to_str().ok()?.parse().ok()?;
-    Some(CODE_NAMES.get(code).copied().unwrap_or("Unknown"))
+    Some(if code < CODE_NAMES.len() {
+        code
+    } else {
+        UNKNOWN
+    })
 }
+
+const UNKNOWN: usize = 2;
+const CANCELED: usize = 1;
 
 /// One call being counted.
 #[derive(Clone, Debug)]
 struct Call {
     metrics: Arc<GrpcMetrics>,
-    labels: MethodLabels,
+    /// Its place in [`METHODS`].
+    method: usize,
     started: Instant,
 }
 
 impl Call {
-    fn handled(&self, code: &'static str) {
-        let [method, service, kind] = self.labels;
-        let labels = [("grpc_code", code), method, service, kind];
-        self.metrics.handled.get_or_create(&labels).inc();
-        self.metrics
-            .handling_seconds
-            .get_or_create(&self.labels)
-            .observe(self.started.elapsed().as_secs_f64());
+    fn series(&self) -> Option<&MethodMetrics> {
+        self.metrics.methods.get(self.method)
+    }
+
+    fn handled(&self, code: usize) {
+        if let Some(series) = self.series() {
+            if let Some(handled) = series.handled.get(code) {
+                handled.inc();
+            }
+            series
+                .handling_seconds
+                .observe(self.started.elapsed().as_secs_f64());
+        }
     }
 }
 
@@ -246,7 +311,7 @@ impl Unanswered {
 impl Drop for Unanswered {
     fn drop(&mut self) {
         if let Some(call) = self.0.take() {
-            call.handled("Canceled");
+            call.handled(CANCELED);
         }
     }
 }
@@ -307,20 +372,23 @@ struct Counted {
 impl Counted {
     fn count_data(&mut self, data: &Bytes) {
         let messages = self.frames.feed(data);
-        let (call, bytes, counts) = match &self.counter {
-            Direction::Received(call) => {
-                (call, &call.metrics.received_bytes, &call.metrics.received)
-            }
-            Direction::Sent(Some(call)) => (call, &call.metrics.sent_bytes, &call.metrics.sent),
+        let (call, bytes) = match &self.counter {
+            Direction::Received(call) => (call, &call.metrics.received_bytes),
+            Direction::Sent(Some(call)) => (call, &call.metrics.sent_bytes),
             Direction::Sent(None) => return,
         };
         bytes.inc_by(data.len() as u64);
+        let Some(series) = call.series() else { return };
         if messages > 0 {
-            counts.get_or_create(&call.labels).inc_by(messages);
+            let counter = match self.counter {
+                Direction::Received(_) => &series.received,
+                Direction::Sent(_) => &series.sent,
+            };
+            counter.inc_by(messages);
         }
     }
 
-    fn finish(&mut self, code: &'static str) {
+    fn finish(&mut self, code: usize) {
         if let Direction::Sent(call) = &mut self.counter {
             if let Some(call) = call.take() {
                 call.handled(code);
@@ -344,12 +412,12 @@ impl http_body::Body for Counted {
                     let data = data.clone();
                     self.count_data(&data);
                 } else if let Some(trailers) = frame.trailers_ref() {
-                    let code = grpc_status(trailers).unwrap_or("Unknown");
+                    let code = grpc_status(trailers).unwrap_or(UNKNOWN);
                     self.finish(code);
                 }
             }
-            Poll::Ready(Some(Err(_))) => self.finish("Unknown"),
-            Poll::Ready(None) => self.finish("Unknown"),
+            Poll::Ready(Some(Err(_))) => self.finish(UNKNOWN),
+            Poll::Ready(None) => self.finish(UNKNOWN),
             Poll::Pending => {}
         }
         polled
@@ -367,7 +435,7 @@ impl http_body::Body for Counted {
 impl Drop for Counted {
     /// A response body dropped before its trailers: the client went away.
     fn drop(&mut self) {
-        self.finish("Canceled");
+        self.finish(CANCELED);
     }
 }
 
@@ -405,5 +473,11 @@ mod tests {
             Some("bidi_stream")
         );
         assert_eq!(method_labels("/health"), None);
+        assert_eq!(method_labels("/etcdserverpb.KV/Madeup"), None);
+    }
+
+    #[test]
+    fn the_method_table_is_sorted_for_its_binary_search() {
+        assert!(METHODS.windows(2).all(|pair| pair[0].0 < pair[1].0));
     }
 }
