@@ -413,7 +413,10 @@ pub async fn start_hooked<D: Disk + Send + 'static>(
     };
     let max_message_bytes =
         usize::try_from(config.max_request_bytes + GRPC_OVERHEAD_BYTES).unwrap_or(usize::MAX);
-    let kv = KvServer::new(KvService::new(api.clone()))
+    // One of each: the Lock and Election services call the same KV and Lease services.
+    let kv_service = KvService::new(api.clone());
+    let lease_service = LeaseService::new(api.clone());
+    let kv = KvServer::new(kv_service.clone())
         .max_decoding_message_size(max_message_bytes)
         .max_encoding_message_size(usize::MAX);
     let watch_service = WatchService::new(
@@ -426,8 +429,7 @@ pub async fn start_hooked<D: Disk + Send + 'static>(
         .max_decoding_message_size(max_message_bytes)
         .max_encoding_message_size(usize::MAX);
     let refuse_on_learner = crate::api::refuse_on_learner(handle.learner_flag());
-    let lease =
-        LeaseServer::with_interceptor(LeaseService::new(api.clone()), refuse_on_learner.clone());
+    let lease = LeaseServer::with_interceptor(lease_service.clone(), refuse_on_learner.clone());
     let cluster = ClusterServer::with_interceptor(
         ClusterService::new(api.clone()),
         refuse_on_learner.clone(),
@@ -440,8 +442,8 @@ pub async fn start_hooked<D: Disk + Send + 'static>(
     );
     let recipes = Recipes {
         api: api.clone(),
-        kv: KvService::new(api.clone()),
-        lease: LeaseService::new(api.clone()),
+        kv: kv_service,
+        lease: lease_service,
         watch: watch_service.clone(),
     };
     let lock =

@@ -119,16 +119,15 @@ impl Caller {
     /// Waits until no key under `prefix` was created at or before `max_create_revision`:
     /// each time for the newest such key to be deleted (etcd's `waitDeletes`: every waiter
     /// watches only the one just ahead of it, so a release wakes one waiter, not all).
-    /// Returns the header of the read that found none.
     pub async fn wait_deletes(
         &self,
         prefix: &[u8],
         max_create_revision: i64,
-    ) -> Result<Option<pb::ResponseHeader>, Status> {
+    ) -> Result<(), Status> {
         loop {
             let newest = self.by_creation(prefix, false, max_create_revision).await?;
             let Some(ahead) = newest.kvs.first() else {
-                return Ok(newest.header);
+                return Ok(());
             };
             let from = newest.header.as_ref().map_or(0, |h| h.revision);
             self.wait_delete(&ahead.key, from).await?;
@@ -231,11 +230,16 @@ pub fn range_op(range: pb::RangeRequest) -> pb::RequestOp {
     }
 }
 
-pub fn get_op(key: &[u8]) -> pb::RequestOp {
-    range_op(pb::RangeRequest {
+/// A read of the one key `key`.
+pub fn get_request(key: &[u8]) -> pb::RangeRequest {
+    pb::RangeRequest {
         key: key.to_vec().into(),
         ..pb::RangeRequest::default()
-    })
+    }
+}
+
+pub fn get_op(key: &[u8]) -> pb::RequestOp {
+    range_op(get_request(key))
 }
 
 pub fn delete_op(key: &[u8]) -> pb::RequestOp {

@@ -5,8 +5,8 @@
 use tonic::{Request, Response, Status};
 
 use super::concurrency::{
-    by_creation_request, created_at, get_op, owner_key, prefix_of, put_op, range_answer, range_op,
-    CleanUp, Recipes,
+    by_creation_request, created_at, get_op, get_request, owner_key, prefix_of, put_op,
+    range_answer, range_op, CleanUp, Recipes,
 };
 use crate::proto::etcdserverpb as pb;
 use crate::proto::v3lockpb::lock_server::Lock;
@@ -70,7 +70,7 @@ impl Lock for LockService {
             undo.run().await;
             return Err(status);
         }
-        let mine = match caller.range(get_range(&key)).await {
+        let mine = match caller.range(get_request(&key)).await {
             Ok(mine) => mine,
             Err(status) => {
                 undo.run().await;
@@ -97,12 +97,5 @@ impl Lock for LockService {
         Ok(Response::new(UnlockResponse {
             header: deleted.header,
         }))
-    }
-}
-
-fn get_range(key: &[u8]) -> pb::RangeRequest {
-    pb::RangeRequest {
-        key: key.to_vec().into(),
-        ..pb::RangeRequest::default()
     }
 }
