@@ -15,8 +15,8 @@ use keel_core::mvcc::{
 use keel_core::node::{Completion, Member, Node, NodeConfig, Outcome, ProposalBody};
 use keel_core::raft::harness::MemStorage;
 use keel_core::raft::{
-    ConfChangeKind, ConfState, InitialState, Message, MessageBody, NodeId, Role, Snapshot,
-    SnapshotMeta,
+    ConfChangeKind, ConfState, InitialState, Message, MessageBody, NodeId, ReplicationState, Role,
+    Snapshot, SnapshotMeta,
 };
 
 const TICK_MS: u64 = 100;
@@ -33,6 +33,9 @@ struct NodeCluster {
     nodes: BTreeMap<NodeId, TestNode>,
     queue: VecDeque<Message>,
     isolated: BTreeSet<NodeId>,
+    /// Snapshots to this member are held here, as a transport still streaming them.
+    hold_snapshots_to: Option<NodeId>,
+    held: Vec<Message>,
     now_ms: u64,
     next_request_id: u64,
     config: fn(NodeId) -> NodeConfig,
@@ -71,6 +74,8 @@ impl NodeCluster {
             nodes: BTreeMap::new(),
             queue: VecDeque::new(),
             isolated: BTreeSet::new(),
+            hold_snapshots_to: None,
+            held: Vec::new(),
             now_ms: 0,
             next_request_id: 1,
             config,
@@ -148,6 +153,12 @@ impl NodeCluster {
                 return;
             };
             if self.isolated.contains(&message.from) || self.isolated.contains(&message.to) {
+                continue;
+            }
+            if self.hold_snapshots_to == Some(message.to)
+                && matches!(message.body, MessageBody::InstallSnapshot(_))
+            {
+                self.held.push(message);
                 continue;
             }
             if let Some(node) = self
@@ -520,6 +531,73 @@ fn a_lagging_member_catches_up_from_the_leaders_snapshot() {
     assert!(cluster.node(3).raft().status().snapshot_index > 10);
     assert_eq!(cluster.get(3, "k39").as_deref(), Some(&b"v"[..]));
     cluster.assert_converged();
+}
+
+/// A snapshot takes a while to stream (seconds for a large store) while writes go on: the
+/// leader keeps the log after it, so the member catches up from the log once it installed
+/// it, rather than needing another snapshot, which would take as long again.
+#[test]
+fn the_log_after_a_snapshot_in_flight_is_kept_for_its_member() {
+    let mut cluster = NodeCluster::new(3, frequent_snapshots);
+    cluster.elect(1);
+    cluster.isolated.insert(3);
+    for i in 0..40 {
+        cluster.put(1, &format!("k{i}"), "v");
+        cluster.run();
+    }
+    cluster.isolated.clear();
+    cluster.hold_snapshots_to = Some(3);
+    cluster.tick(1);
+    assert_eq!(cluster.held.len(), 1, "the leader sent member 3 a snapshot");
+    let pending_index = cluster.node(1).raft().status().progress[&3].state;
+    let ReplicationState::Snapshot { pending_index } = pending_index else {
+        panic!("member 3 waits for its snapshot: {pending_index:?}");
+    };
+    // Writes go on while it streams, and the log is released (every 10 entries) meanwhile.
+    let releases_before = cluster.nodes[&1].snapshots_taken;
+    for i in 40..55 {
+        cluster.put(1, &format!("k{i}"), "v");
+        cluster.run();
+    }
+    assert!(cluster.nodes[&1].snapshots_taken > releases_before);
+    assert!(
+        cluster.node(1).raft().first_index() <= pending_index + 1,
+        "the leader kept the entries after the snapshot in flight"
+    );
+    for message in std::mem::take(&mut cluster.held) {
+        cluster.node_mut(3).step(message).unwrap();
+    }
+    cluster.run();
+    cluster.tick(2);
+    assert!(
+        cluster.held.is_empty(),
+        "no second snapshot was needed: {:?} {:?}",
+        cluster
+            .held
+            .iter()
+            .map(|m| (
+                m.from,
+                m.to,
+                match &m.body {
+                    MessageBody::InstallSnapshot(s) => s.meta.index,
+                    _ => 0,
+                }
+            ))
+            .collect::<Vec<_>>(),
+        cluster.node(1).raft().status()
+    );
+    assert_eq!(cluster.get(3, "k54").as_deref(), Some(&b"v"[..]));
+    cluster.assert_converged();
+    // Once it caught up, the log is released as usual again.
+    for i in 55..80 {
+        cluster.put(1, &format!("k{i}"), "v");
+        cluster.run();
+    }
+    let status = cluster.node(1).raft().status();
+    assert!(
+        status.snapshot_index - status.first_index < 10,
+        "{status:?}"
+    );
 }
 
 #[test]

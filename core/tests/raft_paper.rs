@@ -1159,6 +1159,50 @@ mod s7_log_compaction {
     }
 
     #[test]
+    fn the_catch_up_floor_follows_a_member_from_its_snapshot_until_it_caught_up() {
+        let mut cluster = lagging_node_3();
+        assert_eq!(
+            cluster.raft(1).catch_up_floor(),
+            None,
+            "3 is not heard from"
+        );
+        cluster.heal();
+        cluster.tick_all();
+        let mut held = Vec::new();
+        loop {
+            cluster.process_all_ready();
+            held.extend(
+                cluster.take_messages(|m| {
+                    m.to == 3 && matches!(m.body, MessageBody::InstallSnapshot(_))
+                }),
+            );
+            if !cluster.deliver_one() {
+                break;
+            }
+        }
+        assert!(!held.is_empty(), "the leader sent 3 a snapshot");
+        let state = cluster.raft(1).status().progress[&3].state;
+        let ReplicationState::Snapshot { pending_index } = state else {
+            panic!("3 waits for a snapshot: {state:?}");
+        };
+        assert_eq!(cluster.raft(1).catch_up_floor(), Some(pending_index + 1));
+        assert_eq!(
+            cluster.raft(2).catch_up_floor(),
+            None,
+            "a follower has none"
+        );
+        for snapshot in held {
+            cluster.deliver(snapshot);
+        }
+        cluster.run_ticks(3);
+        assert_eq!(
+            cluster.raft(1).status().progress[&3].match_index,
+            cluster.raft(1).status().last_index
+        );
+        assert_eq!(cluster.raft(1).catch_up_floor(), None, "3 caught up");
+    }
+
+    #[test]
     fn compaction_keeps_the_entries_asked_to_retain() {
         let mut cluster = Cluster::new(3, 1);
         cluster.elect(1);

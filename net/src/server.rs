@@ -370,7 +370,6 @@ pub async fn start_hooked<D: Disk + Send + 'static>(
             client_urls: config.advertise_client_urls.clone(),
         },
         advertise_peer_urls: config.advertise_peer_urls.clone(),
-        snapshot_retain_entries: config.snapshot_catchup_entries,
         snapshot_count: config.snapshot_count,
         backend_batch_interval: config.backend_batch_interval,
         backend_batch_limit: config.backend_batch_limit,

@@ -57,8 +57,6 @@ pub struct LoopSettings {
     pub attributes: MemberAttributes,
     /// For the recovery procedure the loop logs when this member must be replaced.
     pub advertise_peer_urls: Vec<String>,
-    /// Entries kept before a snapshot for slow followers (matches the node's setting).
-    pub snapshot_retain_entries: u64,
     /// The Raft log is released behind the engine every this many applied entries (etcd's
     /// `--snapshot-count`).
     pub snapshot_count: u64,
@@ -867,9 +865,9 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
         if index < self.storage.snapshot_index() + self.settings.snapshot_count {
             return Ok(());
         }
-        if self.node.compact_log(marker.clone()) {
+        if let Some(retain_entries) = self.node.compact_log(marker.clone()) {
             self.storage
-                .save_snapshot(&marker, self.settings.snapshot_retain_entries)
+                .save_snapshot(&marker, retain_entries)
                 .inspect_err(|e| error!(%e, "saving a snapshot marker failed"))?;
             info!(index, "released the Raft log behind the store's engine");
             if let Some(inspector) = &self.settings.hooks.inspector {

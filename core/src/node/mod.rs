@@ -906,16 +906,34 @@ impl Node {
 
     /// Releases the Raft log before `marker` (from [`marker_of`] or [`snapshot_of_view`] of a
     /// durable commit of this node's engine): the engine holds everything it covers.
-    /// Returns false when it is not newer than the last one.
-    pub fn compact_log(&mut self, marker: Snapshot) -> bool {
+    /// Returns the entries kept behind it (see [`Node::log_retain_entries`]), which the
+    /// WAL keeps too, or `None` when it is not newer than the last one.
+    pub fn compact_log(&mut self, marker: Snapshot) -> Option<u64> {
         let index = marker.meta.index;
         if index <= self.last_snapshot_index || index > self.applied_index {
-            return false;
+            return None;
         }
-        self.raft
-            .compact(marker, self.config.snapshot_catch_up_entries);
+        let retain_entries = self.log_retain_entries(index);
+        self.raft.compact(marker, retain_entries);
         self.last_snapshot_index = index;
-        true
+        Some(retain_entries)
+    }
+
+    /// Entries kept behind a release of the log at `index`: etcd's catch-up entries, or as
+    /// many as a follower catching up still needs (a new member installing a snapshot that
+    /// took a while to stream, see [`raft::Raft::catch_up_floor`]) — but at most
+    /// `snapshot_count`, so a follower that never catches up costs a bounded amount of
+    /// memory and then a snapshot. etcd pauses its log compaction while it sends a snapshot
+    /// for the same reason.
+    pub fn log_retain_entries(&self, index: Index) -> u64 {
+        let catch_up_entries = self.config.snapshot_catch_up_entries;
+        let needed = self
+            .raft
+            .catch_up_floor()
+            .map_or(0, |floor| (index + 1).saturating_sub(floor));
+        needed
+            .min(self.config.snapshot_count.max(catch_up_entries))
+            .max(catch_up_entries)
     }
 
     fn apply_entry(&mut self, entry: raft::Entry, output: &mut ApplyOutput) {
@@ -1075,8 +1093,8 @@ impl Node {
             return None;
         }
         let snapshot = self.snapshot_now()?;
-        self.raft
-            .compact(snapshot.clone(), self.config.snapshot_catch_up_entries);
+        let retain_entries = self.log_retain_entries(snapshot.meta.index);
+        self.raft.compact(snapshot.clone(), retain_entries);
         self.last_snapshot_index = snapshot.meta.index;
         Some(snapshot)
     }

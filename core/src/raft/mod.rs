@@ -508,6 +508,34 @@ impl Raft {
         }
     }
 
+    /// Leader only: the first log index a live follower still needs from this log — the
+    /// entry after a snapshot on its way to it (once installed, it catches up from there),
+    /// or after the match of a follower heard from lately whose next entries the log still
+    /// holds. Compacting past it costs that follower a (further) whole snapshot: under a
+    /// steady write load, a snapshot that takes longer to stream than the log takes to be
+    /// released would never let a new member catch up. `None`: no follower is catching up.
+    pub fn catch_up_floor(&self) -> Option<Index> {
+        if self.role != Role::Leader {
+            return None;
+        }
+        let last_index = self.log.last_index();
+        let first_index = self.log.first_index();
+        self.progress
+            .iter()
+            .filter(|(id, _)| **id != self.id)
+            .filter_map(|(_, progress)| match progress.state {
+                ReplicationState::Snapshot { pending_index } => Some(pending_index + 1),
+                _ if progress.recent_active
+                    && progress.match_index < last_index
+                    && progress.match_index + 1 >= first_index =>
+                {
+                    Some(progress.match_index + 1)
+                }
+                _ => None,
+            })
+            .min()
+    }
+
     /// The application took a snapshot of its state machine through `snapshot.meta.index`
     /// (at most the applied index). The log before it is dropped, except the last
     /// `retain_entries` entries, which spare a slightly lagging follower a whole snapshot.
