@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use keel_core::mvcc::View;
+use keel_core::mvcc::{EngineError, View};
 use keel_core::raft::{Message, MessageBody, NodeId};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -26,7 +26,7 @@ use tracing::{debug, info, warn};
 
 use crate::frame::{self, Decoded, Decoder, Hello, Refusal, SnapshotEnd};
 use crate::peer_query::AnswerDesk;
-use crate::snapshot_stream::{self, SnapshotInbox, StagedSnapshot, ViewReader};
+use crate::snapshot_stream::{self, BlockingTask, SnapshotInbox, StagedSnapshot, ViewReader};
 use crate::tls::{ClientTls, ServerTls};
 
 /// A peer connection: plain TCP or TLS over it.
@@ -368,29 +368,25 @@ impl Sender {
         frame::encode_snapshot_begin(message, &mut out).map_err(std::io::Error::other)?;
         write_flush(&mut stream, &out).await?;
         let mut sent_bytes = out.len() as u64;
-        let mut reader = Some(ViewReader::new(view));
+        let mut reading = read_next_chunk(ViewReader::new(view));
         let mut checksum = 0u32;
-        let mut rows = 0;
+        let rows;
         let mut reported = tokio::time::Instant::now();
         loop {
             if reported.elapsed() >= SNAPSHOT_PROGRESS_INTERVAL {
                 let _ = self.reports.send(PeerReport::SnapshotProgress(self.to));
                 reported = tokio::time::Instant::now();
             }
-            let Some(mut taken) = reader.take() else {
-                break;
-            };
-            let (taken, chunk) = snapshot_stream::blocking(move || {
-                let chunk = taken.next_chunk();
-                (taken, chunk)
-            })
-            .await
-            .ok_or_else(|| std::io::Error::other("reading the snapshot's view failed"))?;
-            rows = taken.rows;
+            let (reader, chunk) = reading
+                .wait()
+                .await
+                .ok_or_else(|| std::io::Error::other("reading the snapshot's view failed"))?;
             let Some(chunk) = chunk.map_err(std::io::Error::other)? else {
+                rows = reader.rows;
                 break;
             };
-            reader = Some(taken);
+            // The next chunk is read while this one is sent.
+            reading = read_next_chunk(reader);
             checksum = crc32c::crc32c_append(checksum, &chunk);
             out.clear();
             frame::encode_snapshot_rows(&chunk, &mut out).map_err(std::io::Error::other)?;
@@ -473,6 +469,16 @@ async fn refuse(stream: &mut PeerStream, error: &ReceiveError) {
         let _ = write_flush(stream, &out).await;
     }
 }
+
+/// A view's next rows chunk, read off the async threads.
+fn read_next_chunk(mut reader: ViewReader) -> BlockingTask<(ViewReader, ChunkRead)> {
+    snapshot_stream::start_blocking(move || {
+        let chunk = reader.next_chunk();
+        (reader, chunk)
+    })
+}
+
+type ChunkRead = Result<Option<Vec<u8>>, EngineError>;
 
 async fn write_flush(stream: &mut (impl AsyncWrite + Unpin), bytes: &[u8]) -> std::io::Result<()> {
     stream.write_all(bytes).await?;
@@ -563,7 +569,29 @@ struct Receiver {
 /// A snapshot stream being received on a connection.
 struct Receiving {
     message: Message,
-    staged: Box<dyn StagedSnapshot>,
+    /// The write of the last chunk into the staged engine, still under way off the async
+    /// threads while the next chunk comes in from the network; it hands the engine back.
+    writing: BlockingTask<ChunkWritten>,
+}
+
+type ChunkWritten = (Box<dyn StagedSnapshot>, Result<(), String>);
+
+impl Receiving {
+    /// The staged engine once the last chunk's write is done, or why it failed.
+    async fn written(self) -> Result<(Message, Box<dyn StagedSnapshot>), ReceiveError> {
+        let (staged, written) = self
+            .writing
+            .wait()
+            .await
+            .ok_or_else(|| ReceiveError::Snapshot("writing failed".into()))?;
+        match written {
+            Ok(()) => Ok((self.message, staged)),
+            Err(error) => {
+                let _ = snapshot_stream::blocking(move || staged.abandon()).await;
+                Err(ReceiveError::Snapshot(error))
+            }
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -603,7 +631,9 @@ impl Receiver {
             .await;
         if let Some(receiving) = receiving {
             // The stream ended before its end frame.
-            let _ = snapshot_stream::blocking(move || receiving.staged.abandon()).await;
+            if let Ok((_, staged)) = receiving.written().await {
+                let _ = snapshot_stream::blocking(move || staged.abandon()).await;
+            }
         }
         outcome
     }
@@ -649,29 +679,25 @@ impl Receiver {
                             .ok_or_else(|| ReceiveError::Snapshot("staging failed".into()))?
                             .map_err(ReceiveError::Snapshot)?;
                         info!(peer = from, index, "receiving a snapshot");
-                        *receiving = Some(Receiving { message, staged });
+                        let writing = snapshot_stream::start_blocking(move || (staged, Ok(())));
+                        *receiving = Some(Receiving { message, writing });
                     }
                     (Decoded::SnapshotRows(chunk), Some(_)) => {
-                        let Some(Receiving {
-                            message,
-                            mut staged,
-                        }) = receiving.take()
-                        else {
+                        let Some(previous) = receiving.take() else {
                             return Err(ReceiveError::Snapshot("rows without a snapshot".into()));
                         };
-                        let (staged, written) = snapshot_stream::blocking(move || {
+                        let (message, mut staged) = previous.written().await?;
+                        let writing = snapshot_stream::start_blocking(move || {
                             let written = staged.write_chunk(&chunk);
                             (staged, written)
-                        })
-                        .await
-                        .ok_or_else(|| ReceiveError::Snapshot("writing failed".into()))?;
-                        *receiving = Some(Receiving { message, staged });
-                        written.map_err(ReceiveError::Snapshot)?;
+                        });
+                        *receiving = Some(Receiving { message, writing });
                     }
                     (Decoded::SnapshotEnd(end), Some(from)) => {
-                        let Some(Receiving { message, staged }) = receiving.take() else {
+                        let Some(last) = receiving.take() else {
                             return Err(ReceiveError::Snapshot("an end without a snapshot".into()));
                         };
+                        let (message, staged) = last.written().await?;
                         snapshot_stream::blocking(move || staged.finish(end.rows, end.checksum))
                             .await
                             .ok_or_else(|| ReceiveError::Snapshot("finishing failed".into()))?
