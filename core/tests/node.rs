@@ -849,7 +849,7 @@ mod auth {
     fn token(token: &str) -> Credentials {
         Credentials {
             token: Some(token.to_string()),
-            common_name: None,
+            ..Credentials::default()
         }
     }
 

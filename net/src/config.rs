@@ -8,6 +8,7 @@ pub mod file;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
@@ -16,6 +17,7 @@ use keel_core::raft::NodeId;
 use thiserror::Error;
 use url::Url;
 
+use crate::jwt::{JwtOptions, JwtTokens};
 use crate::tls::{Identity, TlsOptions, TlsSettings, TlsVersion};
 
 pub const DEFAULT_NAME: &str = "default";
@@ -182,7 +184,8 @@ pub struct ServeArgs {
         num_args = 0..=1,
         default_value = "false",
         default_missing_value = "true",
-        action = clap::ArgAction::Set
+        action = clap::ArgAction::Set,
+        value_parser = clap::builder::BoolishValueParser::new()
     )]
     pub force_new_cluster: bool,
 
@@ -194,7 +197,8 @@ pub struct ServeArgs {
         num_args = 0..=1,
         default_value = "false",
         default_missing_value = "true",
-        action = clap::ArgAction::Set
+        action = clap::ArgAction::Set,
+        value_parser = clap::builder::BoolishValueParser::new()
     )]
     pub experimental_initial_corrupt_check: bool,
 
@@ -214,7 +218,8 @@ pub struct ServeArgs {
         num_args = 0..=1,
         default_value = "false",
         default_missing_value = "true",
-        action = clap::ArgAction::Set
+        action = clap::ArgAction::Set,
+        value_parser = clap::builder::BoolishValueParser::new()
     )]
     pub experimental_compact_hash_check_enabled: bool,
 
@@ -255,9 +260,15 @@ pub struct SecurityArgs {
         num_args = 0..=1,
         default_value = "false",
         default_missing_value = "true",
-        action = clap::ArgAction::Set
+        action = clap::ArgAction::Set,
+        value_parser = clap::builder::BoolishValueParser::new()
     )]
     pub client_cert_auth: bool,
+
+    /// Path to the client certificate revocation list file: a client presenting a
+    /// certificate it revokes is refused at the handshake (PEM; reloaded when it changes).
+    #[arg(long, env = "KEEL_CLIENT_CRL_FILE")]
+    pub client_crl_file: Option<PathBuf>,
 
     /// Client TLS using generated certificates.
     #[arg(
@@ -266,7 +277,8 @@ pub struct SecurityArgs {
         num_args = 0..=1,
         default_value = "false",
         default_missing_value = "true",
-        action = clap::ArgAction::Set
+        action = clap::ArgAction::Set,
+        value_parser = clap::builder::BoolishValueParser::new()
     )]
     pub auto_tls: bool,
 
@@ -289,9 +301,15 @@ pub struct SecurityArgs {
         num_args = 0..=1,
         default_value = "false",
         default_missing_value = "true",
-        action = clap::ArgAction::Set
+        action = clap::ArgAction::Set,
+        value_parser = clap::builder::BoolishValueParser::new()
     )]
     pub peer_client_cert_auth: bool,
+
+    /// Path to the peer certificate revocation list file: a peer presenting a certificate
+    /// it revokes is refused at the handshake (PEM; reloaded when it changes).
+    #[arg(long, env = "KEEL_PEER_CRL_FILE")]
+    pub peer_crl_file: Option<PathBuf>,
 
     /// Peer TLS using generated certificates.
     #[arg(
@@ -300,7 +318,8 @@ pub struct SecurityArgs {
         num_args = 0..=1,
         default_value = "false",
         default_missing_value = "true",
-        action = clap::ArgAction::Set
+        action = clap::ArgAction::Set,
+        value_parser = clap::builder::BoolishValueParser::new()
     )]
     pub peer_auto_tls: bool,
 
@@ -313,7 +332,8 @@ pub struct SecurityArgs {
     #[arg(long, env = "KEEL_TLS_MIN_VERSION", default_value = "TLS1.2")]
     pub tls_min_version: String,
 
-    /// Specify auth token specific options: only 'simple' (etcd's default) is supported.
+    /// Specify auth token specific options: 'simple' (etcd's default) or
+    /// 'jwt,pub-key=<path>,priv-key=<path>,sign-method=<RS256|ES256|EdDSA|HS256|…>,ttl=<5m>'.
     #[arg(long, env = "KEEL_AUTH_TOKEN", default_value = "simple")]
     pub auth_token: String,
 
@@ -600,6 +620,8 @@ fn initial_cluster_problem(
 pub struct AuthSettings {
     pub token_ttl: Duration,
     pub bcrypt_cost: u32,
+    /// `--auth-token jwt,…`: signed tokens instead of simple ones.
+    pub jwt: Option<Arc<JwtTokens>>,
 }
 
 impl Default for AuthSettings {
@@ -607,6 +629,7 @@ impl Default for AuthSettings {
         AuthSettings {
             token_ttl: Duration::from_secs(300),
             bcrypt_cost: crate::api::auth::DEFAULT_BCRYPT_COST,
+            jwt: None,
         }
     }
 }
@@ -618,6 +641,7 @@ struct TlsFlags<'a> {
     key_file: &'a Option<PathBuf>,
     trusted_ca_file: &'a Option<PathBuf>,
     client_cert_auth: bool,
+    crl_file: &'a Option<PathBuf>,
     auto_tls: bool,
 }
 
@@ -653,6 +677,7 @@ impl SecurityArgs {
             key_file: &self.key_file,
             trusted_ca_file: &self.trusted_ca_file,
             client_cert_auth: self.client_cert_auth,
+            crl_file: &self.client_crl_file,
             auto_tls: self.auto_tls,
         };
         self.tls(&flags, "listen-client-urls", listen, advertise)
@@ -665,6 +690,7 @@ impl SecurityArgs {
             key_file: &self.peer_key_file,
             trusted_ca_file: &self.peer_trusted_ca_file,
             client_cert_auth: self.peer_client_cert_auth,
+            crl_file: &self.peer_crl_file,
             auto_tls: self.peer_auto_tls,
         };
         self.tls(&flags, "listen-peer-urls", listen, advertise)
@@ -726,23 +752,37 @@ impl SecurityArgs {
             identity,
             trusted_ca_file: flags.trusted_ca_file.clone(),
             client_cert_auth: flags.client_cert_auth,
+            crl_file: flags.crl_file.clone(),
             options: self.options()?,
         }))
     }
 
     fn auth(&self) -> Result<AuthSettings, ConfigError> {
-        if self.auth_token.split(',').next() != Some("simple") {
-            return Err(invalid(
-                "auth-token",
-                format!("{:?}: keel supports simple tokens only", self.auth_token),
-            ));
-        }
+        let (kind, options) = self
+            .auth_token
+            .split_once(',')
+            .unwrap_or((self.auth_token.as_str(), ""));
+        let jwt = match kind {
+            "simple" => None,
+            "jwt" => {
+                let options = JwtOptions::parse(options).map_err(|e| invalid("auth-token", e))?;
+                let tokens = JwtTokens::load(options).map_err(|e| invalid("auth-token", e))?;
+                Some(Arc::new(tokens))
+            }
+            other => {
+                return Err(invalid(
+                    "auth-token",
+                    format!("{other:?}: simple or jwt,pub-key=…,priv-key=…,sign-method=…"),
+                ))
+            }
+        };
         if !(4..=31).contains(&self.bcrypt_cost) {
             return Err(invalid("bcrypt-cost", "must be between 4 and 31"));
         }
         Ok(AuthSettings {
             token_ttl: Duration::from_secs(positive("auth-token-ttl", self.auth_token_ttl)?),
             bcrypt_cost: self.bcrypt_cost,
+            jwt,
         })
     }
 }
@@ -1102,6 +1142,24 @@ mod tests {
             "{:?}",
             config.compat.notices
         );
+    }
+
+    /// etcd reads booleans with Go's `strconv.ParseBool` (`1`, `t`, `TRUE`…) and its
+    /// configuration file as YAML 1.1 (`yes`, `on`…): both forms are accepted.
+    #[test]
+    fn booleans_take_gos_and_yaml_1_1_forms() {
+        let yaml = "client-cert-auth: yes\nforce-new-cluster: off\nexperimental-initial-corrupt-check: on\n";
+        let mut flags = crate::config::file::flags_from_yaml(yaml).unwrap();
+        flags.extend(["--experimental-compact-hash-check-enabled=T".to_string()]);
+        let args: Vec<&str> = flags.iter().map(String::as_str).collect();
+        let mut argv = vec!["keel"];
+        argv.extend_from_slice(&args);
+        let cli = Cli::try_parse_from(argv).unwrap();
+        assert!(cli.serve.security.client_cert_auth);
+        assert!(!cli.serve.force_new_cluster);
+        assert!(cli.serve.experimental_initial_corrupt_check);
+        assert!(cli.serve.experimental_compact_hash_check_enabled);
+        assert!(Cli::try_parse_from(["keel", "--force-new-cluster=maybe"]).is_err());
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod config;
 pub mod corruption;
 pub mod frame;
 pub mod handle;
+pub mod jwt;
 pub mod log_format;
 pub mod metrics;
 pub mod peer_query;

@@ -409,6 +409,7 @@ pub async fn start_hooked<D: Disk + Send + 'static>(
             .as_ref()
             .is_some_and(|t| t.client_cert_auth),
         client_tls: tls.client_client,
+        jwt: config.auth.jwt.clone(),
     };
     let max_message_bytes =
         usize::try_from(config.max_request_bytes + GRPC_OVERHEAD_BYTES).unwrap_or(usize::MAX);

@@ -18,7 +18,9 @@ use std::time::{Duration, Instant, SystemTime};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::pki_types::{
+    CertificateDer, CertificateRevocationListDer, PrivateKeyDer, ServerName, UnixTime,
+};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
 use thiserror::Error;
@@ -195,6 +197,9 @@ pub struct TlsSettings {
     pub trusted_ca_file: Option<PathBuf>,
     /// `--client-cert-auth`: a client must present a certificate signed by the trusted CA.
     pub client_cert_auth: bool,
+    /// `--client-crl-file`: certificates it revokes are refused when a client presents one
+    /// (as etcd's, it only matters where client certificates are verified).
+    pub crl_file: Option<PathBuf>,
     pub options: TlsOptions,
 }
 
@@ -202,7 +207,28 @@ impl TlsSettings {
     fn files(&self) -> Vec<PathBuf> {
         let mut files = self.identity.files();
         files.extend(self.trusted_ca_file.iter().cloned());
+        files.extend(self.crl_file.iter().cloned());
         files
+    }
+
+    fn crls(&self) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
+        let Some(path) = &self.crl_file else {
+            return Ok(Vec::new());
+        };
+        let pem = read_file(path)?;
+        let crls = CertificateRevocationListDer::pem_slice_iter(&pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| TlsError::File {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+        if crls.is_empty() {
+            return Err(TlsError::File {
+                path: path.clone(),
+                reason: "no certificate revocation list in it (PEM \"X509 CRL\")".into(),
+            });
+        }
+        Ok(crls)
     }
 
     fn roots(&self) -> Result<Option<RootCertStore>, TlsError> {
@@ -225,6 +251,7 @@ impl TlsSettings {
             (true, Some(roots)) => {
                 let verifier =
                     WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                        .with_crls(self.crls()?)
                         .build()
                         .map_err(|e| TlsError::Invalid(e.to_string()))?;
                 builder.with_client_cert_verifier(verifier)

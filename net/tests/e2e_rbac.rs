@@ -362,3 +362,108 @@ async fn the_etcd_client_crate_logs_in_and_is_held_to_its_permissions() {
         .unwrap();
     assert_eq!(refused.watch_id(), -1, "a watch on app/ was not refused");
 }
+
+/// The token in a gateway login's answer.
+fn token_of(login: &str) -> String {
+    let answer: serde_json::Value = serde_json::from_str(login).unwrap();
+    answer["token"].as_str().unwrap().to_string()
+}
+
+/// An ES256 key pair for JWT tokens, as PEM files in `dir`: (private, public).
+fn jwt_keys(dir: &std::path::Path) -> (String, String) {
+    let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let private = dir.join("jwt.key");
+    let public = dir.join("jwt.pub");
+    std::fs::write(&private, pair.serialize_pem()).unwrap();
+    std::fs::write(&public, pair.public_key_pem()).unwrap();
+    (private.display().to_string(), public.display().to_string())
+}
+
+/// `--auth-token jwt,…`: a login answers a signed token naming its user and the auth
+/// revision; every member takes it at once; a forged one is refused; after an auth change
+/// the old token is refused as etcd refuses it, and etcdctl, which logs in again, goes on.
+#[test]
+fn jwt_tokens_are_signed_taken_by_every_member_and_outdated_by_auth_changes() {
+    use base64::Engine;
+    let keys = tempfile::tempdir().unwrap();
+    let (private, public) = jwt_keys(keys.path());
+    let jwt =
+        format!("--auth-token=jwt,pub-key={public},priv-key={private},sign-method=ES256,ttl=10m");
+    let cluster = Cluster::start_with(3, &["--bcrypt-cost=4", &jwt]);
+    for args in [
+        &["user", "add", "root", "--new-user-password=rootpw"][..],
+        &["user", "grant-role", "root", "root"],
+        &["put", "k", "v"],
+        &["auth", "enable"],
+    ] {
+        ok(&ctl(&cluster, None, args));
+    }
+    let url = |i: usize| cluster.members[i].client_url();
+    let token = token_of(&curl(
+        &format!("{}/v3/auth/authenticate", url(0)),
+        r#"{"name":"root","password":"rootpw"}"#,
+        None,
+    ));
+    let parts: Vec<&str> = token.split('.').collect();
+    assert_eq!(parts.len(), 3, "a JWT: {token}");
+    let claims = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(parts[1])
+        .unwrap();
+    let claims: serde_json::Value = serde_json::from_slice(&claims).unwrap();
+    assert_eq!(claims["username"], "root", "{claims}");
+    assert!(claims["revision"].as_u64().unwrap() > 0, "{claims}");
+    assert!(claims["exp"].as_u64().is_some(), "{claims}");
+
+    let range = |i: usize, token: &str| {
+        curl(
+            &format!("{}/v3/kv/range", url(i)),
+            r#"{"key":"aw=="}"#,
+            Some(token),
+        )
+    };
+    for member in 0..3 {
+        let answer = range(member, &token);
+        assert!(answer.contains(r#""kvs""#), "member {member}: {answer}");
+    }
+    let mut forged: Vec<char> = token.chars().collect();
+    let at = forged.len() - 10;
+    forged[at] = if forged[at] == 'A' { 'B' } else { 'A' };
+    let forged: String = forged.into_iter().collect();
+    let answer = range(1, &forged);
+    assert!(answer.contains("invalid auth token"), "{answer}");
+
+    ok(&ctl(
+        &cluster,
+        Some("root:rootpw"),
+        &["user", "add", "alice", "--new-user-password=a"],
+    ));
+    let answer = range(2, &token);
+    assert!(answer.contains("revision of auth store is old"), "{answer}");
+    let got = ok(&ctl(
+        &cluster,
+        Some("root:rootpw"),
+        &["get", "k", "--print-value-only"],
+    ));
+    assert_eq!(got.trim(), "v");
+}
+
+/// A member given only the public key checks tokens but cannot hand one out: a login there
+/// fails with etcd's message.
+#[test]
+fn a_member_with_the_jwt_public_key_only_refuses_logins() {
+    let keys = tempfile::tempdir().unwrap();
+    let (_, public) = jwt_keys(keys.path());
+    let jwt = format!("--auth-token=jwt,pub-key={public},sign-method=ES256");
+    let cluster = Cluster::start_with(1, &["--bcrypt-cost=4", &jwt]);
+    for args in [
+        &["user", "add", "root", "--new-user-password=rootpw"][..],
+        &["user", "grant-role", "root", "root"],
+        &["auth", "enable"],
+    ] {
+        ok(&ctl(&cluster, None, args));
+    }
+    refused(
+        &ctl(&cluster, Some("root:rootpw"), &["get", "k"]),
+        "auth: token signing attempted with verify-only key",
+    );
+}

@@ -335,3 +335,41 @@ fn a_client_sending_an_ip_address_as_server_name_is_no_warning() {
     let log = log_after_an_ip_address_sni(&pki, "debug");
     assert!(log.contains("Illegal SNI"), "{log}");
 }
+
+/// `--client-crl-file`: a client whose certificate the CA revoked is refused at the
+/// handshake; the list is read again when it changes, as certificates are. A member with a
+/// `--peer-crl-file` that revokes nobody serves as usual.
+#[test]
+fn a_revoked_client_certificate_is_refused_until_a_new_list_lifts_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    let client_crl = dir.path().join("clients.crl");
+    pki.ca.write_crl(&client_crl, 1, &[&pki.alice]);
+    let peer_crl = dir.path().join("peers.crl");
+    pki.ca.write_crl(&peer_crl, 1, &[]);
+    let mut spec = Spec::new(1);
+    spec.client_scheme = "https";
+    spec.peer_scheme = "https";
+    spec.extra_flags = pki.member_flags(&pki.server);
+    spec.extra_flags.extend([
+        format!("--client-crl-file={}", client_crl.display()),
+        format!("--peer-crl-file={}", peer_crl.display()),
+    ]);
+    spec.etcdctl_flags = pki.etcdctl_flags(Some(&pki.root));
+    let cluster = Cluster::start_spec(spec, dir);
+    let root = pki.etcdctl_flags(Some(&pki.root));
+    let alice = pki.etcdctl_flags(Some(&pki.alice));
+    ok(&ctl(&cluster, &root, &["put", "greeting", "hello"]));
+    let refused = ctl(&cluster, &alice, &["get", "greeting", "--dial-timeout=2s"]);
+    assert!(
+        !refused.status.success(),
+        "a revoked certificate was served: {refused:?}"
+    );
+    pki.ca.write_crl(&client_crl, 2, &[]);
+    wait_for("the member to read the new revocation list", || {
+        ctl(&cluster, &alice, &["get", "greeting", "--print-value-only"])
+            .status
+            .success()
+            .then_some(())
+    });
+}

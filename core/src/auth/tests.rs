@@ -423,6 +423,7 @@ fn tokens_resolve_to_their_user_and_a_common_name_is_used_without_one() {
     let by_token = Credentials {
         token: Some("t.5".into()),
         common_name: Some("bob".into()),
+        signed: None,
     };
     let info = store.resolve(&by_token, &mut tokens, 10).unwrap().unwrap();
     assert_eq!(info.user, "alice");
@@ -430,6 +431,7 @@ fn tokens_resolve_to_their_user_and_a_common_name_is_used_without_one() {
     let by_name = Credentials {
         token: None,
         common_name: Some("bob".into()),
+        signed: None,
     };
     assert_eq!(
         store
@@ -442,10 +444,31 @@ fn tokens_resolve_to_their_user_and_a_common_name_is_used_without_one() {
     let bad = Credentials {
         token: Some("forged.9".into()),
         common_name: None,
+        signed: None,
     };
     assert_eq!(
         store.resolve(&bad, &mut tokens, 10),
         Err(AuthError::InvalidAuthToken)
+    );
+    // A signed token names its user and the revision it was issued at: one from before an
+    // auth change is refused as etcd refuses it.
+    let signed = |revision| Credentials {
+        signed: Some(AuthInfo {
+            user: "alice".into(),
+            revision,
+        }),
+        ..Credentials::default()
+    };
+    let current = store
+        .resolve(&signed(store.revision()), &mut tokens, 10)
+        .unwrap();
+    assert_eq!(current.as_ref().map(|i| i.user.as_str()), Some("alice"));
+    let stale = store
+        .resolve(&signed(store.revision() - 1), &mut tokens, 10)
+        .unwrap();
+    assert_eq!(
+        store.check_access(stale.as_ref(), Access::Read, b"k", b""),
+        Err(AuthError::AuthOldRevision)
     );
     // With auth off, credentials are ignored.
     assert_eq!(

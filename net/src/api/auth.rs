@@ -7,6 +7,7 @@
 //! here against the stored hash before the `Authenticate` entry is proposed.
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use keel_core::auth::{
     AuthCommand, AuthError, AuthResponse, Credentials, Permission, PermissionType,
@@ -243,10 +244,17 @@ impl Auth for AuthService {
             };
             match self.change(login, &Credentials::default()).await {
                 Ok((AuthResponse::Token(token), header)) => {
+                    let token = match &self.api.jwt {
+                        // The login applied at `checked_revision` (it fails otherwise).
+                        Some(jwt) => jwt
+                            .sign(&name, checked_revision, SystemTime::now())
+                            .map_err(Status::unknown)?,
+                        None => token,
+                    };
                     return Ok(Response::new(pb::AuthenticateResponse {
                         header: Some(header),
                         token,
-                    }))
+                    }));
                 }
                 Ok(_) => return Err(super::unexpected_response("login")),
                 // The auth store changed between the check and the login: check again.

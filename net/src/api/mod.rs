@@ -44,6 +44,8 @@ pub struct Api {
     pub client_cert_auth: bool,
     /// This member's client-side TLS, for `https://` client URLs of other members.
     pub client_tls: Option<crate::tls::ClientTls>,
+    /// `--auth-token jwt,…`: tokens are signed and checked here, not kept by the node.
+    pub jwt: Option<Arc<crate::jwt::JwtTokens>>,
 }
 
 /// A permission check run on the loop against the auth store, the caller and the node.
@@ -104,7 +106,19 @@ impl Api {
         } else {
             None
         };
-        Credentials { token, common_name }
+        // A token that is not a valid JWT goes on as a token: the node does not know it and
+        // answers etcd's invalid auth token.
+        let signed = self
+            .jwt
+            .as_ref()
+            .zip(token.as_deref())
+            .and_then(|(jwt, token)| jwt.verify(token));
+        let token = if signed.is_some() { None } else { token };
+        Credentials {
+            token,
+            common_name,
+            signed,
+        }
     }
 
     /// A learner answers only status and serializable ranges, as etcd's does: anything else

@@ -138,6 +138,7 @@ impl BenchArgs {
             identity,
             trusted_ca_file: self.cacert.clone(),
             client_cert_auth: false,
+            crl_file: None,
             options: TlsOptions::default(),
         };
         Ok(Some(ClientTls::new(

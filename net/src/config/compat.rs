@@ -65,7 +65,8 @@ pub struct CompatArgs {
         num_args = 0..=1,
         default_value = "false",
         default_missing_value = "true",
-        action = clap::ArgAction::Set
+        action = clap::ArgAction::Set,
+        value_parser = clap::builder::BoolishValueParser::new()
     )]
     pub enable_pprof: bool,
 
@@ -80,7 +81,8 @@ pub struct CompatArgs {
         num_args = 0..=1,
         default_value = "true",
         default_missing_value = "true",
-        action = clap::ArgAction::Set
+        action = clap::ArgAction::Set,
+        value_parser = clap::builder::BoolishValueParser::new()
     )]
     pub strict_reconfig_check: bool,
 
@@ -91,7 +93,8 @@ pub struct CompatArgs {
         num_args = 0..=1,
         default_value = "false",
         default_missing_value = "true",
-        action = clap::ArgAction::Set
+        action = clap::ArgAction::Set,
+        value_parser = clap::builder::BoolishValueParser::new()
     )]
     pub enable_v2: bool,
 
@@ -119,7 +122,8 @@ pub struct CompatArgs {
         num_args = 0..=1,
         default_value = "false",
         default_missing_value = "true",
-        action = clap::ArgAction::Set
+        action = clap::ArgAction::Set,
+        value_parser = clap::builder::BoolishValueParser::new()
     )]
     pub experimental_enable_distributed_tracing: bool,
 }

@@ -3,10 +3,16 @@
 
 use std::path::{Path, PathBuf};
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose,
+    date_time_ymd, BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType,
+    ExtendedKeyUsagePurpose, IsCa, KeyIdMethod, KeyPair, KeyUsagePurpose, RevocationReason,
+    RevokedCertParams, SerialNumber,
 };
+
+/// Serial numbers of issued certificates, unique within a test process.
+static NEXT_SERIAL: AtomicU64 = AtomicU64::new(1000);
 
 /// A certificate authority that signs certificates into `dir`.
 pub struct Ca {
@@ -22,6 +28,7 @@ pub struct Ca {
 pub struct Pair {
     pub cert_file: PathBuf,
     pub key_file: PathBuf,
+    pub serial: u64,
 }
 
 impl Pair {
@@ -75,11 +82,14 @@ impl Ca {
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
+        let serial = NEXT_SERIAL.fetch_add(1, Ordering::Relaxed);
+        params.serial_number = Some(SerialNumber::from(serial));
         let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
         let stem = format!("{}-{common_name}", self.name);
         let pair = Pair {
             cert_file: self.dir.join(format!("{stem}.pem")),
             key_file: self.dir.join(format!("{stem}-key.pem")),
+            serial,
         };
         std::fs::write(&pair.cert_file, cert.pem()).unwrap();
         std::fs::write(&pair.key_file, key.serialize_pem()).unwrap();
@@ -88,5 +98,27 @@ impl Ca {
 
     pub fn cert_pem(&self) -> String {
         self.cert.pem()
+    }
+
+    /// Writes to `file` this CA's revocation list (number `number`), revoking `revoked`.
+    pub fn write_crl(&self, file: &Path, number: u64, revoked: &[&Pair]) {
+        let params = CertificateRevocationListParams {
+            this_update: date_time_ymd(2024, 1, 1),
+            next_update: date_time_ymd(2099, 1, 1),
+            crl_number: SerialNumber::from(number),
+            issuing_distribution_point: None,
+            revoked_certs: revoked
+                .iter()
+                .map(|pair| RevokedCertParams {
+                    serial_number: SerialNumber::from(pair.serial),
+                    revocation_time: date_time_ymd(2024, 1, 1),
+                    reason_code: Some(RevocationReason::KeyCompromise),
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        let crl = params.signed_by(&self.cert, &self.key).unwrap();
+        std::fs::write(file, crl.pem().unwrap()).unwrap();
     }
 }
