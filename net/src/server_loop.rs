@@ -34,6 +34,10 @@ const WATCH_OUTBOX: usize = 256;
 /// Requests handled per wake-up before the `Ready` is processed: bounds latency under load
 /// while letting many requests share one sync.
 const MAX_REQUESTS_PER_BATCH: usize = 4096;
+/// Time spent on clients' requests per wake-up, at most (give or take one request; see
+/// `drain_inputs`). The simulator's clock does not move while code runs, so there only the
+/// count above bounds a batch.
+const REQUESTS_TIME_PER_TURN: Duration = Duration::from_millis(10);
 /// Requests held while the node is fenced after a restart; past it, reads are refused
 /// (`too many requests`) and calls dropped.
 const MAX_PARKED_REQUESTS: usize = 4096;
@@ -335,6 +339,12 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
             self.open_watch_stream(open);
         }
         for _ in 0..MAX_REQUESTS_PER_BATCH {
+            // Reads are served here and some cost far more than a proposal (a RangeStream's
+            // chunk, a large Range): past the budget the rest wait for the next turn, so
+            // appends, heartbeats and syncs are never held up behind a crowd of them.
+            if self.turn.requests >= REQUESTS_TIME_PER_TURN {
+                break;
+            }
             match inputs.requests.try_recv() {
                 Ok(request) => self.handle(request),
                 Err(_) => break,
@@ -480,6 +490,13 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
     }
 
     fn handle(&mut self, request: Request) {
+        let started = Instant::now();
+        self.handle_request(request);
+        self.turn.requests += started.elapsed();
+        self.turn.requests_handled += 1;
+    }
+
+    fn handle_request(&mut self, request: Request) {
         if self.must_hold(&request) {
             self.park(request);
             return;
@@ -982,6 +999,10 @@ struct TurnTimes {
     begin_engine_commit: Duration,
     /// Taking a finished commit's view and releasing the Raft log behind it.
     after_engine_commit: Duration,
+    /// Clients' requests: proposing writes, serving reads (a RangeStream's chunks among
+    /// them), watches.
+    requests: Duration,
+    requests_handled: u64,
 }
 
 impl TurnTimes {
@@ -997,6 +1018,8 @@ impl TurnTimes {
             applied_entries = self.applied_entries,
             begin_engine_commit_ms = ms(self.begin_engine_commit),
             after_engine_commit_ms = ms(self.after_engine_commit),
+            requests_ms = ms(self.requests),
+            requests = self.requests_handled,
             "a turn of the server loop took too long"
         );
     }
