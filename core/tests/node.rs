@@ -517,16 +517,27 @@ fn a_store_larger_than_a_proposal_is_snapshotted_and_restored() {
     cluster.assert_converged();
 }
 
-#[test]
-fn a_lagging_member_catches_up_from_the_leaders_snapshot() {
-    let mut cluster = NodeCluster::new(3, frequent_snapshots);
-    cluster.elect(1);
-    cluster.isolated.insert(3);
-    for i in 0..40 {
+/// Puts `k<i>` for each `i` of `keys` through member 1, one at a time.
+fn put_each(cluster: &mut NodeCluster, keys: std::ops::Range<u32>) {
+    for i in keys {
         cluster.put(1, &format!("k{i}"), "v");
         cluster.run();
     }
+}
+
+/// Leader 1 took 40 puts (and several snapshots) while member 3 was cut off.
+fn member_3_behind_the_leaders_snapshots() -> NodeCluster {
+    let mut cluster = NodeCluster::new(3, frequent_snapshots);
+    cluster.elect(1);
+    cluster.isolated.insert(3);
+    put_each(&mut cluster, 0..40);
     cluster.isolated.clear();
+    cluster
+}
+
+#[test]
+fn a_lagging_member_catches_up_from_the_leaders_snapshot() {
+    let mut cluster = member_3_behind_the_leaders_snapshots();
     cluster.tick(3);
     assert!(cluster.node(3).raft().status().snapshot_index > 10);
     assert_eq!(cluster.get(3, "k39").as_deref(), Some(&b"v"[..]));
@@ -538,14 +549,7 @@ fn a_lagging_member_catches_up_from_the_leaders_snapshot() {
 /// it, rather than needing another snapshot, which would take as long again.
 #[test]
 fn the_log_after_a_snapshot_in_flight_is_kept_for_its_member() {
-    let mut cluster = NodeCluster::new(3, frequent_snapshots);
-    cluster.elect(1);
-    cluster.isolated.insert(3);
-    for i in 0..40 {
-        cluster.put(1, &format!("k{i}"), "v");
-        cluster.run();
-    }
-    cluster.isolated.clear();
+    let mut cluster = member_3_behind_the_leaders_snapshots();
     cluster.hold_snapshots_to = Some(3);
     cluster.tick(1);
     assert_eq!(cluster.held.len(), 1, "the leader sent member 3 a snapshot");
@@ -555,10 +559,7 @@ fn the_log_after_a_snapshot_in_flight_is_kept_for_its_member() {
     };
     // Writes go on while it streams, and the log is released (every 10 entries) meanwhile.
     let releases_before = cluster.nodes[&1].snapshots_taken;
-    for i in 40..55 {
-        cluster.put(1, &format!("k{i}"), "v");
-        cluster.run();
-    }
+    put_each(&mut cluster, 40..55);
     assert!(cluster.nodes[&1].snapshots_taken > releases_before);
     assert!(
         cluster.node(1).raft().first_index() <= pending_index + 1,
@@ -589,10 +590,7 @@ fn the_log_after_a_snapshot_in_flight_is_kept_for_its_member() {
     assert_eq!(cluster.get(3, "k54").as_deref(), Some(&b"v"[..]));
     cluster.assert_converged();
     // Once it caught up, the log is released as usual again.
-    for i in 55..80 {
-        cluster.put(1, &format!("k{i}"), "v");
-        cluster.run();
-    }
+    put_each(&mut cluster, 55..80);
     let status = cluster.node(1).raft().status();
     assert!(
         status.snapshot_index - status.first_index < 10,
