@@ -27,6 +27,7 @@ impl Store {
             return Err(Error::FutureRev);
         }
         self.compact_rev = request.revision;
+        // Bounded: a row per 1,024 revisions and at most 1,024 more (see `garbage.rs`).
         let freed = self.drain_garbage(request.revision);
         debug_assert!(freed <= self.size_bytes, "freed more than the store holds");
         self.size_bytes = self.size_bytes.saturating_sub(freed);
@@ -72,6 +73,9 @@ impl Store {
         });
         if let Some((last, _)) = batch.last() {
             self.compaction_cursor = Revision::new(last.main, last.sub + 1);
+        }
+        if !more {
+            more = self.drop_stale_garbage(target, max_revisions);
         }
         let mut keys = BTreeSet::new();
         for (rev, key) in batch {

@@ -34,10 +34,13 @@ pub enum Table {
     /// apart from `Kv` so the key-ordered table holds small rows and values are appended
     /// in revision order.
     Values,
+    /// `Garbage` summed by 1,024 revisions: `main / 1024` → bytes (see `garbage.rs`).
+    /// Last, so the tables before it keep their codes in snapshot streams.
+    GarbageBuckets,
 }
 
 impl Table {
-    pub const ALL: [Table; 7] = [
+    pub const ALL: [Table; 8] = [
         Table::Kv,
         Table::Log,
         Table::Garbage,
@@ -45,6 +48,7 @@ impl Table {
         Table::LeaseKeys,
         Table::Meta,
         Table::Values,
+        Table::GarbageBuckets,
     ];
 
     /// The table's name in a database file.
@@ -57,6 +61,7 @@ impl Table {
             Table::LeaseKeys => "lease_keys",
             Table::Meta => "meta",
             Table::Values => "values",
+            Table::GarbageBuckets => "garbage_buckets",
         }
     }
 }

@@ -24,6 +24,7 @@ mod compaction;
 mod engine;
 mod error;
 mod export;
+mod garbage;
 mod hash;
 mod history;
 mod key_index;

@@ -11,7 +11,8 @@
 //!   order by key, then revision.
 //! - `Values`: `main ‖ sub` → the value of a version that is not a tombstone.
 //! - `Log`: `main ‖ sub` → the version's header ‖ key.
-//! - `Garbage`: `main` → bytes (u64).
+//! - `Garbage`: `main` → bytes (u64); `GarbageBuckets`: `main / 1024` → bytes (see
+//!   `garbage.rs`).
 //! - `Leases`: `id` → `ttl ‖ remaining ttl`; `LeaseKeys`: `id ‖ key` → nothing.
 //! - `Meta`: `store` → format version (u32), applied index, current revision, compact
 //!   revision, size estimate, key count, index revision; `alarms` → bincode of the alarms.
@@ -44,7 +45,10 @@ use super::store::{IndexCycle, Store};
 
 const META_STORE: &[u8] = b"store";
 const META_ALARMS: &[u8] = b"alarms";
-const STATE_FORMAT: u32 = 3;
+/// 4: garbage buckets (a store of format 3 gets them when it opens).
+const STATE_FORMAT: u32 = 4;
+/// The format before garbage buckets.
+const STATE_FORMAT_NO_BUCKETS: u32 = 3;
 const STATE_BYTES: usize = 4 + 6 * 8;
 const LEASE_BYTES: usize = 16;
 
@@ -687,54 +691,6 @@ impl Store {
             },
         );
     }
-
-    fn garbage_at(&self, main: i64) -> u64 {
-        self.row(Table::Garbage, &u64_key(main as u64))
-            .and_then(|v| v.try_into().ok().map(u64::from_be_bytes))
-            .unwrap_or(0)
-    }
-
-    /// `bytes` become unreachable once compaction reaches `main`.
-    pub(crate) fn add_garbage(&mut self, main: i64, bytes: u64) {
-        let total = self.garbage_at(main).saturating_add(bytes);
-        self.put_row(Table::Garbage, &u64_key(main as u64), &total.to_be_bytes());
-    }
-
-    /// `bytes` recorded at `from` are garbage at `to` (earlier) instead: a tombstone
-    /// overwritten in its own revision (a txn's delete, then put) is unreachable once
-    /// compaction reaches that revision.
-    pub(crate) fn move_garbage(&mut self, from: i64, to: i64, bytes: u64) {
-        let left = self.garbage_at(from).saturating_sub(bytes);
-        if left == 0 {
-            self.delete_row(Table::Garbage, &u64_key(from as u64));
-        } else {
-            self.put_row(Table::Garbage, &u64_key(from as u64), &left.to_be_bytes());
-        }
-        self.add_garbage(to, bytes);
-    }
-
-    /// Removes and sums everything that is garbage once compaction reaches `compact_rev`.
-    pub(crate) fn drain_garbage(&mut self, compact_rev: i64) -> u64 {
-        let mut freed = 0u64;
-        let mut rows = Vec::new();
-        let to = u64_key(compact_rev as u64);
-        self.scan_rows(
-            Table::Garbage,
-            Bound::Unbounded,
-            Bound::Included(&to),
-            false,
-            &mut |row, value| {
-                let bytes: Option<[u8; 8]> = value.try_into().ok();
-                freed = freed.saturating_add(bytes.map_or(0, u64::from_be_bytes));
-                rows.push(row.to_vec());
-                true
-            },
-        );
-        for row in rows {
-            self.delete_row(Table::Garbage, &row);
-        }
-        freed
-    }
 }
 
 impl Store {
@@ -866,9 +822,9 @@ impl Store {
             return Err(corrupt("has the wrong length"));
         }
         let format = u32::from_be_bytes([row[0], row[1], row[2], row[3]]);
-        if format != STATE_FORMAT {
+        if format != STATE_FORMAT && format != STATE_FORMAT_NO_BUCKETS {
             return Err(corrupt(&format!(
-                "has format {format}, this keel reads {STATE_FORMAT}"
+                "has format {format}, this keel reads {STATE_FORMAT_NO_BUCKETS} and {STATE_FORMAT}"
             )));
         }
         let word = |i: usize| i64_at(row, 4 + 8 * i).unwrap_or_default();
@@ -884,6 +840,13 @@ impl Store {
             || self.index_rev > self.current_rev
         {
             return Err(corrupt("holds revisions out of order"));
+        }
+        if format == STATE_FORMAT_NO_BUCKETS {
+            // Written in the open transaction with the new format, so the next commit
+            // holds both or neither.
+            self.build_garbage_buckets();
+            self.save_state();
+            self.healthy()?;
         }
         Ok(())
     }

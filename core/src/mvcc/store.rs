@@ -124,6 +124,9 @@ pub struct Store {
     /// The history log's first row physical compaction has not processed (every row before
     /// it is deleted); local, like `compacted_through`.
     pub(crate) compaction_cursor: Revision,
+    /// The first `Garbage` row physical compaction has not looked at (see `garbage.rs`);
+    /// local, like `compaction_cursor`.
+    pub(crate) garbage_cursor: u64,
     /// Index rows waiting for an index checkpoint; reads merge them over the engine (see
     /// `rows.rs`).
     pub(crate) deferred: Overlay,
@@ -213,6 +216,7 @@ impl Store {
             applied_index: 0,
             compacted_through: None,
             compaction_cursor: Revision::new(0, 0),
+            garbage_cursor: 0,
             deferred: Overlay::default(),
             index_rev: 1,
             index_cycle: None,
