@@ -696,6 +696,7 @@ impl Store {
 impl Store {
     /// Writes the scalars into the open transaction (after every apply).
     pub(crate) fn save_state(&mut self) {
+        self.close_garbage_buckets();
         let mut row = Vec::with_capacity(STATE_BYTES);
         row.extend_from_slice(&STATE_FORMAT.to_be_bytes());
         row.extend_from_slice(&self.applied_index.to_be_bytes());
@@ -774,6 +775,7 @@ impl Store {
         if let Some(row) = self.row(Table::Meta, META_STORE) {
             self.load_state(&row)?;
         }
+        self.load_open_garbage_buckets();
         if let Some(row) = self.row(Table::Meta, META_ALARMS) {
             let alarms: Vec<AlarmMember> =
                 bincode::deserialize(&row).map_err(|e| Error::Storage {

@@ -7,7 +7,7 @@
 //! [`StoreConfig`] (which must be the same on every member). Physical compaction progress,
 //! lease timers and the primary/follower role affect no response and no hash.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 use std::sync::{Arc, OnceLock};
 
@@ -127,6 +127,10 @@ pub struct Store {
     /// The first `Garbage` row physical compaction has not looked at (see `garbage.rs`);
     /// local, like `compaction_cursor`.
     pub(crate) garbage_cursor: u64,
+    /// Garbage of the buckets the current revision has not left yet, by bucket: kept here,
+    /// not in `GarbageBuckets` rows, so a write does not rewrite its bucket's row (see
+    /// `garbage.rs`).
+    pub(crate) open_garbage_buckets: BTreeMap<u64, u64>,
     /// Index rows waiting for an index checkpoint; reads merge them over the engine (see
     /// `rows.rs`).
     pub(crate) deferred: Overlay,
@@ -217,6 +221,7 @@ impl Store {
             compacted_through: None,
             compaction_cursor: Revision::new(0, 0),
             garbage_cursor: 0,
+            open_garbage_buckets: BTreeMap::new(),
             deferred: Overlay::default(),
             index_rev: 1,
             index_cycle: None,
