@@ -95,6 +95,20 @@ impl Overlay {
             .collect()
     }
 
+    /// The last write of `table` in `[from, to)`, if any.
+    pub fn last_in(
+        &self,
+        table: Table,
+        from: Bound<&[u8]>,
+        to: Bound<&[u8]>,
+    ) -> Option<(&[u8], &Pending)> {
+        if empty_range(from, to) {
+            return None;
+        }
+        let (key, value) = self.table(table).range::<[u8], _>((from, to)).next_back()?;
+        Some((key.as_slice(), value))
+    }
+
     pub fn find(&self, table: Table, key: &[u8]) -> Found<'_> {
         match self.table(table).get(key) {
             Some(Some(value)) => Found::Written(value),

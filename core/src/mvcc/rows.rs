@@ -360,20 +360,29 @@ impl Store {
     fn header_at_or_before(&self, key: &[u8], bound: Revision) -> Option<Entry> {
         let from = key_prefix(key);
         let to = kv_key(key, bound);
+        let (from, to) = (Bound::Included(&from[..]), Bound::Included(&to[..]));
         let mut found = None;
-        self.scan_rows(
-            Table::Kv,
-            Bound::Included(&from),
-            Bound::Included(&to),
-            true,
-            &mut |row, header| {
-                found = Self::decode_row(row, header).map(|(_, entry)| entry);
-                if found.is_none() {
-                    self.failed(corrupt_row(Table::Kv, row));
+        let mut decode = |row: &[u8], header: &[u8]| {
+            found = Self::decode_row(row, header).map(|(_, entry)| entry);
+            if found.is_none() {
+                self.failed(corrupt_row(Table::Kv, row));
+            }
+            false
+        };
+        // A key's waiting rows are all newer than its rows in the engine (a checkpoint takes
+        // a key's rows oldest first), so a waiting one within the bound is the answer and
+        // the engine is read only when there is none: one lookup, not a merge of two.
+        match self.deferred.last_in(Table::Kv, from, to) {
+            Some((row, Some(header))) => {
+                decode(row, header);
+            }
+            Some((_, None)) => self.scan_rows(Table::Kv, from, to, true, &mut decode),
+            None => {
+                if let Err(e) = self.engine.scan(Table::Kv, from, to, true, &mut decode) {
+                    self.failed(e);
                 }
-                false
-            },
-        );
+            }
+        }
         found
     }
 
