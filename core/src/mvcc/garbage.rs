@@ -149,7 +149,11 @@ impl Store {
         let closed = self.sum_garbage_by_bucket(Bound::Unbounded);
         let current = bucket_of(self.current_rev);
         for (bucket, bytes) in closed.range(..current) {
-            self.put_row(Table::GarbageBuckets, &u64_key(*bucket), &bytes.to_be_bytes());
+            self.put_row(
+                Table::GarbageBuckets,
+                &u64_key(*bucket),
+                &bytes.to_be_bytes(),
+            );
         }
     }
 
