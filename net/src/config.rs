@@ -411,6 +411,8 @@ pub struct ServerConfig {
     /// TLS on the client port (`https://` listen URLs), and for connections made to other
     /// members' client URLs.
     pub client_tls: Option<TlsSettings>,
+    /// For `https://` metrics URLs: the client port's certificate and checks.
+    pub metrics_tls: Option<TlsSettings>,
     /// TLS on the peer port (`https://` peer URLs), and for dialling peers.
     pub peer_tls: Option<TlsSettings>,
     pub auth: AuthSettings,
@@ -526,6 +528,9 @@ impl ServeArgs {
             peer_tls: self
                 .security
                 .peer_tls(&self.listen_peer_urls, &self.initial_advertise_peer_urls)?,
+            metrics_tls: self
+                .security
+                .metrics_tls(&self.compat.listen_metrics_urls)?,
             auth: self.security.auth()?,
             storage: keel_storage::StorageOptions::default(),
             tuning: Tuning::default(),
@@ -666,12 +671,9 @@ impl SecurityArgs {
         Ok(options)
     }
 
-    fn client_tls(
-        &self,
-        listen: &str,
-        advertise: &str,
-    ) -> Result<Option<TlsSettings>, ConfigError> {
-        let flags = TlsFlags {
+    /// The client port's TLS flags (the metrics listeners' too, as etcd's).
+    fn client_flags(&self) -> TlsFlags<'_> {
+        TlsFlags {
             side: "",
             cert_file: &self.cert_file,
             key_file: &self.key_file,
@@ -679,8 +681,26 @@ impl SecurityArgs {
             client_cert_auth: self.client_cert_auth,
             crl_file: &self.client_crl_file,
             auto_tls: self.auto_tls,
-        };
-        self.tls(&flags, "listen-client-urls", listen, advertise)
+        }
+    }
+
+    fn client_tls(
+        &self,
+        listen: &str,
+        advertise: &str,
+    ) -> Result<Option<TlsSettings>, ConfigError> {
+        self.tls(
+            &self.client_flags(),
+            "listen-client-urls",
+            listen,
+            advertise,
+        )
+    }
+
+    /// An `https://` metrics URL serves with the client port's certificate and checks,
+    /// as etcd's does.
+    fn metrics_tls(&self, listen: &str) -> Result<Option<TlsSettings>, ConfigError> {
+        self.tls(&self.client_flags(), "listen-metrics-urls", listen, "")
     }
 
     fn peer_tls(&self, listen: &str, advertise: &str) -> Result<Option<TlsSettings>, ConfigError> {
@@ -1141,6 +1161,30 @@ mod tests {
             config.compat.notices.is_empty(),
             "{:?}",
             config.compat.notices
+        );
+        assert_eq!(config.metrics_tls, None, "http:// metrics URLs are plain");
+    }
+
+    /// An `https://` metrics URL takes the client port's certificate and checks (etcd's
+    /// `ClientTLSInfo`), and needs one as the client port does.
+    #[test]
+    fn an_https_metrics_url_takes_the_client_ports_tls() {
+        let flags = [
+            "--listen-metrics-urls=https://127.0.0.1:2381",
+            "--cert-file=/etc/keel/server.crt",
+            "--key-file=/etc/keel/server.key",
+            "--trusted-ca-file=/etc/keel/ca.crt",
+            "--client-cert-auth",
+        ];
+        let config = resolve(&flags).unwrap();
+        let tls = config.metrics_tls.expect("TLS for the metrics URL");
+        assert!(tls.client_cert_auth);
+        assert_eq!(tls.trusted_ca_file, Some(PathBuf::from("/etc/keel/ca.crt")));
+        assert_eq!(config.client_tls, None, "the client URLs are http://");
+        let error = resolve(&flags[..1]).unwrap_err().to_string();
+        assert!(
+            error.starts_with("--listen-metrics-urls") && error.contains("--cert-file"),
+            "{error}"
         );
     }
 

@@ -87,26 +87,81 @@ pub fn endpoints_router(node: NodeHandle, metrics: Arc<Metrics>) -> axum::Router
     router.with_state(endpoints)
 }
 
-/// Serves [`endpoints_router`] on each `--listen-metrics-urls` address (plain HTTP), as
-/// etcd's metrics listeners do, until the server stops.
+/// A `--listen-metrics-urls` address, with TLS for an `https://` one.
+#[derive(Debug)]
+pub struct MetricsListener {
+    pub addr: std::net::SocketAddr,
+    pub tls: Option<crate::tls::ServerTls>,
+}
+
+/// Serves [`endpoints_router`] on each `--listen-metrics-urls` address, as etcd's metrics
+/// listeners do (an `https://` one with the client port's certificate and, with
+/// `--client-cert-auth`, its client certificate check), until the server stops.
 pub async fn serve_metrics_listeners(
-    addrs: &[std::net::SocketAddr],
+    listeners: Vec<MetricsListener>,
     node: NodeHandle,
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<()> {
-    for &addr in addrs {
+    for MetricsListener { addr, tls } in listeners {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| anyhow::anyhow!("cannot bind the metrics URL {addr}: {e}"))?;
         let router = endpoints_router(node.clone(), metrics.clone())
             .fallback(|| async { text(StatusCode::NOT_FOUND, "404 page not found\n".to_string()) });
         tokio::spawn(async move {
-            if let Err(error) = axum::serve(listener, router).await {
-                tracing::warn!(%error, "metrics listener stopped");
+            let served = match tls {
+                Some(tls) => axum::serve(TlsListener::new(listener, tls), router).await,
+                None => axum::serve(listener, router).await,
+            };
+            if let Err(error) = served {
+                warn!(%error, "metrics listener stopped");
             }
         });
     }
     Ok(())
+}
+
+/// A metrics listener's connections once through the TLS handshake.
+struct TlsListener {
+    local_addr: std::io::Result<std::net::SocketAddr>,
+    incoming: crate::tls::Incoming,
+}
+
+impl TlsListener {
+    fn new(listener: tokio::net::TcpListener, tls: crate::tls::ServerTls) -> TlsListener {
+        TlsListener {
+            local_addr: listener.local_addr(),
+            incoming: crate::tls::incoming(listener, tls),
+        }
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        use futures_util::StreamExt;
+        loop {
+            // The accepting task ends only with the process; then nothing comes again.
+            let Some(accepted) = self.incoming.next().await else {
+                std::future::pending::<()>().await;
+                continue;
+            };
+            let Ok(stream) = accepted else { continue };
+            match stream.get_ref().0.peer_addr() {
+                Ok(addr) => return (stream, addr),
+                Err(_) => continue, // gone already
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        match &self.local_addr {
+            Ok(addr) => Ok(*addr),
+            Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
+        }
+    }
 }
 
 impl tower::Layer<Routes> for ClientHttp {

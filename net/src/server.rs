@@ -136,10 +136,18 @@ async fn open_node<D: Disk + Send + 'static>(
     let peers = start.peers.clone();
     let (node, cluster_id) = open_engine_node(config, &mut storage, start)?;
     if !is_new {
+        // The engine holds everything through the applied index: the committed entries
+        // after it are applied again from the WAL once the loop runs.
+        let replaying_entries = node
+            .raft()
+            .commit_index()
+            .saturating_sub(node.applied_index());
         info!(
             snapshot_index = storage.snapshot_index(),
             wal_entries,
+            replaying_entries,
             last_index = node.raft().last_index(),
+            commit_index = node.raft().commit_index(),
             applied_index = node.applied_index(),
             revision = node.store().current_revision(),
             took_ms = u64::try_from(opening.elapsed().as_millis()).unwrap_or(u64::MAX),
@@ -452,13 +460,22 @@ pub async fn start_hooked<D: Disk + Send + 'static>(
         ElectionServer::with_interceptor(ElectionService::new(recipes), refuse_on_learner);
     #[cfg(not(madsim))]
     {
-        let addrs: Vec<_> = config
+        let tls = config
+            .metrics_tls
+            .clone()
+            .map(|s| ServerTls::new(s, crate::tls::METRICS_ALPN, "metrics listener"))
+            .transpose()
+            .context("cannot set up TLS for the metrics listener")?;
+        let listeners = config
             .compat
             .listen_metrics
             .iter()
-            .map(|url| url.addr)
+            .map(|url| crate::http::MetricsListener {
+                addr: url.addr,
+                tls: tls.clone().filter(|_| url.https),
+            })
             .collect();
-        crate::http::serve_metrics_listeners(&addrs, handle.clone(), metrics.clone()).await?;
+        crate::http::serve_metrics_listeners(listeners, handle.clone(), metrics.clone()).await?;
     }
     tokio::spawn(keep_watchers_moving(
         handle.clone(),

@@ -542,6 +542,8 @@ pub fn peer_common_name<T>(request: &tonic::Request<T>) -> Option<String> {
 
 /// ALPN for the client port: gRPC (HTTP/2) and the JSON gateway (HTTP/1.1).
 pub const CLIENT_ALPN: &[&[u8]] = &[b"h2", b"http/1.1"];
+/// The metrics listeners speak HTTP/1.1 only.
+pub const METRICS_ALPN: &[&[u8]] = &[b"http/1.1"];
 /// ALPN for gRPC connections this member makes (forwarding to the leader).
 pub const GRPC_ALPN: &[&[u8]] = &[b"h2"];
 /// The peer port speaks keel's own framing.
@@ -700,6 +702,9 @@ pub fn incoming(
 /// Handshaken client connections waiting for the gRPC server.
 #[cfg(not(madsim))]
 const ACCEPT_QUEUE: usize = 128;
+
+#[cfg(not(madsim))]
+pub use tokio_stream_compat::Incoming;
 
 #[cfg(not(madsim))]
 mod tokio_stream_compat {

@@ -373,3 +373,64 @@ fn a_revoked_client_certificate_is_refused_until_a_new_list_lifts_it() {
             .then_some(())
     });
 }
+
+/// etcd's `--listen-metrics-urls` with `https://`: served with the client port's certificate
+/// and, with `--client-cert-auth`, only to clients with a certificate from its CA; an
+/// `http://` one next to it stays plain.
+#[test]
+fn an_https_metrics_url_serves_with_the_client_ports_certificate_and_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    let (https_port, http_port) = (common::free_port(), common::free_port());
+    let mut spec = Spec::new(1);
+    spec.client_scheme = "https";
+    spec.peer_scheme = "https";
+    spec.extra_flags = pki.member_flags(&pki.server);
+    spec.extra_flags.push(format!(
+        "--listen-metrics-urls=https://127.0.0.1:{https_port},http://127.0.0.1:{http_port}"
+    ));
+    spec.etcdctl_flags = pki.etcdctl_flags(Some(&pki.root));
+    let cluster = Cluster::start_spec(spec, dir);
+    ok(&ctl(
+        &cluster,
+        &pki.etcdctl_flags(Some(&pki.root)),
+        &["put", "a", "1"],
+    ));
+    let curl = |url: &str, extra: &[String]| {
+        Command::new("curl")
+            .args(["-sS", "--max-time", "5", "--cacert"])
+            .arg(&pki.ca.cert_file)
+            .args(extra)
+            .arg(url)
+            .output()
+            .unwrap()
+    };
+    let root = [
+        "--cert".to_string(),
+        pki.root.cert_file.display().to_string(),
+        "--key".to_string(),
+        pki.root.key_file.display().to_string(),
+    ];
+    let secure = format!("https://127.0.0.1:{https_port}");
+    let metrics = curl(&format!("{secure}/metrics"), &root);
+    assert!(metrics.status.success(), "{metrics:?}");
+    assert!(String::from_utf8_lossy(&metrics.stdout).contains("etcd_server_has_leader 1"));
+    let health = curl(&format!("{secure}/health"), &root);
+    assert_eq!(
+        String::from_utf8_lossy(&health.stdout),
+        r#"{"health":"true","reason":""}"#
+    );
+    assert!(
+        !curl(&format!("{secure}/metrics"), &[]).status.success(),
+        "https metrics without a client certificate"
+    );
+    assert!(
+        !curl(&format!("http://127.0.0.1:{https_port}/metrics"), &[])
+            .status
+            .success(),
+        "plain HTTP on the https metrics URL"
+    );
+    let plain = curl(&format!("http://127.0.0.1:{http_port}/metrics"), &[]);
+    assert!(String::from_utf8_lossy(&plain.stdout).contains("etcd_server_has_leader 1"));
+    drop(cluster);
+}

@@ -164,12 +164,6 @@ impl CompatArgs {
         } else {
             socket_addrs("listen-metrics-urls", &self.listen_metrics_urls)?
         };
-        if listen_metrics.iter().any(|url| url.https) {
-            return Err(invalid(
-                "listen-metrics-urls",
-                "https:// is not supported: metrics listeners speak http:// only",
-            ));
-        }
         let watch_progress_notify_interval = match go_duration(
             "experimental-watch-progress-notify-interval",
             &self.experimental_watch_progress_notify_interval,
