@@ -161,7 +161,14 @@ fn json_logs_carry_etcds_keys_on_every_line() {
     cluster.members[0].terminate();
     let log = cluster.members[0].log_text();
     let recovered = line_of(&log, "recovered the data dir");
-    for key in ["snapshot_index", "wal_entries", "last_index", "took_ms"] {
+    for key in [
+        "snapshot_index",
+        "wal_entries",
+        "replaying_entries",
+        "last_index",
+        "commit_index",
+        "took_ms",
+    ] {
         assert!(recovered[key].is_u64(), "{key} in {recovered}");
     }
     assert!(
