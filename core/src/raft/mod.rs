@@ -11,6 +11,8 @@ mod config;
 mod election;
 mod entry;
 mod error;
+/// The test cluster: only in keel-core's own tests (the `testkit` feature).
+#[cfg(any(test, feature = "testkit"))]
 pub mod harness;
 mod initial_state;
 mod log;
