@@ -3,6 +3,23 @@
 use bytes::Bytes;
 use keel_core::mvcc::*;
 
+/// The keys of `table`'s rows in `[from, to)`, in order.
+pub fn row_keys(
+    engine: &dyn Read,
+    table: Table,
+    from: std::ops::Bound<&[u8]>,
+    to: std::ops::Bound<&[u8]>,
+) -> Vec<Vec<u8>> {
+    let mut keys = Vec::new();
+    engine
+        .scan(table, from, to, false, &mut |key, _| {
+            keys.push(key.to_vec());
+            true
+        })
+        .expect("scan");
+    keys
+}
+
 pub fn b(s: &str) -> Bytes {
     Bytes::copy_from_slice(s.as_bytes())
 }

@@ -1,3 +1,5 @@
+use std::ops::Bound;
+
 use keel_core::mvcc::*;
 
 use crate::common::*;
@@ -141,20 +143,7 @@ fn compaction_steps_resume_inside_a_revision_with_many_entries() {
 /// Rows in `table` with keys in `[from, to)`.
 fn rows_in(engine: &dyn Read, table: Table, from: u64, to: u64) -> usize {
     let (from, to) = (from.to_be_bytes(), to.to_be_bytes());
-    let mut count = 0;
-    engine
-        .scan(
-            table,
-            std::ops::Bound::Included(&from[..]),
-            std::ops::Bound::Excluded(&to[..]),
-            false,
-            &mut |_, _| {
-                count += 1;
-                true
-            },
-        )
-        .expect("scan");
-    count
+    row_keys(engine, table, Bound::Included(&from), Bound::Excluded(&to)).len()
 }
 
 /// A history of `revisions` writes over 40 keys: puts, deletes, and txns that delete one
@@ -253,19 +242,12 @@ fn a_store_written_before_garbage_buckets_gets_them_when_it_opens() {
     let config = *h.store.config();
     let mut engine = std::mem::replace(&mut h.store, Store::new(config)).into_engine();
     // As format 3 wrote it: no bucket rows, the state row says 3.
-    let mut buckets = Vec::new();
-    engine
-        .scan(
-            Table::GarbageBuckets,
-            std::ops::Bound::Unbounded,
-            std::ops::Bound::Unbounded,
-            false,
-            &mut |row, _| {
-                buckets.push(row.to_vec());
-                true
-            },
-        )
-        .expect("scan");
+    let buckets = row_keys(
+        &*engine,
+        Table::GarbageBuckets,
+        Bound::Unbounded,
+        Bound::Unbounded,
+    );
     assert!(!buckets.is_empty());
     for row in &buckets {
         engine.delete(Table::GarbageBuckets, row).expect("delete");

@@ -6,7 +6,7 @@ use std::ops::Bound;
 
 use keel_core::mvcc::*;
 
-use crate::common::b;
+use crate::common::{b, row_keys};
 
 /// Index rows reach the engine at every commit.
 fn checkpoint_every_commit() -> StoreConfig {
@@ -17,20 +17,7 @@ fn checkpoint_every_commit() -> StoreConfig {
 }
 
 fn rows(engine: &dyn Read, table: Table) -> usize {
-    let mut count = 0;
-    engine
-        .scan(
-            table,
-            Bound::Unbounded,
-            Bound::Unbounded,
-            false,
-            &mut |_, _| {
-                count += 1;
-                true
-            },
-        )
-        .expect("scan");
-    count
+    row_keys(engine, table, Bound::Unbounded, Bound::Unbounded).len()
 }
 
 fn range(key: &str, range_end: &str) -> RangeRequest {
