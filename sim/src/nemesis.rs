@@ -303,359 +303,581 @@ async fn inject(
     rng: &mut impl Rng,
     hold: Duration,
 ) -> String {
-    let n = world.servers.len();
-    let net = NetSim::current();
-    let ids: Vec<madsim::task::NodeId> = world.servers.iter().map(|s| s.node.id()).collect();
-    let names: Vec<String> = world.servers.iter().map(|s| s.name.clone()).collect();
-    let name = |i: usize| names[i].clone();
+    let servers = Servers::of(world);
     match kind {
-        FaultKind::Partition => {
-            let mut order: Vec<usize> = (0..n).collect();
-            shuffle(&mut order, rng);
-            let split = rng.gen_range(1..n);
-            let (a, b) = order.split_at(split);
-            cut_between(&net, &ids, a, b, hold).await;
-            let names = |g: &[usize]| g.iter().map(|&i| name(i)).collect::<Vec<_>>().join(" ");
-            format!("partition [{}] | [{}] for {hold:?}", names(a), names(b))
-        }
+        FaultKind::Partition => inject_partition(&servers, rng, hold).await,
         FaultKind::CrashSuccessorOfIsolatedLeader => {
-            let Some(old) = resolve(world, Target::Leader, rng).await else {
-                return "crash successor: no leader".into();
-            };
-            let links: Vec<(madsim::task::NodeId, madsim::task::NodeId)> = (0..n)
-                .filter(|&i| i != old)
-                .flat_map(|i| [(ids[old], ids[i]), (ids[i], ids[old])])
-                .collect();
-            for &(from, to) in &links {
-                net.clog_link(from, to);
-            }
-            let successor = successor_committing(world, old, hold).await;
-            if let Some(s) = successor {
-                world.crash(s);
-            }
-            for &(from, to) in &links {
-                net.unclog_link(from, to);
-            }
-            tokio::time::sleep(hold).await;
-            let what = match successor {
-                Some(s) => {
-                    world.restart(s);
-                    format!("crashed successor {}", name(s))
-                }
-                None => "no successor committed".to_string(),
-            };
-            format!(
-                "isolate leader {} until a successor commits: {what}",
-                name(old)
-            )
+            inject_crash_successor_of_isolated_leader(world, &servers, rng, hold).await
         }
-        FaultKind::IsolateLeader => {
-            let target = if target == Target::Any {
-                Target::Leader
-            } else {
-                target
-            };
-            let Some(leader) = resolve(world, target, rng).await else {
-                return "isolate leader: none".into();
-            };
-            for (i, &id) in ids.iter().enumerate() {
-                if i != leader {
-                    net.clog_link(ids[leader], id);
-                    net.clog_link(id, ids[leader]);
-                }
-            }
-            tokio::time::sleep(hold).await;
-            for (i, &id) in ids.iter().enumerate() {
-                if i != leader {
-                    net.unclog_link(ids[leader], id);
-                    net.unclog_link(id, ids[leader]);
-                }
-            }
-            format!("isolate leader {} for {hold:?}", name(leader))
-        }
-        FaultKind::OneWayLoss => {
-            let Some(from) = resolve(world, target, rng).await else {
-                return "one-way loss: no such server".into();
-            };
-            let to = (from + rng.gen_range(1..n)) % n;
-            net.clog_link(ids[from], ids[to]);
-            tokio::time::sleep(hold).await;
-            net.unclog_link(ids[from], ids[to]);
-            format!("one-way loss {} -> {} for {hold:?}", name(from), name(to))
-        }
-        FaultKind::SwizzleClog => {
-            let mut order: Vec<usize> = (0..n).collect();
-            shuffle(&mut order, rng);
-            let step = hold / (2 * n as u32).max(1);
-            for &i in &order {
-                net.clog_node(ids[i]);
-                tokio::time::sleep(step).await;
-            }
-            for &i in order.iter().rev() {
-                net.unclog_node(ids[i]);
-                tokio::time::sleep(step).await;
-            }
-            let names: Vec<String> = order.iter().map(|&i| name(i)).collect();
-            format!("swizzle-clog {} over {hold:?}", names.join(" "))
-        }
-        FaultKind::PacketLoss => {
-            let rate = [0.01, 0.05, 0.2][rng.gen_range(0..3)];
-            net.update_config(|c| c.packet_loss_rate = rate);
-            tokio::time::sleep(hold).await;
-            net.update_config(|c| c.packet_loss_rate = 0.0);
-            format!("packet loss {rate} for {hold:?}")
-        }
-        FaultKind::Crash => {
-            let Some(i) = resolve(world, target, rng).await else {
-                return "crash: no such server".into();
-            };
-            crash_for(world, &[i], hold).await;
-            format!("crash {} for {hold:?}", name(i))
-        }
-        FaultKind::CrashLeader => {
-            let Some(leader) = resolve(world, Target::Leader, rng).await else {
-                return "crash leader: none".into();
-            };
-            crash_for(world, &[leader], hold).await;
-            format!("crash leader {} for {hold:?}", name(leader))
-        }
-        FaultKind::CrashAll => {
-            let all: Vec<usize> = (0..n).collect();
-            crash_for(world, &all, hold).await;
-            format!("crash all for {hold:?}")
-        }
-        FaultKind::Pause => {
-            let Some(i) = resolve(world, target, rng).await else {
-                return "pause: no such server".into();
-            };
-            let handle = madsim::runtime::Handle::current();
-            handle.pause(ids[i]);
-            tokio::time::sleep(hold).await;
-            handle.resume(ids[i]);
-            format!("pause {} for {hold:?}", name(i))
-        }
-        FaultKind::TransferLeader => {
-            let (Some(leader), Some(to)) = (
-                resolve(world, Target::Leader, rng).await,
-                resolve(world, Target::Follower, rng).await,
-            ) else {
-                return "transfer leader: no leader".into();
-            };
-            let (url, member) = (
-                world.servers[leader].client_url(),
-                world
-                    .member_id(to)
-                    .unwrap_or(world.servers[to].config.member_id),
-            );
-            let request = pb::MoveLeaderRequest { target_id: member };
-            let moved = maintenance_call(
-                world,
-                url,
-                Duration::from_secs(5),
-                move |mut client| async move { client.move_leader(request).await },
-            )
-            .await;
-            tokio::time::sleep(hold).await;
-            format!(
-                "transfer leader {} -> {} ({})",
-                name(leader),
-                name(to),
-                if moved { "done" } else { "failed" }
-            )
-        }
-        FaultKind::Defragment => {
-            let Some(i) = resolve(world, target, rng).await else {
-                return "defragment: no such server".into();
-            };
-            let url = world.servers[i].client_url();
-            let done = maintenance_call(
-                world,
-                url,
-                Duration::from_secs(10),
-                |mut client| async move { client.defragment(pb::DefragmentRequest {}).await },
-            )
-            .await;
-            tokio::time::sleep(hold).await;
-            let outcome = if done { "done" } else { "failed" };
-            format!("defragment {} ({outcome})", name(i))
-        }
-        FaultKind::CorruptDisk => {
-            let Some(i) = damage_target(world, target, rng).await else {
-                return "corrupt disk: no such server".into();
-            };
-            world.crash(i);
-            expect_durable_log_recovered(world, i);
-            let flipped = flip_a_wal_bit(world, i, rng);
-            tokio::time::sleep(hold).await;
-            world.damaged.insert(i);
-            world.restart(i);
-            format!("bit flip in {}'s WAL ({flipped}), then reboot", name(i))
-        }
-        FaultKind::Bridge => {
-            let mut order: Vec<usize> = (0..n).collect();
-            shuffle(&mut order, rng);
-            let (bridge, rest) = order.split_at(1);
-            let (a, b) = rest.split_at(rest.len() / 2);
-            cut_between(&net, &ids, a, b, hold).await;
-            let names = |g: &[usize]| g.iter().map(|&i| name(i)).collect::<Vec<_>>().join(" ");
-            format!(
-                "bridge [{}] - {} - [{}] for {hold:?}",
-                names(a),
-                name(bridge[0]),
-                names(b)
-            )
-        }
-        FaultKind::SlowNetwork => {
-            net.update_config(|c| {
-                c.send_latency = Duration::from_millis(10)..Duration::from_millis(150);
-            });
-            tokio::time::sleep(hold).await;
-            net.update_config(|c| c.send_latency = NORMAL_LATENCY);
-            format!("slow network for {hold:?}")
-        }
-        FaultKind::ClockDrift => {
-            let Some(i) = resolve(world, target, rng).await else {
-                return "clock drift: no such server".into();
-            };
-            let rate_ppm = rng.gen_range(-200_000..=200_000);
-            world.servers[i].clock.set_rate_ppm(rate_ppm);
-            tokio::time::sleep(hold).await;
-            world.servers[i].clock.set_rate_ppm(0);
-            format!("clock of {} runs {rate_ppm:+} ppm for {hold:?}", name(i))
-        }
-        FaultKind::ClockLeap => {
-            let target = if target == Target::Any && rng.gen_bool(0.5) {
-                Target::Leader
-            } else {
-                target
-            };
-            let Some(i) = resolve(world, target, rng).await else {
-                return "clock leap: no such server".into();
-            };
-            let leap = Duration::from_millis(rng.gen_range(1_000..60_000));
-            world.servers[i].clock.leap(leap);
-            tokio::time::sleep(hold).await;
-            format!("clock of {} leaps {leap:?}", name(i))
-        }
-        FaultKind::ReadErrors => {
-            let Some(i) = damage_target(world, target, rng).await else {
-                return "read errors: no such server".into();
-            };
-            world.crash(i);
-            world.damaged.insert(i);
-            world.set_disk_faults(
-                i,
-                Faults {
-                    read_error_probability: 0.05,
-                    ..world.config.faults
-                },
-            );
-            world.restart(i);
-            tokio::time::sleep(hold).await;
-            // New reads succeed again; the sectors that failed stay bad.
-            world.set_disk_faults(i, world.config.faults);
-            format!("read errors on {} for {hold:?}", name(i))
-        }
-        FaultKind::DiskFull => {
-            let Some(i) = resolve(world, target, rng).await else {
-                return "disk full: no such server".into();
-            };
-            let used = world.disk(i).map_or(0, |d| d.used_bytes());
-            let room = rng.gen_range(0..2 * 1024 * 1024);
-            world.set_disk_faults(
-                i,
-                Faults {
-                    quota_bytes: Some(used + room),
-                    ..world.config.faults
-                },
-            );
-            tokio::time::sleep(hold).await;
-            // A server that hit the quota has stopped; reboot it with room again.
-            world.crash(i);
-            world.set_disk_faults(i, world.config.faults);
-            world.restart(i);
-            format!(
-                "disk of {} full after {room} more bytes for {hold:?}, then reboot",
-                name(i)
-            )
-        }
-        FaultKind::WipeDataDir => {
-            let Some(i) = resolve(world, target, rng).await else {
-                return "wipe data dir: no such server".into();
-            };
-            let log = world.operator_log.clone();
-            crate::operator::wipe_data_dir(world, i, &log).await
-        }
-        FaultKind::RollbackDataDir => {
-            let target = if target == Target::Any {
-                Target::Follower
-            } else {
-                target
-            };
-            let Some(i) = resolve(world, target, rng).await else {
-                return "roll back data dir: no such server".into();
-            };
-            let log = world.operator_log.clone();
-            crate::operator::rollback_data_dir(world, i, hold, &log).await
-        }
-        FaultKind::MoveMember => {
-            let Some(i) = resolve(world, target, rng).await else {
-                return "move member: no such server".into();
-            };
-            let log = world.operator_log.clone();
-            crate::operator::move_member(world, i, &log).await
-        }
-        FaultKind::RemoveAndAddAgain => {
-            let Some(i) = resolve(world, target, rng).await else {
-                return "remove and add again: no such server".into();
-            };
-            let log = world.operator_log.clone();
-            crate::operator::remove_and_add_again(world, i, &log).await
-        }
+        FaultKind::IsolateLeader => inject_isolate_leader(world, &servers, target, rng, hold).await,
+        FaultKind::OneWayLoss => inject_one_way_loss(world, &servers, target, rng, hold).await,
+        FaultKind::SwizzleClog => inject_swizzle_clog(&servers, rng, hold).await,
+        FaultKind::PacketLoss => inject_packet_loss(&servers, rng, hold).await,
+        FaultKind::Crash => inject_crash(world, &servers, target, rng, hold).await,
+        FaultKind::CrashLeader => inject_crash_leader(world, &servers, rng, hold).await,
+        FaultKind::CrashAll => inject_crash_all(world, &servers, hold).await,
+        FaultKind::Pause => inject_pause(world, &servers, target, rng, hold).await,
+        FaultKind::TransferLeader => inject_transfer_leader(world, &servers, rng, hold).await,
+        FaultKind::Defragment => inject_defragment(world, &servers, target, rng, hold).await,
+        FaultKind::CorruptDisk => inject_corrupt_disk(world, &servers, target, rng, hold).await,
+        FaultKind::Bridge => inject_bridge(&servers, rng, hold).await,
+        FaultKind::SlowNetwork => inject_slow_network(&servers, hold).await,
+        FaultKind::ClockDrift => inject_clock_drift(world, &servers, target, rng, hold).await,
+        FaultKind::ClockLeap => inject_clock_leap(world, &servers, target, rng, hold).await,
+        FaultKind::ReadErrors => inject_read_errors(world, &servers, target, rng, hold).await,
+        FaultKind::DiskFull => inject_disk_full(world, &servers, target, rng, hold).await,
+        FaultKind::WipeDataDir => inject_wipe_data_dir(world, target, rng).await,
+        FaultKind::RollbackDataDir => inject_rollback_data_dir(world, target, rng, hold).await,
+        FaultKind::MoveMember => inject_move_member(world, target, rng).await,
+        FaultKind::RemoveAndAddAgain => inject_remove_and_add_again(world, target, rng).await,
         FaultKind::DivergeCaughtAtStart | FaultKind::DivergeCaughtByLeader => {
-            let Some(i) = resolve(world, target, rng).await else {
-                return "diverge: no such server".into();
-            };
-            let check = if kind == FaultKind::DivergeCaughtAtStart {
-                crate::operator::DivergenceCheck::AtStart
-            } else {
-                crate::operator::DivergenceCheck::Periodic { within: hold }
-            };
-            let log = world.operator_log.clone();
-            crate::operator::diverge(world, i, check, &log).await
+            inject_diverge(world, kind, target, rng, hold).await
         }
         FaultKind::PowerLossAtSync => {
-            let Some(i) = resolve(world, target, rng).await else {
-                return "power loss: no such server".into();
-            };
-            let after_syncs = rng.gen_range(0..4);
-            let outcome = lose_power_at_sync(world, i, after_syncs, hold).await;
-            tokio::time::sleep(hold).await;
-            world.restart(i);
-            format!(
-                "power loss at {}'s fsync after {after_syncs} more ({outcome}), then reboot",
-                name(i)
-            )
+            inject_power_loss_at_sync(world, &servers, target, rng, hold).await
         }
-        FaultKind::SyncErrors => {
-            let Some(i) = resolve(world, target, rng).await else {
-                return "fsync errors: no such server".into();
-            };
-            world.set_disk_faults(
-                i,
-                Faults {
-                    sync_error_probability: 0.5,
-                    ..world.config.faults
-                },
-            );
-            tokio::time::sleep(hold).await;
-            // A node whose fsync failed has stopped; reboot it on a disk that works again.
-            world.crash(i);
-            world.set_disk_faults(i, world.config.faults);
-            world.restart(i);
-            format!("fsync errors on {} for {hold:?}, then reboot", name(i))
+        FaultKind::SyncErrors => inject_sync_errors(world, &servers, target, rng, hold).await,
+    }
+}
+
+/// What every fault's injection reads about the servers: their simulated nodes, names, and
+/// the network between them.
+struct Servers {
+    net: std::sync::Arc<NetSim>,
+    ids: Vec<madsim::task::NodeId>,
+    names: Vec<String>,
+}
+
+impl Servers {
+    fn of(world: &World) -> Servers {
+        Servers {
+            net: NetSim::current(),
+            ids: world.servers.iter().map(|s| s.node.id()).collect(),
+            names: world.servers.iter().map(|s| s.name.clone()).collect(),
         }
     }
+
+    fn name(&self, i: usize) -> String {
+        self.names[i].clone()
+    }
+}
+
+async fn inject_partition(servers: &Servers, rng: &mut impl Rng, hold: Duration) -> String {
+    let n = servers.ids.len();
+    let net = &servers.net;
+    let ids = &servers.ids;
+    let mut order: Vec<usize> = (0..n).collect();
+    shuffle(&mut order, rng);
+    let split = rng.gen_range(1..n);
+    let (a, b) = order.split_at(split);
+    cut_between(net, ids, a, b, hold).await;
+    let names = |g: &[usize]| {
+        g.iter()
+            .map(|&i| servers.name(i))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    format!("partition [{}] | [{}] for {hold:?}", names(a), names(b))
+}
+
+async fn inject_crash_successor_of_isolated_leader(
+    world: &mut World,
+    servers: &Servers,
+    rng: &mut impl Rng,
+    hold: Duration,
+) -> String {
+    let n = servers.ids.len();
+    let net = &servers.net;
+    let ids = &servers.ids;
+    let Some(old) = resolve(world, Target::Leader, rng).await else {
+        return "crash successor: no leader".into();
+    };
+    let links: Vec<(madsim::task::NodeId, madsim::task::NodeId)> = (0..n)
+        .filter(|&i| i != old)
+        .flat_map(|i| [(ids[old], ids[i]), (ids[i], ids[old])])
+        .collect();
+    for &(from, to) in &links {
+        net.clog_link(from, to);
+    }
+    let successor = successor_committing(world, old, hold).await;
+    if let Some(s) = successor {
+        world.crash(s);
+    }
+    for &(from, to) in &links {
+        net.unclog_link(from, to);
+    }
+    tokio::time::sleep(hold).await;
+    let what = match successor {
+        Some(s) => {
+            world.restart(s);
+            format!("crashed successor {}", servers.name(s))
+        }
+        None => "no successor committed".to_string(),
+    };
+    format!(
+        "isolate leader {} until a successor commits: {what}",
+        servers.name(old)
+    )
+}
+
+async fn inject_isolate_leader(
+    world: &mut World,
+    servers: &Servers,
+    target: Target,
+    rng: &mut impl Rng,
+    hold: Duration,
+) -> String {
+    let net = &servers.net;
+    let ids = &servers.ids;
+    let target = if target == Target::Any {
+        Target::Leader
+    } else {
+        target
+    };
+    let Some(leader) = resolve(world, target, rng).await else {
+        return "isolate leader: none".into();
+    };
+    for (i, &id) in ids.iter().enumerate() {
+        if i != leader {
+            net.clog_link(ids[leader], id);
+            net.clog_link(id, ids[leader]);
+        }
+    }
+    tokio::time::sleep(hold).await;
+    for (i, &id) in ids.iter().enumerate() {
+        if i != leader {
+            net.unclog_link(ids[leader], id);
+            net.unclog_link(id, ids[leader]);
+        }
+    }
+    format!("isolate leader {} for {hold:?}", servers.name(leader))
+}
+
+async fn inject_one_way_loss(
+    world: &mut World,
+    servers: &Servers,
+    target: Target,
+    rng: &mut impl Rng,
+    hold: Duration,
+) -> String {
+    let n = servers.ids.len();
+    let net = &servers.net;
+    let ids = &servers.ids;
+    let Some(from) = resolve(world, target, rng).await else {
+        return "one-way loss: no such server".into();
+    };
+    let to = (from + rng.gen_range(1..n)) % n;
+    net.clog_link(ids[from], ids[to]);
+    tokio::time::sleep(hold).await;
+    net.unclog_link(ids[from], ids[to]);
+    format!(
+        "one-way loss {} -> {} for {hold:?}",
+        servers.name(from),
+        servers.name(to)
+    )
+}
+
+async fn inject_swizzle_clog(servers: &Servers, rng: &mut impl Rng, hold: Duration) -> String {
+    let n = servers.ids.len();
+    let net = &servers.net;
+    let ids = &servers.ids;
+    let mut order: Vec<usize> = (0..n).collect();
+    shuffle(&mut order, rng);
+    let step = hold / (2 * n as u32).max(1);
+    for &i in &order {
+        net.clog_node(ids[i]);
+        tokio::time::sleep(step).await;
+    }
+    for &i in order.iter().rev() {
+        net.unclog_node(ids[i]);
+        tokio::time::sleep(step).await;
+    }
+    let names: Vec<String> = order.iter().map(|&i| servers.name(i)).collect();
+    format!("swizzle-clog {} over {hold:?}", names.join(" "))
+}
+
+async fn inject_packet_loss(servers: &Servers, rng: &mut impl Rng, hold: Duration) -> String {
+    let net = &servers.net;
+    let rate = [0.01, 0.05, 0.2][rng.gen_range(0..3)];
+    net.update_config(|c| c.packet_loss_rate = rate);
+    tokio::time::sleep(hold).await;
+    net.update_config(|c| c.packet_loss_rate = 0.0);
+    format!("packet loss {rate} for {hold:?}")
+}
+
+async fn inject_crash(
+    world: &mut World,
+    servers: &Servers,
+    target: Target,
+    rng: &mut impl Rng,
+    hold: Duration,
+) -> String {
+    let Some(i) = resolve(world, target, rng).await else {
+        return "crash: no such server".into();
+    };
+    crash_for(world, &[i], hold).await;
+    format!("crash {} for {hold:?}", servers.name(i))
+}
+
+async fn inject_crash_leader(
+    world: &mut World,
+    servers: &Servers,
+    rng: &mut impl Rng,
+    hold: Duration,
+) -> String {
+    let Some(leader) = resolve(world, Target::Leader, rng).await else {
+        return "crash leader: none".into();
+    };
+    crash_for(world, &[leader], hold).await;
+    format!("crash leader {} for {hold:?}", servers.name(leader))
+}
+
+async fn inject_crash_all(world: &mut World, servers: &Servers, hold: Duration) -> String {
+    let n = servers.ids.len();
+    let all: Vec<usize> = (0..n).collect();
+    crash_for(world, &all, hold).await;
+    format!("crash all for {hold:?}")
+}
+
+async fn inject_pause(
+    world: &mut World,
+    servers: &Servers,
+    target: Target,
+    rng: &mut impl Rng,
+    hold: Duration,
+) -> String {
+    let ids = &servers.ids;
+    let Some(i) = resolve(world, target, rng).await else {
+        return "pause: no such server".into();
+    };
+    let handle = madsim::runtime::Handle::current();
+    handle.pause(ids[i]);
+    tokio::time::sleep(hold).await;
+    handle.resume(ids[i]);
+    format!("pause {} for {hold:?}", servers.name(i))
+}
+
+async fn inject_transfer_leader(
+    world: &mut World,
+    servers: &Servers,
+    rng: &mut impl Rng,
+    hold: Duration,
+) -> String {
+    let (Some(leader), Some(to)) = (
+        resolve(world, Target::Leader, rng).await,
+        resolve(world, Target::Follower, rng).await,
+    ) else {
+        return "transfer leader: no leader".into();
+    };
+    let (url, member) = (
+        world.servers[leader].client_url(),
+        world
+            .member_id(to)
+            .unwrap_or(world.servers[to].config.member_id),
+    );
+    let request = pb::MoveLeaderRequest { target_id: member };
+    let moved = maintenance_call(
+        world,
+        url,
+        Duration::from_secs(5),
+        move |mut client| async move { client.move_leader(request).await },
+    )
+    .await;
+    tokio::time::sleep(hold).await;
+    format!(
+        "transfer leader {} -> {} ({})",
+        servers.name(leader),
+        servers.name(to),
+        if moved { "done" } else { "failed" }
+    )
+}
+
+async fn inject_defragment(
+    world: &mut World,
+    servers: &Servers,
+    target: Target,
+    rng: &mut impl Rng,
+    hold: Duration,
+) -> String {
+    let Some(i) = resolve(world, target, rng).await else {
+        return "defragment: no such server".into();
+    };
+    let url = world.servers[i].client_url();
+    let done = maintenance_call(
+        world,
+        url,
+        Duration::from_secs(10),
+        |mut client| async move { client.defragment(pb::DefragmentRequest {}).await },
+    )
+    .await;
+    tokio::time::sleep(hold).await;
+    let outcome = if done { "done" } else { "failed" };
+    format!("defragment {} ({outcome})", servers.name(i))
+}
+
+async fn inject_corrupt_disk(
+    world: &mut World,
+    servers: &Servers,
+    target: Target,
+    rng: &mut impl Rng,
+    hold: Duration,
+) -> String {
+    let Some(i) = damage_target(world, target, rng).await else {
+        return "corrupt disk: no such server".into();
+    };
+    world.crash(i);
+    expect_durable_log_recovered(world, i);
+    let flipped = flip_a_wal_bit(world, i, rng);
+    tokio::time::sleep(hold).await;
+    world.damaged.insert(i);
+    world.restart(i);
+    format!(
+        "bit flip in {}'s WAL ({flipped}), then reboot",
+        servers.name(i)
+    )
+}
+
+async fn inject_bridge(servers: &Servers, rng: &mut impl Rng, hold: Duration) -> String {
+    let n = servers.ids.len();
+    let net = &servers.net;
+    let ids = &servers.ids;
+    let mut order: Vec<usize> = (0..n).collect();
+    shuffle(&mut order, rng);
+    let (bridge, rest) = order.split_at(1);
+    let (a, b) = rest.split_at(rest.len() / 2);
+    cut_between(net, ids, a, b, hold).await;
+    let names = |g: &[usize]| {
+        g.iter()
+            .map(|&i| servers.name(i))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    format!(
+        "bridge [{}] - {} - [{}] for {hold:?}",
+        names(a),
+        servers.name(bridge[0]),
+        names(b)
+    )
+}
+
+async fn inject_slow_network(servers: &Servers, hold: Duration) -> String {
+    let net = &servers.net;
+    net.update_config(|c| {
+        c.send_latency = Duration::from_millis(10)..Duration::from_millis(150);
+    });
+    tokio::time::sleep(hold).await;
+    net.update_config(|c| c.send_latency = NORMAL_LATENCY);
+    format!("slow network for {hold:?}")
+}
+
+async fn inject_clock_drift(
+    world: &mut World,
+    servers: &Servers,
+    target: Target,
+    rng: &mut impl Rng,
+    hold: Duration,
+) -> String {
+    let Some(i) = resolve(world, target, rng).await else {
+        return "clock drift: no such server".into();
+    };
+    let rate_ppm = rng.gen_range(-200_000..=200_000);
+    world.servers[i].clock.set_rate_ppm(rate_ppm);
+    tokio::time::sleep(hold).await;
+    world.servers[i].clock.set_rate_ppm(0);
+    format!(
+        "clock of {} runs {rate_ppm:+} ppm for {hold:?}",
+        servers.name(i)
+    )
+}
+
+async fn inject_clock_leap(
+    world: &mut World,
+    servers: &Servers,
+    target: Target,
+    rng: &mut impl Rng,
+    hold: Duration,
+) -> String {
+    let target = if target == Target::Any && rng.gen_bool(0.5) {
+        Target::Leader
+    } else {
+        target
+    };
+    let Some(i) = resolve(world, target, rng).await else {
+        return "clock leap: no such server".into();
+    };
+    let leap = Duration::from_millis(rng.gen_range(1_000..60_000));
+    world.servers[i].clock.leap(leap);
+    tokio::time::sleep(hold).await;
+    format!("clock of {} leaps {leap:?}", servers.name(i))
+}
+
+async fn inject_read_errors(
+    world: &mut World,
+    servers: &Servers,
+    target: Target,
+    rng: &mut impl Rng,
+    hold: Duration,
+) -> String {
+    let Some(i) = damage_target(world, target, rng).await else {
+        return "read errors: no such server".into();
+    };
+    world.crash(i);
+    world.damaged.insert(i);
+    world.set_disk_faults(
+        i,
+        Faults {
+            read_error_probability: 0.05,
+            ..world.config.faults
+        },
+    );
+    world.restart(i);
+    tokio::time::sleep(hold).await;
+    // New reads succeed again; the sectors that failed stay bad.
+    world.set_disk_faults(i, world.config.faults);
+    format!("read errors on {} for {hold:?}", servers.name(i))
+}
+
+async fn inject_disk_full(
+    world: &mut World,
+    servers: &Servers,
+    target: Target,
+    rng: &mut impl Rng,
+    hold: Duration,
+) -> String {
+    let Some(i) = resolve(world, target, rng).await else {
+        return "disk full: no such server".into();
+    };
+    let used = world.disk(i).map_or(0, |d| d.used_bytes());
+    let room = rng.gen_range(0..2 * 1024 * 1024);
+    world.set_disk_faults(
+        i,
+        Faults {
+            quota_bytes: Some(used + room),
+            ..world.config.faults
+        },
+    );
+    tokio::time::sleep(hold).await;
+    // A server that hit the quota has stopped; reboot it with room again.
+    world.crash(i);
+    world.set_disk_faults(i, world.config.faults);
+    world.restart(i);
+    format!(
+        "disk of {} full after {room} more bytes for {hold:?}, then reboot",
+        servers.name(i)
+    )
+}
+
+async fn inject_wipe_data_dir(world: &mut World, target: Target, rng: &mut impl Rng) -> String {
+    let Some(i) = resolve(world, target, rng).await else {
+        return "wipe data dir: no such server".into();
+    };
+    let log = world.operator_log.clone();
+    crate::operator::wipe_data_dir(world, i, &log).await
+}
+
+async fn inject_rollback_data_dir(
+    world: &mut World,
+    target: Target,
+    rng: &mut impl Rng,
+    hold: Duration,
+) -> String {
+    let target = if target == Target::Any {
+        Target::Follower
+    } else {
+        target
+    };
+    let Some(i) = resolve(world, target, rng).await else {
+        return "roll back data dir: no such server".into();
+    };
+    let log = world.operator_log.clone();
+    crate::operator::rollback_data_dir(world, i, hold, &log).await
+}
+
+async fn inject_move_member(world: &mut World, target: Target, rng: &mut impl Rng) -> String {
+    let Some(i) = resolve(world, target, rng).await else {
+        return "move member: no such server".into();
+    };
+    let log = world.operator_log.clone();
+    crate::operator::move_member(world, i, &log).await
+}
+
+async fn inject_remove_and_add_again(
+    world: &mut World,
+    target: Target,
+    rng: &mut impl Rng,
+) -> String {
+    let Some(i) = resolve(world, target, rng).await else {
+        return "remove and add again: no such server".into();
+    };
+    let log = world.operator_log.clone();
+    crate::operator::remove_and_add_again(world, i, &log).await
+}
+
+async fn inject_diverge(
+    world: &mut World,
+    kind: FaultKind,
+    target: Target,
+    rng: &mut impl Rng,
+    hold: Duration,
+) -> String {
+    let Some(i) = resolve(world, target, rng).await else {
+        return "diverge: no such server".into();
+    };
+    let check = if kind == FaultKind::DivergeCaughtAtStart {
+        crate::operator::DivergenceCheck::AtStart
+    } else {
+        crate::operator::DivergenceCheck::Periodic { within: hold }
+    };
+    let log = world.operator_log.clone();
+    crate::operator::diverge(world, i, check, &log).await
+}
+
+async fn inject_power_loss_at_sync(
+    world: &mut World,
+    servers: &Servers,
+    target: Target,
+    rng: &mut impl Rng,
+    hold: Duration,
+) -> String {
+    let Some(i) = resolve(world, target, rng).await else {
+        return "power loss: no such server".into();
+    };
+    let after_syncs = rng.gen_range(0..4);
+    let outcome = lose_power_at_sync(world, i, after_syncs, hold).await;
+    tokio::time::sleep(hold).await;
+    world.restart(i);
+    format!(
+        "power loss at {}'s fsync after {after_syncs} more ({outcome}), then reboot",
+        servers.name(i)
+    )
+}
+
+async fn inject_sync_errors(
+    world: &mut World,
+    servers: &Servers,
+    target: Target,
+    rng: &mut impl Rng,
+    hold: Duration,
+) -> String {
+    let Some(i) = resolve(world, target, rng).await else {
+        return "fsync errors: no such server".into();
+    };
+    world.set_disk_faults(
+        i,
+        Faults {
+            sync_error_probability: 0.5,
+            ..world.config.faults
+        },
+    );
+    tokio::time::sleep(hold).await;
+    // A node whose fsync failed has stopped; reboot it on a disk that works again.
+    world.crash(i);
+    world.set_disk_faults(i, world.config.faults);
+    world.restart(i);
+    format!(
+        "fsync errors on {} for {hold:?}, then reboot",
+        servers.name(i)
+    )
 }
 
 /// Arms the power loss at server `server`'s fsync after `after_syncs` more and waits up to
