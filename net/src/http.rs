@@ -106,11 +106,12 @@ pub async fn serve_metrics_listeners(
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| anyhow::anyhow!("cannot bind the metrics URL {addr}: {e}"))?;
+        let bound = listener.local_addr()?;
         let router = endpoints_router(node.clone(), metrics.clone())
             .fallback(|| async { text(StatusCode::NOT_FOUND, "404 page not found\n".to_string()) });
         tokio::spawn(async move {
             let served = match tls {
-                Some(tls) => axum::serve(TlsListener::new(listener, tls), router).await,
+                Some(tls) => axum::serve(TlsListener::new(listener, bound, tls), router).await,
                 None => axum::serve(listener, router).await,
             };
             if let Err(error) = served {
@@ -123,14 +124,18 @@ pub async fn serve_metrics_listeners(
 
 /// A metrics listener's connections once through the TLS handshake.
 struct TlsListener {
-    local_addr: std::io::Result<std::net::SocketAddr>,
+    local_addr: std::net::SocketAddr,
     incoming: crate::tls::Incoming,
 }
 
 impl TlsListener {
-    fn new(listener: tokio::net::TcpListener, tls: crate::tls::ServerTls) -> TlsListener {
+    fn new(
+        listener: tokio::net::TcpListener,
+        local_addr: std::net::SocketAddr,
+        tls: crate::tls::ServerTls,
+    ) -> TlsListener {
         TlsListener {
-            local_addr: listener.local_addr(),
+            local_addr,
             incoming: crate::tls::incoming(listener, tls),
         }
     }
@@ -157,10 +162,7 @@ impl axum::serve::Listener for TlsListener {
     }
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        match &self.local_addr {
-            Ok(addr) => Ok(*addr),
-            Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
-        }
+        Ok(self.local_addr)
     }
 }
 

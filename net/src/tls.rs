@@ -215,13 +215,7 @@ impl TlsSettings {
         let Some(path) = &self.crl_file else {
             return Ok(Vec::new());
         };
-        let pem = read_file(path)?;
-        let crls = CertificateRevocationListDer::pem_slice_iter(&pem)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| TlsError::File {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?;
+        let crls: Vec<CertificateRevocationListDer<'static>> = read_pem(path)?;
         if crls.is_empty() {
             return Err(TlsError::File {
                 path: path.clone(),
@@ -301,14 +295,19 @@ fn read_file(path: &Path) -> Result<Vec<u8>, TlsError> {
     })
 }
 
-fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+/// Every PEM section of `T`'s kind in the file at `path` (others are skipped).
+fn read_pem<T: PemObject>(path: &Path) -> Result<Vec<T>, TlsError> {
     let pem = read_file(path)?;
-    let certs = CertificateDer::pem_slice_iter(&pem)
+    T::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| TlsError::File {
             path: path.to_path_buf(),
             reason: e.to_string(),
-        })?;
+        })
+}
+
+fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs: Vec<CertificateDer<'static>> = read_pem(path)?;
     if certs.is_empty() {
         return Err(TlsError::NoCertificate {
             path: path.to_path_buf(),
