@@ -23,7 +23,7 @@ use crate::check::{check_all, CheckOptions, Report, Violation};
 use crate::client::{key_value, Endpoint, Recorder, SimClient};
 use crate::history::{
     ClientId, FinalRead, History, MemberHash, MemberId, MemberRevision, MemberRollback, Outcome,
-    Request, Response,
+    Request, Response, Time,
 };
 use crate::nemesis::{self, FaultRecord, NemesisConfig, Schedule, Step};
 use crate::watcher::{watch_loop_with, WatcherConfig};
@@ -294,23 +294,7 @@ fn tuning_of(config: &RunConfig) -> Tuning {
 pub async fn run(config: RunConfig) -> RunReport {
     let started = tokio::time::Instant::now();
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
-    let mut world = World::start(WorldConfig {
-        faults: config.disk_faults,
-        snapshot_count: config.snapshot_count,
-        // Half of what a snapshot covers stays in the log, or only ten entries: a follower
-        // further behind (a partition, a crash) is sent the snapshot, so runs exercise both
-        // ways of catching up.
-        snapshot_catchup_entries: config
-            .extras
-            .snapshot_catchup_entries
-            .unwrap_or_else(|| catch_up_entries_for_seed(config.seed, config.snapshot_count)),
-        initial_corrupt_check: config.extras.initial_corrupt_check,
-        corrupt_check: config.extras.corrupt_check,
-        heartbeat_ms: config.timing_ms.0,
-        election_ms: config.timing_ms.1,
-        tuning: tuning_of(&config),
-        ..WorldConfig::new(config.servers, config.seed)
-    });
+    let mut world = start_world(&config);
     let endpoints: Vec<Endpoint> = world
         .servers
         .iter()
@@ -322,87 +306,7 @@ pub async fn run(config: RunConfig) -> RunReport {
     let recorder = Recorder::new();
     let mut liveness = wait_until_serving(&world, &endpoints, config.recovery).await;
     let stop = Arc::new(AtomicBool::new(false));
-    let mut tasks = Vec::new();
-    for client in 0..config.clients as ClientId {
-        let node = world.client_node(&format!("client{client}"));
-        let task = client_loop(
-            client,
-            endpoints.clone(),
-            recorder.clone(),
-            stop.clone(),
-            config.workload,
-            config.extras.mix,
-            ChaCha8Rng::seed_from_u64(rng.gen()),
-        );
-        tasks.push(node.spawn(task));
-    }
-    for watcher in 0..config.watchers as ClientId {
-        let node = world.client_node(&format!("watcher{watcher}"));
-        let task = watch_loop_with(
-            1000 + watcher,
-            endpoints.clone(),
-            recorder.clone(),
-            stop.clone(),
-            watcher as usize,
-            config.extras.watch,
-            ChaCha8Rng::seed_from_u64(rng.gen()),
-        );
-        tasks.push(node.spawn(task));
-    }
-    let lease_verdict = Arc::new(std::sync::Mutex::new(None));
-    if config.lease_holder {
-        let node = world.client_node("lease-holder");
-        let task = crate::lease_holder::hold(
-            2000,
-            endpoints.clone(),
-            recorder.clone(),
-            stop.clone(),
-            lease_verdict.clone(),
-        );
-        tasks.push(node.spawn(task));
-    }
-    if let Some(every) = config.extras.member_probe {
-        let node = world.client_node("member-probe");
-        let task = probe_members(endpoints.clone(), recorder.clone(), stop.clone(), every);
-        tasks.push(node.spawn(task));
-    }
-    if config.extras.compaction_watches {
-        let node = world.client_node("compaction-watcher");
-        let task = crate::watcher::compaction_watches(
-            3000,
-            endpoints.clone(),
-            recorder.clone(),
-            stop.clone(),
-            ChaCha8Rng::seed_from_u64(config.seed ^ 0x18089),
-        );
-        tasks.push(node.spawn(task));
-    }
-    for holder in 0..config.extras.lock_holders as ClientId {
-        let node = world.client_node(&format!("lock-holder{holder}"));
-        let task = crate::client::hold_locks(
-            4000 + holder,
-            endpoints.clone(),
-            recorder.clone(),
-            stop.clone(),
-            ChaCha8Rng::seed_from_u64(config.seed ^ (0x3430 + holder)),
-        );
-        tasks.push(node.spawn(task));
-    }
-    let auth_verdict = Arc::new(std::sync::Mutex::new(None));
-    if config.extras.auth_toggling {
-        let node = world.client_node("auth-toggler");
-        let until =
-            tokio::time::Instant::now() + config.safety.saturating_sub(Duration::from_secs(1));
-        let endpoints = endpoints.clone();
-        let verdict = auth_verdict.clone();
-        let rng = ChaCha8Rng::seed_from_u64(config.seed ^ 0x14571);
-        tasks.push(node.spawn(async move {
-            let result = crate::client::toggle_auth(endpoints, until, rng).await;
-            if let Ok(mut slot) = verdict.lock() {
-                *slot = Some(result);
-            }
-        }));
-    }
+    let clients = Clients::spawn(&mut world, &config, &endpoints, &recorder, &stop, &mut rng);
     let leader_before = nemesis::leader_and_term(&world).await;
     let mut faults = Vec::new();
     let safety_end = tokio::time::Instant::now() + config.safety;
@@ -432,18 +336,15 @@ pub async fn run(config: RunConfig) -> RunReport {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let leader_after = nemesis::leader_and_term(&world).await;
     stop.store(true, Ordering::Relaxed);
-    for task in tasks {
-        let _ = task.await;
-    }
+    let verdicts = clients.join().await;
     if liveness.is_ok() {
-        let healthy_members: Vec<MemberId> = healthy.iter().map(|e| e.member).collect();
-        liveness = requests_after_recovery_succeeded(&recorder, serving_since, &healthy_members);
-    }
-    if liveness.is_ok() {
-        liveness = final_reads(&world, &healthy, &recorder, config.recovery).await;
+        liveness = served_after_recovery(&world, &healthy, &recorder, serving_since, &config).await;
     }
     let damaged_serving = damaged_members_agree(&world, &endpoints, &recorder).await;
     if let (Ok(()), Err(why)) = (&liveness, damaged_serving) {
+        liveness = Err(why);
+    }
+    if let (Ok(()), Err(why)) = (&liveness, verdicts.auth_toggling_ended(&config)) {
         liveness = Err(why);
     }
     for (member, instant) in world.operator_log.rollbacks() {
@@ -451,28 +352,12 @@ pub async fn run(config: RunConfig) -> RunReport {
         recorder.with(|h| h.member_rollbacks.push(MemberRollback { member, time }));
     }
     let history = recorder.take();
-    let raft_violations = world.invariants.violations();
-    let operator_violations = world.operator_log.violations();
     let check = check_all(&history, &CheckOptions::default());
     let trace_hash = trace_hash(&history, &faults);
-    let verdict = auth_verdict.lock().ok().and_then(|v| v.clone());
-    let auth_enabled = verdict.clone().and_then(Result::ok);
-    if config.extras.auth_toggling {
-        match verdict {
-            Some(Ok(_)) => {}
-            Some(Err(why)) if liveness.is_ok() => liveness = Err(format!("auth toggling: {why}")),
-            None if liveness.is_ok() => liveness = Err("auth toggling never ended".to_string()),
-            _ => {}
-        }
-    }
-    let lease_holder = if config.lease_holder {
-        lease_verdict.lock().ok().and_then(|v| v.clone())
-    } else {
-        None
-    };
+    let raft_violations = world.invariants.violations();
+    let operator_violations = world.operator_log.violations();
     world.shut_down();
     RunReport {
-        config,
         history,
         faults,
         liveness,
@@ -485,9 +370,208 @@ pub async fn run(config: RunConfig) -> RunReport {
         simulated: started.elapsed(),
         leader_before,
         leader_after,
-        lease_holder,
+        lease_holder: verdicts.lease_holder.filter(|_| config.lease_holder),
         trace_hash,
-        auth_enabled,
+        auth_enabled: verdicts.auth.and_then(Result::ok),
+        config,
+    }
+}
+
+/// The servers of a run, as its configuration and seed set them.
+fn start_world(config: &RunConfig) -> World {
+    World::start(WorldConfig {
+        faults: config.disk_faults,
+        snapshot_count: config.snapshot_count,
+        // Half of what a snapshot covers stays in the log, or only ten entries: a follower
+        // further behind (a partition, a crash) is sent the snapshot, so runs exercise both
+        // ways of catching up.
+        snapshot_catchup_entries: config
+            .extras
+            .snapshot_catchup_entries
+            .unwrap_or_else(|| catch_up_entries_for_seed(config.seed, config.snapshot_count)),
+        initial_corrupt_check: config.extras.initial_corrupt_check,
+        corrupt_check: config.extras.corrupt_check,
+        heartbeat_ms: config.timing_ms.0,
+        election_ms: config.timing_ms.1,
+        tuning: tuning_of(config),
+        ..WorldConfig::new(config.servers, config.seed)
+    })
+}
+
+/// After recovery: every request started since `serving_since` succeeded, and reads from
+/// every healthy member agree with the history.
+async fn served_after_recovery(
+    world: &World,
+    healthy: &[Endpoint],
+    recorder: &Recorder,
+    serving_since: Time,
+    config: &RunConfig,
+) -> Result<(), String> {
+    let healthy_members: Vec<MemberId> = healthy.iter().map(|e| e.member).collect();
+    requests_after_recovery_succeeded(recorder, serving_since, &healthy_members)?;
+    final_reads(world, healthy, recorder, config.recovery).await
+}
+
+/// What the clients of a run send while the nemesis works, each on a node of its own.
+struct Clients {
+    tasks: Vec<madsim::task::JoinHandle<()>>,
+    lease_verdict: Arc<std::sync::Mutex<Option<Result<(), String>>>>,
+    auth_verdict: Arc<std::sync::Mutex<Option<Result<usize, String>>>>,
+}
+
+/// What the clients that judge their own part found.
+struct Verdicts {
+    lease_holder: Option<Result<(), String>>,
+    auth: Option<Result<usize, String>>,
+}
+
+impl Verdicts {
+    /// Auth toggling, when the run has it, must have ended and ended well.
+    fn auth_toggling_ended(&self, config: &RunConfig) -> Result<(), String> {
+        if !config.extras.auth_toggling {
+            return Ok(());
+        }
+        match &self.auth {
+            Some(Ok(_)) => Ok(()),
+            Some(Err(why)) => Err(format!("auth toggling: {why}")),
+            None => Err("auth toggling never ended".to_string()),
+        }
+    }
+}
+
+impl Clients {
+    /// Starts every client the configuration asks for; the workload's and watchers' seeds
+    /// come from `rng`, in that order.
+    fn spawn(
+        world: &mut World,
+        config: &RunConfig,
+        endpoints: &[Endpoint],
+        recorder: &Recorder,
+        stop: &Arc<AtomicBool>,
+        rng: &mut ChaCha8Rng,
+    ) -> Clients {
+        let mut clients = Clients {
+            tasks: Vec::new(),
+            lease_verdict: Arc::new(std::sync::Mutex::new(None)),
+            auth_verdict: Arc::new(std::sync::Mutex::new(None)),
+        };
+        clients.spawn_workload(world, config, endpoints, recorder, stop, rng);
+        clients.spawn_extras(world, config, endpoints, recorder, stop);
+        clients
+    }
+
+    /// The workload's clients and the watchers.
+    fn spawn_workload(
+        &mut self,
+        world: &mut World,
+        config: &RunConfig,
+        endpoints: &[Endpoint],
+        recorder: &Recorder,
+        stop: &Arc<AtomicBool>,
+        rng: &mut ChaCha8Rng,
+    ) {
+        for client in 0..config.clients as ClientId {
+            let node = world.client_node(&format!("client{client}"));
+            let task = client_loop(
+                client,
+                endpoints.to_vec(),
+                recorder.clone(),
+                stop.clone(),
+                config.workload,
+                config.extras.mix,
+                ChaCha8Rng::seed_from_u64(rng.gen()),
+            );
+            self.tasks.push(node.spawn(task));
+        }
+        for watcher in 0..config.watchers as ClientId {
+            let node = world.client_node(&format!("watcher{watcher}"));
+            let task = watch_loop_with(
+                1000 + watcher,
+                endpoints.to_vec(),
+                recorder.clone(),
+                stop.clone(),
+                watcher as usize,
+                config.extras.watch,
+                ChaCha8Rng::seed_from_u64(rng.gen()),
+            );
+            self.tasks.push(node.spawn(task));
+        }
+    }
+
+    /// The clients a scenario adds: a lease holder, a member probe, compaction watches,
+    /// lock holders, an auth toggler.
+    fn spawn_extras(
+        &mut self,
+        world: &mut World,
+        config: &RunConfig,
+        endpoints: &[Endpoint],
+        recorder: &Recorder,
+        stop: &Arc<AtomicBool>,
+    ) {
+        let extras = &config.extras;
+        if config.lease_holder {
+            let node = world.client_node("lease-holder");
+            let task = crate::lease_holder::hold(
+                2000,
+                endpoints.to_vec(),
+                recorder.clone(),
+                stop.clone(),
+                self.lease_verdict.clone(),
+            );
+            self.tasks.push(node.spawn(task));
+        }
+        if let Some(every) = extras.member_probe {
+            let node = world.client_node("member-probe");
+            let task = probe_members(endpoints.to_vec(), recorder.clone(), stop.clone(), every);
+            self.tasks.push(node.spawn(task));
+        }
+        if extras.compaction_watches {
+            let node = world.client_node("compaction-watcher");
+            let task = crate::watcher::compaction_watches(
+                3000,
+                endpoints.to_vec(),
+                recorder.clone(),
+                stop.clone(),
+                ChaCha8Rng::seed_from_u64(config.seed ^ 0x18089),
+            );
+            self.tasks.push(node.spawn(task));
+        }
+        for holder in 0..extras.lock_holders as ClientId {
+            let node = world.client_node(&format!("lock-holder{holder}"));
+            let task = crate::client::hold_locks(
+                4000 + holder,
+                endpoints.to_vec(),
+                recorder.clone(),
+                stop.clone(),
+                ChaCha8Rng::seed_from_u64(config.seed ^ (0x3430 + holder)),
+            );
+            self.tasks.push(node.spawn(task));
+        }
+        if extras.auth_toggling {
+            let node = world.client_node("auth-toggler");
+            let until =
+                tokio::time::Instant::now() + config.safety.saturating_sub(Duration::from_secs(1));
+            let endpoints = endpoints.to_vec();
+            let verdict = self.auth_verdict.clone();
+            let rng = ChaCha8Rng::seed_from_u64(config.seed ^ 0x14571);
+            self.tasks.push(node.spawn(async move {
+                let result = crate::client::toggle_auth(endpoints, until, rng).await;
+                if let Ok(mut slot) = verdict.lock() {
+                    *slot = Some(result);
+                }
+            }));
+        }
+    }
+
+    /// Waits for every client to stop and takes the verdicts.
+    async fn join(self) -> Verdicts {
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        Verdicts {
+            lease_holder: self.lease_verdict.lock().ok().and_then(|v| v.clone()),
+            auth: self.auth_verdict.lock().ok().and_then(|v| v.clone()),
+        }
     }
 }
 
