@@ -11,7 +11,7 @@ use keel_storage::Faults;
 use madsim::net::NetSim;
 use rand::Rng;
 
-use crate::world::World;
+use crate::world::{World, NORMAL_LATENCY};
 
 /// The kinds of faults a run may inject.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -290,10 +290,6 @@ async fn resolve(world: &World, target: Target, rng: &mut impl Rng) -> Option<us
         }
     }
 }
-
-/// madsim's own latency for a message, restored after a slow spell.
-pub const NORMAL_LATENCY: std::ops::Range<Duration> =
-    Duration::from_millis(1)..Duration::from_millis(10);
 
 /// Injects one fault, holds it for `hold`, heals it; returns its description.
 async fn inject(

@@ -19,6 +19,9 @@ use rand_chacha::ChaCha8Rng;
 
 pub const CLIENT_PORT: u16 = 2379;
 pub const PEER_PORT: u16 = 2380;
+/// madsim's own latency for a message, restored after a slow spell.
+pub const NORMAL_LATENCY: std::ops::Range<Duration> =
+    Duration::from_millis(1)..Duration::from_millis(10);
 
 /// How a world is built.
 #[derive(Clone, Debug)]
@@ -444,7 +447,7 @@ impl World {
         let ids: Vec<madsim::task::NodeId> = self.servers.iter().map(|s| s.node.id()).collect();
         net.update_config(|c| {
             c.packet_loss_rate = 0.0;
-            c.send_latency = crate::nemesis::NORMAL_LATENCY;
+            c.send_latency = NORMAL_LATENCY;
         });
         for &a in &ids {
             net.unclog_node(a);

@@ -16,6 +16,7 @@ mod error;
 mod fs_disk;
 mod identity;
 mod record;
+mod repair;
 mod segment;
 mod sim_disk;
 mod snapshot_file;
@@ -30,12 +31,13 @@ pub use error::{Result, StorageError, CORRUPTION_REMEDY};
 pub use fs_disk::FsDisk;
 pub use identity::Identity;
 pub use record::record_starts;
+pub use repair::Repair;
 pub use sim_disk::{
     Faults, SimDisk, SimDiskConfig, SimDiskStats, SyncObserver, SyncPoint,
     DEFAULT_SECTOR_SIZE_BYTES,
 };
 pub use storage::{
-    Recovered, Repair, SnapshotWriter, Storage, StorageOptions, WrittenSnapshot,
+    Recovered, SnapshotWriter, Storage, StorageOptions, WrittenSnapshot,
     DEFAULT_MAX_RECORD_SIZE_BYTES, DEFAULT_MAX_SNAPSHOT_SIZE_BYTES, DEFAULT_SEGMENT_SIZE_BYTES,
     KEPT_SNAPSHOTS,
 };

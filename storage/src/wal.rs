@@ -17,9 +17,9 @@ use crate::codec;
 use crate::disk::Disk;
 use crate::error::{Result, StorageError};
 use crate::record::{self, Placement, RecordKind};
+use crate::repair::Repair;
 use crate::segment::{self, Item, SegmentHeader, SegmentName, FORMAT_VERSION};
 use crate::snapshot_file::sync_dir;
-use crate::storage::Repair;
 
 /// The buffer is written out once it holds this much, bounding memory between syncs.
 const FLUSH_BYTES: usize = 1 << 20;
