@@ -1072,3 +1072,30 @@ fn a_member_forced_into_a_new_cluster_keeps_its_data_and_leads_alone() {
         "a member that is no voter cannot"
     );
 }
+
+#[test]
+fn a_leader_counts_a_voter_up_while_it_answers_every_few_heartbeats_for_an_election_timeout() {
+    let mut cluster = NodeCluster::new(3, default_node_config);
+    cluster.elect(1);
+    let election_ticks = u64::from(default_node_config(1).raft.election_ticks);
+    cluster.tick(election_ticks);
+    assert!([1, 2, 3]
+        .iter()
+        .all(|&id| cluster.node(1).is_voter_active(id)));
+    cluster.crash(3);
+    cluster.tick(4);
+    assert!(cluster.node(1).is_voter_active(1), "the leader itself");
+    assert!(cluster.node(1).is_voter_active(2), "heartbeats answered");
+    assert!(
+        !cluster.node(1).is_voter_active(3),
+        "silent for 4 heartbeats"
+    );
+    cluster.restart(3);
+    cluster.tick(2);
+    assert!(
+        !cluster.node(1).is_voter_active(3),
+        "heard again, but not for an election timeout yet"
+    );
+    cluster.tick(election_ticks);
+    assert!(cluster.node(1).is_voter_active(3), "heard without a pause");
+}

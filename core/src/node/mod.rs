@@ -213,6 +213,17 @@ pub struct ApplyOutput {
     pub undecodable_entries: usize,
 }
 
+/// Heartbeats a peer may miss before it no longer counts as up (see
+/// [`Node::is_voter_active`]).
+const ACTIVE_WINDOW_HEARTBEATS: u64 = 3;
+
+/// A peer heard from without a pause longer than the window since `since_tick`.
+#[derive(Clone, Copy, Debug)]
+struct HeardStreak {
+    since_tick: u64,
+    last_tick: u64,
+}
+
 pub struct Node {
     id: NodeId,
     config: NodeConfig,
@@ -255,6 +266,9 @@ pub struct Node {
     installed_store: Option<Store>,
     /// The tick at which this node last proposed the NOSPACE alarm.
     no_space_alarm_asked_tick: Option<u64>,
+    /// When each peer has been heard from without a pause since, and when last (see
+    /// [`Node::is_voter_active`]).
+    peer_heard: BTreeMap<NodeId, HeardStreak>,
 }
 
 impl std::fmt::Debug for Node {
@@ -406,6 +420,7 @@ impl Node {
             leader_since_tick: 0,
             start_fence,
             no_space_alarm_asked_tick: None,
+            peer_heard: BTreeMap::new(),
             role: Role::Follower,
             lease_clock: LeaseClock::new(config.max_clock_step_ms()),
             ticks: 0,
@@ -420,6 +435,42 @@ impl Node {
             node.save_node_rows();
         }
         Ok(node)
+    }
+
+    /// Whether voter `id` counts as up for etcd's strict reconfiguration check: this node,
+    /// or a peer heard from within the last few heartbeats, and without a pause for at
+    /// least an election timeout. Only a leader hears from every voter (a follower hears
+    /// from the leader alone), so only a leader's answer means anything. etcd asks its
+    /// transport whether the peer has been connected for 5 s; keel asks whether the peer
+    /// answers, which is what a quorum needs, and reacts within a few heartbeats to one
+    /// that stopped (a crashed member must not count as up for a whole election timeout).
+    pub fn is_voter_active(&self, id: NodeId) -> bool {
+        if id == self.id {
+            return true;
+        }
+        let stable_ticks = u64::from(self.config.raft.election_ticks);
+        self.peer_heard.get(&id).is_some_and(|streak| {
+            self.ticks.saturating_sub(streak.last_tick) <= self.heard_window_ticks()
+                && self.ticks.saturating_sub(streak.since_tick) >= stable_ticks
+        })
+    }
+
+    /// Silence longer than this many ticks ends a peer's streak: a leader's heartbeats go
+    /// out every `heartbeat_ticks`, and a live follower answers each.
+    fn heard_window_ticks(&self) -> u64 {
+        ACTIVE_WINDOW_HEARTBEATS * u64::from(self.config.raft.heartbeat_ticks.max(1))
+    }
+
+    fn heard_from(&mut self, peer: NodeId) {
+        let (now, window) = (self.ticks, self.heard_window_ticks());
+        let streak = self.peer_heard.entry(peer).or_insert(HeardStreak {
+            since_tick: now,
+            last_tick: now,
+        });
+        if now.saturating_sub(streak.last_tick) > window {
+            streak.since_tick = now;
+        }
+        streak.last_tick = now;
     }
 
     pub fn id(&self) -> NodeId {
@@ -634,7 +685,9 @@ impl Node {
                 self.prepared_snapshot = Some((snapshot.meta.index, restored));
             }
         }
+        let from = message.from;
         self.raft.step(message)?;
+        self.heard_from(from);
         // A fenced node asks as soon as it knows a leader, not only on its next tick.
         self.ask_start_fence_read();
         Ok(())

@@ -2,6 +2,8 @@
 //! checks before proposing (`ValidateConfigurationChange` and the strict reconfiguration
 //! checks: a change must not leave fewer started voters than a quorum).
 
+use std::collections::BTreeSet;
+
 use keel_core::auth::Credentials;
 use keel_core::node::{added_member_id, Member, Members, Node, Outcome, ProposalBody};
 use keel_core::raft::ConfChangeKind;
@@ -55,6 +57,22 @@ impl ClusterService {
                 "a membership change was answered with {other:?}"
             ))),
         }
+    }
+
+    async fn forward_remove(
+        &self,
+        id: u64,
+        credentials: &Credentials,
+    ) -> Result<pb::MemberRemoveResponse, Status> {
+        self.forwarder
+            .to_leader(move |channel| async move {
+                let mut request = Request::new(pb::MemberRemoveRequest { id });
+                mark_forwarded(&mut request);
+                pass_token(&mut request, credentials);
+                let answer = ClusterClient::new(channel).member_remove(request).await?;
+                Ok(answer.into_inner())
+            })
+            .await
     }
 
     async fn forward_promote(
@@ -127,10 +145,25 @@ impl Cluster for ClusterService {
     ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
         let credentials = self.api.credentials(&request);
         self.api.require_admin(&credentials).await?;
+        let forwarded = is_forwarded(&request);
         let id = request.into_inner().id;
-        let member = self
-            .check(move |node| check_remove(node.members(), id))
-            .await?;
+        let checked = self
+            .api
+            .handle
+            .call(move |node| check_remove(node.members(), &VotersUp::of(node), id))
+            .await
+            .map_err(api_status)?;
+        let member = match checked {
+            Ok(member) => member,
+            // Only the leader knows which voters are up: ask it.
+            Err(EtcdError::NotLeader) if !forwarded => {
+                let mut response = self.forward_remove(id, &credentials).await?;
+                let term = self.api.current_header().await?.raft_term;
+                response.header = cluster_header(&self.api.header_at(term));
+                return Ok(Response::new(response));
+            }
+            Err(error) => return Err(error.status()),
+        };
         let written = self
             .api
             .handle
@@ -316,13 +349,48 @@ pub fn check_add(
     Ok(())
 }
 
-pub fn check_remove(members: &Members, id: u64) -> Result<Member, EtcdError> {
-    let member = members.get(id).ok_or(EtcdError::MemberNotFound)?;
-    if !member.is_learner {
-        let (voters, started) = voters_started(members, Some(id));
-        if !has_quorum_started(voters, started) {
-            return Err(EtcdError::MemberNotEnoughStarted);
+/// Which voters the leader has heard from lately (see `Node::is_voter_active`), for
+/// etcd's strict reconfiguration check. Only a leader hears from every voter (a follower
+/// hears from the leader alone), so a follower's view is `None`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VotersUp(Option<BTreeSet<u64>>);
+
+impl VotersUp {
+    pub fn of(node: &Node) -> VotersUp {
+        if !node.is_leader() {
+            return VotersUp(None);
         }
+        let up = node.members().iter().filter(|m| !m.is_learner);
+        VotersUp(Some(
+            up.filter(|m| node.is_voter_active(m.id))
+                .map(|m| m.id)
+                .collect(),
+        ))
+    }
+}
+
+/// etcd's checks of a removal (`mayRemoveMember` with `--strict-reconfig-check`): the
+/// started voters left make a quorum, and so do the voters up, in the leader's view (a
+/// follower answers `NotLeader` and the request goes to the leader). A voter that is down
+/// may always go: it is not part of the quorum that is up.
+pub fn check_remove(members: &Members, voters_up: &VotersUp, id: u64) -> Result<Member, EtcdError> {
+    let member = members.get(id).ok_or(EtcdError::MemberNotFound)?;
+    if member.is_learner {
+        return Ok(member.clone());
+    }
+    let (voters, started) = voters_started(members, Some(id));
+    if !has_quorum_started(voters, started) {
+        return Err(EtcdError::MemberNotEnoughStarted);
+    }
+    let VotersUp(Some(up)) = voters_up else {
+        return Err(EtcdError::NotLeader);
+    };
+    if !up.contains(&id) {
+        return Ok(member.clone());
+    }
+    // The voters up after the removal, out of those left.
+    if !has_quorum_started(voters, up.len() - 1) {
+        return Err(EtcdError::Unhealthy);
     }
     Ok(member.clone())
 }
@@ -481,13 +549,46 @@ mod tests {
     #[test]
     fn remove_refuses_unknown_members_and_losing_the_started_quorum() {
         let members = three();
-        assert_eq!(check_remove(&members, 9), Err(EtcdError::MemberNotFound));
+        let all_up = VotersUp(Some([1, 2, 3].into()));
+        assert_eq!(
+            check_remove(&members, &all_up, 9),
+            Err(EtcdError::MemberNotFound)
+        );
         // Removing the unstarted member leaves two started of two.
-        assert_eq!(check_remove(&members, 3).map(|m| m.id), Ok(3));
+        assert_eq!(check_remove(&members, &all_up, 3).map(|m| m.id), Ok(3));
         // Removing a started one leaves one started of two.
         assert_eq!(
-            check_remove(&members, 1),
+            check_remove(&members, &all_up, 1),
             Err(EtcdError::MemberNotEnoughStarted)
+        );
+    }
+
+    fn three_started() -> Members {
+        Members::new([
+            member(1, "a", "http://127.0.0.1:2380", false),
+            member(2, "b", "http://127.0.0.1:2381", false),
+            member(3, "c", "http://127.0.0.1:2382", false),
+        ])
+    }
+
+    #[test]
+    fn remove_refuses_losing_the_quorum_of_voters_up_like_etcds_unhealthy_cluster() {
+        let members = three_started();
+        // 3 is down: removing 2, which is up, would leave one up of two.
+        let two_up = VotersUp(Some([1, 2].into()));
+        assert_eq!(
+            check_remove(&members, &two_up, 2),
+            Err(EtcdError::Unhealthy)
+        );
+        // Removing the member that is down leaves two up of two.
+        assert_eq!(check_remove(&members, &two_up, 3).map(|m| m.id), Ok(3));
+        // All up: any one may go.
+        let all_up = VotersUp(Some([1, 2, 3].into()));
+        assert_eq!(check_remove(&members, &all_up, 2).map(|m| m.id), Ok(2));
+        // Only the leader knows who is up.
+        assert_eq!(
+            check_remove(&members, &VotersUp(None), 2),
+            Err(EtcdError::NotLeader)
         );
     }
 

@@ -14,6 +14,8 @@ pub enum EtcdError {
     MemberExists,
     PeerUrlExists,
     MemberNotEnoughStarted,
+    /// A member removal would leave fewer voters up than a quorum.
+    Unhealthy,
     MemberBadUrls,
     MemberNotFound,
     MemberNotLearner,
@@ -30,7 +32,7 @@ impl EtcdError {
     pub fn code(self) -> Code {
         use EtcdError::*;
         match self {
-            NoLeader | Timeout | NotSupportedForLearner => Code::Unavailable,
+            NoLeader | Timeout | NotSupportedForLearner | Unhealthy => Code::Unavailable,
             MemberBadUrls => Code::InvalidArgument,
             MemberNotFound => Code::NotFound,
             TimeoutLeaderTransfer => Code::Unknown,
@@ -59,6 +61,7 @@ impl EtcdError {
             MemberNotEnoughStarted => {
                 "etcdserver: re-configuration failed due to not enough started members"
             }
+            Unhealthy => "etcdserver: unhealthy cluster",
             MemberBadUrls => "etcdserver: given member URLs are invalid",
             MemberNotFound => "etcdserver: member not found",
             MemberNotLearner => "etcdserver: can only promote a learner member",
@@ -87,6 +90,7 @@ impl EtcdError {
             MemberExists,
             PeerUrlExists,
             MemberNotEnoughStarted,
+            Unhealthy,
             MemberBadUrls,
             MemberNotFound,
             MemberNotLearner,
