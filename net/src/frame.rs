@@ -33,12 +33,14 @@ pub struct SnapshotEnd {
     pub checksum: u32,
 }
 
-/// Opens a connection that carries Raft messages: who is speaking to whom, in which cluster.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// Opens a connection that carries Raft messages: who is speaking to whom, in which cluster,
+/// and where the speaker listens for peers (see `crate::transport::DialHints`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hello {
     pub cluster_id: u64,
     pub from: NodeId,
     pub to: NodeId,
+    pub peer_urls: Vec<String>,
 }
 
 /// The one frame a member sends back on a connection whose hello it refuses, before
@@ -358,6 +360,7 @@ mod tests {
             cluster_id: 5,
             from: 1,
             to: 2,
+            peer_urls: vec!["http://10.0.0.1:2380".into()],
         };
         encode_hello(&hello, &mut out);
         let small = snapshot_message(10);
@@ -368,7 +371,7 @@ mod tests {
         assert_eq!(
             decoded,
             vec![
-                Decoded::Hello(hello),
+                Decoded::Hello(hello.clone()),
                 Decoded::Message(small),
                 Decoded::Message(large)
             ]

@@ -312,6 +312,7 @@ pub async fn start_hooked<D: Disk + Send + 'static>(
     let election = config.heartbeat_interval * config.election_ticks;
     let handle = NodeHandle::new(request_tx, Duration::from_secs(5) + 2 * election);
     let members_view = MembersView::default();
+    let hints = transport::DialHints::default();
     let (peer_tx, peer_inbox) = mpsc::channel(transport::PEER_QUEUE_MESSAGES);
     let peer_port = transport::PeerPort {
         local_id: local_id_rx,
@@ -327,6 +328,7 @@ pub async fn start_hooked<D: Disk + Send + 'static>(
             disk.share().context("cannot open the data dir again")?,
             config.engine_cache_size_bytes,
         )),
+        hints: hints.clone(),
     };
     for listener in peers {
         let tls = tls.peer_server.clone().filter(|_| listener.https);
@@ -353,7 +355,11 @@ pub async fn start_hooked<D: Disk + Send + 'static>(
         cluster_id.clone(),
         report_tx,
         stats,
-        tls.peer_client.clone(),
+        transport::Dialing {
+            tls: tls.peer_client.clone(),
+            own_peer_urls: config.advertise_peer_urls.clone(),
+            hints,
+        },
     );
     let known: Vec<(u64, Vec<String>)> = if node.members().is_empty() {
         first_peers

@@ -39,6 +39,9 @@ pub const PEER_QUEUE_MESSAGES: usize = 4096;
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// Most peer URLs kept from one hello, and the longest one.
+const MAX_HINT_URLS: usize = 8;
+const MAX_HINT_URL_BYTES: usize = 512;
 
 /// What the transport tells the server loop about sending.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,6 +64,40 @@ pub const SNAPSHOT_PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 /// durable and confirm it.
 const MAX_SNAPSHOT_ACK_WAITS: u32 = 60;
 
+/// The peer URLs each peer named in its latest hello: where it listens now. A member that
+/// has not applied a peer's `member update` yet (it was behind when the change committed)
+/// would dial the old URLs forever and never acknowledge the entries that carry the new
+/// ones; the moved peer's own connections say where it is, so its senders try there too
+/// (etcd gets the same from streams dialled in both directions). Only a hint: whoever
+/// answers there must still be that member of this cluster, which its hello check enforces.
+#[derive(Clone, Debug, Default)]
+pub struct DialHints(Arc<std::sync::Mutex<BTreeMap<NodeId, Vec<String>>>>);
+
+impl DialHints {
+    /// Keeps what `peer` said, within limits (a peer's hello is not trusted with memory).
+    fn learn(&self, peer: NodeId, urls: &[String]) {
+        let urls: Vec<String> = urls
+            .iter()
+            .filter(|url| url.len() <= MAX_HINT_URL_BYTES)
+            .take(MAX_HINT_URLS)
+            .cloned()
+            .collect();
+        if let Ok(mut hints) = self.0.lock() {
+            hints.insert(peer, urls);
+        }
+    }
+
+    /// `known` (the member list's URLs for `peer`), then what it said that they lack.
+    fn dial_urls(&self, peer: NodeId, known: &[String]) -> Vec<String> {
+        let mut urls = known.to_vec();
+        if let Ok(hints) = self.0.lock() {
+            let said = hints.get(&peer).into_iter().flatten();
+            urls.extend(said.filter(|url| !known.contains(url)).cloned());
+        }
+        urls
+    }
+}
+
 /// Counters for `/metrics` (etcd's `etcd_network_peer_*`).
 #[derive(Debug, Default)]
 pub struct TransportStats {
@@ -78,8 +115,18 @@ pub struct Transport {
     peers: BTreeMap<NodeId, Peer>,
     reports: mpsc::UnboundedSender<PeerReport>,
     stats: Arc<TransportStats>,
+    dialing: Dialing,
+}
+
+/// How this member dials its peers.
+#[derive(Clone, Debug, Default)]
+pub struct Dialing {
     /// For dialling `https://` peer URLs.
-    tls: Option<ClientTls>,
+    pub tls: Option<ClientTls>,
+    /// Where this member listens for peers, said in each hello.
+    pub own_peer_urls: Vec<String>,
+    /// Where peers said they listen.
+    pub hints: DialHints,
 }
 
 #[derive(Debug)]
@@ -94,7 +141,7 @@ impl Transport {
         cluster_id: ClusterId,
         reports: mpsc::UnboundedSender<PeerReport>,
         stats: Arc<TransportStats>,
-        tls: Option<ClientTls>,
+        dialing: Dialing,
     ) -> Transport {
         Transport {
             local_id,
@@ -102,7 +149,7 @@ impl Transport {
             peers: BTreeMap::new(),
             reports,
             stats,
-            tls,
+            dialing,
         }
     }
 
@@ -126,7 +173,7 @@ impl Transport {
                 urls: urls.clone(),
                 reports: self.reports.clone(),
                 stats: self.stats.clone(),
-                tls: self.tls.clone(),
+                dialing: self.dialing.clone(),
             };
             tokio::spawn(sender.run(rx));
             self.peers.insert(
@@ -156,7 +203,7 @@ impl Transport {
             urls: peer.urls.clone(),
             reports: self.reports.clone(),
             stats: self.stats.clone(),
-            tls: self.tls.clone(),
+            dialing: self.dialing.clone(),
         };
         tokio::spawn(async move {
             let started = tokio::time::Instant::now();
@@ -241,7 +288,7 @@ struct Sender {
     urls: Vec<String>,
     reports: mpsc::UnboundedSender<PeerReport>,
     stats: Arc<TransportStats>,
-    tls: Option<ClientTls>,
+    dialing: Dialing,
 }
 
 impl Sender {
@@ -249,9 +296,10 @@ impl Sender {
         let mut backoff = MIN_BACKOFF;
         let mut attempt = 0usize;
         loop {
-            let url = &self.urls[attempt % self.urls.len()];
+            let urls = self.dial_urls();
+            let url = &urls[attempt % urls.len()];
             attempt += 1;
-            match connect(url, self.tls.as_ref()).await {
+            match connect(url, self.dialing.tls.as_ref()).await {
                 Ok(stream) => {
                     backoff = MIN_BACKOFF;
                     info!(peer = self.to, url, "connected to peer");
@@ -340,7 +388,13 @@ impl Sender {
             cluster_id: self.cluster_id.get(),
             from: self.from,
             to: self.to,
+            peer_urls: self.dialing.own_peer_urls.clone(),
         }
+    }
+
+    /// The member list's URLs for the peer, then those it said it listens on.
+    fn dial_urls(&self) -> Vec<String> {
+        self.dialing.hints.dial_urls(self.to, &self.urls)
     }
 
     /// Streams a snapshot on a new connection; returns the rows and bytes sent.
@@ -351,8 +405,8 @@ impl Sender {
     ) -> std::io::Result<(u64, u64)> {
         let mut last_error = None;
         let mut stream = None;
-        for url in &self.urls {
-            match connect(url, self.tls.as_ref()).await {
+        for url in &self.dial_urls() {
+            match connect(url, self.dialing.tls.as_ref()).await {
                 Ok(connected) => {
                     stream = Some(connected);
                     break;
@@ -515,6 +569,8 @@ pub struct PeerPort {
     pub desk: AnswerDesk,
     /// Where leaders' snapshot streams are written.
     pub snapshots: Arc<dyn SnapshotInbox>,
+    /// Where dialling peers say they listen, for this member's senders.
+    pub hints: DialHints,
 }
 
 impl PeerPort {
@@ -536,6 +592,7 @@ impl PeerPort {
                 stats: self.stats.clone(),
                 desk: self.desk.clone(),
                 snapshots: self.snapshots.clone(),
+                hints: self.hints.clone(),
             };
             let (tls, max_message_bytes) = (tls.clone(), self.max_message_bytes);
             tokio::spawn(async move {
@@ -564,6 +621,7 @@ struct Receiver {
     stats: Arc<TransportStats>,
     desk: AnswerDesk,
     snapshots: Arc<dyn SnapshotInbox>,
+    hints: DialHints,
 }
 
 /// A snapshot stream being received on a connection.
@@ -654,6 +712,7 @@ impl Receiver {
                             refuse(stream, &error).await;
                             return Err(error);
                         }
+                        self.hints.learn(hello.from, &hello.peer_urls);
                         *peer = Some(hello.from);
                     }
                     (Decoded::Question(question), None) => {
@@ -714,6 +773,14 @@ impl Receiver {
                                 peer: from,
                             });
                         }
+                        // Removed while connected: tell it now, as at the handshake, or a
+                        // member that missed its own removal (it was behind) would go on
+                        // talking over the connection it has and never stop.
+                        if self.desk.members.is_removed(from) {
+                            let error = ReceiveError::Removed { from };
+                            refuse(stream, &error).await;
+                            return Err(error);
+                        }
                         if self.inbox.send(message).await.is_err() {
                             return Ok(()); // the server is stopping
                         }
@@ -750,5 +817,38 @@ impl Receiver {
             });
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sender_dials_the_known_urls_first_then_those_the_peer_said() {
+        let hints = DialHints::default();
+        let known = vec!["http://10.0.0.3:2380".to_string()];
+        assert_eq!(hints.dial_urls(3, &known), known);
+        let moved = "http://10.0.0.3:2390".to_string();
+        hints.learn(3, &[known[0].clone(), moved.clone()]);
+        assert_eq!(hints.dial_urls(3, &known), vec![known[0].clone(), moved]);
+        // What a peer says is about itself only.
+        assert_eq!(hints.dial_urls(4, &known), known);
+    }
+
+    #[test]
+    fn a_hello_cannot_make_the_hints_grow_without_bound() {
+        let hints = DialHints::default();
+        let long = format!("http://{}:2380", "a".repeat(MAX_HINT_URL_BYTES));
+        hints.learn(3, &[long]);
+        assert!(hints.dial_urls(3, &[]).is_empty());
+        let many: Vec<String> = (0..100)
+            .map(|port| format!("http://10.0.0.3:{port}"))
+            .collect();
+        hints.learn(3, &many);
+        assert_eq!(hints.dial_urls(3, &[]).len(), MAX_HINT_URLS);
+        // The latest hello replaces what came before.
+        hints.learn(3, &[]);
+        assert!(hints.dial_urls(3, &[]).is_empty());
     }
 }
