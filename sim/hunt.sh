@@ -6,6 +6,7 @@
 #   sim/hunt.sh                        # 10,000 seeds from 0
 #   SEEDS=2000 FIRST=50000 sim/hunt.sh
 #   JOBS=4 sim/hunt.sh                 # processes (default: the number of cores)
+#   TEST=random_faults_with_operators_keep_keel_safe_and_live sim/hunt.sh   # operators' faults too
 #
 # Prints seeds per minute and simulated seconds per wall second when it ends.
 set -uo pipefail
@@ -14,6 +15,7 @@ cd "$ROOT"
 SEEDS="${SEEDS:-10000}"
 FIRST="${FIRST:-0}"
 JOBS="${JOBS:-$(nproc)}"
+TEST="${TEST:-random_faults_keep_keel_safe_and_live}"
 OUT="${OUT:-target/hunt}"
 mkdir -p "$OUT"
 export RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target/sim
@@ -28,7 +30,7 @@ run_job() { # $1 first seed, $2 count
   while [ "$first" -lt "$end" ]; do
     local count=$(( end - first < CHUNK ? end - first : CHUNK ))
     KEEL_SIM_FIRST_SEED=$first KEEL_SIM_SEEDS=$count KEEL_SIM_PROGRESS=1 \
-      cargo test -q -p keel-sim --release --test simulation random_faults_keep_keel_safe_and_live \
+      cargo test -q -p keel-sim --release --test simulation "$TEST" \
       -- --nocapture || return 1
     first=$((first + count))
   done

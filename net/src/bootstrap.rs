@@ -216,7 +216,11 @@ async fn refuse_if_bootstrapped_before(
                 recovery_procedure(&config.name, &config.advertise_peer_urls)
             );
         }
-        if members.iter().any(|m| m.id == id && is_started(m)) {
+        // Its own id, or its peer URLs: a member moved by `member update` keeps the id
+        // derived from its old URLs, which flags naming the new URLs no longer give.
+        let own_urls = sorted(&config.advertise_peer_urls);
+        let is_self = |m: &Member| m.id == id || sorted(&m.peer_urls) == own_urls;
+        if members.iter().any(|m| is_self(m) && is_started(m)) {
             bail!(
                 "member {id:x} ({}) has already been bootstrapped: {url} lists it as a started \
                  member of cluster {cluster_id:x}, but its data dir {} is empty, so it lost \

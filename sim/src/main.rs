@@ -1,4 +1,4 @@
-//! `keel-sim replay --seed N [--trace]`: re-runs one simulation seed bit for bit and prints
+//! `keel-sim replay --seed N [--trace] [--operators]`: re-runs one simulation seed bit for bit and prints
 //! its fault schedule, what the clients did, and the checkers' verdict. Built in madsim mode:
 //!
 //! `RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target/sim cargo run -p keel-sim --release -- replay --seed 7`
@@ -28,10 +28,18 @@ fn main() -> std::process::ExitCode {
             /// state changes).
             #[arg(long)]
             trace: bool,
+            /// The seed of the sweep with the operators' faults
+            /// (`random_faults_with_operators_keep_keel_safe_and_live`).
+            #[arg(long)]
+            operators: bool,
         },
     }
 
-    let Cli::Replay { seed, trace } = Cli::parse();
+    let Cli::Replay {
+        seed,
+        trace,
+        operators,
+    } = Cli::parse();
     if trace {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::new(
@@ -43,7 +51,12 @@ fn main() -> std::process::ExitCode {
     let wall = std::time::Instant::now();
     let (report, simulated) = runtime.block_on(async {
         let start = madsim::time::Instant::now();
-        let report = run(RunConfig::from_seed(seed)).await;
+        let config = if operators {
+            RunConfig::from_seed_with_operators(seed)
+        } else {
+            RunConfig::from_seed(seed)
+        };
+        let report = run(config).await;
         (report, start.elapsed())
     });
     let wall = wall.elapsed();
@@ -73,10 +86,12 @@ fn main() -> std::process::ExitCode {
         println!("passed");
         std::process::ExitCode::SUCCESS
     } else {
-        println!(
-            "{}",
-            report.failure_message("random_faults_keep_keel_safe_and_live")
-        );
+        let test = if operators {
+            "random_faults_with_operators_keep_keel_safe_and_live"
+        } else {
+            "random_faults_keep_keel_safe_and_live"
+        };
+        println!("{}", report.failure_message(test));
         std::process::ExitCode::FAILURE
     }
 }

@@ -102,7 +102,7 @@ pub const OPERATOR_FAULTS: [FaultKind; 4] = [
     FaultKind::RemoveAndAddAgain,
 ];
 
-/// The swarm's kinds: all but the operators' faults.
+/// The swarm's kinds: all but the operators' faults (which `swarm_with_operators` adds).
 pub const ALL_FAULTS: [FaultKind; 21] = [
     FaultKind::Partition,
     FaultKind::IsolateLeader,
@@ -140,6 +140,20 @@ impl NemesisConfig {
     pub fn swarm(rng: &mut impl Rng) -> NemesisConfig {
         let kinds = ALL_FAULTS
             .into_iter()
+            .filter(|_| rng.gen_bool(0.5))
+            .collect();
+        NemesisConfig {
+            kinds,
+            max_hold: Duration::from_secs(rng.gen_range(1..6)),
+        }
+    }
+
+    /// Swarm testing with the operators' faults as well (wiped and rolled-back data dirs,
+    /// moved and re-added members), each on with probability one half like the others.
+    pub fn swarm_with_operators(rng: &mut impl Rng) -> NemesisConfig {
+        let kinds = ALL_FAULTS
+            .into_iter()
+            .chain(OPERATOR_FAULTS)
             .filter(|_| rng.gen_bool(0.5))
             .collect();
         NemesisConfig {
@@ -764,7 +778,8 @@ async fn inject_disk_full(
 }
 
 async fn inject_wipe_data_dir(world: &mut World, target: Target, rng: &mut impl Rng) -> String {
-    let Some(i) = resolve(world, target, rng).await else {
+    // A wiped member lost its state: a damage fault, kept to one member like the others.
+    let Some(i) = damage_target(world, target, rng).await else {
         return "wipe data dir: no such server".into();
     };
     let log = world.operator_log.clone();
@@ -785,6 +800,15 @@ async fn inject_rollback_data_dir(
     let Some(i) = resolve(world, target, rng).await else {
         return "roll back data dir: no such server".into();
     };
+    if let Some(&damaged) = world.damaged.all().first() {
+        // A rolled-back member lost state it acknowledged, as a damaged one did: two would
+        // leave no intact majority. And a damaged disk may rightly keep its own member
+        // from starting, whatever the copy holds.
+        return format!(
+            "roll back {}'s data dir: skipped, {}'s disk is damaged",
+            world.servers[i].name, world.servers[damaged].name
+        );
+    }
     let log = world.operator_log.clone();
     crate::operator::rollback_data_dir(world, i, hold, &log).await
 }
@@ -793,6 +817,13 @@ async fn inject_move_member(world: &mut World, target: Target, rng: &mut impl Rn
     let Some(i) = resolve(world, target, rng).await else {
         return "move member: no such server".into();
     };
+    if world.damaged.contains(i) {
+        // A move keeps the data dir, which may rightly keep it from starting.
+        return format!(
+            "move member: skipped, {}'s disk is damaged",
+            world.servers[i].name
+        );
+    }
     let log = world.operator_log.clone();
     crate::operator::move_member(world, i, &log).await
 }
@@ -816,7 +847,7 @@ async fn inject_diverge(
     rng: &mut impl Rng,
     hold: Duration,
 ) -> String {
-    let Some(i) = resolve(world, target, rng).await else {
+    let Some(i) = damage_target(world, target, rng).await else {
         return "diverge: no such server".into();
     };
     let check = if kind == FaultKind::DivergeCaughtAtStart {

@@ -23,7 +23,7 @@ use tonic::transport::Channel;
 
 use crate::history::MemberId;
 use crate::nemesis::leader_and_term;
-use crate::world::{ServerState, World, PEER_PORT};
+use crate::world::{peer_port_of, ServerState, World, PEER_PORT};
 
 /// How long a server has to do what it must (refuse, stop, serve) after a step.
 const SETTLE: Duration = Duration::from_secs(5);
@@ -85,7 +85,8 @@ fn other_urls(world: &World, index: usize) -> Vec<String> {
 }
 
 /// Runs `call` on the control node against the members in `urls` in turn (each try within 2
-/// s) until one succeeds or `within` passes; the last failure otherwise.
+/// s) until one succeeds or `within` passes; otherwise each member's last failure (the one
+/// member that answered says more than the others' transport errors).
 async fn until_answered<T, F, Fut>(
     world: &World,
     urls: Vec<String>,
@@ -101,20 +102,28 @@ where
         .control
         .spawn(async move {
             let deadline = tokio::time::Instant::now() + within;
-            let mut last = String::from("no member answered");
+            let mut last = std::collections::BTreeMap::new();
             for attempt in 0.. {
                 let url = urls[attempt % urls.len()].clone();
                 match tokio::time::timeout(Duration::from_secs(2), call(url.clone())).await {
                     Ok(Ok(value)) => return Ok(value),
-                    Ok(Err(status)) => last = format!("{url}: {}", status.message()),
-                    Err(_) => last = format!("{url}: timed out"),
-                }
+                    Ok(Err(status)) => last.insert(url, status.message().to_string()),
+                    Err(_) => last.insert(url, "timed out".to_string()),
+                };
                 if tokio::time::Instant::now() >= deadline {
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            Err(last)
+            let failures: Vec<String> = last
+                .iter()
+                .map(|(url, why)| format!("{url}: {why}"))
+                .collect();
+            Err(if failures.is_empty() {
+                "no member answered".to_string()
+            } else {
+                failures.join("; ")
+            })
         })
         .await
         .unwrap_or_else(|e| Err(format!("the control task failed: {e}")))
@@ -214,7 +223,7 @@ pub async fn replace(world: &mut World, index: usize) -> Result<u64, String> {
     world.crash(index);
     let disk = world.empty_disk(index);
     world.replace_disk(index, disk);
-    let port = peer_port(&peer_url);
+    let port = peer_port_of(&peer_url);
     let flags = world.joining_flags(index, port);
     world.set_flags(index, flags);
     world.restart(index);
@@ -225,13 +234,6 @@ pub async fn replace(world: &mut World, index: usize) -> Result<u64, String> {
             "the replacement did not start as member {id:x}: {other:?}"
         )),
     }
-}
-
-fn peer_port(url: &str) -> u16 {
-    url.rsplit(':')
-        .next()
-        .and_then(|p| p.trim_end_matches('/').parse().ok())
-        .unwrap_or(PEER_PORT)
 }
 
 /// Replaces server `index`, or marks it damaged (left out of the final checks) if the
@@ -258,7 +260,8 @@ pub async fn wipe_data_dir(world: &mut World, index: usize, log: &OperatorLog) -
     })
     .await;
     let outcome = match &state {
-        ServerState::Refused(why) if why.contains("already been bootstrapped") => "refused",
+        // Every refusal of an empty data dir of a started (or removed) member says so.
+        ServerState::Refused(why) if why.contains("is empty") => "refused",
         ServerState::Stopped(why) if why.contains("went back in time") => "stopped",
         other => {
             log.violation(format!(
@@ -328,7 +331,7 @@ pub async fn rollback_data_dir(
 pub async fn move_member(world: &mut World, index: usize, log: &OperatorLog) -> String {
     let name = world.servers[index].name.clone();
     let old_url = peer_url_of(world, index);
-    let port = if peer_port(&old_url) == PEER_PORT {
+    let port = if peer_port_of(&old_url) == PEER_PORT {
         MOVED_PEER_PORT
     } else {
         PEER_PORT
@@ -353,6 +356,7 @@ pub async fn move_member(world: &mut World, index: usize, log: &OperatorLog) -> 
     world.crash(index);
     let flags = world.moved_flags(index, port);
     world.set_flags(index, flags);
+    world.relist_moved_member(index);
     world.restart(index);
     let state = settle(world, index, |s| matches!(s, ServerState::Serving { .. })).await;
     if state != (ServerState::Serving { member_id: id }) {
@@ -371,12 +375,18 @@ pub async fn remove_and_add_again(world: &mut World, index: usize, log: &Operato
         Ok(id) => id,
         Err(why) => return format!("remove and re-add {name}: {why}"),
     };
+    // Only a member that serves can be told it was removed (one whose disk kept it from
+    // starting is not running at all).
+    let gave_up = matches!(
+        world.state(index),
+        ServerState::Refused(_) | ServerState::Stopped(_)
+    );
+    let was_running = !world.crashed.contains(&index) && !gave_up;
     if let Err(why) = remove_member(world, index, id).await {
         return format!("remove {name}: failed ({why})");
     }
     let state = settle(world, index, |s| !matches!(s, ServerState::Serving { .. })).await;
     let stopped = matches!(&state, ServerState::Stopped(why) if why.contains("Removed"));
-    let was_running = !world.crashed.contains(&index);
     if was_running && !stopped {
         log.violation(format!(
             "{name} ({id:x}) removed from the cluster did not stop: {state:?}"

@@ -85,6 +85,9 @@ pub struct Extras {
     /// The watch hub's limits instead of the seed's draw (see
     /// [`crate::world::tuning_for_seed`]): a scenario aimed at catch-up reads cut short.
     pub watch_limits: Option<WatchConfig>,
+    /// The swarm's mix has the operators' faults too ([`RunConfig::from_seed_with_operators`];
+    /// `keel-sim replay --operators` runs it again).
+    pub operator_swarm: bool,
 }
 
 impl std::fmt::Debug for RunConfig {
@@ -132,6 +135,21 @@ impl RunConfig {
             lease_holder: rng.gen_bool(0.3),
             timing_ms: timing_for_seed(seed),
             extras: Extras::default(),
+        }
+    }
+
+    /// [`RunConfig::from_seed`] with the operators' faults in the swarm's mix too (see
+    /// `NemesisConfig::swarm_with_operators`); the rest of the run is the same seed's.
+    pub fn from_seed_with_operators(seed: u64) -> RunConfig {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x6f70_6572_6174_6f72);
+        let plain = RunConfig::from_seed(seed);
+        RunConfig {
+            schedule: Schedule::Random(NemesisConfig::swarm_with_operators(&mut rng)),
+            extras: Extras {
+                operator_swarm: true,
+                ..plain.extras.clone()
+            },
+            ..plain
         }
     }
 
@@ -224,8 +242,13 @@ impl RunReport {
     /// What a failing run of the random sweep prints (see `failure_report`).
     pub fn failure_message(&self, test: &str) -> String {
         let seed = self.config.seed;
+        let operators = if self.config.extras.operator_swarm {
+            " --operators"
+        } else {
+            ""
+        };
         self.failure_report(&format!(
-            "RUSTFLAGS=\"--cfg madsim\" CARGO_TARGET_DIR=target/sim cargo run -p keel-sim --release -- replay --seed {seed}\n\
+            "RUSTFLAGS=\"--cfg madsim\" CARGO_TARGET_DIR=target/sim cargo run -p keel-sim --release -- replay --seed {seed}{operators}\n\
              or:     KEEL_SIM_SEED={seed} RUSTFLAGS=\"--cfg madsim\" CARGO_TARGET_DIR=target/sim cargo test -p keel-sim --test simulation {test}"
         ))
     }

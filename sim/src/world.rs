@@ -214,28 +214,21 @@ fn member_config(
     members: &[usize],
     state: &str,
 ) -> ServerConfig {
-    with_peer_port(config, index, members, state, PEER_PORT)
+    with_peer_ports(config, index, members, state, |_| PEER_PORT)
 }
 
-/// As [`member_config`], with this server's own peer URLs on `peer_port`.
-fn with_peer_port(
+/// As [`member_config`], with each member's peer URL on `peer_port(member)`.
+fn with_peer_ports(
     config: &WorldConfig,
     index: usize,
     members: &[usize],
     state: &str,
-    peer_port: u16,
+    peer_port: impl Fn(usize) -> u16,
 ) -> ServerConfig {
     let url = |i: usize, port: u16| format!("http://{}:{port}", server_ip(i));
     let initial_cluster = members
         .iter()
-        .map(|&i| {
-            let port = if i == index && state == "existing" {
-                peer_port
-            } else {
-                PEER_PORT
-            };
-            format!("s{}={}", i + 1, url(i, port))
-        })
+        .map(|&i| format!("s{}={}", i + 1, url(i, peer_port(i))))
         .collect::<Vec<_>>()
         .join(",");
     let corrupt_check_ms = config.corrupt_check.map_or(0, |d| d.as_millis());
@@ -255,8 +248,11 @@ fn with_peer_port(
         format!("--data-dir=s{}.keel", index + 1),
         format!("--listen-client-urls={}", url(index, CLIENT_PORT)),
         format!("--advertise-client-urls={}", url(index, CLIENT_PORT)),
-        format!("--listen-peer-urls={}", url(index, peer_port)),
-        format!("--initial-advertise-peer-urls={}", url(index, peer_port)),
+        format!("--listen-peer-urls={}", url(index, peer_port(index))),
+        format!(
+            "--initial-advertise-peer-urls={}",
+            url(index, peer_port(index))
+        ),
         format!("--initial-cluster={initial_cluster}"),
         format!("--initial-cluster-state={state}"),
         format!("--heartbeat-interval={}", config.heartbeat_ms),
@@ -284,6 +280,14 @@ fn with_peer_port(
     };
     server.tuning = config.tuning.clone();
     server
+}
+
+/// The port of peer URL `url` (`PEER_PORT` if it names none).
+pub fn peer_port_of(url: &str) -> u16 {
+    url.rsplit(':')
+        .next()
+        .and_then(|p| p.trim_end_matches('/').parse().ok())
+        .unwrap_or(PEER_PORT)
 }
 
 /// A new machine with a fresh disk that runs server `index` at once.
@@ -511,18 +515,51 @@ impl World {
         *self.servers[index].flags.lock().expect("flags") = flags;
     }
 
+    /// The port server `index` listens for peers on, as its flags say.
+    pub fn peer_port(&self, index: usize) -> u16 {
+        let flags = self.flags(index);
+        flags
+            .advertise_peer_urls
+            .first()
+            .map_or(PEER_PORT, |url| peer_port_of(url))
+    }
+
+    /// Flags for server `index` in `state`, with its peer URL on `own_port` and every other
+    /// member's `--initial-cluster` entry where that member listens now.
+    fn current_flags(&self, index: usize, state: &str, own_port: u16) -> ServerConfig {
+        let ports: Vec<u16> = (0..self.servers.len()).map(|i| self.peer_port(i)).collect();
+        let members: Vec<usize> = (0..self.servers.len()).collect();
+        let port = |i: usize| if i == index { own_port } else { ports[i] };
+        with_peer_ports(&self.config, index, &members, state, port)
+    }
+
     /// The flags of a member of this world that joins the running cluster as `existing`,
     /// with its peer URL on `peer_port` (the others keep theirs).
     pub fn joining_flags(&self, index: usize, peer_port: u16) -> ServerConfig {
-        let members: Vec<usize> = (0..self.servers.len()).collect();
-        with_peer_port(&self.config, index, &members, "existing", peer_port)
+        self.current_flags(index, "existing", peer_port)
     }
 
-    /// The flags of server `index` moved to `peer_port` (after a `member update`), with
-    /// `--initial-cluster` as it was: once data exists it is not read.
+    /// The flags of server `index` moved to `peer_port` (after a `member update`), as an
+    /// operator edits them: its own entry of `--initial-cluster` names the new URL too
+    /// (once data exists the list is not read, but a start on an empty data dir checks it).
     pub fn moved_flags(&self, index: usize, peer_port: u16) -> ServerConfig {
-        let members: Vec<usize> = (0..self.servers.len()).collect();
-        with_peer_port(&self.config, index, &members, "new", peer_port)
+        self.current_flags(index, "new", peer_port)
+    }
+
+    /// After server `moved` moved, every other server's `--initial-cluster` names its new
+    /// URL, as an operator keeps the flags files in step with the member list: a member
+    /// restarted on an empty data dir then asks the members where they are (the check that
+    /// refuses a wiped member needs one of them to answer).
+    pub fn relist_moved_member(&mut self, moved: usize) {
+        for index in (0..self.servers.len()).filter(|&i| i != moved) {
+            let flags = self.flags(index);
+            let state = match flags.cluster_state {
+                keel_net::config::ClusterState::New => "new",
+                keel_net::config::ClusterState::Existing => "existing",
+            };
+            let relisted = self.current_flags(index, state, self.peer_port(index));
+            self.set_flags(index, relisted);
+        }
     }
 
     pub fn set_disk_faults(&self, index: usize, faults: Faults) {

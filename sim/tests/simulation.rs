@@ -108,6 +108,33 @@ fn random_faults_keep_keel_safe_and_live() {
     }
 }
 
+/// Seeds of the sweep with the operators' faults (CI's share; `KEEL_SIM_SEEDS` for more).
+const DEFAULT_OPERATOR_SEEDS: u64 = 8;
+
+/// The random sweep with operators at work as well: data dirs wiped or rolled back and their
+/// members replaced, members moved to new URLs, removed and added again — amid the other
+/// faults, not one at a time as in the scripted scenarios.
+#[test]
+fn random_faults_with_operators_keep_keel_safe_and_live() {
+    for seed in keel_sim::seeds::seeds(DEFAULT_OPERATOR_SEEDS) {
+        let report = run_on_its_thread(RunConfig::from_seed_with_operators(seed));
+        assert!(
+            report.passed(),
+            "{}",
+            report.failure_message("random_faults_with_operators_keep_keel_safe_and_live")
+        );
+        let ops = report.history.operations.len();
+        assert!(ops > 10, "seed {seed}: only {ops} operations ran");
+        if std::env::var_os("KEEL_SIM_PROGRESS").is_some() {
+            println!(
+                "seed {seed} passed, simulated {} s, faults: {:?}",
+                report.simulated.as_secs(),
+                report.faults.iter().map(|f| &f.what).collect::<Vec<_>>()
+            );
+        }
+    }
+}
+
 /// Seeds of long hunts (`sim/hunt.sh`) that once failed, each with what it found; CI runs
 /// them all so the bug stays fixed.
 const SEEDS_THAT_FOUND_BUGS: [(u64, &str); 1] = [(
