@@ -12,7 +12,7 @@ use keel_core::mvcc::{
     self, Command, LeaseGrantRequest, PutRequest, RangeRequest, Response, StoreConfig,
     WatchCreateRequest,
 };
-use keel_core::node::{Completion, Member, Node, NodeConfig, Outcome, ProposalBody};
+use keel_core::node::{Completion, Member, Node, NodeConfig, Outcome, ProposalBody, VoterLiveness};
 use keel_core::raft::harness::MemStorage;
 use keel_core::raft::{
     ConfChangeKind, ConfState, InitialState, Message, MessageBody, NodeId, ReplicationState, Role,
@@ -1078,24 +1078,41 @@ fn a_leader_counts_a_voter_up_while_it_answers_every_few_heartbeats_for_an_elect
     let mut cluster = NodeCluster::new(3, default_node_config);
     cluster.elect(1);
     let election_ticks = u64::from(default_node_config(1).raft.election_ticks);
+    let liveness = |cluster: &NodeCluster, id| cluster.node(1).voter_liveness(id);
     cluster.tick(election_ticks);
     assert!([1, 2, 3]
         .iter()
-        .all(|&id| cluster.node(1).is_voter_active(id)));
+        .all(|&id| liveness(&cluster, id) == VoterLiveness::Up));
     cluster.crash(3);
     cluster.tick(4);
-    assert!(cluster.node(1).is_voter_active(1), "the leader itself");
-    assert!(cluster.node(1).is_voter_active(2), "heartbeats answered");
-    assert!(
-        !cluster.node(1).is_voter_active(3),
-        "silent for 4 heartbeats"
+    assert_eq!(
+        liveness(&cluster, 1),
+        VoterLiveness::Up,
+        "the leader itself"
     );
+    assert_eq!(
+        liveness(&cluster, 2),
+        VoterLiveness::Up,
+        "heartbeats answered"
+    );
+    assert_eq!(
+        liveness(&cluster, 3),
+        VoterLiveness::Unsteady,
+        "silent for 4 heartbeats: not up, not down yet"
+    );
+    cluster.tick(election_ticks);
+    assert_eq!(liveness(&cluster, 3), VoterLiveness::Down);
     cluster.restart(3);
     cluster.tick(2);
-    assert!(
-        !cluster.node(1).is_voter_active(3),
+    assert_eq!(
+        liveness(&cluster, 3),
+        VoterLiveness::Unsteady,
         "heard again, but not for an election timeout yet"
     );
     cluster.tick(election_ticks);
-    assert!(cluster.node(1).is_voter_active(3), "heard without a pause");
+    assert_eq!(
+        liveness(&cluster, 3),
+        VoterLiveness::Up,
+        "heard without a pause"
+    );
 }

@@ -126,6 +126,30 @@ fn a_removed_member_stops_and_one_added_on_its_url_joins_as_a_new_member() {
     );
 }
 
+/// etcd's strict reconfiguration check: with one member down for good (its WAL corrupt, it
+/// refuses to start), removing a healthy one would leave a cluster of two with one up, which
+/// could never commit again. The removal is refused ("etcdserver: unhealthy cluster"),
+/// through whichever member the operator asks, and the cluster goes on serving.
+#[test]
+fn removing_a_healthy_member_while_another_is_down_is_refused_as_an_unhealthy_cluster() {
+    let reports = scenario(
+        FILE,
+        "removing_a_healthy_member_while_another_is_down_is_refused_as_an_unhealthy_cluster",
+        |seed| {
+            script(
+                seed,
+                vec![
+                    Step::new(1000, CorruptDisk, Target::Follower, 0),
+                    Step::new(2000, RemoveAndAddAgain, Target::Leader, 0),
+                ],
+            )
+        },
+    );
+    each_log(reports, "the removal was refused", |log| {
+        log.contains("unhealthy cluster") && !log.contains("Stopped(\"Removed\")")
+    });
+}
+
 /// The diverged write must stay visible to a hash (no compaction) and to no client of the
 /// diverged member (no reads at past revisions, no watchers): the member's history is wrong
 /// by construction until it is found, and what is under test is that it is found.

@@ -214,8 +214,20 @@ pub struct ApplyOutput {
 }
 
 /// Heartbeats a peer may miss before it no longer counts as up (see
-/// [`Node::is_voter_active`]).
+/// [`Node::voter_liveness`]).
 const ACTIVE_WINDOW_HEARTBEATS: u64 = 3;
+
+/// What a leader knows of a voter's health, for etcd's strict reconfiguration checks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VoterLiveness {
+    /// Not heard from for an election timeout: not part of any quorum that is up.
+    Down,
+    /// Heard from lately, but missed heartbeats or answered for less than an election
+    /// timeout: neither down nor to be counted on.
+    Unsteady,
+    /// Answered every few heartbeats for at least an election timeout (or this node).
+    Up,
+}
 
 /// A peer heard from without a pause longer than the window since `since_tick`.
 #[derive(Clone, Copy, Debug)]
@@ -267,7 +279,7 @@ pub struct Node {
     /// The tick at which this node last proposed the NOSPACE alarm.
     no_space_alarm_asked_tick: Option<u64>,
     /// When each peer has been heard from without a pause since, and when last (see
-    /// [`Node::is_voter_active`]).
+    /// [`Node::voter_liveness`]).
     peer_heard: BTreeMap<NodeId, HeardStreak>,
 }
 
@@ -437,22 +449,31 @@ impl Node {
         Ok(node)
     }
 
-    /// Whether voter `id` counts as up for etcd's strict reconfiguration check: this node,
-    /// or a peer heard from within the last few heartbeats, and without a pause for at
-    /// least an election timeout. Only a leader hears from every voter (a follower hears
-    /// from the leader alone), so only a leader's answer means anything. etcd asks its
-    /// transport whether the peer has been connected for 5 s; keel asks whether the peer
-    /// answers, which is what a quorum needs, and reacts within a few heartbeats to one
-    /// that stopped (a crashed member must not count as up for a whole election timeout).
-    pub fn is_voter_active(&self, id: NodeId) -> bool {
+    /// Voter `id`'s health as this node sees it, for etcd's strict reconfiguration check.
+    /// Only a leader hears from every voter (a follower hears from the leader alone), so
+    /// only a leader's answer means anything. etcd asks its transport whether the peer has
+    /// been connected for 5 s (up) or is not connected at all (down); keel asks whether the
+    /// peer answers, which is what a quorum needs. Up is strict (a member that crashed a few
+    /// heartbeats ago no longer counts) and down is strict too (a member heard within an
+    /// election timeout is not down): whatever lies between counts as neither.
+    pub fn voter_liveness(&self, id: NodeId) -> VoterLiveness {
         if id == self.id {
-            return true;
+            return VoterLiveness::Up;
         }
-        let stable_ticks = u64::from(self.config.raft.election_ticks);
-        self.peer_heard.get(&id).is_some_and(|streak| {
-            self.ticks.saturating_sub(streak.last_tick) <= self.heard_window_ticks()
-                && self.ticks.saturating_sub(streak.since_tick) >= stable_ticks
-        })
+        let election_ticks = u64::from(self.config.raft.election_ticks);
+        let Some(streak) = self.peer_heard.get(&id) else {
+            return VoterLiveness::Down;
+        };
+        let silent_ticks = self.ticks.saturating_sub(streak.last_tick);
+        if silent_ticks > election_ticks {
+            VoterLiveness::Down
+        } else if silent_ticks <= self.heard_window_ticks()
+            && self.ticks.saturating_sub(streak.since_tick) >= election_ticks
+        {
+            VoterLiveness::Up
+        } else {
+            VoterLiveness::Unsteady
+        }
     }
 
     /// Silence longer than this many ticks ends a peer's streak: a leader's heartbeats go

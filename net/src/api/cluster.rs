@@ -2,10 +2,12 @@
 //! checks before proposing (`ValidateConfigurationChange` and the strict reconfiguration
 //! checks: a change must not leave fewer started voters than a quorum).
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 
 use keel_core::auth::Credentials;
-use keel_core::node::{added_member_id, Member, Members, Node, Outcome, ProposalBody};
+use keel_core::node::{
+    added_member_id, Member, Members, Node, Outcome, ProposalBody, VoterLiveness,
+};
 use keel_core::raft::ConfChangeKind;
 use tonic::{Request, Response, Status};
 
@@ -349,22 +351,20 @@ pub fn check_add(
     Ok(())
 }
 
-/// Which voters the leader has heard from lately (see `Node::is_voter_active`), for
-/// etcd's strict reconfiguration check. Only a leader hears from every voter (a follower
-/// hears from the leader alone), so a follower's view is `None`.
+/// The voters' health as the leader sees it (see `Node::voter_liveness`), for etcd's
+/// strict reconfiguration check. Only a leader hears from every voter (a follower hears
+/// from the leader alone), so a follower's view is `None`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct VotersUp(Option<BTreeSet<u64>>);
+pub struct VotersUp(Option<BTreeMap<u64, VoterLiveness>>);
 
 impl VotersUp {
     pub fn of(node: &Node) -> VotersUp {
         if !node.is_leader() {
             return VotersUp(None);
         }
-        let up = node.members().iter().filter(|m| !m.is_learner);
+        let voters = node.members().iter().filter(|m| !m.is_learner);
         VotersUp(Some(
-            up.filter(|m| node.is_voter_active(m.id))
-                .map(|m| m.id)
-                .collect(),
+            voters.map(|m| (m.id, node.voter_liveness(m.id))).collect(),
         ))
     }
 }
@@ -382,14 +382,18 @@ pub fn check_remove(members: &Members, voters_up: &VotersUp, id: u64) -> Result<
     if !has_quorum_started(voters, started) {
         return Err(EtcdError::MemberNotEnoughStarted);
     }
-    let VotersUp(Some(up)) = voters_up else {
+    let VotersUp(Some(liveness)) = voters_up else {
         return Err(EtcdError::NotLeader);
     };
-    if !up.contains(&id) {
+    if liveness.get(&id) == Some(&VoterLiveness::Down) {
         return Ok(member.clone());
     }
     // The voters up after the removal, out of those left.
-    if !has_quorum_started(voters, up.len() - 1) {
+    let up_left = liveness
+        .iter()
+        .filter(|&(&voter, &l)| voter != id && l == VoterLiveness::Up)
+        .count();
+    if !has_quorum_started(voters, up_left) {
         return Err(EtcdError::Unhealthy);
     }
     Ok(member.clone())
@@ -451,6 +455,7 @@ fn is_in_sync(learner_match: u64, leader_match: u64) -> bool {
 #[cfg(test)]
 mod tests {
     use keel_core::raft::ConfChange;
+    use VoterLiveness::{Down, Unsteady, Up};
 
     use super::*;
 
@@ -549,7 +554,7 @@ mod tests {
     #[test]
     fn remove_refuses_unknown_members_and_losing_the_started_quorum() {
         let members = three();
-        let all_up = VotersUp(Some([1, 2, 3].into()));
+        let all_up = voters([(1, Up), (2, Up), (3, Up)]);
         assert_eq!(
             check_remove(&members, &all_up, 9),
             Err(EtcdError::MemberNotFound)
@@ -571,25 +576,44 @@ mod tests {
         ])
     }
 
+    fn voters<const N: usize>(liveness: [(u64, VoterLiveness); N]) -> VotersUp {
+        VotersUp(Some(liveness.into_iter().collect()))
+    }
+
     #[test]
     fn remove_refuses_losing_the_quorum_of_voters_up_like_etcds_unhealthy_cluster() {
         let members = three_started();
         // 3 is down: removing 2, which is up, would leave one up of two.
-        let two_up = VotersUp(Some([1, 2].into()));
+        let one_down = voters([(1, Up), (2, Up), (3, Down)]);
         assert_eq!(
-            check_remove(&members, &two_up, 2),
+            check_remove(&members, &one_down, 2),
             Err(EtcdError::Unhealthy)
         );
         // Removing the member that is down leaves two up of two.
-        assert_eq!(check_remove(&members, &two_up, 3).map(|m| m.id), Ok(3));
+        assert_eq!(check_remove(&members, &one_down, 3).map(|m| m.id), Ok(3));
         // All up: any one may go.
-        let all_up = VotersUp(Some([1, 2, 3].into()));
+        let all_up = voters([(1, Up), (2, Up), (3, Up)]);
         assert_eq!(check_remove(&members, &all_up, 2).map(|m| m.id), Ok(2));
         // Only the leader knows who is up.
         assert_eq!(
             check_remove(&members, &VotersUp(None), 2),
             Err(EtcdError::NotLeader)
         );
+    }
+
+    #[test]
+    fn an_unsteady_voter_is_neither_counted_up_nor_removable_as_down() {
+        let members = three_started();
+        // 3 stopped answering a moment ago: removing 2 would leave one up of two.
+        let just_crashed = voters([(1, Up), (2, Up), (3, Unsteady)]);
+        assert_eq!(
+            check_remove(&members, &just_crashed, 2),
+            Err(EtcdError::Unhealthy)
+        );
+        // 2 came back a moment ago, 3 is down: 2 is not down, so removing it counts.
+        let back = voters([(1, Up), (2, Unsteady), (3, Down)]);
+        assert_eq!(check_remove(&members, &back, 2), Err(EtcdError::Unhealthy));
+        assert_eq!(check_remove(&members, &back, 3).map(|m| m.id), Ok(3));
     }
 
     #[test]

@@ -139,10 +139,13 @@ impl Forwarder {
     }
 }
 
-/// The leader could not be reached, or is no longer the leader: ask again.
+/// The leader could not be reached, or is no longer the leader: ask again. An
+/// `Unavailable` that is the leader's answer ("unhealthy cluster": the change would lose the
+/// quorum) goes back to the client as it is.
 fn is_retryable(status: &Status) -> bool {
-    status.code() == Code::Unavailable
-        || EtcdError::from_status(status) == Some(EtcdError::NotLeader)
+    let error = EtcdError::from_status(status);
+    (status.code() == Code::Unavailable && error != Some(EtcdError::Unhealthy))
+        || error == Some(EtcdError::NotLeader)
 }
 
 #[cfg(test)]
@@ -162,6 +165,7 @@ mod tests {
         assert!(is_retryable(&Status::unavailable("transport error")));
         assert!(is_retryable(&EtcdError::NotLeader.status()));
         assert!(!is_retryable(&EtcdError::LearnerNotReady.status()));
+        assert!(!is_retryable(&EtcdError::Unhealthy.status()));
         assert!(!is_retryable(&Status::not_found(
             "etcdserver: requested lease not found"
         )));
