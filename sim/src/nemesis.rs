@@ -1112,6 +1112,27 @@ pub async fn leader_and_term(world: &World) -> Option<(usize, u64)> {
         .flatten()
 }
 
+/// Server `index`'s Raft term, as it answers a status request (`None` if it does not).
+pub async fn member_term(world: &World, index: usize) -> Option<u64> {
+    let url = world.servers[index].client_url();
+    world
+        .control
+        .spawn(async move {
+            let status = async {
+                let mut client = MaintenanceClient::connect(url).await.ok()?;
+                let status = client.status(pb::StatusRequest {}).await.ok()?;
+                Some(status.into_inner().raft_term)
+            };
+            tokio::time::timeout(Duration::from_millis(500), status)
+                .await
+                .ok()
+                .flatten()
+        })
+        .await
+        .ok()
+        .flatten()
+}
+
 /// The server that says it leads, asked over the simulated network from the control node.
 pub async fn find_leader(world: &World) -> Option<usize> {
     leader_and_term(world).await.map(|(leader, _)| leader)

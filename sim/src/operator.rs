@@ -22,7 +22,7 @@ use keel_net::proto::etcdserverpb::cluster_client::ClusterClient;
 use tonic::transport::Channel;
 
 use crate::history::MemberId;
-use crate::nemesis::leader_and_term;
+use crate::nemesis::{leader_and_term, member_term};
 use crate::world::{peer_port_of, ServerState, World, PEER_PORT};
 
 /// How long a server has to do what it must (refuse, stop, serve) after a step.
@@ -283,6 +283,13 @@ pub async fn rollback_data_dir(
 ) -> String {
     let name = world.servers[index].name.clone();
     let before = leader_and_term(world).await;
+    // A member behind the leader's term would learn it during the hold, and the copy would
+    // take its term back: a vote it cast in the newer term forgotten, which Raft cannot
+    // detect. Only a member in the leader's term is rolled back.
+    let own_term = member_term(world, index).await;
+    if own_term.is_none() || own_term != before.map(|(_, term)| term) {
+        return format!("roll back {name}: skipped (its term {own_term:?}, leader {before:?})");
+    }
     let Some(copy) = world.disk(index).map(|d| d.copy_as_crashed()) else {
         return format!("roll back {name}: no disk");
     };

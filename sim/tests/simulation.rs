@@ -57,21 +57,7 @@ fn random_faults_keep_keel_safe_and_live() {
         coverage.add(&report.coverage);
         probes.add(&report.crash_probes);
 
-        assert!(
-            report.passed(),
-            "{}",
-            report.failure_message("random_faults_keep_keel_safe_and_live")
-        );
-        let ops = report.history.operations.len();
-        // A brutal seed leaves clients mostly waiting out timeouts, but something ran.
-        assert!(ops > 10, "seed {seed}: only {ops} operations ran");
-        if std::env::var_os("KEEL_SIM_PROGRESS").is_some() {
-            // Read by sim/hunt.sh.
-            println!(
-                "seed {seed} passed, simulated {} s",
-                report.simulated.as_secs()
-            );
-        }
+        assert_sweep_seed_passed(&report, "random_faults_keep_keel_safe_and_live");
     }
     keel_sim::invariants::print_coverage_if_asked(&coverage);
     if std::env::var_os("KEEL_SIM_COVERAGE").is_some() {
@@ -118,20 +104,64 @@ const DEFAULT_OPERATOR_SEEDS: u64 = 8;
 fn random_faults_with_operators_keep_keel_safe_and_live() {
     for seed in keel_sim::seeds::seeds(DEFAULT_OPERATOR_SEEDS) {
         let report = run_on_its_thread(RunConfig::from_seed_with_operators(seed));
+        assert_sweep_seed_passed(
+            &report,
+            "random_faults_with_operators_keep_keel_safe_and_live",
+        );
+    }
+}
+
+/// A sweep's seed passed and ran something; with `KEEL_SIM_PROGRESS`, says so in the line
+/// `sim/hunt.sh` reads ("seed N passed, simulated S s", then the faults).
+fn assert_sweep_seed_passed(report: &RunReport, test: &str) {
+    assert!(report.passed(), "{}", report.failure_message(test));
+    let (seed, ops) = (report.config.seed, report.history.operations.len());
+    // A brutal seed leaves clients mostly waiting out timeouts, but something ran.
+    assert!(ops > 10, "seed {seed}: only {ops} operations ran");
+    if std::env::var_os("KEEL_SIM_PROGRESS").is_some() {
+        println!(
+            "seed {seed} passed, simulated {} s, faults: {:?}",
+            report.simulated.as_secs(),
+            report.faults.iter().map(|f| &f.what).collect::<Vec<_>>()
+        );
+    }
+}
+
+/// Seeds of the operators' sweep that once failed, each with what it found.
+const OPERATOR_SEEDS_THAT_FOUND_BUGS: [(u64, &str); 5] = [
+    (
+        9,
+        "removing a healthy member while another was down lost the quorum for good \
+         (no 'unhealthy cluster' check)",
+    ),
+    (
+        18,
+        "a member removed while it lagged never stopped (removal checked only at a hello)",
+    ),
+    (
+        211,
+        "a member that had answered for less than an election timeout counted as down, so \
+         removing it was allowed while another member was down",
+    ),
+    (
+        902,
+        "a member that missed a peer's member update dialled its old URL forever",
+    ),
+    (
+        1865,
+        "a member that crashed a moment before still counted as up for a removal",
+    ),
+];
+
+#[test]
+fn operator_seeds_that_once_found_bugs_pass() {
+    for (seed, found) in OPERATOR_SEEDS_THAT_FOUND_BUGS {
+        let report = run_on_its_thread(RunConfig::from_seed_with_operators(seed));
         assert!(
             report.passed(),
-            "{}",
-            report.failure_message("random_faults_with_operators_keep_keel_safe_and_live")
+            "seed {seed} once found: {found}\n{}",
+            report.failure_message("operator_seeds_that_once_found_bugs_pass")
         );
-        let ops = report.history.operations.len();
-        assert!(ops > 10, "seed {seed}: only {ops} operations ran");
-        if std::env::var_os("KEEL_SIM_PROGRESS").is_some() {
-            println!(
-                "seed {seed} passed, simulated {} s, faults: {:?}",
-                report.simulated.as_secs(),
-                report.faults.iter().map(|f| &f.what).collect::<Vec<_>>()
-            );
-        }
     }
 }
 
