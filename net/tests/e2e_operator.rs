@@ -193,6 +193,65 @@ fn a_member_moved_to_a_new_peer_url_keeps_its_id_and_its_data() {
     etcdctl_ok(&moved, &["put", "after-move", "v"]);
 }
 
+/// The member id (hex) that answers at `endpoint`, and the leader's id, as `endpoint status`
+/// gives them.
+fn status_ids(endpoint: &str) -> Option<(u64, u64)> {
+    let status = etcdctl(endpoint, &["endpoint", "status", "-w", "json"]);
+    let json: serde_json::Value = serde_json::from_slice(&status.stdout).ok()?;
+    let status = &json[0]["Status"];
+    Some((
+        status["header"]["member_id"].as_u64()?,
+        status["leader"].as_u64()?,
+    ))
+}
+
+/// A member that was down while another moved (`member update`) comes back knowing only the
+/// old URL. When the moved member leads, the one that missed the move hears it but could
+/// never answer it (so never get the entry with the new URL): the moved member's connection
+/// names where it listens, and the other dials there.
+#[test]
+fn a_member_down_during_a_move_finds_the_moved_leader_at_its_new_url() {
+    let _drill = drill();
+    let mut cluster = Cluster::start(3);
+    let through = cluster.members[1].endpoint();
+    let moved_id = member_id(&through, &cluster.members[2].peer_url());
+    cluster.members[0].kill();
+    let new_port = free_port();
+    let new_url = format!("http://127.0.0.1:{new_port}");
+    etcdctl_until(
+        &through,
+        &[
+            "member",
+            "update",
+            &moved_id,
+            &format!("--peer-urls={new_url}"),
+        ],
+        "no such thing",
+    );
+    cluster.members[2].terminate();
+    cluster.members[2].peer_port = new_port;
+    let initial_cluster = cluster.initial_cluster.clone();
+    spawn(&mut cluster.members[2], &initial_cluster, "new", &[]);
+    let moved = cluster.members[2].endpoint();
+    // The moved member leads (n1 is down, so n2 can hand over only to it).
+    wait_for("the moved member to lead", || {
+        let (member, leader) = status_ids(&moved)?;
+        if member == leader {
+            return Some(());
+        }
+        let _ = etcdctl(&through, &["move-leader", &format!("{member:x}")]);
+        None
+    });
+    cluster.restart(0);
+    etcdctl_ok(&moved, &["put", "after-move", "v"]);
+    let missed = cluster.members[0].endpoint();
+    wait_for("the member that missed the move to catch up", || {
+        serves(&missed, "after-move", "v")
+    });
+    let list = etcdctl_ok(&missed, &["member", "list"]);
+    assert!(list.contains(&new_url), "{list}");
+}
+
 #[test]
 fn a_removed_member_exits_and_one_added_on_its_url_joins_as_a_new_member() {
     let _drill = drill();
