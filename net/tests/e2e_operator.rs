@@ -161,6 +161,25 @@ fn a_member_restarted_on_an_older_copy_of_its_data_dir_stops_and_says_why() {
     });
 }
 
+/// `member update` of member `index` to a new peer URL (through `through`), then the member
+/// restarted there with its data; the new URL. Its `--initial-cluster` still names the old
+/// URL: once data exists it is not read.
+fn move_member(cluster: &mut Cluster, index: usize, through: &str) -> String {
+    let id = member_id(through, &cluster.members[index].peer_url());
+    let new_port = free_port();
+    let new_url = format!("http://127.0.0.1:{new_port}");
+    etcdctl_until(
+        through,
+        &["member", "update", &id, &format!("--peer-urls={new_url}")],
+        "no such thing",
+    );
+    cluster.members[index].terminate();
+    cluster.members[index].peer_port = new_port;
+    let initial_cluster = cluster.initial_cluster.clone();
+    spawn(&mut cluster.members[index], &initial_cluster, "new", &[]);
+    new_url
+}
+
 #[test]
 fn a_member_moved_to_a_new_peer_url_keeps_its_id_and_its_data() {
     let _drill = drill();
@@ -168,18 +187,7 @@ fn a_member_moved_to_a_new_peer_url_keeps_its_id_and_its_data() {
     let through = cluster.members[0].endpoint();
     etcdctl_ok(&through, &["put", "before-move", "v"]);
     let id = member_id(&through, &cluster.members[2].peer_url());
-    let new_port = free_port();
-    let new_url = format!("http://127.0.0.1:{new_port}");
-    etcdctl_until(
-        &through,
-        &["member", "update", &id, &format!("--peer-urls={new_url}")],
-        "no such thing",
-    );
-    cluster.members[2].terminate();
-    cluster.members[2].peer_port = new_port;
-    // --initial-cluster still names the old URL: once data exists it is not read.
-    let initial_cluster = cluster.initial_cluster.clone();
-    spawn(&mut cluster.members[2], &initial_cluster, "new", &[]);
+    let new_url = move_member(&mut cluster, 2, &through);
     let moved = cluster.members[2].endpoint();
     wait_for("the moved member to serve", || {
         etcdctl(&moved, &["get", "before-move"])
@@ -214,24 +222,8 @@ fn a_member_down_during_a_move_finds_the_moved_leader_at_its_new_url() {
     let _drill = drill();
     let mut cluster = Cluster::start(3);
     let through = cluster.members[1].endpoint();
-    let moved_id = member_id(&through, &cluster.members[2].peer_url());
     cluster.members[0].kill();
-    let new_port = free_port();
-    let new_url = format!("http://127.0.0.1:{new_port}");
-    etcdctl_until(
-        &through,
-        &[
-            "member",
-            "update",
-            &moved_id,
-            &format!("--peer-urls={new_url}"),
-        ],
-        "no such thing",
-    );
-    cluster.members[2].terminate();
-    cluster.members[2].peer_port = new_port;
-    let initial_cluster = cluster.initial_cluster.clone();
-    spawn(&mut cluster.members[2], &initial_cluster, "new", &[]);
+    let new_url = move_member(&mut cluster, 2, &through);
     let moved = cluster.members[2].endpoint();
     // The moved member leads (n1 is down, so n2 can hand over only to it).
     wait_for("the moved member to lead", || {
