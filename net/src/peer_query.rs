@@ -45,6 +45,10 @@ impl MembersView {
         self.0.read().map(|m| m.clone()).unwrap_or_default()
     }
 
+    pub fn is_member(&self, id: NodeId) -> bool {
+        self.0.read().is_ok_and(|m| m.get(id).is_some())
+    }
+
     pub fn is_removed(&self, id: NodeId) -> bool {
         self.0.read().is_ok_and(|m| m.is_removed(id))
     }

@@ -712,7 +712,10 @@ impl Receiver {
                             refuse(stream, &error).await;
                             return Err(error);
                         }
-                        self.hints.learn(hello.from, &hello.peer_urls);
+                        // Kept for members only: the hints stay as few as they are.
+                        if self.desk.members.is_member(hello.from) {
+                            self.hints.learn(hello.from, &hello.peer_urls);
+                        }
                         *peer = Some(hello.from);
                     }
                     (Decoded::Question(question), None) => {

@@ -1088,17 +1088,7 @@ pub async fn leader_and_term(world: &World) -> Option<(usize, u64)> {
         .control
         .spawn(async move {
             for (i, url) in urls.into_iter().enumerate() {
-                let status = async {
-                    let mut client = MaintenanceClient::connect(url).await.ok()?;
-                    client
-                        .status(pb::StatusRequest {})
-                        .await
-                        .ok()
-                        .map(|r| r.into_inner())
-                };
-                let Ok(Some(status)) =
-                    tokio::time::timeout(Duration::from_millis(500), status).await
-                else {
+                let Some(status) = status_of(url).await else {
                     continue;
                 };
                 if status.header.is_some_and(|h| h.member_id == status.leader) {
@@ -1115,19 +1105,18 @@ pub async fn leader_and_term(world: &World) -> Option<(usize, u64)> {
 /// Server `index`'s Raft term, as it answers a status request (`None` if it does not).
 pub async fn member_term(world: &World, index: usize) -> Option<u64> {
     let url = world.servers[index].client_url();
-    world
-        .control
-        .spawn(async move {
-            let status = async {
-                let mut client = MaintenanceClient::connect(url).await.ok()?;
-                let status = client.status(pb::StatusRequest {}).await.ok()?;
-                Some(status.into_inner().raft_term)
-            };
-            tokio::time::timeout(Duration::from_millis(500), status)
-                .await
-                .ok()
-                .flatten()
-        })
+    let status = world.control.spawn(status_of(url)).await.ok().flatten();
+    status.map(|s| s.raft_term)
+}
+
+/// The status `url`'s member answers within 500 ms, asked from the node this runs on.
+async fn status_of(url: String) -> Option<pb::StatusResponse> {
+    let status = async {
+        let mut client = MaintenanceClient::connect(url).await.ok()?;
+        let status = client.status(pb::StatusRequest {}).await.ok()?;
+        Some(status.into_inner())
+    };
+    tokio::time::timeout(Duration::from_millis(500), status)
         .await
         .ok()
         .flatten()

@@ -624,21 +624,17 @@ fn read_segment<D: Disk>(disk: &mut D, file: &str, options: WalOptions) -> Resul
     let to_read = usize::try_from(zeros_from_bytes).unwrap_or(usize::MAX);
     let mut bytes = Vec::new();
     let mut chunk = vec![0u8; READ_CHUNK_BYTES.min(to_read)];
-    // Zeros read since the last chunk that held anything: kept only if more data follows.
-    let mut zeros_pending_bytes = 0usize;
     let mut offset_bytes = 0usize;
     while offset_bytes < to_read {
         let chunk = &mut chunk[..READ_CHUNK_BYTES.min(to_read - offset_bytes)];
         disk.read_at(file, offset_bytes as u64, chunk)
             .map_err(|e| unreadable(disk, offset_bytes as u64, e))?;
-        offset_bytes += chunk.len();
-        if chunk.iter().all(|&b| b == 0) {
-            zeros_pending_bytes += chunk.len();
-            continue;
+        // The zeros read since the last chunk with data are kept once more data follows.
+        if chunk.iter().any(|&b| b != 0) {
+            bytes.resize(offset_bytes, 0);
+            bytes.extend_from_slice(chunk);
         }
-        bytes.resize(bytes.len() + zeros_pending_bytes, 0);
-        zeros_pending_bytes = 0;
-        bytes.extend_from_slice(chunk);
+        offset_bytes += chunk.len();
     }
     let zeros_after_bytes = size_bytes - bytes.len() as u64;
     let kept_zeros_bytes = zeros_after_bytes.min(ZERO_TAIL_KEPT_BYTES);

@@ -483,6 +483,10 @@ impl Node {
     }
 
     fn heard_from(&mut self, peer: NodeId) {
+        // Members only: the map stays as small as the member list.
+        if self.members.get(peer).is_none() {
+            return;
+        }
         let (now, window) = (self.ticks, self.heard_window_ticks());
         let streak = self.peer_heard.entry(peer).or_insert(HeardStreak {
             since_tick: now,

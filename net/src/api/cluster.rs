@@ -61,6 +61,12 @@ impl ClusterService {
         }
     }
 
+    /// This member's header for an answer the leader gave (the client asked this member).
+    async fn header_here(&self) -> Result<Option<pb::ResponseHeader>, Status> {
+        let term = self.api.current_header().await?.raft_term;
+        Ok(cluster_header(&self.api.header_at(term)))
+    }
+
     async fn forward_remove(
         &self,
         id: u64,
@@ -160,8 +166,7 @@ impl Cluster for ClusterService {
             // Only the leader knows which voters are up: ask it.
             Err(EtcdError::NotLeader) if !forwarded => {
                 let mut response = self.forward_remove(id, &credentials).await?;
-                let term = self.api.current_header().await?.raft_term;
-                response.header = cluster_header(&self.api.header_at(term));
+                response.header = self.header_here().await?;
                 return Ok(Response::new(response));
             }
             Err(error) => return Err(error.status()),
@@ -249,8 +254,7 @@ impl Cluster for ClusterService {
             // Only the leader knows how far the learner's log is: ask it, as etcd does.
             Err(EtcdError::NotLeader) if !forwarded => {
                 let mut response = self.forward_promote(id, &credentials).await?;
-                let term = self.api.current_header().await?.raft_term;
-                response.header = cluster_header(&self.api.header_at(term));
+                response.header = self.header_here().await?;
                 return Ok(Response::new(response));
             }
             Err(error) => return Err(error.status()),
