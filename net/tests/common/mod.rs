@@ -70,6 +70,11 @@ impl Member {
         format!("127.0.0.1:{}", self.client_port)
     }
 
+    /// The running process's id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn is_running(&mut self) -> bool {
         self.child
             .as_mut()
