@@ -105,8 +105,20 @@ impl Overlay {
         if empty_range(from, to) {
             return None;
         }
-        let (key, value) = self.table(table).range::<[u8], _>((from, to)).next_back()?;
-        Some((key.as_slice(), value))
+        // The last key up to `to`, then checked against `from`: one descent of the tree
+        // instead of the two a two-sided range takes (a put's previous-version lookup; the
+        // key comparisons were 2.5% of three members' CPU under put 8/64).
+        let (key, value) = self
+            .table(table)
+            .range::<[u8], _>((Bound::Unbounded, to))
+            .next_back()?;
+        let key = key.as_slice();
+        let from_ok = match from {
+            Bound::Included(from) => key >= from,
+            Bound::Excluded(from) => key > from,
+            Bound::Unbounded => true,
+        };
+        from_ok.then_some((key, value))
     }
 
     pub fn find(&self, table: Table, key: &[u8]) -> Found<'_> {
@@ -267,4 +279,42 @@ pub fn scan_merged(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn bound(kind: u8, key: &[u8]) -> Bound<&[u8]> {
+        match kind % 3 {
+            0 => Bound::Included(key),
+            1 => Bound::Excluded(key),
+            _ => Bound::Unbounded,
+        }
+    }
+
+    proptest! {
+        /// `last_in` answers what the last key of a two-sided range is.
+        #[test]
+        fn last_in_is_the_last_write_of_the_range(
+            keys in proptest::collection::vec(proptest::collection::vec(0u8..4, 0..4), 0..24),
+            from in proptest::collection::vec(0u8..4, 0..4),
+            to in proptest::collection::vec(0u8..4, 0..4),
+            kinds in (0u8..3, 0u8..3),
+        ) {
+            let mut overlay = Overlay::default();
+            for key in &keys {
+                overlay.write(Table::Kv, key, Some(key.clone()));
+            }
+            let (from, to) = (bound(kinds.0, &from), bound(kinds.1, &to));
+            let expected = if empty_range(from, to) {
+                None
+            } else {
+                overlay.table(Table::Kv).range::<[u8], _>((from, to)).next_back()
+            };
+            let found = overlay.last_in(Table::Kv, from, to);
+            prop_assert_eq!(found.map(|(k, _)| k.to_vec()), expected.map(|(k, _)| k.clone()));
+        }
+    }
 }
