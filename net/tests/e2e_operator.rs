@@ -614,9 +614,12 @@ fn a_cluster_that_lost_its_majority_is_rebuilt_from_the_survivor() {
     for lost in [1, 2] {
         let peer_url = cluster.members[lost].peer_url();
         let name = cluster.members[lost].name.clone();
-        etcdctl_ok(
+        // The second add waits until the first new member has been up for an election
+        // timeout: until then the leader counts it as down (etcd: "unhealthy cluster").
+        etcdctl_until(
             &through,
             &["member", "add", &name, &format!("--peer-urls={peer_url}")],
+            "Peer URLs already exists",
         );
         spawn(
             &mut cluster.members[lost],

@@ -83,6 +83,28 @@ impl ClusterService {
             .await
     }
 
+    async fn forward_add(
+        &self,
+        peer_urls: Vec<String>,
+        is_learner: bool,
+        credentials: &Credentials,
+    ) -> Result<pb::MemberAddResponse, Status> {
+        self.forwarder
+            .to_leader(move |channel| {
+                let mut request = Request::new(pb::MemberAddRequest {
+                    peer_ur_ls: peer_urls.clone(),
+                    is_learner,
+                });
+                mark_forwarded(&mut request);
+                pass_token(&mut request, credentials);
+                async move {
+                    let answer = ClusterClient::new(channel).member_add(request).await?;
+                    Ok(answer.into_inner())
+                }
+            })
+            .await
+    }
+
     async fn forward_promote(
         &self,
         id: u64,
@@ -113,6 +135,7 @@ impl Cluster for ClusterService {
     ) -> Result<Response<pb::MemberAddResponse>, Status> {
         let credentials = self.api.credentials(&request);
         self.api.require_admin(&credentials).await?;
+        let forwarded = is_forwarded(&request);
         let request = request.into_inner();
         let peer_urls = peer_urls(request.peer_ur_ls)?;
         // A new id every time, as etcd's (which hash the time in): the same URLs may come
@@ -120,8 +143,28 @@ impl Cluster for ClusterService {
         let id = added_member_id(&peer_urls, &self.api.cluster_token, crate::random::u64());
         let is_learner = request.is_learner;
         let urls = peer_urls.clone();
-        self.check(move |node| check_add(node.members(), id, &urls, is_learner))
-            .await?;
+        let checked = self
+            .api
+            .handle
+            .call(move |node| {
+                check_add(node.members(), id, &urls, is_learner).and_then(|()| {
+                    check_add_health(node.members(), &VotersUp::of(node), is_learner)
+                })
+            })
+            .await
+            .map_err(api_status)?;
+        match checked {
+            Ok(()) => {}
+            // Only the leader knows which voters are up: ask it.
+            Err(EtcdError::NotLeader) if !forwarded => {
+                let mut response = self
+                    .forward_add(peer_urls, is_learner, &credentials)
+                    .await?;
+                response.header = self.header_here().await?;
+                return Ok(Response::new(response));
+            }
+            Err(error) => return Err(error.status()),
+        }
         let member = Member {
             id,
             peer_urls,
@@ -355,6 +398,38 @@ pub fn check_add(
     Ok(())
 }
 
+/// etcd's health check before adding a voter (`mayAddMember` with
+/// `--strict-reconfig-check`, in etcd 3.6's form): counting the new member as down until it
+/// starts, the voters up in the leader's view must still be a quorum. Adding a fourth member
+/// to three with one down would otherwise leave two of four up, and the cluster stalls until
+/// the new member catches up (etcd 3.4 asks more: every voter connected for 5 s). A lone
+/// member may always take a second one (restoring from a backup), and a learner never
+/// changes the quorum.
+pub fn check_add_health(
+    members: &Members,
+    voters_up: &VotersUp,
+    is_learner: bool,
+) -> Result<(), EtcdError> {
+    if is_learner {
+        return Ok(());
+    }
+    let voters = members.iter().filter(|m| !m.is_learner).count();
+    if voters == 1 {
+        return Ok(());
+    }
+    let VotersUp(Some(liveness)) = voters_up else {
+        return Err(EtcdError::NotLeader);
+    };
+    let up = liveness
+        .values()
+        .filter(|&&l| l == VoterLiveness::Up)
+        .count();
+    if !has_quorum_started(voters + 1, up) {
+        return Err(EtcdError::Unhealthy);
+    }
+    Ok(())
+}
+
 /// The voters' health as the leader sees it (see `Node::voter_liveness`), for etcd's
 /// strict reconfiguration check. Only a leader hears from every voter (a follower hears
 /// from the leader alone), so a follower's view is `None`.
@@ -582,6 +657,35 @@ mod tests {
 
     fn voters<const N: usize>(liveness: [(u64, VoterLiveness); N]) -> VotersUp {
         VotersUp(Some(liveness.into_iter().collect()))
+    }
+
+    #[test]
+    fn a_voter_is_added_only_while_the_voters_up_stay_a_quorum_with_it_counted_down() {
+        let members = three_started();
+        // 3 is down: with a fourth member not yet started, two of four would be up.
+        let one_down = voters([(1, Up), (2, Up), (3, Down)]);
+        assert_eq!(
+            check_add_health(&members, &one_down, false),
+            Err(EtcdError::Unhealthy)
+        );
+        // A member back a moment ago is not up yet.
+        let one_back = voters([(1, Up), (2, Up), (3, Unsteady)]);
+        assert_eq!(
+            check_add_health(&members, &one_back, false),
+            Err(EtcdError::Unhealthy)
+        );
+        // All up: three of four.
+        let all_up = voters([(1, Up), (2, Up), (3, Up)]);
+        assert_eq!(check_add_health(&members, &all_up, false), Ok(()));
+        // A learner does not change the quorum; a lone member may take a second one.
+        assert_eq!(check_add_health(&members, &one_down, true), Ok(()));
+        let lone = Members::new([member(1, "a", "http://127.0.0.1:2380", false)]);
+        assert_eq!(check_add_health(&lone, &VotersUp(None), false), Ok(()));
+        // Only the leader knows who is up.
+        assert_eq!(
+            check_add_health(&members, &VotersUp(None), false),
+            Err(EtcdError::NotLeader)
+        );
     }
 
     #[test]
