@@ -17,6 +17,9 @@ pub enum Path {
     /// A vote or pre-vote refused because the candidate's log is behind (§5.4.1).
     /// `raft/election.rs`.
     VoteRefusedLogBehind,
+    /// Of those, a candidate whose log is longer than the voter's but ends in an older
+    /// term: only comparing terms first refuses it (§5.4.1). `raft/election.rs`.
+    VoteRefusedLongerLogOfOlderTerm,
     /// A follower rejected an Append whose previous entry it does not hold with that term
     /// (Log Matching, §5.3). `raft/replication.rs`.
     AppendRejectedPrevMismatch,
@@ -47,11 +50,12 @@ pub enum Path {
 }
 
 impl Path {
-    pub const COUNT: usize = 12;
+    pub const COUNT: usize = 13;
     pub const ALL: [Path; Path::COUNT] = [
         Path::EarlierTermEntryNotCommitted,
         Path::EarlierTermEntryCommittedThroughCurrent,
         Path::VoteRefusedLogBehind,
+        Path::VoteRefusedLongerLogOfOlderTerm,
         Path::AppendRejectedPrevMismatch,
         Path::ConflictingSuffixTruncated,
         Path::HeartbeatCommitCapped,

@@ -87,6 +87,43 @@ fn a_deposed_leader_with_a_longer_stale_log_never_overwrites_committed_entries()
     }
 }
 
+/// §5.4.1 compares the last terms first: a longer log of an older term is not up to date.
+/// The leader is cut off while every client reaches only it, so each client's write
+/// lengthens its stale suffix; its successor commits its first entry, with no client write
+/// behind it, and crashes at once. The survivor's log ends in the newer term and is shorter
+/// than the old leader's: a vote that compared lengths first (`sim/mutants/01-*`) would
+/// elect the old leader, which would overwrite the committed entry. The scenario asserts
+/// that the survivor refused such a vote (in 2 of the first 4 seeds; the planted bug is
+/// caught at seed 0 by the Leader Completeness invariant).
+#[test]
+fn a_longer_log_of_an_older_term_loses_the_vote_to_a_shorter_newer_one() {
+    let reports = scenario_over(
+        FILE,
+        "a_longer_log_of_an_older_term_loses_the_vote_to_a_shorter_newer_one",
+        8,
+        |seed| {
+            let steps = (0..3)
+                .map(|_| {
+                    Step::new(
+                        500,
+                        CrashSuccessorOfIsolatedLeaderWithClientsOnIt,
+                        Target::Leader,
+                        3000,
+                    )
+                })
+                .collect();
+            let mut config = script(seed, 3, steps);
+            config.clients = 8;
+            config
+        },
+    );
+    let coverage = coverage_of(&reports);
+    assert!(
+        coverage.count(Path::VoteRefusedLongerLogOfOlderTerm) > 0,
+        "no member refused a longer log of an older term"
+    );
+}
+
 #[test]
 fn symmetric_partitions_heal() {
     scenario(FILE, "symmetric_partitions_heal", |seed| {

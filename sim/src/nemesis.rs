@@ -36,6 +36,13 @@ pub enum FaultKind {
     /// (§5.4.1 must elect only the newer), and a follower holding a stale suffix meets a
     /// leader probing it (§5.3).
     CrashSuccessorOfIsolatedLeader,
+    /// As `CrashSuccessorOfIsolatedLeader`, and while the old leader is cut off the clients
+    /// reach only it: each client's write lengthens its stale suffix, while the successor
+    /// commits its own first entry with no client write behind it. The newer log is then
+    /// as short, and the stale one as long, as they get: a vote that compared lengths before
+    /// terms (§5.4.1) would elect the stale log and lose the committed entry. Kept out of
+    /// the swarm's mix (a scenario aims it), so the swarm's seeds stay what they were.
+    CrashSuccessorOfIsolatedLeaderWithClientsOnIt,
     /// Every server crashes at once and comes back.
     CrashAll,
     /// A server's process stops (a long GC pause) and resumes.
@@ -317,7 +324,10 @@ async fn inject(
     match kind {
         FaultKind::Partition => inject_partition(&servers, rng, hold).await,
         FaultKind::CrashSuccessorOfIsolatedLeader => {
-            inject_crash_successor_of_isolated_leader(world, &servers, rng, hold).await
+            inject_crash_successor_of_isolated_leader(world, &servers, rng, hold, false).await
+        }
+        FaultKind::CrashSuccessorOfIsolatedLeaderWithClientsOnIt => {
+            inject_crash_successor_of_isolated_leader(world, &servers, rng, hold, true).await
         }
         FaultKind::IsolateLeader => inject_isolate_leader(world, &servers, target, rng, hold).await,
         FaultKind::OneWayLoss => inject_one_way_loss(world, &servers, target, rng, hold).await,
@@ -395,6 +405,7 @@ async fn inject_crash_successor_of_isolated_leader(
     servers: &Servers,
     rng: &mut impl Rng,
     hold: Duration,
+    clients_on_old_leader: bool,
 ) -> String {
     let n = servers.ids.len();
     let net = &servers.net;
@@ -402,10 +413,14 @@ async fn inject_crash_successor_of_isolated_leader(
     let Some(old) = resolve(world, Target::Leader, rng).await else {
         return "crash successor: no leader".into();
     };
-    let links: Vec<(madsim::task::NodeId, madsim::task::NodeId)> = (0..n)
+    let mut links: Vec<(madsim::task::NodeId, madsim::task::NodeId)> = (0..n)
         .filter(|&i| i != old)
         .flat_map(|i| [(ids[old], ids[i]), (ids[i], ids[old])])
         .collect();
+    if clients_on_old_leader {
+        let others: Vec<_> = (0..n).filter(|&i| i != old).map(|i| ids[i]).collect();
+        links.extend(world.client_links_to(&others));
+    }
     for &(from, to) in &links {
         net.clog_link(from, to);
     }
@@ -413,7 +428,16 @@ async fn inject_crash_successor_of_isolated_leader(
     if let Some(s) = successor {
         world.crash(s);
     }
-    for &(from, to) in &links {
+    // What the crashed successor had sent the old leader is lost with it: the simulated
+    // network delivers a clogged link's data once it opens, and the successor's first
+    // Append would repair the stale log before it could stand for election. Its links to
+    // the old leader open only once it is back, when that data is of a term long past.
+    let successor_link = |&(from, to): &(madsim::task::NodeId, madsim::task::NodeId)| {
+        successor
+            .is_some_and(|s| (from, to) == (ids[old], ids[s]) || (from, to) == (ids[s], ids[old]))
+    };
+    let (held, opened): (Vec<_>, Vec<_>) = links.iter().partition(|l| successor_link(l));
+    for &(from, to) in opened {
         net.unclog_link(from, to);
     }
     tokio::time::sleep(hold).await;
@@ -424,8 +448,16 @@ async fn inject_crash_successor_of_isolated_leader(
         }
         None => "no successor committed".to_string(),
     };
+    for &(from, to) in held {
+        net.unclog_link(from, to);
+    }
+    let clients = if clients_on_old_leader {
+        " (clients reaching only it)"
+    } else {
+        ""
+    };
     format!(
-        "isolate leader {} until a successor commits: {what}",
+        "isolate leader {}{clients} until a successor commits: {what}",
         servers.name(old)
     )
 }

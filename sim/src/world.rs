@@ -424,6 +424,17 @@ impl World {
         node
     }
 
+    /// Both directions of every link between a client machine and `servers`.
+    pub fn client_links_to(
+        &self,
+        servers: &[madsim::task::NodeId],
+    ) -> Vec<(madsim::task::NodeId, madsim::task::NodeId)> {
+        let clients = self.client_nodes.iter();
+        clients
+            .flat_map(|&c| servers.iter().flat_map(move |&s| [(c, s), (s, c)]))
+            .collect()
+    }
+
     /// Power loss: the process dies and the disk keeps only what was synced (or torn, as
     /// the fault settings say).
     pub fn crash(&mut self, index: usize) {

@@ -43,7 +43,9 @@ fn coverage_floor(path: Path) -> u64 {
         // aimed at it that assert it (faults.rs: the deposed leader with a longer stale
         // log; a follower far behind catching up by snapshot; etcd_issues.rs: snapshots
         // back to back).
-        Path::EarlierTermEntryNotCommitted | Path::LeaderSnapshotInstalled => 0,
+        Path::EarlierTermEntryNotCommitted
+        | Path::LeaderSnapshotInstalled
+        | Path::VoteRefusedLongerLogOfOlderTerm => 0,
     }
 }
 

@@ -79,6 +79,9 @@ impl Raft {
             .is_up_to_date(request.last_log_index, request.last_log_term);
         if !up_to_date {
             self.coverage.hit(Path::VoteRefusedLogBehind);
+            if request.last_log_index > self.log.last_index() {
+                self.coverage.hit(Path::VoteRefusedLongerLogOfOlderTerm);
+            }
         }
         let granted = can_vote && up_to_date;
         // A grant carries the candidate's term, so a granted pre-vote does not look like a
