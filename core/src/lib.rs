@@ -3,6 +3,7 @@
 //! `clippy.toml` in this crate forbids the ways out.
 
 pub mod auth;
+pub mod codec;
 pub mod coverage;
 pub mod mvcc;
 pub mod node;

@@ -5,6 +5,7 @@
 //! panic, or step a message it failed to send whole.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use keel_core::codec::Codec;
 use keel_core::node::Member;
 use keel_core::raft::{Message, NodeId};
 use serde::{Deserialize, Serialize};
@@ -99,31 +100,24 @@ pub enum FrameError {
     NoHello,
 }
 
-fn codec() -> impl bincode::Options {
-    use bincode::Options;
-    bincode::DefaultOptions::new()
-        .with_fixint_encoding()
-        .with_limit(u64::MAX)
-}
+/// Frame bodies: fixed-width integers. A message larger than a frame travels in parts, so
+/// encoding has no limit of its own; a decode reads no more than the body it is given.
+const FRAMES: Codec = Codec::fixed(u64::MAX);
 
 /// Encodes a hello frame.
 pub fn encode_hello(hello: &Hello, out: &mut BytesMut) {
-    use bincode::Options;
-    let body = codec()
-        .serialize(hello)
+    let body = FRAMES
+        .encode(hello)
         .expect("a hello is plain data and always serializes");
     put_frame(KIND_HELLO, &body, out);
 }
 
 /// Encodes one frame of a small value (a refusal, a question, an answer).
 fn encode_small<T: Serialize>(kind: u8, value: &T, out: &mut BytesMut) -> Result<(), FrameError> {
-    use bincode::Options;
-    let body = codec()
-        .serialize(value)
-        .map_err(|e| FrameError::Undecodable {
-            what: "outgoing frame",
-            reason: e.to_string(),
-        })?;
+    let body = FRAMES.encode(value).map_err(|e| FrameError::Undecodable {
+        what: "outgoing frame",
+        reason: e.to_string(),
+    })?;
     if body.len() >= MAX_FRAME_BYTES {
         return Err(FrameError::FrameTooLarge {
             len_bytes: body.len(),
@@ -168,9 +162,8 @@ pub fn encode_snapshot_end(end: &SnapshotEnd, out: &mut BytesMut) -> Result<(), 
 
 /// Encodes `message` as one frame, or as parts when it is larger than a frame.
 pub fn encode_message(message: &Message, out: &mut BytesMut) {
-    use bincode::Options;
-    let body = codec()
-        .serialize(message)
+    let body = FRAMES
+        .encode(message)
         .expect("a message is plain data and always serializes");
     let max_body = MAX_FRAME_BYTES - 1;
     if body.len() <= max_body {
@@ -307,15 +300,10 @@ impl Decoder {
 }
 
 fn decode<T: for<'de> Deserialize<'de>>(what: &'static str, body: &[u8]) -> Result<T, FrameError> {
-    use bincode::Options;
-    bincode::DefaultOptions::new()
-        .with_fixint_encoding()
-        .with_limit(body.len() as u64 + 64)
-        .deserialize(body)
-        .map_err(|e| FrameError::Undecodable {
-            what,
-            reason: e.to_string(),
-        })
+    FRAMES.decode(body).map_err(|e| FrameError::Undecodable {
+        what,
+        reason: e.to_string(),
+    })
 }
 
 #[cfg(test)]

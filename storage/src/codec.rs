@@ -1,29 +1,23 @@
-//! bincode (version 1) with the settings every keel file uses: fixed-width little-endian
-//! integers, a limit on what a decode may allocate, and no trailing bytes.
+//! The encoding every keel file uses (WAL records, segment headers, snapshot metadata):
+//! fixed-width integers and no trailing bytes (see `keel_core::codec`).
 
-use bincode::Options;
+use keel_core::codec::Codec;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+/// A file's records carry their own sizes; encoding them needs no limit of its own.
+const FILES: Codec = Codec::fixed(u64::MAX).rejecting_trailing_bytes();
+
 pub(crate) fn encode_into<T: Serialize>(out: &mut Vec<u8>, value: &T) -> bincode::Result<()> {
-    options().serialize_into(out, value)
+    FILES.encode_into(out, value)
 }
 
 pub(crate) fn encoded_size_bytes<T: Serialize>(value: &T) -> bincode::Result<u64> {
-    options().serialized_size(value)
+    FILES.size_bytes(value)
 }
 
-/// Decodes `bytes`, allocating at most `limit_bytes` (a damaged length prefix cannot make it
-/// allocate more).
-pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], limit_bytes: u64) -> bincode::Result<T> {
-    options()
-        .with_limit(limit_bytes)
-        .reject_trailing_bytes()
-        .deserialize(bytes)
-}
-
-fn options() -> impl Options {
-    bincode::DefaultOptions::new()
-        .with_fixint_encoding()
-        .with_little_endian()
+/// Decodes a record's body: a damaged length prefix in it runs out of body, so it cannot
+/// make the decode allocate more than the body's size.
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> bincode::Result<T> {
+    FILES.decode(bytes)
 }

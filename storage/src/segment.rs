@@ -179,7 +179,7 @@ fn nonzero_len(bytes: &[u8]) -> usize {
 }
 
 fn parse_header(body: &[u8], name: &SegmentName, at: u64) -> Result<SegmentHeader, ScanError> {
-    let header: SegmentHeader = codec::decode(body, body.len() as u64)
+    let header: SegmentHeader = codec::decode(body)
         .map_err(|e| problem(at, &format!("undecodable segment header: {e}")))?;
     if header.format_version != FORMAT_VERSION {
         return Err(problem(
@@ -204,10 +204,9 @@ fn parse_header(body: &[u8], name: &SegmentName, at: u64) -> Result<SegmentHeade
 }
 
 fn parse_item(kind: RecordKind, body: &[u8], at: u64) -> Result<Item, ScanError> {
-    let limit = body.len() as u64;
     let item = match kind {
-        RecordKind::Entry => codec::decode(body, limit).map(Item::Entry),
-        RecordKind::HardState => codec::decode(body, limit).map(Item::HardState),
+        RecordKind::Entry => codec::decode(body).map(Item::Entry),
+        RecordKind::HardState => codec::decode(body).map(Item::HardState),
         RecordKind::SegmentHeader => return Err(problem(at, "a second segment header")),
     };
     item.map_err(|e| problem(at, &format!("undecodable {kind:?} record: {e}")))

@@ -212,7 +212,7 @@ fn decode(bytes: Bytes, max_bytes: u64) -> std::result::Result<Snapshot, Snapsho
         ));
     }
     let meta_end = (HEADER_BYTES + meta_bytes) as usize;
-    let meta: SnapshotMeta = codec::decode(&bytes[HEADER_BYTES as usize..meta_end], meta_bytes)
+    let meta: SnapshotMeta = codec::decode(&bytes[HEADER_BYTES as usize..meta_end])
         .map_err(|e| snapshot_problem(HEADER_BYTES, &format!("undecodable metadata: {e}")))?;
     let data = bytes.slice(meta_end..bytes.len() - TRAILER_BYTES as usize);
     Ok(Snapshot { meta, data })

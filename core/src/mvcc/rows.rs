@@ -34,6 +34,8 @@ use std::ops::Bound;
 
 use bytes::Bytes;
 
+use crate::codec::Codec;
+
 use super::engine::{EngineError, Table};
 use super::error::Error;
 use super::key_index::Entry;
@@ -42,6 +44,9 @@ use super::overlay::{scan_merged, Found, Merged, Pending};
 use super::request::AlarmMember;
 use super::revision::Revision;
 use super::store::{IndexCycle, Store};
+
+/// The `alarms` row: fixed-width integers (bincode 1's default, which wrote it first).
+const ALARMS: Codec = Codec::fixed(u64::MAX);
 
 const META_STORE: &[u8] = b"store";
 const META_ALARMS: &[u8] = b"alarms";
@@ -719,7 +724,7 @@ impl Store {
 
     pub(crate) fn save_alarms(&mut self) {
         let alarms: Vec<AlarmMember> = self.alarms.iter().copied().collect();
-        match bincode::serialize(&alarms) {
+        match ALARMS.encode(&alarms) {
             Ok(row) => self.put_row(Table::Meta, META_ALARMS, &row),
             Err(e) => self.failed(EngineError(format!("encoding the alarms: {e}"))),
         }
@@ -786,10 +791,9 @@ impl Store {
         }
         self.load_open_garbage_buckets();
         if let Some(row) = self.row(Table::Meta, META_ALARMS) {
-            let alarms: Vec<AlarmMember> =
-                bincode::deserialize(&row).map_err(|e| Error::Storage {
-                    reason: format!("the alarms row does not decode: {e}"),
-                })?;
+            let alarms: Vec<AlarmMember> = ALARMS.decode(&row).map_err(|e| Error::Storage {
+                reason: format!("the alarms row does not decode: {e}"),
+            })?;
             self.alarms = alarms.into_iter().collect();
         }
         let mut leases = Vec::new();

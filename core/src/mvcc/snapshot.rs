@@ -11,10 +11,11 @@
 
 use std::ops::Bound;
 
-use bincode::Options;
 use bytes::Bytes;
 use serde::ser::{SerializeSeq, SerializeStruct, Serializer};
 use serde::{Deserialize, Serialize};
+
+use crate::codec::Codec;
 
 use super::engine::{Engine, MemEngine, Table};
 use super::error::SnapshotError;
@@ -165,9 +166,8 @@ struct SnapLease {
     remaining_ttl_s: i64,
 }
 
-fn options() -> impl Options {
-    bincode::DefaultOptions::new()
-}
+/// Varint integers: a snapshot holds many small ones.
+const SNAPSHOTS: Codec = Codec::varint(u64::MAX);
 
 fn invalid(reason: impl Into<String>) -> SnapshotError {
     SnapshotError::Invalid {
@@ -197,7 +197,7 @@ impl Store {
         };
         // Sized first and written once, header included: a snapshot is as large as the
         // store, and growing (then copying) a buffer that size stalls the apply loop.
-        let body_bytes = match options().serialized_size(&body) {
+        let body_bytes = match SNAPSHOTS.size_bytes(&body) {
             Ok(size) => size,
             Err(e) => panic!("sizing an mvcc snapshot failed: {e}"),
         };
@@ -206,7 +206,7 @@ impl Store {
         out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
         out.extend_from_slice(&body_bytes.to_le_bytes());
         out.extend_from_slice(&[0; 4]); // the checksum, once the body is there
-        if let Err(e) = options().serialize_into(&mut out, &body) {
+        if let Err(e) = SNAPSHOTS.encode_into(&mut out, &body) {
             panic!("encoding an mvcc snapshot failed: {e}");
         }
         debug_assert_eq!(out.len() as u64, HEADER_BYTES as u64 + body_bytes);
@@ -268,12 +268,9 @@ fn decode(bytes: &[u8]) -> Result<Body, SnapshotError> {
     if computed != stored {
         return Err(SnapshotError::ChecksumMismatch { stored, computed });
     }
-    options()
-        .with_limit(body.len() as u64)
-        .deserialize(body)
-        .map_err(|e| SnapshotError::Decode {
-            reason: e.to_string(),
-        })
+    SNAPSHOTS.decode(body).map_err(|e| SnapshotError::Decode {
+        reason: e.to_string(),
+    })
 }
 
 fn build(body: Body, store: Store) -> Result<Store, SnapshotError> {

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{AuthCommand, Caller};
+use crate::codec::Codec;
 use crate::mvcc::Command;
 use crate::raft::NodeId;
 
@@ -47,42 +48,33 @@ pub struct ConfChangeContext {
     pub member: Member,
 }
 
-/// The encoding of proposals and images: bincode with fixed-width integers.
-fn encoding() -> impl bincode::Options + Copy {
-    use bincode::Options;
-    bincode::DefaultOptions::new().with_fixint_encoding()
-}
-
-fn options() -> impl bincode::Options {
-    use bincode::Options;
-    encoding().with_limit(MAX_PROPOSAL_BYTES)
-}
+/// The encoding of proposals: fixed-width integers.
+const PROPOSALS: Codec = Codec::fixed(MAX_PROPOSAL_BYTES);
+/// The encoding of snapshot images: as proposals, as large as the store (a decode still
+/// reads no more than its input).
+const IMAGES: Codec = Codec::fixed(u64::MAX);
 
 pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    use bincode::Options;
     // Serializing plain data structures into a Vec cannot fail.
-    options()
-        .serialize(value)
+    PROPOSALS
+        .encode(value)
         .expect("proposals are plain data and always serialize")
 }
 
 pub(crate) fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Option<T> {
-    use bincode::Options;
-    options().deserialize(bytes).ok()
+    PROPOSALS.decode(bytes).ok()
 }
 
 /// Encodes a snapshot image, as large as the store (no proposal limit), sized first so the
 /// buffer is allocated once.
 pub(crate) fn encode_large<T: Serialize>(value: &T) -> Vec<u8> {
-    use bincode::Options;
-    let options = encoding();
     // Serializing plain data structures without a limit cannot fail.
-    let size_bytes = options
-        .serialized_size(value)
+    let size_bytes = IMAGES
+        .size_bytes(value)
         .expect("images are plain data and always serialize");
     let mut out = Vec::with_capacity(usize::try_from(size_bytes).unwrap_or(0));
-    options
-        .serialize_into(&mut out, value)
+    IMAGES
+        .encode_into(&mut out, value)
         .expect("images are plain data and always serialize");
     out
 }
@@ -90,11 +82,7 @@ pub(crate) fn encode_large<T: Serialize>(value: &T) -> Vec<u8> {
 /// Decodes a snapshot image: the lengths it declares may not add up to more than `bytes`
 /// holds, so a damaged one cannot make the decoder allocate more than the input's size.
 pub(crate) fn decode_large<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Option<T> {
-    use bincode::Options;
-    encoding()
-        .with_limit(bytes.len() as u64)
-        .deserialize(bytes)
-        .ok()
+    IMAGES.decode(bytes).ok()
 }
 
 impl Proposal {
