@@ -153,6 +153,10 @@ const OPERATOR_SEEDS_THAT_FOUND_BUGS: [(u64, &str); 5] = [
         1865,
         "a member that crashed a moment before still counted as up for a removal",
     ),
+    (
+        7957,
+        "the harness judged a wipe of a member added but never started (it rightly started)",
+    ),
 ];
 
 #[test]
