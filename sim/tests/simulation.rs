@@ -130,7 +130,7 @@ fn assert_sweep_seed_passed(report: &RunReport, test: &str) {
 }
 
 /// Seeds of the operators' sweep that once failed, each with what it found.
-const OPERATOR_SEEDS_THAT_FOUND_BUGS: [(u64, &str); 5] = [
+const OPERATOR_SEEDS_THAT_FOUND_BUGS: [(u64, &str); 6] = [
     (
         9,
         "removing a healthy member while another was down lost the quorum for good \
