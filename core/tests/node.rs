@@ -12,7 +12,10 @@ use keel_core::mvcc::{
     self, Command, LeaseGrantRequest, PutRequest, RangeRequest, Response, StoreConfig,
     WatchCreateRequest,
 };
-use keel_core::node::{Completion, Member, Node, NodeConfig, Outcome, ProposalBody, VoterLiveness};
+use keel_core::node::{
+    AdmissionError, Completion, Member, MemberChange, Node, NodeConfig, NodeProposeError, Outcome,
+    ProposalBody, VoterLiveness,
+};
 use keel_core::raft::harness::MemStorage;
 use keel_core::raft::{
     ConfChangeKind, ConfState, InitialState, Message, MessageBody, NodeId, ReplicationState, Role,
@@ -288,6 +291,79 @@ fn writes_through_leader_and_follower_reach_every_member() {
         assert_eq!(cluster.get(id, "b").as_deref(), Some(&b"2"[..]));
     }
     cluster.assert_converged();
+}
+
+fn learner_on(id: NodeId, url: &str) -> MemberChange {
+    MemberChange::Add {
+        id,
+        peer_urls: vec![url.to_string()],
+        is_learner: true,
+    }
+}
+
+/// etcd's membership checks run where the change is proposed, on the leader, in the same
+/// step as the proposal: a follower leaves the judgement to the leader, and the members a
+/// change is checked against are the members it applies to.
+#[test]
+fn a_membership_change_is_checked_and_proposed_by_the_leader_in_one_step() {
+    let mut cluster = NodeCluster::new(3, default_node_config);
+    cluster.elect(1);
+    let url = "http://10.0.0.9:2380";
+    assert_eq!(
+        cluster
+            .node_mut(2)
+            .propose_member_change(90, learner_on(9, url)),
+        Err(NodeProposeError::Membership(AdmissionError::NotLeader))
+    );
+    let added = cluster
+        .node_mut(1)
+        .propose_member_change(91, learner_on(9, url));
+    assert_eq!(added.map(|m| (m.id, m.is_learner)), Ok((9, true)));
+    cluster.run();
+    assert!(matches!(
+        cluster.outcome(1, 91),
+        Some(Outcome::MembershipChanged { .. })
+    ));
+    for id in [1, 2, 3] {
+        assert!(cluster
+            .node(id)
+            .members()
+            .get(9)
+            .is_some_and(|m| m.is_learner));
+    }
+    assert_eq!(
+        cluster
+            .node_mut(1)
+            .propose_member_change(92, learner_on(10, url)),
+        Err(NodeProposeError::Membership(AdmissionError::PeerUrlExists))
+    );
+    assert_eq!(
+        cluster
+            .node_mut(1)
+            .propose_member_change(93, MemberChange::Remove { id: 42 }),
+        Err(NodeProposeError::Membership(AdmissionError::MemberNotFound))
+    );
+}
+
+/// A change that breaks the membership rules when it applies was checked against other
+/// members than it applies to: a bug, which debug builds (tests, the simulator) stop at.
+#[cfg(debug_assertions)]
+#[test]
+#[should_panic(expected = "applies to members it was not checked against")]
+fn a_membership_change_that_breaks_the_rules_when_it_applies_stops_a_debug_build() {
+    let mut cluster = NodeCluster::new(3, default_node_config);
+    cluster.elect(1);
+    let taken = Member {
+        id: 9,
+        peer_urls: vec!["http://10.0.0.2:2380".to_string()],
+        is_learner: true,
+        ..Member::default()
+    };
+    cluster
+        .node_mut(1)
+        .propose_conf_change(94, ConfChangeKind::AddLearner, taken)
+        .unwrap();
+    cluster.run();
 }
 
 #[test]

@@ -6,8 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keel_core::auth::{AuthError, Credentials};
-use keel_core::node::{Member, Node, Outcome, ProposalBody};
-use keel_core::raft::ConfChangeKind;
+use keel_core::node::{AdmissionError, MemberChange, Node, Outcome, ProposalBody};
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
 
@@ -32,6 +31,9 @@ pub enum ApiError {
     Store(#[from] keel_core::mvcc::Error),
     #[error("{0}")]
     InvalidConfChange(String),
+    /// A membership change refused by etcd's checks.
+    #[error(transparent)]
+    Membership(#[from] AdmissionError),
     /// Refused by auth before proposing (an unknown token).
     #[error(transparent)]
     Auth(#[from] AuthError),
@@ -57,9 +59,9 @@ pub enum Request {
         credentials: Credentials,
         reply: oneshot::Sender<Result<Written, ApiError>>,
     },
-    ConfChange {
-        kind: ConfChangeKind,
-        member: Member,
+    /// A client's membership change: checked and proposed by the node in one go.
+    MemberChange {
+        change: MemberChange,
         reply: oneshot::Sender<Result<Written, ApiError>>,
     },
     /// `linearizable`: after a ReadIndex confirms it; else at once (serializable).
@@ -99,7 +101,7 @@ impl Request {
         matches!(
             self,
             Request::Write { .. }
-                | Request::ConfChange { .. }
+                | Request::MemberChange { .. }
                 | Request::Read {
                     linearizable: true,
                     ..
@@ -110,7 +112,7 @@ impl Request {
     /// Answers the request with `error` instead of carrying it out.
     pub fn fail(self, error: ApiError) {
         match self {
-            Request::Write { reply, .. } | Request::ConfChange { reply, .. } => {
+            Request::Write { reply, .. } | Request::MemberChange { reply, .. } => {
                 let _ = reply.send(Err(error));
             }
             Request::Read { failed, .. } | Request::Call { failed, .. } => {
@@ -124,10 +126,9 @@ impl std::fmt::Debug for Request {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Request::Write { body, .. } => f.debug_struct("Write").field("body", body).finish(),
-            Request::ConfChange { kind, member, .. } => f
-                .debug_struct("ConfChange")
-                .field("kind", kind)
-                .field("member", member)
+            Request::MemberChange { change, .. } => f
+                .debug_struct("MemberChange")
+                .field("change", change)
                 .finish(),
             Request::Read { linearizable, .. } => f
                 .debug_struct("Read")
@@ -211,18 +212,10 @@ impl NodeHandle {
         self.wait(answer).await?
     }
 
-    pub async fn conf_change(
-        &self,
-        kind: ConfChangeKind,
-        member: Member,
-    ) -> Result<Written, ApiError> {
+    /// Has the node check and propose a membership change, and waits until it is applied.
+    pub async fn member_change(&self, change: MemberChange) -> Result<Written, ApiError> {
         let (reply, answer) = oneshot::channel();
-        self.send(Request::ConfChange {
-            kind,
-            member,
-            reply,
-        })
-        .await?;
+        self.send(Request::MemberChange { change, reply }).await?;
         self.wait(answer).await?
     }
 

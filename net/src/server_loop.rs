@@ -518,15 +518,15 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
                     }
                 }
             }
-            Request::ConfChange {
-                kind,
-                member,
-                reply,
-            } => {
+            Request::MemberChange { change, reply } => {
                 let id = self.next_id();
-                match self.node.propose_conf_change(id, kind, member) {
-                    Ok(()) => {
+                match self.node.propose_member_change(id, change) {
+                    Ok(_) => {
                         self.pending_writes.insert(id, reply);
+                    }
+                    // etcd's checks refused it: nothing was proposed.
+                    Err(error @ NodeProposeError::Membership(_)) => {
+                        let _ = reply.send(Err(propose_error(error)));
                     }
                     Err(error) => {
                         self.metrics.count_failed_proposal();
@@ -1037,6 +1037,7 @@ fn propose_error(error: NodeProposeError) -> ApiError {
     match error {
         NodeProposeError::Store(error) => ApiError::Store(error),
         NodeProposeError::Auth(error) => ApiError::Auth(error),
+        NodeProposeError::Membership(error) => ApiError::Membership(error),
         NodeProposeError::Raft(error) => match error {
             ProposeError::NotLeader { .. } | ProposeError::NotMember => ApiError::NoLeader,
             ProposeError::LeaderTransferInProgress { .. } => ApiError::LeaderChanged,

@@ -13,6 +13,7 @@
 //! }
 //! ```
 
+pub mod admission;
 mod engine_state;
 pub mod lease_clock;
 pub mod members;
@@ -43,6 +44,7 @@ use crate::raft::{
     Term,
 };
 
+pub use admission::{AdmissionError, MemberChange, VotersUp};
 pub use engine_state::{
     backup_of_view, found_cluster_on, image_of_view, marker_of, snapshot_of_view, Backup,
 };
@@ -177,6 +179,9 @@ pub enum NodeProposeError {
     /// The client's credentials are not valid (an unknown or expired token).
     #[error(transparent)]
     Auth(#[from] AuthError),
+    /// A membership change refused by etcd's checks (see [`admission`]).
+    #[error(transparent)]
+    Membership(#[from] AdmissionError),
 }
 
 /// The outcome of a client's proposal, once applied (or known lost).
@@ -786,8 +791,88 @@ impl Node {
         let _ = self.propose(NO_CLIENT, ProposalBody::Store(alarm));
     }
 
+    /// The voters' health as this node sees it: `None` unless it leads.
+    pub fn voters_up(&self) -> VotersUp {
+        if !self.is_leader() {
+            return VotersUp(None);
+        }
+        let voters = self.members.iter().filter(|m| !m.is_learner);
+        VotersUp(Some(
+            voters.map(|m| (m.id, self.voter_liveness(m.id))).collect(),
+        ))
+    }
+
+    /// Checks a client's membership change and proposes it, in one call: only a leader
+    /// proposes one (a follower answers `NotLeader`, and the server asks the leader), and
+    /// Raft takes one at a time, so the members it was checked against are the members it
+    /// applies to (see [`admission`]). Returns the member record it carries.
+    pub fn propose_member_change(
+        &mut self,
+        request_id: u64,
+        change: MemberChange,
+    ) -> Result<Member, NodeProposeError> {
+        let member = self.admit(&change)?;
+        if !self.is_leader() {
+            return Err(AdmissionError::NotLeader.into());
+        }
+        self.propose_conf_change(request_id, change.kind(), member.clone())?;
+        Ok(member)
+    }
+
+    /// etcd's checks of `change` against the members in force and the leader's view.
+    fn admit(&self, change: &MemberChange) -> Result<Member, AdmissionError> {
+        match *change {
+            MemberChange::Add {
+                id,
+                ref peer_urls,
+                is_learner,
+            } => {
+                let member = Member {
+                    id,
+                    peer_urls: peer_urls.clone(),
+                    is_learner,
+                    ..Member::default()
+                };
+                admission::check_add(&self.members, &member)?;
+                admission::check_add_health(&self.members, &self.voters_up(), is_learner)?;
+                Ok(member)
+            }
+            MemberChange::Remove { id } => {
+                admission::check_remove(&self.members, &self.voters_up(), id)
+            }
+            MemberChange::Promote { id } => {
+                admission::check_promote(&self.members, id, self.learner_progress(id)?)
+            }
+        }
+    }
+
+    /// How far a learner's log is next to the leader's (`None` unless this node leads).
+    fn learner_progress(
+        &self,
+        id: NodeId,
+    ) -> Result<Option<admission::LearnerProgress>, AdmissionError> {
+        if !self.is_leader() {
+            return Ok(None);
+        }
+        let status = self.raft.status();
+        let learner_match = status
+            .progress
+            .get(&id)
+            .map(|p| p.match_index)
+            .ok_or(AdmissionError::MemberNotFound)?;
+        let leader_match = status
+            .progress
+            .get(&self.id)
+            .map_or(status.last_index, |p| p.match_index);
+        Ok(Some(admission::LearnerProgress {
+            learner_match,
+            leader_match,
+        }))
+    }
+
     /// Proposes a membership change for `member` (adding it as a voter or learner,
-    /// promoting or removing it).
+    /// promoting or removing it) without etcd's checks: [`Node::propose_member_change`]
+    /// is the client's way.
     pub fn propose_conf_change(
         &mut self,
         request_id: u64,
@@ -1028,6 +1113,14 @@ impl Node {
             },
             EntryPayload::ConfChange(change) => {
                 let context = ConfChangeContext::decode(&change.context);
+                // Checked when proposed against the same members (see `admission`).
+                debug_assert!(
+                    context.as_ref().is_none_or(|c| {
+                        admission::admissible(&self.members, change.kind, &c.member).is_ok()
+                    }),
+                    "membership change {change:?} at index {index} applies to members it \
+                     was not checked against"
+                );
                 self.members
                     .apply_conf_change(change, context.as_ref().map(|c| c.member.clone()));
                 self.applied_conf = raft::apply_to_conf(&self.applied_conf, change);

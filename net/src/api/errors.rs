@@ -28,6 +28,24 @@ pub enum EtcdError {
     NotSupportedForLearner,
 }
 
+impl From<keel_core::node::AdmissionError> for EtcdError {
+    fn from(error: keel_core::node::AdmissionError) -> EtcdError {
+        use keel_core::node::AdmissionError as A;
+        match error {
+            A::IdRemoved => EtcdError::IdRemoved,
+            A::PeerUrlExists => EtcdError::PeerUrlExists,
+            A::MemberExists => EtcdError::MemberExists,
+            A::TooManyLearners => EtcdError::TooManyLearners,
+            A::MemberNotEnoughStarted => EtcdError::MemberNotEnoughStarted,
+            A::Unhealthy => EtcdError::Unhealthy,
+            A::MemberNotFound => EtcdError::MemberNotFound,
+            A::MemberNotLearner => EtcdError::MemberNotLearner,
+            A::LearnerNotReady => EtcdError::LearnerNotReady,
+            A::NotLeader => EtcdError::NotLeader,
+        }
+    }
+}
+
 impl EtcdError {
     pub fn code(self) -> Code {
         use EtcdError::*;

@@ -274,6 +274,7 @@ pub fn api_status(error: ApiError) -> Status {
         }
         ApiError::TooManyRequests => Status::resource_exhausted(error.to_string()),
         ApiError::InvalidConfChange(message) => Status::failed_precondition(message.clone()),
+        ApiError::Membership(e) => errors::EtcdError::from(*e).status(),
         ApiError::Auth(e) => auth_status(e),
     }
 }
