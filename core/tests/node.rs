@@ -345,6 +345,49 @@ fn a_membership_change_is_checked_and_proposed_by_the_leader_in_one_step() {
     );
 }
 
+/// Two updates that take the same peer URL, proposed before either applies, both pass the
+/// check when proposed (updates are normal entries, not ordered like membership changes):
+/// the second is checked again when it applies, changes nothing and is refused everywhere.
+#[test]
+fn a_member_update_is_checked_again_when_it_applies() {
+    let mut cluster = NodeCluster::new(3, default_node_config);
+    cluster.elect(1);
+    let url = "http://10.0.0.9:2380".to_string();
+    let update = |id| MemberChange::Update {
+        id,
+        peer_urls: vec![url.clone()],
+    };
+    cluster
+        .node_mut(1)
+        .propose_member_change(95, update(2))
+        .unwrap();
+    cluster
+        .node_mut(1)
+        .propose_member_change(96, update(3))
+        .unwrap();
+    cluster.run();
+    assert!(matches!(
+        cluster.outcome(1, 95),
+        Some(Outcome::MembershipChanged { .. })
+    ));
+    assert_eq!(
+        cluster.outcome(1, 96),
+        Some(&Outcome::MembershipRefused(AdmissionError::PeerUrlExists))
+    );
+    for id in [1, 2, 3] {
+        let members = cluster.node(id).members();
+        assert_eq!(members.get(2).unwrap().peer_urls, vec![url.clone()]);
+        assert_eq!(
+            members.get(3).unwrap().peer_urls,
+            vec!["http://10.0.0.3:2380".to_string()]
+        );
+    }
+    assert_eq!(
+        cluster.node_mut(2).propose_member_change(97, update(3)),
+        Err(NodeProposeError::Membership(AdmissionError::PeerUrlExists))
+    );
+}
+
 /// A change that breaks the membership rules when it applies was checked against other
 /// members than it applies to: a bug, which debug builds (tests, the simulator) stop at.
 #[cfg(debug_assertions)]

@@ -8,6 +8,11 @@
 //! ([`admissible`]) hold again, which the node asserts. The health rules (who is started, who
 //! is up in the leader's view) are the leader's judgement at the time and are not checked
 //! again.
+//!
+//! A member update (new peer URLs) is a normal entry, not a Raft membership change, so
+//! nothing orders it after other updates: it is checked when proposed and again when it
+//! applies, where one that became invalid meanwhile (two updates taking the same URL at once)
+//! changes nothing and is answered with the rule it breaks.
 
 use std::collections::BTreeMap;
 
@@ -61,17 +66,24 @@ pub enum MemberChange {
     Promote {
         id: NodeId,
     },
+    /// New peer URLs (etcd's MemberUpdate).
+    Update {
+        id: NodeId,
+        peer_urls: Vec<String>,
+    },
 }
 
 impl MemberChange {
-    pub fn kind(&self) -> ConfChangeKind {
+    /// The Raft membership change it makes (`None` for an update, a normal entry).
+    pub fn kind(&self) -> Option<ConfChangeKind> {
         match self {
             MemberChange::Add {
                 is_learner: true, ..
-            } => ConfChangeKind::AddLearner,
-            MemberChange::Add { .. } => ConfChangeKind::AddVoter,
-            MemberChange::Remove { .. } => ConfChangeKind::RemoveNode,
-            MemberChange::Promote { .. } => ConfChangeKind::PromoteLearner,
+            } => Some(ConfChangeKind::AddLearner),
+            MemberChange::Add { .. } => Some(ConfChangeKind::AddVoter),
+            MemberChange::Remove { .. } => Some(ConfChangeKind::RemoveNode),
+            MemberChange::Promote { .. } => Some(ConfChangeKind::PromoteLearner),
+            MemberChange::Update { .. } => None,
         }
     }
 }

@@ -194,6 +194,8 @@ pub enum Outcome {
     MembershipChanged {
         members: Vec<Member>,
     },
+    /// A membership change that broke etcd's rules when it applied (see [`admission`]).
+    MembershipRefused(AdmissionError),
     /// Another leader's entry took the proposal's place: it will never apply. The client
     /// may retry (etcd reports this as a timeout or `ErrProposalDropped`).
     Lost,
@@ -805,17 +807,27 @@ impl Node {
     /// Checks a client's membership change and proposes it, in one call: only a leader
     /// proposes one (a follower answers `NotLeader`, and the server asks the leader), and
     /// Raft takes one at a time, so the members it was checked against are the members it
-    /// applies to (see [`admission`]). Returns the member record it carries.
+    /// applies to (see [`admission`]). Returns the member record it carries. An update of
+    /// peer URLs is a normal entry, checked again when it applies.
     pub fn propose_member_change(
         &mut self,
         request_id: u64,
         change: MemberChange,
     ) -> Result<Member, NodeProposeError> {
+        if let MemberChange::Update { id, peer_urls } = change {
+            admission::check_update(&self.members, id, &peer_urls)?;
+            let member = self.members.get(id).cloned().unwrap_or_default();
+            self.propose(request_id, ProposalBody::UpdatePeerUrls { id, peer_urls })?;
+            return Ok(member);
+        }
         let member = self.admit(&change)?;
         if !self.is_leader() {
             return Err(AdmissionError::NotLeader.into());
         }
-        self.propose_conf_change(request_id, change.kind(), member.clone())?;
+        let Some(kind) = change.kind() else {
+            return Err(AdmissionError::MemberNotFound.into());
+        };
+        self.propose_conf_change(request_id, kind, member.clone())?;
         Ok(member)
     }
 
@@ -842,6 +854,10 @@ impl Node {
             }
             MemberChange::Promote { id } => {
                 admission::check_promote(&self.members, id, self.learner_progress(id)?)
+            }
+            MemberChange::Update { id, ref peer_urls } => {
+                admission::check_update(&self.members, id, peer_urls)?;
+                Ok(self.members.get(id).cloned().unwrap_or_default())
             }
         }
     }
@@ -1167,12 +1183,19 @@ impl Node {
                 Outcome::MemberPublished
             }
             ProposalBody::UpdatePeerUrls { id, peer_urls } => {
-                self.members.update_peer_urls(id, peer_urls);
-                self.dirty.members = true;
                 self.store.apply_empty(index);
-                output.membership_changed = true;
-                Outcome::MembershipChanged {
-                    members: self.members.iter().cloned().collect(),
+                // Checked again: another update may have taken the URLs since (see
+                // `admission`). Every member applies the same log to the same members.
+                match admission::check_update(&self.members, id, &peer_urls) {
+                    Ok(()) => {
+                        self.members.update_peer_urls(id, peer_urls);
+                        self.dirty.members = true;
+                        output.membership_changed = true;
+                        Outcome::MembershipChanged {
+                            members: self.members.iter().cloned().collect(),
+                        }
+                    }
+                    Err(error) => Outcome::MembershipRefused(error),
                 }
             }
             ProposalBody::Auth(command) => {

@@ -5,10 +5,7 @@
 use std::future::Future;
 
 use keel_core::auth::Credentials;
-use keel_core::node::admission::check_update;
-use keel_core::node::{
-    added_member_id, AdmissionError, Member, MemberChange, Node, Outcome, ProposalBody,
-};
+use keel_core::node::{added_member_id, AdmissionError, Member, MemberChange, Node, Outcome};
 use tonic::{Request, Response, Status};
 
 use super::convert::{self, HeaderSource};
@@ -67,6 +64,7 @@ impl ClusterService {
         let header = self.api.header_at(written.raft_term);
         match written.outcome {
             Outcome::MembershipChanged { members } => Ok((convert::members(members), header)),
+            Outcome::MembershipRefused(error) => Err(EtcdError::from(error).status()),
             Outcome::Lost => Err(api_status(ApiError::LeaderChanged)),
             other => Err(Status::internal(format!(
                 "a membership change was answered with {other:?}"
@@ -206,17 +204,10 @@ impl Cluster for ClusterService {
         let request = request.into_inner();
         let id = request.id;
         let peer_urls = peer_urls(request.peer_ur_ls)?;
-        let urls = peer_urls.clone();
-        self.api
-            .handle
-            .call(move |node| check_update(node.members(), id, &urls))
-            .await
-            .map_err(api_status)?
-            .map_err(|e| EtcdError::from(e).status())?;
         let written = self
             .api
             .handle
-            .write(ProposalBody::UpdatePeerUrls { id, peer_urls }, credentials)
+            .member_change(MemberChange::Update { id, peer_urls })
             .await
             .map_err(api_status)?;
         let (members, header) = self.changed(written)?;

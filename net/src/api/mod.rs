@@ -290,7 +290,9 @@ pub fn store_outcome(outcome: Outcome) -> Result<mvcc::Response, Status> {
         )),
         // Another leader's entry took its place: it did not happen; the client may retry.
         Outcome::Lost => Err(api_status(ApiError::LeaderChanged)),
-        Outcome::MemberPublished | Outcome::MembershipChanged { .. } => Err(Status::internal(
+        Outcome::MemberPublished
+        | Outcome::MembershipChanged { .. }
+        | Outcome::MembershipRefused(_) => Err(Status::internal(
             "a store write was answered as a membership change",
         )),
     }
