@@ -5,6 +5,7 @@ pub mod api;
 pub mod backup;
 #[cfg(not(madsim))]
 pub mod bench;
+pub mod blocking;
 pub mod bootstrap;
 pub mod clock;
 pub mod compactor;

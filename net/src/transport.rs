@@ -24,9 +24,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
+use crate::blocking::{self, BlockingTask};
 use crate::frame::{self, Decoded, Decoder, Hello, Refusal, SnapshotEnd};
 use crate::peer_query::AnswerDesk;
-use crate::snapshot_stream::{self, BlockingTask, SnapshotInbox, StagedSnapshot, ViewReader};
+use crate::snapshot_stream::{SnapshotInbox, StagedSnapshot, ViewReader};
 use crate::tls::{ClientTls, ServerTls};
 
 /// A peer connection: plain TCP or TLS over it.
@@ -526,7 +527,7 @@ async fn refuse(stream: &mut PeerStream, error: &ReceiveError) {
 
 /// A view's next rows chunk, read off the async threads.
 fn read_next_chunk(mut reader: ViewReader) -> BlockingTask<(ViewReader, ChunkRead)> {
-    snapshot_stream::start_blocking(move || {
+    blocking::start_blocking(move || {
         let chunk = reader.next_chunk();
         (reader, chunk)
     })
@@ -645,7 +646,7 @@ impl Receiving {
         match written {
             Ok(()) => Ok((self.message, staged)),
             Err(error) => {
-                let _ = snapshot_stream::blocking(move || staged.abandon()).await;
+                let _ = blocking::blocking(move || staged.abandon()).await;
                 Err(ReceiveError::Snapshot(error))
             }
         }
@@ -690,7 +691,7 @@ impl Receiver {
         if let Some(receiving) = receiving {
             // The stream ended before its end frame.
             if let Ok((_, staged)) = receiving.written().await {
-                let _ = snapshot_stream::blocking(move || staged.abandon()).await;
+                let _ = blocking::blocking(move || staged.abandon()).await;
             }
         }
         outcome
@@ -736,12 +737,12 @@ impl Receiver {
                         }
                         let index = snapshot.meta.index;
                         let inbox = self.snapshots.clone();
-                        let staged = snapshot_stream::blocking(move || inbox.begin(index))
+                        let staged = blocking::blocking(move || inbox.begin(index))
                             .await
                             .ok_or_else(|| ReceiveError::Snapshot("staging failed".into()))?
                             .map_err(ReceiveError::Snapshot)?;
                         info!(peer = from, index, "receiving a snapshot");
-                        let writing = snapshot_stream::start_blocking(move || (staged, Ok(())));
+                        let writing = blocking::start_blocking(move || (staged, Ok(())));
                         *receiving = Some(Receiving { message, writing });
                     }
                     (Decoded::SnapshotRows(chunk), Some(_)) => {
@@ -749,7 +750,7 @@ impl Receiver {
                             return Err(ReceiveError::Snapshot("rows without a snapshot".into()));
                         };
                         let (message, mut staged) = previous.written().await?;
-                        let writing = snapshot_stream::start_blocking(move || {
+                        let writing = blocking::start_blocking(move || {
                             let written = staged.write_chunk(&chunk);
                             (staged, written)
                         });
@@ -760,7 +761,7 @@ impl Receiver {
                             return Err(ReceiveError::Snapshot("an end without a snapshot".into()));
                         };
                         let (message, staged) = last.written().await?;
-                        snapshot_stream::blocking(move || staged.finish(end.rows, end.checksum))
+                        blocking::blocking(move || staged.finish(end.rows, end.checksum))
                             .await
                             .ok_or_else(|| ReceiveError::Snapshot("finishing failed".into()))?
                             .map_err(ReceiveError::Snapshot)?;

@@ -146,18 +146,13 @@ impl AuthService {
     }
 }
 
-/// Runs slow work (bcrypt) off the async workers. The simulator has no blocking threads:
-/// there it runs in place, costing simulated time nothing.
+/// Runs slow work (bcrypt) off the async workers (see `crate::blocking`).
 async fn off_the_workers<T: Send + 'static>(
     work: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, Status> {
-    #[cfg(not(madsim))]
-    let done = tokio::task::spawn_blocking(work)
+    crate::blocking::blocking(work)
         .await
-        .map_err(|e| Status::internal(format!("password hashing failed: {e}")));
-    #[cfg(madsim)]
-    let done = Ok(work());
-    done
+        .ok_or_else(|| Status::internal("password hashing failed"))
 }
 
 fn permission_type(perm_type: i32) -> PermissionType {

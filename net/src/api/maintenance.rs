@@ -256,7 +256,7 @@ impl Maintenance for MaintenanceService {
         let view = view.map_err(|e| store_status(&e))?;
         let path = crate::backup::export_path(&self.api.backup_dir);
         let written = path.clone();
-        let chunks = crate::snapshot_stream::blocking(move || {
+        let chunks = crate::blocking::blocking(move || {
             let backup = backup_of_view(view, config).map_err(|e| e.to_string())?;
             let version = format!(
                 "{}.0",
