@@ -38,8 +38,8 @@ pub struct Codec {
 /// Applies a codec's settings to bincode's options and runs `$body` with them as `$o`
 /// (each combination is its own type in bincode, hence a macro).
 macro_rules! with_options {
-    ($codec:expr, $limit:expr, $o:ident => $body:expr) => {{
-        let base = bincode::DefaultOptions::new().with_limit($limit);
+    ($codec:expr, $o:ident => $body:expr) => {{
+        let base = bincode::DefaultOptions::new().with_limit($codec.limit_bytes);
         match ($codec.integers, $codec.reject_trailing_bytes) {
             (Integers::Fixed, false) => {
                 let $o = base.with_fixint_encoding().allow_trailing_bytes();
@@ -89,7 +89,7 @@ impl Codec {
     }
 
     pub fn encode<T: Serialize + ?Sized>(&self, value: &T) -> bincode::Result<Vec<u8>> {
-        with_options!(self, self.limit_bytes, o => o.serialize(value))
+        with_options!(self, o => o.serialize(value))
     }
 
     pub fn encode_into<W: Write, T: Serialize + ?Sized>(
@@ -97,12 +97,12 @@ impl Codec {
         out: W,
         value: &T,
     ) -> bincode::Result<()> {
-        with_options!(self, self.limit_bytes, o => o.serialize_into(out, value))
+        with_options!(self, o => o.serialize_into(out, value))
     }
 
     /// The encoded size of `value`, without encoding it.
     pub fn size_bytes<T: Serialize + ?Sized>(&self, value: &T) -> bincode::Result<u64> {
-        with_options!(self, self.limit_bytes, o => o.serialized_size(value))
+        with_options!(self, o => o.serialized_size(value))
     }
 
     /// Decodes `bytes`: refused if they are over the limit, and never reads (or reserves
@@ -111,7 +111,7 @@ impl Codec {
         if bytes.len() as u64 > self.limit_bytes {
             return Err(Box::new(bincode::ErrorKind::SizeLimit));
         }
-        with_options!(self, self.limit_bytes, o => o.deserialize(bytes))
+        with_options!(self, o => o.deserialize(bytes))
     }
 }
 

@@ -524,12 +524,12 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
                     Ok(_) => {
                         self.pending_writes.insert(id, reply);
                     }
-                    // etcd's checks refused it: nothing was proposed.
-                    Err(error @ NodeProposeError::Membership(_)) => {
-                        let _ = reply.send(Err(propose_error(error)));
-                    }
                     Err(error) => {
-                        self.metrics.count_failed_proposal();
+                        // Refused by etcd's checks, nothing was proposed: not a failed
+                        // proposal.
+                        if !matches!(error, NodeProposeError::Membership(_)) {
+                            self.metrics.count_failed_proposal();
+                        }
                         let _ = reply.send(Err(propose_error(error)));
                     }
                 }

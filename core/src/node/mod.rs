@@ -814,20 +814,16 @@ impl Node {
         request_id: u64,
         change: MemberChange,
     ) -> Result<Member, NodeProposeError> {
-        if let MemberChange::Update { id, peer_urls } = change {
-            admission::check_update(&self.members, id, &peer_urls)?;
-            let member = self.members.get(id).cloned().unwrap_or_default();
-            self.propose(request_id, ProposalBody::UpdatePeerUrls { id, peer_urls })?;
-            return Ok(member);
-        }
         let member = self.admit(&change)?;
-        if !self.is_leader() {
-            return Err(AdmissionError::NotLeader.into());
+        match (change.kind(), change) {
+            (None, MemberChange::Update { id, peer_urls }) => {
+                self.propose(request_id, ProposalBody::UpdatePeerUrls { id, peer_urls })?;
+            }
+            (Some(kind), _) if self.is_leader() => {
+                self.propose_conf_change(request_id, kind, member.clone())?;
+            }
+            _ => return Err(AdmissionError::NotLeader.into()),
         }
-        let Some(kind) = change.kind() else {
-            return Err(AdmissionError::MemberNotFound.into());
-        };
-        self.propose_conf_change(request_id, kind, member.clone())?;
         Ok(member)
     }
 
