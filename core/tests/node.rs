@@ -1235,3 +1235,46 @@ fn a_leader_counts_a_voter_up_while_it_answers_every_few_heartbeats_for_an_elect
         "heard without a pause"
     );
 }
+
+/// etcd's `MoveLeader` checks, made by the node: only the leader starts a transfer, and
+/// only to a voting member; one started ends with the target leading.
+#[test]
+fn a_leader_transfer_is_started_by_the_leader_for_a_voting_member_only() {
+    use keel_core::node::query::{Ask, Query, TransferLeader, TransferRefused};
+    let mut cluster = NodeCluster::new(3, default_node_config);
+    cluster.elect(1);
+    cluster
+        .node_mut(1)
+        .propose_conf_change(500, ConfChangeKind::AddLearner, learner_4())
+        .unwrap();
+    cluster.run();
+    let mut transfer = |cluster: &mut NodeCluster, on: NodeId, target: NodeId| {
+        let answer = cluster
+            .node_mut(on)
+            .answer(TransferLeader { target }.into_query());
+        TransferLeader::take(answer).expect("answered in kind")
+    };
+    assert_eq!(
+        transfer(&mut cluster, 2, 3),
+        Err(TransferRefused::NotLeader)
+    );
+    assert_eq!(
+        transfer(&mut cluster, 1, 4),
+        Err(TransferRefused::BadTransferee),
+        "a learner cannot lead"
+    );
+    assert_eq!(
+        transfer(&mut cluster, 1, 42),
+        Err(TransferRefused::BadTransferee),
+        "not a member"
+    );
+    assert_eq!(cluster.leader(), Some(1), "nothing was started");
+    assert_eq!(transfer(&mut cluster, 1, 3), Ok(()));
+    cluster.tick(20);
+    assert_eq!(cluster.leader(), Some(3));
+    // Another query's answer is not this one's.
+    let header = cluster
+        .node_mut(3)
+        .answer(Query::Header(keel_core::node::query::Header));
+    assert!(TransferLeader::take(header).is_none());
+}

@@ -13,12 +13,13 @@
 //!
 //! Hashes go over the peer port (see `crate::peer_query`), so they work with auth enabled.
 
+use crate::handle::Consistency;
+use keel_core::node::query::{CompactRevision, HashKv, IsLeader, ProposeAlarm};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::bail;
-use keel_core::mvcc::{AlarmAction, AlarmRequest, AlarmType, Command};
-use keel_core::node::{ProposalBody, NO_CLIENT};
+use keel_core::mvcc::{AlarmAction, AlarmRequest, AlarmType};
 use keel_core::raft::NodeId;
 use tracing::{error, info, warn};
 
@@ -68,8 +69,9 @@ impl Checker {
         // and its peers hash that same revision.
         let hashed = self
             .node
-            .call_unfenced(move |node| node.store().hash_kv(revision))
-            .await??;
+            .ask(Consistency::Unfenced, HashKv { revision })
+            .await?
+            .0?;
         Ok(Hashed {
             hash: hashed.hash,
             revision: hashed.hash_revision,
@@ -125,8 +127,12 @@ impl Checker {
     /// lifts then, see `keel_core::node`); without a leader to lift it, the hash of what it
     /// applied so far.
     async fn own_hash_caught_up(&self) -> anyhow::Result<Hashed> {
-        match self.node.call(|node| node.store().hash_kv(0)).await {
-            Ok(hashed) => {
+        match self
+            .node
+            .ask(Consistency::Serializable, HashKv { revision: 0 })
+            .await
+        {
+            Ok((hashed, _term)) => {
                 let hashed = hashed?;
                 Ok(Hashed {
                     hash: hashed.hash,
@@ -196,7 +202,7 @@ impl Checker {
             tokio::time::sleep(period).await;
             since_periodic += period;
             since_compact += period;
-            let is_leader = self.node.call_unfenced(|node| node.is_leader()).await;
+            let is_leader = self.node.ask(Consistency::Unfenced, IsLeader).await;
             if !matches!(is_leader, Ok(true)) {
                 continue;
             }
@@ -206,10 +212,7 @@ impl Checker {
             }
             if checks.compact_hash.is_some_and(|p| since_compact >= p) {
                 since_compact = Duration::ZERO;
-                let compacted = self
-                    .node
-                    .call_unfenced(|node| node.store().compact_revision())
-                    .await;
+                let compacted = self.node.ask(Consistency::Unfenced, CompactRevision).await;
                 match compacted {
                     Ok(revision) if revision > 0 => self.compare_at(revision).await,
                     _ => {}
@@ -240,14 +243,14 @@ impl Checker {
     }
 
     async fn raise_alarm(&self, member_id: NodeId) {
-        let alarm = Command::Alarm(AlarmRequest {
+        let alarm = AlarmRequest {
             action: AlarmAction::Activate,
             member_id,
             alarm: AlarmType::Corrupt,
-        });
+        };
         let proposed = self
             .node
-            .call_unfenced(move |node| node.propose(NO_CLIENT, ProposalBody::Store(alarm)))
+            .ask(Consistency::Unfenced, ProposeAlarm { alarm })
             .await;
         if !matches!(proposed, Ok(Ok(()))) {
             warn!(

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keel_core::auth::{AuthError, Credentials};
+use keel_core::node::query::{Answer, Ask, Query};
 use keel_core::node::{AdmissionError, MemberChange, Node, Outcome, ProposalBody};
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
@@ -52,7 +53,27 @@ pub type ReadFn = Box<dyn FnOnce(&mut Node) + Send>;
 /// Anything else that needs the node for a moment (leases, watches, status).
 pub type CallFn = Box<dyn FnOnce(&mut Node) + Send>;
 
+/// When the loop answers a [`Query`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Consistency {
+    /// At once, also on a member fenced after a restart: for what Raft knows (leader,
+    /// term) and this member's own status, which etcd answers from a member cut off from
+    /// its cluster too (`etcdctl endpoint status`).
+    Unfenced,
+    /// From this member's applied state, once it serves from it (held while it is fenced
+    /// after a restart, see `Node::serves_local_reads`).
+    Serializable,
+    /// After a ReadIndex round confirms this member's state is current.
+    Linearizable,
+}
+
 pub enum Request {
+    /// A question for the node (or a command on its own state), answered in kind.
+    Ask {
+        query: Query,
+        consistency: Consistency,
+        reply: oneshot::Sender<Result<Answer, ApiError>>,
+    },
     Write {
         body: ProposalBody,
         /// The client's, checked by the node (see `Node::propose_as`).
@@ -92,6 +113,10 @@ impl Request {
                 linearizable: false,
                 ..
             } | Request::Call { fenced: true, .. }
+                | Request::Ask {
+                    consistency: Consistency::Serializable,
+                    ..
+                }
         )
     }
 
@@ -106,6 +131,10 @@ impl Request {
                     linearizable: true,
                     ..
                 }
+                | Request::Ask {
+                    consistency: Consistency::Linearizable,
+                    ..
+                }
         )
     }
 
@@ -113,6 +142,9 @@ impl Request {
     pub fn fail(self, error: ApiError) {
         match self {
             Request::Write { reply, .. } | Request::MemberChange { reply, .. } => {
+                let _ = reply.send(Err(error));
+            }
+            Request::Ask { reply, .. } => {
                 let _ = reply.send(Err(error));
             }
             Request::Read { failed, .. } | Request::Call { failed, .. } => {
@@ -125,6 +157,13 @@ impl Request {
 impl std::fmt::Debug for Request {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            Request::Ask {
+                query, consistency, ..
+            } => f
+                .debug_struct("Ask")
+                .field("query", query)
+                .field("consistency", consistency)
+                .finish(),
             Request::Write { body, .. } => f.debug_struct("Write").field("body", body).finish(),
             Request::MemberChange { change, .. } => f
                 .debug_struct("MemberChange")
@@ -217,6 +256,24 @@ impl NodeHandle {
         let (reply, answer) = oneshot::channel();
         self.send(Request::MemberChange { change, reply }).await?;
         self.wait(answer).await?
+    }
+
+    /// Asks the node `query`, answered as `consistency` says.
+    pub async fn ask<Q: Ask>(
+        &self,
+        consistency: Consistency,
+        query: Q,
+    ) -> Result<Q::Answer, ApiError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Request::Ask {
+            query: query.into_query(),
+            consistency,
+            reply,
+        })
+        .await?;
+        let answer = self.wait(answer).await??;
+        // `Node::answer` answers each query in kind: another answer is a bug of keel's.
+        Q::take(answer).ok_or(ApiError::Stopped)
     }
 
     /// Runs `read` against the node: after a ReadIndex round when `linearizable`, else at

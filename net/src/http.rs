@@ -7,6 +7,8 @@
 //! routes (HTTP/2 gRPC) and the HTTP routes (HTTP/1.1 or 2), told apart by path. So the
 //! server's gRPC services are registered in one place and the gateway sees all of them.
 
+use crate::handle::Consistency;
+use keel_core::node::query::{self, Header, HealthView};
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -256,22 +258,10 @@ struct Health {
     reason: String,
 }
 
-/// The member's state the checks look at, taken in one call on the loop.
-#[derive(Debug)]
-struct NodeView {
-    alarms: Vec<AlarmType>,
-    has_leader: bool,
-    is_learner: bool,
-}
-
 impl Endpoints {
-    async fn view(&self) -> Result<NodeView, String> {
+    async fn view(&self) -> Result<HealthView, String> {
         self.node
-            .call(|node| NodeView {
-                alarms: node.store().alarms().iter().map(|a| a.alarm).collect(),
-                has_leader: node.raft().leader().is_some(),
-                is_learner: node.raft().conf_state().learners.contains(&node.id()),
-            })
+            .ask(Consistency::Serializable, query::Health)
             .await
             .map_err(|error| error.to_string())
     }
@@ -279,9 +269,15 @@ impl Endpoints {
     /// A read through the loop, linearizable (a ReadIndex round) unless `serializable`,
     /// as etcd's health checks do with a one-key range.
     async fn read(&self, serializable: bool) -> Result<(), String> {
+        let consistency = if serializable {
+            Consistency::Serializable
+        } else {
+            Consistency::Linearizable
+        };
         self.node
-            .read(!serializable, |_| ())
+            .ask(consistency, Header)
             .await
+            .map(|_| ())
             .map_err(|error| error.to_string())
     }
 

@@ -10,6 +10,8 @@
 //! A question opens its own connection (see `crate::frame`), gets one answer, and the
 //! connection closes; a member that cannot answer says why.
 
+use crate::handle::Consistency;
+use keel_core::node::query::HashKv;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -86,8 +88,9 @@ impl AnswerDesk {
                 // is fenced after a restart: no need to wait for the fence.
                 let hashed = self
                     .node
-                    .call_unfenced(move |node| node.store().hash_kv(revision))
-                    .await;
+                    .ask(Consistency::Unfenced, HashKv { revision })
+                    .await
+                    .map(|(hashed, _term)| hashed);
                 match hashed {
                     Ok(Ok(hashed)) => Answer::HashKv {
                         hash: hashed.hash,

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keel_core::mvcc::{Store, StreamId, WatchResponse};
+use keel_core::node::query::{Answer, Query};
 use keel_core::node::{
     snapshot_of_view, Completion, MemberAttributes, Node, NodeProposeError, Outcome, ProposalBody,
     NO_CLIENT,
@@ -22,7 +23,7 @@ use crate::clock::{ClockSkew, LocalClock};
 use tracing::{debug, error, info, warn};
 
 use crate::compactor::Compactor;
-use crate::handle::{ApiError, LearnerFlag, ReadFn, Request, Written};
+use crate::handle::{ApiError, Consistency, LearnerFlag, ReadFn, Request, Written};
 use crate::metrics::Metrics;
 use crate::peer_query::MembersView;
 use crate::snapshot_stream;
@@ -149,7 +150,7 @@ pub struct ServerLoop<D: Disk> {
     settings: LoopSettings,
     metrics: Arc<Metrics>,
     pending_writes: BTreeMap<u64, oneshot::Sender<Result<Written, ApiError>>>,
-    pending_reads: BTreeMap<u64, (ReadFn, oneshot::Sender<ApiError>)>,
+    pending_reads: BTreeMap<u64, PendingRead>,
     watch_outboxes: BTreeMap<StreamId, mpsc::Sender<WatchResponse>>,
     /// Serializable reads and calls that came while the node did not serve from its own
     /// state (after a restart, until it caught up: `Node::serves_local_reads`), in order.
@@ -415,8 +416,7 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
         self.settings.members_view.set(self.node.members());
         // Answers nobody waits for any more (the client timed out) are forgotten.
         self.pending_writes.retain(|_, reply| !reply.is_closed());
-        self.pending_reads
-            .retain(|_, (_, failed)| !failed.is_closed());
+        self.pending_reads.retain(|_, read| !read.abandoned());
         self.fail_parked_without_leader();
         self.log_alarm_changes();
         if self.ticks % PUBLISH_RETRY_TICKS == 1 {
@@ -547,17 +547,34 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
                 let id = self.next_id();
                 match self.node.read_index(id) {
                     Ok(()) => {
-                        self.pending_reads.insert(id, (read, failed));
+                        self.pending_reads
+                            .insert(id, PendingRead::Closure(read, failed));
                     }
-                    Err(ReadIndexError::NoLeader) => {
-                        let _ = failed.send(ApiError::NoLeader);
-                    }
-                    Err(ReadIndexError::TooManyPending { .. }) => {
-                        let _ = failed.send(ApiError::TooManyRequests);
+                    Err(error) => {
+                        let _ = failed.send(read_index_error(error));
                     }
                 }
             }
             Request::Call { call, .. } => call(&mut self.node),
+            Request::Ask {
+                query,
+                consistency: Consistency::Linearizable,
+                reply,
+            } => {
+                let id = self.next_id();
+                match self.node.read_index(id) {
+                    Ok(()) => {
+                        self.pending_reads
+                            .insert(id, PendingRead::Ask(query, reply));
+                    }
+                    Err(error) => {
+                        let _ = reply.send(Err(read_index_error(error)));
+                    }
+                }
+            }
+            Request::Ask { query, reply, .. } => {
+                let _ = reply.send(Ok(self.node.answer(query)));
+            }
         }
     }
 
@@ -711,8 +728,12 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
                 self.complete(completion);
             }
             for id in output.reads {
-                if let Some((read, _)) = self.pending_reads.remove(&id) {
-                    read(&mut self.node);
+                match self.pending_reads.remove(&id) {
+                    Some(PendingRead::Closure(read, _)) => read(&mut self.node),
+                    Some(PendingRead::Ask(query, reply)) => {
+                        let _ = reply.send(Ok(self.node.answer(query)));
+                    }
+                    None => {}
                 }
             }
             if output.membership_changed {
@@ -1026,6 +1047,29 @@ impl TurnTimes {
 }
 
 /// The loop's error for a failure of the store's engine.
+/// A linearizable read waiting for its read index to be applied.
+enum PendingRead {
+    Closure(ReadFn, oneshot::Sender<ApiError>),
+    Ask(Query, oneshot::Sender<Result<Answer, ApiError>>),
+}
+
+impl PendingRead {
+    /// Nobody waits for its answer any more (the client timed out).
+    fn abandoned(&self) -> bool {
+        match self {
+            PendingRead::Closure(_, failed) => failed.is_closed(),
+            PendingRead::Ask(_, reply) => reply.is_closed(),
+        }
+    }
+}
+
+fn read_index_error(error: ReadIndexError) -> ApiError {
+    match error {
+        ReadIndexError::NoLeader => ApiError::NoLeader,
+        ReadIndexError::TooManyPending { .. } => ApiError::TooManyRequests,
+    }
+}
+
 fn engine_result<T>(result: Result<T, keel_core::mvcc::Error>) -> Result<T, LoopError> {
     result.map_err(|e| {
         error!(%e, "the store's engine failed");

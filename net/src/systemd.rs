@@ -4,6 +4,8 @@
 //! log, which takes a leader and a quorum, so a unit ordered after keel starts only when the
 //! cluster can answer. Without `NOTIFY_SOCKET` (not under systemd) nothing is sent.
 
+use crate::handle::Consistency;
+use keel_core::node::query::Serving;
 use std::io;
 use std::os::unix::net::UnixDatagram;
 use std::time::Duration;
@@ -25,13 +27,7 @@ pub async fn notify_ready_once_serving(handle: NodeHandle, member_id: u64, name:
     loop {
         let name = name.clone();
         let serving = handle
-            .call_unfenced(move |node| {
-                let published = node
-                    .members()
-                    .get(member_id)
-                    .is_some_and(|member| member.name == name);
-                published && node.raft().leader().is_some()
-            })
+            .ask(Consistency::Unfenced, Serving { member_id, name })
             .await;
         match serving {
             Ok(true) => break,

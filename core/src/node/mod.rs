@@ -18,6 +18,7 @@ mod engine_state;
 pub mod lease_clock;
 pub mod members;
 pub mod proposal;
+pub mod query;
 mod start_fence;
 
 use std::collections::BTreeMap;

@@ -3,6 +3,8 @@
 //! A forwarded request is marked, and a member that gets a marked request it cannot answer
 //! says `etcdserver: not leader` rather than forwarding it again, so nothing loops.
 
+use crate::handle::Consistency;
+use keel_core::node::query::{LeaderClientUrls, LeaderUrls};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -48,13 +50,6 @@ pub fn pass_token<T>(request: &mut Request<T>, credentials: &Credentials) {
     }
 }
 
-/// Where the leader serves clients.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Leader {
-    pub id: u64,
-    pub client_urls: Vec<String>,
-}
-
 /// Finds the leader and keeps one (lazily connected) channel per client URL.
 #[derive(Clone, Debug)]
 pub struct Forwarder {
@@ -75,18 +70,11 @@ impl Forwarder {
 
     /// The leader, once there is one whose client URLs are known; `etcdserver: no leader`
     /// at `deadline` (etcd waits for an election the same way).
-    pub async fn leader(&self, deadline: Instant) -> Result<Leader, Status> {
+    pub async fn leader(&self, deadline: Instant) -> Result<LeaderUrls, Status> {
         loop {
             let leader = self
                 .handle
-                .call_unfenced(|node| {
-                    let id = node.raft().leader()?;
-                    let member = node.members().get(id)?;
-                    (!member.client_urls.is_empty()).then(|| Leader {
-                        id,
-                        client_urls: member.client_urls.clone(),
-                    })
-                })
+                .ask(Consistency::Unfenced, LeaderClientUrls)
                 .await
                 .map_err(api_status)?;
             if let Some(leader) = leader {

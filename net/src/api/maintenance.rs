@@ -4,12 +4,15 @@
 //! A snapshot is etcd's backend file (see `crate::backup`), streamed as etcd streams it:
 //! chunks with the bytes still to come, then the SHA-256 of the file as the last message.
 
+use crate::handle::Consistency;
+use keel_core::node::query::{
+    Defragment, HashKv, LeaderAndTerm, SnapshotView, StoreSnapshot, TransferLeader, TransferRefused,
+};
 use std::time::Duration;
 
 use bytes::Bytes;
 use keel_core::mvcc::{self, Command};
 use keel_core::node::{backup_of_view, Node};
-use keel_core::raft::TransferError;
 use tokio::time::Instant;
 use tonic::codegen::tokio_stream;
 use tonic::{Request, Response, Status};
@@ -45,7 +48,7 @@ impl MaintenanceService {
             let (leader, term) = self
                 .api
                 .handle
-                .call_unfenced(|node| (node.raft().leader(), node.raft().term()))
+                .ask(Consistency::Unfenced, LeaderAndTerm)
                 .await
                 .map_err(api_status)?;
             if leader == Some(target) {
@@ -165,7 +168,7 @@ impl Maintenance for MaintenanceService {
         let defragmenting = self
             .api
             .handle
-            .call_unfenced(|node| node.begin_store_defragment())
+            .ask(Consistency::Unfenced, Defragment)
             .await
             .map_err(api_status)?
             .map_err(|e| store_status(&e))?;
@@ -194,7 +197,7 @@ impl Maintenance for MaintenanceService {
         let (hashed, term) = self
             .api
             .handle
-            .read(false, |node| (node.store().hash_kv(0), node.raft().term()))
+            .ask(Consistency::Serializable, HashKv { revision: 0 })
             .await
             .map_err(api_status)?;
         let hashed = hashed.map_err(|e| store_status(&e))?;
@@ -216,9 +219,7 @@ impl Maintenance for MaintenanceService {
         let (hashed, term) = self
             .api
             .handle
-            .read(false, move |node| {
-                (node.store().hash_kv(revision), node.raft().term())
-            })
+            .ask(Consistency::Serializable, HashKv { revision })
             .await
             .map_err(api_status)?;
         let hashed = hashed.map_err(|e| store_status(&e))?;
@@ -239,18 +240,15 @@ impl Maintenance for MaintenanceService {
         self.api
             .require_admin(&self.api.credentials(&request))
             .await?;
-        let (view, config, term, revision) = self
+        let StoreSnapshot {
+            view,
+            config,
+            term,
+            revision,
+        } = self
             .api
             .handle
-            .call(|node| {
-                let view = node.commit_store(false).and_then(|()| node.store().view());
-                (
-                    view,
-                    *node.store().config(),
-                    node.raft().term(),
-                    node.store().current_revision(),
-                )
-            })
+            .ask(Consistency::Serializable, SnapshotView)
             .await
             .map_err(api_status)?;
         let view = view.map_err(|e| store_status(&e))?;
@@ -307,10 +305,13 @@ impl Maintenance for MaintenanceService {
         let started = self
             .api
             .handle
-            .call(move |node| start_transfer(node, target))
+            .ask(Consistency::Serializable, TransferLeader { target })
             .await
             .map_err(api_status)?;
-        started.map_err(EtcdError::status)?;
+        started.map_err(|refused| match refused {
+            TransferRefused::NotLeader => EtcdError::NotLeader.status(),
+            TransferRefused::BadTransferee => EtcdError::BadLeaderTransferee.status(),
+        })?;
         self.wait_for_leader(target).await?;
         // etcd's answer carries no header.
         Ok(Response::new(pb::MoveLeaderResponse { header: None }))
@@ -328,23 +329,6 @@ impl Maintenance for MaintenanceService {
             "etcdserver: keel does not support cluster downgrades",
         ))
     }
-}
-
-/// Asks this leader to hand over to `target` (etcd: leader only, to a voting member).
-fn start_transfer(node: &mut Node, target: u64) -> Result<(), EtcdError> {
-    if !node.is_leader() {
-        return Err(EtcdError::NotLeader);
-    }
-    match node.members().get(target) {
-        Some(member) if !member.is_learner => {}
-        _ => return Err(EtcdError::BadLeaderTransferee),
-    }
-    node.raft_mut()
-        .transfer_leader(target)
-        .map_err(|e| match e {
-            TransferError::NotLeader => EtcdError::NotLeader,
-            TransferError::NotVoter { .. } => EtcdError::BadLeaderTransferee,
-        })
 }
 
 #[cfg(test)]

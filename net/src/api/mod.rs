@@ -15,6 +15,8 @@ pub mod lock;
 pub mod maintenance;
 pub mod watch;
 
+use crate::handle::Consistency;
+use keel_core::node::query;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -85,7 +87,7 @@ impl Api {
         use convert::HeaderSource;
         let (term, revision) = self
             .handle
-            .call(|node| (node.raft().term(), node.store().current_revision()))
+            .ask(Consistency::Serializable, query::Header)
             .await
             .map_err(api_status)?;
         Ok(self.header_at(term).header(revision))

@@ -5,6 +5,8 @@
 //! When the client goes away both tasks end, the outbox closes and the loop drops the
 //! stream's watchers.
 
+use crate::handle::Consistency;
+use keel_core::node::query::{Ask, CancelWatch, FlushWatches, RequestProgress};
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -215,16 +217,12 @@ impl RequestReader {
             Some(RequestUnion::CreateRequest(create)) => self.create(create).await,
             Some(RequestUnion::CancelRequest(cancel)) => {
                 let fragmenting = self.fragmenting.clone();
-                self.call(move |node| {
-                    node.watches_mut().cancel_watch(stream, cancel.watch_id);
-                    lock(&fragmenting).remove(&cancel.watch_id);
-                })
-                .await
+                let watch_id = cancel.watch_id;
+                let cancelled = self.ask(CancelWatch { stream, watch_id }).await;
+                lock(&fragmenting).remove(&watch_id);
+                cancelled
             }
-            Some(RequestUnion::ProgressRequest(_)) => {
-                self.call(move |node| node.watches_mut().request_progress(stream))
-                    .await
-            }
+            Some(RequestUnion::ProgressRequest(_)) => self.ask(RequestProgress { stream }).await,
             // etcd ignores a request with nothing in it.
             None => Ok(()),
         }
@@ -306,11 +304,13 @@ impl RequestReader {
         Ok(())
     }
 
-    async fn call(
-        &self,
-        call: impl FnOnce(&mut keel_core::node::Node) + Send + 'static,
-    ) -> Result<(), Status> {
-        self.api.handle.call(call).await.map_err(api_status)
+    /// A command on this stream's watches, once this member serves from its state.
+    async fn ask<Q: Ask<Answer = ()>>(&self, command: Q) -> Result<(), Status> {
+        self.api
+            .handle
+            .ask(Consistency::Serializable, command)
+            .await
+            .map_err(api_status)
     }
 }
 
@@ -434,12 +434,7 @@ pub async fn keep_watchers_moving(handle: NodeHandle, progress_interval: Duratio
             next_progress += progress_interval;
         }
         let called = handle
-            .call(move |node| {
-                node.sync_watches();
-                if progress_due {
-                    node.watches_mut().progress_tick();
-                }
-            })
+            .ask(Consistency::Serializable, FlushWatches { progress_due })
             .await;
         if called == Err(ApiError::Stopped) {
             return;

@@ -1,0 +1,364 @@
+//! Questions the server puts to the node, and the small commands that change only this
+//! member's own state (its watches, a leader transfer it starts, its engine's file): a
+//! closed set of typed requests, each with its typed answer. The server sends a [`Query`]
+//! into its loop, which calls [`Node::answer`] and sends the [`Answer`] back; the caller
+//! takes its answer out with [`Ask::take`], whose type the query names. Nothing outside
+//! this module reaches into the node's Raft or store to answer them.
+//!
+//! When a query is answered (at once, from the applied state once the node serves from it,
+//! or after a ReadIndex round) is the caller's choice, not the query's: the same hash is
+//! asked for by a client (from the applied state) and by the corruption check (at once).
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::mvcc::{
+    self, AlarmRequest, AlarmType, Command, Defragmenting, HashKvResponse, StoreConfig, StreamId,
+    View, WatchId,
+};
+use crate::raft::{NodeId, TransferError};
+
+use super::{Node, NodeProposeError, ProposalBody, NO_CLIENT};
+
+/// A query of type `Self`, and the type of its answer.
+pub trait Ask: Sized {
+    type Answer;
+    fn into_query(self) -> Query;
+    /// The answer to this query out of what [`Node::answer`] gave. `None` only for an
+    /// answer to another query, which `Node::answer` never gives.
+    fn take(answer: Answer) -> Option<Self::Answer>;
+}
+
+/// Declares the queries: the [`Query`] and [`Answer`] enums (one variant per query, of the
+/// query's name), [`Ask`] for each query, and [`Node::answer`], which hands each query to
+/// its own `answer` method.
+macro_rules! queries {
+    ($( $(#[$meta:meta])* $query:ident => $answer:ty; )*) => {
+        /// A question for the node, or a command on its own state (see the module's doc).
+        #[derive(Clone, Debug, PartialEq, Eq)]
+        pub enum Query {
+            $( $(#[$meta])* $query($query), )*
+        }
+
+        /// The node's answer to a [`Query`], in the variant of the query's name.
+        pub enum Answer {
+            $( $query($answer), )*
+        }
+
+        impl fmt::Debug for Answer {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                let name = match self {
+                    $( Answer::$query(_) => stringify!($query), )*
+                };
+                write!(f, "Answer::{name}")
+            }
+        }
+
+        $(
+            impl Ask for $query {
+                type Answer = $answer;
+
+                fn into_query(self) -> Query {
+                    Query::$query(self)
+                }
+
+                fn take(answer: Answer) -> Option<$answer> {
+                    #[allow(unreachable_patterns)]
+                    match answer {
+                        Answer::$query(answer) => Some(answer),
+                        _ => None,
+                    }
+                }
+            }
+        )*
+
+        impl Node {
+            /// Answers `query` from this node's state as it is now.
+            pub fn answer(&mut self, query: Query) -> Answer {
+                match query {
+                    $( Query::$query(query) => Answer::$query(query.answer(self)), )*
+                }
+            }
+        }
+    };
+}
+
+queries! {
+    /// Whether this member serves: its name published, a leader known (systemd's readiness).
+    Serving => bool;
+    /// The leader, if this member knows one and its client URLs (to forward a request to).
+    LeaderClientUrls => Option<LeaderUrls>;
+    /// The leader this member knows of, and its term.
+    LeaderAndTerm => (Option<NodeId>, u64);
+    /// Whether this member leads.
+    IsLeader => bool;
+    /// The term and the store's revision, for a response header.
+    Header => (u64, i64);
+    /// The hash of the store's key space at a revision (0: the current one), with the term.
+    HashKv => (Result<HashKvResponse, mvcc::Error>, u64);
+    /// The store's compacted revision.
+    CompactRevision => i64;
+    /// What a health check looks at.
+    Health => HealthView;
+    /// A consistent view of the store as of its last engine commit (made now), with what a
+    /// backup of it needs.
+    SnapshotView => StoreSnapshot;
+    /// Starts moving leadership to another voter (etcd: asked of the leader, for a voting
+    /// member); the caller waits for the new leader.
+    TransferLeader => Result<(), TransferRefused>;
+    /// Starts rewriting the engine's file without its free pages (see `Store::defragment`).
+    Defragment => Result<Defragmenting, mvcc::Error>;
+    /// Proposes an alarm change of this member's own (not a client's: nobody waits for it
+    /// to apply).
+    ProposeAlarm => Result<(), NodeProposeError>;
+    /// Cancels a watch of a stream.
+    CancelWatch => ();
+    /// Asks for a progress notification on a stream.
+    RequestProgress => ();
+    /// Sends what watches have gathered, and progress notifications when due.
+    FlushWatches => ();
+}
+
+/// See [`Query::Serving`]: this member is `member_id`, named `name`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Serving {
+    pub member_id: NodeId,
+    pub name: String,
+}
+
+impl Serving {
+    fn answer(self, node: &mut Node) -> bool {
+        let published = node
+            .members()
+            .get(self.member_id)
+            .is_some_and(|member| member.name == self.name);
+        published && node.raft().leader().is_some()
+    }
+}
+
+/// See [`Query::LeaderClientUrls`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaderClientUrls;
+
+/// The leader and where its clients reach it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaderUrls {
+    pub id: NodeId,
+    pub client_urls: Vec<String>,
+}
+
+impl LeaderClientUrls {
+    fn answer(self, node: &mut Node) -> Option<LeaderUrls> {
+        let id = node.raft().leader()?;
+        let member = node.members().get(id)?;
+        (!member.client_urls.is_empty()).then(|| LeaderUrls {
+            id,
+            client_urls: member.client_urls.clone(),
+        })
+    }
+}
+
+/// See [`Query::LeaderAndTerm`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaderAndTerm;
+
+impl LeaderAndTerm {
+    fn answer(self, node: &mut Node) -> (Option<NodeId>, u64) {
+        (node.raft().leader(), node.raft().term())
+    }
+}
+
+/// See [`Query::IsLeader`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IsLeader;
+
+impl IsLeader {
+    fn answer(self, node: &mut Node) -> bool {
+        node.is_leader()
+    }
+}
+
+/// See [`Query::Header`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Header;
+
+impl Header {
+    fn answer(self, node: &mut Node) -> (u64, i64) {
+        (node.raft().term(), node.store().current_revision())
+    }
+}
+
+/// See [`Query::HashKv`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HashKv {
+    pub revision: i64,
+}
+
+impl HashKv {
+    fn answer(self, node: &mut Node) -> (Result<HashKvResponse, mvcc::Error>, u64) {
+        (node.store().hash_kv(self.revision), node.raft().term())
+    }
+}
+
+/// See [`Query::CompactRevision`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CompactRevision;
+
+impl CompactRevision {
+    fn answer(self, node: &mut Node) -> i64 {
+        node.store().compact_revision()
+    }
+}
+
+/// See [`Query::Health`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Health;
+
+/// What etcd's `/health` looks at.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HealthView {
+    pub alarms: Vec<AlarmType>,
+    pub has_leader: bool,
+    pub is_learner: bool,
+}
+
+impl Health {
+    fn answer(self, node: &mut Node) -> HealthView {
+        HealthView {
+            alarms: node.store().alarms().iter().map(|a| a.alarm).collect(),
+            has_leader: node.raft().leader().is_some(),
+            is_learner: node.raft().conf_state().learners.contains(&node.id()),
+        }
+    }
+}
+
+/// See [`Query::SnapshotView`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotView;
+
+/// A view of the store to copy off the loop, and what the copy's header needs.
+pub struct StoreSnapshot {
+    pub view: Result<Arc<dyn View>, mvcc::Error>,
+    pub config: StoreConfig,
+    pub term: u64,
+    pub revision: i64,
+}
+
+impl fmt::Debug for StoreSnapshot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoreSnapshot")
+            .field("term", &self.term)
+            .field("revision", &self.revision)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SnapshotView {
+    fn answer(self, node: &mut Node) -> StoreSnapshot {
+        // The view is of the engine's last commit: commit what was applied first.
+        let view = node.commit_store(false).and_then(|()| node.store().view());
+        StoreSnapshot {
+            view,
+            config: *node.store().config(),
+            term: node.raft().term(),
+            revision: node.store().current_revision(),
+        }
+    }
+}
+
+/// See [`Query::TransferLeader`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TransferLeader {
+    pub target: NodeId,
+}
+
+/// Why a leader transfer was not started (etcd's errors for `MoveLeader`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TransferRefused {
+    #[error("not the leader")]
+    NotLeader,
+    /// The target is not a voting member.
+    #[error("the target is not a voting member")]
+    BadTransferee,
+}
+
+impl TransferLeader {
+    fn answer(self, node: &mut Node) -> Result<(), TransferRefused> {
+        if !node.is_leader() {
+            return Err(TransferRefused::NotLeader);
+        }
+        match node.members().get(self.target) {
+            Some(member) if !member.is_learner => {}
+            _ => return Err(TransferRefused::BadTransferee),
+        }
+        node.raft_mut()
+            .transfer_leader(self.target)
+            .map_err(|error| match error {
+                TransferError::NotLeader => TransferRefused::NotLeader,
+                TransferError::NotVoter { .. } => TransferRefused::BadTransferee,
+            })
+    }
+}
+
+/// See [`Query::Defragment`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Defragment;
+
+impl Defragment {
+    fn answer(self, node: &mut Node) -> Result<Defragmenting, mvcc::Error> {
+        node.begin_store_defragment()
+    }
+}
+
+/// See [`Query::ProposeAlarm`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProposeAlarm {
+    pub alarm: AlarmRequest,
+}
+
+impl ProposeAlarm {
+    fn answer(self, node: &mut Node) -> Result<(), NodeProposeError> {
+        node.propose(NO_CLIENT, ProposalBody::Store(Command::Alarm(self.alarm)))
+    }
+}
+
+/// See [`Query::CancelWatch`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CancelWatch {
+    pub stream: StreamId,
+    pub watch_id: WatchId,
+}
+
+impl CancelWatch {
+    fn answer(self, node: &mut Node) {
+        node.watches_mut().cancel_watch(self.stream, self.watch_id);
+    }
+}
+
+/// See [`Query::RequestProgress`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestProgress {
+    pub stream: StreamId,
+}
+
+impl RequestProgress {
+    fn answer(self, node: &mut Node) {
+        node.watches_mut().request_progress(self.stream);
+    }
+}
+
+/// See [`Query::FlushWatches`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FlushWatches {
+    /// A progress notification is due on every stream that asked for them.
+    pub progress_due: bool,
+}
+
+impl FlushWatches {
+    fn answer(self, node: &mut Node) {
+        node.sync_watches();
+        if self.progress_due {
+            node.watches_mut().progress_tick();
+        }
+    }
+}
