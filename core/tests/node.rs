@@ -1248,7 +1248,7 @@ fn a_leader_transfer_is_started_by_the_leader_for_a_voting_member_only() {
         .propose_conf_change(500, ConfChangeKind::AddLearner, learner_4())
         .unwrap();
     cluster.run();
-    let mut transfer = |cluster: &mut NodeCluster, on: NodeId, target: NodeId| {
+    let transfer = |cluster: &mut NodeCluster, on: NodeId, target: NodeId| {
         let answer = cluster
             .node_mut(on)
             .answer(TransferLeader { target }.into_query());

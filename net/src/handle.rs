@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keel_core::auth::{AuthError, Credentials};
-use keel_core::node::query::{Answer, Ask, Query};
+use keel_core::node::query::{Answer, Ask, AskedBy, Query};
+use keel_core::node::CallerCheck;
 use keel_core::node::{AdmissionError, MemberChange, Node, Outcome, ProposalBody};
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
@@ -71,6 +72,8 @@ pub enum Request {
     /// A question for the node (or a command on its own state), answered in kind.
     Ask {
         query: Query,
+        /// When given, the node answers only if they may ask (see `Node::answer_for`).
+        asked_by: Option<AskedBy>,
         consistency: Consistency,
         reply: oneshot::Sender<Result<Answer, ApiError>>,
     },
@@ -264,9 +267,31 @@ impl NodeHandle {
         consistency: Consistency,
         query: Q,
     ) -> Result<Q::Answer, ApiError> {
+        self.send_ask(consistency, None, query).await
+    }
+
+    /// Asks the node `query` for the caller of `credentials`, who must pass `check`.
+    pub async fn ask_as<Q: Ask>(
+        &self,
+        consistency: Consistency,
+        credentials: Credentials,
+        check: CallerCheck,
+        query: Q,
+    ) -> Result<Q::Answer, ApiError> {
+        let asked_by = AskedBy { credentials, check };
+        self.send_ask(consistency, Some(asked_by), query).await
+    }
+
+    async fn send_ask<Q: Ask>(
+        &self,
+        consistency: Consistency,
+        asked_by: Option<AskedBy>,
+        query: Q,
+    ) -> Result<Q::Answer, ApiError> {
         let (reply, answer) = oneshot::channel();
         self.send(Request::Ask {
             query: query.into_query(),
+            asked_by,
             consistency,
             reply,
         })

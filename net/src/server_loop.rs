@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keel_core::mvcc::{Store, StreamId, WatchResponse};
-use keel_core::node::query::{Answer, Query};
+use keel_core::node::query::{Answer, AskedBy, Query};
 use keel_core::node::{
     snapshot_of_view, Completion, MemberAttributes, Node, NodeProposeError, Outcome, ProposalBody,
     NO_CLIENT,
@@ -558,22 +558,29 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
             Request::Call { call, .. } => call(&mut self.node),
             Request::Ask {
                 query,
+                asked_by,
                 consistency: Consistency::Linearizable,
                 reply,
             } => {
                 let id = self.next_id();
                 match self.node.read_index(id) {
                     Ok(()) => {
-                        self.pending_reads
-                            .insert(id, PendingRead::Ask(query, reply));
+                        let read = PendingRead::Ask(query, asked_by, reply);
+                        self.pending_reads.insert(id, read);
                     }
                     Err(error) => {
                         let _ = reply.send(Err(read_index_error(error)));
                     }
                 }
             }
-            Request::Ask { query, reply, .. } => {
-                let _ = reply.send(Ok(self.node.answer(query)));
+            Request::Ask {
+                query,
+                asked_by,
+                reply,
+                ..
+            } => {
+                let answer = self.node.answer_for(asked_by.as_ref(), query);
+                let _ = reply.send(answer.map_err(ApiError::Auth));
             }
         }
     }
@@ -730,8 +737,9 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
             for id in output.reads {
                 match self.pending_reads.remove(&id) {
                     Some(PendingRead::Closure(read, _)) => read(&mut self.node),
-                    Some(PendingRead::Ask(query, reply)) => {
-                        let _ = reply.send(Ok(self.node.answer(query)));
+                    Some(PendingRead::Ask(query, asked_by, reply)) => {
+                        let answer = self.node.answer_for(asked_by.as_ref(), query);
+                        let _ = reply.send(answer.map_err(ApiError::Auth));
                     }
                     None => {}
                 }
@@ -1050,7 +1058,11 @@ impl TurnTimes {
 /// A linearizable read waiting for its read index to be applied.
 enum PendingRead {
     Closure(ReadFn, oneshot::Sender<ApiError>),
-    Ask(Query, oneshot::Sender<Result<Answer, ApiError>>),
+    Ask(
+        Query,
+        Option<AskedBy>,
+        oneshot::Sender<Result<Answer, ApiError>>,
+    ),
 }
 
 impl PendingRead {
@@ -1058,7 +1070,7 @@ impl PendingRead {
     fn abandoned(&self) -> bool {
         match self {
             PendingRead::Closure(_, failed) => failed.is_closed(),
-            PendingRead::Ask(_, reply) => reply.is_closed(),
+            PendingRead::Ask(_, _, reply) => reply.is_closed(),
         }
     }
 }

@@ -14,6 +14,7 @@
 //! ```
 
 pub mod admission;
+mod caller_check;
 mod engine_state;
 pub mod lease_clock;
 pub mod members;
@@ -46,6 +47,7 @@ use crate::raft::{
 };
 
 pub use admission::{AdmissionError, MemberChange, VotersUp};
+pub use caller_check::CallerCheck;
 pub use engine_state::{
     backup_of_view, found_cluster_on, image_of_view, marker_of, snapshot_of_view, Backup,
 };

@@ -12,13 +12,14 @@
 use std::fmt;
 use std::sync::Arc;
 
+use crate::auth::{self, AuthError, AuthStatus, Credentials};
 use crate::mvcc::{
     self, AlarmRequest, AlarmType, Command, Defragmenting, HashKvResponse, StoreConfig, StreamId,
     View, WatchId,
 };
 use crate::raft::{NodeId, TransferError};
 
-use super::{Node, NodeProposeError, ProposalBody, NO_CLIENT};
+use super::{CallerCheck, Node, NodeProposeError, ProposalBody, NO_CLIENT};
 
 /// A query of type `Self`, and the type of its answer.
 pub trait Ask: Sized {
@@ -73,6 +74,19 @@ macro_rules! queries {
         )*
 
         impl Node {
+            /// Answers `query` from this node's state as it is now, if `asked_by` (when
+            /// given) may ask it.
+            pub fn answer_for(
+                &mut self,
+                asked_by: Option<&AskedBy>,
+                query: Query,
+            ) -> Result<Answer, AuthError> {
+                if let Some(asked_by) = asked_by {
+                    self.authorize(&asked_by.credentials, &asked_by.check)?;
+                }
+                Ok(self.answer(query))
+            }
+
             /// Answers `query` from this node's state as it is now.
             pub fn answer(&mut self, query: Query) -> Answer {
                 match query {
@@ -117,6 +131,158 @@ queries! {
     RequestProgress => ();
     /// Sends what watches have gathered, and progress notifications when due.
     FlushWatches => ();
+    /// Nothing but the check of the caller's [`AskedBy`].
+    Authorize => ();
+    /// Whether auth is on, and the auth store's revision.
+    ReadAuthStatus => Headed<Result<AuthStatus, AuthError>>;
+    /// A user's roles.
+    UserGet => Headed<Result<Vec<String>, AuthError>>;
+    /// Every user's name.
+    UserList => Headed<Result<Vec<String>, AuthError>>;
+    /// A role's permissions.
+    RoleGet => Headed<Result<Vec<auth::Permission>, AuthError>>;
+    /// Every role's name.
+    RoleList => Headed<Result<Vec<String>, AuthError>>;
+    /// Renews a lease (on the leader; elsewhere `NotPrimary`).
+    LeaseKeepAlive => Headed<Result<mvcc::LeaseKeepAliveResponse, mvcc::Error>>;
+    /// A lease's time to live, and its keys if asked (on the leader; elsewhere
+    /// `NotPrimary`).
+    LeaseTimeToLive => Headed<Result<mvcc::LeaseTimeToLiveResponse, mvcc::Error>>;
+    /// Every lease.
+    LeaseLeases => Headed<mvcc::LeaseLeasesResponse>;
+    /// A user's password hash and the auth revision it was read at, to check a password
+    /// against off the loop.
+    PasswordHash => Result<(String, u64), AuthError>;
+}
+
+/// Who asks, and the check a query needs of them (see [`Node::answer_for`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AskedBy {
+    pub credentials: Credentials,
+    pub check: CallerCheck,
+}
+
+/// An answer with what its response header needs: the term and the store's revision.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Headed<T> {
+    pub value: T,
+    pub term: u64,
+    pub revision: i64,
+}
+
+impl<T> Headed<T> {
+    fn of(node: &Node, value: T) -> Headed<T> {
+        Headed {
+            value,
+            term: node.raft().term(),
+            revision: node.store().current_revision(),
+        }
+    }
+}
+
+/// See [`Query::LeaseKeepAlive`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseKeepAlive(pub mvcc::LeaseKeepAliveRequest);
+
+impl LeaseKeepAlive {
+    fn answer(self, node: &mut Node) -> Headed<Result<mvcc::LeaseKeepAliveResponse, mvcc::Error>> {
+        let renewed = node.lease_keep_alive(&self.0);
+        Headed::of(node, renewed)
+    }
+}
+
+/// See [`Query::LeaseTimeToLive`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseTimeToLive(pub mvcc::LeaseTimeToLiveRequest);
+
+impl LeaseTimeToLive {
+    fn answer(self, node: &mut Node) -> Headed<Result<mvcc::LeaseTimeToLiveResponse, mvcc::Error>> {
+        Headed::of(node, node.lease_time_to_live(&self.0))
+    }
+}
+
+/// See [`Query::LeaseLeases`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseLeases;
+
+impl LeaseLeases {
+    fn answer(self, node: &mut Node) -> Headed<mvcc::LeaseLeasesResponse> {
+        Headed::of(node, node.store().lease_leases())
+    }
+}
+
+/// See [`Query::Authorize`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Authorize;
+
+impl Authorize {
+    fn answer(self, _node: &mut Node) {}
+}
+
+/// See [`Query::ReadAuthStatus`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadAuthStatus;
+
+impl ReadAuthStatus {
+    fn answer(self, node: &mut Node) -> Headed<Result<AuthStatus, AuthError>> {
+        Headed::of(node, Ok(node.auth().status()))
+    }
+}
+
+/// See [`Query::UserGet`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserGet {
+    pub name: String,
+}
+
+impl UserGet {
+    fn answer(self, node: &mut Node) -> Headed<Result<Vec<String>, AuthError>> {
+        Headed::of(node, node.auth().user_get(&self.name))
+    }
+}
+
+/// See [`Query::UserList`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserList;
+
+impl UserList {
+    fn answer(self, node: &mut Node) -> Headed<Result<Vec<String>, AuthError>> {
+        Headed::of(node, Ok(node.auth().user_names()))
+    }
+}
+
+/// See [`Query::RoleGet`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoleGet {
+    pub role: String,
+}
+
+impl RoleGet {
+    fn answer(self, node: &mut Node) -> Headed<Result<Vec<auth::Permission>, AuthError>> {
+        Headed::of(node, node.auth().role_get(&self.role))
+    }
+}
+
+/// See [`Query::RoleList`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoleList;
+
+impl RoleList {
+    fn answer(self, node: &mut Node) -> Headed<Result<Vec<String>, AuthError>> {
+        Headed::of(node, Ok(node.auth().role_names()))
+    }
+}
+
+/// See [`Query::PasswordHash`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PasswordHash {
+    pub name: String,
+}
+
+impl PasswordHash {
+    fn answer(self, node: &mut Node) -> Result<(String, u64), AuthError> {
+        node.auth().password_hash(&self.name)
+    }
 }
 
 /// See [`Query::Serving`]: this member is `member_id`, named `name`.

@@ -6,21 +6,25 @@
 //! bcrypt and a salt chosen here (as etcd's API layer does), and a login's password is checked
 //! here against the stored hash before the `Authenticate` entry is proposed.
 
-use std::sync::Arc;
 use std::time::SystemTime;
 
 use keel_core::auth::{
     AuthCommand, AuthError, AuthResponse, Credentials, Permission, PermissionType,
 };
-use keel_core::node::{Node, Outcome, ProposalBody};
+use keel_core::node::{Outcome, ProposalBody};
 use tonic::{Request, Response, Status};
 use tracing::info;
 
 use super::convert::HeaderSource;
-use super::{api_status, auth_status, authorize_on, Api, Check};
+use super::{api_status, auth_status, Api};
+use crate::handle::Consistency;
 use crate::proto::authpb;
 use crate::proto::etcdserverpb as pb;
 use crate::proto::etcdserverpb::auth_server::Auth;
+use keel_core::node::query::{
+    Ask, Headed, PasswordHash, ReadAuthStatus, RoleGet, RoleList, UserGet, UserList,
+};
+use keel_core::node::CallerCheck;
 
 /// etcd's default `--bcrypt-cost`.
 pub const DEFAULT_BCRYPT_COST: u32 = 10;
@@ -77,29 +81,34 @@ impl AuthService {
     }
 
     /// A linearizable read of the auth store by an authorized caller.
-    async fn read<T: Send + 'static>(
+    async fn read<T, Q>(
         &self,
         credentials: &Credentials,
-        check: Check,
-        read: impl Fn(&Node) -> Result<T, AuthError> + Clone + Send + 'static,
-    ) -> Result<(T, pb::ResponseHeader), Status> {
-        let (value, term, revision) = self
+        check: CallerCheck,
+        query: Q,
+    ) -> Result<(T, pb::ResponseHeader), Status>
+    where
+        Q: Ask<Answer = Headed<Result<T, AuthError>>> + Clone,
+    {
+        let Headed {
+            value,
+            term,
+            revision,
+        } = self
             .api
             .with_token_retry(credentials, || {
-                let (check, read, credentials) = (check.clone(), read.clone(), credentials.clone());
+                let (check, query, credentials) =
+                    (check.clone(), query.clone(), credentials.clone());
                 async move {
                     self.api
                         .handle
-                        .read(true, move |node| {
-                            authorize_on(node, &credentials, check)?;
-                            let value = read(node).map_err(|e| auth_status(&e))?;
-                            Ok((value, node.raft().term(), node.store().current_revision()))
-                        })
+                        .ask_as(Consistency::Linearizable, credentials, check, query)
                         .await
-                        .map_err(api_status)?
+                        .map_err(api_status)
                 }
             })
             .await?;
+        let value = value.map_err(|e| auth_status(&e))?;
         Ok((value, self.api.header_at(term).header(revision)))
     }
 
@@ -116,11 +125,13 @@ impl AuthService {
 
     /// Checks `password` against `name`'s stored hash; the auth revision it was read at.
     async fn check_password(&self, name: &str, password: String) -> Result<u64, Status> {
-        let wanted = name.to_string();
+        let wanted = PasswordHash {
+            name: name.to_string(),
+        };
         let (hash, revision) = self
             .api
             .handle
-            .read(true, move |node| node.auth().password_hash(&wanted))
+            .ask(Consistency::Linearizable, wanted)
             .await
             .map_err(api_status)?
             .map_err(|e| auth_status(&e))?;
@@ -177,10 +188,6 @@ fn wire_permission(permission: Permission) -> authpb::Permission {
     }
 }
 
-fn admin_check() -> Check {
-    Arc::new(|auth, caller, _| auth.check_admin(caller))
-}
-
 #[tonic::async_trait]
 impl Auth for AuthService {
     async fn auth_enable(
@@ -212,9 +219,8 @@ impl Auth for AuthService {
         request: Request<pb::AuthStatusRequest>,
     ) -> Result<Response<pb::AuthStatusResponse>, Status> {
         let credentials = self.api.credentials(&request);
-        let anyone: Check = Arc::new(|_, _, _| Ok(()));
         let (status, header) = self
-            .read(&credentials, anyone, |node| Ok(node.auth().status()))
+            .read(&credentials, CallerCheck::Anyone, ReadAuthStatus)
             .await?;
         Ok(Response::new(pb::AuthStatusResponse {
             header: Some(header),
@@ -285,17 +291,8 @@ impl Auth for AuthService {
         let credentials = self.api.credentials(&request);
         let name = request.into_inner().name;
         // An admin, or a user asking about themselves (etcd's rule).
-        let asked = name.clone();
-        let check: Check = Arc::new(move |auth, caller, _| {
-            let is_self = caller.is_some_and(|c| c.user == asked);
-            if is_self {
-                return Ok(());
-            }
-            auth.check_admin(caller)
-        });
-        let (roles, header) = self
-            .read(&credentials, check, move |node| node.auth().user_get(&name))
-            .await?;
+        let check = CallerCheck::AdminOrUser(name.clone());
+        let (roles, header) = self.read(&credentials, check, UserGet { name }).await?;
         Ok(Response::new(pb::AuthUserGetResponse {
             header: Some(header),
             roles,
@@ -308,9 +305,7 @@ impl Auth for AuthService {
     ) -> Result<Response<pb::AuthUserListResponse>, Status> {
         let credentials = self.api.credentials(&request);
         let (users, header) = self
-            .read(&credentials, admin_check(), |node| {
-                Ok(node.auth().user_names())
-            })
+            .read(&credentials, CallerCheck::Admin, UserList)
             .await?;
         Ok(Response::new(pb::AuthUserListResponse {
             header: Some(header),
@@ -392,19 +387,8 @@ impl Auth for AuthService {
         let credentials = self.api.credentials(&request);
         let role = request.into_inner().role;
         // An admin, or a user holding the role (etcd's rule).
-        let asked = role.clone();
-        let check: Check = Arc::new(move |auth, caller, _| {
-            let holds = caller
-                .and_then(|c| auth.user(&c.user))
-                .is_some_and(|user| user.roles.contains(&asked));
-            if holds {
-                return Ok(());
-            }
-            auth.check_admin(caller)
-        });
-        let (permissions, header) = self
-            .read(&credentials, check, move |node| node.auth().role_get(&role))
-            .await?;
+        let check = CallerCheck::AdminOrRoleHolder(role.clone());
+        let (permissions, header) = self.read(&credentials, check, RoleGet { role }).await?;
         Ok(Response::new(pb::AuthRoleGetResponse {
             header: Some(header),
             perm: permissions.into_iter().map(wire_permission).collect(),
@@ -417,9 +401,7 @@ impl Auth for AuthService {
     ) -> Result<Response<pb::AuthRoleListResponse>, Status> {
         let credentials = self.api.credentials(&request);
         let (roles, header) = self
-            .read(&credentials, admin_check(), |node| {
-                Ok(node.auth().role_names())
-            })
+            .read(&credentials, CallerCheck::Admin, RoleList)
             .await?;
         Ok(Response::new(pb::AuthRoleListResponse {
             header: Some(header),

@@ -1,7 +1,5 @@
 //! The KV service: Range, Put, DeleteRange, Txn, Compact.
 
-use std::sync::Arc;
-
 use keel_core::auth::{Access, Credentials};
 use keel_core::mvcc::{self, ChunkLimits, Command, RangeCursor, RangeStreamChunk};
 use tokio::sync::mpsc;
@@ -9,9 +7,10 @@ use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::convert::{self, HeaderSource};
-use super::{api_status, authorize_on, store_status, Api, Check, Header};
+use super::{api_status, authorize_on, store_status, Api, Header};
 use crate::proto::etcdserverpb as pb;
 use crate::proto::etcdserverpb::kv_server::Kv;
+use keel_core::node::CallerCheck;
 
 #[derive(Clone, Debug)]
 pub struct KvService {
@@ -39,7 +38,7 @@ impl KvService {
         &self,
         serializable: bool,
         credentials: &Credentials,
-        check: Check,
+        check: CallerCheck,
         read: impl Fn(&mvcc::Store) -> Result<T, mvcc::Error> + Clone + Send + 'static,
     ) -> Result<(T, Header), Status> {
         let (value, term) = self
@@ -50,7 +49,7 @@ impl KvService {
                     self.api
                         .handle
                         .read(!serializable, move |node| {
-                            authorize_on(node, &credentials, check)?;
+                            authorize_on(node, &credentials, &check)?;
                             let value = read(node.store()).map_err(|e| store_status(&e))?;
                             Ok((value, node.raft().term()))
                         })
@@ -119,7 +118,7 @@ impl KvService {
     fn range_request(
         &self,
         request: Request<pb::RangeRequest>,
-    ) -> Result<(Credentials, mvcc::RangeRequest, Check), Status> {
+    ) -> Result<(Credentials, mvcc::RangeRequest, CallerCheck), Status> {
         let credentials = self.api.credentials(&request);
         let (request, check) = self.checked_range(request.into_inner())?;
         Ok((credentials, request, check))
@@ -128,7 +127,7 @@ impl KvService {
     fn checked_range(
         &self,
         request: pb::RangeRequest,
-    ) -> Result<(mvcc::RangeRequest, Check), Status> {
+    ) -> Result<(mvcc::RangeRequest, CallerCheck), Status> {
         let request = convert::range_request(request)?;
         mvcc::check_range(&request).map_err(|e| store_status(&e))?;
         if !request.serializable {
@@ -181,12 +180,10 @@ impl KvService {
         if txn.is_read_only() {
             // Like etcd: a txn that only reads is served as a (linearizable) read, checked on
             // every key it reads, compares included.
-            let checked = txn.clone();
-            let check: Check =
-                Arc::new(move |auth, caller, node| auth.check_txn(caller, node.store(), &checked));
+            let check = CallerCheck::ReadTxn(txn.clone());
             let (response, header) = self
                 .read(false, credentials, check, move |store| {
-                    // Checked against this server's limits (ops per txn, request size).
+                    // CallerChecked against this server's limits (ops per txn, request size).
                     mvcc::check_command(&Command::Txn(txn.clone()), &store.config().limits)?;
                     store.read_txn(&txn)
                 })
@@ -206,7 +203,7 @@ impl KvService {
         mut cursor: RangeCursor,
         mut chunk: RangeStreamChunk,
         credentials: &Credentials,
-        check: Check,
+        check: CallerCheck,
         header: &Header,
     ) -> Result<(), Status> {
         loop {
@@ -233,9 +230,12 @@ impl KvService {
 }
 
 /// Read access to `[key, range_end)`.
-fn read_check(key: &[u8], range_end: &[u8]) -> Check {
-    let (key, range_end) = (key.to_vec(), range_end.to_vec());
-    Arc::new(move |auth, caller, _| auth.check_access(caller, Access::Read, &key, &range_end))
+fn read_check(key: &[u8], range_end: &[u8]) -> CallerCheck {
+    CallerCheck::Keys {
+        access: Access::Read,
+        key: key.to_vec(),
+        range_end: range_end.to_vec(),
+    }
 }
 
 fn unexpected(what: &str) -> Status {

@@ -2,8 +2,6 @@
 //! leader's to answer (only its lessor keeps time), so a follower forwards them to the
 //! leader as etcd does; Leases lists the replicated lease set.
 
-use std::sync::Arc;
-
 use keel_core::auth::{Access, Credentials};
 use keel_core::mvcc::{self, Command};
 use tonic::codegen::tokio_stream;
@@ -13,10 +11,13 @@ use tonic::{Request, Response, Status, Streaming};
 use super::convert::{self, HeaderSource};
 use super::errors::EtcdError;
 use super::forward::{is_forwarded, mark_forwarded, pass_token, Forwarder};
-use super::{api_status, authorize_on, store_status, unexpected_response, Api, Check};
+use super::{api_status, store_status, unexpected_response, Api};
+use crate::handle::Consistency;
 use crate::proto::etcdserverpb as pb;
 use crate::proto::etcdserverpb::lease_client::LeaseClient;
 use crate::proto::etcdserverpb::lease_server::Lease;
+use keel_core::node::query::{Headed, LeaseKeepAlive, LeaseLeases, LeaseTimeToLive};
+use keel_core::node::CallerCheck;
 
 /// Keep-alive answers waiting for a slow client, at most; the stream then waits.
 const KEEP_ALIVE_QUEUE: usize = 16;
@@ -43,25 +44,25 @@ impl LeaseService {
     ) -> Result<pb::LeaseKeepAliveResponse, Status> {
         let request = mvcc::LeaseKeepAliveRequest { id };
         // etcd's `checkLeaseRenew`: write access to every key on the lease (or admin).
-        let check: Check = Arc::new(move |auth, caller, node| {
-            auth.check_user(caller)?;
-            auth.check_lease_keys(caller, node.store(), id, Access::Write)
-        });
-        let (renewed, revision, term) = self
+        let check = CallerCheck::LeaseKeys {
+            lease_id: id,
+            access: Access::Write,
+        };
+        let Headed {
+            value: renewed,
+            term,
+            revision,
+        } = self
             .api
             .with_token_retry(credentials, || {
                 let (check, credentials) = (check.clone(), credentials.clone());
-                let request = request.clone();
+                let query = LeaseKeepAlive(request.clone());
                 async move {
                     self.api
                         .handle
-                        .call(move |node| {
-                            authorize_on(node, &credentials, check)?;
-                            let renewed = node.lease_keep_alive(&request);
-                            Ok((renewed, node.store().current_revision(), node.raft().term()))
-                        })
+                        .ask_as(Consistency::Serializable, credentials, check, query)
                         .await
-                        .map_err(api_status)?
+                        .map_err(api_status)
                 }
             })
             .await?;
@@ -218,29 +219,31 @@ impl Lease for LeaseService {
         let asked = convert::lease_time_to_live_request(wire);
         // etcd's `checkLeaseTimeToLive`: listing the keys needs read access to each of them.
         let (id, keys) = (asked.id, asked.keys);
-        let check: Check = Arc::new(move |auth, caller, node| {
-            auth.check_user(caller)?;
-            if keys {
-                auth.check_lease_keys(caller, node.store(), id, Access::Read)?;
+        let check = if keys {
+            CallerCheck::LeaseKeys {
+                lease_id: id,
+                access: Access::Read,
             }
-            Ok(())
-        });
+        } else {
+            CallerCheck::User
+        };
         // Linearizable, so a lease granted through any member is seen (etcd waits for the
         // applied index the same way).
-        let (answer, term) = self
+        let Headed {
+            value: answer,
+            term,
+            ..
+        } = self
             .api
             .with_token_retry(&credentials, || {
-                let (check, credentials, asked) =
-                    (check.clone(), credentials.clone(), asked.clone());
+                let (check, credentials) = (check.clone(), credentials.clone());
+                let query = LeaseTimeToLive(asked.clone());
                 async move {
                     self.api
                         .handle
-                        .read(true, move |node| {
-                            authorize_on(node, &credentials, check)?;
-                            Ok((node.lease_time_to_live(&asked), node.raft().term()))
-                        })
+                        .ask_as(Consistency::Linearizable, credentials, check, query)
                         .await
-                        .map_err(api_status)?
+                        .map_err(api_status)
                 }
             })
             .await?;
@@ -267,27 +270,21 @@ impl Lease for LeaseService {
     ) -> Result<Response<pb::LeaseLeasesResponse>, Status> {
         let credentials = self.api.credentials(&request);
         // etcd's `checkLeaseLeases`: an admin, or read access to every key on any lease.
-        let check: Check = Arc::new(|auth, caller, node| {
-            auth.check_user(caller)?;
-            if auth.check_admin(caller).is_ok() {
-                return Ok(());
-            }
-            node.store()
-                .try_for_each_lease_key(|key| auth.check_access(caller, Access::Read, key, b""))
-        });
-        let (leases, term) = self
+        let Headed {
+            value: leases,
+            term,
+            ..
+        } = self
             .api
             .with_token_retry(&credentials, || {
-                let (check, credentials) = (check.clone(), credentials.clone());
+                let credentials = credentials.clone();
+                let check = CallerCheck::EveryLeaseKey;
                 async move {
                     self.api
                         .handle
-                        .read(true, move |node| {
-                            authorize_on(node, &credentials, check)?;
-                            Ok((node.store().lease_leases(), node.raft().term()))
-                        })
+                        .ask_as(Consistency::Linearizable, credentials, check, LeaseLeases)
                         .await
-                        .map_err(api_status)?
+                        .map_err(api_status)
                 }
             })
             .await?;

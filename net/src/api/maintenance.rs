@@ -12,14 +12,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use keel_core::mvcc::{self, Command};
-use keel_core::node::{backup_of_view, Node};
+use keel_core::node::{backup_of_view, CallerCheck, Node};
 use tokio::time::Instant;
 use tonic::codegen::tokio_stream;
 use tonic::{Request, Response, Status};
 
 use super::convert::{self, HeaderSource};
 use super::errors::EtcdError;
-use super::{api_status, authorize_on, store_status, unexpected_response, user_check, Api};
+use super::{api_status, authorize_on, store_status, unexpected_response, Api};
 use crate::proto::etcdserverpb as pb;
 use crate::proto::etcdserverpb::maintenance_server::Maintenance;
 use crate::ETCD_VERSION;
@@ -141,7 +141,7 @@ impl Maintenance for MaintenanceService {
                     self.api
                         .handle
                         .call_unfenced(move |node| {
-                            authorize_on(node, &credentials, user_check())?;
+                            authorize_on(node, &credentials, &CallerCheck::User)?;
                             Ok(status_of(node))
                         })
                         .await

@@ -20,9 +20,9 @@ use keel_core::node::query;
 use std::future::Future;
 use std::sync::Arc;
 
-use keel_core::auth::{AuthError, AuthInfo, AuthStore, Credentials};
+use keel_core::auth::{AuthError, Credentials};
 use keel_core::mvcc::{self, GrpcCode};
-use keel_core::node::{Node, Outcome, ProposalBody};
+use keel_core::node::{CallerCheck, Node, Outcome, ProposalBody};
 use tonic::{Code, Request, Status};
 
 use crate::handle::{ApiError, LearnerFlag, NodeHandle};
@@ -49,10 +49,6 @@ pub struct Api {
     /// `--auth-token jwt,…`: tokens are signed and checked here, not kept by the node.
     pub jwt: Option<Arc<crate::jwt::JwtTokens>>,
 }
-
-/// A permission check run on the loop against the auth store, the caller and the node.
-pub type Check =
-    Arc<dyn Fn(&AuthStore, Option<&AuthInfo>, &Node) -> Result<(), AuthError> + Send + Sync>;
 
 /// The server's part of a response header, for one answer.
 #[derive(Clone, Copy, Debug)]
@@ -154,15 +150,23 @@ impl Api {
     }
 
     /// Runs `check` for the caller on the loop: `Ok` when it allows the request.
-    pub async fn authorize(&self, credentials: &Credentials, check: Check) -> Result<(), Status> {
+    pub async fn authorize(
+        &self,
+        credentials: &Credentials,
+        check: CallerCheck,
+    ) -> Result<(), Status> {
         self.with_token_retry(credentials, || {
-            let check = check.clone();
-            let credentials = credentials.clone();
+            let (check, credentials) = (check.clone(), credentials.clone());
             async move {
                 self.handle
-                    .call(move |node| authorize_on(node, &credentials, check))
+                    .ask_as(
+                        Consistency::Serializable,
+                        credentials,
+                        check,
+                        query::Authorize,
+                    )
                     .await
-                    .map_err(api_status)?
+                    .map_err(api_status)
             }
         })
         .await
@@ -170,16 +174,12 @@ impl Api {
 
     /// The caller must be an admin (etcd's `isPermitted`).
     pub async fn require_admin(&self, credentials: &Credentials) -> Result<(), Status> {
-        self.authorize(
-            credentials,
-            Arc::new(|auth, caller, _| auth.check_admin(caller)),
-        )
-        .await
+        self.authorize(credentials, CallerCheck::Admin).await
     }
 
     /// With auth on, the caller must name a user (etcd's `requireAuthInfo`).
     pub async fn require_user(&self, credentials: &Credentials) -> Result<(), Status> {
-        self.authorize(credentials, user_check()).await
+        self.authorize(credentials, CallerCheck::User).await
     }
 
     /// Runs `op`, and once more after waiting for this member to apply everything committed
@@ -219,19 +219,15 @@ fn refuse_if(is_learner: bool) -> Result<(), Status> {
     Ok(())
 }
 
-/// Allows any authenticated user (anyone at all while auth is off).
-pub fn user_check() -> Check {
-    Arc::new(|auth, caller, _| auth.check_user(caller))
-}
-
-/// Resolves the caller's credentials on the loop and runs `check`.
+/// Resolves the caller's credentials on the loop and makes `check`.
 pub fn authorize_on(
     node: &mut Node,
     credentials: &Credentials,
-    check: Check,
+    check: &CallerCheck,
 ) -> Result<(), Status> {
-    let caller = node.resolve(credentials).map_err(|e| auth_status(&e))?;
-    check(node.auth(), caller.as_ref(), node).map_err(|e| auth_status(&e))
+    node.authorize(credentials, check)
+        .map(|_| ())
+        .map_err(|e| auth_status(&e))
 }
 
 fn is_invalid_token(status: &Status) -> bool {
