@@ -8,7 +8,7 @@ use std::time::Duration;
 use keel_core::auth::{AuthError, Credentials};
 use keel_core::node::query::{Answer, Ask, AskedBy, Query};
 use keel_core::node::CallerCheck;
-use keel_core::node::{AdmissionError, MemberChange, Node, Outcome, ProposalBody};
+use keel_core::node::{AdmissionError, MemberChange, Outcome, ProposalBody};
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
 
@@ -48,12 +48,6 @@ pub struct Written {
     pub raft_term: u64,
 }
 
-/// A read runs on the loop against the node, once it may (see [`NodeHandle::read`]). It
-/// gets the node mutably only so that using an auth token can start the token's TTL again.
-pub type ReadFn = Box<dyn FnOnce(&mut Node) + Send>;
-/// Anything else that needs the node for a moment (leases, watches, status).
-pub type CallFn = Box<dyn FnOnce(&mut Node) + Send>;
-
 /// When the loop answers a [`Query`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Consistency {
@@ -71,7 +65,8 @@ pub enum Consistency {
 pub enum Request {
     /// A question for the node (or a command on its own state), answered in kind.
     Ask {
-        query: Query,
+        /// Boxed: queries carry requests (ranges, txns), the channel many small ones.
+        query: Box<Query>,
         /// When given, the node answers only if they may ask (see `Node::answer_for`).
         asked_by: Option<AskedBy>,
         consistency: Consistency,
@@ -88,21 +83,6 @@ pub enum Request {
         change: MemberChange,
         reply: oneshot::Sender<Result<Written, ApiError>>,
     },
-    /// `linearizable`: after a ReadIndex confirms it; else at once (serializable).
-    Read {
-        linearizable: bool,
-        read: ReadFn,
-        /// Told when the read cannot be served (no leader, too many pending).
-        failed: oneshot::Sender<ApiError>,
-    },
-    Call {
-        call: CallFn,
-        /// Told when the call cannot be made (see `Request::fail`).
-        failed: oneshot::Sender<ApiError>,
-        /// Held while this member is fenced after a restart (see
-        /// `Node::serves_local_reads`): it reads the store, auth or watches.
-        fenced: bool,
-    },
 }
 
 impl Request {
@@ -112,14 +92,10 @@ impl Request {
     pub fn reads_local_state(&self) -> bool {
         matches!(
             self,
-            Request::Read {
-                linearizable: false,
+            Request::Ask {
+                consistency: Consistency::Serializable,
                 ..
-            } | Request::Call { fenced: true, .. }
-                | Request::Ask {
-                    consistency: Consistency::Serializable,
-                    ..
-                }
+            }
         )
     }
 
@@ -130,10 +106,6 @@ impl Request {
             self,
             Request::Write { .. }
                 | Request::MemberChange { .. }
-                | Request::Read {
-                    linearizable: true,
-                    ..
-                }
                 | Request::Ask {
                     consistency: Consistency::Linearizable,
                     ..
@@ -149,9 +121,6 @@ impl Request {
             }
             Request::Ask { reply, .. } => {
                 let _ = reply.send(Err(error));
-            }
-            Request::Read { failed, .. } | Request::Call { failed, .. } => {
-                let _ = failed.send(error);
             }
         }
     }
@@ -172,11 +141,6 @@ impl std::fmt::Debug for Request {
                 .debug_struct("MemberChange")
                 .field("change", change)
                 .finish(),
-            Request::Read { linearizable, .. } => f
-                .debug_struct("Read")
-                .field("linearizable", linearizable)
-                .finish(),
-            Request::Call { .. } => f.write_str("Call"),
         }
     }
 }
@@ -290,7 +254,7 @@ impl NodeHandle {
     ) -> Result<Q::Answer, ApiError> {
         let (reply, answer) = oneshot::channel();
         self.send(Request::Ask {
-            query: query.into_query(),
+            query: Box::new(query.into_query()),
             asked_by,
             consistency,
             reply,
@@ -299,74 +263,5 @@ impl NodeHandle {
         let answer = self.wait(answer).await??;
         // `Node::answer` answers each query in kind: another answer is a bug of keel's.
         Q::take(answer).ok_or(ApiError::Stopped)
-    }
-
-    /// Runs `read` against the node: after a ReadIndex round when `linearizable`, else at
-    /// once against this member's applied state.
-    pub async fn read<T: Send + 'static>(
-        &self,
-        linearizable: bool,
-        read: impl FnOnce(&mut Node) -> T + Send + 'static,
-    ) -> Result<T, ApiError> {
-        let (reply, answer) = oneshot::channel();
-        let (failed, failure) = oneshot::channel();
-        let read: ReadFn = Box::new(move |node| {
-            let _ = reply.send(read(node));
-        });
-        self.send(Request::Read {
-            linearizable,
-            read,
-            failed,
-        })
-        .await?;
-        // The loop drops the reply when it sends a failure: look at the failure first, or
-        // a read refused for want of a leader would read as a stopped server.
-        tokio::select! {
-            biased;
-            Ok(error) = failure => Err(error),
-            value = self.wait(answer) => value,
-        }
-    }
-
-    /// Runs `call` on the loop with the node, right away (or, on a member restarted behind
-    /// what it had served, once it has caught up).
-    pub async fn call<T: Send + 'static>(
-        &self,
-        call: impl FnOnce(&mut Node) -> T + Send + 'static,
-    ) -> Result<T, ApiError> {
-        self.send_call(true, call).await
-    }
-
-    /// Runs `call` on the loop right away, even on a member fenced after a restart: for
-    /// what Raft knows (leader, term, indexes) and this member's status, which etcd answers
-    /// from a member cut off from its cluster too (`etcdctl endpoint status`).
-    pub async fn call_unfenced<T: Send + 'static>(
-        &self,
-        call: impl FnOnce(&mut Node) -> T + Send + 'static,
-    ) -> Result<T, ApiError> {
-        self.send_call(false, call).await
-    }
-
-    async fn send_call<T: Send + 'static>(
-        &self,
-        fenced: bool,
-        call: impl FnOnce(&mut Node) -> T + Send + 'static,
-    ) -> Result<T, ApiError> {
-        let (reply, answer) = oneshot::channel();
-        let (failed, failure) = oneshot::channel();
-        self.send(Request::Call {
-            call: Box::new(move |node| {
-                let _ = reply.send(call(node));
-            }),
-            failed,
-            fenced,
-        })
-        .await?;
-        // As for reads: a refused call drops its reply, so the failure is looked at first.
-        tokio::select! {
-            biased;
-            Ok(error) = failure => Err(error),
-            value = self.wait(answer) => value,
-        }
     }
 }

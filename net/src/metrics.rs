@@ -295,7 +295,7 @@ impl Metrics {
             .set(clamp(node.applied_index()));
         // O(1) figures only: this runs after every batch.
         let store = node.store();
-        let (file_bytes, in_use_bytes) = crate::api::maintenance::db_sizes(store);
+        let (file_bytes, in_use_bytes) = keel_core::node::query::db_sizes(store);
         self.db_total_size.set(clamp(file_bytes));
         self.db_total_size_in_use.set(clamp(in_use_bytes));
         self.quota_backend_bytes

@@ -23,7 +23,7 @@ use crate::clock::{ClockSkew, LocalClock};
 use tracing::{debug, error, info, warn};
 
 use crate::compactor::Compactor;
-use crate::handle::{ApiError, Consistency, LearnerFlag, ReadFn, Request, Written};
+use crate::handle::{ApiError, Consistency, LearnerFlag, Request, Written};
 use crate::metrics::Metrics;
 use crate::peer_query::MembersView;
 use crate::snapshot_stream;
@@ -534,28 +534,6 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
                     }
                 }
             }
-            Request::Read {
-                linearizable: false,
-                read,
-                ..
-            } => read(&mut self.node),
-            Request::Read {
-                linearizable: true,
-                read,
-                failed,
-            } => {
-                let id = self.next_id();
-                match self.node.read_index(id) {
-                    Ok(()) => {
-                        self.pending_reads
-                            .insert(id, PendingRead::Closure(read, failed));
-                    }
-                    Err(error) => {
-                        let _ = failed.send(read_index_error(error));
-                    }
-                }
-            }
-            Request::Call { call, .. } => call(&mut self.node),
             Request::Ask {
                 query,
                 asked_by,
@@ -565,7 +543,11 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
                 let id = self.next_id();
                 match self.node.read_index(id) {
                     Ok(()) => {
-                        let read = PendingRead::Ask(query, asked_by, reply);
+                        let read = PendingRead {
+                            query,
+                            asked_by,
+                            reply,
+                        };
                         self.pending_reads.insert(id, read);
                     }
                     Err(error) => {
@@ -579,7 +561,7 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
                 reply,
                 ..
             } => {
-                let answer = self.node.answer_for(asked_by.as_ref(), query);
+                let answer = self.node.answer_for(asked_by.as_ref(), *query);
                 let _ = reply.send(answer.map_err(ApiError::Auth));
             }
         }
@@ -735,13 +717,14 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
                 self.complete(completion);
             }
             for id in output.reads {
-                match self.pending_reads.remove(&id) {
-                    Some(PendingRead::Closure(read, _)) => read(&mut self.node),
-                    Some(PendingRead::Ask(query, asked_by, reply)) => {
-                        let answer = self.node.answer_for(asked_by.as_ref(), query);
-                        let _ = reply.send(answer.map_err(ApiError::Auth));
-                    }
-                    None => {}
+                if let Some(PendingRead {
+                    query,
+                    asked_by,
+                    reply,
+                }) = self.pending_reads.remove(&id)
+                {
+                    let answer = self.node.answer_for(asked_by.as_ref(), *query);
+                    let _ = reply.send(answer.map_err(ApiError::Auth));
                 }
             }
             if output.membership_changed {
@@ -1055,23 +1038,17 @@ impl TurnTimes {
 }
 
 /// The loop's error for a failure of the store's engine.
-/// A linearizable read waiting for its read index to be applied.
-enum PendingRead {
-    Closure(ReadFn, oneshot::Sender<ApiError>),
-    Ask(
-        Query,
-        Option<AskedBy>,
-        oneshot::Sender<Result<Answer, ApiError>>,
-    ),
+/// A linearizable query waiting for its read index to be applied.
+struct PendingRead {
+    query: Box<Query>,
+    asked_by: Option<AskedBy>,
+    reply: oneshot::Sender<Result<Answer, ApiError>>,
 }
 
 impl PendingRead {
     /// Nobody waits for its answer any more (the client timed out).
     fn abandoned(&self) -> bool {
-        match self {
-            PendingRead::Closure(_, failed) => failed.is_closed(),
-            PendingRead::Ask(_, _, reply) => reply.is_closed(),
-        }
+        self.reply.is_closed()
     }
 }
 

@@ -995,8 +995,12 @@ async fn a_watch_stream_is_closed_on_the_server_when_the_client_goes_away() {
     let handle = server.running.as_ref().unwrap().handle.clone();
     // The first stream of a fresh server is stream 1; its watch is there while the client is.
     let exists = move |handle: keel_net::handle::NodeHandle| async move {
+        let watch = keel_core::node::query::WatchExists {
+            stream: 1,
+            watch_id,
+        };
         handle
-            .call(move |node| node.watches().wants_fragments(1, watch_id))
+            .ask(keel_net::handle::Consistency::Unfenced, watch)
             .await
             .unwrap()
     };

@@ -85,6 +85,8 @@ pub struct WatchResponse {
     pub canceled: bool,
     pub compact_revision: i64,
     pub cancel_reason: String,
+    /// The watch asked for large responses to be split: the server may send this one in
+    /// fragments (the wire's `fragment` flag, set on all but the last, is the server's).
     pub fragment: bool,
     pub events: Vec<Event>,
 }
@@ -499,10 +501,9 @@ impl WatchHub {
         self.current_rev
     }
 
-    /// Whether the client asked for large responses to be split into fragments (the
-    /// server's job when sending).
-    pub fn wants_fragments(&self, stream: StreamId, watch_id: WatchId) -> bool {
-        self.watcher((stream, watch_id)).is_some_and(|w| w.fragment)
+    /// Whether `stream` has a watch `watch_id`.
+    pub fn has_watch(&self, stream: StreamId, watch_id: WatchId) -> bool {
+        self.watcher((stream, watch_id)).is_some()
     }
 
     fn watcher(&self, key: WatcherKey) -> Option<&Watcher> {
@@ -625,12 +626,15 @@ fn shaped(event: &Event, filter: &EventFilter) -> Event {
 
 fn push_events(s: &mut Stream, watch_id: WatchId, header_rev: i64, events: Vec<Event>) {
     s.pending_events += events.len();
+    let mut fragment = false;
     if let Some(w) = s.watchers.get_mut(&watch_id) {
         w.sent_since_progress = true;
+        fragment = w.fragment;
     }
     s.outbox.push_back(WatchResponse {
         header: ResponseHeader::at(header_rev),
         watch_id,
+        fragment,
         events,
         ..WatchResponse::default()
     });

@@ -14,12 +14,12 @@ use std::sync::Arc;
 
 use crate::auth::{self, AuthError, AuthStatus, Credentials};
 use crate::mvcc::{
-    self, AlarmRequest, AlarmType, Command, Defragmenting, HashKvResponse, StoreConfig, StreamId,
-    View, WatchId,
+    self, AlarmRequest, AlarmType, ChunkLimits, Command, Defragmenting, HashKvResponse,
+    RangeCursor, RangeStreamChunk, StoreConfig, StreamId, View, WatchCreateRequest, WatchId,
 };
 use crate::raft::{NodeId, TransferError};
 
-use super::{CallerCheck, Node, NodeProposeError, ProposalBody, NO_CLIENT};
+use super::{CallerCheck, Member, Node, NodeProposeError, ProposalBody, NO_CLIENT};
 
 /// A query of type `Self`, and the type of its answer.
 pub trait Ask: Sized {
@@ -36,7 +36,7 @@ pub trait Ask: Sized {
 macro_rules! queries {
     ($( $(#[$meta:meta])* $query:ident => $answer:ty; )*) => {
         /// A question for the node, or a command on its own state (see the module's doc).
-        #[derive(Clone, Debug, PartialEq, Eq)]
+        #[derive(Clone, Debug)]
         pub enum Query {
             $( $(#[$meta])* $query($query), )*
         }
@@ -108,6 +108,11 @@ queries! {
     IsLeader => bool;
     /// The term and the store's revision, for a response header.
     Header => (u64, i64);
+    /// The index applied here (asked after a ReadIndex round: to wait until this member
+    /// has applied what was committed when asked).
+    AppliedIndex => u64;
+    /// The members, with the term.
+    MemberList => (Vec<Member>, u64);
     /// The hash of the store's key space at a revision (0: the current one), with the term.
     HashKv => (Result<HashKvResponse, mvcc::Error>, u64);
     /// The store's compacted revision.
@@ -125,8 +130,22 @@ queries! {
     /// Proposes an alarm change of this member's own (not a client's: nobody waits for it
     /// to apply).
     ProposeAlarm => Result<(), NodeProposeError>;
+    /// A range of the store.
+    Range => Headed<Result<mvcc::RangeResponse, mvcc::Error>>;
+    /// A txn that only reads, checked against this member's limits first.
+    ReadTxn => Headed<Result<mvcc::TxnResponse, mvcc::Error>>;
+    /// The first chunk of a `RangeStream` (or, for a sorted request, its whole answer).
+    StartRangeStream => Headed<Result<RangeStreamStart, mvcc::Error>>;
+    /// The next chunk of a `RangeStream`, and the cursor after it.
+    NextRangeChunk => Headed<Result<(RangeCursor, RangeStreamChunk), mvcc::Error>>;
+    /// What `Maintenance.Status` reports of this member.
+    Status => NodeStatus;
+    /// Creates a watch on a stream (a refused one is answered in the stream, as etcd's).
+    CreateWatch => ();
     /// Cancels a watch of a stream.
     CancelWatch => ();
+    /// Whether a stream has a watch of that id.
+    WatchExists => bool;
     /// Asks for a progress notification on a stream.
     RequestProgress => ();
     /// Sends what watches have gathered, and progress notifications when due.
@@ -354,6 +373,27 @@ impl Header {
     }
 }
 
+/// See [`Query::AppliedIndex`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppliedIndex;
+
+impl AppliedIndex {
+    fn answer(self, node: &mut Node) -> u64 {
+        node.applied_index()
+    }
+}
+
+/// See [`Query::MemberList`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberList;
+
+impl MemberList {
+    fn answer(self, node: &mut Node) -> (Vec<Member>, u64) {
+        let members = node.members().iter().cloned().collect();
+        (members, node.raft().term())
+    }
+}
+
 /// See [`Query::HashKv`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HashKv {
@@ -488,6 +528,144 @@ impl ProposeAlarm {
     }
 }
 
+/// See [`Query::Range`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Range(pub mvcc::RangeRequest);
+
+impl Range {
+    fn answer(self, node: &mut Node) -> Headed<Result<mvcc::RangeResponse, mvcc::Error>> {
+        Headed::of(node, node.store().range(&self.0))
+    }
+}
+
+/// See [`Query::ReadTxn`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadTxn(pub mvcc::TxnRequest);
+
+impl ReadTxn {
+    fn answer(self, node: &mut Node) -> Headed<Result<mvcc::TxnResponse, mvcc::Error>> {
+        let store = node.store();
+        let read = mvcc::check_command(&Command::Txn(self.0.clone()), &store.config().limits)
+            .and_then(|()| store.read_txn(&self.0));
+        Headed::of(node, read)
+    }
+}
+
+/// See [`Query::StartRangeStream`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StartRangeStream(pub mvcc::RangeRequest);
+
+/// How a `RangeStream` starts: the first chunk of a stream in key order, or the whole
+/// answer of a sorted request.
+#[derive(Clone, Debug)]
+pub enum RangeStreamStart {
+    Chunked(Box<RangeCursor>, RangeStreamChunk),
+    Whole(mvcc::RangeResponse),
+}
+
+impl StartRangeStream {
+    fn answer(self, node: &mut Node) -> Headed<Result<RangeStreamStart, mvcc::Error>> {
+        let store = node.store();
+        let start = RangeCursor::start(store, &self.0, ChunkLimits::default()).and_then(|cursor| {
+            match cursor {
+                Some(mut cursor) => {
+                    let chunk = cursor.next_chunk(store)?;
+                    Ok(RangeStreamStart::Chunked(Box::new(cursor), chunk))
+                }
+                None => Ok(RangeStreamStart::Whole(store.range(&self.0)?)),
+            }
+        });
+        Headed::of(node, start)
+    }
+}
+
+/// See [`Query::NextRangeChunk`]: the cursor the last chunk left.
+#[derive(Clone, Debug)]
+pub struct NextRangeChunk(pub RangeCursor);
+
+impl NextRangeChunk {
+    fn answer(
+        self,
+        node: &mut Node,
+    ) -> Headed<Result<(RangeCursor, RangeStreamChunk), mvcc::Error>> {
+        let mut cursor = self.0;
+        let chunk = cursor.next_chunk(node.store());
+        Headed::of(node, chunk.map(|chunk| (cursor, chunk)))
+    }
+}
+
+/// See [`Query::Status`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status;
+
+/// This member as `Maintenance.Status` reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeStatus {
+    pub leader: Option<NodeId>,
+    pub term: u64,
+    pub commit_index: u64,
+    pub applied_index: u64,
+    pub is_learner: bool,
+    /// The engine's file, and of it what the store holds (see [`db_sizes`]).
+    pub db_size_bytes: u64,
+    pub db_size_in_use_bytes: u64,
+    pub quota_bytes: u64,
+    pub alarms: Vec<mvcc::AlarmMember>,
+    pub revision: i64,
+}
+
+impl Status {
+    fn answer(self, node: &mut Node) -> NodeStatus {
+        let raft = node.raft();
+        let store = node.store();
+        let (db_size_bytes, db_size_in_use_bytes) = db_sizes(store);
+        NodeStatus {
+            leader: raft.leader(),
+            term: raft.term(),
+            commit_index: raft.commit_index(),
+            applied_index: node.applied_index(),
+            is_learner: raft.conf_state().learners.contains(&node.id()),
+            db_size_bytes,
+            db_size_in_use_bytes,
+            quota_bytes: store.config().quota_bytes,
+            alarms: store.alarms(),
+            revision: store.current_revision(),
+        }
+    }
+}
+
+/// The store's size as Status and the metrics report it: the engine's file, and of it what
+/// is in use — the store's own estimate of what it holds (what the quota counts), which the
+/// file's free pages do not change. O(1).
+pub fn db_sizes(store: &mvcc::Store) -> (u64, u64) {
+    let logical_bytes = store.size_bytes();
+    let file_bytes = match store.size_on_disk() {
+        (0, _) => logical_bytes,
+        (file, _) => file,
+    };
+    (file_bytes, logical_bytes.min(file_bytes))
+}
+
+/// See [`Query::CreateWatch`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CreateWatch {
+    pub stream: StreamId,
+    pub request: WatchCreateRequest,
+}
+
+impl CreateWatch {
+    fn answer(self, node: &mut Node) {
+        // A refused create was answered in the stream by the hub (created + canceled).
+        let Ok(id) = node.watches_mut().create_watch(self.stream, &self.request) else {
+            return;
+        };
+        if node.watches().is_unsynced(self.stream, id) {
+            // Start catching up now rather than at the next timer.
+            node.sync_watches();
+        }
+    }
+}
+
 /// See [`Query::CancelWatch`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CancelWatch {
@@ -498,6 +676,19 @@ pub struct CancelWatch {
 impl CancelWatch {
     fn answer(self, node: &mut Node) {
         node.watches_mut().cancel_watch(self.stream, self.watch_id);
+    }
+}
+
+/// See [`Query::WatchExists`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WatchExists {
+    pub stream: StreamId,
+    pub watch_id: WatchId,
+}
+
+impl WatchExists {
+    fn answer(self, node: &mut Node) -> bool {
+        node.watches().has_watch(self.stream, self.watch_id)
     }
 }
 

@@ -5,17 +5,18 @@
 use std::future::Future;
 
 use keel_core::auth::Credentials;
-use keel_core::node::{added_member_id, AdmissionError, Member, MemberChange, Node, Outcome};
+use keel_core::node::{added_member_id, AdmissionError, Member, MemberChange, Outcome};
 use tonic::{Request, Response, Status};
 
 use super::convert::{self, HeaderSource};
 use super::errors::EtcdError;
 use super::forward::{is_forwarded, mark_forwarded, pass_token, Forwarder};
 use super::{api_status, Api, Header};
-use crate::handle::{ApiError, Written};
+use crate::handle::{ApiError, Consistency, Written};
 use crate::proto::etcdserverpb as pb;
 use crate::proto::etcdserverpb::cluster_client::ClusterClient;
 use crate::proto::etcdserverpb::cluster_server::Cluster;
+use keel_core::node::query::{AppliedIndex, MemberList};
 
 #[derive(Clone, Debug)]
 pub struct ClusterService {
@@ -52,7 +53,11 @@ impl ClusterService {
                 // member added through it may ask it for the members as it starts. The
                 // leader answered after applying it, so a read index covers it; the change
                 // is made whether or not this member gets there in time.
-                let _ = self.api.handle.read(true, |_| ()).await;
+                let _ = self
+                    .api
+                    .handle
+                    .ask(Consistency::Linearizable, AppliedIndex)
+                    .await;
                 Ok(Changed::ByLeader(answer, self.header_here().await?))
             }
             Err(error) => Err(api_status(error)),
@@ -227,16 +232,17 @@ impl Cluster for ClusterService {
         // when it has no leader (a member restarted alone lists every member, client URLs
         // included: clients such as Patroni find the others through it).
         let linearizable = request.into_inner().linearizable;
-        let list = |node: &mut Node| {
-            let members: Vec<Member> = node.members().iter().cloned().collect();
-            (members, node.raft().term())
-        };
-        let (members, term) = if linearizable {
-            self.api.handle.read(true, list).await
+        let consistency = if linearizable {
+            Consistency::Linearizable
         } else {
-            self.api.handle.call_unfenced(list).await
-        }
-        .map_err(api_status)?;
+            Consistency::Unfenced
+        };
+        let (members, term) = self
+            .api
+            .handle
+            .ask(consistency, MemberList)
+            .await
+            .map_err(api_status)?;
         Ok(Response::new(pb::MemberListResponse {
             header: cluster_header(&self.api.header_at(term)),
             members: convert::members(members),

@@ -270,7 +270,8 @@ pub fn watch_response(r: core::WatchResponse, h: &impl HeaderSource) -> pb::Watc
         canceled: r.canceled,
         compact_revision: r.compact_revision,
         cancel_reason: r.cancel_reason,
-        fragment: r.fragment,
+        // A whole response; `super::watch::fragments` marks the pieces of a split one.
+        fragment: false,
         events: r.events.into_iter().map(event).collect(),
     }
 }

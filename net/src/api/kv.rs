@@ -7,9 +7,13 @@ use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::convert::{self, HeaderSource};
-use super::{api_status, authorize_on, store_status, Api, Header};
+use super::{api_status, store_status, Api, Header};
+use crate::handle::Consistency;
 use crate::proto::etcdserverpb as pb;
 use crate::proto::etcdserverpb::kv_server::Kv;
+use keel_core::node::query::{
+    Ask, Headed, NextRangeChunk, Range, RangeStreamStart, ReadTxn, StartRangeStream,
+};
 use keel_core::node::CallerCheck;
 
 #[derive(Clone, Debug)]
@@ -34,30 +38,36 @@ impl KvService {
     /// Runs a read against the store (linearizable unless `serializable`), with the header,
     /// once `check` allows the caller: checked and read in one step on the loop, so no auth
     /// change falls between them.
-    async fn read<T: Send + 'static>(
+    async fn read<T, Q>(
         &self,
         serializable: bool,
         credentials: &Credentials,
         check: CallerCheck,
-        read: impl Fn(&mvcc::Store) -> Result<T, mvcc::Error> + Clone + Send + 'static,
-    ) -> Result<(T, Header), Status> {
-        let (value, term) = self
+        query: Q,
+    ) -> Result<(T, Header), Status>
+    where
+        Q: Ask<Answer = Headed<Result<T, mvcc::Error>>> + Clone,
+    {
+        let consistency = if serializable {
+            Consistency::Serializable
+        } else {
+            Consistency::Linearizable
+        };
+        let Headed { value, term, .. } = self
             .api
             .with_token_retry(credentials, || {
-                let (check, read, credentials) = (check.clone(), read.clone(), credentials.clone());
+                let (check, query, credentials) =
+                    (check.clone(), query.clone(), credentials.clone());
                 async move {
                     self.api
                         .handle
-                        .read(!serializable, move |node| {
-                            authorize_on(node, &credentials, &check)?;
-                            let value = read(node.store()).map_err(|e| store_status(&e))?;
-                            Ok((value, node.raft().term()))
-                        })
+                        .ask_as(consistency, credentials, check, query)
                         .await
-                        .map_err(api_status)?
+                        .map_err(api_status)
                 }
             })
             .await?;
+        let value = value.map_err(|e| store_status(&e))?;
         Ok((value, self.api.header_at(term)))
     }
 }
@@ -66,13 +76,6 @@ impl KvService {
 const RANGE_STREAM_CHUNKS_QUEUED: usize = 2;
 
 type ChunkOutbox = mpsc::Sender<Result<pb::RangeStreamResponse, Status>>;
-
-/// What a RangeStream's first read found: the first chunk of a stream in key order, or the
-/// whole answer of a sorted request.
-enum StreamStart {
-    Chunked(Box<RangeCursor>, RangeStreamChunk),
-    Whole(mvcc::RangeResponse),
-}
 
 /// A chunk as sent: the header, `more` and `count` on the last one only.
 fn stream_chunk(
@@ -146,9 +149,7 @@ impl KvService {
     ) -> Result<pb::RangeResponse, Status> {
         let (request, check) = self.checked_range(request)?;
         let (response, header) = self
-            .read(request.serializable, credentials, check, move |store| {
-                store.range(&request)
-            })
+            .read(request.serializable, credentials, check, Range(request))
             .await?;
         Ok(convert::range_response(response, &header))
     }
@@ -181,13 +182,8 @@ impl KvService {
             // Like etcd: a txn that only reads is served as a (linearizable) read, checked on
             // every key it reads, compares included.
             let check = CallerCheck::ReadTxn(txn.clone());
-            let (response, header) = self
-                .read(false, credentials, check, move |store| {
-                    // CallerChecked against this server's limits (ops per txn, request size).
-                    mvcc::check_command(&Command::Txn(txn.clone()), &store.config().limits)?;
-                    store.read_txn(&txn)
-                })
-                .await?;
+            // Checked against this server's limits (ops per txn, request size) on the loop.
+            let (response, header) = self.read(false, credentials, check, ReadTxn(txn)).await?;
             return Ok(convert::txn_response(response, &header));
         }
         match self.write(Command::Txn(txn), credentials).await? {
@@ -216,13 +212,8 @@ impl KvService {
             }
             // The pinned revision needs no new read index: a serializable read of it is
             // the same on every member that has applied it.
-            let at = cursor.clone();
             let ((next_cursor, next_chunk), _) = self
-                .read(true, credentials, check.clone(), move |store| {
-                    let mut cursor = at.clone();
-                    let chunk = cursor.next_chunk(store)?;
-                    Ok((cursor, chunk))
-                })
+                .read(true, credentials, check.clone(), NextRangeChunk(cursor))
                 .await?;
             (cursor, chunk) = (next_cursor, next_chunk);
         }
@@ -264,31 +255,21 @@ impl Kv for KvService {
         request: Request<pb::RangeRequest>,
     ) -> Result<Response<Self::RangeStreamStream>, Status> {
         let (credentials, request, check) = self.range_request(request)?;
-        let first = request.clone();
+        let serializable = request.serializable;
         let (start, header) = self
             .read(
-                request.serializable,
+                serializable,
                 &credentials,
                 check.clone(),
-                move |store| {
-                    Ok(
-                        match RangeCursor::start(store, &first, ChunkLimits::default())? {
-                            Some(mut cursor) => {
-                                let chunk = cursor.next_chunk(store)?;
-                                StreamStart::Chunked(Box::new(cursor), chunk)
-                            }
-                            None => StreamStart::Whole(store.range(&first)?),
-                        },
-                    )
-                },
+                StartRangeStream(request),
             )
             .await?;
         let (outbox, inbox) = mpsc::channel(RANGE_STREAM_CHUNKS_QUEUED);
         let service = self.clone();
         tokio::spawn(async move {
             let sent = match start {
-                StreamStart::Whole(response) => send_whole(&outbox, response, &header).await,
-                StreamStart::Chunked(cursor, chunk) => {
+                RangeStreamStart::Whole(response) => send_whole(&outbox, response, &header).await,
+                RangeStreamStart::Chunked(cursor, chunk) => {
                     service
                         .send_chunks(&outbox, *cursor, chunk, &credentials, check, &header)
                         .await

@@ -6,20 +6,21 @@
 
 use crate::handle::Consistency;
 use keel_core::node::query::{
-    Defragment, HashKv, LeaderAndTerm, SnapshotView, StoreSnapshot, TransferLeader, TransferRefused,
+    self, Defragment, HashKv, LeaderAndTerm, NodeStatus, SnapshotView, StoreSnapshot,
+    TransferLeader, TransferRefused,
 };
 use std::time::Duration;
 
 use bytes::Bytes;
 use keel_core::mvcc::{self, Command};
-use keel_core::node::{backup_of_view, CallerCheck, Node};
+use keel_core::node::{backup_of_view, CallerCheck};
 use tokio::time::Instant;
 use tonic::codegen::tokio_stream;
 use tonic::{Request, Response, Status};
 
 use super::convert::{self, HeaderSource};
 use super::errors::EtcdError;
-use super::{api_status, authorize_on, store_status, unexpected_response, Api};
+use super::{api_status, store_status, unexpected_response, Api};
 use crate::proto::etcdserverpb as pb;
 use crate::proto::etcdserverpb::maintenance_server::Maintenance;
 use crate::ETCD_VERSION;
@@ -62,46 +63,28 @@ impl MaintenanceService {
     }
 }
 
-/// The store's size as Status and the metrics report it: the engine's file, and of it what
-/// is in use — the store's own estimate of what it holds (what the quota counts), which the
-/// file's free pages do not change. O(1).
-pub fn db_sizes(store: &keel_core::mvcc::Store) -> (u64, u64) {
-    let logical_bytes = store.size_bytes();
-    let file_bytes = match store.size_on_disk() {
-        (0, _) => logical_bytes,
-        (file, _) => file,
-    };
-    (file_bytes, logical_bytes.min(file_bytes))
-}
-
-/// What Status reports, read on the loop.
-fn status_of(node: &Node) -> (pb::StatusResponse, u64, i64) {
-    let raft = node.raft();
-    let store = node.store();
-    let (file_bytes, in_use_bytes) = db_sizes(store);
-    let size_bytes = i64::try_from(file_bytes).unwrap_or(i64::MAX);
-    let in_use_bytes = i64::try_from(in_use_bytes).unwrap_or(i64::MAX);
+/// What Status reports, as etcd words it.
+fn status_response(status: NodeStatus) -> pb::StatusResponse {
     let mut errors = Vec::new();
-    if raft.leader().is_none() {
+    if status.leader.is_none() {
         errors.push(EtcdError::NoLeader.message().to_string());
     }
-    errors.extend(store.alarms().into_iter().map(convert::alarm_text));
-    let status = pb::StatusResponse {
+    errors.extend(status.alarms.into_iter().map(convert::alarm_text));
+    pb::StatusResponse {
         header: None,
         version: ETCD_VERSION.to_string(),
-        db_size: size_bytes,
-        leader: raft.leader().unwrap_or(0),
-        raft_index: raft.commit_index(),
-        raft_term: raft.term(),
-        raft_applied_index: node.applied_index(),
+        db_size: i64::try_from(status.db_size_bytes).unwrap_or(i64::MAX),
+        leader: status.leader.unwrap_or(0),
+        raft_index: status.commit_index,
+        raft_term: status.term,
+        raft_applied_index: status.applied_index,
         errors,
-        db_size_in_use: in_use_bytes,
-        is_learner: raft.conf_state().learners.contains(&node.id()),
+        db_size_in_use: i64::try_from(status.db_size_in_use_bytes).unwrap_or(i64::MAX),
+        is_learner: status.is_learner,
         storage_version: String::new(),
-        db_size_quota: i64::try_from(store.config().quota_bytes).unwrap_or(i64::MAX),
+        db_size_quota: i64::try_from(status.quota_bytes).unwrap_or(i64::MAX),
         downgrade_info: Some(pb::DowngradeInfo::default()),
-    };
-    (status, raft.term(), store.current_revision())
+    }
 }
 
 #[tonic::async_trait]
@@ -133,22 +116,26 @@ impl Maintenance for MaintenanceService {
         // off from its cluster: status is how an operator finds out. The user check reads
         // this member's auth state as it is; a stale one shows no more than this status.
         let credentials = self.api.credentials(&request);
-        let (mut status, term, revision) = self
+        let status = self
             .api
             .with_token_retry(&credentials, || {
                 let credentials = credentials.clone();
                 async move {
                     self.api
                         .handle
-                        .call_unfenced(move |node| {
-                            authorize_on(node, &credentials, &CallerCheck::User)?;
-                            Ok(status_of(node))
-                        })
+                        .ask_as(
+                            Consistency::Unfenced,
+                            credentials,
+                            CallerCheck::User,
+                            query::Status,
+                        )
                         .await
-                        .map_err(api_status)?
+                        .map_err(api_status)
                 }
             })
             .await?;
+        let (term, revision) = (status.term, status.revision);
+        let mut status = status_response(status);
         status.header = Some(self.api.header_at(term).header(revision));
         Ok(Response::new(status))
     }

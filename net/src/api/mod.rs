@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use keel_core::auth::{AuthError, Credentials};
 use keel_core::mvcc::{self, GrpcCode};
-use keel_core::node::{CallerCheck, Node, Outcome, ProposalBody};
+use keel_core::node::{CallerCheck, Outcome, ProposalBody};
 use tonic::{Code, Request, Status};
 
 use crate::handle::{ApiError, LearnerFlag, NodeHandle};
@@ -196,7 +196,10 @@ impl Api {
     {
         match op().await {
             Err(status) if credentials.token.is_some() && is_invalid_token(&status) => {
-                self.handle.read(true, |_| ()).await.map_err(api_status)?;
+                let applied = self
+                    .handle
+                    .ask(Consistency::Linearizable, query::AppliedIndex);
+                applied.await.map_err(api_status)?;
                 op().await
             }
             other => other,
@@ -217,17 +220,6 @@ fn refuse_if(is_learner: bool) -> Result<(), Status> {
         return Err(EtcdError::NotSupportedForLearner.status());
     }
     Ok(())
-}
-
-/// Resolves the caller's credentials on the loop and makes `check`.
-pub fn authorize_on(
-    node: &mut Node,
-    credentials: &Credentials,
-    check: &CallerCheck,
-) -> Result<(), Status> {
-    node.authorize(credentials, check)
-        .map(|_| ())
-        .map_err(|e| auth_status(&e))
 }
 
 fn is_invalid_token(status: &Status) -> bool {

@@ -6,13 +6,13 @@
 //! stream's watchers.
 
 use crate::handle::Consistency;
-use keel_core::node::query::{Ask, CancelWatch, FlushWatches, RequestProgress};
-use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex, PoisonError};
+use keel_core::node::query::{Ask, CancelWatch, CreateWatch, FlushWatches, RequestProgress};
+use keel_core::node::CallerCheck;
+use std::sync::Arc;
 use std::time::Duration;
 
 use keel_core::auth::{Access, AuthError, Credentials};
-use keel_core::mvcc::{StreamId, WatchId, WatchResponse, PROGRESS_WATCH_ID};
+use keel_core::mvcc::{StreamId, WatchResponse, PROGRESS_WATCH_ID};
 use prost::Message;
 use tokio::sync::{mpsc, oneshot};
 use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
@@ -42,10 +42,6 @@ pub const PROGRESS_NOTIFY_INTERVAL: Duration = Duration::from_secs(10 * 60);
 const INVALID_WATCH_ID: i64 = -1;
 /// etcd's answer to a create with a negative start revision.
 const COMPACTED_REASON: &str = "etcdserver: mvcc: required revision has been compacted";
-
-/// Watch ids of one stream whose responses may be split (`fragment` was asked). Written on
-/// the loop when a watch is created, before any of its responses can exist.
-type Fragmenting = Arc<Mutex<BTreeSet<WatchId>>>;
 
 #[derive(Clone, Debug)]
 pub struct WatchService {
@@ -99,7 +95,6 @@ impl WatchService {
             api: self.api.clone(),
             credentials: credentials.clone(),
             stream,
-            fragmenting: Fragmenting::default(),
             responses,
         };
         reader.create(create).await?;
@@ -160,19 +155,16 @@ impl Watch for WatchService {
         let credentials = self.api.credentials(&request);
         let (stream, outbox) = self.open_stream().await?;
         let (responses, to_client) = mpsc::channel(SEND_QUEUE);
-        let fragmenting = Fragmenting::default();
         let reader = RequestReader {
             api: self.api.clone(),
             credentials,
             stream,
-            fragmenting: fragmenting.clone(),
             responses: responses.clone(),
         };
         tokio::spawn(reader.run(request.into_inner()));
         let sender = ResponseSender {
             api: self.api.clone(),
             metrics: self.metrics.clone(),
-            fragmenting,
             max_response_bytes: self.max_response_bytes,
             outbox,
             responses,
@@ -189,7 +181,6 @@ struct RequestReader {
     api: Api,
     credentials: Credentials,
     stream: StreamId,
-    fragmenting: Fragmenting,
     responses: Responses,
 }
 
@@ -216,11 +207,8 @@ impl RequestReader {
         match request.request_union {
             Some(RequestUnion::CreateRequest(create)) => self.create(create).await,
             Some(RequestUnion::CancelRequest(cancel)) => {
-                let fragmenting = self.fragmenting.clone();
                 let watch_id = cancel.watch_id;
-                let cancelled = self.ask(CancelWatch { stream, watch_id }).await;
-                lock(&fragmenting).remove(&watch_id);
-                cancelled
+                self.ask(CancelWatch { stream, watch_id }).await
             }
             Some(RequestUnion::ProgressRequest(_)) => self.ask(RequestProgress { stream }).await,
             // etcd ignores a request with nothing in it.
@@ -232,36 +220,35 @@ impl RequestReader {
         if create.start_revision < 0 {
             return self.refuse_negative_start().await;
         }
-        let stream = self.stream;
-        let fragmenting = self.fragmenting.clone();
         // etcd checks the key as sent, with the empty key meaning the smallest one.
         let key = if create.key.is_empty() {
             vec![0]
         } else {
             create.key.to_vec()
         };
-        let range_end = create.range_end.to_vec();
-        let credentials = self.credentials.clone();
-        let request = convert::watch_create_request(create);
-        let refused = self
+        let check = CallerCheck::Keys {
+            access: Access::Read,
+            key,
+            range_end: create.range_end.to_vec(),
+        };
+        let create = CreateWatch {
+            stream: self.stream,
+            request: convert::watch_create_request(create),
+        };
+        let created = self
             .api
             .handle
-            .call(move |node| {
-                let allowed = node.resolve(&credentials).and_then(|caller| {
-                    let auth = node.auth();
-                    auth.check_access(caller.as_ref(), Access::Read, &key, &range_end)
-                });
-                if let Err(error) = allowed {
-                    return Some(error);
-                }
-                create_on(node, stream, &request, &fragmenting);
-                None
-            })
-            .await
-            .map_err(api_status)?;
-        match refused {
-            Some(error) => self.refuse(&error).await,
-            None => Ok(()),
+            .ask_as(
+                Consistency::Serializable,
+                self.credentials.clone(),
+                check,
+                create,
+            )
+            .await;
+        match created {
+            Ok(()) => Ok(()),
+            Err(ApiError::Auth(error)) => self.refuse(&error).await,
+            Err(error) => Err(api_status(error)),
         }
     }
 
@@ -315,34 +302,10 @@ impl RequestReader {
 }
 
 /// Creates a watch the caller may make, on the loop.
-fn create_on(
-    node: &mut keel_core::node::Node,
-    stream: StreamId,
-    request: &keel_core::mvcc::WatchCreateRequest,
-    fragmenting: &Fragmenting,
-) {
-    // A refused create was answered in the stream by the hub (created + canceled).
-    let Ok(id) = node.watches_mut().create_watch(stream, request) else {
-        return;
-    };
-    let mut fragmenting = lock(fragmenting);
-    if request.fragment {
-        fragmenting.insert(id);
-    } else {
-        fragmenting.remove(&id);
-    }
-    drop(fragmenting);
-    if node.watches().is_unsynced(stream, id) {
-        // Start catching up now rather than at the next timer.
-        node.sync_watches();
-    }
-}
-
 /// Moves the hub's responses to the client.
 struct ResponseSender {
     api: Api,
     metrics: Arc<Metrics>,
-    fragmenting: Fragmenting,
     max_response_bytes: usize,
     outbox: mpsc::Receiver<WatchResponse>,
     responses: Responses,
@@ -367,8 +330,7 @@ impl ResponseSender {
     }
 
     fn prepare(&self, response: WatchResponse) -> Vec<pb::WatchResponse> {
-        let split =
-            response.events.len() > 1 && lock(&self.fragmenting).contains(&response.watch_id);
+        let split = response.fragment && response.events.len() > 1;
         // The loop updates the term after every batch, before it fills outboxes.
         let header = self.api.header_at(self.metrics.raft_term());
         let response = convert::watch_response(response, &header);
@@ -378,10 +340,6 @@ impl ResponseSender {
             vec![response]
         }
     }
-}
-
-fn lock(fragmenting: &Fragmenting) -> std::sync::MutexGuard<'_, BTreeSet<WatchId>> {
-    fragmenting.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Splits `response` into pieces smaller than `max_bytes` (a single event larger than that
