@@ -262,6 +262,8 @@ impl NodeHandle {
         .await?;
         let answer = self.wait(answer).await??;
         // `Node::answer` answers each query in kind: another answer is a bug of keel's.
-        Q::take(answer).ok_or(ApiError::Stopped)
+        let taken = Q::take(answer);
+        debug_assert!(taken.is_some(), "a query answered with another's answer");
+        taken.ok_or(ApiError::Stopped)
     }
 }

@@ -150,7 +150,7 @@ pub struct ServerLoop<D: Disk> {
     settings: LoopSettings,
     metrics: Arc<Metrics>,
     pending_writes: BTreeMap<u64, oneshot::Sender<Result<Written, ApiError>>>,
-    pending_reads: BTreeMap<u64, PendingRead>,
+    pending_reads: BTreeMap<u64, AskedQuery>,
     watch_outboxes: BTreeMap<StreamId, mpsc::Sender<WatchResponse>>,
     /// Serializable reads and calls that came while the node did not serve from its own
     /// state (after a restart, until it caught up: `Node::serves_local_reads`), in order.
@@ -543,7 +543,7 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
                 let id = self.next_id();
                 match self.node.read_index(id) {
                     Ok(()) => {
-                        let read = PendingRead {
+                        let read = AskedQuery {
                             query,
                             asked_by,
                             reply,
@@ -560,11 +560,18 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
                 asked_by,
                 reply,
                 ..
-            } => {
-                let answer = self.node.answer_for(asked_by.as_ref(), *query);
-                let _ = reply.send(answer.map_err(ApiError::Auth));
-            }
+            } => self.answer(AskedQuery {
+                query,
+                asked_by,
+                reply,
+            }),
         }
+    }
+
+    /// Answers a query, if whoever asked it may.
+    fn answer(&mut self, asked: AskedQuery) {
+        let answer = self.node.answer_for(asked.asked_by.as_ref(), *asked.query);
+        let _ = asked.reply.send(answer.map_err(ApiError::Auth));
     }
 
     fn park(&mut self, request: Request) {
@@ -717,14 +724,8 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
                 self.complete(completion);
             }
             for id in output.reads {
-                if let Some(PendingRead {
-                    query,
-                    asked_by,
-                    reply,
-                }) = self.pending_reads.remove(&id)
-                {
-                    let answer = self.node.answer_for(asked_by.as_ref(), *query);
-                    let _ = reply.send(answer.map_err(ApiError::Auth));
+                if let Some(read) = self.pending_reads.remove(&id) {
+                    self.answer(read);
                 }
             }
             if output.membership_changed {
@@ -1037,15 +1038,15 @@ impl TurnTimes {
     }
 }
 
-/// The loop's error for a failure of the store's engine.
-/// A linearizable query waiting for its read index to be applied.
-struct PendingRead {
+/// A query as asked; a linearizable one waits in `pending_reads` for its read index to be
+/// applied.
+struct AskedQuery {
     query: Box<Query>,
     asked_by: Option<AskedBy>,
     reply: oneshot::Sender<Result<Answer, ApiError>>,
 }
 
-impl PendingRead {
+impl AskedQuery {
     /// Nobody waits for its answer any more (the client timed out).
     fn abandoned(&self) -> bool {
         self.reply.is_closed()
@@ -1059,6 +1060,7 @@ fn read_index_error(error: ReadIndexError) -> ApiError {
     }
 }
 
+/// The loop's error for a failure of the store's engine.
 fn engine_result<T>(result: Result<T, keel_core::mvcc::Error>) -> Result<T, LoopError> {
     result.map_err(|e| {
         error!(%e, "the store's engine failed");
