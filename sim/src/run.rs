@@ -327,7 +327,7 @@ pub async fn run(config: RunConfig) -> RunReport {
         })
         .collect();
     let recorder = Recorder::new();
-    let mut liveness = wait_until_serving(&world, &endpoints, config.recovery).await;
+    let liveness = wait_until_serving(&world, &endpoints, config.recovery).await;
     let stop = Arc::new(AtomicBool::new(false));
     let clients = Clients::spawn(&mut world, &config, &endpoints, &recorder, &stop, &mut rng);
     let leader_before = nemesis::leader_and_term(&world).await;
@@ -342,34 +342,14 @@ pub async fn run(config: RunConfig) -> RunReport {
     )
     .await;
     world.heal();
-    // A server whose disk was damaged on purpose may rightly refuse to start; the rest
-    // must serve, and must agree with it if it does serve.
-    let healthy: Vec<Endpoint> = endpoints
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| !world.damaged.contains(*i))
-        .map(|(_, e)| e.clone())
-        .collect();
-    if liveness.is_ok() {
-        liveness = wait_until_serving(&world, &healthy, config.recovery).await;
-    }
-    // Liveness: with everything healed and serving, clients keep going a while and every
-    // request they start from now on must succeed.
-    let serving_since = recorder.now();
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let leader_after = nemesis::leader_and_term(&world).await;
+    let recovered = recover(&world, &endpoints, &recorder, &config, liveness).await;
     stop.store(true, Ordering::Relaxed);
     let verdicts = clients.join().await;
-    if liveness.is_ok() {
-        liveness = served_after_recovery(&world, &healthy, &recorder, serving_since, &config).await;
-    }
-    let damaged_serving = damaged_members_agree(&world, &endpoints, &recorder).await;
-    if let (Ok(()), Err(why)) = (&liveness, damaged_serving) {
-        liveness = Err(why);
-    }
-    if let (Ok(()), Err(why)) = (&liveness, verdicts.auth_toggling_ended(&config)) {
-        liveness = Err(why);
-    }
+    let liveness = judge_liveness(
+        &world, &endpoints, &recorder, &config, &recovered, &verdicts,
+    )
+    .await;
+    let leader_after = recovered.leader_after;
     for (member, instant) in world.operator_log.rollbacks() {
         let time = recorder.time_at(instant);
         recorder.with(|h| h.member_rollbacks.push(MemberRollback { member, time }));
@@ -398,6 +378,76 @@ pub async fn run(config: RunConfig) -> RunReport {
         auth_enabled: verdicts.auth.and_then(Result::ok),
         config,
     }
+}
+
+/// Where a run stood once its faults were healed.
+struct Recovered {
+    liveness: Result<(), String>,
+    /// The members whose disks were not damaged on purpose.
+    healthy: Vec<Endpoint>,
+    /// From then on, every request must succeed.
+    serving_since: Time,
+    leader_after: Option<(usize, u64)>,
+}
+
+/// After the faults: waits for the healthy members to serve, then lets the clients go on
+/// for a while with everything healed and serving.
+async fn recover(
+    world: &World,
+    endpoints: &[Endpoint],
+    recorder: &Recorder,
+    config: &RunConfig,
+    mut liveness: Result<(), String>,
+) -> Recovered {
+    // A server whose disk was damaged on purpose may rightly refuse to start; the rest
+    // must serve, and must agree with it if it does serve.
+    let healthy: Vec<Endpoint> = endpoints
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !world.damaged.contains(*i))
+        .map(|(_, e)| e.clone())
+        .collect();
+    if liveness.is_ok() {
+        liveness = wait_until_serving(world, &healthy, config.recovery).await;
+    }
+    // Liveness: with everything healed and serving, clients keep going a while and every
+    // request they start from now on must succeed.
+    let serving_since = recorder.now();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let leader_after = nemesis::leader_and_term(world).await;
+    Recovered {
+        liveness,
+        healthy,
+        serving_since,
+        leader_after,
+    }
+}
+
+/// Liveness, judged once the clients stopped: what they started after recovery succeeded,
+/// the healthy members agree with the history and damaged ones that serve agree too, and
+/// auth toggling (when the run has it) ended well.
+async fn judge_liveness(
+    world: &World,
+    endpoints: &[Endpoint],
+    recorder: &Recorder,
+    config: &RunConfig,
+    recovered: &Recovered,
+    verdicts: &Verdicts,
+) -> Result<(), String> {
+    let mut liveness = recovered.liveness.clone();
+    if liveness.is_ok() {
+        let (healthy, since) = (&recovered.healthy, recovered.serving_since);
+        liveness = served_after_recovery(world, healthy, recorder, since, config).await;
+    }
+    // Asked even after a failure: a run's requests are the same whatever it finds.
+    let damaged_serving = damaged_members_agree(world, endpoints, recorder).await;
+    if let (Ok(()), Err(why)) = (&liveness, damaged_serving) {
+        liveness = Err(why);
+    }
+    if let (Ok(()), Err(why)) = (&liveness, verdicts.auth_toggling_ended(config)) {
+        liveness = Err(why);
+    }
+    liveness
 }
 
 /// The servers of a run, as its configuration and seed set them.
