@@ -23,7 +23,7 @@ use keel_storage::{Disk, Identity, Recovered, Storage};
 use tracing::{info, warn};
 
 use crate::config::{ClusterState, ServerConfig};
-use crate::peer_query;
+use crate::peer::query as peer_query;
 use crate::tls::ClientTls;
 
 /// How long one peer may take to answer a question at start-up.
@@ -197,9 +197,14 @@ async fn refuse_if_bootstrapped_before(
     peer_tls: Option<&ClientTls>,
 ) -> anyhow::Result<()> {
     for url in others {
-        let answer =
-            peer_query::ask(url, peer_tls, &crate::frame::Question::Members, ASK_TIMEOUT).await;
-        let Ok(crate::frame::Answer::Members {
+        let answer = peer_query::ask(
+            url,
+            peer_tls,
+            &crate::peer::frame::Question::Members,
+            ASK_TIMEOUT,
+        )
+        .await;
+        let Ok(crate::peer::frame::Answer::Members {
             cluster_id,
             members,
             removed,

@@ -633,7 +633,7 @@ impl Default for AuthSettings {
     fn default() -> AuthSettings {
         AuthSettings {
             token_ttl: Duration::from_secs(300),
-            bcrypt_cost: crate::api::auth::DEFAULT_BCRYPT_COST,
+            bcrypt_cost: crate::grpc::auth::DEFAULT_BCRYPT_COST,
             jwt: None,
         }
     }

@@ -11,9 +11,9 @@
 //!   is the odd one): every write is refused until an operator replaces that member and
 //!   disarms the alarm (see the README's operations section).
 //!
-//! Hashes go over the peer port (see `crate::peer_query`), so they work with auth enabled.
+//! Hashes go over the peer port (see `crate::peer::query`), so they work with auth enabled.
 
-use crate::handle::Consistency;
+use crate::server_loop::handle::Consistency;
 use keel_core::node::query::{CompactRevision, HashKv, IsLeader, ProposeAlarm};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -23,11 +23,11 @@ use keel_core::mvcc::{AlarmAction, AlarmRequest, AlarmType};
 use keel_core::raft::NodeId;
 use tracing::{error, info, warn};
 
-use crate::frame::{Answer, Question};
-use crate::handle::NodeHandle;
-use crate::peer_query::{self, MembersView};
+use crate::peer::frame::{Answer, Question};
+use crate::peer::query::{self as peer_query, MembersView};
+use crate::peer::transport::ClusterId;
+use crate::server_loop::handle::NodeHandle;
 use crate::tls::ClientTls;
-use crate::transport::ClusterId;
 
 /// How long a peer may take to answer with a hash.
 const HASH_TIMEOUT: Duration = Duration::from_secs(5);

@@ -14,7 +14,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use crate::transport::TransportStats;
+use crate::peer::transport::TransportStats;
 
 /// A histogram per peer, labelled `To` with the peer's id in hexadecimal (etcd's label).
 type PeerHistograms = Family<[(&'static str, String); 1], Histogram, fn() -> Histogram>;
@@ -55,7 +55,7 @@ pub struct Metrics {
     transport: Arc<TransportStats>,
     /// Counted by a layer on the client port's gRPC routes.
     #[cfg(not(madsim))]
-    pub grpc: Arc<crate::grpc_metrics::GrpcMetrics>,
+    pub grpc: Arc<crate::grpc::metrics::GrpcMetrics>,
     registry: Registry,
 }
 
@@ -166,7 +166,7 @@ impl Metrics {
         );
         crate::process_metrics::register(&mut registry);
         #[cfg(not(madsim))]
-        let grpc = crate::grpc_metrics::GrpcMetrics::new(&mut registry);
+        let grpc = crate::grpc::metrics::GrpcMetrics::new(&mut registry);
         registry.register(
             "etcd_mvcc_current_revision",
             "The current revision of the store",

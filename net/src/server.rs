@@ -13,20 +13,21 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
-use crate::api::auth::AuthService;
-use crate::api::cluster::ClusterService;
-use crate::api::concurrency::Recipes;
-use crate::api::election::ElectionService;
-use crate::api::lease::LeaseService;
-use crate::api::lock::LockService;
-use crate::api::maintenance::MaintenanceService;
-use crate::api::watch::{keep_watchers_moving, WatchService};
-use crate::api::{kv::KvService, Api};
 use crate::compactor::Compactor;
 use crate::config::ServerConfig;
-use crate::handle::{NodeHandle, REQUEST_QUEUE};
+use crate::grpc::auth::AuthService;
+use crate::grpc::cluster::ClusterService;
+use crate::grpc::concurrency::Recipes;
+use crate::grpc::election::ElectionService;
+use crate::grpc::lease::LeaseService;
+use crate::grpc::lock::LockService;
+use crate::grpc::maintenance::MaintenanceService;
+use crate::grpc::watch::{keep_watchers_moving, WatchService};
+use crate::grpc::{kv::KvService, Api};
 use crate::metrics::Metrics;
-use crate::peer_query::{AnswerDesk, MembersView};
+use crate::peer::query::{AnswerDesk, MembersView};
+use crate::peer::snapshot_stream::{self, DiskInbox};
+use crate::peer::transport::{self, Transport, TransportStats};
 use crate::proto::etcdserverpb::auth_server::AuthServer;
 use crate::proto::etcdserverpb::cluster_server::ClusterServer;
 use crate::proto::etcdserverpb::kv_server::KvServer;
@@ -35,10 +36,9 @@ use crate::proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use crate::proto::etcdserverpb::watch_server::WatchServer;
 use crate::proto::v3electionpb::election_server::ElectionServer;
 use crate::proto::v3lockpb::lock_server::LockServer;
+use crate::server_loop::handle::{NodeHandle, REQUEST_QUEUE};
 use crate::server_loop::{Hooks, LoopError, LoopInputs, LoopSettings, ServerLoop, WatchOpen};
-use crate::snapshot_stream::{self, DiskInbox};
 use crate::tls::{ClientTls, ServerTls, TlsSettings, CLIENT_ALPN, GRPC_ALPN, PEER_ALPN};
-use crate::transport::{self, Transport, TransportStats};
 
 /// gRPC adds framing to a request; etcd allows this much on top of `--max-request-bytes`.
 const GRPC_OVERHEAD_BYTES: u64 = 512 * 1024;
@@ -442,7 +442,7 @@ pub async fn start_hooked<D: Disk + Send + 'static>(
     let watch = WatchServer::new(watch_service.clone())
         .max_decoding_message_size(max_message_bytes)
         .max_encoding_message_size(usize::MAX);
-    let refuse_on_learner = crate::api::refuse_on_learner(handle.learner_flag());
+    let refuse_on_learner = crate::grpc::refuse_on_learner(handle.learner_flag());
     let lease = LeaseServer::with_interceptor(lease_service.clone(), refuse_on_learner.clone());
     let cluster = ClusterServer::with_interceptor(
         ClusterService::new(api.clone()),
@@ -639,7 +639,7 @@ async fn serve_clients(
 ) -> anyhow::Result<()> {
     use futures_util::StreamExt;
 
-    use crate::authority::AuthorityFix;
+    use crate::http::authority::AuthorityFix;
     if let Some(tls) = tls {
         let incoming = crate::tls::incoming(listener, tls).map(|c| c.map(AuthorityFix::new));
         return Ok(router.serve_with_incoming(incoming).await?);

@@ -4,7 +4,7 @@
 //! log, which takes a leader and a quorum, so a unit ordered after keel starts only when the
 //! cluster can answer. Without `NOTIFY_SOCKET` (not under systemd) nothing is sent.
 
-use crate::handle::Consistency;
+use crate::server_loop::handle::Consistency;
 use keel_core::node::query::Serving;
 use std::io;
 use std::os::unix::net::UnixDatagram;
@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 
-use crate::handle::NodeHandle;
+use crate::server_loop::handle::NodeHandle;
 
 /// How often readiness is looked at until it holds.
 const READINESS_POLL: Duration = Duration::from_millis(100);

@@ -994,13 +994,13 @@ async fn a_watch_stream_is_closed_on_the_server_when_the_client_goes_away() {
     let watch_id = watch.next().await.watch_id;
     let handle = server.running.as_ref().unwrap().handle.clone();
     // The first stream of a fresh server is stream 1; its watch is there while the client is.
-    let exists = move |handle: keel_net::handle::NodeHandle| async move {
+    let exists = move |handle: keel_net::server_loop::handle::NodeHandle| async move {
         let watch = keel_core::node::query::WatchExists {
             stream: 1,
             watch_id,
         };
         handle
-            .ask(keel_net::handle::Consistency::Unfenced, watch)
+            .ask(keel_net::server_loop::handle::Consistency::Unfenced, watch)
             .await
             .unwrap()
     };

@@ -7,7 +7,7 @@
 //! `InstallSnapshot` message to its loop only once that file is durable. The loop then puts
 //! the file in place of its engine (see `ServerLoop::install_engine`).
 //!
-//! On the wire (inside `crate::frame`): `SnapshotBegin(message)`, rows frames, then
+//! On the wire (inside `crate::peer::frame`): `SnapshotBegin(message)`, rows frames, then
 //! `SnapshotEnd { rows, checksum }`. A rows frame's body is one table's rows in key order:
 //! `table (u8)`, then `key length (u32 BE) ‖ key ‖ value length (u32 BE) ‖ value`, repeated.
 //! The checksum is the CRC-32C of every rows body in order; the follower refuses a stream

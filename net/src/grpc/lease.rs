@@ -12,10 +12,10 @@ use super::convert::{self, HeaderSource};
 use super::errors::EtcdError;
 use super::forward::{is_forwarded, mark_forwarded, pass_token, Forwarder};
 use super::{api_status, store_status, unexpected_response, Api};
-use crate::handle::Consistency;
 use crate::proto::etcdserverpb as pb;
 use crate::proto::etcdserverpb::lease_client::LeaseClient;
 use crate::proto::etcdserverpb::lease_server::Lease;
+use crate::server_loop::handle::Consistency;
 use keel_core::node::query::{Headed, LeaseKeepAlive, LeaseLeases, LeaseTimeToLive};
 use keel_core::node::CallerCheck;
 

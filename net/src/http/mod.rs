@@ -1,5 +1,5 @@
 //! The client port's HTTP side, as etcd serves it next to gRPC on one port: the JSON gateway
-//! (`/v3/…`, see [`crate::gateway`]), `/health`, `/livez`, `/readyz`, `/version` and
+//! (`/v3/…`, see [`crate::http::gateway`]), `/health`, `/livez`, `/readyz`, `/version` and
 //! `/metrics`.
 //!
 //! [`ClientHttp`] is a tower layer over tonic's gRPC [`Routes`]: tonic hands it the routes
@@ -7,7 +7,7 @@
 //! routes (HTTP/2 gRPC) and the HTTP routes (HTTP/1.1 or 2), told apart by path. So the
 //! server's gRPC services are registered in one place and the gateway sees all of them.
 
-use crate::handle::Consistency;
+use crate::server_loop::handle::Consistency;
 use keel_core::node::query::{self, Header, HealthView};
 use std::sync::Arc;
 
@@ -21,9 +21,12 @@ use serde::Serialize;
 use tonic::service::Routes;
 use tracing::warn;
 
-use crate::handle::NodeHandle;
 use crate::metrics::Metrics;
-use crate::{gateway, ETCD_VERSION, KEEL_VERSION};
+use crate::server_loop::handle::NodeHandle;
+use crate::{ETCD_VERSION, KEEL_VERSION};
+
+pub mod authority;
+pub mod gateway;
 
 /// Prometheus' text format, as etcd's `/metrics` declares it.
 const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -52,7 +55,7 @@ impl ClientHttp {
     /// the endpoints; anything else is 404 (or gRPC's `Unimplemented` for a gRPC call).
     pub fn router(&self, grpc: Routes) -> axum::Router {
         // Calls to unregistered services (over the port or from the gateway) say which.
-        // Counted under the gateway too: its calls are gRPC calls (see `grpc_metrics`).
+        // Counted under the gateway too: its calls are gRPC calls (see `crate::grpc::metrics`).
         let counting = self.metrics.grpc.clone();
         let grpc = Routes::from(grpc.into_axum_router().fallback(unknown_service).layer(
             axum::middleware::from_fn(move |request, next| counting.clone().count(request, next)),

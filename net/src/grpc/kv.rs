@@ -8,9 +8,9 @@ use tonic::{Request, Response, Status};
 
 use super::convert::{self, HeaderSource};
 use super::{api_status, store_status, Api, Header};
-use crate::handle::Consistency;
 use crate::proto::etcdserverpb as pb;
 use crate::proto::etcdserverpb::kv_server::Kv;
+use crate::server_loop::handle::Consistency;
 use keel_core::node::query::{
     Ask, Headed, NextRangeChunk, Range, RangeStreamStart, ReadTxn, StartRangeStream,
 };

@@ -3,7 +3,7 @@
 //! A forwarded request is marked, and a member that gets a marked request it cannot answer
 //! says `etcdserver: not leader` rather than forwarding it again, so nothing loops.
 
-use crate::handle::Consistency;
+use crate::server_loop::handle::Consistency;
 use keel_core::node::query::{LeaderClientUrls, LeaderUrls};
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -19,7 +19,7 @@ use keel_core::auth::Credentials;
 
 use super::api_status;
 use super::errors::EtcdError;
-use crate::handle::NodeHandle;
+use crate::server_loop::handle::NodeHandle;
 use crate::tls::ClientTls;
 
 /// The metadata key that marks a request one member forwarded to another.

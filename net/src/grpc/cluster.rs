@@ -12,10 +12,10 @@ use super::convert::{self, HeaderSource};
 use super::errors::EtcdError;
 use super::forward::{is_forwarded, mark_forwarded, pass_token, Forwarder};
 use super::{api_status, Api, Header};
-use crate::handle::{ApiError, Consistency, Written};
 use crate::proto::etcdserverpb as pb;
 use crate::proto::etcdserverpb::cluster_client::ClusterClient;
 use crate::proto::etcdserverpb::cluster_server::Cluster;
+use crate::server_loop::handle::{ApiError, Consistency, Written};
 use keel_core::node::query::{AppliedIndex, MemberList};
 
 #[derive(Clone, Debug)]

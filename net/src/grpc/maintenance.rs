@@ -4,7 +4,7 @@
 //! A snapshot is etcd's backend file (see `crate::backup`), streamed as etcd streams it:
 //! chunks with the bytes still to come, then the SHA-256 of the file as the last message.
 
-use crate::handle::Consistency;
+use crate::server_loop::handle::Consistency;
 use keel_core::node::query::{
     self, Defragment, HashKv, LeaderAndTerm, NodeStatus, SnapshotView, StoreSnapshot,
     TransferLeader, TransferRefused,

@@ -3,6 +3,8 @@
 //! what may go early, persist (one sync for everything gathered: group commit), send what had
 //! to wait, apply, answer clients, advance. No consensus decision is made here.
 
+pub mod handle;
+
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -23,11 +25,11 @@ use crate::clock::{ClockSkew, LocalClock};
 use tracing::{debug, error, info, warn};
 
 use crate::compactor::Compactor;
-use crate::handle::{ApiError, Consistency, LearnerFlag, Request, Written};
 use crate::metrics::Metrics;
-use crate::peer_query::MembersView;
-use crate::snapshot_stream;
-use crate::transport::{PeerReport, Transport};
+use crate::peer::query::MembersView;
+use crate::peer::snapshot_stream;
+use crate::peer::transport::{PeerReport, Transport};
+use crate::server_loop::handle::{ApiError, Consistency, LearnerFlag, Request, Written};
 
 /// Responses a watch stream may hold unsent; past it, the hub keeps them (and moves slow
 /// watchers to catch up from history) until the stream's reader drains.
@@ -755,7 +757,7 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
     }
 
     /// Sends a message; a snapshot goes with the store's engine as its last commit holds
-    /// it (see `crate::snapshot_stream`): Raft's own snapshot is only a marker, so the
+    /// it (see `crate::peer::snapshot_stream`): Raft's own snapshot is only a marker, so the
     /// message takes the engine commit's metadata, at or after the marker.
     fn send(&mut self, mut message: Message) {
         if matches!(message.body, MessageBody::Heartbeat(_)) {

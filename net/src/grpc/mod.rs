@@ -13,9 +13,11 @@ pub mod kv;
 pub mod lease;
 pub mod lock;
 pub mod maintenance;
+#[cfg(not(madsim))]
+pub mod metrics;
 pub mod watch;
 
-use crate::handle::Consistency;
+use crate::server_loop::handle::Consistency;
 use keel_core::node::query;
 use std::future::Future;
 use std::sync::Arc;
@@ -25,9 +27,9 @@ use keel_core::mvcc::{self, GrpcCode};
 use keel_core::node::{CallerCheck, Outcome, ProposalBody};
 use tonic::{Code, Request, Status};
 
-use crate::handle::{ApiError, LearnerFlag, NodeHandle};
+use crate::peer::transport::ClusterId;
 use crate::proto::etcdserverpb as pb;
-use crate::transport::ClusterId;
+use crate::server_loop::handle::{ApiError, LearnerFlag, NodeHandle};
 use errors::EtcdError;
 
 /// What every service needs: the way to the loop and the ids for response headers.

@@ -5,7 +5,7 @@
 //! When the client goes away both tasks end, the outbox closes and the loop drops the
 //! stream's watchers.
 
-use crate::handle::Consistency;
+use crate::server_loop::handle::Consistency;
 use keel_core::node::query::{Ask, CancelWatch, CreateWatch, FlushWatches, RequestProgress};
 use keel_core::node::CallerCheck;
 use std::sync::Arc;
@@ -20,11 +20,11 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::convert;
 use super::{api_status, Api};
-use crate::handle::{ApiError, NodeHandle};
 use crate::metrics::Metrics;
 use crate::proto::etcdserverpb as pb;
 use crate::proto::etcdserverpb::watch_server::Watch;
 use crate::proto::mvccpb;
+use crate::server_loop::handle::{ApiError, NodeHandle};
 use crate::server_loop::WatchOpen;
 
 /// Converted responses waiting for the gRPC stream, per stream. Beyond it the loop keeps

@@ -1,4 +1,4 @@
-//! Peer transport: Raft messages between members over TCP (see [`crate::frame`]).
+//! Peer transport: Raft messages between members over TCP (see [`crate::peer::frame`]).
 //!
 //! Each member dials each peer once and only sends on that connection; it receives on the
 //! connections its peers dialled. A peer's messages wait in a bounded queue: when it is full
@@ -25,9 +25,9 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::blocking::{self, BlockingTask};
-use crate::frame::{self, Decoded, Decoder, Hello, Refusal, SnapshotEnd};
-use crate::peer_query::AnswerDesk;
-use crate::snapshot_stream::{SnapshotInbox, StagedSnapshot, ViewReader};
+use crate::peer::frame::{self, Decoded, Decoder, Hello, Refusal, SnapshotEnd};
+use crate::peer::query::AnswerDesk;
+use crate::peer::snapshot_stream::{SnapshotInbox, StagedSnapshot, ViewReader};
 use crate::tls::{ClientTls, ServerTls};
 
 /// A peer connection: plain TCP or TLS over it.
@@ -189,7 +189,7 @@ impl Transport {
 
     /// Sends a leader's snapshot with its store's engine: `message` (whose image holds no
     /// store) and `view`'s rows, on a connection of their own (see
-    /// `crate::snapshot_stream`), so the peer's heartbeats do not wait behind it. A failure
+    /// `crate::peer::snapshot_stream`), so the peer's heartbeats do not wait behind it. A failure
     /// is reported as [`PeerReport::SnapshotFailed`].
     pub fn send_snapshot(&mut self, message: Message, view: Arc<dyn View>) {
         let to = message.to;

@@ -26,7 +26,7 @@ const KIND_SNAPSHOT_BEGIN: u8 = 8;
 const KIND_SNAPSHOT_ROWS: u8 = 9;
 const KIND_SNAPSHOT_END: u8 = 10;
 
-/// Closes a snapshot stream (see `crate::snapshot_stream`): how many rows it held and the
+/// Closes a snapshot stream (see `crate::peer::snapshot_stream`): how many rows it held and the
 /// CRC-32C of every rows frame's body, in order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotEnd {
@@ -35,7 +35,7 @@ pub struct SnapshotEnd {
 }
 
 /// Opens a connection that carries Raft messages: who is speaking to whom, in which cluster,
-/// and where the speaker listens for peers (see `crate::transport::DialHints`).
+/// and where the speaker listens for peers (see `crate::peer::transport::DialHints`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hello {
     pub cluster_id: u64,
@@ -55,7 +55,7 @@ pub enum Refusal {
     Mismatch(String),
 }
 
-/// Opens a connection that asks one question outside Raft (see `crate::peer_query`); the
+/// Opens a connection that asks one question outside Raft (see `crate::peer::query`); the
 /// answer comes back as one frame and the connection closes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Question {
@@ -145,7 +145,7 @@ pub fn encode_snapshot_begin(message: &Message, out: &mut BytesMut) -> Result<()
     encode_small(KIND_SNAPSHOT_BEGIN, message, out)
 }
 
-/// One chunk of a snapshot stream's rows (see `crate::snapshot_stream` for the body).
+/// One chunk of a snapshot stream's rows (see `crate::peer::snapshot_stream` for the body).
 pub fn encode_snapshot_rows(chunk: &[u8], out: &mut BytesMut) -> Result<(), FrameError> {
     if chunk.len() >= MAX_FRAME_BYTES {
         return Err(FrameError::FrameTooLarge {

@@ -7,10 +7,10 @@
 //! - the store's hash at a revision: the corruption checks compare members with it (see
 //!   `crate::corruption`).
 //!
-//! A question opens its own connection (see `crate::frame`), gets one answer, and the
+//! A question opens its own connection (see `crate::peer::frame`), gets one answer, and the
 //! connection closes; a member that cannot answer says why.
 
-use crate::handle::Consistency;
+use crate::server_loop::handle::Consistency;
 use keel_core::node::query::HashKv;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -21,10 +21,10 @@ use keel_core::raft::NodeId;
 use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::frame::{self, Answer, Decoded, Decoder, Question};
-use crate::handle::NodeHandle;
+use crate::peer::frame::{self, Answer, Decoded, Decoder, Question};
+use crate::peer::transport::{self, PeerStream};
+use crate::server_loop::handle::NodeHandle;
 use crate::tls::ClientTls;
-use crate::transport::{self, PeerStream};
 
 /// Largest answer read (a member list of thousands of members fits many times over).
 const MAX_ANSWER_BYTES: usize = frame::MAX_FRAME_BYTES;

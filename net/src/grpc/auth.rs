@@ -17,10 +17,10 @@ use tracing::info;
 
 use super::convert::HeaderSource;
 use super::{api_status, auth_status, Api};
-use crate::handle::Consistency;
 use crate::proto::authpb;
 use crate::proto::etcdserverpb as pb;
 use crate::proto::etcdserverpb::auth_server::Auth;
+use crate::server_loop::handle::Consistency;
 use keel_core::node::query::{
     Ask, Headed, PasswordHash, ReadAuthStatus, RoleGet, RoleList, UserGet, UserList,
 };
@@ -66,7 +66,9 @@ impl AuthService {
         match written.outcome {
             Outcome::Auth(Ok(response)) => Ok((response, header)),
             Outcome::Auth(Err(error)) => Err(auth_status(&error)),
-            Outcome::Lost => Err(api_status(crate::handle::ApiError::LeaderChanged)),
+            Outcome::Lost => Err(api_status(
+                crate::server_loop::handle::ApiError::LeaderChanged,
+            )),
             _ => Err(super::unexpected_response("auth change")),
         }
     }
