@@ -48,19 +48,9 @@ impl AuthService {
         command: AuthCommand,
         credentials: &Credentials,
     ) -> Result<(AuthResponse, pb::ResponseHeader), Status> {
-        let body = ProposalBody::Auth(command);
         let written = self
             .api
-            .with_token_retry(credentials, || {
-                let body = body.clone();
-                async move {
-                    self.api
-                        .handle
-                        .write(body, credentials.clone())
-                        .await
-                        .map_err(api_status)
-                }
-            })
+            .write_as(ProposalBody::Auth(command), credentials)
             .await?;
         let header = self.api.current_header().await?;
         match written.outcome {
@@ -90,7 +80,8 @@ impl AuthService {
         query: Q,
     ) -> Result<(T, pb::ResponseHeader), Status>
     where
-        Q: Ask<Answer = Headed<Result<T, AuthError>>> + Clone,
+        Q: Ask<Answer = Headed<Result<T, AuthError>>> + Clone + Send,
+        T: Send,
     {
         let Headed {
             value,
@@ -98,17 +89,7 @@ impl AuthService {
             revision,
         } = self
             .api
-            .with_token_retry(credentials, || {
-                let (check, query, credentials) =
-                    (check.clone(), query.clone(), credentials.clone());
-                async move {
-                    self.api
-                        .handle
-                        .ask_as(Consistency::Linearizable, credentials, check, query)
-                        .await
-                        .map_err(api_status)
-                }
-            })
+            .ask_as(Consistency::Linearizable, credentials, check, query)
             .await?;
         let value = value.map_err(|e| auth_status(&e))?;
         Ok((value, self.api.header_at(term).header(revision)))

@@ -7,7 +7,7 @@ use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::convert::{self, HeaderSource};
-use super::{api_status, store_status, Api, Header};
+use super::{store_status, Api, Header};
 use crate::proto::etcdserverpb as pb;
 use crate::proto::etcdserverpb::kv_server::Kv;
 use crate::server_loop::handle::Consistency;
@@ -46,7 +46,8 @@ impl KvService {
         query: Q,
     ) -> Result<(T, Header), Status>
     where
-        Q: Ask<Answer = Headed<Result<T, mvcc::Error>>> + Clone,
+        Q: Ask<Answer = Headed<Result<T, mvcc::Error>>> + Clone + Send,
+        T: Send,
     {
         let consistency = if serializable {
             Consistency::Serializable
@@ -55,17 +56,7 @@ impl KvService {
         };
         let Headed { value, term, .. } = self
             .api
-            .with_token_retry(credentials, || {
-                let (check, query, credentials) =
-                    (check.clone(), query.clone(), credentials.clone());
-                async move {
-                    self.api
-                        .handle
-                        .ask_as(consistency, credentials, check, query)
-                        .await
-                        .map_err(api_status)
-                }
-            })
+            .ask_as(consistency, credentials, check, query)
             .await?;
         let value = value.map_err(|e| store_status(&e))?;
         Ok((value, self.api.header_at(term)))

@@ -11,7 +11,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::convert::{self, HeaderSource};
 use super::errors::EtcdError;
 use super::forward::{is_forwarded, mark_forwarded, pass_token, Forwarder};
-use super::{api_status, store_status, unexpected_response, Api};
+use super::{store_status, unexpected_response, Api};
 use crate::proto::etcdserverpb as pb;
 use crate::proto::etcdserverpb::lease_client::LeaseClient;
 use crate::proto::etcdserverpb::lease_server::Lease;
@@ -54,17 +54,12 @@ impl LeaseService {
             revision,
         } = self
             .api
-            .with_token_retry(credentials, || {
-                let (check, credentials) = (check.clone(), credentials.clone());
-                let query = LeaseKeepAlive(request.clone());
-                async move {
-                    self.api
-                        .handle
-                        .ask_as(Consistency::Serializable, credentials, check, query)
-                        .await
-                        .map_err(api_status)
-                }
-            })
+            .ask_as(
+                Consistency::Serializable,
+                credentials,
+                check,
+                LeaseKeepAlive(request),
+            )
             .await?;
         // Like etcd, the header is taken before the renewal is forwarded: its revision is
         // never later than the renewal.
@@ -235,17 +230,12 @@ impl Lease for LeaseService {
             ..
         } = self
             .api
-            .with_token_retry(&credentials, || {
-                let (check, credentials) = (check.clone(), credentials.clone());
-                let query = LeaseTimeToLive(asked.clone());
-                async move {
-                    self.api
-                        .handle
-                        .ask_as(Consistency::Linearizable, credentials, check, query)
-                        .await
-                        .map_err(api_status)
-                }
-            })
+            .ask_as(
+                Consistency::Linearizable,
+                &credentials,
+                check,
+                LeaseTimeToLive(asked),
+            )
             .await?;
         let header = self.api.header_at(term);
         match answer {
@@ -276,17 +266,12 @@ impl Lease for LeaseService {
             ..
         } = self
             .api
-            .with_token_retry(&credentials, || {
-                let credentials = credentials.clone();
-                let check = CallerCheck::EveryLeaseKey;
-                async move {
-                    self.api
-                        .handle
-                        .ask_as(Consistency::Linearizable, credentials, check, LeaseLeases)
-                        .await
-                        .map_err(api_status)
-                }
-            })
+            .ask_as(
+                Consistency::Linearizable,
+                &credentials,
+                CallerCheck::EveryLeaseKey,
+                LeaseLeases,
+            )
             .await?;
         let header = self.api.header_at(term);
         Ok(Response::new(convert::lease_leases_response(

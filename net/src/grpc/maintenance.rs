@@ -118,21 +118,12 @@ impl Maintenance for MaintenanceService {
         let credentials = self.api.credentials(&request);
         let status = self
             .api
-            .with_token_retry(&credentials, || {
-                let credentials = credentials.clone();
-                async move {
-                    self.api
-                        .handle
-                        .ask_as(
-                            Consistency::Unfenced,
-                            credentials,
-                            CallerCheck::User,
-                            query::Status,
-                        )
-                        .await
-                        .map_err(api_status)
-                }
-            })
+            .ask_as(
+                Consistency::Unfenced,
+                &credentials,
+                CallerCheck::User,
+                query::Status,
+            )
             .await?;
         let (term, revision) = (status.term, status.revision);
         let mut status = status_response(status);

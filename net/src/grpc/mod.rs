@@ -18,7 +18,7 @@ pub mod metrics;
 pub mod watch;
 
 use crate::server_loop::handle::Consistency;
-use keel_core::node::query;
+use keel_core::node::query::{self, Ask};
 use std::future::Future;
 use std::sync::Arc;
 
@@ -29,7 +29,7 @@ use tonic::{Code, Request, Status};
 
 use crate::peer::transport::ClusterId;
 use crate::proto::etcdserverpb as pb;
-use crate::server_loop::handle::{ApiError, LearnerFlag, NodeHandle};
+use crate::server_loop::handle::{ApiError, LearnerFlag, NodeHandle, Written};
 use errors::EtcdError;
 
 /// What every service needs: the way to the loop and the ids for response headers.
@@ -135,17 +135,8 @@ impl Api {
         command: mvcc::Command,
         credentials: &Credentials,
     ) -> Result<(mvcc::Response, Header), Status> {
-        let body = ProposalBody::Store(command);
         let written = self
-            .with_token_retry(credentials, || {
-                let body = body.clone();
-                async move {
-                    self.handle
-                        .write(body, credentials.clone())
-                        .await
-                        .map_err(api_status)
-                }
-            })
+            .write_as(ProposalBody::Store(command), credentials)
             .await?;
         let header = self.header_at(written.raft_term);
         Ok((store_outcome(written.outcome)?, header))
@@ -157,20 +148,12 @@ impl Api {
         credentials: &Credentials,
         check: CallerCheck,
     ) -> Result<(), Status> {
-        self.with_token_retry(credentials, || {
-            let (check, credentials) = (check.clone(), credentials.clone());
-            async move {
-                self.handle
-                    .ask_as(
-                        Consistency::Serializable,
-                        credentials,
-                        check,
-                        query::Authorize,
-                    )
-                    .await
-                    .map_err(api_status)
-            }
-        })
+        self.ask_as(
+            Consistency::Serializable,
+            credentials,
+            check,
+            query::Authorize,
+        )
         .await
     }
 
@@ -184,10 +167,55 @@ impl Api {
         self.authorize(credentials, CallerCheck::User).await
     }
 
+    /// Proposes `body` as the caller of `credentials` and waits until it applied (once
+    /// more if the token was unknown here, see `with_token_retry`).
+    pub async fn write_as(
+        &self,
+        body: ProposalBody,
+        credentials: &Credentials,
+    ) -> Result<Written, Status> {
+        self.with_token_retry(credentials, || {
+            let body = body.clone();
+            async move {
+                self.handle
+                    .write(body, credentials.clone())
+                    .await
+                    .map_err(api_status)
+            }
+        })
+        .await
+    }
+
+    /// Asks the node `query` as the caller of `credentials`, who must pass `check` (once
+    /// more if the token was unknown here, see `with_token_retry`).
+    pub async fn ask_as<Q>(
+        &self,
+        consistency: Consistency,
+        credentials: &Credentials,
+        check: CallerCheck,
+        query: Q,
+    ) -> Result<Q::Answer, Status>
+    where
+        Q: Ask + Clone + Send,
+        Q::Answer: Send,
+    {
+        self.with_token_retry(credentials, || {
+            let (check, query) = (check.clone(), query.clone());
+            let credentials = credentials.clone();
+            async move {
+                self.handle
+                    .ask_as(consistency, credentials, check, query)
+                    .await
+                    .map_err(api_status)
+            }
+        })
+        .await
+    }
+
     /// Runs `op`, and once more after waiting for this member to apply everything committed
     /// if its token was unknown: a token handed out through another member works here once
     /// this one has applied the login (etcd waits for the token's index the same way).
-    pub async fn with_token_retry<T, F, Fut>(
+    async fn with_token_retry<T, F, Fut>(
         &self,
         credentials: &Credentials,
         mut op: F,
