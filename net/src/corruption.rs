@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::bail;
-use keel_core::mvcc::{AlarmAction, AlarmRequest, AlarmType};
+use keel_core::mvcc::{AlarmAction, AlarmRequest, AlarmType, HashKvResponse};
 use keel_core::raft::NodeId;
 use tracing::{error, info, warn};
 
@@ -62,6 +62,16 @@ struct Hashed {
     compact_revision: i64,
 }
 
+impl From<HashKvResponse> for Hashed {
+    fn from(hashed: HashKvResponse) -> Hashed {
+        Hashed {
+            hash: hashed.hash,
+            revision: hashed.hash_revision,
+            compact_revision: hashed.compact_revision,
+        }
+    }
+}
+
 impl Checker {
     /// This member's hash at `revision` (0: its current revision).
     async fn own_hash(&self, revision: i64) -> anyhow::Result<Hashed> {
@@ -71,12 +81,8 @@ impl Checker {
             .node
             .ask(Consistency::Unfenced, HashKv { revision })
             .await?
-            .0?;
-        Ok(Hashed {
-            hash: hashed.hash,
-            revision: hashed.hash_revision,
-            compact_revision: hashed.compact_revision,
-        })
+            .value?;
+        Ok(Hashed::from(hashed))
     }
 
     /// Every other member's hash at `revision`; members that cannot say are left out, with
@@ -132,14 +138,7 @@ impl Checker {
             .ask(Consistency::Serializable, HashKv { revision: 0 })
             .await
         {
-            Ok((hashed, _term)) => {
-                let hashed = hashed?;
-                Ok(Hashed {
-                    hash: hashed.hash,
-                    revision: hashed.hash_revision,
-                    compact_revision: hashed.compact_revision,
-                })
-            }
+            Ok(hashed) => Ok(Hashed::from(hashed.value?)),
             Err(error) => {
                 warn!(%error, "initial corruption check: not caught up; hashing what is applied");
                 self.own_hash(0).await

@@ -113,8 +113,8 @@ queries! {
     AppliedIndex => u64;
     /// The members, with the term.
     MemberList => (Vec<Member>, u64);
-    /// The hash of the store's key space at a revision (0: the current one), with the term.
-    HashKv => (Result<HashKvResponse, mvcc::Error>, u64);
+    /// The hash of the store's key space at a revision (0: the current one).
+    HashKv => Headed<Result<HashKvResponse, mvcc::Error>>;
     /// The store's compacted revision.
     CompactRevision => i64;
     /// What a health check looks at.
@@ -401,8 +401,8 @@ pub struct HashKv {
 }
 
 impl HashKv {
-    fn answer(self, node: &mut Node) -> (Result<HashKvResponse, mvcc::Error>, u64) {
-        (node.store().hash_kv(self.revision), node.raft().term())
+    fn answer(self, node: &mut Node) -> Headed<Result<HashKvResponse, mvcc::Error>> {
+        Headed::of(node, node.store().hash_kv(self.revision))
     }
 }
 

@@ -6,7 +6,7 @@
 
 use crate::server_loop::handle::Consistency;
 use keel_core::node::query::{
-    self, Defragment, HashKv, LeaderAndTerm, NodeStatus, SnapshotView, StoreSnapshot,
+    self, Defragment, HashKv, Headed, LeaderAndTerm, NodeStatus, SnapshotView, StoreSnapshot,
     TransferLeader, TransferRefused,
 };
 use std::time::Duration;
@@ -38,6 +38,31 @@ pub struct MaintenanceService {
 }
 
 impl MaintenanceService {
+    /// For Hash and HashKV: an admin's hash of this member's store at `revision` (0: its
+    /// current one), from its applied state.
+    async fn hash_at<T>(
+        &self,
+        request: &Request<T>,
+        revision: i64,
+    ) -> Result<(mvcc::HashKvResponse, super::Header), Status> {
+        self.api.refuse_on_learner()?;
+        self.api
+            .require_admin(&self.api.credentials(request))
+            .await?;
+        let Headed {
+            value: hashed,
+            term,
+            ..
+        } = self
+            .api
+            .handle
+            .ask(Consistency::Serializable, HashKv { revision })
+            .await
+            .map_err(api_status)?;
+        let hashed = hashed.map_err(|e| store_status(&e))?;
+        Ok((hashed, self.api.header_at(term)))
+    }
+
     pub fn new(api: Api) -> MaintenanceService {
         MaintenanceService { api }
     }
@@ -168,19 +193,9 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<pb::HashRequest>,
     ) -> Result<Response<pb::HashResponse>, Status> {
-        self.api.refuse_on_learner()?;
-        self.api
-            .require_admin(&self.api.credentials(&request))
-            .await?;
-        let (hashed, term) = self
-            .api
-            .handle
-            .ask(Consistency::Serializable, HashKv { revision: 0 })
-            .await
-            .map_err(api_status)?;
-        let hashed = hashed.map_err(|e| store_status(&e))?;
+        let (hashed, header) = self.hash_at(&request, 0).await?;
         Ok(Response::new(pb::HashResponse {
-            header: Some(self.api.header_at(term).header(hashed.header.revision)),
+            header: Some(header.header(hashed.header.revision)),
             hash: hashed.hash,
         }))
     }
@@ -189,19 +204,8 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<pb::HashKvRequest>,
     ) -> Result<Response<pb::HashKvResponse>, Status> {
-        self.api.refuse_on_learner()?;
-        self.api
-            .require_admin(&self.api.credentials(&request))
-            .await?;
-        let revision = request.into_inner().revision;
-        let (hashed, term) = self
-            .api
-            .handle
-            .ask(Consistency::Serializable, HashKv { revision })
-            .await
-            .map_err(api_status)?;
-        let hashed = hashed.map_err(|e| store_status(&e))?;
-        let header = self.api.header_at(term);
+        let revision = request.get_ref().revision;
+        let (hashed, header) = self.hash_at(&request, revision).await?;
         Ok(Response::new(convert::hash_kv_response(hashed, &header)))
     }
 

@@ -90,7 +90,7 @@ impl AnswerDesk {
                     .node
                     .ask(Consistency::Unfenced, HashKv { revision })
                     .await
-                    .map(|(hashed, _term)| hashed);
+                    .map(|hashed| hashed.value);
                 match hashed {
                     Ok(Ok(hashed)) => Answer::HashKv {
                         hash: hashed.hash,
