@@ -8,3 +8,4 @@ pub mod coverage;
 pub mod mvcc;
 pub mod node;
 pub mod raft;
+pub mod rpctypes;

@@ -495,7 +495,7 @@ fn passwords_are_looked_up_only_for_users_who_have_one() {
 
 #[test]
 fn error_messages_and_codes_are_etcds() {
-    use crate::mvcc::GrpcCode;
+    use crate::rpctypes::{GrpcCode, ToRpcError};
     let cases = [
         (
             AuthError::PermissionDenied,
@@ -529,7 +529,7 @@ fn error_messages_and_codes_are_etcds() {
         ),
     ];
     for (error, code, message) in cases {
-        assert_eq!(error.grpc_code(), code);
+        assert_eq!(error.rpc_error().code(), code);
         assert_eq!(error.to_string(), message);
     }
 }

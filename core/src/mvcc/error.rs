@@ -1,115 +1,83 @@
-//! Typed errors of the MVCC store. Every error a client can cause displays etcd's exact
-//! gRPC status message, and [`Error::grpc_code`] names the status code etcd uses, so the
-//! gRPC layer maps them one to one. A request that fails changes nothing in the store
+//! Typed errors of the MVCC store. Every error a client can cause is an entry of etcd's
+//! errors ([`crate::rpctypes`]): it displays etcd's exact status message, and the gRPC layer
+//! answers it with etcd's code. A request that fails changes nothing in the store
 //! (the one exception, like etcd, is the NOSPACE alarm a rejected write may raise).
+
+use std::fmt;
 
 use thiserror::Error;
 
-/// gRPC status codes used by etcd's KV, Lease and Watch errors.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum GrpcCode {
-    InvalidArgument,
-    OutOfRange,
-    NotFound,
-    FailedPrecondition,
-    ResourceExhausted,
-    /// Auth errors (`keel_core::auth`) use these three as well.
-    PermissionDenied,
-    Unauthenticated,
-    /// The CORRUPT alarm.
-    DataLoss,
-    /// The storage engine failed: this member stops and a client should try another.
-    Unavailable,
-    Unknown,
-}
+pub use crate::rpctypes::GrpcCode;
+use crate::rpctypes::{write_message, RpcError, ToRpcError};
 
-impl GrpcCode {
-    /// The code's canonical name, as in `google.golang.org/grpc/codes`.
-    pub fn name(self) -> &'static str {
-        match self {
-            GrpcCode::InvalidArgument => "InvalidArgument",
-            GrpcCode::OutOfRange => "OutOfRange",
-            GrpcCode::NotFound => "NotFound",
-            GrpcCode::FailedPrecondition => "FailedPrecondition",
-            GrpcCode::ResourceExhausted => "ResourceExhausted",
-            GrpcCode::PermissionDenied => "PermissionDenied",
-            GrpcCode::Unauthenticated => "Unauthenticated",
-            GrpcCode::DataLoss => "DataLoss",
-            GrpcCode::Unavailable => "Unavailable",
-            GrpcCode::Unknown => "Unknown",
-        }
-    }
-}
-
-/// A request the store refused. Display strings are etcd's
-/// (`api/v3rpc/rpctypes/error.go`), byte for byte.
-#[derive(Clone, Debug, PartialEq, Eq, Error)]
+/// A request the store refused. Each displays its entry of etcd's errors
+/// ([`crate::rpctypes`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Error {
-    #[error("etcdserver: key is not provided")]
     EmptyKey,
     /// `ignore_value`/`ignore_lease` on a key that does not exist, or an empty `RequestOp`.
-    #[error("etcdserver: key not found")]
     KeyNotFound,
-    #[error("etcdserver: value is provided")]
     ValueProvided,
-    #[error("etcdserver: lease is provided")]
     LeaseProvided,
-    #[error("etcdserver: too many operations in txn request")]
     TooManyOps,
-    #[error("etcdserver: duplicate key given in txn request")]
     DuplicateKey,
     /// For the gRPC layer: a sort order or target outside the proto enum.
-    #[error("etcdserver: invalid sort option")]
     InvalidSortOption,
-    #[error("etcdserver: mvcc: required revision has been compacted")]
     Compacted,
-    #[error("etcdserver: mvcc: required revision is a future revision")]
     FutureRev,
-    #[error("etcdserver: mvcc: database space exceeded")]
     NoSpace,
     /// A CORRUPT alarm is active: a member's data differs from the others'. Every write is
     /// refused until an operator has replaced that member and disarmed the alarm.
-    #[error("etcdserver: corrupt cluster")]
     Corrupt,
-    #[error("etcdserver: requested lease not found")]
     LeaseNotFound,
-    #[error("etcdserver: lease already exists")]
     LeaseExists,
-    #[error("etcdserver: too large lease TTL")]
     LeaseTtlTooLarge,
-    #[error("etcdserver: request is too large")]
     RequestTooLarge,
     /// Lease timing (KeepAlive, TimeToLive, expiry) lives on the leader only; the server
     /// forwards the request to the leader, like etcd's `lease.ErrNotPrimary`.
-    #[error("not a primary lessor")]
     NotPrimary,
     /// The storage engine refused a read or write; this member stops serving (see
     /// `Store::failure`).
-    #[error("etcdserver: storage engine failed: {reason}")]
-    Storage { reason: String },
+    Storage {
+        reason: String,
+    },
 }
 
-impl Error {
-    /// The gRPC status code etcd answers this error with.
-    pub fn grpc_code(&self) -> GrpcCode {
+impl ToRpcError for Error {
+    fn rpc_error(&self) -> RpcError {
         match self {
-            Error::EmptyKey
-            | Error::KeyNotFound
-            | Error::ValueProvided
-            | Error::LeaseProvided
-            | Error::TooManyOps
-            | Error::DuplicateKey
-            | Error::InvalidSortOption
-            | Error::RequestTooLarge => GrpcCode::InvalidArgument,
-            Error::Compacted | Error::FutureRev | Error::LeaseTtlTooLarge => GrpcCode::OutOfRange,
-            Error::NoSpace => GrpcCode::ResourceExhausted,
-            Error::Corrupt => GrpcCode::DataLoss,
-            Error::LeaseNotFound => GrpcCode::NotFound,
-            Error::LeaseExists | Error::NotPrimary => GrpcCode::FailedPrecondition,
-            Error::Storage { .. } => GrpcCode::Unavailable,
+            Error::EmptyKey => RpcError::EmptyKey,
+            Error::KeyNotFound => RpcError::KeyNotFound,
+            Error::ValueProvided => RpcError::ValueProvided,
+            Error::LeaseProvided => RpcError::LeaseProvided,
+            Error::TooManyOps => RpcError::TooManyOps,
+            Error::DuplicateKey => RpcError::DuplicateKey,
+            Error::InvalidSortOption => RpcError::InvalidSortOption,
+            Error::Compacted => RpcError::Compacted,
+            Error::FutureRev => RpcError::FutureRev,
+            Error::NoSpace => RpcError::NoSpace,
+            Error::Corrupt => RpcError::Corrupt,
+            Error::LeaseNotFound => RpcError::LeaseNotFound,
+            Error::LeaseExists => RpcError::LeaseExists,
+            Error::LeaseTtlTooLarge => RpcError::LeaseTtlTooLarge,
+            Error::RequestTooLarge => RpcError::RequestTooLarge,
+            Error::NotPrimary => RpcError::NotPrimary,
+            Error::Storage { .. } => RpcError::StorageFailed,
         }
     }
 }
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let detail = match self {
+            Error::Storage { reason } => Some(reason.as_str()),
+            _ => None,
+        };
+        write_message(f, self.rpc_error(), detail)
+    }
+}
+
+impl std::error::Error for Error {}
 
 /// Why a snapshot could not be restored. Restoring never panics on bad bytes.
 #[derive(Clone, Debug, PartialEq, Eq, Error)]

@@ -19,6 +19,7 @@ use std::collections::BTreeMap;
 use thiserror::Error;
 
 use crate::raft::{ConfChangeKind, NodeId};
+use crate::rpctypes::RpcError;
 
 use super::members::{Member, Members};
 use super::VoterLiveness;
@@ -50,6 +51,24 @@ pub enum AdmissionError {
     /// Only the leader knows who is up and how far a learner is: ask it.
     #[error("only the leader can judge this change")]
     NotLeader,
+}
+
+impl From<AdmissionError> for RpcError {
+    fn from(error: AdmissionError) -> RpcError {
+        use AdmissionError as A;
+        match error {
+            A::IdRemoved => RpcError::IdRemoved,
+            A::PeerUrlExists => RpcError::PeerUrlExists,
+            A::MemberExists => RpcError::MemberExists,
+            A::TooManyLearners => RpcError::TooManyLearners,
+            A::MemberNotEnoughStarted => RpcError::MemberNotEnoughStarted,
+            A::Unhealthy => RpcError::Unhealthy,
+            A::MemberNotFound => RpcError::MemberNotFound,
+            A::MemberNotLearner => RpcError::MemberNotLearner,
+            A::LearnerNotReady => RpcError::LearnerNotReady,
+            A::NotLeader => RpcError::NotLeader,
+        }
+    }
 }
 
 /// A membership change as a client asks for it.

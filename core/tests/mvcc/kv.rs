@@ -1,5 +1,6 @@
 use bytes::Bytes;
 use keel_core::mvcc::*;
+use keel_core::rpctypes::ToRpcError;
 
 use crate::common::*;
 
@@ -340,7 +341,7 @@ fn reading_a_future_revision_is_future_rev() {
     req.revision = 3;
     let err = h.store.range(&req).unwrap_err();
     assert_eq!(err, Error::FutureRev);
-    assert_eq!(err.grpc_code(), GrpcCode::OutOfRange);
+    assert_eq!(err.rpc_error().code(), GrpcCode::OutOfRange);
 }
 
 #[test]
@@ -433,7 +434,7 @@ fn errors_carry_etcds_messages_and_grpc_codes() {
     ];
     for (err, message, code) in table {
         assert_eq!(err.to_string(), message);
-        assert_eq!(err.grpc_code().name(), code, "{message}");
+        assert_eq!(err.rpc_error().code().name(), code, "{message}");
     }
 }
 

@@ -1,4 +1,5 @@
 use keel_core::mvcc::*;
+use keel_core::rpctypes::ToRpcError;
 
 use crate::common::*;
 
@@ -155,7 +156,7 @@ fn a_corrupt_alarm_refuses_every_write_until_disarmed() {
         Err(Error::Corrupt),
         "refused before proposing too"
     );
-    assert_eq!(Error::Corrupt.grpc_code(), GrpcCode::DataLoss);
+    assert_eq!(Error::Corrupt.rpc_error().code(), GrpcCode::DataLoss);
     assert_eq!(Error::Corrupt.to_string(), "etcdserver: corrupt cluster");
     assert_eq!(h.rev(), rev, "refused writes change nothing");
     assert_eq!(h.get("a").map(|kv| kv.value), Some(b("1")));

@@ -16,7 +16,8 @@ use tonic::{Request, Response, Status};
 use tracing::info;
 
 use super::convert::HeaderSource;
-use super::{api_status, auth_status, Api};
+use super::status;
+use super::Api;
 use crate::proto::authpb;
 use crate::proto::etcdserverpb as pb;
 use crate::proto::etcdserverpb::auth_server::Auth;
@@ -55,10 +56,8 @@ impl AuthService {
         let header = self.api.current_header().await?;
         match written.outcome {
             Outcome::Auth(Ok(response)) => Ok((response, header)),
-            Outcome::Auth(Err(error)) => Err(auth_status(&error)),
-            Outcome::Lost => Err(api_status(
-                crate::server_loop::handle::ApiError::LeaderChanged,
-            )),
+            Outcome::Auth(Err(error)) => Err(status(&error)),
+            Outcome::Lost => Err(status(crate::server_loop::handle::ApiError::LeaderChanged)),
             _ => Err(super::unexpected_response("auth change")),
         }
     }
@@ -91,7 +90,7 @@ impl AuthService {
             .api
             .ask_as(Consistency::Linearizable, credentials, check, query)
             .await?;
-        let value = value.map_err(|e| auth_status(&e))?;
+        let value = value.map_err(|e| status(&e))?;
         Ok((value, self.api.header_at(term).header(revision)))
     }
 
@@ -116,14 +115,14 @@ impl AuthService {
             .handle
             .ask(Consistency::Linearizable, wanted)
             .await
-            .map_err(api_status)?
-            .map_err(|e| auth_status(&e))?;
+            .map_err(status)?
+            .map_err(|e| status(&e))?;
         let matches = off_the_workers(move || bcrypt::verify(password, &hash))
             .await?
             .unwrap_or(false);
         if !matches {
             info!(user = name, "invalid password");
-            return Err(auth_status(&AuthError::AuthFailed));
+            return Err(status(&AuthError::AuthFailed));
         }
         Ok(revision)
     }

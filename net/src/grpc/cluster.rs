@@ -6,12 +6,13 @@ use std::future::Future;
 
 use keel_core::auth::Credentials;
 use keel_core::node::{added_member_id, AdmissionError, Member, MemberChange, Outcome};
+use keel_core::rpctypes::RpcError;
 use tonic::{Request, Response, Status};
 
 use super::convert::{self, HeaderSource};
-use super::errors::EtcdError;
 use super::forward::{is_forwarded, mark_forwarded, pass_token, Forwarder};
-use super::{api_status, Api, Header};
+use super::status;
+use super::{Api, Header};
 use crate::proto::etcdserverpb as pb;
 use crate::proto::etcdserverpb::cluster_client::ClusterClient;
 use crate::proto::etcdserverpb::cluster_server::Cluster;
@@ -60,7 +61,7 @@ impl ClusterService {
                     .await;
                 Ok(Changed::ByLeader(answer, self.header_here().await?))
             }
-            Err(error) => Err(api_status(error)),
+            Err(error) => Err(status(error)),
         }
     }
 
@@ -69,8 +70,8 @@ impl ClusterService {
         let header = self.api.header_at(written.raft_term);
         match written.outcome {
             Outcome::MembershipChanged { members } => Ok((convert::members(members), header)),
-            Outcome::MembershipRefused(error) => Err(EtcdError::from(error).status()),
-            Outcome::Lost => Err(api_status(ApiError::LeaderChanged)),
+            Outcome::MembershipRefused(error) => Err(status(RpcError::from(error))),
+            Outcome::Lost => Err(status(ApiError::LeaderChanged)),
             other => Err(Status::internal(format!(
                 "a membership change was answered with {other:?}"
             ))),
@@ -214,7 +215,7 @@ impl Cluster for ClusterService {
             .handle
             .member_change(MemberChange::Update { id, peer_urls })
             .await
-            .map_err(api_status)?;
+            .map_err(status)?;
         let (members, header) = self.changed(written)?;
         Ok(Response::new(pb::MemberUpdateResponse {
             header: cluster_header(&header),
@@ -242,7 +243,7 @@ impl Cluster for ClusterService {
             .handle
             .ask(consistency, MemberList)
             .await
-            .map_err(api_status)?;
+            .map_err(status)?;
         Ok(Response::new(pb::MemberListResponse {
             header: cluster_header(&self.api.header_at(term)),
             members: convert::members(members),
@@ -282,7 +283,7 @@ enum Changed<R> {
 /// port, no path; sorted, as etcd keeps them.
 pub fn peer_urls(urls: Vec<String>) -> Result<Vec<String>, Status> {
     if urls.is_empty() || !urls.iter().all(|u| is_valid_peer_url(u)) {
-        return Err(EtcdError::MemberBadUrls.status());
+        return Err(status(RpcError::MemberBadUrls));
     }
     let mut urls = urls;
     urls.sort();

@@ -3,7 +3,10 @@
 //! is the client's error, reported as etcd reports it.
 
 use keel_core::mvcc as core;
+use keel_core::rpctypes::RpcError;
 use tonic::Status;
+
+use super::status;
 
 use crate::proto::etcdserverpb as pb;
 use crate::proto::mvccpb;
@@ -19,7 +22,7 @@ pub fn range_request(r: pb::RangeRequest) -> Result<core::RangeRequest, Status> 
         Ok(pb::range_request::SortOrder::None) => core::SortOrder::None,
         Ok(pb::range_request::SortOrder::Ascend) => core::SortOrder::Ascend,
         Ok(pb::range_request::SortOrder::Descend) => core::SortOrder::Descend,
-        Err(_) => return Err(Status::invalid_argument("etcdserver: invalid sort option")),
+        Err(_) => return Err(status(RpcError::InvalidSortOption)),
     };
     let sort_target = match pb::range_request::SortTarget::try_from(r.sort_target) {
         Ok(pb::range_request::SortTarget::Key) => core::SortTarget::Key,
@@ -27,7 +30,7 @@ pub fn range_request(r: pb::RangeRequest) -> Result<core::RangeRequest, Status> 
         Ok(pb::range_request::SortTarget::Create) => core::SortTarget::Create,
         Ok(pb::range_request::SortTarget::Mod) => core::SortTarget::Mod,
         Ok(pb::range_request::SortTarget::Value) => core::SortTarget::Value,
-        Err(_) => return Err(Status::invalid_argument("etcdserver: invalid sort option")),
+        Err(_) => return Err(status(RpcError::InvalidSortOption)),
     };
     Ok(core::RangeRequest {
         key: r.key,

@@ -5,6 +5,7 @@
 
 use crate::server_loop::handle::Consistency;
 use keel_core::node::query::{LeaderClientUrls, LeaderUrls};
+use keel_core::rpctypes::RpcError;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -17,8 +18,7 @@ use tonic::{Code, Request, Status};
 
 use keel_core::auth::Credentials;
 
-use super::api_status;
-use super::errors::EtcdError;
+use super::errors::{rpc_error_of, status};
 use crate::server_loop::handle::NodeHandle;
 use crate::tls::ClientTls;
 
@@ -76,12 +76,12 @@ impl Forwarder {
                 .handle
                 .ask(Consistency::Unfenced, LeaderClientUrls)
                 .await
-                .map_err(api_status)?;
+                .map_err(status)?;
             if let Some(leader) = leader {
                 return Ok(leader);
             }
             if Instant::now() + RETRY_INTERVAL >= deadline {
-                return Err(EtcdError::NoLeader.status());
+                return Err(status(RpcError::NoLeader));
             }
             tokio::time::sleep(RETRY_INTERVAL).await;
         }
@@ -116,11 +116,11 @@ impl Forwarder {
                     Ok(Ok(value)) => return Ok(value),
                     Ok(Err(status)) if is_retryable(&status) => {}
                     Ok(Err(status)) => return Err(status),
-                    Err(_) => return Err(EtcdError::Timeout.status()),
+                    Err(_) => return Err(status(RpcError::Timeout)),
                 }
             }
             if Instant::now() + RETRY_INTERVAL >= deadline {
-                return Err(EtcdError::Timeout.status());
+                return Err(status(RpcError::Timeout));
             }
             tokio::time::sleep(RETRY_INTERVAL).await;
         }
@@ -131,9 +131,9 @@ impl Forwarder {
 /// `Unavailable` that is the leader's answer ("unhealthy cluster": the change would lose the
 /// quorum) goes back to the client as it is.
 fn is_retryable(status: &Status) -> bool {
-    let error = EtcdError::from_status(status);
-    (status.code() == Code::Unavailable && error != Some(EtcdError::Unhealthy))
-        || error == Some(EtcdError::NotLeader)
+    let error = rpc_error_of(status);
+    (status.code() == Code::Unavailable && error != Some(RpcError::Unhealthy))
+        || error == Some(RpcError::NotLeader)
 }
 
 #[cfg(test)]
@@ -151,9 +151,9 @@ mod tests {
     #[test]
     fn only_unreachable_or_moved_leaders_are_retried() {
         assert!(is_retryable(&Status::unavailable("transport error")));
-        assert!(is_retryable(&EtcdError::NotLeader.status()));
-        assert!(!is_retryable(&EtcdError::LearnerNotReady.status()));
-        assert!(!is_retryable(&EtcdError::Unhealthy.status()));
+        assert!(is_retryable(&status(RpcError::NotLeader)));
+        assert!(!is_retryable(&status(RpcError::LearnerNotReady)));
+        assert!(!is_retryable(&status(RpcError::Unhealthy)));
         assert!(!is_retryable(&Status::not_found(
             "etcdserver: requested lease not found"
         )));

@@ -7,7 +7,8 @@ use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::convert::{self, HeaderSource};
-use super::{store_status, Api, Header};
+use super::status;
+use super::{Api, Header};
 use crate::proto::etcdserverpb as pb;
 use crate::proto::etcdserverpb::kv_server::Kv;
 use crate::server_loop::handle::Consistency;
@@ -58,7 +59,7 @@ impl KvService {
             .api
             .ask_as(consistency, credentials, check, query)
             .await?;
-        let value = value.map_err(|e| store_status(&e))?;
+        let value = value.map_err(|e| status(&e))?;
         Ok((value, self.api.header_at(term)))
     }
 }
@@ -123,7 +124,7 @@ impl KvService {
         request: pb::RangeRequest,
     ) -> Result<(mvcc::RangeRequest, CallerCheck), Status> {
         let request = convert::range_request(request)?;
-        mvcc::check_range(&request).map_err(|e| store_status(&e))?;
+        mvcc::check_range(&request).map_err(|e| status(&e))?;
         if !request.serializable {
             self.api.refuse_on_learner()?;
         }

@@ -4,14 +4,15 @@
 
 use keel_core::auth::{Access, Credentials};
 use keel_core::mvcc::{self, Command};
+use keel_core::rpctypes::RpcError;
 use tonic::codegen::tokio_stream;
 use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::convert::{self, HeaderSource};
-use super::errors::EtcdError;
 use super::forward::{is_forwarded, mark_forwarded, pass_token, Forwarder};
-use super::{store_status, unexpected_response, Api};
+use super::status;
+use super::{unexpected_response, Api};
 use crate::proto::etcdserverpb as pb;
 use crate::proto::etcdserverpb::lease_client::LeaseClient;
 use crate::proto::etcdserverpb::lease_server::Lease;
@@ -72,12 +73,12 @@ impl LeaseService {
         match renewed {
             Ok(response) => Ok(convert::lease_keep_alive_response(response, &header)),
             Err(mvcc::Error::LeaseNotFound) => Ok(expired),
-            Err(mvcc::Error::NotPrimary) if forwarded => Err(EtcdError::NotLeader.status()),
+            Err(mvcc::Error::NotPrimary) if forwarded => Err(status(RpcError::NotLeader)),
             Err(mvcc::Error::NotPrimary) => {
                 let ttl = self.forward_keep_alive(id, credentials).await?;
                 Ok(pb::LeaseKeepAliveResponse { ttl, ..expired })
             }
-            Err(error) => Err(store_status(&error)),
+            Err(error) => Err(status(&error)),
         }
     }
 
@@ -242,7 +243,7 @@ impl Lease for LeaseService {
             Ok(response) => Ok(Response::new(convert::lease_time_to_live_response(
                 response, &header,
             ))),
-            Err(mvcc::Error::NotPrimary) if forwarded => Err(EtcdError::NotLeader.status()),
+            Err(mvcc::Error::NotPrimary) if forwarded => Err(status(RpcError::NotLeader)),
             Err(mvcc::Error::NotPrimary) => {
                 let mut response = self.forward_time_to_live(wire, &credentials).await?;
                 // As etcd: the answer is the leader's, the header this member's.
@@ -250,7 +251,7 @@ impl Lease for LeaseService {
                 response.header = Some(header.header(revision));
                 Ok(Response::new(response))
             }
-            Err(error) => Err(store_status(&error)),
+            Err(error) => Err(status(&error)),
         }
     }
 

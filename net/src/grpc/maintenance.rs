@@ -9,6 +9,7 @@ use keel_core::node::query::{
     self, Defragment, HashKv, Headed, LeaderAndTerm, NodeStatus, SnapshotView, StoreSnapshot,
     TransferLeader, TransferRefused,
 };
+use keel_core::rpctypes::RpcError;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -19,8 +20,8 @@ use tonic::codegen::tokio_stream;
 use tonic::{Request, Response, Status};
 
 use super::convert::{self, HeaderSource};
-use super::errors::EtcdError;
-use super::{api_status, store_status, unexpected_response, Api};
+use super::status;
+use super::{unexpected_response, Api};
 use crate::proto::etcdserverpb as pb;
 use crate::proto::etcdserverpb::maintenance_server::Maintenance;
 use crate::ETCD_VERSION;
@@ -58,8 +59,8 @@ impl MaintenanceService {
             .handle
             .ask(Consistency::Serializable, HashKv { revision })
             .await
-            .map_err(api_status)?;
-        let hashed = hashed.map_err(|e| store_status(&e))?;
+            .map_err(status)?;
+        let hashed = hashed.map_err(|e| status(&e))?;
         Ok((hashed, self.api.header_at(term)))
     }
 
@@ -76,12 +77,12 @@ impl MaintenanceService {
                 .handle
                 .ask(Consistency::Unfenced, LeaderAndTerm)
                 .await
-                .map_err(api_status)?;
+                .map_err(status)?;
             if leader == Some(target) {
                 return Ok(term);
             }
             if Instant::now() + LEADER_POLL_INTERVAL >= deadline {
-                return Err(EtcdError::TimeoutLeaderTransfer.status());
+                return Err(status(RpcError::TimeoutLeaderTransfer));
             }
             tokio::time::sleep(LEADER_POLL_INTERVAL).await;
         }
@@ -92,7 +93,7 @@ impl MaintenanceService {
 fn status_response(status: NodeStatus) -> pb::StatusResponse {
     let mut errors = Vec::new();
     if status.leader.is_none() {
-        errors.push(EtcdError::NoLeader.message().to_string());
+        errors.push(RpcError::NoLeader.message().to_string());
     }
     errors.extend(status.alarms.into_iter().map(convert::alarm_text));
     pb::StatusResponse {
@@ -173,8 +174,8 @@ impl Maintenance for MaintenanceService {
             .handle
             .ask(Consistency::Unfenced, Defragment)
             .await
-            .map_err(api_status)?
-            .map_err(|e| store_status(&e))?;
+            .map_err(status)?
+            .map_err(|e| status(&e))?;
         let outcome = loop {
             if let Some(outcome) = defragmenting.outcome() {
                 break outcome;
@@ -232,8 +233,8 @@ impl Maintenance for MaintenanceService {
             .handle
             .ask(Consistency::Serializable, SnapshotView)
             .await
-            .map_err(api_status)?;
-        let view = view.map_err(|e| store_status(&e))?;
+            .map_err(status)?;
+        let view = view.map_err(|e| status(&e))?;
         let path = crate::backup::export_path(&self.api.backup_dir);
         let written = path.clone();
         let chunks = crate::blocking::blocking(move || {
@@ -289,10 +290,10 @@ impl Maintenance for MaintenanceService {
             .handle
             .ask(Consistency::Serializable, TransferLeader { target })
             .await
-            .map_err(api_status)?;
+            .map_err(status)?;
         started.map_err(|refused| match refused {
-            TransferRefused::NotLeader => EtcdError::NotLeader.status(),
-            TransferRefused::BadTransferee => EtcdError::BadLeaderTransferee.status(),
+            TransferRefused::NotLeader => status(RpcError::NotLeader),
+            TransferRefused::BadTransferee => status(RpcError::BadLeaderTransferee),
         })?;
         self.wait_for_leader(target).await?;
         // etcd's answer carries no header.

@@ -8,6 +8,7 @@ pub mod concurrency;
 pub mod convert;
 pub mod election;
 pub mod errors;
+pub use errors::status;
 pub mod forward;
 pub mod kv;
 pub mod lease;
@@ -23,14 +24,14 @@ use std::future::Future;
 use std::sync::Arc;
 
 use keel_core::auth::{AuthError, Credentials};
-use keel_core::mvcc::{self, GrpcCode};
+use keel_core::mvcc;
 use keel_core::node::{CallerCheck, Outcome, ProposalBody};
+use keel_core::rpctypes::RpcError;
 use tonic::{Code, Request, Status};
 
 use crate::peer::transport::ClusterId;
 use crate::proto::etcdserverpb as pb;
 use crate::server_loop::handle::{ApiError, LearnerFlag, NodeHandle, Written};
-use errors::EtcdError;
 
 /// What every service needs: the way to the loop and the ids for response headers.
 #[derive(Clone, Debug)]
@@ -87,7 +88,7 @@ impl Api {
             .handle
             .ask(Consistency::Serializable, query::Header)
             .await
-            .map_err(api_status)?;
+            .map_err(status)?;
         Ok(self.header_at(term).header(revision))
     }
 
@@ -180,7 +181,7 @@ impl Api {
                 self.handle
                     .write(body, credentials.clone())
                     .await
-                    .map_err(api_status)
+                    .map_err(status)
             }
         })
         .await
@@ -206,7 +207,7 @@ impl Api {
                 self.handle
                     .ask_as(consistency, credentials, check, query)
                     .await
-                    .map_err(api_status)
+                    .map_err(status)
             }
         })
         .await
@@ -229,7 +230,7 @@ impl Api {
                 let applied = self
                     .handle
                     .ask(Consistency::Linearizable, query::AppliedIndex);
-                applied.await.map_err(api_status)?;
+                applied.await.map_err(errors::status)?;
                 op().await
             }
             other => other,
@@ -247,7 +248,7 @@ pub fn refuse_on_learner(
 
 fn refuse_if(is_learner: bool) -> Result<(), Status> {
     if is_learner {
-        return Err(EtcdError::NotSupportedForLearner.status());
+        return Err(status(RpcError::NotSupportedForLearner));
     }
     Ok(())
 }
@@ -262,54 +263,17 @@ pub fn unexpected_response(what: &str) -> Status {
     Status::internal(format!("the store answered a {what} with another response"))
 }
 
-fn grpc_code(code: GrpcCode) -> Code {
-    match code {
-        GrpcCode::InvalidArgument => Code::InvalidArgument,
-        GrpcCode::OutOfRange => Code::OutOfRange,
-        GrpcCode::NotFound => Code::NotFound,
-        GrpcCode::FailedPrecondition => Code::FailedPrecondition,
-        GrpcCode::ResourceExhausted => Code::ResourceExhausted,
-        GrpcCode::PermissionDenied => Code::PermissionDenied,
-        GrpcCode::Unauthenticated => Code::Unauthenticated,
-        GrpcCode::DataLoss => Code::DataLoss,
-        GrpcCode::Unavailable => Code::Unavailable,
-        GrpcCode::Unknown => Code::Unknown,
-    }
-}
-
-pub fn store_status(error: &mvcc::Error) -> Status {
-    Status::new(grpc_code(error.grpc_code()), error.to_string())
-}
-
-/// etcd's status for an auth error (`rpctypes.ErrGRPC…`).
-pub fn auth_status(error: &AuthError) -> Status {
-    Status::new(grpc_code(error.grpc_code()), error.to_string())
-}
-
-pub fn api_status(error: ApiError) -> Status {
-    match &error {
-        ApiError::Store(e) => store_status(e),
-        ApiError::Timeout | ApiError::NoLeader | ApiError::LeaderChanged | ApiError::Stopped => {
-            Status::unavailable(error.to_string())
-        }
-        ApiError::TooManyRequests => Status::resource_exhausted(error.to_string()),
-        ApiError::InvalidConfChange(message) => Status::failed_precondition(message.clone()),
-        ApiError::Membership(e) => errors::EtcdError::from(*e).status(),
-        ApiError::Auth(e) => auth_status(e),
-    }
-}
-
 /// The store's answer to a write, or the status a client sees instead.
 pub fn store_outcome(outcome: Outcome) -> Result<mvcc::Response, Status> {
     match outcome {
         Outcome::Store(Ok(response)) => Ok(response),
-        Outcome::Store(Err(error)) => Err(store_status(&error)),
-        Outcome::Auth(Err(error)) => Err(auth_status(&error)),
+        Outcome::Store(Err(error)) => Err(status(&error)),
+        Outcome::Auth(Err(error)) => Err(status(&error)),
         Outcome::Auth(Ok(_)) => Err(Status::internal(
             "a store write was answered as an auth command",
         )),
         // Another leader's entry took its place: it did not happen; the client may retry.
-        Outcome::Lost => Err(api_status(ApiError::LeaderChanged)),
+        Outcome::Lost => Err(status(ApiError::LeaderChanged)),
         Outcome::MemberPublished
         | Outcome::MembershipChanged { .. }
         | Outcome::MembershipRefused(_) => Err(Status::internal(

@@ -13,13 +13,15 @@ use std::time::Duration;
 
 use keel_core::auth::{Access, AuthError, Credentials};
 use keel_core::mvcc::{StreamId, WatchResponse, PROGRESS_WATCH_ID};
+use keel_core::rpctypes::{RpcError, ToRpcError};
 use prost::Message;
 use tokio::sync::{mpsc, oneshot};
 use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::convert;
-use super::{api_status, Api};
+use super::status;
+use super::Api;
 use crate::metrics::Metrics;
 use crate::proto::etcdserverpb as pb;
 use crate::proto::etcdserverpb::watch_server::Watch;
@@ -41,7 +43,7 @@ pub const PROGRESS_NOTIFY_INTERVAL: Duration = Duration::from_secs(10 * 60);
 /// clientv3's `InvalidWatchID`: the id of a watch refused before it existed.
 const INVALID_WATCH_ID: i64 = -1;
 /// etcd's answer to a create with a negative start revision.
-const COMPACTED_REASON: &str = "etcdserver: mvcc: required revision has been compacted";
+const COMPACTED_REASON: &str = RpcError::Compacted.message();
 
 #[derive(Clone, Debug)]
 pub struct WatchService {
@@ -70,7 +72,7 @@ impl WatchService {
 
     async fn open_stream(&self) -> Result<(StreamId, mpsc::Receiver<WatchResponse>), Status> {
         let (reply, answer) = oneshot::channel();
-        let stopped = || api_status(ApiError::Stopped);
+        let stopped = || status(ApiError::Stopped);
         self.opens
             .send(WatchOpen { reply })
             .await
@@ -248,7 +250,7 @@ impl RequestReader {
         match created {
             Ok(()) => Ok(()),
             Err(ApiError::Auth(error)) => self.refuse(&error).await,
-            Err(error) => Err(api_status(error)),
+            Err(error) => Err(status(error)),
         }
     }
 
@@ -269,7 +271,7 @@ impl RequestReader {
             canceled: true,
             cancel_reason: format!(
                 "rpc error: code = {} desc = {reason}",
-                reason.grpc_code().name()
+                reason.rpc_error().code().name()
             ),
             ..pb::WatchResponse::default()
         };
@@ -297,7 +299,7 @@ impl RequestReader {
             .handle
             .ask(Consistency::Serializable, command)
             .await
-            .map_err(api_status)
+            .map_err(status)
     }
 }
 

@@ -1,6 +1,7 @@
 //! How the gRPC services talk to the server loop: a cloneable [`NodeHandle`] that sends
 //! requests over a channel and awaits their answers. Nothing here decides anything.
 
+use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,36 +10,80 @@ use keel_core::auth::{AuthError, Credentials};
 use keel_core::node::query::{Answer, Ask, AskedBy, Query};
 use keel_core::node::CallerCheck;
 use keel_core::node::{AdmissionError, MemberChange, Outcome, ProposalBody};
-use thiserror::Error;
+use keel_core::rpctypes::{write_message, RpcError, ToRpcError};
 use tokio::sync::{mpsc, oneshot};
 
 /// Requests waiting for the loop, at most; beyond it callers wait (backpressure).
 pub const REQUEST_QUEUE: usize = 64 * 1024;
 
 /// Failures a client sees that are not the store's own errors (those are in [`Outcome`]).
-#[derive(Clone, Debug, Error, PartialEq, Eq)]
+/// Each is an entry of etcd's errors (`keel_core::rpctypes`) and displays its message.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ApiError {
-    #[error("etcdserver: request timed out")]
     Timeout,
-    #[error("etcdserver: no leader")]
     NoLeader,
-    #[error("etcdserver: leader changed")]
     LeaderChanged,
-    #[error("etcdserver: server stopped")]
     Stopped,
-    #[error("etcdserver: too many requests")]
     TooManyRequests,
-    /// A request etcd would refuse before proposing (carries etcd's message).
-    #[error(transparent)]
-    Store(#[from] keel_core::mvcc::Error),
-    #[error("{0}")]
-    InvalidConfChange(String),
+    /// A request etcd would refuse before proposing.
+    Store(keel_core::mvcc::Error),
+    /// Raft accepts one membership change at a time.
+    MembershipChangePending,
+    /// Raft refused the change against the membership in force (why).
+    InvalidMembershipChange(&'static str),
     /// A membership change refused by etcd's checks.
-    #[error(transparent)]
-    Membership(#[from] AdmissionError),
+    Membership(AdmissionError),
     /// Refused by auth before proposing (an unknown token).
-    #[error(transparent)]
-    Auth(#[from] AuthError),
+    Auth(AuthError),
+}
+
+impl ToRpcError for ApiError {
+    fn rpc_error(&self) -> RpcError {
+        match self {
+            ApiError::Timeout => RpcError::Timeout,
+            ApiError::NoLeader => RpcError::NoLeader,
+            ApiError::LeaderChanged => RpcError::LeaderChanged,
+            ApiError::Stopped => RpcError::Stopped,
+            ApiError::TooManyRequests => RpcError::TooManyRequests,
+            ApiError::Store(error) => error.rpc_error(),
+            ApiError::MembershipChangePending => RpcError::MembershipChangePending,
+            ApiError::InvalidMembershipChange(_) => RpcError::InvalidMembershipChange,
+            ApiError::Membership(error) => RpcError::from(*error),
+            ApiError::Auth(error) => error.rpc_error(),
+        }
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ApiError::Store(error) => error.fmt(f),
+            ApiError::InvalidMembershipChange(reason) => {
+                write_message(f, self.rpc_error(), Some(reason))
+            }
+            _ => f.write_str(self.rpc_error().message()),
+        }
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+impl From<keel_core::mvcc::Error> for ApiError {
+    fn from(error: keel_core::mvcc::Error) -> ApiError {
+        ApiError::Store(error)
+    }
+}
+
+impl From<AdmissionError> for ApiError {
+    fn from(error: AdmissionError) -> ApiError {
+        ApiError::Membership(error)
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(error: AuthError) -> ApiError {
+        ApiError::Auth(error)
+    }
 }
 
 /// The answer to a write, with the term to put in the response header.

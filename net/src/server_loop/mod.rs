@@ -1081,12 +1081,8 @@ fn propose_error(error: NodeProposeError) -> ApiError {
             ProposeError::UncommittedLimit { .. } | ProposeError::ForwardQueueFull { .. } => {
                 ApiError::TooManyRequests
             }
-            ProposeError::ConfChangePending { .. } => {
-                ApiError::InvalidConfChange("etcdserver: unhealthy cluster".into())
-            }
-            ProposeError::InvalidConfChange { reason } => {
-                ApiError::InvalidConfChange(format!("etcdserver: {reason}"))
-            }
+            ProposeError::ConfChangePending { .. } => ApiError::MembershipChangePending,
+            ProposeError::InvalidConfChange { reason } => ApiError::InvalidMembershipChange(reason),
         },
     }
 }
