@@ -13,8 +13,8 @@ use keel_core::mvcc::{
     WatchCreateRequest,
 };
 use keel_core::node::{
-    AdmissionError, Completion, Member, MemberChange, Node, NodeConfig, NodeProposeError, Outcome,
-    ProposalBody, VoterLiveness,
+    AdmissionError, AutoCompaction, Completion, Member, MemberAttributes, MemberChange, Needs,
+    Node, NodeConfig, NodeProposeError, Outcome, ProposalBody, VoterLiveness,
 };
 use keel_core::raft::harness::MemStorage;
 use keel_core::raft::{
@@ -562,15 +562,21 @@ fn a_member_restarted_behind_what_it_applied_serves_nothing_until_caught_up() {
         "the restart really is behind what was applied"
     );
     assert!(!cluster.node(2).serves_local_reads());
+    assert!(cluster.node(2).must_hold(Needs::LocalState), "reads wait");
+    assert!(!cluster.node(2).must_hold(Needs::Nothing));
 
-    // Without a leader it stays fenced, however long it waits.
+    // Without a leader it stays fenced, however long it waits; after an election timeout
+    // what it holds fails.
     cluster.isolated.insert(2);
     cluster.tick(30);
     assert!(!cluster.node(2).serves_local_reads());
+    assert!(cluster.node(2).held_requests_fail());
 
     cluster.isolated.clear();
     cluster.tick(3);
     assert!(cluster.node(2).serves_local_reads());
+    assert!(!cluster.node(2).must_hold(Needs::LocalState));
+    assert!(!cluster.node(2).held_requests_fail());
     assert!(cluster.node(2).store().current_revision() >= revision_before_crash);
     assert_eq!(cluster.get(2, "k2").as_deref(), Some(&b"v"[..]));
     cluster.assert_converged();
@@ -1277,4 +1283,140 @@ fn a_leader_transfer_is_started_by_the_leader_for_a_voting_member_only() {
         .node_mut(3)
         .answer(Query::Header(keel_core::node::query::Header));
     assert!(TransferLeader::take(header).is_none());
+}
+
+/// etcd's `--auto-compaction-mode=revision --auto-compaction-retention=10`: the leader
+/// compacts, through the log, to ten revisions behind the newest, checking every five
+/// minutes (300 s, 3,000 ticks of 100 ms).
+#[test]
+fn the_leader_compacts_history_beyond_the_retention_on_its_own() {
+    fn keep_ten_revisions(id: NodeId) -> NodeConfig {
+        let mut config = default_node_config(id);
+        config.auto_compaction = AutoCompaction::Revision(10);
+        config
+    }
+    let mut cluster = NodeCluster::new(3, keep_ten_revisions);
+    cluster.elect(1);
+    let put_fifty = |cluster: &mut NodeCluster| {
+        for i in 0..50 {
+            cluster.put(1, &format!("k{i}"), "v");
+            cluster.run();
+        }
+        cluster.node(1).store().current_revision()
+    };
+    let compacted = |cluster: &NodeCluster| -> Vec<i64> {
+        (1..=3)
+            .map(|id| cluster.node(id).store().compact_revision())
+            .collect()
+    };
+    let revision = put_fifty(&mut cluster);
+    cluster.tick(1);
+    assert_eq!(compacted(&cluster), vec![revision - 10; 3]);
+
+    let newer = put_fifty(&mut cluster);
+    cluster.tick(2_998);
+    assert_eq!(
+        compacted(&cluster),
+        vec![revision - 10; 3],
+        "not before five minutes"
+    );
+    cluster.tick(2);
+    assert_eq!(compacted(&cluster), vec![newer - 10; 3]);
+}
+
+fn announcing(id: NodeId) -> NodeConfig {
+    let mut config = default_node_config(id);
+    config.attributes = Some(MemberAttributes {
+        id,
+        name: format!("member-{id}"),
+        client_urls: vec![format!("http://10.0.1.{id}:2379")],
+    });
+    config
+}
+
+fn shows_attributes(cluster: &NodeCluster, at: NodeId, of: NodeId) -> bool {
+    let member = cluster.node(at).members().get(of).cloned();
+    member.is_some_and(|m| m.name == format!("member-{of}"))
+}
+
+/// etcd's `publish`: a member announces its name and client URLs through the log once it
+/// knows a leader; without one it announces nothing.
+#[test]
+fn members_announce_their_attributes_once_a_leader_is_known() {
+    let mut cluster = NodeCluster::new(3, announcing);
+    cluster.isolated.insert(3);
+    cluster.elect(1);
+    for at in 1..=2 {
+        assert!(shows_attributes(&cluster, at, 1) && shows_attributes(&cluster, at, 2));
+        assert!(!shows_attributes(&cluster, at, 3), "3 knows no leader");
+    }
+    cluster.isolated.clear();
+    cluster.tick(1);
+    for at in 1..=3 {
+        for of in 1..=3 {
+            assert!(shows_attributes(&cluster, at, of), "{at} shows {of}'s");
+        }
+    }
+}
+
+/// An announcement lost on its way to the leader is made again within twenty ticks.
+#[test]
+fn a_lost_announcement_is_made_again() {
+    let mut cluster = NodeCluster::new(3, announcing);
+    cluster.isolated.insert(3);
+    cluster.elect(1);
+    // The leader's heartbeat reaches 3, which announces itself at once; its announcement
+    // is lost.
+    cluster.now_ms += TICK_MS;
+    let now_ms = cluster.now_ms;
+    cluster.node_mut(1).tick(now_ms);
+    cluster.process(1);
+    let to_3: Vec<Message> = cluster
+        .queue
+        .iter()
+        .filter(|m| m.to == 3)
+        .cloned()
+        .collect();
+    assert!(!to_3.is_empty(), "the leader speaks to 3");
+    for message in to_3 {
+        cluster.node_mut(3).step(message).unwrap();
+    }
+    cluster.process(3);
+    cluster.run();
+    assert_eq!(cluster.node(3).raft().leader(), Some(1));
+    assert!(!shows_attributes(&cluster, 1, 3));
+
+    cluster.isolated.clear();
+    cluster.tick(20);
+    assert!(shows_attributes(&cluster, 1, 3) && shows_attributes(&cluster, 3, 3));
+}
+
+/// A member that knows no leader holds what needs one for one election timeout (an
+/// election is a slower answer, not an error), then lets it fail with `no leader`.
+#[test]
+fn what_needs_a_leader_is_held_for_one_election_timeout() {
+    let mut cluster = NodeCluster::new(3, default_node_config);
+    cluster.elect(1);
+    assert!(!cluster.node(2).must_hold(Needs::Leader));
+    cluster.isolated.insert(2);
+    let election_ticks = u64::from(cluster.node(2).raft().config().election_ticks);
+    // It hears nothing: at the next election timeout it stands and forgets the leader; that
+    // tick is the first without one.
+    let mut ticks = 0;
+    while cluster.node(2).raft().leader().is_some() {
+        cluster.tick(1);
+        ticks += 1;
+        assert!(ticks < 10 * election_ticks, "2 never gave up on its leader");
+    }
+    for _ in 1..election_ticks {
+        assert!(cluster.node(2).must_hold(Needs::Leader));
+        assert!(!cluster.node(2).held_requests_fail());
+        cluster.tick(1);
+    }
+    assert!(!cluster.node(2).must_hold(Needs::Leader), "refused now");
+    assert!(cluster.node(2).held_requests_fail());
+    assert!(
+        !cluster.node(2).must_hold(Needs::LocalState),
+        "2 was never fenced"
+    );
 }

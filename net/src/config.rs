@@ -360,15 +360,7 @@ fn invalid(flag: &'static str, reason: impl Into<String>) -> ConfigError {
     }
 }
 
-/// Retention of automatic compaction.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AutoCompaction {
-    Off,
-    /// Keep this much history by time.
-    Periodic(Duration),
-    /// Keep this many revisions.
-    Revision(i64),
-}
+pub use keel_core::node::AutoCompaction;
 
 /// The checked configuration of a server.
 #[derive(Clone, Debug)]

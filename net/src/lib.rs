@@ -16,7 +16,6 @@ pub mod bench;
 pub mod blocking;
 pub mod bootstrap;
 pub mod clock;
-pub mod compactor;
 pub mod config;
 pub mod corruption;
 pub mod jwt;

@@ -13,7 +13,6 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
-use crate::compactor::Compactor;
 use crate::config::ServerConfig;
 use crate::grpc::auth::AuthService;
 use crate::grpc::cluster::ClusterService;
@@ -103,6 +102,12 @@ pub fn node_config(config: &ServerConfig, member_id: u64) -> NodeConfig {
     node.snapshot_catch_up_entries = config.snapshot_catchup_entries;
     node.tick_ms = u64::try_from(config.heartbeat_interval.as_millis()).unwrap_or(100);
     node.auth_token_ttl_ms = u64::try_from(config.auth.token_ttl.as_millis()).unwrap_or(u64::MAX);
+    node.auto_compaction = config.auto_compaction;
+    node.attributes = Some(MemberAttributes {
+        id: member_id,
+        name: config.name.clone(),
+        client_urls: config.advertise_client_urls.clone(),
+    });
     node.store = StoreConfig {
         quota_bytes: if config.quota_bytes == 0 {
             DEFAULT_QUOTA_BYTES
@@ -378,17 +383,12 @@ pub async fn start_hooked<D: Disk + Send + 'static>(
     let (shutdown, shutdown_rx) = watch::channel(false);
     let settings = LoopSettings {
         tick: config.heartbeat_interval,
-        attributes: MemberAttributes {
-            id: member_id,
-            name: config.name.clone(),
-            client_urls: config.advertise_client_urls.clone(),
-        },
+        name: config.name.clone(),
         advertise_peer_urls: config.advertise_peer_urls.clone(),
         snapshot_count: config.snapshot_count,
         backend_batch_interval: config.backend_batch_interval,
         backend_batch_limit: config.backend_batch_limit,
         engine_cache_size_bytes: config.engine_cache_size_bytes,
-        compactor: Compactor::new(config.auto_compaction),
         hooks,
         learner: handle.learner_flag(),
         members_view: members_view.clone(),

@@ -105,6 +105,13 @@ impl Members {
         }
     }
 
+    /// Whether the member's record shows these name and client URLs.
+    pub fn shows(&self, attributes: &MemberAttributes) -> bool {
+        self.members.get(&attributes.id).is_some_and(|record| {
+            record.name == attributes.name && record.client_urls == attributes.client_urls
+        })
+    }
+
     /// A member's name and client URLs, once it started (ignored for unknown ids).
     pub fn publish(&mut self, attributes: &MemberAttributes) {
         if let Some(record) = self.members.get_mut(&attributes.id) {

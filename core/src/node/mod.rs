@@ -14,8 +14,11 @@
 //! ```
 
 pub mod admission;
+mod attributes;
+mod auto_compaction;
 mod caller_check;
 mod engine_state;
+mod hold;
 pub mod lease_clock;
 pub mod members;
 pub mod proposal;
@@ -47,10 +50,13 @@ use crate::raft::{
 };
 
 pub use admission::{AdmissionError, MemberChange, VotersUp};
+pub use auto_compaction::AutoCompaction;
+use auto_compaction::AutoCompactor;
 pub use caller_check::CallerCheck;
 pub use engine_state::{
     backup_of_view, found_cluster_on, image_of_view, marker_of, snapshot_of_view, Backup,
 };
+pub use hold::Needs;
 pub use members::{added_member_id, cluster_id, member_id, Member, MemberAttributes, Members};
 pub use proposal::{ConfChangeContext, Proposal, ProposalBody, NO_CLIENT};
 
@@ -74,6 +80,11 @@ pub struct NodeConfig {
     pub max_lease_checkpoints_per_tick: usize,
     /// How long an auth token lives without use (etcd's `--auth-token-ttl`).
     pub auth_token_ttl_ms: u64,
+    /// History the leader compacts away on its own (etcd's `--auto-compaction-*`).
+    pub auto_compaction: AutoCompaction,
+    /// This member's name and client URLs, announced to the cluster through the log (see
+    /// `attributes.rs`); `None` announces nothing.
+    pub attributes: Option<MemberAttributes>,
 }
 
 impl NodeConfig {
@@ -89,6 +100,8 @@ impl NodeConfig {
             lease_checkpoint_interval_ticks: 3_000,
             max_lease_checkpoints_per_tick: 1_000,
             auth_token_ttl_ms: 300_000,
+            auto_compaction: AutoCompaction::Off,
+            attributes: None,
         }
     }
 
@@ -291,6 +304,11 @@ pub struct Node {
     /// When each peer has been heard from without a pause since, and when last (see
     /// [`Node::voter_liveness`]).
     peer_heard: BTreeMap<NodeId, HeardStreak>,
+    auto_compactor: AutoCompactor,
+    /// The leader as of the last `Ready` (see `publish_to_new_leader`).
+    known_leader: Option<NodeId>,
+    /// Ticks since a leader was last known (see `hold`).
+    leaderless_ticks: u64,
 }
 
 impl std::fmt::Debug for Node {
@@ -443,6 +461,9 @@ impl Node {
             start_fence,
             no_space_alarm_asked_tick: None,
             peer_heard: BTreeMap::new(),
+            auto_compactor: AutoCompactor::new(config.auto_compaction),
+            known_leader: None,
+            leaderless_ticks: 0,
             role: Role::Follower,
             lease_clock: LeaseClock::new(config.max_clock_step_ms()),
             ticks: 0,
@@ -516,9 +537,25 @@ impl Node {
         &self.raft
     }
 
-    /// For leader transfer, campaign and transport reports.
+    /// For tests that drive Raft directly (campaigns).
+    #[cfg(any(test, feature = "testkit"))]
     pub fn raft_mut(&mut self) -> &mut Raft {
         &mut self.raft
+    }
+
+    /// The transport could not deliver to `peer`: the leader slows down to probing it.
+    pub fn report_unreachable(&mut self, peer: NodeId) {
+        self.raft.report_unreachable(peer);
+    }
+
+    /// A snapshot to `peer` could not be sent whole: the leader sends another later.
+    pub fn report_snapshot_failed(&mut self, peer: NodeId) {
+        self.raft.report_snapshot_failed(peer);
+    }
+
+    /// A snapshot to `peer` is still streaming: the leader does not give up on it.
+    pub fn report_snapshot_progress(&mut self, peer: NodeId) {
+        self.raft.report_snapshot_progress(peer);
     }
 
     pub fn store(&self) -> &Store {
@@ -557,8 +594,25 @@ impl Node {
         &self.watches
     }
 
+    /// For tests that drive the watch hub directly.
+    #[cfg(any(test, feature = "testkit"))]
     pub fn watches_mut(&mut self) -> &mut WatchHub {
         &mut self.watches
+    }
+
+    /// A client's watch stream (its watches are created and cancelled by queries).
+    pub fn open_watch_stream(&mut self) -> mvcc::StreamId {
+        self.watches.open_stream()
+    }
+
+    /// Ends a watch stream and every watch on it.
+    pub fn close_watch_stream(&mut self, stream: mvcc::StreamId) {
+        self.watches.close_stream(stream);
+    }
+
+    /// The next response for a watch stream, if one is ready.
+    pub fn poll_watch_stream(&mut self, stream: mvcc::StreamId) -> Option<mvcc::WatchResponse> {
+        self.watches.poll(stream)
     }
 
     /// Lets watchers that are catching up read the next part of the store's history (call
@@ -645,6 +699,21 @@ impl Node {
         if self.is_leader() {
             self.propose_lease_expiries();
             self.propose_lease_checkpoints();
+        }
+        self.republish_attributes();
+        if self.is_leader() {
+            self.propose_auto_compaction(now_ms);
+        }
+        self.count_leaderless_ticks();
+    }
+
+    /// The leader compacts history older than `--auto-compaction-retention`, through the
+    /// log like a client's compaction. Its clock is the tick's, not the lease clock.
+    fn propose_auto_compaction(&mut self, now_ms: u64) {
+        let revision = self.store.current_revision();
+        if let Some(compaction) = self.auto_compactor.on_tick(now_ms, revision) {
+            // Refused only if leadership is moving; the next leader compacts in its turn.
+            let _ = self.propose(NO_CLIENT, ProposalBody::Store(compaction));
         }
     }
 
@@ -953,6 +1022,7 @@ impl Node {
         let ready = self.raft.ready()?;
         if let Some(soft) = ready.soft_state {
             self.on_role_change(soft.role);
+            self.publish_to_new_leader(soft.leader);
         }
         Some(ready)
     }

@@ -497,7 +497,7 @@ impl TransferLeader {
             Some(member) if !member.is_learner => {}
             _ => return Err(TransferRefused::BadTransferee),
         }
-        node.raft_mut()
+        node.raft
             .transfer_leader(self.target)
             .map_err(|error| match error {
                 TransferError::NotLeader => TransferRefused::NotLeader,
@@ -656,7 +656,7 @@ pub struct CreateWatch {
 impl CreateWatch {
     fn answer(self, node: &mut Node) {
         // A refused create was answered in the stream by the hub (created + canceled).
-        let Ok(id) = node.watches_mut().create_watch(self.stream, &self.request) else {
+        let Ok(id) = node.watches.create_watch(self.stream, &self.request) else {
             return;
         };
         if node.watches().is_unsynced(self.stream, id) {
@@ -675,7 +675,7 @@ pub struct CancelWatch {
 
 impl CancelWatch {
     fn answer(self, node: &mut Node) {
-        node.watches_mut().cancel_watch(self.stream, self.watch_id);
+        node.watches.cancel_watch(self.stream, self.watch_id);
     }
 }
 
@@ -700,7 +700,7 @@ pub struct RequestProgress {
 
 impl RequestProgress {
     fn answer(self, node: &mut Node) {
-        node.watches_mut().request_progress(self.stream);
+        node.watches.request_progress(self.stream);
     }
 }
 
@@ -715,7 +715,7 @@ impl FlushWatches {
     fn answer(self, node: &mut Node) {
         node.sync_watches();
         if self.progress_due {
-            node.watches_mut().progress_tick();
+            node.watches.progress_tick();
         }
     }
 }

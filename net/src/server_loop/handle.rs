@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use keel_core::auth::{AuthError, Credentials};
 use keel_core::node::query::{Answer, Ask, AskedBy, Query};
-use keel_core::node::CallerCheck;
 use keel_core::node::{AdmissionError, MemberChange, Outcome, ProposalBody};
+use keel_core::node::{CallerCheck, Needs};
 use keel_core::rpctypes::{write_message, RpcError, ToRpcError};
 use tokio::sync::{mpsc, oneshot};
 
@@ -131,31 +131,24 @@ pub enum Request {
 }
 
 impl Request {
-    /// Whether it answers from this member's own state (a serializable read, or a call that
-    /// reads the store), which a member restarted behind what it served must hold back (see
-    /// `Node::serves_local_reads`).
-    pub fn reads_local_state(&self) -> bool {
-        matches!(
-            self,
+    /// What the node must have before it carries the request out (see `Node::must_hold`).
+    pub fn needs(&self) -> Needs {
+        match self {
+            Request::Write { .. }
+            | Request::MemberChange { .. }
+            | Request::Ask {
+                consistency: Consistency::Linearizable,
+                ..
+            } => Needs::Leader,
             Request::Ask {
                 consistency: Consistency::Serializable,
                 ..
-            }
-        )
-    }
-
-    /// Whether only a leader can carry it out (a write, a membership change, a linearizable
-    /// read), which a member that knows of none holds during an election.
-    pub fn needs_leader(&self) -> bool {
-        matches!(
-            self,
-            Request::Write { .. }
-                | Request::MemberChange { .. }
-                | Request::Ask {
-                    consistency: Consistency::Linearizable,
-                    ..
-                }
-        )
+            } => Needs::LocalState,
+            Request::Ask {
+                consistency: Consistency::Unfenced,
+                ..
+            } => Needs::Nothing,
+        }
     }
 
     /// Answers the request with `error` instead of carrying it out.

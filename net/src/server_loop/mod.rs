@@ -12,10 +12,7 @@ use std::time::Duration;
 
 use keel_core::mvcc::{Store, StreamId, WatchResponse};
 use keel_core::node::query::{Answer, AskedBy, Query};
-use keel_core::node::{
-    snapshot_of_view, Completion, MemberAttributes, Node, NodeProposeError, Outcome, ProposalBody,
-    NO_CLIENT,
-};
+use keel_core::node::{snapshot_of_view, Completion, Node, NodeProposeError, Outcome};
 use keel_core::raft::{Message, MessageBody, ProposeError, ReadIndexError, Role};
 use keel_storage::{Disk, RedbEngine, Storage, StorageError};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -24,7 +21,6 @@ use tokio::time::Instant;
 use crate::clock::{ClockSkew, LocalClock};
 use tracing::{debug, error, info, warn};
 
-use crate::compactor::Compactor;
 use crate::metrics::Metrics;
 use crate::peer::query::MembersView;
 use crate::peer::snapshot_stream;
@@ -44,8 +40,6 @@ const REQUESTS_TIME_PER_TURN: Duration = Duration::from_millis(10);
 /// Requests held while the node is fenced after a restart; past it, reads are refused
 /// (`too many requests`) and calls dropped.
 const MAX_PARKED_REQUESTS: usize = 4096;
-/// Re-announce this member's name and client URLs this often until they are applied.
-const PUBLISH_RETRY_TICKS: u64 = 20;
 /// Revisions of physical compaction a quiet member runs per tick (see `maybe_commit_engine`):
 /// tens of milliseconds of work in a 1 GB store, well inside a heartbeat.
 const IDLE_COMPACTION_REVISIONS_PER_TICK: usize = 2_000;
@@ -61,7 +55,8 @@ const SLOW_TURN: Duration = Duration::from_millis(100);
 /// Everything the loop needs besides the node and its storage.
 pub struct LoopSettings {
     pub tick: Duration,
-    pub attributes: MemberAttributes,
+    /// This member's name, for the recovery procedure the loop logs.
+    pub name: String,
     /// For the recovery procedure the loop logs when this member must be replaced.
     pub advertise_peer_urls: Vec<String>,
     /// The Raft log is released behind the engine every this many applied entries (etcd's
@@ -71,7 +66,6 @@ pub struct LoopSettings {
     pub backend_batch_interval: Duration,
     pub backend_batch_limit: u64,
     pub engine_cache_size_bytes: usize,
-    pub compactor: Compactor,
     pub hooks: Hooks,
     /// Kept up to date after every batch (see `NodeHandle::is_learner`).
     pub learner: LearnerFlag,
@@ -161,7 +155,6 @@ pub struct ServerLoop<D: Disk> {
     /// match a new one): they start from the time of start-up.
     next_request_id: u64,
     clock: LocalClock,
-    ticks: u64,
     /// The data dir, for the engine's files (a leader's engine replacing this one's).
     engine_disk: D,
     /// Entries applied since the engine's last durable commit, and when that was.
@@ -173,8 +166,7 @@ pub struct ServerLoop<D: Disk> {
     last_engine_commit: Instant,
     /// A durable engine commit runs off the loop.
     engine_commit_in_flight: bool,
-    /// Ticks since this node last knew a leader.
-    leaderless_ticks: u64,
+    /// The leader last logged and counted in the metrics (see `on_soft_state`).
     leader: Option<u64>,
     /// The alarms last logged (see `log_alarm_changes`).
     alarms_logged: Vec<keel_core::mvcc::AlarmMember>,
@@ -190,7 +182,7 @@ impl std::fmt::Debug for LoopSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LoopSettings")
             .field("tick", &self.tick)
-            .field("attributes", &self.attributes)
+            .field("name", &self.name)
             .field("hooks", &self.hooks)
             .finish_non_exhaustive()
     }
@@ -234,14 +226,12 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
             parked: VecDeque::new(),
             next_request_id: first_request_id.max(1),
             clock,
-            ticks: 0,
             engine_disk,
             applied_since_commit: 0,
             turn: TurnTimes::default(),
             heartbeat_round_trips: RoundTrips::default(),
             last_engine_commit: Instant::now(),
             engine_commit_in_flight: false,
-            leaderless_ticks: 0,
             leader: None,
             alarms_logged: Vec::new(),
             removed_by: None,
@@ -392,7 +382,7 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
         }
         if let Some(lost) = self.node.lost_state() {
             let procedure = crate::bootstrap::recovery_procedure(
-                &self.settings.attributes.name,
+                &self.settings.name,
                 &self.settings.advertise_peer_urls,
             );
             error!(
@@ -412,7 +402,6 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
     }
 
     fn on_tick(&mut self) {
-        self.ticks += 1;
         let now_ms = self.now_ms();
         self.node.tick(now_ms);
         self.settings.members_view.set(self.node.members());
@@ -421,17 +410,6 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
         self.pending_reads.retain(|_, read| !read.abandoned());
         self.fail_parked_without_leader();
         self.log_alarm_changes();
-        if self.ticks % PUBLISH_RETRY_TICKS == 1 {
-            self.publish_attributes();
-        }
-        if self.node.is_leader() {
-            let revision = self.node.store().current_revision();
-            if let Some(compaction) = self.settings.compactor.on_tick(now_ms, revision) {
-                let _ = self
-                    .node
-                    .propose(NO_CLIENT, ProposalBody::Store(compaction));
-            }
-        }
     }
 
     /// One line per alarm raised or disarmed (NOSPACE, CORRUPT), looked at once a tick.
@@ -457,19 +435,6 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
         self.alarms_logged = alarms;
     }
 
-    /// Announces this member's name and client URLs through the log until they are there.
-    fn publish_attributes(&mut self) {
-        let attributes = &self.settings.attributes;
-        let published =
-            self.node.members().get(attributes.id).is_some_and(|m| {
-                m.name == attributes.name && m.client_urls == attributes.client_urls
-            });
-        if !published && self.node.raft().leader().is_some() {
-            let body = ProposalBody::PublishMember(attributes.clone());
-            let _ = self.node.propose(NO_CLIENT, body);
-        }
-    }
-
     fn step(&mut self, message: Message) {
         let from = message.from;
         if matches!(message.body, MessageBody::HeartbeatResponse(_)) {
@@ -484,9 +449,9 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
 
     fn on_peer_report(&mut self, report: PeerReport) {
         match report {
-            PeerReport::Unreachable(id) => self.node.raft_mut().report_unreachable(id),
-            PeerReport::SnapshotFailed(id) => self.node.raft_mut().report_snapshot_failed(id),
-            PeerReport::SnapshotProgress(id) => self.node.raft_mut().report_snapshot_progress(id),
+            PeerReport::Unreachable(id) => self.node.report_unreachable(id),
+            PeerReport::SnapshotFailed(id) => self.node.report_snapshot_failed(id),
+            PeerReport::SnapshotProgress(id) => self.node.report_snapshot_progress(id),
             PeerReport::RemovedBy(id) => self.removed_by = Some(id),
         }
     }
@@ -584,18 +549,9 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
         }
     }
 
-    /// Whether `request` waits in `parked`: it reads local state the node may not serve yet
-    /// (see `Node::serves_local_reads`), or it needs a leader while none is known and the
-    /// election has not yet lasted an election timeout. Held, a client sees an election as
-    /// a slower answer instead of `etcdserver: no leader` (etcd does not serve clients at all
-    /// before it knows a leader).
+    /// Whether `request` waits in `parked` (see `keel_core::node::Needs`).
     fn must_hold(&self, request: &Request) -> bool {
-        if request.reads_local_state() && !self.node.serves_local_reads() {
-            return true;
-        }
-        request.needs_leader()
-            && self.node.raft().leader().is_none()
-            && self.leaderless_ticks < u64::from(self.node.raft().config().election_ticks)
+        self.node.must_hold(request.needs())
     }
 
     /// Serves what was held once what it waited for is there.
@@ -617,17 +573,10 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
         }
     }
 
-    /// Without a leader a fenced node cannot catch up: once it has had none for an election
-    /// timeout, what it holds fails, as requests that need a leader do, instead of waiting
-    /// for their clients to give up.
+    /// Fails what is held once the node says so (no leader for an election timeout),
+    /// instead of leaving it until its clients give up.
     fn fail_parked_without_leader(&mut self) {
-        if self.node.raft().leader().is_some() {
-            self.leaderless_ticks = 0;
-            return;
-        }
-        self.leaderless_ticks += 1;
-        let election_ticks = u64::from(self.node.raft().config().election_ticks);
-        if self.parked.is_empty() || self.leaderless_ticks < election_ticks {
+        if self.parked.is_empty() || !self.node.held_requests_fail() {
             return;
         }
         for request in std::mem::take(&mut self.parked) {
@@ -636,7 +585,7 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
     }
 
     fn open_watch_stream(&mut self, open: WatchOpen) {
-        let stream = self.node.watches_mut().open_stream();
+        let stream = self.node.open_watch_stream();
         let (outbox, inbox) = mpsc::channel(WATCH_OUTBOX);
         self.watch_outboxes.insert(stream, outbox);
         if open.reply.send((stream, inbox)).is_err() {
@@ -646,7 +595,7 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
 
     fn close_watch_stream(&mut self, stream: StreamId) {
         self.watch_outboxes.remove(&stream);
-        self.node.watches_mut().close_stream(stream);
+        self.node.close_watch_stream(stream);
     }
 
     /// Moves watch responses from the hub to each stream's outbox while it has room.
@@ -658,7 +607,7 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
                 continue;
             }
             while outbox.capacity() > 0 {
-                let Some(response) = self.node.watches_mut().poll(stream) else {
+                let Some(response) = self.node.poll_watch_stream(stream) else {
                     break;
                 };
                 if outbox.try_send(response).is_err() {
@@ -789,7 +738,7 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
             }
             Err(error) => {
                 warn!(%error, peer = message.to, "cannot send a snapshot");
-                self.node.raft_mut().report_snapshot_failed(message.to);
+                self.node.report_snapshot_failed(message.to);
             }
         }
     }
@@ -935,8 +884,6 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
             self.leader = leader;
             if leader.is_some() {
                 self.metrics.leader_changes.fetch_add(1, Ordering::Relaxed);
-                // Announce name and client URLs as soon as someone can commit them.
-                self.publish_attributes();
             }
         }
         if role != Role::Leader {

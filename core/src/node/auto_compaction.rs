@@ -1,19 +1,28 @@
 //! Automatic compaction, as etcd's `--auto-compaction-mode`/`--auto-compaction-retention`:
-//! the leader proposes a `Compaction` so history older than the retention goes away. Pure:
-//! time and the current revision are arguments.
+//! the leader proposes a `Compaction` so history older than the retention goes away (see
+//! `Node::tick`). Time and the current revision are arguments.
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use keel_core::mvcc::{Command, CompactionRequest};
+use crate::mvcc::{Command, CompactionRequest};
 
-use crate::config::AutoCompaction;
+/// Retention of automatic compaction.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AutoCompaction {
+    #[default]
+    Off,
+    /// Keep this much history by time.
+    Periodic(Duration),
+    /// Keep this many revisions.
+    Revision(i64),
+}
 
 /// etcd's revision compactor checks every five minutes.
 const REVISION_CHECK_INTERVAL: Duration = Duration::from_secs(300);
 
 #[derive(Debug)]
-pub struct Compactor {
+pub struct AutoCompactor {
     retention: AutoCompaction,
     /// (time, revision) samples, oldest first.
     samples: VecDeque<(u64, i64)>,
@@ -21,9 +30,9 @@ pub struct Compactor {
     compacted_to: i64,
 }
 
-impl Compactor {
-    pub fn new(retention: AutoCompaction) -> Compactor {
-        Compactor {
+impl AutoCompactor {
+    pub fn new(retention: AutoCompaction) -> AutoCompactor {
+        AutoCompactor {
             retention,
             samples: VecDeque::new(),
             next_sample_ms: 0,
@@ -93,7 +102,7 @@ mod tests {
 
     #[test]
     fn revision_mode_keeps_the_last_n_revisions_checking_every_five_minutes() {
-        let mut compactor = Compactor::new(AutoCompaction::Revision(100));
+        let mut compactor = AutoCompactor::new(AutoCompaction::Revision(100));
         assert_eq!(target(compactor.on_tick(0, 50)), None, "nothing old enough");
         assert_eq!(
             target(compactor.on_tick(1_000, 500)),
@@ -110,7 +119,7 @@ mod tests {
 
     #[test]
     fn periodic_mode_compacts_to_what_was_current_one_retention_ago() {
-        let mut compactor = Compactor::new(AutoCompaction::Periodic(Duration::from_secs(100)));
+        let mut compactor = AutoCompactor::new(AutoCompaction::Periodic(Duration::from_secs(100)));
         let mut compacted = Vec::new();
         for second in 0..=250u64 {
             let revision = 1 + second as i64 * 2;
@@ -130,7 +139,7 @@ mod tests {
 
     #[test]
     fn off_never_compacts() {
-        let mut compactor = Compactor::new(AutoCompaction::Off);
+        let mut compactor = AutoCompactor::new(AutoCompaction::Off);
         assert!(compactor.on_tick(10_000_000, 1_000_000).is_none());
     }
 }
