@@ -15,6 +15,17 @@ use super::revision::Revision;
 use super::rows::{corrupt_row, header_is_tombstone, key_prefix, kv_key, revision_bytes};
 use super::store::Store;
 
+/// Where physical compaction stands. Local to this member, not persisted: after a restart
+/// the first step looks again.
+#[derive(Debug, Default)]
+pub(super) struct PhysicalCompaction {
+    /// The compact revision physical compaction last finished at.
+    compacted_through: Option<i64>,
+    /// The history log's first row physical compaction has not processed (every row before
+    /// it is deleted).
+    cursor: Revision,
+}
+
 impl Store {
     pub(crate) fn apply_compaction(
         &mut self,
@@ -42,7 +53,7 @@ impl Store {
     pub fn compaction_behind(&self) -> bool {
         self.failure().is_none()
             && self.compact_rev > 0
-            && self.compacted_through != Some(self.compact_rev)
+            && self.physical_compaction.compacted_through != Some(self.compact_rev)
     }
 
     /// Drops unreachable history for up to `max_revisions` entries of the history log.
@@ -51,7 +62,7 @@ impl Store {
     pub fn compaction_step(&mut self, max_revisions: usize) -> bool {
         // Nothing to do until the compact revision moves past what was last processed.
         let target = self.physical_compact_rev();
-        if self.failure().is_some() || self.compacted_through == Some(target) {
+        if self.failure().is_some() || self.physical_compaction.compacted_through == Some(target) {
             return false;
         }
         let max_revisions = max_revisions.max(1);
@@ -60,7 +71,7 @@ impl Store {
         let mut more = false;
         // From where the last step stopped: the log rows before it are deleted, and a scan
         // from the start would walk past every deletion not yet committed, each step.
-        self.scan_log(self.compaction_cursor, &mut |rev, _, key| {
+        self.scan_log(self.physical_compaction.cursor, &mut |rev, _, key| {
             if rev.main >= target {
                 return false;
             }
@@ -72,7 +83,7 @@ impl Store {
             true
         });
         if let Some((last, _)) = batch.last() {
-            self.compaction_cursor = Revision::new(last.main, last.sub + 1);
+            self.physical_compaction.cursor = Revision::new(last.main, last.sub + 1);
         }
         if !more {
             more = self.drop_stale_garbage(target, max_revisions);
@@ -86,7 +97,7 @@ impl Store {
             self.compact_key(&key, target);
         }
         if !more {
-            self.compacted_through = Some(target);
+            self.physical_compaction.compacted_through = Some(target);
         }
         more
     }
@@ -131,7 +142,7 @@ impl Store {
     /// revision while that is behind it. Compacting physically at an earlier revision
     /// drops less, never something still reachable.
     fn physical_compact_rev(&self) -> i64 {
-        self.compact_rev.min(self.index_rev)
+        self.compact_rev.min(self.index.rev())
     }
 
     /// Whether `key` has a version after the row key `after`.

@@ -13,7 +13,7 @@
 //!
 //! Buckets the current revision has left are `GarbageBuckets` rows (`main / N` → bytes).
 //! The others, those writes still add to, are summed in memory
-//! (`Store::open_garbage_buckets`) and become rows once the current revision leaves them:
+//! (`GarbageLedger::open_buckets`) and become rows once the current revision leaves them:
 //! a write updates its revision's row only, and opening a store sums at most a bucket's
 //! revision rows to rebuild them.
 
@@ -31,13 +31,23 @@ fn bucket_of(main: i64) -> u64 {
     main as u64 / GARBAGE_BUCKET_REVISIONS
 }
 
+/// The garbage accounting kept in memory. Local to this member, rebuilt when a store opens.
+#[derive(Debug, Default)]
+pub(super) struct GarbageLedger {
+    /// The first `Garbage` row physical compaction has not looked at.
+    cursor: u64,
+    /// Garbage of the buckets the current revision has not left yet, by bucket: kept here,
+    /// not in `GarbageBuckets` rows, so a write does not rewrite its bucket's row.
+    open_buckets: BTreeMap<u64, u64>,
+}
+
 impl Store {
     /// `bytes` become unreachable once compaction reaches `main`.
     pub(crate) fn add_garbage(&mut self, main: i64, bytes: u64) {
         self.add_to_counter(Table::Garbage, &u64_key(main as u64), bytes);
         let bucket = bucket_of(main);
         if self.bucket_is_open(bucket) {
-            let sum = self.open_garbage_buckets.entry(bucket).or_default();
+            let sum = self.garbage.open_buckets.entry(bucket).or_default();
             *sum = sum.saturating_add(bytes);
         } else {
             self.add_to_counter(Table::GarbageBuckets, &u64_key(bucket), bytes);
@@ -72,7 +82,7 @@ impl Store {
     /// Writes the buckets the current revision has left as rows (with every apply's state).
     pub(crate) fn close_garbage_buckets(&mut self) {
         let current = bucket_of(self.current_rev);
-        while let Some(entry) = self.open_garbage_buckets.first_entry() {
+        while let Some(entry) = self.garbage.open_buckets.first_entry() {
             if *entry.key() >= current {
                 break;
             }
@@ -84,7 +94,7 @@ impl Store {
     /// Sums the revision rows of the buckets not left yet (on opening a store).
     pub(crate) fn load_open_garbage_buckets(&mut self) {
         let first = u64_key(bucket_of(self.current_rev) * GARBAGE_BUCKET_REVISIONS);
-        self.open_garbage_buckets = self.sum_garbage_by_bucket(Bound::Included(&first));
+        self.garbage.open_buckets = self.sum_garbage_by_bucket(Bound::Included(&first));
     }
 
     fn bucket_is_open(&self, bucket: u64) -> bool {
@@ -96,10 +106,10 @@ impl Store {
             self.take_from_counter(Table::GarbageBuckets, &u64_key(bucket), bytes);
             return;
         }
-        if let Some(sum) = self.open_garbage_buckets.get_mut(&bucket) {
+        if let Some(sum) = self.garbage.open_buckets.get_mut(&bucket) {
             *sum = sum.saturating_sub(bytes);
             if *sum == 0 {
-                self.open_garbage_buckets.remove(&bucket);
+                self.garbage.open_buckets.remove(&bucket);
             }
         }
     }
@@ -112,7 +122,7 @@ impl Store {
         let Ok(through) = u64::try_from(through) else {
             return false;
         };
-        let from = u64_key(self.garbage_cursor);
+        let from = u64_key(self.garbage.cursor);
         let to = u64_key(through);
         let mut rows = Vec::new();
         let mut more = false;
@@ -137,7 +147,7 @@ impl Store {
             .last()
             .and_then(|row| <[u8; 8]>::try_from(&row[..]).ok())
         {
-            self.garbage_cursor = u64::from_be_bytes(last).saturating_add(1);
+            self.garbage.cursor = u64::from_be_bytes(last).saturating_add(1);
         }
         more
     }

@@ -40,10 +40,10 @@ use super::engine::{EngineError, Table};
 use super::error::Error;
 use super::key_index::Entry;
 use super::lease::Lease;
-use super::overlay::{scan_merged, Found, Merged, Pending};
+use super::overlay::{scan_merged, Found, Merged, Overlay, Pending};
 use super::request::AlarmMember;
 use super::revision::Revision;
-use super::store::{IndexCycle, Store};
+use super::store::Store;
 
 /// The `alarms` row: fixed-width integers (bincode 1's default, which wrote it first).
 const ALARMS: Codec = Codec::fixed(u64::MAX);
@@ -212,6 +212,45 @@ fn as_ref(bound: &Bound<Vec<u8>>) -> Bound<&[u8]> {
     }
 }
 
+/// Index rows waiting for an index checkpoint; reads merge them over the engine.
+#[derive(Debug)]
+pub(super) struct DeferredIndex {
+    deferred: Overlay,
+    /// The revision through which the engine's `Kv` rows are complete (the current revision
+    /// at the last index checkpoint).
+    rev: i64,
+    /// The index checkpoint under way, if any.
+    cycle: Option<IndexCycle>,
+}
+
+impl Default for DeferredIndex {
+    fn default() -> DeferredIndex {
+        DeferredIndex {
+            deferred: Overlay::default(),
+            rev: 1,
+            cycle: None,
+        }
+    }
+}
+
+impl DeferredIndex {
+    /// The revision through which the engine's `Kv` rows are complete.
+    pub(super) fn rev(&self) -> i64 {
+        self.rev
+    }
+}
+
+/// An index checkpoint under way: every engine commit takes the next slice of the waiting
+/// index rows, in key order, so the engine's writes are spread instead of one burst.
+#[derive(Clone, Debug)]
+struct IndexCycle {
+    /// The row key the next slice starts at.
+    next: Vec<u8>,
+    /// The revision the cycle began at: once it has swept every key, the engine holds
+    /// every index row through it.
+    rev: i64,
+}
+
 impl Store {
     /// Records the engine's first failure; later public calls fail with it.
     pub(crate) fn failed(&self, error: EngineError) {
@@ -219,7 +258,7 @@ impl Store {
     }
 
     pub(crate) fn row(&self, table: Table, key: &[u8]) -> Option<Vec<u8>> {
-        match self.deferred.find(table, key) {
+        match self.index.deferred.find(table, key) {
             Found::Written(value) => return Some(value.to_vec()),
             Found::Deleted => return None,
             Found::NotHere => {}
@@ -247,7 +286,9 @@ impl Store {
 
     /// A write that waits for the next index checkpoint (see the module docs).
     pub(crate) fn defer_row(&mut self, table: Table, key: &[u8], value: Option<&[u8]>) {
-        self.deferred.write(table, key, value.map(<[u8]>::to_vec));
+        self.index
+            .deferred
+            .write(table, key, value.map(<[u8]>::to_vec));
     }
 
     /// Visits rows in `[from, to)` order (or reverse) until `visit` says stop.
@@ -259,7 +300,7 @@ impl Store {
         reverse: bool,
         visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
     ) {
-        let merged = Merged::new(Some(&self.deferred), None, table, from, to, reverse);
+        let merged = Merged::new(Some(&self.index.deferred), None, table, from, to, reverse);
         if let Err(e) = scan_merged(&*self.engine, merged, table, from, to, visit) {
             self.failed(e);
         }
@@ -268,11 +309,11 @@ impl Store {
     /// Writes the deferred rows into the engine's open transaction with the index revision
     /// they bring it to (see the module docs).
     pub(crate) fn checkpoint_index(&mut self) {
-        for (table, rows) in self.deferred.take() {
+        for (table, rows) in self.index.deferred.take() {
             self.write_rows(table, rows);
         }
-        self.index_rev = self.current_rev;
-        self.index_cycle = None;
+        self.index.rev = self.current_rev;
+        self.index.cycle = None;
         self.save_state();
     }
 
@@ -293,20 +334,20 @@ impl Store {
             self.checkpoint_index();
             return;
         }
-        if self.deferred.is_empty() {
+        if self.index.deferred.is_empty() {
             // Every index row is in the engine already.
-            self.index_cycle = None;
-            if self.index_rev < self.current_rev {
-                self.index_rev = self.current_rev;
+            self.index.cycle = None;
+            if self.index.rev < self.current_rev {
+                self.index.rev = self.current_rev;
                 self.save_state();
             }
             return;
         }
-        let cycle = match self.index_cycle.take() {
+        let cycle = match self.index.cycle.take() {
             Some(cycle) => cycle,
             // Due when the rows fill their memory, or when compaction waits for them.
-            None if self.deferred.bytes >= self.config.index_checkpoint_bytes
-                || self.compact_rev > self.index_rev =>
+            None if self.index.deferred.bytes >= self.config.index_checkpoint_bytes
+                || self.compact_rev > self.index.rev =>
             {
                 IndexCycle {
                     next: Vec::new(),
@@ -317,15 +358,18 @@ impl Store {
         };
         // A share of all the waiting rows, so that a sweep outruns the rows landing ahead
         // of it however fast they come.
-        let slice_bytes = (self.deferred.bytes / INDEX_CHECKPOINT_SLICES).max(1);
-        let (rows, next) = self.deferred.take_from(Table::Kv, &cycle.next, slice_bytes);
+        let slice_bytes = (self.index.deferred.bytes / INDEX_CHECKPOINT_SLICES).max(1);
+        let (rows, next) = self
+            .index
+            .deferred
+            .take_from(Table::Kv, &cycle.next, slice_bytes);
         self.write_rows(Table::Kv, rows);
         match next {
-            Some(next) => self.index_cycle = Some(IndexCycle { next, ..cycle }),
+            Some(next) => self.index.cycle = Some(IndexCycle { next, ..cycle }),
             None => {
                 // Every row written through the cycle's revision was before the sweep.
-                debug_assert!(cycle.rev >= self.index_rev, "the index revision moves back");
-                self.index_rev = cycle.rev;
+                debug_assert!(cycle.rev >= self.index.rev, "the index revision moves back");
+                self.index.rev = cycle.rev;
                 self.save_state();
             }
         }
@@ -336,7 +380,7 @@ impl Store {
     fn rebuild_deferred_index(&mut self) {
         let mut rows = Vec::new();
         self.scan_log(
-            Revision::new(self.index_rev + 1, 0),
+            Revision::new(self.index.rev + 1, 0),
             &mut |rev, header, key| {
                 rows.push((kv_key(key, rev), header.to_vec()));
                 true
@@ -377,7 +421,7 @@ impl Store {
         // A key's waiting rows are all newer than its rows in the engine (a checkpoint takes
         // a key's rows oldest first), so a waiting one within the bound is the answer and
         // the engine is read only when there is none: one lookup, not a merge of two.
-        match self.deferred.last_in(Table::Kv, from, to) {
+        match self.index.deferred.last_in(Table::Kv, from, to) {
             Some((row, Some(header))) => {
                 decode(row, header);
             }
@@ -636,7 +680,7 @@ impl Store {
     /// Deletes the version whose `Kv` row is `row` (holding `header`), value included
     /// (compaction, at or before the index revision: see the module docs).
     pub(crate) fn delete_version(&mut self, row: &[u8], header_is_tombstone: bool) {
-        self.deferred.remove(Table::Kv, row);
+        self.index.deferred.remove(Table::Kv, row);
         self.delete_row(Table::Kv, row);
         if header_is_tombstone {
             return;
@@ -718,7 +762,7 @@ impl Store {
         row.extend_from_slice(&self.compact_rev.to_be_bytes());
         row.extend_from_slice(&self.size_bytes.to_be_bytes());
         row.extend_from_slice(&self.key_count.to_be_bytes());
-        row.extend_from_slice(&self.index_rev.to_be_bytes());
+        row.extend_from_slice(&self.index.rev.to_be_bytes());
         self.put_row(Table::Meta, META_STORE, &row);
     }
 
@@ -848,11 +892,11 @@ impl Store {
         self.compact_rev = word(2);
         self.size_bytes = word(3) as u64;
         self.key_count = word(4) as u64;
-        self.index_rev = word(5);
+        self.index.rev = word(5);
         if self.current_rev < 1
             || self.compact_rev < -1
             || self.compact_rev > self.current_rev
-            || self.index_rev > self.current_rev
+            || self.index.rev > self.current_rev
         {
             return Err(corrupt("holds revisions out of order"));
         }

@@ -7,17 +7,19 @@
 //! [`StoreConfig`] (which must be the same on every member). Physical compaction progress,
 //! lease timers and the primary/follower role affect no response and no hash.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::ops::Bound;
 use std::sync::{Arc, OnceLock};
 
+use super::compaction::PhysicalCompaction;
 use super::engine::Table;
 use super::engine::{Defragmenting, Engine, EngineError, MemEngine, View};
 use super::error::Error;
+use super::garbage::GarbageLedger;
 use super::lease::Lessor;
-use super::overlay::Overlay;
 use super::request::{AlarmMember, Command, Event, Response};
 use super::revision::Revision;
+use super::rows::DeferredIndex;
 use super::validate::{check_structure, Limits};
 
 /// etcd's default `--quota-backend-bytes` (2 GiB).
@@ -103,56 +105,30 @@ pub struct StoreStats {
 /// the engine with every apply (see `rows.rs`).
 #[derive(Debug)]
 pub struct Store {
-    pub(crate) config: StoreConfig,
-    pub(crate) engine: Box<dyn Engine>,
+    pub(super) config: StoreConfig,
+    pub(super) engine: Box<dyn Engine>,
     /// The engine's first failure: from then on every public call fails (see
     /// [`Store::failure`]).
-    pub(crate) failure: OnceLock<EngineError>,
-    pub(crate) current_rev: i64,
+    pub(super) failure: OnceLock<EngineError>,
+    pub(super) current_rev: i64,
     /// Logical compaction point; -1 before the first compaction, like etcd.
-    pub(crate) compact_rev: i64,
+    pub(super) compact_rev: i64,
     /// Estimated bytes of everything visible (history after the compaction point included).
-    pub(crate) size_bytes: u64,
+    pub(super) size_bytes: u64,
     /// Keys with any version in the engine (deleted keys count until compaction).
-    pub(crate) key_count: u64,
-    pub(crate) lessor: Lessor,
-    pub(crate) alarms: BTreeSet<AlarmMember>,
-    pub(crate) applied_index: u64,
-    /// The compact revision physical compaction last finished at (not persisted: after a
-    /// restart the first step looks again).
-    pub(crate) compacted_through: Option<i64>,
-    /// The history log's first row physical compaction has not processed (every row before
-    /// it is deleted); local, like `compacted_through`.
-    pub(crate) compaction_cursor: Revision,
-    /// The first `Garbage` row physical compaction has not looked at (see `garbage.rs`);
-    /// local, like `compaction_cursor`.
-    pub(crate) garbage_cursor: u64,
-    /// Garbage of the buckets the current revision has not left yet, by bucket: kept here,
-    /// not in `GarbageBuckets` rows, so a write does not rewrite its bucket's row (see
-    /// `garbage.rs`).
-    pub(crate) open_garbage_buckets: BTreeMap<u64, u64>,
-    /// Index rows waiting for an index checkpoint; reads merge them over the engine (see
-    /// `rows.rs`).
-    pub(crate) deferred: Overlay,
-    /// The revision through which the engine's `Kv` rows are complete (the current revision
-    /// at the last index checkpoint).
-    pub(crate) index_rev: i64,
-    /// The index checkpoint under way, if any (see `rows.rs`).
-    pub(crate) index_cycle: Option<IndexCycle>,
+    pub(super) key_count: u64,
+    pub(super) lessor: Lessor,
+    pub(super) alarms: BTreeSet<AlarmMember>,
+    pub(super) applied_index: u64,
+    /// Where physical compaction stands (see `compaction.rs`).
+    pub(super) physical_compaction: PhysicalCompaction,
+    /// The garbage accounting kept in memory (see `garbage.rs`).
+    pub(super) garbage: GarbageLedger,
+    /// Index rows not yet checkpointed into the engine (see `rows.rs`).
+    pub(super) index: DeferredIndex,
     /// Whether events carry the previous version's value (`prev_kv`); reading it is a
     /// random read of the engine per write, wasted when no watcher asked for it.
-    pub(crate) event_prev_values: bool,
-}
-
-/// An index checkpoint under way: every engine commit takes the next slice of the waiting
-/// index rows, in key order, so the engine's writes are spread instead of one burst.
-#[derive(Clone, Debug)]
-pub(crate) struct IndexCycle {
-    /// The row key the next slice starts at.
-    pub next: Vec<u8>,
-    /// The revision the cycle began at: once it has swept every key, the engine holds
-    /// every index row through it.
-    pub rev: i64,
+    pub(super) event_prev_values: bool,
 }
 
 /// The `Meta` key of the node's row `name`.
@@ -218,13 +194,9 @@ impl Store {
             lessor: Lessor::default(),
             alarms: BTreeSet::new(),
             applied_index: 0,
-            compacted_through: None,
-            compaction_cursor: Revision::new(0, 0),
-            garbage_cursor: 0,
-            open_garbage_buckets: BTreeMap::new(),
-            deferred: Overlay::default(),
-            index_rev: 1,
-            index_cycle: None,
+            physical_compaction: PhysicalCompaction::default(),
+            garbage: GarbageLedger::default(),
+            index: DeferredIndex::default(),
             event_prev_values: true,
         }
     }
