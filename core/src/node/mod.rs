@@ -12,23 +12,35 @@
 //!     if let Some(snapshot) = node.maybe_snapshot() { persist it; release the WAL before it }
 //! }
 //! ```
+//!
+//! One file per concern: `apply` (committed entries), `snapshot` (taking, restoring and
+//! installing them), `query` (questions put to the node), `caller_check` (who may ask),
+//! `admission` and `membership` (membership changes), `liveness` (which voters are up),
+//! `leases`, `auto_compaction`, `attributes` (announcing a member), `hold` and
+//! `start_fence` (what waits, and why), `engine_state` (the node's rows in the store's
+//! engine).
 
 pub mod admission;
+mod apply;
 mod attributes;
 mod auto_compaction;
 mod caller_check;
 mod engine_state;
 mod hold;
 pub mod lease_clock;
+mod leases;
+mod liveness;
 pub mod members;
+mod membership;
 pub mod proposal;
 pub mod query;
+mod snapshot;
 mod start_fence;
 
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
+
 use thiserror::Error;
 
 use crate::coverage::{Coverage, Path};
@@ -36,17 +48,12 @@ use lease_clock::LeaseClock;
 use start_fence::{StartFence, START_FENCE_READ_ID};
 
 use crate::auth::{
-    AuthCommand, AuthError, AuthInfo, AuthResponse, AuthStore, Caller, Credentials, TokenEffect,
-    Tokens,
+    AuthCommand, AuthError, AuthInfo, AuthResponse, AuthStore, Caller, Credentials, Tokens,
 };
-use crate::mvcc::{
-    self, Command, LeaseKeepAliveRequest, LeaseRevokeRequest, LeaseTimeToLiveRequest, Response,
-    Store, StoreConfig, WatchConfig, WatchHub,
-};
+use crate::mvcc::{self, Command, Response, Store, StoreConfig, WatchConfig, WatchHub};
 use crate::raft::{
-    self, ConfChange, ConfChangeKind, EntryPayload, Index, InitialState, Message, MessageError,
-    NodeId, ProposeError, Proposed, Raft, ReadIndexError, Ready, Role, Snapshot, SnapshotMeta,
-    Term,
+    self, Index, InitialState, Message, MessageError, NodeId, ProposeError, Proposed, Raft,
+    ReadIndexError, Ready, Role, Snapshot, Term,
 };
 
 pub use admission::{AdmissionError, MemberChange, VotersUp};
@@ -57,8 +64,11 @@ pub use engine_state::{
     backup_of_view, found_cluster_on, image_of_view, marker_of, snapshot_of_view, Backup,
 };
 pub use hold::Needs;
+use liveness::HeardStreak;
+pub use liveness::VoterLiveness;
 pub use members::{added_member_id, cluster_id, member_id, Member, MemberAttributes, Members};
 pub use proposal::{ConfChangeContext, Proposal, ProposalBody, NO_CLIENT};
+use snapshot::{decode_image, restore_image, Image, Restored};
 
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
@@ -116,26 +126,6 @@ impl NodeConfig {
     fn max_clock_step_ms(&self) -> u64 {
         self.tick_ms.saturating_mul(2).max(1)
     }
-}
-
-/// A snapshot's state-machine image: members, store and auth (users, roles, permissions;
-/// tokens are not part of it).
-#[derive(Clone, Debug, Serialize, Deserialize)]
-struct Image {
-    members: Members,
-    /// As bytes (one length and a copy), not a sequence of `u8` (a call per byte); bincode
-    /// writes both the same way.
-    store: Bytes,
-    auth: AuthStore,
-}
-
-/// What a snapshot image restores. `store` is `None` when the store lies in an engine
-/// (a leader's streamed engine, installed with [`Node::install_store`]).
-#[derive(Debug)]
-struct Restored {
-    store: Option<Store>,
-    members: Members,
-    auth: AuthStore,
 }
 
 /// The node's rows changed since the engine last got them.
@@ -234,29 +224,6 @@ pub struct ApplyOutput {
     pub membership_changed: bool,
     /// Entries whose payload did not decode (applied as no-ops on every member alike).
     pub undecodable_entries: usize,
-}
-
-/// Heartbeats a peer may miss before it no longer counts as up (see
-/// [`Node::voter_liveness`]).
-const ACTIVE_WINDOW_HEARTBEATS: u64 = 3;
-
-/// What a leader knows of a voter's health, for etcd's strict reconfiguration checks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum VoterLiveness {
-    /// Not heard from for an election timeout: not part of any quorum that is up.
-    Down,
-    /// Heard from lately, but missed heartbeats or answered for less than an election
-    /// timeout: neither down nor to be counted on.
-    Unsteady,
-    /// Answered every few heartbeats for at least an election timeout (or this node).
-    Up,
-}
-
-/// A peer heard from without a pause longer than the window since `since_tick`.
-#[derive(Clone, Copy, Debug)]
-struct HeardStreak {
-    since_tick: u64,
-    last_tick: u64,
 }
 
 pub struct Node {
@@ -480,55 +447,6 @@ impl Node {
         Ok(node)
     }
 
-    /// Voter `id`'s health as this node sees it, for etcd's strict reconfiguration check.
-    /// Only a leader hears from every voter (a follower hears from the leader alone), so
-    /// only a leader's answer means anything. etcd asks its transport whether the peer has
-    /// been connected for 5 s (up) or is not connected at all (down); keel asks whether the
-    /// peer answers, which is what a quorum needs. Up is strict (a member that crashed a few
-    /// heartbeats ago no longer counts) and down is strict too (a member heard within an
-    /// election timeout is not down): whatever lies between counts as neither.
-    pub fn voter_liveness(&self, id: NodeId) -> VoterLiveness {
-        if id == self.id {
-            return VoterLiveness::Up;
-        }
-        let election_ticks = u64::from(self.config.raft.election_ticks);
-        let Some(streak) = self.peer_heard.get(&id) else {
-            return VoterLiveness::Down;
-        };
-        let silent_ticks = self.ticks.saturating_sub(streak.last_tick);
-        if silent_ticks > election_ticks {
-            VoterLiveness::Down
-        } else if silent_ticks <= self.heard_window_ticks()
-            && self.ticks.saturating_sub(streak.since_tick) >= election_ticks
-        {
-            VoterLiveness::Up
-        } else {
-            VoterLiveness::Unsteady
-        }
-    }
-
-    /// Silence longer than this many ticks ends a peer's streak: a leader's heartbeats go
-    /// out every `heartbeat_ticks`, and a live follower answers each.
-    fn heard_window_ticks(&self) -> u64 {
-        ACTIVE_WINDOW_HEARTBEATS * u64::from(self.config.raft.heartbeat_ticks.max(1))
-    }
-
-    fn heard_from(&mut self, peer: NodeId) {
-        // Members only: the map stays as small as the member list.
-        if self.members.get(peer).is_none() {
-            return;
-        }
-        let (now, window) = (self.ticks, self.heard_window_ticks());
-        let streak = self.peer_heard.entry(peer).or_insert(HeardStreak {
-            since_tick: now,
-            last_tick: now,
-        });
-        if now.saturating_sub(streak.last_tick) > window {
-            streak.since_tick = now;
-        }
-        streak.last_tick = now;
-    }
-
     pub fn id(&self) -> NodeId {
         self.id
     }
@@ -740,41 +658,6 @@ impl Node {
         }
     }
 
-    /// Only the leader decides that a lease expired, and says so through the log, so every
-    /// member deletes the same keys at the same revision.
-    fn propose_lease_expiries(&mut self) {
-        let expired = self.store.expired_leases(
-            self.lease_clock.now_ms(),
-            self.config.max_lease_revokes_per_tick,
-        );
-        let recent_ticks = 4 * u64::from(self.config.raft.election_ticks);
-        for id in expired {
-            if self.ticks.saturating_sub(self.leader_since_tick) < recent_ticks {
-                self.coverage.hit(Path::LeaseExpiredAfterLeaderChange);
-            }
-            let revoke = Command::LeaseRevoke(LeaseRevokeRequest { id });
-            // Refused only if leadership is moving; the lease is offered again later.
-            let _ = self.propose(NO_CLIENT, ProposalBody::Store(revoke));
-        }
-    }
-
-    fn propose_lease_checkpoints(&mut self) {
-        let interval = self.config.lease_checkpoint_interval_ticks;
-        if interval == 0 || !self.ticks.is_multiple_of(interval) {
-            return;
-        }
-        let checkpoints = self.store.lease_checkpoints(
-            self.lease_clock.now_ms(),
-            self.config.max_lease_checkpoints_per_tick,
-        );
-        if let Some(request) = checkpoints {
-            let _ = self.propose(
-                NO_CLIENT,
-                ProposalBody::Store(Command::LeaseCheckpoint(request)),
-            );
-        }
-    }
-
     /// Feeds a peer's message. A snapshot whose image does not decode is refused here, so
     /// a damaged or hostile snapshot can never reach the state machine.
     pub fn step(&mut self, message: Message) -> Result<(), MessageError> {
@@ -865,120 +748,6 @@ impl Node {
         let _ = self.propose(NO_CLIENT, ProposalBody::Store(alarm));
     }
 
-    /// The voters' health as this node sees it: `None` unless it leads.
-    pub fn voters_up(&self) -> VotersUp {
-        if !self.is_leader() {
-            return VotersUp(None);
-        }
-        let voters = self.members.iter().filter(|m| !m.is_learner);
-        VotersUp(Some(
-            voters.map(|m| (m.id, self.voter_liveness(m.id))).collect(),
-        ))
-    }
-
-    /// Checks a client's membership change and proposes it, in one call: only a leader
-    /// proposes one (a follower answers `NotLeader`, and the server asks the leader), and
-    /// Raft takes one at a time, so the members it was checked against are the members it
-    /// applies to (see [`admission`]). Returns the member record it carries. An update of
-    /// peer URLs is a normal entry, checked again when it applies.
-    pub fn propose_member_change(
-        &mut self,
-        request_id: u64,
-        change: MemberChange,
-    ) -> Result<Member, NodeProposeError> {
-        let member = self.admit(&change)?;
-        match (change.kind(), change) {
-            (None, MemberChange::Update { id, peer_urls }) => {
-                self.propose(request_id, ProposalBody::UpdatePeerUrls { id, peer_urls })?;
-            }
-            (Some(kind), _) if self.is_leader() => {
-                self.propose_conf_change(request_id, kind, member.clone())?;
-            }
-            _ => return Err(AdmissionError::NotLeader.into()),
-        }
-        Ok(member)
-    }
-
-    /// etcd's checks of `change` against the members in force and the leader's view.
-    fn admit(&self, change: &MemberChange) -> Result<Member, AdmissionError> {
-        match *change {
-            MemberChange::Add {
-                id,
-                ref peer_urls,
-                is_learner,
-            } => {
-                let member = Member {
-                    id,
-                    peer_urls: peer_urls.clone(),
-                    is_learner,
-                    ..Member::default()
-                };
-                admission::check_add(&self.members, &member)?;
-                admission::check_add_health(&self.members, &self.voters_up(), is_learner)?;
-                Ok(member)
-            }
-            MemberChange::Remove { id } => {
-                admission::check_remove(&self.members, &self.voters_up(), id)
-            }
-            MemberChange::Promote { id } => {
-                admission::check_promote(&self.members, id, self.learner_progress(id)?)
-            }
-            MemberChange::Update { id, ref peer_urls } => {
-                admission::check_update(&self.members, id, peer_urls)?;
-                Ok(self.members.get(id).cloned().unwrap_or_default())
-            }
-        }
-    }
-
-    /// How far a learner's log is next to the leader's (`None` unless this node leads).
-    fn learner_progress(
-        &self,
-        id: NodeId,
-    ) -> Result<Option<admission::LearnerProgress>, AdmissionError> {
-        if !self.is_leader() {
-            return Ok(None);
-        }
-        let status = self.raft.status();
-        let learner_match = status
-            .progress
-            .get(&id)
-            .map(|p| p.match_index)
-            .ok_or(AdmissionError::MemberNotFound)?;
-        let leader_match = status
-            .progress
-            .get(&self.id)
-            .map_or(status.last_index, |p| p.match_index);
-        Ok(Some(admission::LearnerProgress {
-            learner_match,
-            leader_match,
-        }))
-    }
-
-    /// Proposes a membership change for `member` (adding it as a voter or learner,
-    /// promoting or removing it) without etcd's checks: [`Node::propose_member_change`]
-    /// is the client's way.
-    pub fn propose_conf_change(
-        &mut self,
-        request_id: u64,
-        kind: ConfChangeKind,
-        member: Member,
-    ) -> Result<(), NodeProposeError> {
-        let node_id = member.id;
-        let context = ConfChangeContext {
-            proposer: self.id,
-            request_id,
-            member,
-        };
-        let change = ConfChange {
-            kind,
-            node_id,
-            context: Bytes::from(context.encode()),
-        };
-        let proposed = self.raft.propose_conf_change(change)?;
-        self.note_appended(proposed, request_id);
-        Ok(())
-    }
-
     fn note_appended(&mut self, proposed: Proposed, request_id: u64) {
         if let (Proposed::Appended { index, term }, true) = (proposed, request_id != NO_CLIENT) {
             self.appended.insert(index, (term, request_id));
@@ -989,33 +758,6 @@ impl Node {
     /// once it may be served.
     pub fn read_index(&mut self, request_id: u64) -> Result<(), ReadIndexError> {
         self.raft.read_index(request_id)
-    }
-
-    /// Renews a lease; leader only ([`mvcc::Error::NotPrimary`] elsewhere, for the server to
-    /// forward). May propose a checkpoint of the remaining TTL.
-    pub fn lease_keep_alive(
-        &mut self,
-        request: &LeaseKeepAliveRequest,
-    ) -> Result<mvcc::LeaseKeepAliveResponse, mvcc::Error> {
-        let outcome = self
-            .store
-            .lease_keep_alive(request, self.lease_clock.now_ms())?;
-        if let Some(request) = outcome.checkpoint.clone() {
-            let _ = self.propose(
-                NO_CLIENT,
-                ProposalBody::Store(Command::LeaseCheckpoint(request)),
-            );
-        }
-        Ok(outcome.response)
-    }
-
-    /// Leader only, like keep-alive.
-    pub fn lease_time_to_live(
-        &self,
-        request: &LeaseTimeToLiveRequest,
-    ) -> Result<mvcc::LeaseTimeToLiveResponse, mvcc::Error> {
-        self.store
-            .lease_time_to_live(request, self.lease_clock.now_ms())
     }
 
     pub fn ready(&mut self) -> Option<Ready> {
@@ -1045,380 +787,7 @@ impl Node {
         }
     }
 
-    /// Applies what `ready` holds for the state machine — the snapshot, then the committed
-    /// entries — and releases reads. Call after persisting, before `advance`.
-    pub fn apply(&mut self, ready: &mut Ready, now_ms: u64) -> ApplyOutput {
-        self.lease_clock.observe(now_ms);
-        let mut output = ApplyOutput::default();
-        if let Some(snapshot) = &ready.snapshot {
-            self.restore_snapshot(snapshot);
-            output.membership_changed = true;
-        }
-        let applied_any = ready.snapshot.is_some() || !ready.committed_entries.is_empty();
-        for entry in std::mem::take(&mut ready.committed_entries) {
-            self.apply_entry(entry, &mut output);
-        }
-        if applied_any {
-            self.save_node_rows();
-        }
-        self.watches.sync(&self.store);
-        self.check_start_fence();
-        for read in std::mem::take(&mut ready.read_states) {
-            if read.read_index > self.applied_index {
-                self.coverage.hit(Path::ReadWaitedForApply);
-            }
-            self.waiting_reads
-                .insert((read.read_index, read.request_id), ());
-        }
-        self.release_reads(&mut output);
-        output
-    }
-
-    fn restore_snapshot(&mut self, snapshot: &Snapshot) {
-        let index = snapshot.meta.index;
-        let restored = match self.prepared_snapshot.take() {
-            Some((prepared, restored)) if prepared == index => restored,
-            // Raft only hands out snapshots that came through `step`, which prepared them.
-            _ => restore_image(snapshot, self.config.store)
-                .unwrap_or_else(|e| panic!("node {}: snapshot {index} not prepared: {e}", self.id)),
-        };
-        let store = match (restored.store, self.installed_store.take()) {
-            (Some(store), _) => store,
-            (None, Some(store)) => {
-                assert_eq!(
-                    engine_state::NodeRows::of_store(&store)
-                        .ok()
-                        .flatten()
-                        .map(|rows| rows.applied_index),
-                    Some(index),
-                    "node {}: the engine installed is not the one of snapshot {index}",
-                    self.id
-                );
-                store
-            }
-            (None, None) => panic!(
-                "node {}: snapshot {index} holds an engine and none was installed",
-                self.id
-            ),
-        };
-        self.coverage.hit(Path::LeaderSnapshotInstalled);
-        self.store = store;
-        self.members = restored.members;
-        self.auth = restored.auth;
-        self.applied_conf = snapshot.meta.conf_state.clone();
-        self.applied_term = snapshot.meta.term;
-        self.dirty = Dirty::all();
-        // Tokens handed out in the entries the snapshot skips are unknown here; forget them
-        // all so none outlives a change of password it did not see. Clients log in again.
-        self.tokens.clear();
-        self.applied_index = index;
-        self.last_snapshot_index = index;
-        self.watches.on_restore(&self.store);
-        // Proposals the snapshot covers may or may not be in it: their clients must time
-        // out (indeterminate), not be told they were lost.
-        self.appended.retain(|&at, _| at > index);
-        if self.role == Role::Leader {
-            self.store
-                .promote(self.lease_clock.now_ms(), self.config.lease_extend_ms());
-        }
-    }
-
-    /// Hands over a leader's engine, streamed and durably written, before the `Ready`
-    /// holding its snapshot is applied: that apply makes it the node's store. The caller
-    /// has closed the engine it replaces.
-    pub fn install_store(&mut self, store: Store) {
-        self.installed_store = Some(store);
-    }
-
-    /// Takes the store out, leaving an empty one in memory: to close its engine before the
-    /// engine of a leader's snapshot takes its file's place (see [`Node::install_store`]).
-    pub fn take_store(&mut self) -> Store {
-        std::mem::replace(&mut self.store, Store::new(self.config.store))
-    }
-
-    /// Writes what changed of the node's rows into the store's open transaction (engine-backed
-    /// nodes, after every apply).
-    fn save_node_rows(&mut self) {
-        if !self.engine_backed {
-            return;
-        }
-        let dirty = std::mem::take(&mut self.dirty);
-        engine_state::save(
-            &mut self.store,
-            (self.applied_index, self.applied_term),
-            dirty.members.then_some(&self.members),
-            dirty.auth.then_some(&self.auth),
-            dirty.conf.then_some(&self.applied_conf),
-        );
-    }
-
-    /// Releases the Raft log before `marker` (from [`marker_of`] or [`snapshot_of_view`] of a
-    /// durable commit of this node's engine): the engine holds everything it covers.
-    /// Returns the entries kept behind it (see [`Node::log_retain_entries`]), which the
-    /// WAL keeps too, or `None` when it is not newer than the last one.
-    pub fn compact_log(&mut self, marker: Snapshot) -> Option<u64> {
-        let index = marker.meta.index;
-        if index <= self.last_snapshot_index || index > self.applied_index {
-            return None;
-        }
-        let retain_entries = self.log_retain_entries(index);
-        self.raft.compact(marker, retain_entries);
-        self.last_snapshot_index = index;
-        Some(retain_entries)
-    }
-
-    /// Entries kept behind a release of the log at `index`: etcd's catch-up entries, or as
-    /// many as a follower catching up still needs (a new member installing a snapshot that
-    /// took a while to stream, see [`raft::Raft::catch_up_floor`]) — but at most
-    /// `snapshot_count`, so a follower that never catches up costs a bounded amount of
-    /// memory and then a snapshot. etcd pauses its log compaction while it sends a snapshot
-    /// for the same reason.
-    pub fn log_retain_entries(&self, index: Index) -> u64 {
-        let catch_up_entries = self.config.snapshot_catch_up_entries;
-        let needed = self
-            .raft
-            .catch_up_floor()
-            .map_or(0, |floor| (index + 1).saturating_sub(floor));
-        needed
-            .min(self.config.snapshot_count.max(catch_up_entries))
-            .max(catch_up_entries)
-    }
-
-    fn apply_entry(&mut self, entry: raft::Entry, output: &mut ApplyOutput) {
-        let index = entry.index;
-        self.check_lost_proposals(index, entry.term, output);
-        match &entry.payload {
-            EntryPayload::Empty => self.store.apply_empty(index),
-            EntryPayload::Normal(data) => match Proposal::decode(data) {
-                Some(proposal) => self.apply_proposal(index, proposal, output),
-                None => {
-                    output.undecodable_entries += 1;
-                    self.store.apply_empty(index);
-                }
-            },
-            EntryPayload::ConfChange(change) => {
-                let context = ConfChangeContext::decode(&change.context);
-                // Checked when proposed against the same members (see `admission`).
-                debug_assert!(
-                    context.as_ref().is_none_or(|c| {
-                        admission::admissible(&self.members, change.kind, &c.member).is_ok()
-                    }),
-                    "membership change {change:?} at index {index} applies to members it \
-                     was not checked against"
-                );
-                self.members
-                    .apply_conf_change(change, context.as_ref().map(|c| c.member.clone()));
-                self.applied_conf = raft::apply_to_conf(&self.applied_conf, change);
-                self.dirty.members = true;
-                self.dirty.conf = true;
-                self.store.apply_empty(index);
-                output.membership_changed = true;
-                if let Some(context) = context.filter(|c| c.proposer == self.id) {
-                    self.complete(
-                        context.request_id,
-                        Outcome::MembershipChanged {
-                            members: self.members.iter().cloned().collect(),
-                        },
-                        output,
-                    );
-                }
-            }
-        }
-        self.applied_index = index;
-        self.applied_term = entry.term;
-    }
-
-    fn apply_proposal(&mut self, index: Index, proposal: Proposal, output: &mut ApplyOutput) {
-        let Proposal {
-            proposer,
-            request_id,
-            caller,
-            body,
-        } = proposal;
-        let outcome = match body {
-            ProposalBody::Store(command) => {
-                match self.auth.check_command(&caller, &self.store, &command) {
-                    Ok(()) => self.apply_store(index, &command),
-                    Err(error) => {
-                        self.store.apply_empty(index);
-                        Outcome::Auth(Err(error))
-                    }
-                }
-            }
-            ProposalBody::PublishMember(attributes) => {
-                self.members.publish(&attributes);
-                self.dirty.members = true;
-                self.store.apply_empty(index);
-                Outcome::MemberPublished
-            }
-            ProposalBody::UpdatePeerUrls { id, peer_urls } => {
-                self.store.apply_empty(index);
-                // Checked again: another update may have taken the URLs since (see
-                // `admission`). Every member applies the same log to the same members.
-                match admission::check_update(&self.members, id, &peer_urls) {
-                    Ok(()) => {
-                        self.members.update_peer_urls(id, peer_urls);
-                        self.dirty.members = true;
-                        output.membership_changed = true;
-                        Outcome::MembershipChanged {
-                            members: self.members.iter().cloned().collect(),
-                        }
-                    }
-                    Err(error) => Outcome::MembershipRefused(error),
-                }
-            }
-            ProposalBody::Auth(command) => {
-                let (result, effect) = self.auth.apply(&caller, index, &command);
-                self.dirty.auth = true;
-                self.apply_token_effect(effect);
-                self.store.apply_empty(index);
-                Outcome::Auth(result)
-            }
-        };
-        if proposer == self.id {
-            self.complete(request_id, outcome, output);
-        }
-    }
-
-    fn apply_store(&mut self, index: Index, command: &Command) -> Outcome {
-        self.store
-            .set_event_prev_values(self.watches.wants_prev_values());
-        let applied = self.store.apply(index, self.lease_clock.now_ms(), command);
-        // Only writes that changed something create a revision (and events).
-        if applied.revision > self.watches.current_revision() {
-            self.watches.on_apply(applied.revision, &applied.events);
-        }
-        Outcome::Store(applied.result)
-    }
-
-    fn apply_token_effect(&mut self, effect: TokenEffect) {
-        match effect {
-            TokenEffect::None => {}
-            TokenEffect::Assign { token, user } => {
-                self.tokens.assign(token, &user, self.lease_clock.now_ms())
-            }
-            TokenEffect::InvalidateUser(user) => self.tokens.invalidate_user(&user),
-            TokenEffect::Clear => self.tokens.clear(),
-        }
-    }
-
-    fn complete(&mut self, request_id: u64, outcome: Outcome, output: &mut ApplyOutput) {
-        if request_id != NO_CLIENT {
-            output.completions.push(Completion {
-                request_id,
-                outcome,
-            });
-        }
-    }
-
-    /// A local proposal appended at `index` in another term than the entry now applied
-    /// there was overwritten: tell its client now rather than let it time out.
-    fn check_lost_proposals(&mut self, index: Index, term: Term, output: &mut ApplyOutput) {
-        while let Some((&at, &(proposed_term, request_id))) = self.appended.first_key_value() {
-            if at > index {
-                break;
-            }
-            self.appended.pop_first();
-            if at == index && proposed_term != term {
-                self.complete(request_id, Outcome::Lost, output);
-            }
-        }
-    }
-
-    fn release_reads(&mut self, output: &mut ApplyOutput) {
-        while let Some((&(read_index, request_id), ())) = self.waiting_reads.first_key_value() {
-            if read_index > self.applied_index {
-                break;
-            }
-            self.waiting_reads.pop_first();
-            if request_id == START_FENCE_READ_ID {
-                self.start_fence = None;
-            } else {
-                output.reads.push(request_id);
-            }
-        }
-    }
-
     pub fn advance(&mut self, ready: &Ready) {
         self.raft.advance(ready);
     }
-
-    /// Takes a snapshot when `snapshot_count` entries were applied since the last one and
-    /// compacts the in-memory log; the caller persists the returned snapshot and releases
-    /// the WAL before it. Call after `advance`.
-    pub fn maybe_snapshot(&mut self) -> Option<Snapshot> {
-        if self.engine_backed {
-            // The log is released behind the engine's durable commits (`compact_log`).
-            return None;
-        }
-        let applied = self.raft.applied_index();
-        if applied < self.last_snapshot_index + self.config.snapshot_count {
-            return None;
-        }
-        let snapshot = self.snapshot_now()?;
-        let retain_entries = self.log_retain_entries(snapshot.meta.index);
-        self.raft.compact(snapshot.clone(), retain_entries);
-        self.last_snapshot_index = snapshot.meta.index;
-        Some(snapshot)
-    }
-
-    /// A snapshot of the state machine at the applied index.
-    pub fn snapshot_now(&self) -> Option<Snapshot> {
-        let index = self.applied_index;
-        let term = self.raft.log_term(index)?;
-        let image = Image {
-            members: self.members.clone(),
-            store: Bytes::from(self.store.snapshot()),
-            auth: self.auth.clone(),
-        };
-        Some(Snapshot {
-            meta: SnapshotMeta {
-                index,
-                term,
-                conf_state: self.raft.conf_state().clone(),
-            },
-            data: Bytes::from(proposal::encode_large(&image)),
-        })
-    }
-}
-
-/// The image a snapshot holds; `None` for an empty snapshot (a joining node).
-fn decode_image(snapshot: &Snapshot) -> Result<Option<Image>, NodeError> {
-    if snapshot.data.is_empty() {
-        return Ok(None);
-    }
-    proposal::decode_large(&snapshot.data)
-        .map(Some)
-        .ok_or_else(|| NodeError::CorruptSnapshot {
-            index: snapshot.meta.index,
-            reason: "the image does not decode".into(),
-        })
-}
-
-/// The store, members and auth a snapshot holds; an empty snapshot (a joining node) is
-/// empty. An image whose store lies in an engine restores no store.
-fn restore_image(snapshot: &Snapshot, config: StoreConfig) -> Result<Restored, NodeError> {
-    let index = snapshot.meta.index;
-    let Some(image) = decode_image(snapshot)? else {
-        return Ok(Restored {
-            store: None,
-            members: Members::default(),
-            auth: AuthStore::default(),
-        });
-    };
-    let store = if image.store.is_empty() {
-        None
-    } else {
-        let store =
-            Store::restore(&image.store, config).map_err(|e| NodeError::CorruptSnapshot {
-                index,
-                reason: e.to_string(),
-            })?;
-        Some(store)
-    };
-    Ok(Restored {
-        store,
-        members: image.members,
-        auth: image.auth,
-    })
 }
