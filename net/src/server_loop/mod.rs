@@ -2,19 +2,29 @@
 //! clients' requests come in; each `Ready` goes out in the order its contract sets — send
 //! what may go early, persist (one sync for everything gathered: group commit), send what had
 //! to wait, apply, answer clients, advance. No consensus decision is made here.
+//!
+//! Its rooms: `handle` (how services reach the loop), `requests` (clients' requests held,
+//! proposed, asked and answered), `engine` (the store engine's commits and installs),
+//! `watch_streams`, `turn_times` (what the loop measures of itself).
 
+mod engine;
 pub mod handle;
+mod requests;
+mod turn_times;
+mod watch_streams;
+
+use requests::AskedQuery;
+use turn_times::{RoundTrips, TurnTimes};
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use keel_core::mvcc::{Store, StreamId, WatchResponse};
-use keel_core::node::query::{Answer, AskedBy, Query};
-use keel_core::node::{snapshot_of_view, Completion, Node, NodeProposeError, Outcome};
-use keel_core::raft::{Message, MessageBody, ProposeError, ReadIndexError, Role};
-use keel_storage::{Disk, RedbEngine, Storage, StorageError};
+use keel_core::mvcc::{StreamId, WatchResponse};
+use keel_core::node::{snapshot_of_view, Node};
+use keel_core::raft::{Message, MessageBody, Role};
+use keel_storage::{Disk, Storage, StorageError};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
@@ -23,13 +33,9 @@ use tracing::{debug, error, info, warn};
 
 use crate::metrics::Metrics;
 use crate::peer::query::MembersView;
-use crate::peer::snapshot_stream;
 use crate::peer::transport::{PeerReport, Transport};
-use crate::server_loop::handle::{ApiError, Consistency, LearnerFlag, Request, Written};
+use crate::server_loop::handle::{ApiError, LearnerFlag, Request, Written};
 
-/// Responses a watch stream may hold unsent; past it, the hub keeps them (and moves slow
-/// watchers to catch up from history) until the stream's reader drains.
-const WATCH_OUTBOX: usize = 256;
 /// Requests handled per wake-up before the `Ready` is processed: bounds latency under load
 /// while letting many requests share one sync.
 const MAX_REQUESTS_PER_BATCH: usize = 4096;
@@ -37,20 +43,11 @@ const MAX_REQUESTS_PER_BATCH: usize = 4096;
 /// `drain_inputs`). The simulator's clock does not move while code runs, so there only the
 /// count above bounds a batch.
 const REQUESTS_TIME_PER_TURN: Duration = Duration::from_millis(10);
-/// Requests held while the node is fenced after a restart; past it, reads are refused
-/// (`too many requests`) and calls dropped.
-const MAX_PARKED_REQUESTS: usize = 4096;
-/// Revisions of physical compaction a quiet member runs per tick (see `maybe_commit_engine`):
-/// tens of milliseconds of work in a 1 GB store, well inside a heartbeat.
-const IDLE_COMPACTION_REVISIONS_PER_TICK: usize = 2_000;
 /// etcd warns about an fdatasync slower than this.
 const SLOW_FSYNC: Duration = Duration::from_secs(1);
 /// etcd warns about (and counts in `etcd_server_slow_apply_total`) a request whose apply
 /// takes longer than this; keel times the batch of entries a `Ready` applies together.
 const SLOW_APPLY: Duration = Duration::from_millis(100);
-/// A turn of the loop longer than this delays every request and heartbeat behind it: it is
-/// logged with where its time went.
-const SLOW_TURN: Duration = Duration::from_millis(100);
 
 /// Everything the loop needs besides the node and its storage.
 pub struct LoopSettings {
@@ -351,28 +348,6 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
         id
     }
 
-    /// A commit index learned alone is written but not synced (no fsync on the path of a
-    /// write, see `keel_core::raft::ready`); when it stays so for a whole tick — the end of a
-    /// burst, an idle cluster — it is synced, so that what was applied here (member
-    /// attributes included) is what a restart after a crash applies at once, without a
-    /// leader.
-    fn sync_idle_commit(&mut self) -> Result<(), LoopError> {
-        if !self.commit_unsynced {
-            self.commit_unsynced_ticks = 0;
-            return Ok(());
-        }
-        self.commit_unsynced_ticks += 1;
-        if self.commit_unsynced_ticks < 2 {
-            return Ok(());
-        }
-        self.commit_unsynced = false;
-        self.commit_unsynced_ticks = 0;
-        self.storage
-            .sync()
-            .inspect_err(|e| error!(%e, "sync failed"))?;
-        Ok(())
-    }
-
     /// Stops the loop when this member must not go on: its data dir lost state, or it was
     /// removed from the cluster (once it no longer leads: a leader that removed itself hands
     /// over first, see `keel_core::raft::membership`).
@@ -453,170 +428,6 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
             PeerReport::SnapshotFailed(id) => self.node.report_snapshot_failed(id),
             PeerReport::SnapshotProgress(id) => self.node.report_snapshot_progress(id),
             PeerReport::RemovedBy(id) => self.removed_by = Some(id),
-        }
-    }
-
-    fn handle(&mut self, request: Request) {
-        let started = Instant::now();
-        self.handle_request(request);
-        self.turn.requests += started.elapsed();
-        self.turn.requests_handled += 1;
-    }
-
-    fn handle_request(&mut self, request: Request) {
-        if self.must_hold(&request) {
-            self.park(request);
-            return;
-        }
-        match request {
-            Request::Write {
-                body,
-                credentials,
-                reply,
-            } => {
-                let id = self.next_id();
-                match self.node.propose_as(id, body, &credentials) {
-                    Ok(()) => {
-                        self.pending_writes.insert(id, reply);
-                    }
-                    Err(error) => {
-                        self.metrics.count_failed_proposal();
-                        let _ = reply.send(Err(propose_error(error)));
-                    }
-                }
-            }
-            Request::MemberChange { change, reply } => {
-                let id = self.next_id();
-                match self.node.propose_member_change(id, change) {
-                    Ok(_) => {
-                        self.pending_writes.insert(id, reply);
-                    }
-                    Err(error) => {
-                        // Refused by etcd's checks, nothing was proposed: not a failed
-                        // proposal.
-                        if !matches!(error, NodeProposeError::Membership(_)) {
-                            self.metrics.count_failed_proposal();
-                        }
-                        let _ = reply.send(Err(propose_error(error)));
-                    }
-                }
-            }
-            Request::Ask {
-                query,
-                asked_by,
-                consistency: Consistency::Linearizable,
-                reply,
-            } => {
-                let id = self.next_id();
-                match self.node.read_index(id) {
-                    Ok(()) => {
-                        let read = AskedQuery {
-                            query,
-                            asked_by,
-                            reply,
-                        };
-                        self.pending_reads.insert(id, read);
-                    }
-                    Err(error) => {
-                        let _ = reply.send(Err(read_index_error(error)));
-                    }
-                }
-            }
-            Request::Ask {
-                query,
-                asked_by,
-                reply,
-                ..
-            } => self.answer(AskedQuery {
-                query,
-                asked_by,
-                reply,
-            }),
-        }
-    }
-
-    /// Answers a query, if whoever asked it may.
-    fn answer(&mut self, asked: AskedQuery) {
-        let answer = self.node.answer_for(asked.asked_by.as_ref(), *asked.query);
-        let _ = asked.reply.send(answer.map_err(ApiError::Auth));
-    }
-
-    fn park(&mut self, request: Request) {
-        if self.parked.len() < MAX_PARKED_REQUESTS {
-            self.parked.push_back(request);
-        } else {
-            request.fail(ApiError::TooManyRequests);
-        }
-    }
-
-    /// Whether `request` waits in `parked` (see `keel_core::node::Needs`).
-    fn must_hold(&self, request: &Request) -> bool {
-        self.node.must_hold(request.needs())
-    }
-
-    /// Serves what was held once what it waited for is there.
-    fn unpark(&mut self) {
-        if self.parked.is_empty() {
-            return;
-        }
-        let (held, ready): (VecDeque<Request>, VecDeque<Request>) =
-            std::mem::take(&mut self.parked)
-                .into_iter()
-                .partition(|request| self.must_hold(request));
-        self.parked = held;
-        if ready.is_empty() {
-            return;
-        }
-        info!(requests = ready.len(), "serving held requests");
-        for request in ready {
-            self.handle(request);
-        }
-    }
-
-    /// Fails what is held once the node says so (no leader for an election timeout),
-    /// instead of leaving it until its clients give up.
-    fn fail_parked_without_leader(&mut self) {
-        if self.parked.is_empty() || !self.node.held_requests_fail() {
-            return;
-        }
-        for request in std::mem::take(&mut self.parked) {
-            request.fail(ApiError::NoLeader);
-        }
-    }
-
-    fn open_watch_stream(&mut self, open: WatchOpen) {
-        let stream = self.node.open_watch_stream();
-        let (outbox, inbox) = mpsc::channel(WATCH_OUTBOX);
-        self.watch_outboxes.insert(stream, outbox);
-        if open.reply.send((stream, inbox)).is_err() {
-            self.close_watch_stream(stream);
-        }
-    }
-
-    fn close_watch_stream(&mut self, stream: StreamId) {
-        self.watch_outboxes.remove(&stream);
-        self.node.close_watch_stream(stream);
-    }
-
-    /// Moves watch responses from the hub to each stream's outbox while it has room.
-    fn flush_watches(&mut self) {
-        let mut closed = Vec::new();
-        for (&stream, outbox) in &self.watch_outboxes {
-            if outbox.is_closed() {
-                closed.push(stream);
-                continue;
-            }
-            while outbox.capacity() > 0 {
-                let Some(response) = self.node.poll_watch_stream(stream) else {
-                    break;
-                };
-                if outbox.try_send(response).is_err() {
-                    break;
-                }
-            }
-        }
-        for stream in closed {
-            self.close_watch_stream(stream);
         }
     }
 
@@ -743,133 +554,6 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
         }
     }
 
-    /// Puts the leader's engine received for the snapshot at `index` in place of this
-    /// node's (before the snapshot is persisted to the log: a crash in between leaves the
-    /// engine ahead of the log, which the next start rebases, see `Node::open`).
-    fn install_engine(&mut self, index: u64) -> Result<(), LoopError> {
-        let engine_error = |what: &str, e: &dyn std::fmt::Display| {
-            error!(%e, index, "{what}");
-            LoopError::Engine(format!("{what}: {e}"))
-        };
-        drop(self.node.take_store());
-        snapshot_stream::replace_engine(&mut self.engine_disk, index)
-            .map_err(|e| engine_error("cannot put the leader's engine in place", &e))?;
-        let disk = self
-            .engine_disk
-            .share()
-            .map_err(|e| engine_error("cannot open the data dir again", &e))?;
-        let engine = RedbEngine::open(disk, self.settings.engine_cache_size_bytes)
-            .map_err(|e| engine_error("cannot open the leader's engine", &e))?;
-        let store = Store::open(Box::new(engine), *self.node.store().config())
-            .map_err(|e| engine_error("cannot open the leader's store", &e))?;
-        self.node.install_store(store);
-        self.engine_commit_in_flight = false;
-        self.applied_since_commit = 0;
-        self.last_engine_commit = Instant::now();
-        Ok(())
-    }
-
-    /// Stops the loop once the store's engine failed.
-    fn check_engine(&self) -> Result<(), LoopError> {
-        match self.node.store().failure() {
-            Some(e) => {
-                error!(%e, "the store's engine failed");
-                Err(LoopError::Engine(e.to_string()))
-            }
-            None => Ok(()),
-        }
-    }
-
-    /// Begins a durable commit of the engine once `--backend-batch-limit` entries, or
-    /// (checked on ticks, so that a lone write after a quiet spell does not pay a commit of
-    /// its own) `--backend-batch-interval`, have gone by since the last one began. The
-    /// commit runs off the loop (see `keel_storage::RedbEngine`); once it is done, the Raft
-    /// log may be released behind it.
-    fn maybe_commit_engine(&mut self, on_tick: bool) -> Result<(), LoopError> {
-        // Asked every time: an idle engine also takes in a defragmented file's view here.
-        let done = engine_result(self.node.store_commit_done())?;
-        if self.engine_commit_in_flight && done {
-            self.engine_commit_in_flight = false;
-            self.after_engine_commit()?;
-        }
-        // Physical compaction moves with applies; on a quiet member, ticks move it, each with
-        // an engine commit (which also moves the index checkpoint it may wait for).
-        if on_tick && self.applied_since_commit == 0 && self.node.store().compaction_behind() {
-            self.node
-                .step_store_compaction(IDLE_COMPACTION_REVISIONS_PER_TICK);
-            self.applied_since_commit = 1;
-        }
-        let due = self.applied_since_commit >= self.settings.backend_batch_limit
-            || (on_tick
-                && self.applied_since_commit > 0
-                && self.last_engine_commit.elapsed() >= self.settings.backend_batch_interval);
-        // A commit still under way (a large index checkpoint, a slow disk) is not waited
-        // for: the writes wait in memory and the next commit takes them all.
-        if due && !self.engine_commit_in_flight {
-            let beginning = Instant::now();
-            let result = self.node.begin_store_commit();
-            self.turn.begin_engine_commit += beginning.elapsed();
-            engine_result(result)?;
-            self.engine_commit_in_flight = true;
-            self.applied_since_commit = 0;
-            self.last_engine_commit = Instant::now();
-        }
-        Ok(())
-    }
-
-    /// Commits the engine durably and waits (at shutdown).
-    fn commit_engine(&mut self) -> Result<(), LoopError> {
-        let result = self.node.commit_store(true);
-        engine_result(result)?;
-        self.engine_commit_in_flight = false;
-        self.applied_since_commit = 0;
-        self.after_engine_commit()
-    }
-
-    /// After a durable commit: releases the Raft log behind it every `--snapshot-count`
-    /// entries, since the engine holds everything the released entries did.
-    fn after_engine_commit(&mut self) -> Result<(), LoopError> {
-        let started = Instant::now();
-        let result = self.release_log_behind_engine();
-        self.turn.after_engine_commit += started.elapsed();
-        result
-    }
-
-    fn release_log_behind_engine(&mut self) -> Result<(), LoopError> {
-        if let Some(ms) = self.node.store().last_commit_ms() {
-            self.metrics
-                .observe_engine_commit(Duration::from_millis(ms));
-        }
-        let view = engine_result(self.node.store().view())?;
-        let marker = snapshot_of_view(&*view).map_err(|e| LoopError::Engine(e.to_string()))?;
-        let index = marker.meta.index;
-        if index < self.storage.snapshot_index() + self.settings.snapshot_count {
-            return Ok(());
-        }
-        if let Some(retain_entries) = self.node.compact_log(marker.clone()) {
-            self.storage
-                .save_snapshot(&marker, retain_entries)
-                .inspect_err(|e| error!(%e, "saving a snapshot marker failed"))?;
-            info!(index, "released the Raft log behind the store's engine");
-            if let Some(inspector) = &self.settings.hooks.inspector {
-                inspector.log_released(&self.node, index);
-            }
-        }
-        Ok(())
-    }
-
-    fn complete(&mut self, completion: Completion) {
-        if matches!(completion.outcome, Outcome::Lost) {
-            self.metrics.count_failed_proposal();
-        }
-        if let Some(reply) = self.pending_writes.remove(&completion.request_id) {
-            let _ = reply.send(Ok(Written {
-                outcome: completion.outcome,
-                raft_term: self.node.raft().term(),
-            }));
-        }
-    }
-
     fn on_soft_state(&mut self, leader: Option<u64>, role: Role) {
         if leader != self.leader {
             match leader {
@@ -914,32 +598,6 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
     }
 }
 
-/// When the oldest unanswered heartbeat to each peer was sent: a leader's heartbeat round
-/// trip is its peer round trip time (etcd measures it with a prober of its own).
-#[derive(Debug, Default)]
-struct RoundTrips {
-    sent: BTreeMap<u64, Instant>,
-}
-
-impl RoundTrips {
-    /// Heartbeats to a peer that answers none are not timed past this: a lost heartbeat
-    /// would otherwise make the next answer look as slow as the gap.
-    const STALE: Duration = Duration::from_secs(5);
-
-    fn sent(&mut self, peer: u64, now: Instant) {
-        let since = self.sent.entry(peer).or_insert(now);
-        if now.duration_since(*since) > Self::STALE {
-            *since = now;
-        }
-    }
-
-    fn answered(&mut self, peer: u64, now: Instant) -> Option<Duration> {
-        let since = self.sent.remove(&peer)?;
-        let round_trip = now.duration_since(since);
-        (round_trip <= Self::STALE).then_some(round_trip)
-    }
-}
-
 /// What woke the server loop for a turn.
 enum Woke {
     Tick,
@@ -947,89 +605,4 @@ enum Woke {
     PeerReport(PeerReport),
     WatchOpen(WatchOpen),
     Request(Request),
-}
-
-/// Where one turn of the server loop spent its time.
-#[derive(Debug, Default)]
-struct TurnTimes {
-    /// Writing (and syncing) Raft's log and hard state.
-    persist: Duration,
-    /// Applying committed entries to the store.
-    apply: Duration,
-    applied_entries: u64,
-    /// Handing a batch of writes to the engine's commit thread.
-    begin_engine_commit: Duration,
-    /// Taking a finished commit's view and releasing the Raft log behind it.
-    after_engine_commit: Duration,
-    /// Clients' requests: proposing writes, serving reads (a RangeStream's chunks among
-    /// them), watches.
-    requests: Duration,
-    requests_handled: u64,
-}
-
-impl TurnTimes {
-    fn warn_if_slow(&self, took: Duration) {
-        if took < SLOW_TURN {
-            return;
-        }
-        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-        warn!(
-            took_ms = ms(took),
-            persist_ms = ms(self.persist),
-            apply_ms = ms(self.apply),
-            applied_entries = self.applied_entries,
-            begin_engine_commit_ms = ms(self.begin_engine_commit),
-            after_engine_commit_ms = ms(self.after_engine_commit),
-            requests_ms = ms(self.requests),
-            requests = self.requests_handled,
-            "a turn of the server loop took too long"
-        );
-    }
-}
-
-/// A query as asked; a linearizable one waits in `pending_reads` for its read index to be
-/// applied.
-struct AskedQuery {
-    query: Box<Query>,
-    asked_by: Option<AskedBy>,
-    reply: oneshot::Sender<Result<Answer, ApiError>>,
-}
-
-impl AskedQuery {
-    /// Nobody waits for its answer any more (the client timed out).
-    fn abandoned(&self) -> bool {
-        self.reply.is_closed()
-    }
-}
-
-fn read_index_error(error: ReadIndexError) -> ApiError {
-    match error {
-        ReadIndexError::NoLeader => ApiError::NoLeader,
-        ReadIndexError::TooManyPending { .. } => ApiError::TooManyRequests,
-    }
-}
-
-/// The loop's error for a failure of the store's engine.
-fn engine_result<T>(result: Result<T, keel_core::mvcc::Error>) -> Result<T, LoopError> {
-    result.map_err(|e| {
-        error!(%e, "the store's engine failed");
-        LoopError::Engine(e.to_string())
-    })
-}
-
-fn propose_error(error: NodeProposeError) -> ApiError {
-    match error {
-        NodeProposeError::Store(error) => ApiError::Store(error),
-        NodeProposeError::Auth(error) => ApiError::Auth(error),
-        NodeProposeError::Membership(error) => ApiError::Membership(error),
-        NodeProposeError::Raft(error) => match error {
-            ProposeError::NotLeader { .. } | ProposeError::NotMember => ApiError::NoLeader,
-            ProposeError::LeaderTransferInProgress { .. } => ApiError::LeaderChanged,
-            ProposeError::UncommittedLimit { .. } | ProposeError::ForwardQueueFull { .. } => {
-                ApiError::TooManyRequests
-            }
-            ProposeError::ConfChangePending { .. } => ApiError::MembershipChangePending,
-            ProposeError::InvalidConfChange { reason } => ApiError::InvalidMembershipChange(reason),
-        },
-    }
 }
