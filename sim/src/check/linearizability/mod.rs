@@ -58,6 +58,7 @@ use crate::model::KvModel;
 
 use super::Violation;
 
+mod explain;
 mod items;
 mod prepare;
 mod search;
