@@ -8,18 +8,21 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use bytes::Bytes;
+use keel_core::auth::AuthError;
 use keel_core::mvcc::{
     self, Command, LeaseGrantRequest, PutRequest, RangeRequest, Response, StoreConfig,
     WatchCreateRequest,
 };
+use keel_core::node::query::{self, Answer, Ask};
 use keel_core::node::{
-    AdmissionError, AutoCompaction, Completion, Member, MemberAttributes, MemberChange, Needs,
-    Node, NodeConfig, NodeProposeError, Outcome, ProposalBody, VoterLiveness,
+    AdmissionError, AutoCompaction, ClientRequest, Completion, Consistency, Handled, Member,
+    MemberAttributes, MemberChange, Needs, Node, NodeConfig, NodeProposeError, Outcome,
+    ProposalBody, RequestError, VoterLiveness,
 };
 use keel_core::raft::harness::MemStorage;
 use keel_core::raft::{
-    ConfChangeKind, ConfState, InitialState, Message, MessageBody, NodeId, ReplicationState, Role,
-    Snapshot, SnapshotMeta,
+    ConfChangeKind, ConfState, InitialState, Message, MessageBody, NodeId, ReadIndexError,
+    ReplicationState, Role, Snapshot, SnapshotMeta,
 };
 
 const TICK_MS: u64 = 100;
@@ -29,6 +32,7 @@ struct TestNode {
     storage: MemStorage,
     completions: Vec<Completion>,
     reads: Vec<u64>,
+    answers: Vec<(u64, Result<Answer, AuthError>)>,
     snapshots_taken: usize,
 }
 
@@ -98,6 +102,7 @@ impl NodeCluster {
                     storage,
                     completions: vec![],
                     reads: vec![],
+                    answers: vec![],
                     snapshots_taken: 0,
                 },
             );
@@ -137,6 +142,7 @@ impl NodeCluster {
             let output = node.apply(&mut ready, now_ms);
             test_node.completions.extend(output.completions);
             test_node.reads.extend(output.reads);
+            test_node.answers.extend(output.answers);
             node.advance(&ready);
             if let Some(snapshot) = node.maybe_snapshot() {
                 let keep_from = node.raft().first_index();
@@ -1139,6 +1145,7 @@ fn a_member_joining_on_an_empty_data_dir_serves_nothing_until_caught_up() {
             storage: MemStorage::default(),
             completions: vec![],
             reads: vec![],
+            answers: vec![],
             snapshots_taken: 0,
         },
     );
@@ -1418,5 +1425,70 @@ fn what_needs_a_leader_is_held_for_one_election_timeout() {
     assert!(
         !cluster.node(2).must_hold(Needs::LocalState),
         "2 was never fenced"
+    );
+}
+
+fn range_of(key: &str, consistency: Consistency) -> ClientRequest {
+    let request = RangeRequest {
+        key: Bytes::copy_from_slice(key.as_bytes()),
+        ..Default::default()
+    };
+    ClientRequest::Ask {
+        query: query::Range(request).into_query(),
+        asked_by: None,
+        consistency,
+    }
+}
+
+fn value_in(answer: Answer) -> Option<Bytes> {
+    let range = query::Range::take(answer).expect("a range's answer");
+    let response = range.value.expect("the range succeeds");
+    response.kvs.first().map(|kv| kv.value.clone())
+}
+
+/// `Node::handle`: a serializable question is answered at once; a linearizable one comes
+/// out of `apply` once its read index is applied; one its client gave up on answers nothing.
+#[test]
+fn questions_are_answered_at_once_or_once_their_read_index_is_applied() {
+    let mut cluster = NodeCluster::new(3, default_node_config);
+    cluster.elect(1);
+    cluster.put(1, "k", "v1");
+    cluster.run();
+
+    let serializable = cluster
+        .node_mut(2)
+        .handle(0, range_of("k", Consistency::Serializable));
+    match serializable {
+        Ok(Handled::Now(Ok(answer))) => assert_eq!(value_in(answer).as_deref(), Some(&b"v1"[..])),
+        other => panic!("answered at once, not {other:?}"),
+    }
+
+    let later = cluster
+        .node_mut(2)
+        .handle(7, range_of("k", Consistency::Linearizable));
+    assert!(matches!(later, Ok(Handled::Later)));
+    let given_up = cluster
+        .node_mut(2)
+        .handle(8, range_of("k", Consistency::Linearizable));
+    assert!(matches!(given_up, Ok(Handled::Later)));
+    cluster.node_mut(2).forget_question(8);
+    cluster.run();
+    let answers = std::mem::take(&mut cluster.nodes.get_mut(&2).unwrap().answers);
+    let ids: Vec<u64> = answers.iter().map(|(id, _)| *id).collect();
+    assert_eq!(ids, vec![7], "the forgotten question answers nothing");
+    let (_, answer) = answers.into_iter().next().unwrap();
+    assert_eq!(value_in(answer.unwrap()).as_deref(), Some(&b"v1"[..]));
+
+    cluster.isolated.insert(2);
+    cluster.tick(30);
+    let refused = cluster
+        .node_mut(2)
+        .handle(9, range_of("k", Consistency::Linearizable));
+    assert!(
+        matches!(
+            refused,
+            Err(RequestError::ReadIndex(ReadIndexError::NoLeader))
+        ),
+        "{refused:?}"
     );
 }

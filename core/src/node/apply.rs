@@ -200,6 +200,9 @@ impl Node {
             self.waiting_reads.pop_first();
             if request_id == START_FENCE_READ_ID {
                 self.start_fence = None;
+            } else if let Some(asked) = self.asked_queries.remove(&request_id) {
+                let answer = self.answer_for(asked.asked_by.as_ref(), asked.query);
+                output.answers.push((request_id, answer));
             } else {
                 output.reads.push(request_id);
             }

@@ -25,6 +25,7 @@ mod apply;
 mod attributes;
 mod auto_compaction;
 mod caller_check;
+mod client_request;
 mod engine_state;
 mod hold;
 pub mod lease_clock;
@@ -60,6 +61,8 @@ pub use admission::{AdmissionError, MemberChange, VotersUp};
 pub use auto_compaction::AutoCompaction;
 use auto_compaction::AutoCompactor;
 pub use caller_check::CallerCheck;
+use client_request::AskedQuery;
+pub use client_request::{ClientRequest, Consistency, Handled, RequestError};
 pub use engine_state::{
     backup_of_view, found_cluster_on, image_of_view, marker_of, snapshot_of_view, Backup,
 };
@@ -218,8 +221,11 @@ pub struct Completion {
 pub struct ApplyOutput {
     /// Answers to this node's clients.
     pub completions: Vec<Completion>,
-    /// Linearizable reads that may be served now, against [`Node::store`].
+    /// Read indexes asked with [`Node::read_index`] that may be served now, against
+    /// [`Node::store`].
     pub reads: Vec<u64>,
+    /// Answers to linearizable questions (see [`Node::handle`]), by request id.
+    pub answers: Vec<(u64, Result<query::Answer, AuthError>)>,
     /// Whether the membership changed (the transport may need new peers).
     pub membership_changed: bool,
     /// Entries whose payload did not decode (applied as no-ops on every member alike).
@@ -240,6 +246,8 @@ pub struct Node {
     appended: BTreeMap<Index, (Term, u64)>,
     /// Read requests with a known read index, waiting for the apply to reach it.
     waiting_reads: BTreeMap<(Index, u64), ()>,
+    /// Linearizable questions by request id, answered once their read index is applied.
+    asked_queries: BTreeMap<u64, AskedQuery>,
     /// Last entry applied to the store (or restored from a snapshot).
     applied_index: Index,
     last_snapshot_index: Index,
@@ -420,6 +428,7 @@ impl Node {
             tokens: Tokens::new(config.auth_token_ttl_ms),
             appended: BTreeMap::new(),
             waiting_reads: BTreeMap::new(),
+            asked_queries: BTreeMap::new(),
             applied_index,
             last_snapshot_index: snapshot_index,
             prepared_snapshot: None,

@@ -7,9 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keel_core::auth::{AuthError, Credentials};
-use keel_core::node::query::{Answer, Ask, AskedBy, Query};
+use keel_core::node::query::{Answer, Ask, AskedBy};
+pub use keel_core::node::Consistency;
 use keel_core::node::{AdmissionError, MemberChange, Outcome, ProposalBody};
-use keel_core::node::{CallerCheck, Needs};
+use keel_core::node::{CallerCheck, ClientRequest};
 use keel_core::rpctypes::{write_message, RpcError, ToRpcError};
 use tokio::sync::{mpsc, oneshot};
 
@@ -93,93 +94,41 @@ pub struct Written {
     pub raft_term: u64,
 }
 
-/// When the loop answers a [`Query`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Consistency {
-    /// At once, also on a member fenced after a restart: for what Raft knows (leader,
-    /// term) and this member's own status, which etcd answers from a member cut off from
-    /// its cluster too (`etcdctl endpoint status`).
-    Unfenced,
-    /// From this member's applied state, once it serves from it (held while it is fenced
-    /// after a restart, see `Node::serves_local_reads`).
-    Serializable,
-    /// After a ReadIndex round confirms this member's state is current.
-    Linearizable,
+/// A client's request on its way to the loop, and who waits for its answer.
+#[derive(Debug)]
+pub struct Request {
+    /// Boxed: requests carry ranges and txns, the channel many small ones.
+    pub request: Box<ClientRequest>,
+    pub reply: Reply,
 }
 
-pub enum Request {
-    /// A question for the node (or a command on its own state), answered in kind.
-    Ask {
-        /// Boxed: queries carry requests (ranges, txns), the channel many small ones.
-        query: Box<Query>,
-        /// When given, the node answers only if they may ask (see `Node::answer_for`).
-        asked_by: Option<AskedBy>,
-        consistency: Consistency,
-        reply: oneshot::Sender<Result<Answer, ApiError>>,
-    },
-    Write {
-        body: ProposalBody,
-        /// The client's, checked by the node (see `Node::propose_as`).
-        credentials: Credentials,
-        reply: oneshot::Sender<Result<Written, ApiError>>,
-    },
-    /// A client's membership change: checked and proposed by the node in one go.
-    MemberChange {
-        change: MemberChange,
-        reply: oneshot::Sender<Result<Written, ApiError>>,
-    },
+/// Where a request's answer goes.
+#[derive(Debug)]
+pub enum Reply {
+    /// A write's or membership change's, once applied.
+    Written(oneshot::Sender<Result<Written, ApiError>>),
+    /// A question's.
+    Answer(oneshot::Sender<Result<Answer, ApiError>>),
+}
+
+impl Reply {
+    /// Answers with `error` instead.
+    pub fn fail(self, error: ApiError) {
+        match self {
+            Reply::Written(reply) => {
+                let _ = reply.send(Err(error));
+            }
+            Reply::Answer(reply) => {
+                let _ = reply.send(Err(error));
+            }
+        }
+    }
 }
 
 impl Request {
-    /// What the node must have before it carries the request out (see `Node::must_hold`).
-    pub fn needs(&self) -> Needs {
-        match self {
-            Request::Write { .. }
-            | Request::MemberChange { .. }
-            | Request::Ask {
-                consistency: Consistency::Linearizable,
-                ..
-            } => Needs::Leader,
-            Request::Ask {
-                consistency: Consistency::Serializable,
-                ..
-            } => Needs::LocalState,
-            Request::Ask {
-                consistency: Consistency::Unfenced,
-                ..
-            } => Needs::Nothing,
-        }
-    }
-
     /// Answers the request with `error` instead of carrying it out.
     pub fn fail(self, error: ApiError) {
-        match self {
-            Request::Write { reply, .. } | Request::MemberChange { reply, .. } => {
-                let _ = reply.send(Err(error));
-            }
-            Request::Ask { reply, .. } => {
-                let _ = reply.send(Err(error));
-            }
-        }
-    }
-}
-
-impl std::fmt::Debug for Request {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Request::Ask {
-                query, consistency, ..
-            } => f
-                .debug_struct("Ask")
-                .field("query", query)
-                .field("consistency", consistency)
-                .finish(),
-            Request::Write { body, .. } => f.debug_struct("Write").field("body", body).finish(),
-            Request::MemberChange { change, .. } => f
-                .debug_struct("MemberChange")
-                .field("change", change)
-                .finish(),
-        }
+        self.reply.fail(error);
     }
 }
 
@@ -225,7 +174,11 @@ impl NodeHandle {
         self.learner.get()
     }
 
-    async fn send(&self, request: Request) -> Result<(), ApiError> {
+    async fn send(&self, request: ClientRequest, reply: Reply) -> Result<(), ApiError> {
+        let request = Request {
+            request: Box::new(request),
+            reply,
+        };
         self.requests
             .send(request)
             .await
@@ -247,19 +200,16 @@ impl NodeHandle {
         credentials: Credentials,
     ) -> Result<Written, ApiError> {
         let (reply, answer) = oneshot::channel();
-        self.send(Request::Write {
-            body,
-            credentials,
-            reply,
-        })
-        .await?;
+        let request = ClientRequest::Write { body, credentials };
+        self.send(request, Reply::Written(reply)).await?;
         self.wait(answer).await?
     }
 
     /// Has the node check and propose a membership change, and waits until it is applied.
     pub async fn member_change(&self, change: MemberChange) -> Result<Written, ApiError> {
         let (reply, answer) = oneshot::channel();
-        self.send(Request::MemberChange { change, reply }).await?;
+        let request = ClientRequest::MemberChange(change);
+        self.send(request, Reply::Written(reply)).await?;
         self.wait(answer).await?
     }
 
@@ -291,13 +241,12 @@ impl NodeHandle {
         query: Q,
     ) -> Result<Q::Answer, ApiError> {
         let (reply, answer) = oneshot::channel();
-        self.send(Request::Ask {
-            query: Box::new(query.into_query()),
+        let request = ClientRequest::Ask {
+            query: query.into_query(),
             asked_by,
             consistency,
-            reply,
-        })
-        .await?;
+        };
+        self.send(request, Reply::Answer(reply)).await?;
         let answer = self.wait(answer).await??;
         // `Node::answer` answers each query in kind: another answer is a bug of keel's.
         let taken = Q::take(answer);

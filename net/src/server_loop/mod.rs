@@ -13,7 +13,6 @@ mod requests;
 mod turn_times;
 mod watch_streams;
 
-use requests::AskedQuery;
 use turn_times::{RoundTrips, TurnTimes};
 
 use std::collections::{BTreeMap, VecDeque};
@@ -22,6 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keel_core::mvcc::{StreamId, WatchResponse};
+use keel_core::node::query::Answer;
 use keel_core::node::{snapshot_of_view, Node};
 use keel_core::raft::{Message, MessageBody, Role};
 use keel_storage::{Disk, Storage, StorageError};
@@ -143,7 +143,8 @@ pub struct ServerLoop<D: Disk> {
     settings: LoopSettings,
     metrics: Arc<Metrics>,
     pending_writes: BTreeMap<u64, oneshot::Sender<Result<Written, ApiError>>>,
-    pending_reads: BTreeMap<u64, AskedQuery>,
+    /// Who waits for each linearizable question the node answers once its read index applies.
+    pending_reads: BTreeMap<u64, oneshot::Sender<Result<Answer, ApiError>>>,
     watch_outboxes: BTreeMap<StreamId, mpsc::Sender<WatchResponse>>,
     /// Serializable reads and calls that came while the node did not serve from its own
     /// state (after a restart, until it caught up: `Node::serves_local_reads`), in order.
@@ -382,7 +383,14 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
         self.settings.members_view.set(self.node.members());
         // Answers nobody waits for any more (the client timed out) are forgotten.
         self.pending_writes.retain(|_, reply| !reply.is_closed());
-        self.pending_reads.retain(|_, read| !read.abandoned());
+        let abandoned: Vec<u64> = (self.pending_reads.iter())
+            .filter(|(_, reply)| reply.is_closed())
+            .map(|(&id, _)| id)
+            .collect();
+        for id in abandoned {
+            self.pending_reads.remove(&id);
+            self.node.forget_question(id);
+        }
         self.fail_parked_without_leader();
         self.log_alarm_changes();
     }
@@ -485,9 +493,9 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
             for completion in output.completions {
                 self.complete(completion);
             }
-            for id in output.reads {
-                if let Some(read) = self.pending_reads.remove(&id) {
-                    self.answer(read);
+            for (id, answer) in output.answers {
+                if let Some(reply) = self.pending_reads.remove(&id) {
+                    let _ = reply.send(answer.map_err(ApiError::Auth));
                 }
             }
             if output.membership_changed {

@@ -4,44 +4,34 @@
 
 use std::collections::VecDeque;
 
-use keel_core::node::query::{Answer, AskedBy, Query};
-use keel_core::node::{Completion, NodeProposeError, Outcome};
+use keel_core::node::{Completion, Handled, NodeProposeError, Outcome, RequestError};
 use keel_core::raft::{ProposeError, ReadIndexError};
 use keel_storage::Disk;
-use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tracing::info;
 
-use super::handle::{ApiError, Consistency, Request, Written};
+use super::handle::{ApiError, Reply, Request, Written};
 use super::ServerLoop;
 
 /// Requests held at most (see `keel_core::node::Needs`); past it, a request is refused with
 /// `too many requests`.
 const MAX_PARKED_REQUESTS: usize = 4096;
 
-/// A query as asked; a linearizable one waits in `pending_reads` for its read index to be
-/// applied.
-pub(super) struct AskedQuery {
-    pub(super) query: Box<Query>,
-    pub(super) asked_by: Option<AskedBy>,
-    pub(super) reply: oneshot::Sender<Result<Answer, ApiError>>,
-}
-
-impl AskedQuery {
-    /// Nobody waits for its answer any more (the client timed out).
-    pub(super) fn abandoned(&self) -> bool {
-        self.reply.is_closed()
+fn request_error(error: RequestError) -> ApiError {
+    match error {
+        RequestError::Proposal(error) => propose_error(error),
+        RequestError::ReadIndex(error) => read_index_error(error),
     }
 }
 
-pub(super) fn read_index_error(error: ReadIndexError) -> ApiError {
+fn read_index_error(error: ReadIndexError) -> ApiError {
     match error {
         ReadIndexError::NoLeader => ApiError::NoLeader,
         ReadIndexError::TooManyPending { .. } => ApiError::TooManyRequests,
     }
 }
 
-pub(super) fn propose_error(error: NodeProposeError) -> ApiError {
+fn propose_error(error: NodeProposeError) -> ApiError {
     match error {
         NodeProposeError::Store(error) => ApiError::Store(error),
         NodeProposeError::Auth(error) => ApiError::Auth(error),
@@ -71,77 +61,37 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
             self.park(request);
             return;
         }
-        match request {
-            Request::Write {
-                body,
-                credentials,
-                reply,
-            } => {
-                let id = self.next_id();
-                match self.node.propose_as(id, body, &credentials) {
-                    Ok(()) => {
-                        self.pending_writes.insert(id, reply);
-                    }
-                    Err(error) => {
-                        self.metrics.count_failed_proposal();
-                        let _ = reply.send(Err(propose_error(error)));
-                    }
-                }
+        let Request { request, reply } = request;
+        // Only a request answered later needs an id to be found by.
+        let id = if request.answered_later() {
+            self.next_id()
+        } else {
+            0
+        };
+        match (self.node.handle(id, *request), reply) {
+            (Ok(Handled::Later), Reply::Written(reply)) => {
+                self.pending_writes.insert(id, reply);
             }
-            Request::MemberChange { change, reply } => {
-                let id = self.next_id();
-                match self.node.propose_member_change(id, change) {
-                    Ok(_) => {
-                        self.pending_writes.insert(id, reply);
-                    }
-                    Err(error) => {
-                        // Refused by etcd's checks, nothing was proposed: not a failed
-                        // proposal.
-                        if !matches!(error, NodeProposeError::Membership(_)) {
-                            self.metrics.count_failed_proposal();
-                        }
-                        let _ = reply.send(Err(propose_error(error)));
-                    }
-                }
+            (Ok(Handled::Later), Reply::Answer(reply)) => {
+                self.pending_reads.insert(id, reply);
             }
-            Request::Ask {
-                query,
-                asked_by,
-                consistency: Consistency::Linearizable,
-                reply,
-            } => {
-                let id = self.next_id();
-                match self.node.read_index(id) {
-                    Ok(()) => {
-                        let read = AskedQuery {
-                            query,
-                            asked_by,
-                            reply,
-                        };
-                        self.pending_reads.insert(id, read);
-                    }
-                    Err(error) => {
-                        let _ = reply.send(Err(read_index_error(error)));
-                    }
-                }
+            (Ok(Handled::Now(answer)), Reply::Answer(reply)) => {
+                let _ = reply.send(answer.map_err(ApiError::Auth));
             }
-            Request::Ask {
-                query,
-                asked_by,
-                reply,
-                ..
-            } => self.answer(AskedQuery {
-                query,
-                asked_by,
-                reply,
-            }),
+            (Ok(Handled::Now(_)), Reply::Written(reply)) => {
+                debug_assert!(false, "a write answered as a question");
+                let _ = reply.send(Err(ApiError::Stopped));
+            }
+            (Err(error), reply) => {
+                // A membership change refused by etcd's checks proposed nothing, and a
+                // ReadIndex round is no proposal: neither is a failed proposal.
+                if matches!(&error, RequestError::Proposal(e) if !matches!(e, NodeProposeError::Membership(_)))
+                {
+                    self.metrics.count_failed_proposal();
+                }
+                reply.fail(request_error(error));
+            }
         }
-    }
-
-    /// Answers a query, if whoever asked it may.
-    pub(super) fn answer(&mut self, asked: AskedQuery) {
-        let answer = self.node.answer_for(asked.asked_by.as_ref(), *asked.query);
-        let _ = asked.reply.send(answer.map_err(ApiError::Auth));
     }
 
     pub(super) fn park(&mut self, request: Request) {
@@ -154,7 +104,7 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
 
     /// Whether `request` waits in `parked` (see `keel_core::node::Needs`).
     pub(super) fn must_hold(&self, request: &Request) -> bool {
-        self.node.must_hold(request.needs())
+        self.node.must_hold(request.request.needs())
     }
 
     /// Serves what was held once what it waited for is there.
