@@ -31,19 +31,22 @@ impl Store {
         &mut self,
         request: &CompactionRequest,
     ) -> Result<CompactionResponse, Error> {
-        if request.revision <= self.compact_rev {
+        if request.revision <= self.compact_revision() {
             return Err(Error::Compacted);
         }
-        if request.revision > self.current_rev {
+        if request.revision > self.current_revision() {
             return Err(Error::FutureRev);
         }
-        self.compact_rev = request.revision;
+        self.compact_to(request.revision);
         // Bounded: a row per 1,024 revisions and at most 1,024 more (see `garbage.rs`).
         let freed = self.drain_garbage(request.revision);
-        debug_assert!(freed <= self.size_bytes, "freed more than the store holds");
-        self.size_bytes = self.size_bytes.saturating_sub(freed);
+        debug_assert!(
+            freed <= self.usage.size_bytes(),
+            "freed more than the store holds"
+        );
+        self.usage.free_bytes(freed);
         Ok(CompactionResponse {
-            header: ResponseHeader::at(self.current_rev),
+            header: ResponseHeader::at(self.current_revision()),
         })
     }
 
@@ -52,8 +55,8 @@ impl Store {
     /// it may be waiting for).
     pub fn compaction_behind(&self) -> bool {
         self.failure().is_none()
-            && self.compact_rev > 0
-            && self.physical_compaction.compacted_through != Some(self.compact_rev)
+            && self.compact_revision() > 0
+            && self.physical_compaction.compacted_through != Some(self.compact_revision())
     }
 
     /// Drops unreachable history for up to `max_revisions` entries of the history log.
@@ -134,7 +137,7 @@ impl Store {
             self.delete_version(&row, tombstone);
         }
         if drop_last && !self.has_version_after(key, &through) {
-            self.key_count = self.key_count.saturating_sub(1);
+            self.usage.drop_key();
         }
     }
 
@@ -142,7 +145,7 @@ impl Store {
     /// revision while that is behind it. Compacting physically at an earlier revision
     /// drops less, never something still reachable.
     fn physical_compact_rev(&self) -> i64 {
-        self.compact_rev.min(self.index.rev())
+        self.compact_revision().min(self.index.rev())
     }
 
     /// Whether `key` has a version after the row key `after`.

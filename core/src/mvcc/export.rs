@@ -41,7 +41,7 @@ impl Store {
     /// without values: a store's values can exceed memory, so read them a slice at a time
     /// with [`Store::read_values`]. Reads the key-ordered index once.
     pub fn kept_versions_by_revision(&self) -> Vec<KeptVersion> {
-        let compact_rev = self.compact_rev;
+        let compact_rev = self.compact_revision();
         let mut out = Vec::new();
         self.for_each_history_header(b"", Bound::Unbounded, &mut |key, entries| {
             out.extend(

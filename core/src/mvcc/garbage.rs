@@ -81,7 +81,7 @@ impl Store {
 
     /// Writes the buckets the current revision has left as rows (with every apply's state).
     pub(crate) fn close_garbage_buckets(&mut self) {
-        let current = bucket_of(self.current_rev);
+        let current = bucket_of(self.current_revision());
         while let Some(entry) = self.garbage.open_buckets.first_entry() {
             if *entry.key() >= current {
                 break;
@@ -93,12 +93,12 @@ impl Store {
 
     /// Sums the revision rows of the buckets not left yet (on opening a store).
     pub(crate) fn load_open_garbage_buckets(&mut self) {
-        let first = u64_key(bucket_of(self.current_rev) * GARBAGE_BUCKET_REVISIONS);
+        let first = u64_key(bucket_of(self.current_revision()) * GARBAGE_BUCKET_REVISIONS);
         self.garbage.open_buckets = self.sum_garbage_by_bucket(Bound::Included(&first));
     }
 
     fn bucket_is_open(&self, bucket: u64) -> bool {
-        bucket >= bucket_of(self.current_rev)
+        bucket >= bucket_of(self.current_revision())
     }
 
     fn take_from_bucket(&mut self, bucket: u64, bytes: u64) {
@@ -157,7 +157,7 @@ impl Store {
     /// revision.
     pub(crate) fn build_garbage_buckets(&mut self) {
         let closed = self.sum_garbage_by_bucket(Bound::Unbounded);
-        let current = bucket_of(self.current_rev);
+        let current = bucket_of(self.current_revision());
         for (bucket, bytes) in closed.range(..current) {
             self.put_row(
                 Table::GarbageBuckets,

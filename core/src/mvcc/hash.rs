@@ -14,10 +14,10 @@ impl Store {
     /// The hash of the store at `revision` (0 = current), with the compact revision.
     pub fn hash_kv(&self, revision: i64) -> Result<HashKvResponse, Error> {
         self.healthy()?;
-        let rev = self.read_revision(revision, self.current_rev)?;
+        let rev = self.read_revision(revision, self.current_revision())?;
         let mut crc = 0u32;
         self.for_each_history(b"", Bound::Unbounded, &mut |key, entries| {
-            for entry in logical_entries(entries, self.compact_rev) {
+            for entry in logical_entries(entries, self.compact_revision()) {
                 if entry.rev.main > rev {
                     break;
                 }
@@ -39,9 +39,9 @@ impl Store {
         });
         self.healthy()?;
         Ok(HashKvResponse {
-            header: ResponseHeader::at(self.current_rev),
+            header: ResponseHeader::at(self.current_revision()),
             hash: crc,
-            compact_revision: self.compact_rev,
+            compact_revision: self.compact_revision(),
             hash_revision: rev,
         })
     }

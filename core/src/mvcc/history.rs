@@ -50,13 +50,13 @@ impl Store {
         max_revisions: usize,
     ) -> Result<CatchUp, Error> {
         self.healthy()?;
-        if from_rev < self.compact_rev {
+        if from_rev < self.compact_revision() {
             return Err(Error::Compacted);
         }
         let mut events = Vec::new();
         let mut revisions = 0usize;
         let mut last_main = None;
-        let mut next_revision = self.current_rev + 1;
+        let mut next_revision = self.current_revision() + 1;
         self.scan_log(Revision::new(from_rev.max(0), 0), &mut |rev, _, key| {
             if last_main != Some(rev.main) {
                 let full = events.len() >= max_events.max(1) || revisions >= max_revisions.max(1);
@@ -87,10 +87,11 @@ impl Store {
     /// The event of `key` at `rev`, if that change is still visible.
     fn event_at(&self, key: &[u8], rev: Revision, with_prev: bool) -> Option<Event> {
         let entry = self.version_exactly_at(key, rev)?;
-        if rev.main <= self.compact_rev {
+        if rev.main <= self.compact_revision() {
             // Only the newest change at the compact revision stays visible.
-            let newest = self.version_at_or_before(key, Revision::new(self.compact_rev, i64::MAX));
-            if rev.main < self.compact_rev || newest.is_none_or(|n| n.rev != rev) {
+            let newest =
+                self.version_at_or_before(key, Revision::new(self.compact_revision(), i64::MAX));
+            if rev.main < self.compact_revision() || newest.is_none_or(|n| n.rev != rev) {
                 return None;
             }
         }
@@ -104,7 +105,7 @@ impl Store {
     }
 
     fn prev_for_event(&self, entry: &Entry, key: &Bytes) -> Option<KeyValue> {
-        if entry.version == 1 || entry.rev.main - 1 < self.compact_rev {
+        if entry.version == 1 || entry.rev.main - 1 < self.compact_revision() {
             return None;
         }
         self.live_before(key, Revision::new(entry.rev.main, 0))

@@ -136,19 +136,19 @@ impl Store {
         if self.lessor.contains(id) {
             return Err(Error::LeaseExists);
         }
-        let ttl_s = request.ttl.max(self.config.min_lease_ttl_s);
+        let ttl_s = request.ttl.max(self.config().min_lease_ttl_s);
         let lease = Lease {
             ttl_s,
             ..Lease::default()
         };
         self.save_lease(id, &lease);
         self.lessor.leases.insert(id, lease);
-        self.size_bytes += LEASE_OVERHEAD_BYTES;
+        self.usage.add_bytes(LEASE_OVERHEAD_BYTES);
         if let Some(primary) = &mut self.lessor.primary {
             primary.set(id, expiry_after(now_ms, ttl_s));
         }
         Ok(LeaseGrantResponse {
-            header: ResponseHeader::at(self.current_rev),
+            header: ResponseHeader::at(self.current_revision()),
             id,
             ttl: ttl_s,
             error: String::new(),
@@ -187,7 +187,7 @@ impl Store {
         }
         self.lessor.leases.remove(&request.id);
         self.delete_lease_row(request.id);
-        self.size_bytes = self.size_bytes.saturating_sub(LEASE_OVERHEAD_BYTES);
+        self.usage.free_bytes(LEASE_OVERHEAD_BYTES);
         if let Some(primary) = &mut self.lessor.primary {
             primary.remove(request.id);
         }
@@ -211,7 +211,7 @@ impl Store {
             }
         }
         LeaseCheckpointResponse {
-            header: ResponseHeader::at(self.current_rev),
+            header: ResponseHeader::at(self.current_revision()),
         }
     }
 
@@ -247,7 +247,7 @@ impl Store {
     /// `LeaseRevoke`s. A lease offered is offered again only after the retry interval,
     /// in case its revoke was lost. Empty unless primary.
     pub fn expired_leases(&mut self, now_ms: u64, max: usize) -> Vec<i64> {
-        let retry_ms = self.config.expired_lease_retry_ms;
+        let retry_ms = self.config().expired_lease_retry_ms;
         let Some(primary) = &mut self.lessor.primary else {
             return Vec::new();
         };
@@ -277,7 +277,7 @@ impl Store {
         request: &LeaseKeepAliveRequest,
         now_ms: u64,
     ) -> Result<KeepAliveOutcome, Error> {
-        let header = ResponseHeader::at(self.current_rev);
+        let header = ResponseHeader::at(self.current_revision());
         let Some(primary) = &mut self.lessor.primary else {
             return Err(Error::NotPrimary);
         };
@@ -317,7 +317,7 @@ impl Store {
         now_ms: u64,
     ) -> Result<LeaseTimeToLiveResponse, Error> {
         self.healthy()?;
-        let header = ResponseHeader::at(self.current_rev);
+        let header = ResponseHeader::at(self.current_revision());
         let Some(primary) = &self.lessor.primary else {
             return Err(Error::NotPrimary);
         };
@@ -375,7 +375,7 @@ impl Store {
     /// Every lease id, ascending (replicated state: any member answers).
     pub fn lease_leases(&self) -> LeaseLeasesResponse {
         LeaseLeasesResponse {
-            header: ResponseHeader::at(self.current_rev),
+            header: ResponseHeader::at(self.current_revision()),
             leases: self
                 .lessor
                 .leases

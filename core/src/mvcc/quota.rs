@@ -59,6 +59,52 @@ fn stopped_by_corrupt_alarm(command: &Command) -> bool {
     !matches!(command, Command::Alarm(_) | Command::LeaseCheckpoint(_))
 }
 
+/// What the store holds, as the quota counts it. Replicated state: saved in the store's
+/// state row and restored from snapshots, so every member counts the same.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Usage {
+    /// Estimated bytes of everything visible (history after the compaction point included).
+    size_bytes: u64,
+    /// Keys with any version in the engine (deleted keys count until compaction).
+    key_count: u64,
+}
+
+impl Usage {
+    /// As the state row or a snapshot says.
+    pub(super) fn restored(size_bytes: u64, key_count: u64) -> Usage {
+        Usage {
+            size_bytes,
+            key_count,
+        }
+    }
+
+    pub(super) fn size_bytes(&self) -> u64 {
+        self.size_bytes
+    }
+
+    pub(super) fn key_count(&self) -> u64 {
+        self.key_count
+    }
+
+    pub(super) fn add_bytes(&mut self, bytes: u64) {
+        self.size_bytes += bytes;
+    }
+
+    pub(super) fn free_bytes(&mut self, bytes: u64) {
+        self.size_bytes = self.size_bytes.saturating_sub(bytes);
+    }
+
+    /// A key got its first version.
+    pub(super) fn add_key(&mut self) {
+        self.key_count += 1;
+    }
+
+    /// A key's last version was compacted away.
+    pub(super) fn drop_key(&mut self) {
+        self.key_count = self.key_count.saturating_sub(1);
+    }
+}
+
 impl Store {
     pub fn no_space_alarm_active(&self) -> bool {
         self.alarms.iter().any(|a| a.alarm == AlarmType::NoSpace)
@@ -81,7 +127,7 @@ impl Store {
             return Ok(());
         }
         if self.no_space_alarm_active()
-            || self.size_bytes.saturating_add(cost) > self.config.quota_bytes
+            || self.usage.size_bytes().saturating_add(cost) > self.config().quota_bytes
         {
             return Err(Error::NoSpace);
         }
@@ -126,7 +172,7 @@ impl Store {
             AlarmAction::Activate | AlarmAction::Deactivate => Vec::new(),
         };
         AlarmResponse {
-            header: ResponseHeader::at(self.current_rev),
+            header: ResponseHeader::at(self.current_revision()),
             alarms,
         }
     }

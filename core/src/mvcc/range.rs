@@ -18,8 +18,8 @@ impl Store {
     pub fn range(&self, request: &RangeRequest) -> Result<RangeResponse, Error> {
         self.healthy()?;
         check_range(request)?;
-        let rev = self.read_revision(request.revision, self.current_rev)?;
-        let response = self.range_at(request, rev, self.current_rev);
+        let rev = self.read_revision(request.revision, self.current_revision())?;
+        let response = self.range_at(request, rev, self.current_revision());
         // A read the engine failed part-way through is not an answer.
         self.healthy()?;
         Ok(response)
@@ -32,7 +32,7 @@ impl Store {
             return Err(Error::FutureRev);
         }
         let rev = if requested <= 0 { view_rev } else { requested };
-        if rev < self.compact_rev {
+        if rev < self.compact_revision() {
             return Err(Error::Compacted);
         }
         Ok(rev)

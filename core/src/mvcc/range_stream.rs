@@ -82,7 +82,7 @@ impl RangeCursor {
     ) -> Result<Option<RangeCursor>, Error> {
         store.healthy()?;
         check_range(request)?;
-        let rev = store.read_revision(request.revision, store.current_rev)?;
+        let rev = store.read_revision(request.revision, store.current_revision())?;
         if !streams_in_key_order(request) {
             return Ok(None);
         }
@@ -91,7 +91,7 @@ impl RangeCursor {
             request: request.clone(),
             limits,
             rev,
-            header_rev: store.current_rev,
+            header_rev: store.current_revision(),
             next: Some(request.key.clone()),
             count: 0,
             matched: 0,
@@ -114,7 +114,7 @@ impl RangeCursor {
                 end: Some(self.end()),
             });
         };
-        if self.rev < store.compact_rev {
+        if self.rev < store.compact_revision() {
             return Err(Error::Compacted);
         }
         let range = KeyRange::new(&self.request.key, &self.request.range_end);

@@ -84,7 +84,7 @@ struct KeysRef<'a> {
 
 impl Serialize for KeysRef<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let compact_rev = self.store.compact_rev;
+        let compact_rev = self.store.compact_revision();
         let mut len = 0usize;
         self.store
             .for_each_history_header(b"", Bound::Unbounded, &mut |_, entries| {
@@ -179,9 +179,9 @@ impl Store {
     /// The replicated state as bytes (see the module docs for the format).
     pub fn snapshot(&self) -> Vec<u8> {
         let body = BodyRef {
-            applied_index: self.applied_index,
-            current_rev: self.current_rev,
-            compact_rev: self.compact_rev,
+            applied_index: self.applied_index(),
+            current_rev: self.current_revision(),
+            compact_rev: self.compact_revision(),
             keys: KeysRef { store: self },
             leases: self
                 .lessor
@@ -282,7 +282,7 @@ fn build(body: Body, store: Store) -> Result<Store, SnapshotError> {
         builder.key(snap.key, &snap.entries)?;
     }
     builder.alarms(&body.alarms)?;
-    builder.store.applied_index = body.applied_index;
+    builder.store.restore_applied_index(body.applied_index);
     builder.finish()
 }
 
@@ -338,8 +338,7 @@ impl StoreBuilder {
         if store.row(Table::Meta, b"store").is_some() {
             return Err(invalid("the engine restored into already holds a store"));
         }
-        store.current_rev = current_rev;
-        store.compact_rev = compact_rev;
+        store.restore_revisions(current_rev, compact_rev);
         Ok(StoreBuilder {
             store,
             current_rev,
@@ -370,7 +369,7 @@ impl StoreBuilder {
         };
         self.store.save_lease(id, &lease);
         self.store.lessor.insert_restored(id, lease);
-        self.store.size_bytes += LEASE_OVERHEAD_BYTES;
+        self.store.usage.add_bytes(LEASE_OVERHEAD_BYTES);
         Ok(())
     }
 
@@ -509,12 +508,12 @@ fn account_history(store: &mut Store, key: &Bytes, entries: &[Entry]) -> Result<
         }
         store.attach(latest.lease, key);
     }
-    store.key_count += 1;
+    store.usage.add_key();
     for (i, entry) in entries.iter().enumerate() {
         let bytes = entry.size_bytes(key.len());
-        store.size_bytes += bytes;
+        store.usage.add_bytes(bytes);
         store.put_version(key, entry);
-        if entry.rev.main >= store.compact_rev {
+        if entry.rev.main >= store.compact_revision() {
             store.log_change(key, entry);
         }
         let next = entries.get(i + 1);

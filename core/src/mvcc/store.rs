@@ -17,6 +17,7 @@ use super::engine::{Defragmenting, Engine, EngineError, MemEngine, View};
 use super::error::Error;
 use super::garbage::GarbageLedger;
 use super::lease::Lessor;
+use super::quota::Usage;
 use super::request::{AlarmMember, Command, Event, Response};
 use super::revision::Revision;
 use super::rows::DeferredIndex;
@@ -102,33 +103,34 @@ pub struct StoreStats {
 
 /// The MVCC key-value store with leases (see the module docs). Its data lies in an
 /// [`Engine`]; the scalars below and the lease table are also kept in memory and written to
-/// the engine with every apply (see `rows.rs`).
+/// the engine with every apply (see `rows/`). The revisions and the applied index change
+/// only through methods that assert how they may move; a group one file works on
+/// (`Usage`, `PhysicalCompaction`, `GarbageLedger`, `DeferredIndex`) keeps its fields private
+/// to that file; the engine is shared by this file (commits) and `rows/` (row access).
 #[derive(Debug)]
 pub struct Store {
-    pub(super) config: StoreConfig,
+    config: StoreConfig,
     pub(super) engine: Box<dyn Engine>,
     /// The engine's first failure: from then on every public call fails (see
     /// [`Store::failure`]).
     pub(super) failure: OnceLock<EngineError>,
-    pub(super) current_rev: i64,
+    current_rev: i64,
     /// Logical compaction point; -1 before the first compaction, like etcd.
-    pub(super) compact_rev: i64,
-    /// Estimated bytes of everything visible (history after the compaction point included).
-    pub(super) size_bytes: u64,
-    /// Keys with any version in the engine (deleted keys count until compaction).
-    pub(super) key_count: u64,
+    compact_rev: i64,
+    /// What the store holds, as the quota counts it (see `quota.rs`).
+    pub(super) usage: Usage,
     pub(super) lessor: Lessor,
     pub(super) alarms: BTreeSet<AlarmMember>,
-    pub(super) applied_index: u64,
+    applied_index: u64,
     /// Where physical compaction stands (see `compaction.rs`).
     pub(super) physical_compaction: PhysicalCompaction,
     /// The garbage accounting kept in memory (see `garbage.rs`).
     pub(super) garbage: GarbageLedger,
-    /// Index rows not yet checkpointed into the engine (see `rows.rs`).
+    /// Index rows not yet checkpointed into the engine (see `rows/`).
     pub(super) index: DeferredIndex,
     /// Whether events carry the previous version's value (`prev_kv`); reading it is a
     /// random read of the engine per write, wasted when no watcher asked for it.
-    pub(super) event_prev_values: bool,
+    event_prev_values: bool,
 }
 
 /// The `Meta` key of the node's row `name`.
@@ -189,8 +191,7 @@ impl Store {
             failure: OnceLock::new(),
             current_rev: 1,
             compact_rev: -1,
-            size_bytes: 0,
-            key_count: 0,
+            usage: Usage::default(),
             lessor: Lessor::default(),
             alarms: BTreeSet::new(),
             applied_index: 0,
@@ -251,6 +252,38 @@ impl Store {
 
     pub fn put_node_row(&mut self, name: &str, value: &[u8]) {
         self.put_row(Table::Meta, &node_row_key(name), value);
+    }
+
+    /// The next revision becomes current: one past the current one, always.
+    pub(super) fn advance_revision(&mut self, revision: i64) {
+        assert_eq!(
+            revision,
+            self.current_rev + 1,
+            "revisions advance one at a time"
+        );
+        self.current_rev = revision;
+    }
+
+    /// Compaction moves to `revision`, forwards only and never past the current revision.
+    pub(super) fn compact_to(&mut self, revision: i64) {
+        assert!(
+            self.compact_rev < revision && revision <= self.current_rev,
+            "compaction to {revision} from {} at {}",
+            self.compact_rev,
+            self.current_rev
+        );
+        self.compact_rev = revision;
+    }
+
+    /// The revisions as a snapshot or the engine's rows hold them (loading, restoring).
+    pub(super) fn restore_revisions(&mut self, current_rev: i64, compact_rev: i64) {
+        self.current_rev = current_rev;
+        self.compact_rev = compact_rev;
+    }
+
+    /// The applied index as a snapshot or the engine's rows hold it, not saved again.
+    pub(super) fn restore_applied_index(&mut self, index: u64) {
+        self.applied_index = index;
     }
 
     /// Records that the state restored into this store stands for the Raft log through
@@ -335,6 +368,11 @@ impl Store {
         self.event_prev_values = wanted;
     }
 
+    /// Whether the events of writes carry `prev_kv` (see `set_event_prev_values`).
+    pub(super) fn event_prev_values(&self) -> bool {
+        self.event_prev_values
+    }
+
     /// -1 until the first compaction.
     pub fn compact_revision(&self) -> i64 {
         self.compact_rev
@@ -351,12 +389,12 @@ impl Store {
 
     /// The store's size estimate (what the quota and etcd's `db_total_size` count), O(1).
     pub fn size_bytes(&self) -> u64 {
-        self.size_bytes
+        self.usage.size_bytes()
     }
 
     /// How many keys have a history (live, or deleted but not yet compacted away), O(1).
     pub fn key_count(&self) -> usize {
-        usize::try_from(self.key_count).unwrap_or(usize::MAX)
+        usize::try_from(self.usage.key_count()).unwrap_or(usize::MAX)
     }
 
     /// Every figure about the store. It walks the whole engine: for tests, benchmarks and
@@ -387,7 +425,7 @@ impl Store {
             entries,
             history_log_entries: log,
             compaction_backlog: backlog,
-            size_bytes: self.size_bytes,
+            size_bytes: self.usage.size_bytes(),
             leases: self.lessor.leases.len(),
         }
     }

@@ -72,7 +72,7 @@ impl Store {
         // (simulator seed 2791, a read error on one member).
         self.healthy()?;
         Ok(TxnResponse {
-            header: ResponseHeader::at(self.current_rev),
+            header: ResponseHeader::at(self.current_revision()),
             succeeded: path.succeeded,
             responses,
         })
@@ -96,7 +96,7 @@ impl Store {
         let range = KeyRange::new(&compare.key, &compare.range_end);
         let mut any = false;
         let mut all = true;
-        self.for_each_live(&range, self.current_rev, |_, entry| {
+        self.for_each_live(&range, self.current_revision(), |_, entry| {
             any = true;
             let mut entry = entry.clone();
             if compare.target == CompareTarget::Value {
@@ -153,7 +153,7 @@ impl Store {
         for op in ops {
             match op {
                 RequestOp::Range(r) if r.revision > 0 => {
-                    self.read_revision(r.revision, self.current_rev)?;
+                    self.read_revision(r.revision, self.current_revision())?;
                 }
                 RequestOp::Txn(txn) => {
                     if let Some(p) = nested.next() {
@@ -175,14 +175,18 @@ impl Store {
                     let rev = if r.revision > 0 {
                         r.revision
                     } else {
-                        self.current_rev
+                        self.current_revision()
                     };
-                    responses.push(ResponseOp::Range(self.range_at(r, rev, self.current_rev)));
+                    responses.push(ResponseOp::Range(self.range_at(
+                        r,
+                        rev,
+                        self.current_revision(),
+                    )));
                 }
                 RequestOp::Txn(txn) => {
                     let Some(p) = nested.next() else { continue };
                     responses.push(ResponseOp::Txn(TxnResponse {
-                        header: ResponseHeader::at(self.current_rev),
+                        header: ResponseHeader::at(self.current_revision()),
                         succeeded: p.succeeded,
                         responses: self.read_ops(branch(txn, p.succeeded), p),
                     }));

@@ -23,7 +23,7 @@ pub(crate) struct Writer<'a> {
 
 impl<'a> Writer<'a> {
     pub fn begin(store: &'a mut Store) -> Self {
-        let main = store.current_rev + 1;
+        let main = store.current_revision() + 1;
         Writer {
             store,
             main,
@@ -91,7 +91,7 @@ impl<'a> Writer<'a> {
         };
         // etcd's watch reports the state before the revision, except for a creation.
         let prev_at_start = match &latest {
-            Some(latest) if version > 1 && self.store.event_prev_values => {
+            Some(latest) if version > 1 && self.store.event_prev_values() => {
                 self.live_at_start(key, latest)
             }
             _ => None,
@@ -99,9 +99,9 @@ impl<'a> Writer<'a> {
         let entry = Entry::new(rev, create_revision, version, lease, value);
         let store = &mut *self.store;
         store.put_version(key, &entry);
-        store.size_bytes += entry.size_bytes(key.len());
+        store.usage.add_bytes(entry.size_bytes(key.len()));
         match &latest {
-            None => store.key_count += 1,
+            None => store.usage.add_key(),
             Some(t) if t.is_tombstone() && t.rev.main == main => {
                 // Deleted earlier in this txn: its tombstone is not the revision's last word.
                 store.move_garbage(main + 1, main, t.size_bytes(key.len()));
@@ -148,7 +148,7 @@ impl<'a> Writer<'a> {
         let tombstone = Entry::tombstone(rev);
         let tombstone_bytes = tombstone.size_bytes(key.len());
         store.put_version(key, &tombstone);
-        store.size_bytes += tombstone_bytes;
+        store.usage.add_bytes(tombstone_bytes);
         // The replaced version is garbage once compaction reaches this revision; the
         // tombstone only once it passes it (see `key_index::logical_entries`).
         store.add_garbage(main, latest.size_bytes(key.len()));
@@ -185,16 +185,16 @@ impl<'a> Writer<'a> {
     /// Makes the revision current if anything changed; returns it and its events.
     pub fn finish(self) -> (i64, Vec<Event>) {
         if self.changed() {
-            self.store.current_rev = self.main;
+            self.store.advance_revision(self.main);
         }
-        (self.store.current_rev, self.events)
+        (self.store.current_revision(), self.events)
     }
 }
 
 impl Store {
     /// Whether `key` exists at the current revision (not deleted).
     pub(crate) fn is_live(&self, key: &[u8]) -> bool {
-        self.live_at(key, self.current_rev).is_some()
+        self.live_at(key, self.current_revision()).is_some()
     }
 
     pub(crate) fn apply_put(

@@ -18,7 +18,7 @@ impl Store {
         for (table, rows) in self.index.deferred.take() {
             self.write_rows(table, rows);
         }
-        self.index.rev = self.current_rev;
+        self.index.rev = self.current_revision();
         self.index.cycle = None;
         self.save_state();
     }
@@ -40,15 +40,15 @@ impl Store {
     /// Called before every engine commit: begins an index checkpoint when one is due,
     /// writes the next slice of the one under way, and ends it once it swept every key.
     pub(crate) fn advance_index_checkpoint(&mut self) {
-        if self.config.index_checkpoint_bytes == 0 {
+        if self.config().index_checkpoint_bytes == 0 {
             self.checkpoint_index();
             return;
         }
         if self.index.deferred.is_empty() {
             // Every index row is in the engine already.
             self.index.cycle = None;
-            if self.index.rev < self.current_rev {
-                self.index.rev = self.current_rev;
+            if self.index.rev < self.current_revision() {
+                self.index.rev = self.current_revision();
                 self.save_state();
             }
             return;
@@ -56,12 +56,12 @@ impl Store {
         let cycle = match self.index.cycle.take() {
             Some(cycle) => cycle,
             // Due when the rows fill their memory, or when compaction waits for them.
-            None if self.index.deferred.bytes >= self.config.index_checkpoint_bytes
-                || self.compact_rev > self.index.rev =>
+            None if self.index.deferred.bytes >= self.config().index_checkpoint_bytes
+                || self.compact_revision() > self.index.rev =>
             {
                 IndexCycle {
                     next: Vec::new(),
-                    rev: self.current_rev,
+                    rev: self.current_revision(),
                 }
             }
             None => return,

@@ -7,6 +7,7 @@ use crate::codec::Codec;
 use crate::mvcc::engine::{EngineError, Table};
 use crate::mvcc::error::Error;
 use crate::mvcc::lease::Lease;
+use crate::mvcc::quota::Usage;
 use crate::mvcc::request::AlarmMember;
 use crate::mvcc::store::Store;
 
@@ -35,11 +36,11 @@ impl Store {
         self.close_garbage_buckets();
         let mut row = Vec::with_capacity(STATE_BYTES);
         row.extend_from_slice(&STATE_FORMAT.to_be_bytes());
-        row.extend_from_slice(&self.applied_index.to_be_bytes());
-        row.extend_from_slice(&self.current_rev.to_be_bytes());
-        row.extend_from_slice(&self.compact_rev.to_be_bytes());
-        row.extend_from_slice(&self.size_bytes.to_be_bytes());
-        row.extend_from_slice(&self.key_count.to_be_bytes());
+        row.extend_from_slice(&self.applied_index().to_be_bytes());
+        row.extend_from_slice(&self.current_revision().to_be_bytes());
+        row.extend_from_slice(&self.compact_revision().to_be_bytes());
+        row.extend_from_slice(&self.usage.size_bytes().to_be_bytes());
+        row.extend_from_slice(&self.usage.key_count().to_be_bytes());
         row.extend_from_slice(&self.index.rev.to_be_bytes());
         self.put_row(Table::Meta, META_STORE, &row);
     }
@@ -165,16 +166,14 @@ impl Store {
             )));
         }
         let word = |i: usize| i64_at(row, 4 + 8 * i).unwrap_or_default();
-        self.applied_index = word(0) as u64;
-        self.current_rev = word(1);
-        self.compact_rev = word(2);
-        self.size_bytes = word(3) as u64;
-        self.key_count = word(4) as u64;
+        self.restore_applied_index(word(0) as u64);
+        self.restore_revisions(word(1), word(2));
+        self.usage = Usage::restored(word(3) as u64, word(4) as u64);
         self.index.rev = word(5);
-        if self.current_rev < 1
-            || self.compact_rev < -1
-            || self.compact_rev > self.current_rev
-            || self.index.rev > self.current_rev
+        if self.current_revision() < 1
+            || self.compact_revision() < -1
+            || self.compact_revision() > self.current_revision()
+            || self.index.rev > self.current_revision()
         {
             return Err(corrupt("holds revisions out of order"));
         }
