@@ -22,8 +22,8 @@ use std::time::Duration;
 
 use keel_core::mvcc::{StreamId, WatchResponse};
 use keel_core::node::query::Answer;
-use keel_core::node::{snapshot_of_view, Node};
-use keel_core::raft::{Message, MessageBody, Role};
+use keel_core::node::{snapshot_of_view, ApplyOutput, Node};
+use keel_core::raft::{Message, MessageBody, Ready, Role};
 use keel_storage::{Disk, Storage, StorageError};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -455,59 +455,13 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
                 );
                 self.install_engine(snapshot.meta.index)?;
             }
-            let started = Instant::now();
-            let synced = ready.must_sync();
-            self.storage
-                .persist(&ready)
-                .inspect_err(|e| error!(%e, "persist failed"))?;
-            self.turn.persist += started.elapsed();
-            self.commit_unsynced = !synced && (self.commit_unsynced || ready.hard_state.is_some());
-            if synced {
-                let took = started.elapsed();
-                self.metrics.observe_fsync(took);
-                if took > SLOW_FSYNC {
-                    warn!(took_ms = took.as_millis() as u64, "slow fdatasync");
-                }
-            }
+            self.persist(&ready)?;
             for message in std::mem::take(&mut ready.persisted_messages) {
                 self.send(message);
             }
             let committed = ready.committed_entries.len() as u64;
-            let now_ms = self.now_ms();
-            let applying = Instant::now();
-            let output = self.node.apply(&mut ready, now_ms);
-            let applied_in = applying.elapsed();
-            self.turn.apply += applied_in;
-            if applied_in > SLOW_APPLY {
-                self.metrics.count_slow_apply();
-                warn!(
-                    took_ms = u64::try_from(applied_in.as_millis()).unwrap_or(u64::MAX),
-                    entries = committed,
-                    "applying committed entries took too long"
-                );
-            }
-            self.turn.applied_entries += committed;
-            self.metrics
-                .proposals_committed
-                .fetch_add(committed, Ordering::Relaxed);
-            for completion in output.completions {
-                self.complete(completion);
-            }
-            for (id, answer) in output.answers {
-                if let Some(reply) = self.pending_reads.remove(&id) {
-                    let _ = reply.send(answer.map_err(ApiError::Auth));
-                }
-            }
-            if output.membership_changed {
-                self.update_peers();
-                self.settings.members_view.set(self.node.members());
-            }
-            if output.undecodable_entries > 0 {
-                error!(
-                    count = output.undecodable_entries,
-                    "applied entries that do not decode as no-ops"
-                );
-            }
+            let output = self.apply(&mut ready, committed);
+            self.deliver(output);
             self.node.advance(&ready);
             self.applied_since_commit += committed;
             self.check_engine()?;
@@ -522,6 +476,69 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
             inspector.observe(&self.node);
         }
         Ok(())
+    }
+
+    /// Persists what `ready` holds (one sync for all of it when it must sync).
+    fn persist(&mut self, ready: &Ready) -> Result<(), LoopError> {
+        let started = Instant::now();
+        let synced = ready.must_sync();
+        self.storage
+            .persist(ready)
+            .inspect_err(|e| error!(%e, "persist failed"))?;
+        self.turn.persist += started.elapsed();
+        self.commit_unsynced = !synced && (self.commit_unsynced || ready.hard_state.is_some());
+        if synced {
+            let took = started.elapsed();
+            self.metrics.observe_fsync(took);
+            if took > SLOW_FSYNC {
+                warn!(took_ms = took.as_millis() as u64, "slow fdatasync");
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies the `committed` entries `ready` holds, timing it.
+    fn apply(&mut self, ready: &mut Ready, committed: u64) -> ApplyOutput {
+        let now_ms = self.now_ms();
+        let applying = Instant::now();
+        let output = self.node.apply(ready, now_ms);
+        let applied_in = applying.elapsed();
+        self.turn.apply += applied_in;
+        if applied_in > SLOW_APPLY {
+            self.metrics.count_slow_apply();
+            warn!(
+                took_ms = u64::try_from(applied_in.as_millis()).unwrap_or(u64::MAX),
+                entries = committed,
+                "applying committed entries took too long"
+            );
+        }
+        self.turn.applied_entries += committed;
+        self.metrics
+            .proposals_committed
+            .fetch_add(committed, Ordering::Relaxed);
+        output
+    }
+
+    /// Hands what an apply produced to whoever waits for it.
+    fn deliver(&mut self, output: ApplyOutput) {
+        for completion in output.completions {
+            self.complete(completion);
+        }
+        for (id, answer) in output.answers {
+            if let Some(reply) = self.pending_reads.remove(&id) {
+                let _ = reply.send(answer.map_err(ApiError::Auth));
+            }
+        }
+        if output.membership_changed {
+            self.update_peers();
+            self.settings.members_view.set(self.node.members());
+        }
+        if output.undecodable_entries > 0 {
+            error!(
+                count = output.undecodable_entries,
+                "applied entries that do not decode as no-ops"
+            );
+        }
     }
 
     /// Sends a message; a snapshot goes with the store's engine as its last commit holds
