@@ -626,11 +626,9 @@ impl Node {
         if self.is_leader() {
             self.propose_lease_expiries();
             self.propose_lease_checkpoints();
-        }
-        self.republish_attributes();
-        if self.is_leader() {
             self.propose_auto_compaction(now_ms);
         }
+        self.republish_attributes();
         self.count_leaderless_ticks();
     }
 

@@ -383,14 +383,14 @@ impl<D: Disk + Send + 'static> ServerLoop<D> {
         self.settings.members_view.set(self.node.members());
         // Answers nobody waits for any more (the client timed out) are forgotten.
         self.pending_writes.retain(|_, reply| !reply.is_closed());
-        let abandoned: Vec<u64> = (self.pending_reads.iter())
-            .filter(|(_, reply)| reply.is_closed())
-            .map(|(&id, _)| id)
-            .collect();
-        for id in abandoned {
-            self.pending_reads.remove(&id);
-            self.node.forget_question(id);
-        }
+        let node = &mut self.node;
+        self.pending_reads.retain(|&id, reply| {
+            let abandoned = reply.is_closed();
+            if abandoned {
+                node.forget_question(id);
+            }
+            !abandoned
+        });
         self.fail_parked_without_leader();
         self.log_alarm_changes();
     }
