@@ -4,7 +4,10 @@
 # throughput, p99 latency, their ratios, each server's resident memory, and the CPU time the
 # three servers spent per request (user + system, from /proc): on a machine that runs the load
 # generator beside the servers, throughput is bounded by CPU, and the CPU per request shows the
-# servers' own cost apart from the generator's.
+# servers' own cost apart from the generator's. Then the single-client put against the
+# machine's floor (issue 21's target: p50 ≤ 1.3× two fdatasyncs and a loopback round trip,
+# each measured here), with one keel member alone beside it: what keel's own stack costs
+# once no peer is waited for.
 #
 #   net/bench/compare.sh            # needs `etcd` (Debian: etcd-server) and a release build
 #   TOTAL=50000 net/bench/compare.sh
@@ -74,7 +77,7 @@ LOADS=(
   "put 1 1 --key-size 8 --val-size 256 --key-space-size 100000"
 )
 
-run_loads() { # $1 = keel|etcd; writes "$WORK/$1.results" as "load|throughput|p99|rss|cpu µs per request"
+run_loads() { # $1 = keel|etcd; writes "$WORK/$1.results" as "load|throughput|p99|rss|cpu µs per request|p50"
   start_cluster "$1"
   : >"$WORK/$1.results"
   for load in "${LOADS[@]}"; do
@@ -85,9 +88,15 @@ run_loads() { # $1 = keel|etcd; writes "$WORK/$1.results" as "load|throughput|p9
       --total "$TOTAL" $rest --json)
     tput=$(echo "$json" | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["throughput_per_sec"]))')
     p99=$(echo "$json" | python3 -c 'import json,sys; print(json.load(sys.stdin)["latency_ms"]["p99"])')
+    p50=$(echo "$json" | python3 -c 'import json,sys; print(json.load(sys.stdin)["latency_ms"]["p50"])')
     requests=$(echo "$json" | python3 -c 'import json,sys; print(json.load(sys.stdin)["requests"])')
     cpu_us=$(python3 -c "print(round(($(cpu_ticks) - $before) / $CLK_TCK * 1e6 / max($requests, 1)))")
-    echo "$workload $conns/$clients ${rest// --/ }|$tput|$p99|$(rss_mib)|$cpu_us" >>"$WORK/$1.results"
+    # The label: the workload and what sets it apart (every load has the same key space).
+    label="$workload $conns/$clients ${rest//--key-size 8 /}"
+    label="${label//--val-size 256 /}"
+    label="${label//--key-space-size 100000/}"
+    read -r -a words <<<"${label//--/}"
+    echo "${words[*]}|$tput|$p99|$(rss_mib)|$cpu_us|$p50" >>"$WORK/$1.results"
   done
   stop_cluster
 }
@@ -95,10 +104,74 @@ run_loads() { # $1 = keel|etcd; writes "$WORK/$1.results" as "load|throughput|p9
 run_loads etcd
 run_loads keel
 
+echo "3 members of each on loopback; 8-byte keys, 256-byte values, 100k keys; $TOTAL requests per load"
 printf '%-58s %10s %10s %7s %9s %9s %7s %8s %8s %9s %9s %7s\n' load etcd/s keel/s ratio "etcd p99" "keel p99" ratio \
   "etcd MiB" "keel MiB" "etcd µs/op" "keel µs/op" ratio
-paste -d'|' "$WORK/etcd.results" "$WORK/keel.results" | while IFS='|' read -r load et ep er ec _ kt kp kr kc; do
+paste -d'|' "$WORK/etcd.results" "$WORK/keel.results" | while IFS='|' read -r load et ep er ec _ _ kt kp kr kc _; do
   printf '%-58s %10s %10s %7.2f %9.2f %9.2f %7.2f %8s %8s %9s %9s %7.2f\n' "${load:0:58}" "$et" "$kt" \
     "$(python3 -c "print($kt/max($et,1))")" "$ep" "$kp" "$(python3 -c "print($kp/max($ep,1e-9))")" "$er" "$kr" \
     "$ec" "$kc" "$(python3 -c "print($kc/max($ec,1))")"
 done
+
+# The floor of one put: the leader's and a follower's fdatasync (a WAL record's size, on the
+# file system the members write to) and one loopback round trip. keel overlaps the two
+# syncs, so it can go below it; etcd, and keel on a busy machine, do not.
+fdatasync_p50_ms() {
+  python3 - "$WORK/fsync.probe" <<'PY'
+import os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)
+os.write(fd, b"\0" * (1 << 20)); os.fdatasync(fd)
+took = []
+for i in range(2000):
+    os.pwrite(fd, b"x" * 300, (i * 300) % (1 << 20))
+    t = time.perf_counter(); os.fdatasync(fd); took.append(time.perf_counter() - t)
+os.close(fd); os.unlink(sys.argv[1])
+print(f"{sorted(took)[len(took) // 2] * 1e3:.3f}")
+PY
+}
+loopback_rtt_p50_ms() {
+  python3 - <<'PY'
+import socket, threading, time
+server = socket.socket(); server.bind(("127.0.0.1", 0)); server.listen(1)
+def echo():
+    conn, _ = server.accept(); conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    while (data := conn.recv(512)):
+        conn.sendall(data)
+threading.Thread(target=echo, daemon=True).start()
+client = socket.create_connection(server.getsockname())
+client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+took = []
+for _ in range(2000):
+    t = time.perf_counter(); client.sendall(b"x" * 300); client.recv(512); took.append(time.perf_counter() - t)
+print(f"{sorted(took)[len(took) // 2] * 1e3:.3f}")
+PY
+}
+one_member_put_p50_ms() {
+  "$KEEL" --name solo --data-dir "$WORK/keel-solo" --listen-client-urls http://127.0.0.1:42379 \
+    --advertise-client-urls http://127.0.0.1:42379 --listen-peer-urls http://127.0.0.1:42380 \
+    --initial-advertise-peer-urls http://127.0.0.1:42380 \
+    --initial-cluster solo=http://127.0.0.1:42380 >"$WORK/keel-solo.log" 2>&1 &
+  PIDS=($!)
+  for _ in $(seq 100); do
+    ETCDCTL_API=3 etcdctl --endpoints=127.0.0.1:42379 put bench-ready 1 >/dev/null 2>&1 && break
+    sleep 0.2
+  done
+  "$KEEL" bench put --endpoints 127.0.0.1:42379 --total 3000 --key-size 8 --val-size 256 \
+    --key-space-size 100000 --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["latency_ms"]["p50"])'
+  stop_cluster
+}
+fsync_ms=$(fdatasync_p50_ms)
+rtt_ms=$(loopback_rtt_p50_ms)
+solo_ms=$(one_member_put_p50_ms)
+etcd_p50=$(tail -1 "$WORK/etcd.results" | cut -d'|' -f6)
+keel_p50=$(tail -1 "$WORK/keel.results" | cut -d'|' -f6)
+python3 - "$fsync_ms" "$rtt_ms" "$etcd_p50" "$keel_p50" "$solo_ms" <<'PY'
+import sys
+fsync, rtt, etcd, keel, solo = map(float, sys.argv[1:])
+floor = 2 * fsync + rtt
+print()
+print(f"put 1/1 p50 against the floor: fdatasync p50 {fsync:.3f} ms, loopback round trip p50 {rtt:.3f} ms,"
+      f" floor {floor:.3f} ms")
+print(f"  etcd {etcd:.3f} ms ({etcd / floor:.2f}x the floor), keel {keel:.3f} ms ({keel / floor:.2f}x;"
+      f" target <= 1.3x), one keel member alone {solo:.3f} ms ({solo / floor:.2f}x)")
+PY
