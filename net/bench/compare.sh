@@ -116,17 +116,23 @@ done
 # The floor of one put: the leader's and a follower's fdatasync (a WAL record's size, on the
 # file system the members write to) and one loopback round trip. keel overlaps the two
 # syncs, so it can go below it; etcd, and keel on a busy machine, do not.
-fdatasync_p50_ms() {
-  python3 - "$WORK/fsync.probe" <<'PY'
+fdatasync_p50_ms() { # $1 = how many writers sync at once (each on its own file), as three members on one disk do
+  python3 - "$WORK/fsync.probe" "$1" <<'PY'
 import os, sys, time
-fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)
-os.write(fd, b"\0" * (1 << 20)); os.fdatasync(fd)
-took = []
-for i in range(2000):
-    os.pwrite(fd, b"x" * 300, (i * 300) % (1 << 20))
-    t = time.perf_counter(); os.fdatasync(fd); took.append(time.perf_counter() - t)
-os.close(fd); os.unlink(sys.argv[1])
-print(f"{sorted(took)[len(took) // 2] * 1e3:.3f}")
+from multiprocessing import Pool
+def probe(path):
+    fd = os.open(path, os.O_RDWR | os.O_CREAT)
+    os.write(fd, b"\0" * (1 << 20)); os.fdatasync(fd)
+    took = []
+    for i in range(2000):
+        os.pwrite(fd, b"x" * 300, (i * 300) % (1 << 20))
+        t = time.perf_counter(); os.fdatasync(fd); took.append(time.perf_counter() - t)
+    os.close(fd); os.unlink(path)
+    return sorted(took)[len(took) // 2]
+writers = int(sys.argv[2])
+with Pool(writers) as pool:
+    p50s = pool.map(probe, [f"{sys.argv[1]}.{i}" for i in range(writers)])
+print(f"{sorted(p50s)[len(p50s) // 2] * 1e3:.3f}")
 PY
 }
 loopback_rtt_p50_ms() {
@@ -160,18 +166,20 @@ one_member_put_p50_ms() {
     --key-space-size 100000 --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["latency_ms"]["p50"])'
   stop_cluster
 }
-fsync_ms=$(fdatasync_p50_ms)
+fsync_ms=$(fdatasync_p50_ms 1)
+fsync3_ms=$(fdatasync_p50_ms 3)
 rtt_ms=$(loopback_rtt_p50_ms)
 solo_ms=$(one_member_put_p50_ms)
 etcd_p50=$(tail -1 "$WORK/etcd.results" | cut -d'|' -f6)
 keel_p50=$(tail -1 "$WORK/keel.results" | cut -d'|' -f6)
-python3 - "$fsync_ms" "$rtt_ms" "$etcd_p50" "$keel_p50" "$solo_ms" <<'PY'
+python3 - "$fsync_ms" "$rtt_ms" "$etcd_p50" "$keel_p50" "$solo_ms" "$fsync3_ms" <<'PY'
 import sys
-fsync, rtt, etcd, keel, solo = map(float, sys.argv[1:])
+fsync, rtt, etcd, keel, solo, fsync3 = map(float, sys.argv[1:])
 floor = 2 * fsync + rtt
 print()
 print(f"put 1/1 p50 against the floor: fdatasync p50 {fsync:.3f} ms, loopback round trip p50 {rtt:.3f} ms,"
       f" floor {floor:.3f} ms")
 print(f"  etcd {etcd:.3f} ms ({etcd / floor:.2f}x the floor), keel {keel:.3f} ms ({keel / floor:.2f}x;"
       f" target <= 1.3x), one keel member alone {solo:.3f} ms ({solo / floor:.2f}x)")
+print(f"  three writers syncing at once on this disk, as the three members do: fdatasync p50 {fsync3:.3f} ms each")
 PY
