@@ -224,3 +224,71 @@ async fn auth_state_survives_snapshots_crashes_and_restarts() {
         .await
         .unwrap();
 }
+
+/// A token handed out by one member, used on another that has not applied the login yet:
+/// the request is refused there once (the token is unknown), waits until that member has
+/// applied everything committed, and then succeeds — etcd waits for a token's index the same
+/// way. Member `behind` hears nothing from its peers while alice logs in through the leader;
+/// the retry's wait ends once it hears them again.
+#[madsim::test]
+async fn a_token_from_another_member_works_once_this_one_has_applied_the_login() {
+    let mut world = World::start(WorldConfig::new(3, 11));
+    let urls: Vec<String> = world.servers.iter().map(|s| s.client_url()).collect();
+    let client = world.client_node("client");
+    // Asked before auth is on (a status request then needs a token).
+    let mut leader = None;
+    for _ in 0..100 {
+        leader = keel_sim::nemesis::find_leader(&world).await;
+        if leader.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let leader = leader.expect("the cluster elects a leader");
+    let first = urls[leader].clone();
+    client
+        .spawn(async move { set_up_users(&first).await })
+        .await
+        .unwrap();
+    let behind = (leader + 1) % urls.len();
+    let net = madsim::net::NetSim::current();
+    let ids: Vec<_> = world.servers.iter().map(|s| s.node.id()).collect();
+    for (peer, &id) in ids.iter().enumerate() {
+        if peer != behind {
+            net.clog_link(ids[behind], id);
+            net.clog_link(id, ids[behind]);
+        }
+    }
+    let via = urls[leader].clone();
+    let token = client
+        .spawn(async move {
+            answer("alice logs in", || login(&via, "alice", "alicepw"))
+                .await
+                .unwrap()
+        })
+        .await
+        .unwrap();
+    let at = urls[behind].clone();
+    // Serializable: answered from this member's state at once, where a linearizable read
+    // would wait for the leader's commit index first (and find the login applied by then).
+    let read = client.spawn(async move {
+        let request = pb::RangeRequest {
+            key: b"app/config".to_vec().into(),
+            serializable: true,
+            ..Default::default()
+        };
+        kv(&at)
+            .await?
+            .range(with_token(request, Some(&token)))
+            .await
+    });
+    // Well within an election timeout (500 ms): the first try has been refused by now, and
+    // the retry waits for the leader.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    world.heal();
+    let read = read.await.unwrap();
+    assert!(
+        read.is_ok(),
+        "alice's token from the leader, used on member {behind} once it caught up: {read:?}"
+    );
+}
