@@ -366,33 +366,11 @@ pub async fn start_hooked<D: Disk + Send + 'static>(
             hints,
         },
     );
-    let known: Vec<(u64, Vec<String>)> = if node.members().is_empty() {
-        first_peers
-            .iter()
-            .map(|m| (m.id, m.peer_urls.clone()))
-            .collect()
-    } else {
-        node.members()
-            .iter()
-            .map(|m| (m.id, m.peer_urls.clone()))
-            .collect()
-    };
-    transport.set_peers(&known);
+    transport.set_peers(&known_peers(&node, &first_peers));
 
     let (watch_tx, watch_opens) = mpsc::channel::<WatchOpen>(1024);
     let (shutdown, shutdown_rx) = watch::channel(false);
-    let settings = LoopSettings {
-        tick: config.heartbeat_interval,
-        name: config.name.clone(),
-        advertise_peer_urls: config.advertise_peer_urls.clone(),
-        snapshot_count: config.snapshot_count,
-        backend_batch_interval: config.backend_batch_interval,
-        backend_batch_limit: config.backend_batch_limit,
-        engine_cache_size_bytes: config.engine_cache_size_bytes,
-        hooks,
-        learner: handle.learner_flag(),
-        members_view: members_view.clone(),
-    };
+    let settings = loop_settings(config, hooks, &handle, &members_view);
     // Random, not from the wall clock, which may have gone back since the last run.
     let first_request_id = crate::random::u64() >> 2;
     let server_loop = ServerLoop::new(
@@ -412,90 +390,15 @@ pub async fn start_hooked<D: Disk + Send + 'static>(
     };
     let server_loop = tokio::spawn(server_loop.run(inputs));
 
-    let api = Api {
-        handle: handle.clone(),
-        cluster_id: cluster_id.clone(),
-        member_id,
-        cluster_token: config.cluster_token.clone(),
-        backup_dir: config.data_dir.clone(),
-        client_cert_auth: config
-            .client_tls
-            .as_ref()
-            .is_some_and(|t| t.client_cert_auth),
-        client_tls: tls.client_client,
-        jwt: config.auth.jwt.clone(),
-    };
+    let api = api(config, &handle, &cluster_id, member_id, tls.client_client);
     let max_message_bytes =
         usize::try_from(config.max_request_bytes + GRPC_OVERHEAD_BYTES).unwrap_or(usize::MAX);
-    // One of each: the Lock and Election services call the same KV and Lease services.
-    let kv_service = KvService::new(api.clone());
-    let lease_service = LeaseService::new(api.clone());
-    let kv = KvServer::new(kv_service.clone())
-        .max_decoding_message_size(max_message_bytes)
-        .max_encoding_message_size(usize::MAX);
-    let watch_service = WatchService::new(
-        api.clone(),
-        watch_tx.clone(),
-        metrics.clone(),
-        max_message_bytes,
-    );
-    let watch = WatchServer::new(watch_service.clone())
-        .max_decoding_message_size(max_message_bytes)
-        .max_encoding_message_size(usize::MAX);
-    let refuse_on_learner = crate::grpc::refuse_on_learner(handle.learner_flag());
-    let lease = LeaseServer::with_interceptor(lease_service.clone(), refuse_on_learner.clone());
-    let cluster = ClusterServer::with_interceptor(
-        ClusterService::new(api.clone()),
-        refuse_on_learner.clone(),
-    );
-    let maintenance = MaintenanceServer::new(MaintenanceService::new(api.clone()))
-        .max_encoding_message_size(usize::MAX);
-    let auth = AuthServer::with_interceptor(
-        AuthService::new(api.clone(), config.auth.bcrypt_cost),
-        refuse_on_learner.clone(),
-    );
-    let recipes = Recipes {
-        api: api.clone(),
-        kv: kv_service,
-        lease: lease_service,
-        watch: watch_service.clone(),
-    };
-    let lock =
-        LockServer::with_interceptor(LockService::new(recipes.clone()), refuse_on_learner.clone());
-    let election =
-        ElectionServer::with_interceptor(ElectionService::new(recipes), refuse_on_learner);
-    #[cfg(not(madsim))]
-    {
-        let tls = config
-            .metrics_tls
-            .clone()
-            .map(|s| ServerTls::new(s, crate::tls::METRICS_ALPN, "metrics listener"))
-            .transpose()
-            .context("cannot set up TLS for the metrics listener")?;
-        let listeners = config
-            .compat
-            .listen_metrics
-            .iter()
-            .map(|url| crate::http::MetricsListener {
-                addr: url.addr,
-                tls: tls.clone().filter(|_| url.https),
-            })
-            .collect();
-        crate::http::serve_metrics_listeners(listeners, handle.clone(), metrics.clone()).await?;
-    }
+    serve_metrics(config, &handle, &metrics).await?;
     tokio::spawn(keep_watchers_moving(
         handle.clone(),
         config.compat.watch_progress_notify_interval,
     ));
-    let router = client_server(&handle, &metrics, max_message_bytes, config.compat.grpc)
-        .add_service(kv)
-        .add_service(watch)
-        .add_service(lease)
-        .add_service(cluster)
-        .add_service(maintenance)
-        .add_service(auth)
-        .add_service(lock)
-        .add_service(election);
+    let router = client_router(&api, &metrics, &watch_tx, max_message_bytes, config);
     let checker = crate::corruption::Checker {
         node: handle.clone(),
         members: members_view.clone(),
@@ -503,10 +406,7 @@ pub async fn start_hooked<D: Disk + Send + 'static>(
         cluster_id: cluster_id.clone(),
         peer_tls: tls.peer_client.clone(),
     };
-    if config.corruption.initial {
-        checker.initial_check().await?;
-    }
-    tokio::spawn(checker.run_periodic(config.corruption));
+    start_corruption_checks(checker, config).await?;
     serve_client_listeners(router, clients, tls.client_server);
     info!(
         name = config.name,
@@ -558,6 +458,159 @@ impl Tls {
     }
 }
 
+/// Whom the transport dials first: the members the node knows, or (a member that does not
+/// know them yet) the peers it was started with.
+fn known_peers(node: &Node, first_peers: &[keel_core::node::Member]) -> Vec<(u64, Vec<String>)> {
+    let known = |m: &keel_core::node::Member| (m.id, m.peer_urls.clone());
+    if node.members().is_empty() {
+        first_peers.iter().map(known).collect()
+    } else {
+        node.members().iter().map(known).collect()
+    }
+}
+
+fn loop_settings(
+    config: &ServerConfig,
+    hooks: Hooks,
+    handle: &NodeHandle,
+    members_view: &MembersView,
+) -> LoopSettings {
+    LoopSettings {
+        tick: config.heartbeat_interval,
+        name: config.name.clone(),
+        advertise_peer_urls: config.advertise_peer_urls.clone(),
+        snapshot_count: config.snapshot_count,
+        backend_batch_interval: config.backend_batch_interval,
+        backend_batch_limit: config.backend_batch_limit,
+        engine_cache_size_bytes: config.engine_cache_size_bytes,
+        hooks,
+        learner: handle.learner_flag(),
+        members_view: members_view.clone(),
+    }
+}
+
+/// What every client service shares.
+fn api(
+    config: &ServerConfig,
+    handle: &NodeHandle,
+    cluster_id: &transport::ClusterId,
+    member_id: u64,
+    client_tls: Option<ClientTls>,
+) -> Api {
+    Api {
+        handle: handle.clone(),
+        cluster_id: cluster_id.clone(),
+        member_id,
+        cluster_token: config.cluster_token.clone(),
+        backup_dir: config.data_dir.clone(),
+        client_cert_auth: config
+            .client_tls
+            .as_ref()
+            .is_some_and(|t| t.client_cert_auth),
+        client_tls,
+        jwt: config.auth.jwt.clone(),
+    }
+}
+
+/// etcd's gRPC services on the client port.
+fn client_router(
+    api: &Api,
+    metrics: &Arc<Metrics>,
+    watch_tx: &mpsc::Sender<WatchOpen>,
+    max_message_bytes: usize,
+    config: &ServerConfig,
+) -> ClientRouter {
+    let handle = &api.handle;
+    // One of each: the Lock and Election services call the same KV and Lease services.
+    let kv_service = KvService::new(api.clone());
+    let lease_service = LeaseService::new(api.clone());
+    let kv = KvServer::new(kv_service.clone())
+        .max_decoding_message_size(max_message_bytes)
+        .max_encoding_message_size(usize::MAX);
+    let watch_service = WatchService::new(
+        api.clone(),
+        watch_tx.clone(),
+        metrics.clone(),
+        max_message_bytes,
+    );
+    let watch = WatchServer::new(watch_service.clone())
+        .max_decoding_message_size(max_message_bytes)
+        .max_encoding_message_size(usize::MAX);
+    let refuse_on_learner = crate::grpc::refuse_on_learner(handle.learner_flag());
+    let lease = LeaseServer::with_interceptor(lease_service.clone(), refuse_on_learner.clone());
+    let cluster = ClusterServer::with_interceptor(
+        ClusterService::new(api.clone()),
+        refuse_on_learner.clone(),
+    );
+    let maintenance = MaintenanceServer::new(MaintenanceService::new(api.clone()))
+        .max_encoding_message_size(usize::MAX);
+    let auth = AuthServer::with_interceptor(
+        AuthService::new(api.clone(), config.auth.bcrypt_cost),
+        refuse_on_learner.clone(),
+    );
+    let recipes = Recipes {
+        api: api.clone(),
+        kv: kv_service,
+        lease: lease_service,
+        watch: watch_service.clone(),
+    };
+    let lock =
+        LockServer::with_interceptor(LockService::new(recipes.clone()), refuse_on_learner.clone());
+    let election =
+        ElectionServer::with_interceptor(ElectionService::new(recipes), refuse_on_learner);
+    client_server(handle, metrics, max_message_bytes, config.compat.grpc)
+        .add_service(kv)
+        .add_service(watch)
+        .add_service(lease)
+        .add_service(cluster)
+        .add_service(maintenance)
+        .add_service(auth)
+        .add_service(lock)
+        .add_service(election)
+}
+
+/// The `--listen-metrics-urls` listeners (the simulator has none).
+#[cfg(not(madsim))]
+async fn serve_metrics(
+    config: &ServerConfig,
+    handle: &NodeHandle,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<()> {
+    let tls = config
+        .metrics_tls
+        .clone()
+        .map(|s| ServerTls::new(s, crate::tls::METRICS_ALPN, "metrics listener"))
+        .transpose()
+        .context("cannot set up TLS for the metrics listener")?;
+    let listeners = config
+        .compat
+        .listen_metrics
+        .iter()
+        .map(|url| crate::http::MetricsListener {
+            addr: url.addr,
+            tls: tls.clone().filter(|_| url.https),
+        })
+        .collect();
+    crate::http::serve_metrics_listeners(listeners, handle.clone(), metrics.clone()).await
+}
+
+#[cfg(madsim)]
+async fn serve_metrics(_: &ServerConfig, _: &NodeHandle, _: &Arc<Metrics>) -> anyhow::Result<()> {
+    Ok(())
+}
+
+/// The data corruption checks: at start when asked, then every `--experimental-corrupt-check-time`.
+async fn start_corruption_checks(
+    checker: crate::corruption::Checker,
+    config: &ServerConfig,
+) -> anyhow::Result<()> {
+    if config.corruption.initial {
+        checker.initial_check().await?;
+    }
+    tokio::spawn(checker.run_periodic(config.corruption));
+    Ok(())
+}
+
 /// The client port's gRPC server. In real mode its [`ClientHttp`](crate::http::ClientHttp)
 /// layer adds the JSON gateway and etcd's HTTP endpoints on the same port (so HTTP/1.1 is
 /// accepted next to HTTP/2); simulated tonic serves gRPC only.
@@ -582,6 +635,11 @@ fn client_server(
 #[cfg(not(madsim))]
 type ClientLayers =
     tower::layer::util::Stack<crate::http::ClientHttp, tower::layer::util::Identity>;
+
+#[cfg(not(madsim))]
+type ClientRouter = tonic::transport::server::Router<ClientLayers>;
+#[cfg(madsim)]
+type ClientRouter = tonic::transport::server::Router;
 
 #[cfg(madsim)]
 fn client_server(
