@@ -1124,6 +1124,64 @@ fn a_write_over_the_quota_raises_nospace_on_every_member_until_disarmed() {
     assert!(put_ok(cluster.outcome(3, id)), "disarmed");
 }
 
+fn small_quota_on_member_3(id: NodeId) -> NodeConfig {
+    if id == 3 {
+        small_quota(id)
+    } else {
+        default_node_config(id)
+    }
+}
+
+/// A member's quota is its own flag (an operator raises it one member at a time), so it
+/// must not decide what applying does: writes proposed through a member with room apply
+/// on the member without room too, which then raises NOSPACE for everyone, as etcd's does.
+/// Refusing them when applying made member 3 skip writes the others hold.
+#[test]
+fn members_with_different_quotas_hold_the_same_data_and_the_full_one_raises_nospace() {
+    let mut cluster = NodeCluster::new(3, small_quota_on_member_3);
+    cluster.elect(1);
+    let value = "x".repeat(1_000);
+    let puts: Vec<u64> = (0..8)
+        .map(|i| cluster.put(1, &format!("k{i}"), &value))
+        .collect();
+    cluster.run();
+    for id in puts {
+        assert!(
+            put_ok(cluster.outcome(1, id)),
+            "member 1 has room for every put"
+        );
+    }
+    cluster.assert_converged();
+    assert!(cluster.node(3).store().over_quota());
+    cluster.tick(1);
+    for id in 1..=3 {
+        let alarms = cluster.node(id).store().alarms();
+        assert!(
+            matches!(
+                alarms[..],
+                [mvcc::AlarmMember {
+                    member_id: 3,
+                    alarm: mvcc::AlarmType::NoSpace
+                }]
+            ),
+            "member {id} sees the alarm raised by member 3: {alarms:?}"
+        );
+    }
+    let refused = cluster.node_mut(1).propose(
+        100,
+        ProposalBody::Store(Command::Put(PutRequest {
+            key: Bytes::from_static(b"tiny"),
+            value: Bytes::from_static(b"1"),
+            ..Default::default()
+        })),
+    );
+    assert!(
+        refused.is_err(),
+        "refused on member 1 too while the alarm is on"
+    );
+    cluster.assert_converged();
+}
+
 /// A member that joins on an empty data dir (an added member, or one an operator replaced)
 /// has nothing to serve: its empty store would show clients the cluster's first revision.
 /// It serves once a read index from the leader, taken after its start, is applied.

@@ -124,7 +124,7 @@ impl Store {
         index: u64,
         now_ms: u64,
     ) -> Result<LeaseGrantResponse, Error> {
-        self.check_quota(LEASE_OVERHEAD_BYTES)?;
+        self.check_no_space_alarm(LEASE_OVERHEAD_BYTES)?;
         if request.ttl > MAX_LEASE_TTL_S {
             return Err(Error::LeaseTtlTooLarge);
         }

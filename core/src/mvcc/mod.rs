@@ -51,7 +51,7 @@ pub use export::{KeptVersion, LeaseRecord};
 pub use history::{CatchUp, EventFilter};
 pub use key_index::ENTRY_OVERHEAD_BYTES;
 pub use lease::{KeepAliveOutcome, MAX_LEASE_TTL_S};
-pub use quota::{CLUSTER_ALARM_MEMBER_ID, LEASE_OVERHEAD_BYTES};
+pub use quota::LEASE_OVERHEAD_BYTES;
 pub use range_stream::{ChunkLimits, RangeCursor, RangeStreamChunk, RangeStreamEnd};
 pub use request::*;
 pub use revision::{KeyRange, RangeEnd, Revision};

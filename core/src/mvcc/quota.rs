@@ -1,11 +1,21 @@
-//! The space quota and alarms, as etcd's capped applier behaves: a write that would take
-//! the size estimate beyond the quota is refused with `NoSpace` and raises the NOSPACE
-//! alarm; while the alarm is active every write that adds data (a put anywhere in a txn,
-//! a lease grant) is refused, and deletes, compaction and lease revokes still run. An
-//! operator disarms the alarm (`AlarmRequest` DEACTIVATE) after freeing space.
+//! The space quota and alarms, as etcd's quota and capped applier behave.
 //!
-//! The estimate is logical (see [`super::key_index::ENTRY_OVERHEAD_BYTES`]), so every
-//! member decides the same. The alarm is cluster-wide; keel records it under member 0.
+//! A member's quota (`--quota-backend-bytes`) is its own flag, so it never decides what
+//! applying an entry does: members whose quotas differ (an operator raising it one member at
+//! a time) must still hold the same data. The quota is looked at in two places only:
+//! - before proposing: a write that would take the size estimate beyond this member's quota
+//!   is refused with `NoSpace` ([`Store::check_command`]), and the member raises the alarm;
+//! - after applying: a member whose estimate is beyond its quota (writes already in the log
+//!   when it filled, which every member applies, as etcd does) raises the alarm
+//!   ([`Store::over_quota`], looked at every tick).
+//!
+//! The NOSPACE alarm goes through the log under the member's id, so it is replicated state:
+//! while it is active every member refuses, when applying, every write that adds data (a put
+//! anywhere in a txn, a lease grant), and deletes, compaction and lease revokes still run. An
+//! operator disarms it (`AlarmRequest` DEACTIVATE) after freeing space.
+//!
+//! The estimate is logical (see [`super::key_index::ENTRY_OVERHEAD_BYTES`]): every member
+//! counts the same bytes for the same writes.
 
 use super::error::Error;
 use super::key_index::ENTRY_OVERHEAD_BYTES;
@@ -17,9 +27,6 @@ use super::store::Store;
 
 /// What a lease costs the quota (etcd's `leaseOverhead`).
 pub const LEASE_OVERHEAD_BYTES: u64 = 64;
-
-/// The member id keel's own NOSPACE alarm is recorded under.
-pub const CLUSTER_ALARM_MEMBER_ID: u64 = 0;
 
 pub(crate) fn put_cost(put: &PutRequest) -> u64 {
     (put.key.len() + put.value.len()) as u64 + ENTRY_OVERHEAD_BYTES
@@ -122,7 +129,9 @@ impl Store {
         Ok(())
     }
 
-    pub(crate) fn check_quota_read_only(&self, cost: u64) -> Result<(), Error> {
+    /// Whether a write of `cost` bytes may be proposed here: not while the NOSPACE alarm is
+    /// active, nor if it would take the estimate beyond this member's quota.
+    pub(crate) fn check_quota(&self, cost: u64) -> Result<(), Error> {
         if cost == 0 {
             return Ok(());
         }
@@ -134,17 +143,19 @@ impl Store {
         Ok(())
     }
 
-    /// Refuses a write of `cost` bytes that does not fit, raising the alarm.
-    pub(crate) fn check_quota(&mut self, cost: u64) -> Result<(), Error> {
-        let result = self.check_quota_read_only(cost);
-        let alarm = AlarmMember {
-            member_id: CLUSTER_ALARM_MEMBER_ID,
-            alarm: AlarmType::NoSpace,
-        };
-        if result.is_err() && self.alarms.insert(alarm) {
-            self.save_alarms();
+    /// Refuses, when applying, a write that adds `cost` bytes while the NOSPACE alarm is
+    /// active. Replicated state only: the quota itself is not looked at (see the module
+    /// docs).
+    pub(crate) fn check_no_space_alarm(&self, cost: u64) -> Result<(), Error> {
+        if cost > 0 && self.no_space_alarm_active() {
+            return Err(Error::NoSpace);
         }
-        result
+        Ok(())
+    }
+
+    /// The estimate is beyond this member's quota: it should raise the NOSPACE alarm.
+    pub fn over_quota(&self) -> bool {
+        self.usage.size_bytes() > self.config().quota_bytes
     }
 
     pub(crate) fn apply_alarm(&mut self, request: &AlarmRequest) -> AlarmResponse {

@@ -431,13 +431,13 @@ impl Store {
     }
 
     /// Every check etcd makes before proposing `command` (see [`super::check_command`]),
-    /// with this store's limits, plus the quota: a write that would not fit is refused
-    /// here without raising the alarm (applying it would).
+    /// with this store's limits, plus this member's quota (the caller raises the NOSPACE
+    /// alarm when that refuses).
     pub fn check_command(&self, command: &Command) -> Result<(), Error> {
         self.healthy()?;
         super::validate::check_command(command, &self.config.limits)?;
         self.check_corrupt_alarm(command)?;
-        self.check_quota_read_only(super::quota::cost(command))
+        self.check_quota(super::quota::cost(command))
     }
 
     /// Applies the command of the Raft entry at `index`. `now_ms` is the caller's

@@ -39,7 +39,7 @@ impl Store {
         &mut self,
         txn: &TxnRequest,
     ) -> Result<(TxnResponse, Vec<Event>), Error> {
-        self.check_quota(quota::txn_cost(txn))?;
+        self.check_no_space_alarm(quota::txn_cost(txn))?;
         let path = self.txn_path(txn);
         let ops = branch(txn, path.succeeded);
         self.check_puts(ops, &path, &mut Vec::new())?;

@@ -201,7 +201,7 @@ impl Store {
         &mut self,
         put: &PutRequest,
     ) -> Result<(PutResponse, Vec<Event>), Error> {
-        self.check_quota(super::quota::put_cost(put))?;
+        self.check_no_space_alarm(super::quota::put_cost(put))?;
         if put.lease != 0 && !self.lessor.contains(put.lease) {
             return Err(Error::LeaseNotFound);
         }

@@ -628,6 +628,9 @@ impl Node {
             self.propose_lease_checkpoints();
             self.propose_auto_compaction(now_ms);
         }
+        if self.store.over_quota() {
+            self.raise_no_space_alarm();
+        }
         self.republish_attributes();
         self.count_leaderless_ticks();
     }
@@ -736,10 +739,10 @@ impl Node {
         Ok(())
     }
 
-    /// A write did not fit the quota: raise the NOSPACE alarm through the log, under this
-    /// member's id, as etcd's quota does, so every member refuses writes that add data until
-    /// an operator disarms it (after freeing space). Once per tick at most while it is not
-    /// applied yet.
+    /// A write did not fit this member's quota, or the writes applied have filled it: raise
+    /// the NOSPACE alarm through the log, under this member's id, as etcd's quota does, so
+    /// every member refuses writes that add data until an operator disarms it (after freeing
+    /// space). Once per tick at most while it is not applied yet.
     fn raise_no_space_alarm(&mut self) {
         if self.store.no_space_alarm_active() || self.no_space_alarm_asked_tick == Some(self.ticks)
         {

@@ -17,23 +17,60 @@ fn no_space(h: &Harness) -> bool {
         .any(|a| a.alarm == AlarmType::NoSpace)
 }
 
+fn put_ten_bytes(h: &mut Harness, key: &str) -> Result<PutResponse, Error> {
+    h.put_req(PutRequest {
+        key: b(key),
+        value: b("0123456789"),
+        ..Default::default()
+    })
+}
+
+fn raise_no_space(h: &mut Harness, member_id: u64) {
+    h.apply(Command::Alarm(AlarmRequest {
+        action: AlarmAction::Activate,
+        member_id,
+        alarm: AlarmType::NoSpace,
+    }));
+    assert!(no_space(h));
+}
+
+/// The quota is a member's own flag, so applying never looks at it: the writes in the log
+/// apply on every member alike. What it refuses is proposing a write that does not fit.
 #[test]
-fn exceeding_the_quota_raises_nospace_and_refuses_writes_that_add_data() {
+fn the_quota_refuses_proposals_and_never_changes_what_applying_does() {
     let mut h = small_quota();
     let mut i = 0;
-    let err = loop {
-        match h.put_req(PutRequest {
-            key: b(&format!("k{i}")),
-            value: b("0123456789"),
-            ..Default::default()
-        }) {
-            Ok(_) => i += 1,
-            Err(e) => break e,
-        }
-    };
-    assert_eq!(err, Error::NoSpace);
-    assert!(no_space(&h));
+    while !h.store.over_quota() {
+        put_ten_bytes(&mut h, &format!("k{i}")).expect("applying ignores the quota");
+        i += 1;
+        assert!(i < 1_000, "the estimate grows with every put");
+    }
+    put_ten_bytes(&mut h, "one more").expect("still applied beyond the quota");
+    assert!(
+        !no_space(&h),
+        "only a proposal through the log raises the alarm"
+    );
+    let put = Command::Put(PutRequest {
+        key: b("a"),
+        ..Default::default()
+    });
+    assert_eq!(h.store.check_command(&put), Err(Error::NoSpace));
+    let grant = Command::LeaseGrant(LeaseGrantRequest { ttl: 10, id: 1 });
+    assert_eq!(h.store.check_command(&grant), Err(Error::NoSpace));
+    let delete = Command::DeleteRange(DeleteRangeRequest {
+        key: b("k0"),
+        ..Default::default()
+    });
+    assert_eq!(h.store.check_command(&delete), Ok(()), "adds no data");
+}
+
+#[test]
+fn while_nospace_is_raised_writes_that_add_data_are_refused_when_applied() {
+    let mut h = Harness::new();
+    h.put("a", "1");
+    raise_no_space(&mut h, 2);
     let rev = h.rev();
+    assert_eq!(put_ten_bytes(&mut h, "b").unwrap_err(), Error::NoSpace);
     assert_eq!(h.grant(1, 10).unwrap_err(), Error::NoSpace);
     let txn_with_put_in_failure = TxnRequest {
         failure: vec![put_op("z", "1")],
@@ -41,13 +78,6 @@ fn exceeding_the_quota_raises_nospace_and_refuses_writes_that_add_data() {
     };
     assert_eq!(h.txn(txn_with_put_in_failure).unwrap_err(), Error::NoSpace);
     assert_eq!(h.rev(), rev, "refused writes change nothing");
-    assert_eq!(
-        h.store.check_command(&Command::Put(PutRequest {
-            key: b("a"),
-            ..Default::default()
-        })),
-        Err(Error::NoSpace)
-    );
 }
 
 #[test]
@@ -55,13 +85,9 @@ fn under_nospace_deletes_compaction_revokes_and_reads_still_work_and_disarm_reop
     let mut h = small_quota();
     h.grant(1, 10).unwrap();
     for i in 0..20 {
-        let _ = h.put_req(PutRequest {
-            key: b(&format!("k{i:02}")),
-            value: b("0123456789"),
-            ..Default::default()
-        });
+        put_ten_bytes(&mut h, &format!("k{i:02}")).unwrap();
     }
-    assert!(no_space(&h));
+    raise_no_space(&mut h, 2);
     assert!(h.delete("k00", "k05").deleted > 0);
     h.compact(h.rev()).unwrap();
     h.revoke(1).unwrap();
@@ -71,17 +97,10 @@ fn under_nospace_deletes_compaction_revokes_and_reads_still_work_and_disarm_reop
         ..Default::default()
     };
     assert!(h.txn(read_only).is_ok());
-    assert_eq!(
-        h.put_req(PutRequest {
-            key: b("n"),
-            ..Default::default()
-        })
-        .unwrap_err(),
-        Error::NoSpace
-    );
+    assert_eq!(put_ten_bytes(&mut h, "n").unwrap_err(), Error::NoSpace);
     let applied = h.apply(Command::Alarm(AlarmRequest {
         action: AlarmAction::Deactivate,
-        member_id: CLUSTER_ALARM_MEMBER_ID,
+        member_id: 2,
         alarm: AlarmType::NoSpace,
     }));
     let Ok(Response::Alarm(r)) = applied.result else {
