@@ -3,9 +3,12 @@
 //! decoded [`Command`] at a Raft index and returns the response and the watch events of
 //! the revision it created. Reads take `&self`.
 //!
-//! Determinism: every replicated decision depends only on the commands applied and the
-//! [`StoreConfig`] (which must be the same on every member). Physical compaction progress,
-//! lease timers and the primary/follower role affect no response and no hash.
+//! Determinism: every replicated decision depends only on the commands applied, never on a
+//! member's flags, because members are configured one at a time (a rolling change of
+//! `--quota-backend-bytes`, say) and must still hold the same data. The one [`StoreConfig`]
+//! field applying reads, `min_lease_ttl_s`, is no flag and the same on every member.
+//! Physical compaction progress, lease timers and the primary/follower role affect no
+//! response and no hash.
 
 use std::collections::BTreeSet;
 use std::ops::Bound;
@@ -42,11 +45,13 @@ pub const DEFAULT_INDEX_CHECKPOINT_BYTES: usize = 16 * 1024 * 1024;
 /// (etcd's `expiredLeaseRetryInterval`).
 pub const DEFAULT_EXPIRED_LEASE_RETRY_MS: u64 = 3000;
 
-/// Settings that shape replicated decisions (quota, minimum TTL) must be identical on
-/// every member; the others only tune local work.
+/// A member's settings. Only `min_lease_ttl_s` shapes what applying does (so it is a
+/// constant, not a flag: see the module docs); the quota and limits are checked before
+/// proposing, and the rest tune local work.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StoreConfig {
-    /// Estimated store size beyond which writes raise the NOSPACE alarm.
+    /// Estimated store size beyond which this member refuses to propose writes and raises
+    /// the NOSPACE alarm.
     pub quota_bytes: u64,
     /// Leases granted with a shorter TTL get this one.
     pub min_lease_ttl_s: i64,

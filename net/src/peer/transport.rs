@@ -27,7 +27,7 @@ use keel_core::mvcc::View;
 use keel_core::raft::{Message, MessageBody, NodeId};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tracing::{debug, info, warn};
 
 use crate::tls::ClientTls;
@@ -73,11 +73,23 @@ const MAX_SNAPSHOT_ACK_WAITS: u32 = 60;
 /// ones; the moved peer's own connections say where it is, so its senders try there too
 /// (etcd gets the same from streams dialled in both directions). Only a hint: whoever
 /// answers there must still be that member of this cluster, which its hello check enforces.
+///
+/// A hello also says the peer is up now: its sender, waiting out a backoff of up to
+/// [`MAX_BACKOFF`] after failed dials (a member restarting, or added and not started yet),
+/// dials at once instead of leaving it without messages for that long.
 #[derive(Clone, Debug, Default)]
-pub struct DialHints(Arc<std::sync::Mutex<BTreeMap<NodeId, Vec<String>>>>);
+pub struct DialHints(Arc<std::sync::Mutex<BTreeMap<NodeId, PeerHint>>>);
+
+#[derive(Debug, Default)]
+struct PeerHint {
+    urls: Vec<String>,
+    /// Wakes this peer's sender from its backoff.
+    up: Arc<Notify>,
+}
 
 impl DialHints {
-    /// Keeps what `peer` said, within limits (a peer's hello is not trusted with memory).
+    /// Keeps what `peer` said, within limits (a peer's hello is not trusted with memory),
+    /// and wakes its sender.
     fn learn(&self, peer: NodeId, urls: &[String]) {
         let urls: Vec<String> = urls
             .iter()
@@ -86,7 +98,9 @@ impl DialHints {
             .cloned()
             .collect();
         if let Ok(mut hints) = self.0.lock() {
-            hints.insert(peer, urls);
+            let hint = hints.entry(peer).or_default();
+            hint.urls = urls;
+            hint.up.notify_one();
         }
     }
 
@@ -94,10 +108,19 @@ impl DialHints {
     fn dial_urls(&self, peer: NodeId, known: &[String]) -> Vec<String> {
         let mut urls = known.to_vec();
         if let Ok(hints) = self.0.lock() {
-            let said = hints.get(&peer).into_iter().flatten();
+            let said = hints.get(&peer).into_iter().flat_map(|hint| &hint.urls);
             urls.extend(said.filter(|url| !known.contains(url)).cloned());
         }
         urls
+    }
+
+    /// What `peer`'s hellos notify (see the type's docs).
+    fn peer_up(&self, peer: NodeId) -> Arc<Notify> {
+        match self.0.lock() {
+            Ok(mut hints) => hints.entry(peer).or_default().up.clone(),
+            // Poisoned: a sender that is never woken early still dials after its backoff.
+            Err(_) => Arc::new(Notify::new()),
+        }
     }
 }
 
@@ -329,6 +352,25 @@ mod tests {
         assert_eq!(hints.dial_urls(3, &known), vec![known[0].clone(), moved]);
         // What a peer says is about itself only.
         assert_eq!(hints.dial_urls(4, &known), known);
+    }
+
+    #[test]
+    fn a_hello_wakes_that_peers_sender_from_its_backoff_and_no_other() {
+        use futures_util::FutureExt;
+        let hints = DialHints::default();
+        let (up_3, up_4) = (hints.peer_up(3), hints.peer_up(4));
+        assert!(
+            up_3.notified().now_or_never().is_none(),
+            "not before a hello"
+        );
+        hints.learn(3, &[]);
+        assert!(up_3.notified().now_or_never().is_some());
+        assert!(up_4.notified().now_or_never().is_none());
+        hints.learn(5, &[]);
+        assert!(
+            hints.peer_up(5).notified().now_or_never().is_some(),
+            "a sender started after the hello dials at once too"
+        );
     }
 
     #[test]

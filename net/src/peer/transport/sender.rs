@@ -24,6 +24,7 @@ impl Sender {
     pub(super) async fn run(self, mut queue: mpsc::Receiver<Message>) {
         let mut backoff = MIN_BACKOFF;
         let mut attempt = 0usize;
+        let peer_up = self.dialing.hints.peer_up(self.to);
         loop {
             let urls = self.dial_urls();
             let url = &urls[attempt % urls.len()];
@@ -52,8 +53,10 @@ impl Sender {
             if queue.is_closed() {
                 return;
             }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(MAX_BACKOFF);
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => backoff = (backoff * 2).min(MAX_BACKOFF),
+                () = peer_up.notified() => backoff = MIN_BACKOFF,
+            }
         }
     }
 
