@@ -62,13 +62,17 @@ impl Store {
                 IndexCycle {
                     next: Vec::new(),
                     rev: self.current_revision(),
+                    min_slice_bytes: (self.index.deferred.bytes / INDEX_CHECKPOINT_SLICES).max(1),
                 }
             }
             None => return,
         };
         // A share of all the waiting rows, so that a sweep outruns the rows landing ahead
-        // of it however fast they come.
-        let slice_bytes = (self.index.deferred.bytes / INDEX_CHECKPOINT_SLICES).max(1);
+        // of it however fast they come; and never less than the cycle's first share: a
+        // share of what is left alone shrinks with every slice, and a quiet member's sweep
+        // (which physical compaction waits for) took hundreds of commits to end.
+        let slice_bytes =
+            (self.index.deferred.bytes / INDEX_CHECKPOINT_SLICES).max(cycle.min_slice_bytes);
         let (rows, next) = self
             .index
             .deferred

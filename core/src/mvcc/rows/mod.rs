@@ -228,6 +228,9 @@ struct IndexCycle {
     /// The revision the cycle began at: once it has swept every key, the engine holds
     /// every index row through it.
     rev: i64,
+    /// The least a slice takes: a share of the rows waiting when the cycle began, so that
+    /// a cycle with no rows landing ends within `INDEX_CHECKPOINT_SLICES` commits.
+    min_slice_bytes: usize,
 }
 
 impl Store {
