@@ -117,6 +117,9 @@ queries! {
     HashKv => Headed<Result<HashKvResponse, mvcc::Error>>;
     /// The store's compacted revision.
     CompactRevision => i64;
+    /// Whether this member's store is compacted through a revision physically too (etcd's
+    /// `Compact` with `physical` waits for it: a defragment after it frees the space).
+    PhysicallyCompacted => bool;
     /// What a health check looks at.
     Health => HealthView;
     /// A consistent view of the store as of its last engine commit (made now), with what a
@@ -413,6 +416,19 @@ pub struct CompactRevision;
 impl CompactRevision {
     fn answer(self, node: &mut Node) -> i64 {
         node.store().compact_revision()
+    }
+}
+
+/// See [`Query::PhysicallyCompacted`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PhysicallyCompacted {
+    pub revision: i64,
+}
+
+impl PhysicallyCompacted {
+    fn answer(self, node: &mut Node) -> bool {
+        let store = node.store();
+        store.compact_revision() >= self.revision && !store.compaction_behind()
     }
 }
 

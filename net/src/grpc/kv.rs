@@ -13,9 +13,13 @@ use crate::proto::etcdserverpb as pb;
 use crate::proto::etcdserverpb::kv_server::Kv;
 use crate::server_loop::handle::Consistency;
 use keel_core::node::query::{
-    Ask, Headed, NextRangeChunk, Range, RangeStreamStart, ReadTxn, StartRangeStream,
+    Ask, Headed, NextRangeChunk, PhysicallyCompacted, Range, RangeStreamStart, ReadTxn,
+    StartRangeStream,
 };
 use keel_core::node::CallerCheck;
+
+/// How often a `physical` compaction asks whether this member's engine caught up.
+const PHYSICAL_COMPACTION_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(20);
 
 #[derive(Clone, Debug)]
 pub struct KvService {
@@ -28,6 +32,24 @@ impl KvService {
     }
 
     /// Proposes a store write as the caller and waits for its answer.
+    /// Waits until this member has dropped the history below `revision` from its engine,
+    /// not only from what reads see: an operator's defragment after it then frees the
+    /// space (etcd's `physical` compaction). A quiet member moves it on every tick; under
+    /// writes it moves with each applied entry.
+    async fn wait_physically_compacted(&self, revision: i64) -> Result<(), Status> {
+        let query = PhysicallyCompacted { revision };
+        while !self
+            .api
+            .handle
+            .ask(Consistency::Unfenced, query.clone())
+            .await
+            .map_err(status)?
+        {
+            tokio::time::sleep(PHYSICAL_COMPACTION_POLL_INTERVAL).await;
+        }
+        Ok(())
+    }
+
     async fn write(
         &self,
         command: Command,
@@ -315,12 +337,20 @@ impl Kv for KvService {
     ) -> Result<Response<pb::CompactionResponse>, Status> {
         self.api.refuse_on_learner()?;
         let credentials = self.api.credentials(&request);
-        let command = Command::Compaction(convert::compaction_request(request.into_inner()));
-        match self.write(command, &credentials).await? {
-            (mvcc::Response::Compaction(response), header) => Ok(Response::new(
-                convert::compaction_response(response, &header),
-            )),
-            _ => Err(unexpected("compaction")),
+        let request = request.into_inner();
+        let physical = request.physical;
+        let revision = request.revision;
+        let command = Command::Compaction(convert::compaction_request(request));
+        let (mvcc::Response::Compaction(response), header) =
+            self.write(command, &credentials).await?
+        else {
+            return Err(unexpected("compaction"));
+        };
+        if physical {
+            self.wait_physically_compacted(revision).await?;
         }
+        Ok(Response::new(convert::compaction_response(
+            response, &header,
+        )))
     }
 }
