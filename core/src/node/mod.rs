@@ -508,6 +508,7 @@ impl Node {
     /// Moves physical compaction on by up to `revisions` when nothing is applied (it moves
     /// with applies otherwise). Returns whether it is still behind.
     pub fn step_store_compaction(&mut self, revisions: usize) -> bool {
+        self.store.checkpoint_index_for_compaction();
         self.store.compaction_step(revisions);
         self.store.compaction_behind()
     }
