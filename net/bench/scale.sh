@@ -188,7 +188,7 @@ run_system() {
   for _ in $(seq 600); do
     local applied
     applied=$(etcdctl --endpoints=127.0.0.1:42379 --command-timeout=1s endpoint status -w fields 2>/dev/null |
-      awk '/"RaftAppliedIndex"/ {print $3}')
+      awk '/"RaftAppliedIndex"/ {print $3}' || true)
     if [ "${applied:-0}" -ge "$target" ] 2>/dev/null; then
       join_ms=$(( ($(date +%s%N) - joined_from) / 1000000 ))
       received=$(du -sm "$WORK/$sys-n4" | cut -f1)

@@ -8,7 +8,11 @@
 //!   must stop at the leader's first heartbeat if it lost entries it had acknowledged;
 //! - `member update` to a new peer URL, then a restart there: same member, same id;
 //! - `member remove` of a running member (it must stop), then `member add` on the same URL:
-//!   a new member with a new id joins with an empty data dir.
+//!   a new member with a new id joins with an empty data dir;
+//! - one member's `--quota-backend-bytes` lowered to just above what it holds (a flag rolled
+//!   out one member at a time), so that the writes going on fill it: it must raise NOSPACE
+//!   for every member and apply the log as the others do. Repaired as the README says: the
+//!   quota raised again, the member restarted, the alarm disarmed.
 //!
 //! A member that lost its state is replaced as the README says: remove it, add it again,
 //! start it with an empty data dir and `--initial-cluster-state existing`. What must hold
@@ -19,6 +23,7 @@ use std::time::Duration;
 
 use keel_net::proto::etcdserverpb as pb;
 use keel_net::proto::etcdserverpb::cluster_client::ClusterClient;
+use keel_net::proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use tonic::transport::Channel;
 
 use crate::history::MemberId;
@@ -559,7 +564,6 @@ async fn corrupt_alarm_blocks_writes(
     within: Duration,
 ) -> Result<(), String> {
     use keel_net::proto::etcdserverpb::kv_client::KvClient;
-    use keel_net::proto::etcdserverpb::maintenance_client::MaintenanceClient;
 
     let urls = other_urls(world, index);
     let listed = until_answered(world, urls, within, move |url| async move {
@@ -600,8 +604,6 @@ async fn corrupt_alarm_blocks_writes(
 }
 
 async fn disarm_corrupt(world: &World, index: usize, member: u64) -> Result<(), String> {
-    use keel_net::proto::etcdserverpb::maintenance_client::MaintenanceClient;
-
     let urls = other_urls(world, index);
     until_answered(world, urls, CHANGE_DEADLINE, move |url| async move {
         let mut client = MaintenanceClient::connect(url).await.map_err(unavailable)?;
@@ -611,6 +613,91 @@ async fn disarm_corrupt(world: &World, index: usize, member: u64) -> Result<(), 
             alarm: pb::AlarmType::Corrupt as i32,
         };
         client.alarm(request).await.map(drop)
+    })
+    .await
+}
+
+/// Most bytes of room a lowered quota leaves above what the member holds.
+const MAX_QUOTA_ROOM_BYTES: u64 = 2 * 1024;
+
+/// Restarts server `index` with `quota_bytes` (0: the default), as an operator rolling out
+/// a flag does.
+fn restart_with_quota(world: &mut World, index: usize, quota_bytes: u64) {
+    let mut flags = world.flags(index);
+    flags.quota_bytes = quota_bytes;
+    world.set_flags(index, flags);
+    world.crash(index);
+    world.restart(index);
+}
+
+/// Lowers server `index`'s quota to `room_bytes` above the logical size it holds, holds
+/// that while the writes go on, then repairs (see the module docs).
+pub async fn lower_quota(
+    world: &mut World,
+    index: usize,
+    room_bytes: u64,
+    hold: Duration,
+) -> String {
+    let name = world.servers[index].name.clone();
+    let url = world.servers[index].client_url();
+    let held = until_answered(world, vec![url], SETTLE, |url| async move {
+        let mut client = MaintenanceClient::connect(url).await.map_err(unavailable)?;
+        let status = client.status(pb::StatusRequest {}).await?.into_inner();
+        Ok(u64::try_from(status.db_size_in_use).unwrap_or(0))
+    })
+    .await
+    .unwrap_or(0);
+    let usual = world.flags(index).quota_bytes;
+    // Never 0, which means the default.
+    let lowered = held + room_bytes.clamp(1, MAX_QUOTA_ROOM_BYTES);
+    restart_with_quota(world, index, lowered);
+    tokio::time::sleep(hold).await;
+    restart_with_quota(world, index, usual);
+    let disarmed = match disarm_no_space(world).await {
+        Ok(alarms) => format!("NOSPACE alarms disarmed: {alarms}"),
+        Err(e) => format!("disarming failed: {e}"),
+    };
+    format!(
+        "quota of {name} lowered to {lowered} bytes for {hold:?}, then raised again; {disarmed}"
+    )
+}
+
+/// Deactivates every NOSPACE alarm until none is listed; returns how many it deactivated.
+async fn disarm_no_space(world: &World) -> Result<usize, String> {
+    let urls = (0..world.servers.len())
+        .map(|i| world.servers[i].client_url())
+        .collect();
+    until_answered(world, urls, CHANGE_DEADLINE, |url| async move {
+        let mut client = MaintenanceClient::connect(url).await.map_err(unavailable)?;
+        let no_space = pb::AlarmType::Nospace as i32;
+        let listed = client
+            .alarm(pb::AlarmRequest::default())
+            .await?
+            .into_inner()
+            .alarms;
+        let raised: Vec<u64> = listed
+            .iter()
+            .filter(|a| a.alarm == no_space)
+            .map(|a| a.member_id)
+            .collect();
+        for &member_id in &raised {
+            let request = pb::AlarmRequest {
+                action: pb::alarm_request::AlarmAction::Deactivate as i32,
+                member_id,
+                alarm: no_space,
+            };
+            client.alarm(request).await?;
+        }
+        // Asked again until none is left: a member's raise may commit after a disarm.
+        let left = client
+            .alarm(pb::AlarmRequest::default())
+            .await?
+            .into_inner()
+            .alarms;
+        if left.iter().any(|a| a.alarm == no_space) {
+            return Err(tonic::Status::unavailable("NOSPACE raised again"));
+        }
+        Ok(raised.len())
     })
     .await
 }

@@ -20,8 +20,9 @@ use network::{
     inject_swizzle_clog,
 };
 use operator_faults::{
-    inject_defragment, inject_diverge, inject_move_member, inject_remove_and_add_again,
-    inject_rollback_data_dir, inject_transfer_leader, inject_wipe_data_dir,
+    inject_defragment, inject_diverge, inject_lower_quota, inject_move_member,
+    inject_remove_and_add_again, inject_rollback_data_dir, inject_transfer_leader,
+    inject_wipe_data_dir,
 };
 use process::{
     inject_clock_drift, inject_clock_leap, inject_crash, inject_crash_all, inject_crash_leader,
@@ -117,6 +118,11 @@ pub enum FaultKind {
     /// `member remove` of a running server (it must stop), then `member add` on its URL and
     /// a fresh start: a new member.
     RemoveAndAddAgain,
+    /// One server's `--quota-backend-bytes` lowered to just above what it holds and the
+    /// server restarted (a flag rolled out one member at a time); the writes that go on fill
+    /// it. It must raise NOSPACE for every member and apply the log as the others do; then
+    /// the quota is raised again, the server restarted and the alarm disarmed.
+    LowerQuota,
     /// A server's data silently differs from the others' (one overwritten write changed,
     /// checksums intact): `--experimental-initial-corrupt-check` must keep it from
     /// starting; it is then replaced.
@@ -183,15 +189,17 @@ impl NemesisConfig {
     /// Swarm testing with the operators' faults as well (wiped and rolled-back data dirs,
     /// moved and re-added members), each on with probability one half like the others.
     pub fn swarm_with_operators(rng: &mut impl Rng) -> NemesisConfig {
-        let kinds = ALL_FAULTS
+        let mut kinds: BTreeSet<FaultKind> = ALL_FAULTS
             .into_iter()
             .chain(OPERATOR_FAULTS)
             .filter(|_| rng.gen_bool(0.5))
             .collect();
-        NemesisConfig {
-            kinds,
-            max_hold: Duration::from_secs(rng.gen_range(1..6)),
+        let max_hold = Duration::from_secs(rng.gen_range(1..6));
+        // Drawn after the others, which stay what each seed drew before it existed.
+        if rng.gen_bool(0.5) {
+            kinds.insert(FaultKind::LowerQuota);
         }
+        NemesisConfig { kinds, max_hold }
     }
 
     pub fn calm() -> NemesisConfig {
@@ -352,6 +360,7 @@ async fn inject(
         FaultKind::RollbackDataDir => inject_rollback_data_dir(world, target, rng, hold).await,
         FaultKind::MoveMember => inject_move_member(world, target, rng).await,
         FaultKind::RemoveAndAddAgain => inject_remove_and_add_again(world, target, rng).await,
+        FaultKind::LowerQuota => inject_lower_quota(world, target, rng, hold).await,
         FaultKind::DivergeCaughtAtStart | FaultKind::DivergeCaughtByLeader => {
             inject_diverge(world, kind, target, rng, hold).await
         }

@@ -136,6 +136,19 @@ pub(super) async fn inject_rollback_data_dir(
     crate::operator::rollback_data_dir(world, i, hold, &log).await
 }
 
+pub(super) async fn inject_lower_quota(
+    world: &mut World,
+    target: Target,
+    rng: &mut impl Rng,
+    hold: Duration,
+) -> String {
+    let Some(i) = resolve(world, target, rng).await else {
+        return "lower quota: no such server".into();
+    };
+    let room_bytes = rng.gen_range(0..2 * 1024);
+    crate::operator::lower_quota(world, i, room_bytes, hold).await
+}
+
 pub(super) async fn inject_move_member(
     world: &mut World,
     target: Target,
