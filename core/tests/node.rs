@@ -1085,27 +1085,8 @@ fn a_write_over_the_quota_raises_nospace_on_every_member_until_disarmed() {
     );
     assert!(refused.is_err(), "the big put does not fit");
     cluster.run();
-    for id in 1..=3 {
-        let alarms = cluster.node(id).store().alarms();
-        assert!(
-            matches!(
-                alarms[..],
-                [mvcc::AlarmMember {
-                    member_id: 2,
-                    alarm: mvcc::AlarmType::NoSpace
-                }]
-            ),
-            "member {id} sees the alarm raised by member 2: {alarms:?}"
-        );
-    }
-    let small = cluster.node_mut(3).propose(
-        100,
-        ProposalBody::Store(Command::Put(PutRequest {
-            key: Bytes::from_static(b"tiny"),
-            value: Bytes::from_static(b"1"),
-            ..Default::default()
-        })),
-    );
+    assert_no_space_raised_by(&cluster, 2);
+    let small = propose_tiny_put(&mut cluster, 3);
     assert!(
         small.is_err(),
         "a small put is refused too while the alarm is on"
@@ -1122,6 +1103,32 @@ fn a_write_over_the_quota_raises_nospace_on_every_member_until_disarmed() {
     let id = cluster.put(3, "tiny", "1");
     cluster.run();
     assert!(put_ok(cluster.outcome(3, id)), "disarmed");
+}
+
+/// Every member holds exactly one alarm: NOSPACE raised by `member`.
+fn assert_no_space_raised_by(cluster: &NodeCluster, member: NodeId) {
+    for id in 1..=3 {
+        let alarms = cluster.node(id).store().alarms();
+        assert!(
+            matches!(
+                alarms[..],
+                [mvcc::AlarmMember { member_id, alarm: mvcc::AlarmType::NoSpace }]
+                    if member_id == member
+            ),
+            "member {id} sees the alarm raised by member {member}: {alarms:?}"
+        );
+    }
+}
+
+fn propose_tiny_put(cluster: &mut NodeCluster, id: NodeId) -> Result<(), NodeProposeError> {
+    cluster.node_mut(id).propose(
+        100,
+        ProposalBody::Store(Command::Put(PutRequest {
+            key: Bytes::from_static(b"tiny"),
+            value: Bytes::from_static(b"1"),
+            ..Default::default()
+        })),
+    )
 }
 
 fn small_quota_on_member_3(id: NodeId) -> NodeConfig {
@@ -1154,27 +1161,8 @@ fn members_with_different_quotas_hold_the_same_data_and_the_full_one_raises_nosp
     cluster.assert_converged();
     assert!(cluster.node(3).store().over_quota());
     cluster.tick(1);
-    for id in 1..=3 {
-        let alarms = cluster.node(id).store().alarms();
-        assert!(
-            matches!(
-                alarms[..],
-                [mvcc::AlarmMember {
-                    member_id: 3,
-                    alarm: mvcc::AlarmType::NoSpace
-                }]
-            ),
-            "member {id} sees the alarm raised by member 3: {alarms:?}"
-        );
-    }
-    let refused = cluster.node_mut(1).propose(
-        100,
-        ProposalBody::Store(Command::Put(PutRequest {
-            key: Bytes::from_static(b"tiny"),
-            value: Bytes::from_static(b"1"),
-            ..Default::default()
-        })),
-    );
+    assert_no_space_raised_by(&cluster, 3);
+    let refused = propose_tiny_put(&mut cluster, 1);
     assert!(
         refused.is_err(),
         "refused on member 1 too while the alarm is on"
