@@ -24,6 +24,9 @@ pub(super) struct PhysicalCompaction {
     /// The history log's first row physical compaction has not processed (every row before
     /// it is deleted).
     cursor: Revision,
+    /// Deletions made since the engine's last commit began: a defragment queued now would
+    /// copy the rows they delete.
+    uncommitted: bool,
 }
 
 impl Store {
@@ -59,6 +62,18 @@ impl Store {
             && self.physical_compaction.compacted_through != Some(self.compact_revision())
     }
 
+    /// Whether the history below the compact revision has left the engine: dropped, and
+    /// the engine's next commit begun with the deletions (`Compact` with `physical` waits
+    /// for it, so that a defragment after it copies none of that history).
+    pub fn compacted_physically(&self) -> bool {
+        !self.compaction_behind() && !self.physical_compaction.uncommitted
+    }
+
+    /// The engine's commit has taken the writes so far (see [`Store::compacted_physically`]).
+    pub(super) fn compaction_committed(&mut self) {
+        self.physical_compaction.uncommitted = false;
+    }
+
     /// Drops unreachable history for up to `max_revisions` entries of the history log.
     /// Returns true while work remains. [`Store::apply`] calls it after every entry; a
     /// server may call it more when idle.
@@ -92,6 +107,7 @@ impl Store {
             more = self.drop_stale_garbage(target, max_revisions);
         }
         let mut keys = BTreeSet::new();
+        self.physical_compaction.uncommitted |= !batch.is_empty();
         for (rev, key) in batch {
             self.delete_row(Table::Log, &revision_bytes(rev));
             keys.insert(key);

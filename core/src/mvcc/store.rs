@@ -236,6 +236,7 @@ impl Store {
     pub fn commit(&mut self, durable: bool) -> Result<(), Error> {
         self.healthy()?;
         self.advance_index_checkpoint();
+        self.compaction_committed();
         if let Err(e) = self.engine.commit(durable) {
             self.failed(e);
         }
@@ -308,6 +309,7 @@ impl Store {
     pub fn begin_commit(&mut self) -> Result<(), Error> {
         self.healthy()?;
         self.advance_index_checkpoint();
+        self.compaction_committed();
         if let Err(e) = self.engine.begin_commit() {
             self.failed(e);
         }

@@ -428,7 +428,7 @@ pub struct PhysicallyCompacted {
 impl PhysicallyCompacted {
     fn answer(self, node: &mut Node) -> bool {
         let store = node.store();
-        store.compact_revision() >= self.revision && !store.compaction_behind()
+        store.compact_revision() >= self.revision && store.compacted_physically()
     }
 }
 
