@@ -145,8 +145,19 @@ async fn a_follower_restarted_behind_what_it_served_answers_only_after_catching_
             tokio::time::sleep(Duration::from_secs(2)).await;
             eventually("first put", || put(&all[1], "k", "v1")).await;
             // Served by server 0 from its own state: it has applied the put. The crash
-            // follows at once, before a tick could sync the commit index that covers it.
-            let value = eventually("read", || applied_value(&all[0], "k")).await;
+            // follows at once, before a tick could sync the commit index that covers it, so
+            // the read is retried every millisecond: `eventually`'s 100 ms pause let a tick
+            // sync it first on some seeds, and then serving v1 after the restart is right.
+            let value = tokio::time::timeout(Duration::from_secs(2), async {
+                loop {
+                    match applied_value(&all[0], "k").await {
+                        Ok(value) => return value,
+                        Err(_) => tokio::time::sleep(Duration::from_millis(1)).await,
+                    }
+                }
+            })
+            .await
+            .expect("server 0 applies the put");
             assert_eq!(value, b"v1");
         })
         .await
