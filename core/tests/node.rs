@@ -1538,3 +1538,30 @@ fn questions_are_answered_at_once_or_once_their_read_index_is_applied() {
         "{refused:?}"
     );
 }
+
+/// A member that crashed while restoring its founding image, once one of the restore's
+/// commits had reached the disk but before the first durable one, starts again: its engine
+/// holds a store at index 0 without the node's rows, which is thrown away and restored
+/// again. It stopped the member for good ("the engine restored into already holds a
+/// store"); the simulator found it with an engine committing every 2 s (seed 1342).
+#[test]
+fn a_restore_a_crash_cut_short_is_done_again_when_the_member_starts() {
+    let config = default_node_config(1);
+    let image = Node::bootstrap_image(&members(3), config.store);
+    let initial = InitialState::bootstrap([1, 2, 3], image);
+    // The rows such a restore leaves: the founding store's, and none of the node's.
+    let founding_store = mvcc::Store::new(config.store).snapshot();
+    let engine = mvcc::Store::restore_into(
+        &founding_store,
+        Box::new(mvcc::MemEngine::default()),
+        config.store,
+    )
+    .unwrap()
+    .into_engine();
+    let store = mvcc::Store::open(engine, config.store).unwrap();
+    let (node, rebased) = Node::open(config, initial, store, "store.redb").unwrap();
+    assert!(rebased.is_none());
+    assert_eq!(node.applied_index(), 1);
+    assert_eq!(node.store().applied_index(), 1);
+    assert_eq!(node.members().iter().count(), 3);
+}

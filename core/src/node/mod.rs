@@ -361,6 +361,17 @@ impl Node {
                         reason: format!("{location} holds a store but not the node's rows"),
                     });
                 }
+                if store.holds_a_store() {
+                    // At index 0 and without the node's rows: the rows of a restore below
+                    // that a crash cut short before the first durable commit (the restore
+                    // commits as it goes, not durably, but such a commit may reach the
+                    // disk). Thrown away, and the image restored again.
+                    store = store.emptied().map_err(|e| {
+                        NodeError::Store(mvcc::Error::Storage {
+                            reason: format!("emptying {location}: {e}"),
+                        })
+                    })?;
+                }
                 let snapshot_index = initial.snapshot.meta.index;
                 match decode_image(&initial.snapshot)? {
                     Some(image) if !image.store.is_empty() => {

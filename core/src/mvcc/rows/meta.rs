@@ -31,6 +31,11 @@ pub(super) const STATE_BYTES: usize = 4 + 6 * 8;
 pub(super) const LEASE_BYTES: usize = 16;
 
 impl Store {
+    /// Whether the engine holds a store (its state row), restored or written by applies.
+    pub(crate) fn holds_a_store(&self) -> bool {
+        self.row(Table::Meta, META_STORE).is_some()
+    }
+
     /// Writes the scalars into the open transaction (after every apply).
     pub(crate) fn save_state(&mut self) {
         self.close_garbage_buckets();
