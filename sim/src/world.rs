@@ -48,6 +48,45 @@ pub struct WorldConfig {
     pub tuning: Tuning,
     /// WAL segment size: small ones make segments roll over and get released often.
     pub segment_size_bytes: u64,
+    /// When set, each member draws its own local knobs from this seed and its index (see
+    /// [`MemberKnobs`]) instead of sharing the cluster's: operators set flags per member.
+    pub mixed_members: Option<u64>,
+}
+
+/// A member's own flags and limits that must never change what it applies: members that
+/// differ in them must hold the same data (a member's `--quota-backend-bytes` once did,
+/// sim/mutants/28). Drawn per member in mixed worlds ([`WorldConfig::mixed_members`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct MemberKnobs {
+    pub index_checkpoint_bytes: u64,
+    pub compaction_batch_revisions: usize,
+    pub backend_batch_interval: Duration,
+    pub engine_cache_size_bytes: usize,
+}
+
+impl MemberKnobs {
+    /// Member `index`'s draw in a world mixed with `mix_seed`.
+    pub fn draw(mix_seed: u64, index: usize) -> MemberKnobs {
+        let salt = 0x6b6e_6f62_7300 ^ (index as u64 + 1).wrapping_mul(0x9e37_79b9);
+        let mut rng = ChaCha8Rng::seed_from_u64(mix_seed ^ salt);
+        let default = Tuning::default();
+        MemberKnobs {
+            index_checkpoint_bytes: *[0, 4 * 1024, 256 * 1024].choose(&mut rng).unwrap_or(&0),
+            compaction_batch_revisions: *[1, 64, default.compaction_batch_revisions]
+                .choose(&mut rng)
+                .unwrap_or(&1),
+            backend_batch_interval: *[
+                Duration::from_millis(10),
+                Duration::from_millis(100),
+                Duration::from_secs(2),
+            ]
+            .choose(&mut rng)
+            .unwrap_or(&Duration::from_millis(100)),
+            engine_cache_size_bytes: *[1024 * 1024, keel_storage::DEFAULT_ENGINE_CACHE_SIZE_BYTES]
+                .choose(&mut rng)
+                .unwrap_or(&keel_storage::DEFAULT_ENGINE_CACHE_SIZE_BYTES),
+        }
+    }
 }
 
 impl WorldConfig {
@@ -66,6 +105,20 @@ impl WorldConfig {
             index_checkpoint_bytes: [0, 4 * 1024, 256 * 1024][(seed % 3) as usize],
             tuning: tuning_for_seed(seed),
             segment_size_bytes: segment_size_for_seed(seed),
+            mixed_members: None,
+        }
+    }
+
+    /// Member `index`'s own knobs: the cluster's, or its own draw in a mixed world.
+    pub fn member_knobs(&self, index: usize) -> MemberKnobs {
+        match self.mixed_members {
+            Some(mix_seed) => MemberKnobs::draw(mix_seed, index),
+            None => MemberKnobs {
+                index_checkpoint_bytes: self.index_checkpoint_bytes,
+                compaction_batch_revisions: self.tuning.compaction_batch_revisions,
+                backend_batch_interval: self.backend_batch_interval,
+                engine_cache_size_bytes: keel_storage::DEFAULT_ENGINE_CACHE_SIZE_BYTES,
+            },
         }
     }
 }
@@ -231,6 +284,7 @@ fn with_peer_ports(
         .map(|&i| format!("s{}={}", i + 1, url(i, peer_port(i))))
         .collect::<Vec<_>>()
         .join(",");
+    let knobs = config.member_knobs(index);
     let corrupt_check_ms = config.corrupt_check.map_or(0, |d| d.as_millis());
     let args = [
         "keel".to_string(),
@@ -241,9 +295,13 @@ fn with_peer_ports(
         format!("--experimental-corrupt-check-time={corrupt_check_ms}ms"),
         format!(
             "--backend-batch-interval={}ms",
-            config.backend_batch_interval.as_millis()
+            knobs.backend_batch_interval.as_millis()
         ),
-        format!("--index-checkpoint-bytes={}", config.index_checkpoint_bytes),
+        format!("--index-checkpoint-bytes={}", knobs.index_checkpoint_bytes),
+        format!(
+            "--engine-cache-size-bytes={}",
+            knobs.engine_cache_size_bytes
+        ),
         format!("--name=s{}", index + 1),
         format!("--data-dir=s{}.keel", index + 1),
         format!("--listen-client-urls={}", url(index, CLIENT_PORT)),
@@ -278,7 +336,10 @@ fn with_peer_ports(
         segment_size_bytes: config.segment_size_bytes,
         ..StorageOptions::default()
     };
-    server.tuning = config.tuning.clone();
+    server.tuning = Tuning {
+        compaction_batch_revisions: knobs.compaction_batch_revisions,
+        ..config.tuning.clone()
+    };
     server
 }
 

@@ -173,11 +173,19 @@ fn operator_seeds_that_once_found_bugs_pass() {
 
 /// Seeds of long hunts (`sim/hunt.sh`) that once failed, each with what it found; CI runs
 /// them all so the bug stays fixed.
-const SEEDS_THAT_FOUND_BUGS: [(u64, &str); 1] = [(
-    2791,
-    "a read-only txn on a member with unreadable sectors left out a key whose value it \
-     could not read (core/src/mvcc/txn.rs read_txn)",
-)];
+const SEEDS_THAT_FOUND_BUGS: [(u64, &str); 2] = [
+    (
+        2791,
+        "a read-only txn on a member with unreadable sectors left out a key whose value it \
+         could not read (core/src/mvcc/txn.rs read_txn)",
+    ),
+    (
+        1342,
+        "a member that crashed while its engine still held only the founding image's \
+         restore (its engine commits every 2 s) never started again: the engine restored \
+         into already holds a store (core/src/node/mod.rs Node::open)",
+    ),
+];
 
 #[test]
 fn seeds_that_once_found_bugs_pass() {

@@ -33,6 +33,9 @@ pub struct RunConfig {
     pub lease_holder: bool,
     /// `--heartbeat-interval` and `--election-timeout`, in milliseconds.
     pub timing_ms: (u64, u64),
+    /// Each member draws its own local knobs (`WorldConfig::mixed_members`): drawn from
+    /// a stream of its own, so the seed's other draws stay what they were.
+    pub mixed_members: bool,
     /// The named scenarios' extra knobs; the default changes nothing (and draws nothing
     /// from the seed, so the random sweep's runs stay what they were).
     pub extras: Extras,
@@ -88,6 +91,10 @@ impl std::fmt::Debug for RunConfig {
             .field("snapshot_count", &self.snapshot_count)
             .field("lease_holder", &self.lease_holder)
             .field("timing_ms", &self.timing_ms);
+        // Left out when unset, as `extras` is.
+        if self.mixed_members {
+            d.field("mixed_members", &self.mixed_members);
+        }
         // Left out when unused, so the random mix's plans print as they always did.
         if self.extras != Extras::default() {
             d.field("extras", &self.extras);
@@ -117,6 +124,7 @@ impl RunConfig {
             snapshot_count: [100, 1000][rng.gen_range(0..2)],
             lease_holder: rng.gen_bool(0.3),
             timing_ms: timing_for_seed(seed),
+            mixed_members: mixed_members_for_seed(seed),
             extras: Extras::default(),
         }
     }
@@ -153,6 +161,7 @@ impl RunConfig {
             snapshot_count: 1000,
             lease_holder: false,
             timing_ms: DEFAULT_TIMING_MS,
+            mixed_members: false,
             extras: Extras::default(),
         }
     }
@@ -168,4 +177,9 @@ pub(super) fn timing_for_seed(seed: u64) -> (u64, u64) {
     *[(20, 200), DEFAULT_TIMING_MS, (100, 1000)]
         .choose(&mut rng)
         .unwrap_or(&DEFAULT_TIMING_MS)
+}
+
+/// Whether the random sweep's seed gives each member its own local knobs (half of them).
+fn mixed_members_for_seed(seed: u64) -> bool {
+    ChaCha8Rng::seed_from_u64(seed ^ 0x6d69_7865_6400).gen_bool(0.5)
 }

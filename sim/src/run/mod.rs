@@ -165,6 +165,7 @@ fn start_world(config: &RunConfig) -> World {
         heartbeat_ms: config.timing_ms.0,
         election_ms: config.timing_ms.1,
         tuning: tuning_of(config),
+        mixed_members: config.mixed_members.then_some(config.seed),
         ..WorldConfig::new(config.servers, config.seed)
     })
 }
