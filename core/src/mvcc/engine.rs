@@ -72,6 +72,21 @@ pub struct EngineError(pub String);
 
 pub type EngineResult<T> = Result<T, EngineError>;
 
+/// Every key of `table`, in key order (or reverse).
+pub(crate) fn keys_of(
+    engine: &dyn Read,
+    table: Table,
+    reverse: bool,
+) -> EngineResult<Vec<Vec<u8>>> {
+    let mut keys = Vec::new();
+    let (all, none) = (Bound::Unbounded, Bound::Unbounded);
+    engine.scan(table, all, none, reverse, &mut |key, _| {
+        keys.push(key.to_vec());
+        true
+    })?;
+    Ok(keys)
+}
+
 /// Called for each row of a scan; returns false to stop.
 pub type Visit<'a> = &'a mut dyn FnMut(&[u8], &[u8]) -> bool;
 
@@ -298,20 +313,7 @@ mod tests {
     use super::*;
 
     fn rows(engine: &dyn Read, table: Table, reverse: bool) -> Vec<Vec<u8>> {
-        let mut keys = Vec::new();
-        engine
-            .scan(
-                table,
-                Bound::Unbounded,
-                Bound::Unbounded,
-                reverse,
-                &mut |k, _| {
-                    keys.push(k.to_vec());
-                    true
-                },
-            )
-            .unwrap();
-        keys
+        keys_of(engine, table, reverse).unwrap()
     }
 
     #[test]

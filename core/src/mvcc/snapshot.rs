@@ -237,18 +237,7 @@ impl Store {
         let config = *self.config();
         let mut engine = self.into_engine();
         for table in Table::ALL {
-            let mut keys = Vec::new();
-            engine.scan(
-                table,
-                Bound::Unbounded,
-                Bound::Unbounded,
-                false,
-                &mut |key, _| {
-                    keys.push(key.to_vec());
-                    true
-                },
-            )?;
-            for key in keys {
+            for key in super::engine::keys_of(&*engine, table, false)? {
                 engine.delete(table, &key)?;
             }
         }
