@@ -176,12 +176,20 @@ impl Maintenance for MaintenanceService {
             .await
             .map_err(status)?
             .map_err(|e| status(&e))?;
+        // As etcd does, the operator's log says when a defragment ran and how it ended.
+        tracing::info!("defragmenting the store's engine");
+        let started = Instant::now();
         let outcome = loop {
             if let Some(outcome) = defragmenting.outcome() {
                 break outcome;
             }
             tokio::time::sleep(DEFRAGMENT_POLL_INTERVAL).await;
         };
+        let took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        match &outcome {
+            Ok(()) => tracing::info!(took_ms, "finished defragmenting the store's engine"),
+            Err(error) => tracing::warn!(took_ms, %error, "the defragment failed"),
+        }
         // etcd answers a failed defragment with its error as an unknown status.
         outcome.map_err(Status::unknown)?;
         // etcd's answer carries no header.
