@@ -55,7 +55,9 @@ pub struct WorldConfig {
 
 /// A member's own flags and limits that must never change what it applies: members that
 /// differ in them must hold the same data (a member's `--quota-backend-bytes` once did,
-/// sim/mutants/28). Drawn per member in mixed worlds ([`WorldConfig::mixed_members`]).
+/// sim/mutants/28; the quota is not drawn here, since one that fills stops writes: the
+/// operators' lowered-quota fault covers it). Drawn per member in mixed worlds
+/// ([`WorldConfig::mixed_members`]).
 #[derive(Clone, Debug, PartialEq)]
 pub struct MemberKnobs {
     pub index_checkpoint_bytes: u64,
