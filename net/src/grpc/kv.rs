@@ -31,7 +31,6 @@ impl KvService {
         KvService { api }
     }
 
-    /// Proposes a store write as the caller and waits for its answer.
     /// Waits until this member has dropped the history below `revision` from its engine,
     /// not only from what reads see: an operator's defragment after it then frees the
     /// space (etcd's `physical` compaction). A quiet member moves it on every tick; under
@@ -50,6 +49,7 @@ impl KvService {
         Ok(())
     }
 
+    /// Proposes a store write as the caller and waits for its answer.
     async fn write(
         &self,
         command: Command,
